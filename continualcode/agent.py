@@ -1,0 +1,273 @@
+"""The session: query → parse → ask the approver → execute, or learn and retry.  No terminal I/O.
+
+One tool call per turn.  For each proposed call the `Approver` answers with one `Decision`:
+- Approve:   execute the call (no learning).  `always=True` also auto-approves that tool later.
+- Deny:      with correction text, the learning event: the `Learner` is called exactly once with a
+             `Correction`, then the agent retries with the updated weights.  The failed attempt
+             and the correction stay in the conversation, so the retry honours them in context
+             too.  An empty correction denies without learning and ends the task.
+- Edit:      the edited arguments are executed; the learner gets the argument diff as implicit
+             correction text and the edited call as a demonstration.
+- Feedback:  free-form text kept in the session and handed to the learner with the next
+             correction; the same call is then asked about again.
+- Abort:     the task ends here.
+Learning is one injected callable (`Learner`); the session knows nothing of losses.
+Everything that happens is reported through `on_event(type, data)` (the journal and the UI).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from continualcode.backends.base import Backend, Sample
+from continualcode.render import Message, Renderer, ToolCall
+from continualcode.tools import Workspace
+
+
+@dataclass(frozen=True)
+class Approve:
+    always: bool = False
+
+
+@dataclass(frozen=True)
+class Deny:
+    correction: str = ""
+
+
+@dataclass(frozen=True)
+class Edit:
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Feedback:
+    text: str
+
+
+@dataclass(frozen=True)
+class Abort:
+    pass
+
+
+Decision = Approve | Deny | Edit | Feedback | Abort
+
+
+class Approver(Protocol):
+    def decide(self, call: ToolCall, preview: str) -> Decision: ...
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One learning event: the student's exact context and completion, and what the user said.
+
+    kind:          "deny" (text = the correction), "edit" (text = the argument diff,
+                   demonstration = the edited call), "approved_retry" (demonstration = the call
+                   approved after a denial; text = that denial's correction).
+    messages:      the conversation the student saw (before its attempt).
+    prompt_ids / sample: the student's prompt tokens and its own sampled completion.
+    feedback:      intermediary feedback accumulated in the session.
+    """
+
+    kind: Literal["deny", "edit", "approved_retry"]
+    messages: tuple[Message, ...]
+    prompt_ids: list[int]
+    sample: Sample
+    attempt_text: str
+    text: str
+    feedback: tuple[str, ...] = ()
+    demonstration: str | None = None
+
+
+Learner = Callable[[Correction], dict[str, Any] | None]
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 0.3
+    top_p: float = 0.95
+    max_tokens: int = 512
+    constrained: bool = True
+    max_turns: int = 12
+    max_malformed: int = 3
+
+
+@dataclass
+class TaskResult:
+    status: Literal["answered", "max_turns", "denied", "aborted", "malformed"]
+    text: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+
+
+def args_diff(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """A readable correction text from an argument edit."""
+    lines = []
+    for k in sorted(set(before) | set(after)):
+        if before.get(k) != after.get(k):
+            lines.append(f"{k}: {json.dumps(before.get(k))} -> {json.dumps(after.get(k))}")
+    return "; ".join(lines)
+
+
+class Session:
+    """Conversation state and the one-call-per-turn loop."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        renderer: Renderer,
+        workspace: Workspace,
+        approver: Approver,
+        *,
+        learner: Learner | None = None,
+        sampling: SamplingConfig | None = None,
+        auto_approve: Sequence[str] = (),
+        on_event: EventSink | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.backend = backend
+        self.renderer = renderer
+        self.workspace = workspace
+        self.approver = approver
+        self.learner = learner
+        self.sampling = sampling or SamplingConfig()
+        self.auto_approve = set(auto_approve)
+        self.on_event = on_event or (lambda _t, _d: None)
+        self.messages: list[Message] = []
+        self.feedback: list[str] = []
+        self.seed = seed
+        self._n_samples = 0
+        self._constraints: dict[bool, Any] = {}
+
+    # --- pieces ---------------------------------------------------------------------------------
+
+    def _emit(self, type_: str, **data: Any) -> None:
+        self.on_event(type_, data)
+
+    def _constraint(self, allow_text: bool) -> Any:
+        if not self.sampling.constrained:
+            return None
+        if allow_text not in self._constraints:
+            self._constraints[allow_text] = self.renderer.constraint(allow_text=allow_text)
+        return self._constraints[allow_text]
+
+    def query(self) -> tuple[list[int], Sample, str]:
+        """Sample one assistant turn for the current conversation."""
+        prompt_ids = self.renderer.prompt_ids(self.messages)
+        # The model must act before it may answer in text: text is allowed after a tool result.
+        allow_text = bool(self.messages) and self.messages[-1].role == "tool"
+        seed = None if self.seed is None else self.seed + self._n_samples
+        self._n_samples += 1
+        s = self.sampling
+        sample = self.backend.sample(
+            prompt_ids, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
+            stop=self.renderer.stop_ids, constraint=self._constraint(allow_text), seed=seed,
+        )
+        return prompt_ids, sample, self.renderer.decode(sample.tokens)
+
+    def _add(self, *msgs: Message) -> None:
+        """Append to the conversation; each message is also an event (the journal resumes from them)."""
+        for m in msgs:
+            self.messages.append(m)
+            self._emit("message", role=m.role, content=m.content, meta=m.meta)
+
+    def add_feedback(self, text: str) -> None:
+        text = text.strip()
+        if text:
+            self.feedback.append(text)
+            self._emit("decision", kind="feedback", text=text)
+
+    def execute(self, call: ToolCall) -> str:
+        result = self.workspace.run(call.name, call.arguments)
+        self._emit("tool_result", name=call.name, ok=result.ok, output=result.output)
+        return result.output
+
+    def _learn(self, c: Correction) -> None:
+        if self.learner is None:
+            return
+        self._emit("learn_start", kind=c.kind)
+        report = self.learner(c)
+        if report is not None:
+            self._emit("learn", **report)
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def run_task(self, task: str) -> TaskResult:
+        """Run one user task until a text answer, a denial without correction, an abort or max_turns."""
+        self._emit("user", text=task)
+        self._add(Message("user", task))
+        result = TaskResult(status="max_turns")
+        malformed = 0
+        pending: Correction | None = None  # the last denial, for learning from an approved retry
+        turn = 0
+        while turn < self.sampling.max_turns:
+            context = tuple(self.messages)
+            self._emit("thinking")
+            prompt_ids, sample, text = self.query()
+            parsed = self.renderer.parse(text)
+            self._emit("proposal", text=text, tokens=len(sample.tokens), finish=sample.finish_reason,
+                       call=None if parsed.call is None else {"name": parsed.call.name,
+                                                               "arguments": parsed.call.arguments},
+                       error=parsed.error)
+            if parsed.error is not None:
+                malformed += 1
+                self._add(Message("assistant", text), Message("user", f"error: {parsed.error}. Try again."))
+                if malformed >= self.sampling.max_malformed:
+                    return TaskResult(status="malformed", text=parsed.error, calls=result.calls)
+                continue
+            if parsed.text is not None:
+                self._add(Message("assistant", text))
+                self._emit("assistant_text", text=parsed.text)
+                return TaskResult(status="answered", text=parsed.text, calls=result.calls)
+            call = parsed.call
+            assert call is not None
+            turn += 1
+            decision = self._decide(call)
+            if isinstance(decision, Abort):
+                self._emit("decision", kind="abort")
+                return TaskResult(status="aborted", calls=result.calls)
+            if isinstance(decision, Deny):
+                self._emit("decision", kind="deny", text=decision.correction)
+                self._add(Message("assistant", text))
+                if not decision.correction.strip():
+                    self._add(Message("user", "The user denied this call. Wait for instructions."))
+                    return TaskResult(status="denied", calls=result.calls)
+                pending = Correction("deny", context, prompt_ids, sample, text, decision.correction.strip(),
+                                     tuple(self.feedback))
+                self._learn(pending)
+                self._add(Message("user", f"Denied. {decision.correction.strip()}"))
+                continue
+            if isinstance(decision, Edit):
+                edited = ToolCall(call.name, decision.arguments)
+                diff = args_diff(call.arguments, edited.arguments)
+                self._emit("decision", kind="edit", diff=diff, arguments=decision.arguments)
+                self._learn(Correction("edit", context, prompt_ids, sample, text,
+                                       f"the user edited the call's arguments: {diff}", tuple(self.feedback),
+                                       demonstration=edited.to_text()))
+                call, text = edited, edited.to_text()
+            else:
+                self._emit("decision", kind="approve", always=decision.always)
+                if decision.always:
+                    self.auto_approve.add(call.name)
+                if pending is not None:
+                    self._learn(Correction("approved_retry", pending.messages, pending.prompt_ids, pending.sample,
+                                           pending.attempt_text, pending.text, pending.feedback,
+                                           demonstration=text))
+            pending = None
+            self._add(Message("assistant", text))
+            output = self.execute(call)
+            self._add(Message("tool", output, meta={"tool": call.name}))
+            result.calls.append(call)
+        return result
+
+    def _decide(self, call: ToolCall) -> Decision:
+        if call.name in self.auto_approve:
+            return Approve()
+        while True:
+            d = self.approver.decide(call, self.workspace.preview(call.name, call.arguments))
+            if isinstance(d, Feedback):
+                self.add_feedback(d.text)
+                continue
+            return d

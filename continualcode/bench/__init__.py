@@ -1,0 +1,1 @@
+"""Benchmarks (learning, latency, security): measurements with reports, not tests."""

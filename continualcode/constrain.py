@@ -1,0 +1,115 @@
+"""Grammar-constrained decoding: every sampled turn is one valid tool call, or plain text.
+
+The grammar (compiled once per tokenizer and tool set with xgrammar) is
+
+    root  ::= call | text
+    call  ::= "<tool_call>\\n" JSON "\\n</tool_call>"        then the stop token
+    JSON  ::= anyOf over tools of {"name": <const>, "arguments": <that tool's argument schema>}
+    text  ::= a plain-text answer, which may not contain "<"
+
+so a known tool name, schema-valid arguments (no extra properties) and exactly one call per turn
+are guaranteed, and the model may instead answer in text to end its turn.  Per-tool `anyOf`
+matters: a loose schema lets a small model call `bash` with invented arguments.
+
+A `GrammarConstraint` is immutable and shared; `start()` returns the per-sample state that the
+backend's sampling loop drives: `mask(logits)` → choose → `accept(token)` → `terminated()`.
+The mask changes only what is sampled, never the log-probabilities reported for training.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+CALL_OPEN = "<tool_call>\n"
+CALL_CLOSE = "\n</tool_call>"
+JSON_SEPARATORS = (", ", ": ")
+
+
+def call_schema(tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """JSON schema of one call: anyOf, per tool, {name: const, arguments: its parameters}."""
+    options = []
+    for t in tools:
+        fn = t["function"]
+        options.append({
+            "type": "object",
+            "properties": {"name": {"const": fn["name"]}, "arguments": fn["parameters"]},
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+        })
+    return {"anyOf": options}
+
+
+class GrammarState:
+    """One sample's position in the grammar."""
+
+    def __init__(self, matcher: Any, bitmask: torch.Tensor, vocab_size: int) -> None:
+        self._m = matcher
+        self._bitmask = bitmask
+        self._vocab = vocab_size
+
+    def mask(self, logits_V: torch.Tensor) -> torch.Tensor:
+        """A copy of `logits_V` with every token the grammar forbids here set to -inf."""
+        import xgrammar as xg
+
+        self._m.fill_next_token_bitmask(self._bitmask)
+        out = logits_V.detach().to("cpu", torch.float32).clone().unsqueeze(0)
+        xg.apply_token_bitmask_inplace(out, self._bitmask)
+        return out[0].to(logits_V.device)
+
+    def accept(self, token: int) -> bool:
+        return bool(self._m.accept_token(int(token)))
+
+    def terminated(self) -> bool:
+        return bool(self._m.is_terminated())
+
+
+class GrammarConstraint:
+    """A compiled grammar over one tokenizer; cheap to `start()` per sample."""
+
+    def __init__(self, compiled: Any, vocab_size: int) -> None:
+        self._compiled = compiled
+        self._vocab = vocab_size
+
+    def start(self) -> GrammarState:
+        import xgrammar as xg
+
+        return GrammarState(xg.GrammarMatcher(self._compiled), xg.allocate_token_bitmask(1, self._vocab), self._vocab)
+
+
+def build_constraint(
+    tokenizer: Any,
+    tools: Sequence[dict[str, Any]],
+    *,
+    vocab_size: int,
+    stop_ids: Sequence[int],
+    allow_text: bool = True,
+) -> GrammarConstraint:
+    """Compile the call-or-text grammar for this tokenizer and tool set (cached)."""
+    key = json.dumps([t["function"] for t in tools], sort_keys=True)
+    return _compile(tokenizer, key, vocab_size, tuple(stop_ids), allow_text)
+
+
+@lru_cache(maxsize=8)
+def _compile(
+    tokenizer: Any, tools_key: str, vocab_size: int, stop_ids: tuple[int, ...], allow_text: bool
+) -> GrammarConstraint:
+    import xgrammar as xg
+
+    tools = [{"function": f} for f in json.loads(tools_key)]
+    body = xg.Grammar.from_json_schema(
+        json.dumps(call_schema(tools)), any_whitespace=False, separators=JSON_SEPARATORS, strict_mode=True
+    )
+    call = xg.Grammar.concat(
+        xg.Grammar.from_ebnf(f"root ::= {json.dumps(CALL_OPEN)}"),
+        body,
+        xg.Grammar.from_ebnf(f"root ::= {json.dumps(CALL_CLOSE)}"),
+    )
+    grammar = xg.Grammar.union(call, xg.Grammar.from_ebnf('root ::= [^<]+')) if allow_text else call
+    info = xg.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_ids))
+    compiled = xg.GrammarCompiler(info, max_threads=2).compile_grammar(grammar)
+    return GrammarConstraint(compiled, vocab_size)

@@ -1,0 +1,214 @@
+"""Messages + tools ⇄ token ids, and tool-call parsing, in the model's own chat template.
+
+Two styles, one call format:
+- native: the template takes `tools=` (Qwen2.5 / Qwen3 and other Hermes-style templates that
+  document `<tool_call>` blocks); tool results go back as role "tool".
+- fallback: templates without tool support (the embedded SmolLM2): the tool list and the call
+  format are written into the system prompt, followed by one worked example exchange (a probe
+  found the 135M model emits no usable call zero-shot, and follows one example); tool results go
+  back as user turns.
+In both, a call is `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>` and the
+decoding grammar (`constrain.py`) guarantees it.  Assistant turns are rendered from their raw
+sampled text, so the tokens the student produced are the tokens the teacher scores.
+
+`parse` never raises: it returns a call, a text answer, or an error message meant to be sent back
+to the model as a retry prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from continualcode.constrain import CALL_CLOSE, CALL_OPEN, JSON_SEPARATORS, GrammarConstraint, build_constraint
+from continualcode.tools import TOOL_SCHEMAS, ToolError, validate_args
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+SYSTEM_PROMPT = (
+    "You are a coding agent working inside the user's project directory. "
+    "Each reply is exactly one tool call, or, when the task is finished, a short plain-text answer. "
+    "Follow the user's corrections exactly."
+)
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+
+    def to_text(self) -> str:
+        body = json.dumps({"name": self.name, "arguments": self.arguments}, separators=JSON_SEPARATORS)
+        return f"{CALL_OPEN}{body}{CALL_CLOSE}"
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """Exactly one of call / text / error is set."""
+
+    call: ToolCall | None = None
+    text: str | None = None
+    error: str | None = None
+
+
+_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
+
+
+def parse(text: str, tools: Sequence[dict[str, Any]] = TOOL_SCHEMAS) -> Parsed:
+    """Parse one assistant turn; never raises."""
+    try:
+        return _parse(text, tools)
+    except Exception as e:  # a parser must not kill a turn, whatever the input
+        return Parsed(error=f"could not parse the reply ({type(e).__name__})")
+
+
+def _parse(text: str, tools: Sequence[dict[str, Any]]) -> Parsed:
+    blocks = _CALL_RE.findall(text)
+    if not blocks:
+        if "<tool_call>" in text:
+            return Parsed(error="the tool call is not closed with </tool_call>")
+        stripped = text.strip()
+        if not stripped:
+            return Parsed(error="empty reply: make one tool call or answer in text")
+        return Parsed(text=stripped)
+    if len(blocks) > 1:
+        return Parsed(error=f"{len(blocks)} tool calls in one reply: make exactly one call per turn")
+    try:
+        obj = json.loads(blocks[0])
+    except json.JSONDecodeError as e:
+        return Parsed(error=f"the tool call is not valid JSON ({e.msg} at char {e.pos})")
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        return Parsed(error='the tool call must be {"name": TOOL, "arguments": {...}}')
+    known = [t["function"]["name"] for t in tools]
+    if obj["name"] not in known:
+        return Parsed(error=f"unknown tool {obj['name'][:40]!r}: use one of {', '.join(known)}")
+    args = obj.get("arguments", {})
+    if isinstance(args, str):  # some templates emit arguments as a JSON string
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            return Parsed(error="the arguments are not a JSON object")
+    try:
+        args = validate_args(obj["name"], args)
+    except ToolError as e:
+        return Parsed(error=str(e))
+    return Parsed(call=ToolCall(obj["name"], args))
+
+
+def _tool_lines(tools: Sequence[dict[str, Any]]) -> str:
+    lines = []
+    for t in tools:
+        fn = t["function"]
+        props = fn["parameters"].get("properties", {})
+        req = set(fn["parameters"].get("required", []))
+        sig = ", ".join(p if p in req else f"{p}?" for p in props)
+        lines.append(f"- {fn['name']}({sig}): {fn['description']}")
+    return "\n".join(lines)
+
+
+FALLBACK_EXAMPLE: tuple[tuple[Role, str], ...] = (
+    ("user", "What is in hello.py?"),
+    ("assistant", ToolCall("read", {"path": "hello.py"}).to_text()),
+    ("user", "Tool result (read):\n     1\tprint('hello')"),
+    ("assistant", "hello.py prints 'hello'."),
+)
+
+
+class Renderer:
+    """Turns a conversation into prompt ids for one tokenizer; builds the matching constraint."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        tools: Sequence[dict[str, Any]] = TOOL_SCHEMAS,
+        style: Literal["auto", "native", "fallback"] = "auto",
+        system_prompt: str = SYSTEM_PROMPT,
+        vocab_size: int | None = None,
+    ) -> None:
+        self.tok = tokenizer
+        self.tools = list(tools)
+        template = getattr(tokenizer, "chat_template", None) or ""
+        if not template:
+            raise ValueError("the tokenizer has no chat template")
+        native = "tools" in template and "<tool_call>" in template
+        self.style = ("native" if native else "fallback") if style == "auto" else style
+        self.system_prompt = system_prompt
+        self.vocab_size = vocab_size or len(tokenizer)
+        self.stop_ids = _stop_ids(tokenizer)
+
+    # --- rendering --------------------------------------------------------------------------------
+
+    def to_template_messages(self, messages: Sequence[Message]) -> list[dict[str, str]]:
+        """The conversation as the template's dicts: our system prompt first, few-shot if fallback."""
+        out: list[dict[str, str]] = []
+        system = self.system_prompt
+        if self.style == "fallback":
+            system += (
+                "\n\nTools:\n" + _tool_lines(self.tools) + "\n\nTo call a tool, reply with exactly:\n"
+                f'{CALL_OPEN}{{"name": TOOL, "arguments": {{...}}}}{CALL_CLOSE}'
+            )
+        out.append({"role": "system", "content": system})
+        if self.style == "fallback":
+            out.extend({"role": r, "content": c} for r, c in FALLBACK_EXAMPLE)
+        for m in messages:
+            if m.role == "system":
+                out[0]["content"] += "\n\n" + m.content
+            elif m.role == "tool":
+                if self.style == "native":
+                    out.append({"role": "tool", "content": m.content})
+                else:
+                    name = m.meta.get("tool", "tool")
+                    out.append({"role": "user", "content": f"Tool result ({name}):\n{m.content}"})
+            else:
+                out.append({"role": m.role, "content": m.content})
+        return out
+
+    def prompt_text(self, messages: Sequence[Message]) -> str:
+        kwargs: dict[str, Any] = {"tools": self.tools} if self.style == "native" else {}
+        return self.tok.apply_chat_template(
+            self.to_template_messages(messages), add_generation_prompt=True, tokenize=False, **kwargs
+        )
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        return list(self.tok.encode(self.prompt_text(messages), add_special_tokens=False))
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """The completion's text, without the stop token."""
+        toks = list(tokens)
+        if toks and toks[-1] in self.stop_ids:
+            toks = toks[:-1]
+        return self.tok.decode(toks, skip_special_tokens=False)
+
+    def token_pieces(self, tokens: Sequence[int]) -> list[str]:
+        """Each token's own text (for heatmaps)."""
+        return [self.tok.decode([t], skip_special_tokens=False) for t in tokens]
+
+    def parse(self, text: str) -> Parsed:
+        return parse(text, self.tools)
+
+    def constraint(self, *, allow_text: bool = True) -> GrammarConstraint:
+        return build_constraint(
+            self.tok, self.tools, vocab_size=self.vocab_size, stop_ids=self.stop_ids, allow_text=allow_text
+        )
+
+
+def _stop_ids(tok: Any) -> list[int]:
+    ids: list[int] = []
+    for t in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
+        i = tok.convert_tokens_to_ids(t)
+        if isinstance(i, int) and i >= 0 and i != tok.unk_token_id and i not in ids:
+            ids.append(i)
+    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
+        ids.append(int(tok.eos_token_id))
+    return ids

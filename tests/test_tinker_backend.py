@@ -1,0 +1,492 @@
+"""The Tinker backend without the network: the log-prob alignment, the datum layout, the loss mapping
+(gradient-equal to the local sampled-token loss at ratio 1), and the client protocol against
+`ScriptedTinkerClient`, a scripted stand-in for the service. One live test runs with TINKER_API_KEY."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import Future
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+tinker = pytest.importorskip("tinker")
+
+import torch  # noqa: E402
+
+from continualcode.backends.base import (  # noqa: E402
+    Backend,
+    BackendError,
+    CapabilityError,
+    LossSpec,
+    Scores,
+    TrainExample,
+)
+from continualcode.backends.tinker import (  # noqa: E402
+    MANIFEST,
+    TinkerBackend,
+    build_datum,
+    completion_logprobs,
+    importance_sampling_loss_local,
+)
+from continualcode.learn.losses import sampled_token_loss  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------------
+# Alignment
+
+
+def test_completion_logprobs_takes_the_completion_positions():
+    # prompt [1, 2, 3], completion [4, 5]: entry i is log π(x_i | x_<i), None at position 0
+    a, b, c, d = -0.1, -0.2, -0.3, -0.4
+    assert completion_logprobs([None, a, b, c, d], 3, 2) == [c, d]
+
+
+def test_completion_logprobs_with_suffix_only_scoring():
+    # prompt_logprobs_last_n=T leaves the prompt positions None
+    assert completion_logprobs([None, None, None, -0.3, -0.4], 3, 2) == [-0.3, -0.4]
+
+
+def test_completion_logprobs_means_the_same_token_as_a_hand_model():
+    """A bigram 'service': entry i = log p(x_i | x_{i-1}). The slice must give each completion token's
+    own log-prob; an off-by-one would give its neighbour's."""
+    table = torch.log_softmax(torch.randn(10, 10, generator=torch.Generator().manual_seed(0)), dim=-1)
+    prompt, completion = [1, 7, 3], [4, 9, 2]
+    seq = prompt + completion
+    service = [None] + [float(table[seq[i - 1], seq[i]]) for i in range(1, len(seq))]
+    expected = [float(table[seq[len(prompt) + t - 1], tok]) for t, tok in enumerate(completion)]
+    assert completion_logprobs(service, len(prompt), len(completion)) == expected
+
+
+@pytest.mark.parametrize(
+    ("all_lp", "n_prompt", "n_completion"),
+    [
+        ([None, -0.1, -0.2, -0.3], 3, 2),  # one short
+        ([None, -0.1, -0.2, -0.3, -0.4, -0.5], 3, 2),  # one long
+        ([None, -0.1, -0.2, None, -0.4], 3, 2),  # a completion position unscored
+        ([-0.1, -0.2], 0, 2),  # no prompt
+    ],
+)
+def test_completion_logprobs_rejects_misfits(all_lp, n_prompt, n_completion):
+    with pytest.raises(ValueError):
+        completion_logprobs(all_lp, n_prompt, n_completion)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The datum and the loss mapping
+
+PROMPT = [11, 12, 13]
+COMPLETION = [21, 22, 23, 24]
+OLD = torch.tensor([-0.5, -1.25, -0.125, -2.0])
+TEACHER = torch.tensor([-0.25, -2.0, -0.0625, -1.0])
+REF = torch.tensor([-0.75, -1.0, -0.5, -2.5])
+
+
+def _ints(td: Any) -> list[int]:
+    return [int(x) for x in td.tolist()]
+
+
+def test_build_datum_layout():
+    beta, T = 0.04, len(COMPLETION)
+    datum = build_datum(PROMPT, COMPLETION, OLD, TEACHER, REF, beta=beta, scale=1 / T)
+    assert isinstance(datum, tinker.types.Datum)
+    inputs = datum.loss_fn_inputs
+    N = len(PROMPT) + T - 1
+    assert datum.model_input.to_ints() == (PROMPT + COMPLETION)[:-1]
+    assert _ints(inputs["target_tokens"]) == (PROMPT + COMPLETION)[1:]  # shifted by one
+    assert {k: len(v.tolist()) for k, v in inputs.items()} == {
+        "target_tokens": N,
+        "logprobs": N,
+        "advantages": N,
+    }
+    assert inputs["logprobs"].dtype == "float32" and inputs["advantages"].dtype == "float32"
+    assert inputs["target_tokens"].dtype == "int64"
+    lp, adv = torch.tensor(inputs["logprobs"].tolist()), torch.tensor(inputs["advantages"].tolist())
+    P = len(PROMPT)
+    assert torch.all(lp[: P - 1] == 0) and torch.all(adv[: P - 1] == 0)  # prompt targets carry nothing
+    assert torch.equal(lp[P - 1 :], OLD)
+    old, teacher, ref = OLD.double(), TEACHER.double(), REF.double()
+    expected = ((teacher - old - beta * (old - ref)) / T).float()
+    assert torch.equal(adv[P - 1 :], expected)
+    # the completion's targets are exactly the completion tokens
+    assert _ints(inputs["target_tokens"])[P - 1 :] == COMPLETION
+
+
+def test_build_datum_without_ref_drops_the_kl_term():
+    datum = build_datum(PROMPT, COMPLETION, OLD, TEACHER, None, beta=0.5, scale=0.25)
+    adv = torch.tensor(datum.loss_fn_inputs["advantages"].tolist())
+    assert torch.equal(adv[len(PROMPT) - 1 :], (0.25 * (TEACHER.double() - OLD.double())).float())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(prompt_ids=[], completion_ids=COMPLETION),
+        dict(prompt_ids=PROMPT, completion_ids=[]),
+        dict(prompt_ids=PROMPT, completion_ids=COMPLETION[:-1]),  # 3 tokens, 4 log-probs
+    ],
+)
+def test_build_datum_rejects_misfits(kwargs):
+    with pytest.raises(ValueError):
+        build_datum(old_lp=OLD, teacher_lp=TEACHER, ref_lp=REF, beta=0.04, scale=1.0, **kwargs)
+
+
+def test_service_loss_at_ratio_one_is_minus_the_advantage_sum():
+    datum = build_datum(PROMPT, COMPLETION, OLD, TEACHER, REF, beta=0.04, scale=0.25)
+    new = torch.tensor(datum.loss_fn_inputs["logprobs"].tolist())
+    adv = torch.tensor(datum.loss_fn_inputs["advantages"].tolist())
+    assert float(importance_sampling_loss_local(datum, new)) == pytest.approx(float(-adv.sum()), abs=1e-7)
+
+
+def _service_grad(
+    examples: list[tuple[list[int], list[int], torch.Tensor, torch.Tensor, torch.Tensor, float]], beta: float
+) -> list[torch.Tensor]:
+    """d(Σ over datums of the service's loss)/d(completion log-probs), at new == old."""
+    total_w = sum(w for *_, w in examples)
+    grads, loss = [], torch.zeros((), dtype=torch.float64)
+    for prompt, completion, old, teacher, ref, w in examples:
+        datum = build_datum(
+            prompt, completion, old, teacher, ref, beta=beta, scale=w / total_w / len(completion)
+        )
+        logp_T = old.double().clone().requires_grad_(True)
+        new_N = torch.cat([torch.zeros(len(prompt) - 1, dtype=torch.float64), logp_T])
+        loss = loss + importance_sampling_loss_local(datum, new_N)
+        grads.append(logp_T)
+    loss.backward()
+    return [g.grad for g in grads]
+
+
+def _local_grad(examples, beta: float, ratio_clamp=(0.5, 2.0)) -> list[torch.Tensor]:
+    """The same for the local backend: Σ_i (w_i/Σw)·sampled_token_loss_i."""
+    total_w = sum(w for *_, w in examples)
+    leaves, loss = [], torch.zeros((), dtype=torch.float64)
+    for _prompt, _completion, old, teacher, ref, w in examples:
+        logp_T = old.double().clone().requires_grad_(True)
+        out = sampled_token_loss(
+            logp_T,
+            old_logp_T=old.double(),
+            teacher_logp_T=teacher.double(),
+            ref_logp_T=ref.double(),
+            beta=beta,
+            ratio_clamp=ratio_clamp,
+        )
+        loss = loss + (w / total_w) * out.loss
+        leaves.append(logp_T)
+    loss.backward()
+    return [g.grad for g in leaves]
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.04, 0.7])
+def test_service_loss_gradient_equals_local_sampled_token_loss_at_ratio_one(beta):
+    gen = torch.Generator().manual_seed(1)
+
+    def lp(n: int) -> torch.Tensor:  # float32-representable log-probs, as they travel on the wire
+        return -torch.rand(n, generator=gen).mul(3).float()
+
+    examples = [
+        (PROMPT, COMPLETION, OLD, TEACHER, REF, 1.0),
+        ([5, 6], [7, 8, 9, 10, 11, 12], lp(6), lp(6), lp(6), 3.0),  # longer, heavier example
+        ([1], [2], lp(1), lp(1), lp(1), 0.5),  # a one-token prompt and completion
+    ]
+    for g_service, g_local in zip(_service_grad(examples, beta), _local_grad(examples, beta), strict=True):
+        torch.testing.assert_close(g_service, g_local, rtol=1e-6, atol=1e-8)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A scripted stand-in for the service
+
+
+def _done(value: Any) -> Future:
+    f: Future = Future()
+    f.set_result(value)
+    return f
+
+
+def _lp(token: int, version: int) -> float:
+    """The scripted model: a log-prob per token that moves with each weight version."""
+    return -0.1 - 0.01 * (token % 13) - 0.001 * version
+
+
+class ScriptedSampler:
+    """A sampling client of fixed weights (`version`; -1 is the frozen base)."""
+
+    def __init__(self, version: int, tokens: list[int]) -> None:
+        self.version, self.tokens, self.calls = version, tokens, []
+
+    def sample(self, prompt, num_samples, sampling_params):
+        self.calls.append(("sample", prompt.to_ints(), sampling_params))
+        # what a sampler reports: the tempered distribution's log-probs (so a rescore is detectable)
+        temp = sampling_params.temperature or 1.0
+        seq = SimpleNamespace(
+            tokens=list(self.tokens),
+            logprobs=[_lp(t, self.version) / temp for t in self.tokens],
+            stop_reason="length",
+        )
+        return _done(SimpleNamespace(sequences=[seq]))
+
+    def compute_logprobs(self, prompt, prompt_logprobs_last_n=None):
+        ids = prompt.to_ints()
+        self.calls.append(("compute_logprobs", ids, prompt_logprobs_last_n))
+        out: list[float | None] = [None] + [_lp(t, self.version) for t in ids[1:]]
+        if prompt_logprobs_last_n is not None:
+            out[: len(ids) - prompt_logprobs_last_n] = [None] * (len(ids) - prompt_logprobs_last_n)
+        return _done(out)
+
+
+class ScriptedTraining:
+    """A LoRA training client: counts weight versions, records every call in order."""
+
+    def __init__(self, service: ScriptedTinkerClient, version: int = 0) -> None:
+        self.service, self.version, self.calls = service, version, []
+
+    def forward_backward(self, data, loss_fn):
+        self.calls.append(("forward_backward", loss_fn, len(data)))
+        if self.service.fail_forward_backward:
+            raise RuntimeError(self.service.fail_forward_backward)
+        self.service.last_data = data
+        # the service's forward at new == old: the learner's log-probs are the sampler's
+        outputs = [{"logprobs": d.loss_fn_inputs["logprobs"]} for d in data]
+        loss = sum(
+            float(importance_sampling_loss_local(d, torch.tensor(d.loss_fn_inputs["logprobs"].tolist())))
+            for d in data
+        )
+        return _done(SimpleNamespace(metrics={"loss:sum": loss}, loss_fn_outputs=outputs))
+
+    def optim_step(self, params):
+        self.calls.append(("optim_step", params.learning_rate))
+        self.version += 1
+        return _done(SimpleNamespace())
+
+    def save_weights_and_get_sampling_client(self):
+        self.calls.append(("save_weights_and_get_sampling_client", self.version))
+        sampler = ScriptedSampler(self.version, self.service.tokens)
+        self.service.samplers.append(sampler)
+        return _done(sampler)
+
+    def save_state(self, name, ttl_seconds=None):
+        path = f"tinker://scripted-run/weights/{name}"
+        self.calls.append(("save_state", name, ttl_seconds))
+        self.service.checkpoints[path] = self.version
+        return _done(SimpleNamespace(path=path))
+
+    def get_tokenizer(self):
+        return SimpleNamespace(eos_token_id=2)
+
+
+class ScriptedTinkerClient:
+    """A test double for the network: stands in for `tinker.ServiceClient`, with deterministic
+    log-probs (`_lp`), scripted sampled tokens, and a record of every client it hands out."""
+
+    def __init__(self, tokens: tuple[int, ...] = (30, 31, 2)) -> None:
+        self.tokens = list(tokens)
+        self.trainings: list[ScriptedTraining] = []
+        self.samplers: list[ScriptedSampler] = []
+        self.base_samplers: list[ScriptedSampler] = []
+        self.checkpoints: dict[str, int] = {}
+        self.fail_forward_backward = ""
+        self.last_data: list[Any] = []
+
+    def create_lora_training_client(self, base_model, rank=32, seed=None):
+        self.lora_args = (base_model, rank, seed)
+        self.trainings.append(ScriptedTraining(self))
+        return _done(self.trainings[-1])
+
+    def create_sampling_client(self, model_path=None, base_model=None):
+        self.base_samplers.append(ScriptedSampler(-1, self.tokens))
+        return _done(self.base_samplers[-1])
+
+    def create_training_client_from_state_with_optimizer(self, path):
+        self.trainings.append(ScriptedTraining(self, version=self.checkpoints[path]))
+        return _done(self.trainings[-1])
+
+
+def _example(weight: float = 1.0) -> TrainExample:
+    return TrainExample(
+        prompt_ids=PROMPT,
+        completion_ids=COMPLETION,
+        old_logprobs=OLD,
+        teacher=Scores(logprobs=TEACHER),
+        ref=Scores(logprobs=REF),
+        weight=weight,
+    )
+
+
+@pytest.fixture
+def service() -> ScriptedTinkerClient:
+    return ScriptedTinkerClient()
+
+
+@pytest.fixture
+def backend(service) -> TinkerBackend:
+    return TinkerBackend("Scripted/Model-1B", lora_rank=8, seed=3, service_client=service)
+
+
+def test_is_a_backend(backend, service):
+    assert backend.capabilities == frozenset({"snapshot"})
+    assert backend.model_id == "Scripted/Model-1B" and backend.step == 0
+    assert service.trainings == []  # nothing is created before it is needed
+    # (on Python 3.11 isinstance against the Protocol reads the lazy `tokenizer` property)
+    assert isinstance(backend, Backend)
+    assert backend.tokenizer.eos_token_id == 2
+    assert service.lora_args == ("Scripted/Model-1B", 8, 3)
+
+
+def test_sample_and_score_agree(backend, service):
+    s = backend.sample(PROMPT, max_tokens=3, temperature=1.0)
+    assert s.tokens == service.tokens and s.finish_reason == "length"
+    sc = backend.score(PROMPT, s.tokens)
+    torch.testing.assert_close(sc.logprobs, torch.tensor(s.logprobs, dtype=torch.float32))
+    # scored with the suffix only, on the full sequence
+    assert service.samplers[0].calls[-1] == ("compute_logprobs", PROMPT + s.tokens, len(s.tokens))
+
+
+def test_tempered_samples_are_rescored_at_temperature_one(backend, service):
+    s = backend.sample(PROMPT, max_tokens=3, temperature=0.5)
+    assert s.logprobs == pytest.approx([_lp(t, 0) for t in service.tokens])
+
+
+def test_stop_ids_keep_eos(backend, service):
+    backend.sample(PROMPT, max_tokens=3, temperature=1.0, stop=[99])
+    assert service.samplers[0].calls[0][2].stop == [2, 99]
+    backend.sample(PROMPT, max_tokens=3, temperature=1.0)
+    assert service.samplers[0].calls[-1][2].stop is None  # the service's implicit EOS
+
+
+def test_train_step_publishes_a_new_sampler(backend, service):
+    backend.sample(PROMPT, max_tokens=3, temperature=1.0)
+    assert backend.sampler_version == 1
+    old = service.samplers[0]
+    n_old_calls = len(old.calls)
+
+    metrics = backend.train_step([_example(1.0), _example(3.0)], LossSpec(beta=0.04), lr=2e-5)
+
+    training = service.trainings[0]
+    assert [c[0] for c in training.calls] == [
+        "save_weights_and_get_sampling_client",
+        "forward_backward",
+        "optim_step",
+        "save_weights_and_get_sampling_client",
+    ]
+    assert training.calls[1] == ("forward_backward", "importance_sampling", 2)
+    assert training.calls[2] == ("optim_step", 2e-5)
+    assert backend.step == 1 and backend.sampler_version == 2
+    new = service.samplers[-1]
+    assert new.version == 1
+    backend.sample(PROMPT, max_tokens=3, temperature=1.0)
+    sc = backend.score(PROMPT, COMPLETION)
+    assert len(old.calls) == n_old_calls  # the stale sampler is never used again
+    assert [c[0] for c in new.calls] == ["sample", "compute_logprobs"]
+    assert sc.logprobs.tolist() == pytest.approx([_lp(t, 1) for t in COMPLETION])
+    # the metrics: the service's loss is pg + kl at ratio 1, and the ratio is 1
+    assert metrics["loss"] == pytest.approx(metrics["pg_loss"] + metrics["kl_loss"], abs=1e-6)
+    assert metrics["ratio_mean"] == pytest.approx(1.0) and metrics["lp_mismatch"] == pytest.approx(0.0)
+    assert metrics["tokens"] == 2 * len(COMPLETION) and metrics["sampler_version"] == 2
+    assert metrics["adv_mean"] == pytest.approx(float((TEACHER - OLD).mean()))
+    # the two examples' advantages carry their weights 1/4 and 3/4
+    adv = [torch.tensor(d.loss_fn_inputs["advantages"].tolist()).sum() for d in service.last_data]
+    assert float(adv[1] / adv[0]) == pytest.approx(3.0, rel=1e-6)
+
+
+def test_a_failed_step_leaves_no_stale_sampler(backend, service):
+    backend.sample(PROMPT, max_tokens=3, temperature=1.0)
+    service.fail_forward_backward = "503 Service Unavailable"
+    with pytest.raises(BackendError, match="Tinker training step failed: RuntimeError: 503"):
+        backend.train_step([_example()], LossSpec(), lr=1e-5)
+    assert backend.step == 0
+    backend.sample(PROMPT, max_tokens=3, temperature=1.0)
+    assert len(service.samplers) == 2  # re-published from the training client, not the old one
+
+
+def test_capability_errors(backend):
+    for kwargs in (dict(topk=5), dict(full=True)):
+        with pytest.raises(CapabilityError, match="distill_loss=sampled_token"):
+            backend.score(PROMPT, COMPLETION, **kwargs)
+    with pytest.raises(CapabilityError, match="weight-level"):
+        backend.score(PROMPT, COMPLETION, adapter="ema")
+    for kind in ("topk", "full"):
+        with pytest.raises(CapabilityError, match="distill_loss=sampled_token"):
+            backend.train_step([_example()], LossSpec(kind=kind), lr=1e-5)
+
+
+def test_the_frozen_base_has_one_cached_sampler(backend, service):
+    a = backend.score(PROMPT, COMPLETION, adapter=False)
+    backend.score(PROMPT, COMPLETION, adapter=False)
+    assert len(service.base_samplers) == 1 and len(service.base_samplers[0].calls) == 2
+    assert a.logprobs.tolist() == pytest.approx([_lp(t, -1) for t in COMPLETION])
+
+
+def test_constraints_are_dropped_unless_strict(service):
+    lenient = TinkerBackend("Scripted/Model-1B", service_client=service)
+    assert lenient.sample(PROMPT, max_tokens=3, temperature=1.0, constraint=object()).tokens
+    strict = TinkerBackend("Scripted/Model-1B", service_client=service, strict_constraints=True)
+    with pytest.raises(CapabilityError, match="grammar"):
+        strict.sample(PROMPT, max_tokens=3, temperature=1.0, constraint=object())
+
+
+def test_missing_api_key(monkeypatch):
+    monkeypatch.delenv("TINKER_API_KEY", raising=False)
+    with pytest.raises(BackendError) as err:
+        TinkerBackend("Qwen/Qwen3-30B-A3B-Instruct-2507")
+    assert str(err.value) == "TINKER_API_KEY is not set: export it, or use backend=local"
+
+
+def test_the_key_never_shows(monkeypatch, backend, service):
+    key = "tml-SECRET-0123456789abcdef"
+    monkeypatch.setenv("TINKER_API_KEY", key)
+    assert key not in repr(backend)
+    service.fail_forward_backward = f"401 Unauthorized: bad key {key}"
+    with pytest.raises(BackendError) as err:
+        backend.train_step([_example()], LossSpec(), lr=1e-5)
+    assert key not in str(err.value) and "***" in str(err.value)
+
+
+def test_save_and_load_through_the_manifest(backend, service, tmp_path):
+    backend.train_step([_example()], LossSpec(), lr=1e-5)
+    backend.save(tmp_path / "ckpt")
+    manifest = json.loads((tmp_path / "ckpt" / MANIFEST).read_text())
+    assert manifest["tinker_path"].startswith("tinker://") and manifest["step"] == 1
+    assert manifest["model_name"] == "Scripted/Model-1B"
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == [MANIFEST]  # no temp file left
+
+    fresh = TinkerBackend("Scripted/Model-1B", service_client=service)
+    fresh.load(tmp_path / "ckpt")
+    assert fresh.step == 1 and service.trainings[-1].version == 1
+    assert fresh.score(PROMPT, COMPLETION).logprobs.tolist() == pytest.approx([_lp(t, 1) for t in COMPLETION])
+
+    other = TinkerBackend("Other/Model", service_client=service)
+    with pytest.raises(BackendError, match="was trained on 'Scripted/Model-1B'"):
+        other.load(tmp_path / "ckpt")
+    with pytest.raises(BackendError, match="missing"):
+        fresh.load(tmp_path / "nowhere")
+
+
+def test_snapshot_and_restore(backend, service):
+    snap = backend.snapshot()
+    assert service.trainings[0].calls[-1][2] is not None  # snapshots expire on the service
+    backend.train_step([_example()], LossSpec(), lr=1e-5)
+    assert backend.step == 1
+    backend.restore(snap)
+    assert backend.step == 0 and service.trainings[-1].version == 0
+    assert backend.score(PROMPT, COMPLETION).logprobs.tolist() == pytest.approx(
+        [_lp(t, 0) for t in COMPLETION]
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Live
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("TINKER_API_KEY"), reason="live Tinker test needs TINKER_API_KEY")
+def test_live_sample_then_score():
+    model = os.environ.get("TINKER_TEST_MODEL", "meta-llama/Llama-3.2-1B")
+    backend = TinkerBackend(model)
+    prompt = backend.tokenizer.encode("The capital of France is")
+    s = backend.sample(prompt, max_tokens=6, temperature=1.0, seed=0)
+    assert 0 < len(s.tokens) <= 6 and len(s.logprobs) == len(s.tokens)
+    sc = backend.score(prompt, s.tokens)
+    diff = (sc.logprobs - torch.tensor(s.logprobs)).abs()
+    assert all(math.isfinite(x) for x in sc.logprobs.tolist())
+    assert float(diff.mean()) < 0.1, (s.logprobs, sc.logprobs.tolist())

@@ -1,0 +1,682 @@
+"""Tests for continualcode.tools: the six tools, their edge cases, confinement and crash safety."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from continualcode.tools import (
+    TEMP_PREFIX,
+    TOOL_NAMES,
+    TOOL_SCHEMAS,
+    ToolError,
+    ToolResult,
+    Workspace,
+    cap_text,
+    validate_args,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    root = tmp_path / "ws"
+    root.mkdir()
+    return Workspace(root)
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    d = tmp_path / "outside"
+    d.mkdir()
+    (d / "secret.txt").write_text("TOP SECRET\n")
+    return d
+
+
+def ok(ws: Workspace, name: str, **args: object) -> str:
+    res = ws.run(name, args)
+    assert res.ok, res.output
+    return res.output
+
+
+def err(ws: Workspace, name: str, **args: object) -> str:
+    res = ws.run(name, args)
+    assert not res.ok, res.output
+    assert res.output.startswith("error: ") and "\n" not in res.output, res.output
+    return res.output
+
+
+def alive(pid: int) -> bool:
+    """Running (zombies count as dead: pid 1 in a container may never reap them)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_pid(pidfile: Path) -> int:
+    for _ in range(200):
+        if pidfile.exists() and pidfile.read_text().strip():
+            return int(pidfile.read_text())
+        time.sleep(0.01)
+    raise AssertionError(f"{pidfile} never written")
+
+
+# ----------------------------------------------------------------------------------------------- schemas
+
+
+def test_schemas_are_well_formed() -> None:
+    assert [s["function"]["name"] for s in TOOL_SCHEMAS] == list(TOOL_NAMES)
+    for s in TOOL_SCHEMAS:
+        assert s["type"] == "function"
+        params = s["function"]["parameters"]
+        assert params["type"] == "object" and params["additionalProperties"] is False
+        assert set(params["required"]) <= set(params["properties"])
+        assert len(s["function"]["description"]) < 160  # a 135M model reads these
+        for spec in params["properties"].values():
+            assert spec["type"] in ("string", "integer")
+
+
+def test_validate_args_checks_and_fills_defaults() -> None:
+    assert validate_args("read", {"path": "a"}) == {"path": "a", "offset": 1, "limit": 400}
+    assert validate_args("grep", {"pattern": "x"}) == {"pattern": "x", "path": ".", "include": None}
+    assert validate_args("bash", {"command": "ls", "timeout": None})["timeout"] is None
+    cases: list[tuple[str, object, str]] = [
+        ("nope", {}, "unknown tool 'nope'"),
+        ("read", {}, "missing required argument 'path'"),
+        ("read", {"path": "a", "x": 1}, "unexpected argument 'x' for read"),
+        ("read", {"path": "a", "offset": True}, "must be an integer, got boolean"),
+        ("read", {"path": "a", "offset": "3"}, "must be an integer, got string"),
+        ("read", {"path": "a", "offset": 0}, "must be >= 1, got 0"),
+        ("write", {"path": "a", "content": 3}, "'content' of write must be a string, got integer"),
+        ("bash", {"command": "ls", "timeout": 10**6}, "must be <= 3600"),
+        ("glob", ["*"], "must be a JSON object"),
+    ]
+    for name, args, expected in cases:
+        with pytest.raises(ToolError, match=re.escape(expected)):
+            validate_args(name, args)
+
+
+def test_run_never_raises_on_bad_calls(ws: Workspace) -> None:
+    for name, args in [("nope", {}), ("read", None), ("read", {"path": ["a"]}), (None, {}), ("bash", 5)]:
+        res = ws.run(name, args)  # type: ignore[arg-type]
+        assert isinstance(res, ToolResult) and not res.ok and res.output.startswith("error: ")
+
+
+# -------------------------------------------------------------------------------------------------- read
+
+
+def test_read_numbers_lines_like_cat_n(ws: Workspace) -> None:
+    (ws.root / "f.py").write_text("a\nb\nc\n")
+    assert ok(ws, "read", path="f.py") == "     1\ta\n     2\tb\n     3\tc"
+
+
+def test_read_offset_limit_and_remaining_note(ws: Workspace) -> None:
+    (ws.root / "f.txt").write_text("".join(f"l{i}\n" for i in range(1, 11)))
+    out = ok(ws, "read", path="f.txt", offset=3, limit=4)
+    assert out.splitlines()[:4] == ["     3\tl3", "     4\tl4", "     5\tl5", "     6\tl6"]
+    assert out.splitlines()[-1] == "[4 more lines; use offset=7 to continue]"
+    assert ok(ws, "read", path="f.txt", offset=7, limit=4).splitlines()[-1] == "    10\tl10"
+    assert "offset 11 is past the end: f.txt has 10 lines" in err(ws, "read", path="f.txt", offset=11)
+
+
+def test_read_default_limit_is_400(ws: Workspace) -> None:
+    (ws.root / "big.txt").write_text("x\n" * 1000)
+    out = ok(ws, "read", path="big.txt").splitlines()
+    assert len(out) == 401 and out[-1] == "[600 more lines; use offset=401 to continue]"
+
+
+def test_read_counts_last_line_without_newline_and_keeps_cr_out(ws: Workspace) -> None:
+    (ws.root / "f").write_bytes(b"a\r\nb\x0cc\nlast")
+    out = ok(ws, "read", path="f", limit=1)
+    assert out == "     1\ta\n[2 more lines; use offset=2 to continue]"
+    assert ok(ws, "read", path="f", offset=3) == "     3\tlast"
+
+
+def test_read_empty_binary_directory_missing(ws: Workspace) -> None:
+    (ws.root / "empty").write_text("")
+    assert "is empty" in ok(ws, "read", path="empty")
+    (ws.root / "bin").write_bytes(b"abc\x00def")
+    assert "binary" in err(ws, "read", path="bin")
+    (ws.root / "d").mkdir()
+    assert "d is a directory" in err(ws, "read", path="d")
+    assert "nope.txt does not exist" in err(ws, "read", path="nope.txt")
+    os.mkfifo(ws.root / "fifo")
+    assert "not a regular file" in err(ws, "read", path="fifo")
+
+
+def test_read_non_utf8_is_replaced(ws: Workspace) -> None:
+    (ws.root / "latin1.txt").write_bytes(b"caf\xe9\n")
+    assert ok(ws, "read", path="latin1.txt") == "     1\tcaf\ufffd"
+
+
+def test_read_stops_at_the_result_cap_and_says_where_to_continue(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, result_cap=2000)
+    (tmp_path / "wide.txt").write_text(("y" * 300 + "\n") * 50)
+    out = ws.run("read", {"path": "wide.txt"}).output
+    assert len(out) <= 2000
+    last = out.splitlines()[-1]
+    assert last.startswith("[output cap reached;") and "use offset=" in last
+    (tmp_path / "oneline.txt").write_text("z" * 100_000)
+    out = ws.run("read", {"path": "oneline.txt"}).output
+    assert len(out) <= 2000 and "line cut" in out
+
+
+# ------------------------------------------------------------------------------------------------- write
+
+
+def test_write_creates_parents_and_reports_lines(ws: Workspace) -> None:
+    assert ok(ws, "write", path="a/b/c.py", content="x\ny\n") == "wrote 2 lines to a/b/c.py (new file)"
+    assert (ws.root / "a/b/c.py").read_text() == "x\ny\n"
+    assert ok(ws, "write", path="a/b/c.py", content="z") == "wrote 1 line to a/b/c.py"
+    assert (ws.root / "a/b/c.py").read_text() == "z"
+
+
+def test_write_keeps_mode_and_new_files_follow_umask(ws: Workspace) -> None:
+    script = ws.root / "run.sh"
+    script.write_text("echo old\n")
+    script.chmod(0o751)
+    ok(ws, "write", path="run.sh", content="echo new\n")
+    assert stat.S_IMODE(script.stat().st_mode) == 0o751
+    old = os.umask(0o027)
+    try:
+        ok(ws, "write", path="new.txt", content="n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((ws.root / "new.txt").stat().st_mode) == 0o640
+
+
+def test_write_leaves_no_temp_file_and_keeps_symlink(ws: Workspace) -> None:
+    (ws.root / "real.txt").write_text("old")
+    (ws.root / "link.txt").symlink_to("real.txt")
+    ok(ws, "write", path="link.txt", content="new")
+    assert (ws.root / "link.txt").is_symlink() and (ws.root / "real.txt").read_text() == "new"
+    assert sorted(p.name for p in ws.root.iterdir()) == ["link.txt", "real.txt"]
+
+
+def test_write_refuses_directory(ws: Workspace) -> None:
+    (ws.root / "d").mkdir()
+    assert "d is a directory" in err(ws, "write", path="d", content="x")
+    assert "ends with '/'" in err(ws, "write", path="new/", content="x")
+
+
+def test_write_removes_temp_files_orphaned_by_dead_writers(ws: Workspace) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    orphan = ws.root / f"{TEMP_PREFIX}{int(dead.stdout)}.abc123"
+    orphan.write_text("half")
+    mine = ws.root / f"{TEMP_PREFIX}{os.getpid()}.abc123"  # a live writer's temp file is left alone
+    mine.write_text("busy")
+    assert ok(ws, "glob", pattern="*") == "no files match '*' in ."  # hidden from glob
+    ok(ws, "write", path="f.txt", content="x")
+    assert not orphan.exists() and mine.exists()
+
+
+def test_write_preview_is_a_diff_and_touches_nothing(ws: Workspace) -> None:
+    f = ws.root / "f.py"
+    f.write_text("a\nb\n")
+    before = f.stat().st_mtime_ns
+    diff = ws.preview("write", {"path": "f.py", "content": "a\nc\n"})
+    assert diff.splitlines() == ["--- a/f.py", "+++ b/f.py", "@@ -1,2 +1,2 @@", " a", "-b", "+c"]
+    assert f.read_text() == "a\nb\n" and f.stat().st_mtime_ns == before
+    assert ws.preview("write", {"path": "sub/new.py", "content": "x\n"}).splitlines()[-1] == "+x"
+    assert not (ws.root / "sub").exists()
+    assert ws.preview("write", {"path": "../x", "content": ""}).startswith("error: path '../x' is outside")
+
+
+# -------------------------------------------------------------------------------------------- edit_lines
+
+
+@pytest.fixture
+def five(ws: Workspace) -> Path:
+    f = ws.root / "f.py"
+    f.write_text("1\n2\n3\n4\n5\n")
+    return f
+
+
+def edit(ws: Workspace, start: int, end: int, content: str, path: str = "f.py") -> str:
+    return ok(ws, "edit_lines", path=path, start_line=start, end_line=end, content=content)
+
+
+def test_edit_replace(ws: Workspace, five: Path) -> None:
+    out = edit(ws, 2, 3, "two\nthree\nthree.5")
+    assert five.read_text() == "1\ntwo\nthree\nthree.5\n4\n5\n"
+    assert out.splitlines()[0] == "replaced lines 2-3 of f.py with 3 lines (now 6 lines)"
+    assert "     2\ttwo" in out and "     5\t4" in out  # numbered context around the change
+
+
+def test_edit_insert_before_a_line_and_at_the_top(ws: Workspace, five: Path) -> None:
+    assert "inserted before line 3" in edit(ws, 3, 2, "2.5")
+    assert five.read_text() == "1\n2\n2.5\n3\n4\n5\n"
+    edit(ws, 1, 0, "0\n")
+    assert five.read_text() == "0\n1\n2\n2.5\n3\n4\n5\n"
+
+
+def test_edit_append_and_delete(ws: Workspace, five: Path) -> None:
+    assert "appended" in edit(ws, 6, 5, "6")
+    assert five.read_text() == "1\n2\n3\n4\n5\n6\n"
+    out = edit(ws, 2, 4, "")
+    assert five.read_text() == "1\n5\n6\n" and "deleted lines 2-4 of f.py (now 3 lines)" in out
+    assert "(file is now empty)" in edit(ws, 1, 3, "")
+    assert five.read_text() == ""
+    edit(ws, 1, 0, "first")  # an empty file gets a final newline
+    assert five.read_text() == "first\n"
+
+
+def test_edit_file_without_trailing_newline_never_merges_lines(ws: Workspace) -> None:
+    f = ws.root / "f"
+    f.write_text("a\nb")
+    edit(ws, 3, 2, "c\n", path="f")
+    assert f.read_text() == "a\nb\nc\n"
+    f.write_text("a\nb")
+    edit(ws, 3, 2, "c", path="f")
+    assert f.read_text() == "a\nb\nc"  # the file's missing final newline is kept, lines stay apart
+    f.write_text("a\nb")
+    edit(ws, 2, 2, "B", path="f")
+    assert f.read_text() == "a\nB"
+    f.write_text("a\nb")
+    edit(ws, 1, 1, "A", path="f")
+    assert f.read_text() == "A\nb"
+
+
+def test_edit_content_without_newline_gets_one_before_other_lines(ws: Workspace, five: Path) -> None:
+    edit(ws, 5, 5, "five")
+    assert five.read_text().endswith("4\nfive\n")  # file ended with a newline: kept
+    edit(ws, 1, 2, "x")
+    assert five.read_text() == "x\n3\n4\nfive\n"
+
+
+def test_edit_out_of_range_messages_tell_the_length(ws: Workspace) -> None:
+    (ws.root / "f.py").write_text("x\n" * 10)
+    msg = err(ws, "edit_lines", path="f.py", start_line=12, end_line=12, content="y")
+    assert msg == (
+        "error: start_line 12 is past the end: f.py has 10 lines (use start_line=11, end_line=10 to append)"
+    )
+    msg = err(ws, "edit_lines", path="f.py", start_line=9, end_line=11, content="y")
+    assert "end_line 11 is past the end: f.py has 10 lines" in msg
+    msg = err(ws, "edit_lines", path="f.py", start_line=5, end_line=2, content="y")
+    assert "use end_line=4 to insert before line 5" in msg and "10 lines" in msg
+    missing = err(ws, "edit_lines", path="no.py", start_line=1, end_line=0, content="")
+    assert "no.py does not exist (use write" in missing
+    assert (ws.root / "f.py").read_text() == "x\n" * 10
+
+
+def test_edit_keeps_mode_crlf_and_foreign_bytes(ws: Workspace) -> None:
+    f = ws.root / "w.txt"
+    f.write_bytes(b"caf\xe9\r\nb\r\nc\r\n")
+    f.chmod(0o700)
+    edit(ws, 2, 2, "B\nBB", path="w.txt")
+    assert f.read_bytes() == b"caf\xe9\r\nB\r\nBB\r\nc\r\n"
+    assert stat.S_IMODE(f.stat().st_mode) == 0o700
+    (ws.root / "bin").write_bytes(b"\x00\x01")
+    assert "binary" in err(ws, "edit_lines", path="bin", start_line=1, end_line=1, content="")
+
+
+def test_edit_preview_matches_the_edit_without_touching_disk(ws: Workspace, five: Path) -> None:
+    args = {"path": "f.py", "start_line": 2, "end_line": 2, "content": "TWO"}
+    diff = ws.preview("edit_lines", args)
+    assert five.read_text() == "1\n2\n3\n4\n5\n"
+    assert "-2\n+TWO" in diff and diff.startswith("--- a/f.py\n+++ b/f.py")
+    bad = ws.preview("edit_lines", {**args, "start_line": 9, "end_line": 9})
+    assert bad.startswith("error: start_line 9 is past the end: f.py has 5 lines")
+
+
+# -------------------------------------------------------------------------------------------- glob, grep
+
+
+@pytest.fixture
+def tree(ws: Workspace) -> Workspace:
+    files = ["a.py", "b.txt", "src/m.py", "src/deep/n.py", "src/deep/data.bin", ".hidden.py"]
+    skipped = [
+        ".git/x.py",
+        "node_modules/y.py",
+        "src/__pycache__/z.py",
+        ".venv/v.py",
+        "venv/w.py",
+        "env1/pyvenv.cfg",
+        "env1/lib/site.py",
+    ]
+    for name in files + skipped:
+        (ws.root / name).parent.mkdir(parents=True, exist_ok=True)
+        (ws.root / name).write_text(f"# {name}\nimport os\n")
+    (ws.root / "src/deep/data.bin").write_bytes(b"import os\x00")
+    return ws
+
+
+def test_glob_recursive_relative_sorted_and_skipping(tree: Workspace) -> None:
+    every_py = [".hidden.py", "a.py", "src/deep/n.py", "src/m.py"]
+    assert ok(tree, "glob", pattern="**/*.py").splitlines() == every_py
+    assert ok(tree, "glob", pattern="*.py").splitlines() == [".hidden.py", "a.py"]
+    assert ok(tree, "glob", pattern="*.py", path="src").splitlines() == ["src/m.py"]
+    assert ok(tree, "glob", pattern="deep/*", path="src").splitlines() == [
+        "src/deep/data.bin",
+        "src/deep/n.py",
+    ]
+    assert "src" not in ok(tree, "glob", pattern="*").splitlines()  # files only
+    assert ok(tree, "glob", pattern="*.py", path="node_modules") == "node_modules/y.py"  # asked for: shown
+
+
+def test_glob_cap_and_refusals(ws: Workspace, outside: Path) -> None:
+    for i in range(250):
+        (ws.root / f"f{i:03}.txt").write_text("")
+    out = ok(ws, "glob", pattern="**/*.txt").splitlines()
+    assert len(out) == 201 and out[0] == "f000.txt" and out[-1] == "… and 50 more"
+    assert "must not contain '..'" in err(ws, "glob", pattern="../*")
+    assert "must be relative" in err(ws, "glob", pattern="/etc/*")
+    assert "outside the workspace" in err(ws, "glob", pattern="*", path="..")
+    (ws.root / "out.txt").symlink_to(outside / "secret.txt")
+    (ws.root / "outdir").symlink_to(outside)
+    listed = ok(ws, "glob", pattern="**/*")
+    assert "out.txt" not in listed and "secret" not in listed
+    assert "no files match" in ok(ws, "glob", pattern="*.nothing")
+
+
+def test_grep_format_sorting_include_and_skipping(tree: Workspace) -> None:
+    out = ok(tree, "grep", pattern=r"^import").splitlines()
+    assert out == [f"{p}:2: import os" for p in [".hidden.py", "a.py", "b.txt", "src/deep/n.py", "src/m.py"]]
+    assert ok(tree, "grep", pattern="os", include="*.txt") == "b.txt:2: import os"
+    one_file = ok(tree, "grep", pattern="import|#", path="src/m.py")
+    assert one_file == "src/m.py:1: # src/m.py\nsrc/m.py:2: import os"
+    assert "no matches" in ok(tree, "grep", pattern="zzz")
+
+
+def test_grep_invalid_regex_cap_and_refusals(ws: Workspace, outside: Path) -> None:
+    assert err(ws, "grep", pattern="(").startswith("error: invalid regex: ")
+    (ws.root / "many.txt").write_text("hit\n" * 300)
+    out = ok(ws, "grep", pattern="hit").splitlines()
+    assert len(out) == 201 and out[0] == "many.txt:1: hit" and out[-1] == "… and 100 more matches"
+    assert "outside the workspace" in err(ws, "grep", pattern="x", path=str(outside))
+    (ws.root / "link").symlink_to(outside)
+    assert "no matches" in ok(ws, "grep", pattern="SECRET")
+
+
+# -------------------------------------------------------------------------------------------------- bash
+
+
+def test_bash_exit_code_merged_output_and_cwd(ws: Workspace) -> None:
+    res = ws.run("bash", {"command": "echo out; echo err >&2; pwd; exit 3"})
+    assert not res.ok and res.output == f"out\nerr\n{ws.root}\n[exit code 3]"
+    assert ok(ws, "bash", command="true") == "(no output)\n[exit code 0]"
+    assert ok(ws, "bash", command="cat") == "(no output)\n[exit code 0]"  # stdin is /dev/null
+
+
+def test_bash_timeout_kills_children_that_ignore_sigterm(ws: Workspace) -> None:
+    pidfile = ws.root / "pid"
+    cmd = "trap '' TERM; bash -c 'trap \"\" TERM; echo $$ > pid; while :; do sleep 0.05; done'"
+    start = time.monotonic()
+    res = ws.run("bash", {"command": cmd, "timeout": 1})
+    assert time.monotonic() - start < 4
+    assert not res.ok and res.output.endswith("[timed out after 1s, killed]")
+    assert not alive(wait_pid(pidfile))
+
+
+def test_bash_kills_background_leftovers_and_setsid_daemons(ws: Workspace) -> None:
+    cmd = "sleep 60 & echo $! > bg; setsid sleep 60 & echo $! > sd; "
+    cmd += "setsid bash -c 'sleep 60 & echo $! > df' & sleep 0.2"
+    start = time.monotonic()
+    ok(ws, "bash", command=cmd)
+    assert time.monotonic() - start < 3
+    for name in ("bg", "sd", "df"):
+        assert not alive(wait_pid(ws.root / name)), name
+
+
+def test_bash_limitation_daemon_that_drops_the_marker_escapes(ws: Workspace) -> None:
+    """Documented limitation: a process that leaves the process group AND clears its environment
+    (so the CONTINUALCODE_BASH_ID marker is gone) cannot be found without cgroups."""
+    ok(ws, "bash", command="env -i setsid sleep 60 > /dev/null 2>&1 & echo $! > pid; sleep 0.3")
+    pid = wait_pid(ws.root / "pid")
+    try:
+        assert alive(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_bash_endless_output_is_capped_and_prompt(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, result_cap=3000)
+    start = time.monotonic()
+    res = ws.run("bash", {"command": "yes"})
+    assert time.monotonic() - start < 5
+    assert len(res.output) <= 3000 and "bytes elided" in res.output
+    assert res.output.startswith("y\ny\n") and res.output.endswith("killed]") and not res.ok
+
+
+def test_bash_long_output_keeps_head_and_tail(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, result_cap=2000)
+    out = ws.run("bash", {"command": "seq 1 100000"}).output
+    assert out.startswith("1\n2\n") and out.endswith("99999\n100000\n[exit code 0]") and len(out) <= 2000
+    assert "bytes elided …]" in out
+
+
+def test_bash_binary_output(ws: Workspace) -> None:
+    out = ok(ws, "bash", command=r"printf 'a\xff\xfeb'")
+    assert out.startswith("a\ufffd\ufffdb")
+
+
+def test_bash_hides_secrets_unless_asked(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {
+        "TINKER_API_KEY": "tk-1",
+        "HF_TOKEN": "hf-2",
+        "MY_API_KEY": "k-3",
+        "DB_PASSWORD": "p-4",
+        "GH_TOKEN": "g-5",
+        "APP_SECRET": "s-6",
+        "OPENAI_API_KEY": "o-7",
+    }
+    for k, v in secrets.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("CC_VISIBLE", "plain-8")
+    out = ok(ws, "bash", command="env")
+    assert "plain-8" in out and not any(v in out for v in secrets.values())
+    out = ok(Workspace(ws.root, pass_secrets=True), "bash", command="env")
+    assert all(v in out for v in secrets.values())
+
+
+def test_bash_preview() -> None:
+    ws = Workspace(Path("/"))
+    assert ws.preview("bash", {"command": "ls -la"}) == "$ ls -la"
+    assert ws.preview("bash", {"command": "make", "timeout": 5}) == "$ make  (timeout 5s)"
+
+
+# ----------------------------------------------------------------------------------------- confinement
+
+PATH_TOOLS = {
+    "read": lambda p: {"path": p},
+    "write": lambda p: {"path": p, "content": "pwned"},
+    "edit_lines": lambda p: {"path": p, "start_line": 1, "end_line": 1, "content": "pwned"},
+    "glob": lambda p: {"pattern": "*", "path": p},
+    "grep": lambda p: {"pattern": "SECRET", "path": p},
+}
+
+
+@pytest.mark.parametrize("tool", list(PATH_TOOLS))
+def test_every_path_tool_refuses_escapes(ws: Workspace, outside: Path, tool: str) -> None:
+    (ws.root / "file_link").symlink_to(outside / "secret.txt")
+    (ws.root / "dir_link").symlink_to(outside)
+    (ws.root / "inner").mkdir()
+    (ws.root / "inner/up").symlink_to("../..")
+    attacks = {
+        "../outside/secret.txt": "outside the workspace",
+        str(outside / "secret.txt"): "outside the workspace",
+        "file_link": "outside the workspace (through a symlink)",
+        "dir_link/secret.txt": "outside the workspace (through a symlink)",
+        "dir_link": "outside the workspace",
+        "inner/up/outside/secret.txt": "outside the workspace",
+        f"/proc/self/root{outside}/secret.txt": "under /proc",
+        "/proc/self/environ": "under /proc",
+        "~": "outside the workspace",
+        "ok\x00/../../x": "NUL byte",
+        "a" * 256: "is too long (256 bytes",
+        "/".join(["d" * 200] * 21): "path is too long",
+        "../" + os.fsdecode(b"caf\xe9"): "outside the workspace",
+        "": "path is empty",
+    }
+    for path, expected in attacks.items():
+        msg = err(ws, tool, **PATH_TOOLS[tool](path))
+        assert expected in msg, (path, msg)
+        assert "TOP SECRET" not in msg
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+    assert (outside / "secret.txt").read_text() == "TOP SECRET\n"
+
+
+def test_outside_message_format(ws: Workspace) -> None:
+    assert err(ws, "read", path="../x") == "error: path '../x' is outside the workspace"
+
+
+def test_paths_inside_are_allowed_however_spelled(ws: Workspace) -> None:
+    (ws.root / "d").mkdir()
+    (ws.root / "d/f.txt").write_text("hi\n")
+    (ws.root / "alias").symlink_to("d")
+    for spelling in ["d/f.txt", "./d/../d/f.txt", str(ws.root / "d/f.txt"), "alias/f.txt", "d//f.txt"]:
+        assert ok(ws, "read", path=spelling) == "     1\thi", spelling
+    assert ws.resolve("alias/f.txt") == ws.root / "d/f.txt"
+    assert ws.resolve(".") == ws.root
+
+
+def test_non_utf8_filenames_work_and_print_safely(ws: Workspace) -> None:
+    name = os.fsdecode(b"caf\xe9.txt")
+    assert "wrote 1 line" in ok(ws, "write", path=name, content="x\n")
+    assert os.listdir(os.fsencode(ws.root)) == [b"caf\xe9.txt"]
+    assert ok(ws, "read", path=name) == "     1\tx"
+    listed = ok(ws, "glob", pattern="*")
+    listed.encode("utf-8")  # no lone surrogates reach the model
+    assert listed == "caf\\udce9.txt"
+    assert ok(ws, "grep", pattern="x").endswith(".txt:1: x")
+
+
+# ------------------------------------------------------------------------------------------------- caps
+
+
+def test_cap_text_keeps_head_and_tail() -> None:
+    text = "".join(f"{i}\n" for i in range(10_000))
+    out = cap_text(text, 1000)
+    assert len(out) <= 1000 and out.startswith("0\n1\n") and out.endswith("9999\n") and "chars elided" in out
+    assert cap_text("short", 1000) == "short"
+
+
+def test_every_result_respects_the_cap(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, result_cap=1000)
+    (tmp_path / "long.txt").write_text(("w" * 250 + "\n") * 50)
+    for name, args in [
+        ("grep", {"pattern": "w"}),
+        ("read", {"path": "long.txt"}),
+        ("bash", {"command": "cat long.txt"}),
+        ("read", {"path": "x" * 3000}),
+    ]:
+        assert len(ws.run(name, args).output) <= 1000, name
+    assert len(ws.preview("write", {"path": "n.txt", "content": "v\n" * 5000})) <= 1000
+
+
+# ---------------------------------------------------------------------------------- never raises (fuzz)
+
+ARG_KEYS = sorted({k for s in TOOL_SCHEMAS for k in s["function"]["parameters"]["properties"]})
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.text(max_size=30),
+    st.sampled_from(["a.txt", "../x", "/etc/passwd", ".", "**/*", "d/e.py", "*.py", "(", "~"]),
+    st.lists(st.one_of(st.integers(), st.text(max_size=5)), max_size=3),
+)
+ARGS = st.one_of(
+    st.dictionaries(st.one_of(st.sampled_from(ARG_KEYS), st.text(max_size=8)), VALUES, max_size=5),
+    st.none(),
+    st.integers(),
+    st.lists(st.text(max_size=3), max_size=2),
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    root = tmp_path_factory.mktemp("fuzz")
+    (root / "a.txt").write_text("one\ntwo\n")
+    (root / "d").mkdir()
+    return Workspace(root, result_cap=2000)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.one_of(st.sampled_from(TOOL_NAMES[:-1]), st.text(max_size=10)), args=ARGS)  # no random bash
+def test_run_and_preview_never_raise(fuzz_ws: Workspace, name: str, args: object) -> None:
+    res = fuzz_ws.run(name, args)  # type: ignore[arg-type]
+    assert isinstance(res, ToolResult) and len(res.output) <= 2000
+    res.output.encode("utf-8")
+    if not res.ok:
+        assert res.output.startswith("error: ") and "\n" not in res.output
+    assert isinstance(fuzz_ws.preview(name, args), str)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ kill -9 atomicity
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from continualcode.tools import Workspace
+
+    root, tool = Path(sys.argv[1]), sys.argv[2]
+    versions = [{versions}]
+    ws = Workspace(root)
+    target = root / "data.txt"
+    print("ready", flush=True)
+    i = 0
+    while True:
+        new = versions[i % 2]
+        print(i % 2, flush=True)  # the version about to be written
+        if tool == "write":
+            args = {{"path": "data.txt", "content": new}}
+        else:
+            n = target.read_text().count("\\n")
+            args = {{"path": "data.txt", "start_line": 1, "end_line": n, "content": new}}
+        res = ws.run(tool, args)
+        assert res.ok, res.output
+        i += 1
+    """
+)
+VERSION_EXPRS = [
+    '"".join(f"alpha {i:07}\\n" for i in range(150_000))',
+    '"".join(f"b{i}\\n" for i in range(90_000))',
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tool", ["write", "edit_lines"])
+def test_kill_9_never_leaves_a_partial_file(tmp_path: Path, tool: str) -> None:
+    versions = [eval(v) for v in VERSION_EXPRS]
+    target = tmp_path / "data.txt"
+    rng = random.Random(1234)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    script = CHILD.format(versions=", ".join(VERSION_EXPRS))
+    outcomes = {"old": 0, "new": 0}
+    window = 0.05 if tool == "write" else 0.3  # about two calls' worth of time
+    for _ in range(20):
+        target.write_text(versions[1])
+        child = subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), tool], stdout=subprocess.PIPE, env=env, text=True
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.0, window))
+        child.send_signal(signal.SIGKILL)
+        lines = child.stdout.read().split()
+        assert child.wait() == -signal.SIGKILL
+        writing = int(lines[-1]) if lines else 0
+        content = target.read_text()
+        assert content in versions, f"partial file after kill ({len(content)} chars)"
+        outcomes["new" if content == versions[writing] else "old"] += 1
+        shown = Workspace(tmp_path).run("glob", {"pattern": "**/*"}).output
+        assert shown == "data.txt", shown
+    assert sum(outcomes.values()) == 20
+    ok(Workspace(tmp_path), "write", path="data.txt", content="done\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["data.txt"]  # orphaned temp files were cleaned
