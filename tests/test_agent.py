@@ -1,0 +1,193 @@
+"""The session's control flow, driven by a SCRIPTED model (a fake backend replaying fixed replies)
+and a scripted user.  Model behaviour is not under test here; the loop's bookkeeping is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from continualcode.agent import (
+    Abort,
+    Approve,
+    Correction,
+    Deny,
+    Edit,
+    Feedback,
+    SamplingConfig,
+    Session,
+    args_diff,
+    correction_from_dict,
+    correction_to_dict,
+)
+from continualcode.backends.base import Sample
+from continualcode.render import Renderer, ToolCall
+from continualcode.tools import Workspace
+
+
+@pytest.fixture(scope="module")
+def tokenizer(cache_dir: Path):
+    import transformers
+
+    from continualcode.models import BUILTINS, ensure_converted
+
+    return transformers.AutoTokenizer.from_pretrained(str(ensure_converted(BUILTINS["smollm2-135m"], cache_dir)))
+
+
+class ScriptedModel:
+    """A fake backend: `sample` returns the next scripted reply's tokens; records each prompt."""
+
+    def __init__(self, tokenizer, replies: list[str]) -> None:
+        self.tokenizer = tokenizer
+        self.replies = list(replies)
+        self.prompts: list[list[int]] = []
+        self.step = 0
+
+    def sample(self, prompt_ids, **kw) -> Sample:
+        self.prompts.append(list(prompt_ids))
+        text = self.replies.pop(0)
+        toks = self.tokenizer.encode(text, add_special_tokens=False) + [self.tokenizer.eos_token_id]
+        return Sample(toks, [0.0] * len(toks), "stop")
+
+
+class ScriptedUser:
+    def __init__(self, decisions) -> None:
+        self.decisions = list(decisions)
+        self.seen: list[tuple[ToolCall, str]] = []
+
+    def decide(self, call, preview):
+        self.seen.append((call, preview))
+        return self.decisions.pop(0)
+
+
+class RecordingLearner:
+    def __init__(self) -> None:
+        self.calls: list[Correction] = []
+
+    def __call__(self, c: Correction):
+        self.calls.append(c)
+        return {"step": len(self.calls), "kind": c.kind}
+
+
+def call_text(name: str, **args) -> str:
+    return ToolCall(name, args).to_text()
+
+
+def make(tokenizer, tmp_path, replies, decisions, **kw):
+    (tmp_path / "main.py").write_text("def add(a, b):\n    return a + b\n")
+    model = ScriptedModel(tokenizer, replies)
+    user = ScriptedUser(decisions)
+    learner = RecordingLearner()
+    events: list[tuple[str, dict]] = []
+    s = Session(model, Renderer(tokenizer), Workspace(tmp_path), user, learner=learner,
+                sampling=SamplingConfig(constrained=False, max_turns=kw.pop("max_turns", 6)),
+                on_event=lambda t, d: events.append((t, d)), **kw)
+    return s, model, user, learner, events
+
+
+def test_scripted_model_deny_with_correction_learns_once_and_retries(tokenizer, tmp_path):
+    write = call_text("write", path="main.py", content="x = 1\n")
+    edit = call_text("edit_lines", path="main.py", start_line=3, end_line=2, content="def div(a, b):\n    return a / b\n")
+    s, model, user, learner, events = make(
+        tokenizer, tmp_path, [write, edit, "Done."], [Deny("use edit_lines; don't overwrite"), Approve()]
+    )
+    r = s.run_task("add a divide function to main.py")
+    assert r.status == "answered" and r.text == "Done."
+    assert len(learner.calls) == 1
+    c = learner.calls[0]
+    assert c.kind == "deny" and c.text == "use edit_lines; don't overwrite"
+    assert c.prompt_ids == model.prompts[0] and c.attempt_text == write
+    # the retry saw the failed attempt and the correction in context
+    retry_prompt = tokenizer.decode(model.prompts[1])
+    assert "Denied. use edit_lines; don't overwrite" in retry_prompt and '"write"' in retry_prompt
+    assert (tmp_path / "main.py").read_text().endswith("def div(a, b):\n    return a / b\n")
+    assert [t for t, _ in events].count("correction") == 1
+
+
+def test_scripted_model_approve_never_learns(tokenizer, tmp_path):
+    s, _, _, learner, _ = make(tokenizer, tmp_path, [call_text("read", path="main.py"), "It adds."], [Approve()])
+    assert s.run_task("what is in main.py").status == "answered"
+    assert learner.calls == []
+    assert s.messages[-2].role == "tool" and "return a + b" in s.messages[-2].content
+
+
+def test_scripted_model_edit_passes_diff_and_demonstration(tokenizer, tmp_path):
+    s, _, _, learner, _ = make(
+        tokenizer, tmp_path, [call_text("read", path="mian.py"), "ok"], [Edit({"path": "main.py"})]
+    )
+    s.run_task("read main.py")
+    (c,) = learner.calls
+    assert c.kind == "edit" and 'path: "mian.py" -> "main.py"' in c.text
+    assert c.demonstration == call_text("read", path="main.py")
+    # the edited call is what ran and what the conversation remembers
+    assert s.messages[-3].content == call_text("read", path="main.py")
+    assert "return a + b" in s.messages[-2].content
+
+
+def test_scripted_model_feedback_accumulates_and_reaches_next_correction(tokenizer, tmp_path):
+    w = call_text("write", path="main.py", content="")
+    s, _, user, learner, _ = make(
+        tokenizer, tmp_path, [w, "fine"], [Feedback("this project uses Poetry"), Deny("don't empty the file")]
+    )
+    s.run_task("clean up")
+    assert s.feedback == ["this project uses Poetry"]
+    assert learner.calls[0].feedback == ("this project uses Poetry",)
+    assert len(user.seen) == 2 and user.seen[0][0] == user.seen[1][0]  # asked again about the same call
+
+
+def test_scripted_model_empty_deny_does_not_learn_and_ends_task(tokenizer, tmp_path):
+    s, _, _, learner, _ = make(tokenizer, tmp_path, [call_text("bash", command="rm -rf x")], [Deny("")])
+    assert s.run_task("clean").status == "denied"
+    assert learner.calls == []
+
+
+def test_scripted_model_abort_and_always_allow(tokenizer, tmp_path):
+    r1, r2 = call_text("read", path="main.py"), call_text("glob", pattern="*.py")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [r1, r1, r2], [Approve(always=True), Abort()])
+    s.run_task("look")
+    assert s.auto_approve == {"read"}
+    assert len(user.seen) == 2  # the second read was not asked about; the glob was, and aborted
+
+
+def test_scripted_model_malformed_reply_becomes_retry_message(tokenizer, tmp_path):
+    s, _, _, _, events = make(tokenizer, tmp_path, ['<tool_call>\n{"name": "nope"}\n</tool_call>', "ok"], [])
+    r = s.run_task("do it")
+    assert r.status == "answered"
+    errors = [d["error"] for t, d in events if t == "proposal" and d["error"]]
+    assert errors and "unknown tool" in errors[0]
+    assert any(m.role == "user" and m.content.startswith("error: unknown tool") for m in s.messages)
+
+
+def test_scripted_model_gives_up_after_repeated_malformed(tokenizer, tmp_path):
+    s, _, _, _, _ = make(tokenizer, tmp_path, ["<tool_call>"] * 3, [])
+    assert s.run_task("x").status == "malformed"
+
+
+def test_scripted_model_max_turns(tokenizer, tmp_path):
+    rd = call_text("read", path="main.py")
+    s, _, _, _, _ = make(tokenizer, tmp_path, [rd] * 3, [Approve()] * 3, max_turns=2)
+    r = s.run_task("loop")
+    assert r.status == "max_turns" and len(r.calls) == 2
+
+
+def test_scripted_model_approved_retry_is_offered_to_learner(tokenizer, tmp_path):
+    w, e = call_text("write", path="a.py", content="1"), call_text("read", path="main.py")
+    s, _, _, learner, _ = make(tokenizer, tmp_path, [w, e, "done"], [Deny("read it first"), Approve()],
+                               learn_from_approved_retry=True)
+    s.run_task("x")
+    assert [c.kind for c in learner.calls] == ["deny", "approved_retry"]
+    assert learner.calls[1].demonstration == e and learner.calls[1].attempt_text == w
+
+
+def test_correction_round_trips_through_json(tokenizer, tmp_path):
+    import json
+
+    w = call_text("write", path="a.py", content="1")
+    s, _, _, learner, _ = make(tokenizer, tmp_path, [w, "done"], [Deny("no")])
+    s.run_task("x")
+    c = learner.calls[0]
+    assert correction_from_dict(json.loads(json.dumps(correction_to_dict(c)))) == c
+
+
+def test_args_diff():
+    assert args_diff({"a": 1, "b": "x"}, {"a": 1, "b": "y", "c": True}) == 'b: "x" -> "y"; c: null -> true'

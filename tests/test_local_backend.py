@@ -1,0 +1,383 @@
+"""Tests of continualcode.backends.local on the real embedded SmolLM2-135M (fp32 unless said otherwise).
+
+What is checked, on short prompts:
+- sampling: greedy is deterministic, a seed makes temperature-1 sampling reproducible, and the sampled
+  log-probs are what `score` returns for the same tokens (fp32: ≤ 1e-4; bf16: a looser bound, see there);
+- scoring: top-K and full-distribution shapes and sanity; a fresh (zero-B) LoRA scores as the base;
+- training: a step whose advantage is positive everywhere raises the completion's log-probability,
+  changes only LoRA weights, and leaves the frozen base's scores bit-identical; `prefix_grad` changes
+  where gradients flow, not the forward numbers;
+- state: save → load in a fresh process is exact, the checkpoint is plain PEFT; snapshot/restore is
+  bit-identical; a checkpoint of another base, or a corrupt or ill-fitting one, is refused and leaves
+  the live adapter as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from continualcode.backends.base import BackendError, LossSpec, Scores, TrainExample
+from continualcode.backends.local import STATE_FILE, LocalBackend, cpu_supports_bf16
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT_TEXT = "def fibonacci(n):\n    "
+
+
+@pytest.fixture(scope="module")
+def prompt(backend) -> list[int]:
+    return list(backend.tokenizer.encode(PROMPT_TEXT, add_special_tokens=False))
+
+
+@pytest.fixture(scope="module")
+def sampled(backend, prompt):
+    """A temperature-1, seeded sample of 20 tokens (the completion most tests score and train on)."""
+    return backend.sample(prompt, max_tokens=20, temperature=1.0, seed=7)
+
+
+def lora_state(b: LocalBackend) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in b.model.named_parameters() if p.requires_grad}
+
+
+def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def upweight_example(b: LocalBackend, prompt: list[int], completion: list[int]) -> TrainExample:
+    """A sampled-token example whose teacher is the student + 1 nat on every token (advantage +1)."""
+    own = b.score(prompt, completion).logprobs
+    return TrainExample(prompt, completion, old_logprobs=None, teacher=Scores(logprobs=own + 1.0))
+
+
+UPWEIGHT = LossSpec(kind="sampled_token", beta=0.0)
+
+# A fresh process: load the checkpoint with LocalBackend.load and, separately, with plain peft.
+FRESH_PROCESS = r"""
+import json, sys
+from pathlib import Path
+import torch
+from continualcode.backends.local import LocalBackend
+cache, ckpt, dtype, data = sys.argv[1], Path(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+b = LocalBackend("smollm2-135m", dtype=dtype, cache=Path(cache), seed=123, warmup=False)
+b.load(ckpt)
+out = {"step": b.step, "logprobs": b.score(data["prompt"], data["completion"]).logprobs.tolist()}
+if data.get("peft"):
+    import transformers
+    from peft import PeftModel
+    base = transformers.AutoModelForCausalLM.from_pretrained(b.resolved.path, dtype=b.dtype, local_files_only=True)
+    m = PeftModel.from_pretrained(base, str(ckpt)).eval()
+    ids = torch.tensor([data["prompt"] + data["completion"][:-1]])
+    n = len(data["completion"])
+    with torch.no_grad():
+        logp = torch.log_softmax(m(input_ids=ids).logits[0, -n:].float(), -1)
+    out["peft"] = logp.gather(1, torch.tensor(data["completion"])[:, None]).squeeze(1).tolist()
+print("RESULT " + json.dumps(out))
+"""
+
+
+def run_fresh_process(
+    b: LocalBackend, cache: Path, ckpt: Path, prompt: list[int], completion: list[int], *, peft: bool = False
+) -> dict:
+    dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[b.dtype]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    data = json.dumps({"prompt": prompt, "completion": completion, "peft": peft})
+    r = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(cache), str(ckpt), dtype, data],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line.removeprefix("RESULT "))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sampling
+
+
+def test_greedy_sampling_is_deterministic(backend, prompt):
+    a = backend.sample(prompt, max_tokens=12, temperature=0.0, seed=1)
+    b = backend.sample(prompt, max_tokens=12, temperature=0.0, seed=2)
+    assert a == b
+    assert len(a.tokens) == len(a.logprobs) > 0
+    assert a.finish_reason in ("stop", "length")
+
+
+def test_seeded_sampling_is_reproducible(backend, prompt, sampled):
+    again = backend.sample(prompt, max_tokens=20, temperature=1.0, seed=7)
+    assert again == sampled
+    assert len(sampled.tokens) == 20 and sampled.finish_reason == "length"  # no stop token in this sample
+    assert all(lp <= 0.0 for lp in sampled.logprobs)
+
+
+def test_sampled_logprobs_equal_score_in_fp32(backend, prompt, sampled):
+    if backend.dtype != torch.float32:
+        pytest.skip("the 1e-4 contract is for fp32")
+    scored = backend.score(prompt, sampled.tokens).logprobs
+    assert scored.shape == (len(sampled.tokens),)
+    assert torch.allclose(scored, torch.tensor(sampled.logprobs), atol=1e-4, rtol=0)
+
+
+def test_sample_stops_at_a_stop_token(backend, prompt):
+    greedy = backend.sample(prompt, max_tokens=6, temperature=0.0)
+    stop = greedy.tokens[2]
+    s = backend.sample(prompt, max_tokens=6, temperature=0.0, stop=[stop])
+    assert s.tokens == greedy.tokens[: greedy.tokens.index(stop) + 1]
+    assert s.finish_reason == "stop"
+
+
+def test_bf16_sampled_logprobs_are_close_to_score(cache_dir):
+    if not cpu_supports_bf16():
+        pytest.skip("this CPU has no native bf16 (avx512_bf16 / AMX)")
+    b16 = LocalBackend("smollm2-135m", dtype="bf16", cache=cache_dir, seed=0, warmup=False)
+    assert b16.dtype == torch.bfloat16
+    prompt = list(b16.tokenizer.encode(PROMPT_TEXT, add_special_tokens=False))
+    s = b16.sample(prompt, max_tokens=16, temperature=0.0)
+    diff = (b16.score(prompt, s.tokens).logprobs - torch.tensor(s.logprobs)).abs()
+    # The sample's log-probs come from KV-cached decoding (one token per forward), `score` from one
+    # forward over the whole completion: in bf16 the two round differently (different matmul shapes
+    # and accumulation orders), ~0.02-0.04 nats on average on this model, with single tokens off by
+    # ~0.1-0.2.  The mean bound is the contract; the max bound only catches a real mismatch (a shifted
+    # position, a wrong adapter), which is off by whole nats.
+    assert float(diff.mean()) <= 3e-2, diff
+    assert float(diff.max()) <= 0.3, diff
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scoring
+
+
+def test_score_topk_shapes_and_order(backend, prompt, sampled):
+    k = 5
+    sc = backend.score(prompt, sampled.tokens, topk=k)
+    t = len(sampled.tokens)
+    assert sc.topk_ids.shape == sc.topk_logprobs.shape == (t, k)
+    assert sc.full_logprobs is None
+    assert torch.all(sc.topk_logprobs[:, 0] >= sc.logprobs)
+    assert torch.all(sc.topk_logprobs[:, :-1] >= sc.topk_logprobs[:, 1:])  # sorted descending
+    # where the sampled token is among the top-K, its top-K log-prob is its score
+    hit = sc.topk_ids == torch.tensor(sampled.tokens)[:, None]
+    assert hit.any()
+    assert torch.allclose(sc.topk_logprobs[hit], sc.logprobs[hit.any(1)], atol=1e-6)
+
+
+def test_score_full_rows_are_distributions(backend, prompt, sampled):
+    sc = backend.score(prompt, sampled.tokens, full=True, topk=3)
+    t = len(sampled.tokens)
+    assert sc.full_logprobs.shape == (t, backend.vocab_size)
+    assert torch.allclose(sc.full_logprobs.exp().sum(-1), torch.ones(t), atol=1e-4)
+    assert torch.equal(sc.full_logprobs.gather(1, torch.tensor(sampled.tokens)[:, None]).squeeze(1), sc.logprobs)
+    assert torch.equal(sc.full_logprobs.topk(3, dim=-1).values, sc.topk_logprobs)
+
+
+def test_a_fresh_lora_scores_as_the_base(backend, prompt, sampled):
+    lora_b = [p for n, p in backend.model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(not p.any() for p in lora_b), "the shared backend's adapter should be fresh (B = 0)"
+    with_adapter = backend.score(prompt, sampled.tokens, topk=4)
+    base = backend.score(prompt, sampled.tokens, topk=4, adapter=False)
+    assert torch.equal(with_adapter.logprobs, base.logprobs)
+    assert torch.equal(with_adapter.topk_ids, base.topk_ids)
+
+
+def test_score_refuses_empty_inputs_and_unknown_adapters(backend, prompt, sampled):
+    with pytest.raises(BackendError, match="empty completion"):
+        backend.score(prompt, [])
+    with pytest.raises(BackendError, match="without a prompt"):
+        backend.score([], sampled.tokens)
+    with pytest.raises(BackendError, match="unknown adapter"):
+        backend.score(prompt, sampled.tokens, adapter="nope")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training
+
+
+def test_a_positive_advantage_step_raises_the_completion_and_touches_only_lora(fresh_backend, prompt, sampled):
+    b = fresh_backend
+    comp = sampled.tokens
+    assert all("lora_" in n for n, p in b.model.named_parameters() if p.requires_grad)
+    base_w = {
+        n: p.detach().clone()
+        for n, p in b.model.named_parameters()
+        if n.endswith(("embed_tokens.weight", "layers.0.self_attn.q_proj.base_layer.weight", "layers.29.mlp.down_proj.weight"))
+    }
+    assert len(base_w) == 3
+    lora_before = lora_state(b)
+    before = b.score(prompt, comp).logprobs
+    base_before = b.score(prompt, comp, adapter=False).logprobs
+    step0 = b.step
+
+    metrics = b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3)
+
+    assert metrics["stepped"] == 1.0 and metrics["nonfinite"] == 0.0 and b.step == step0 + 1
+    assert metrics["grad_norm"] > 0 and metrics["lr"] == 1e-3
+    assert metrics["adv_mean"] == pytest.approx(1.0, abs=1e-5)
+    after = b.score(prompt, comp).logprobs
+    assert float(after.sum()) > float(before.sum()) + 0.1
+    assert torch.equal(b.score(prompt, comp, adapter=False).logprobs, base_before)
+    for n, w in base_w.items():
+        assert torch.equal(dict(b.model.named_parameters())[n], w), n
+    assert not same_state(lora_state(b), lora_before)
+
+
+def test_prefix_grad_changes_gradients_not_the_forward(fresh_backend, prompt, sampled):
+    b = fresh_backend
+    comp = sampled.tokens
+    snap = b.snapshot()
+    results = {}
+    old = b.prefix_grad
+    try:
+        for flag in (False, True):
+            b.restore(snap)
+            b.prefix_grad = flag
+            ex = upweight_example(b, prompt, comp)
+            metrics = b.train_step([ex], UPWEIGHT, lr=1e-3)
+            results[flag] = (metrics, ex.info["logp_T"], lora_state(b))
+    finally:
+        b.prefix_grad = old
+    (m0, lp0, w0), (m1, lp1, w1) = results[False], results[True]
+    assert m0["loss"] == pytest.approx(m1["loss"], abs=1e-5)
+    assert torch.allclose(lp0, lp1, atol=1e-5)
+    assert m0["stepped"] == m1["stepped"] == 1.0
+    # With prefix_grad the LoRA on k/v also learns from the prompt positions: the gradients differ.
+    assert m0["grad_norm"] != m1["grad_norm"]
+
+
+def test_train_step_refuses_an_empty_batch(backend):
+    with pytest.raises(BackendError, match="at least one example"):
+        backend.train_step([], UPWEIGHT, lr=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# State: snapshot / restore, save / load
+
+
+def test_snapshot_train_restore_is_bit_identical(fresh_backend, prompt, sampled):
+    b = fresh_backend
+    comp = sampled.tokens
+    before = b.score(prompt, comp).logprobs
+    snap = b.snapshot()
+    ex = upweight_example(b, prompt, comp)
+    b.train_step([ex], UPWEIGHT, lr=1e-3)
+    first = b.score(prompt, comp).logprobs
+    assert not torch.equal(first, before)
+
+    b.restore(snap)
+    assert b.step == snap.step
+    assert torch.equal(b.score(prompt, comp).logprobs, before)
+    # the optimizer was restored too: the same step again lands on the same weights
+    b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3)
+    assert torch.equal(b.score(prompt, comp).logprobs, first)
+
+
+def test_save_then_load_in_a_fresh_process_is_exact(fresh_backend, prompt, sampled, cache_dir, tmp_path: Path):
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    b = fresh_backend
+    comp = sampled.tokens
+    for _ in range(2):
+        b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3)
+    ckpt = tmp_path / "adapter"
+    b.save(ckpt)
+    here = b.score(prompt, comp).logprobs
+
+    # the files: a plain PEFT adapter + optimizer + state
+    names = {p.name for p in ckpt.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "optimizer.pt", STATE_FILE} <= names
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp directory left behind"
+    keys = load_file(str(ckpt / "adapter_model.safetensors")).keys()
+    assert any("lora_A" in k for k in keys) and any("lora_B" in k for k in keys)
+    cfg = LoraConfig.from_pretrained(str(ckpt))
+    assert cfg.r == b.lora_config.r and set(cfg.target_modules) == set(b.lora_config.target_modules)
+    state = json.loads((ckpt / STATE_FILE).read_text())
+    assert state == {"step": b.step, "model_id": "smollm2-135m"}
+
+    out = run_fresh_process(b, cache_dir, ckpt, prompt, comp, peft=True)
+    assert out["step"] == b.step
+    assert torch.equal(torch.tensor(out["logprobs"], dtype=torch.float32), here)
+    # plain peft, a different forward path (no logits_to_keep), loads the same adapter
+    tol = 1e-4 if b.dtype == torch.float32 else 5e-2
+    assert torch.allclose(torch.tensor(out["peft"]), here, atol=tol)
+
+
+def test_load_in_process_restores_weights_optimizer_and_step(fresh_backend, prompt, sampled, tmp_path: Path):
+    b = fresh_backend
+    comp = sampled.tokens
+    b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3)
+    b.save(tmp_path / "ck")
+    saved_scores, saved_step = b.score(prompt, comp).logprobs, b.step
+    b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3)
+    next_scores = b.score(prompt, comp).logprobs
+
+    b.load(tmp_path / "ck")
+    assert b.step == saved_step
+    assert torch.equal(b.score(prompt, comp).logprobs, saved_scores)
+    b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3)  # the same step from the same state
+    assert torch.equal(b.score(prompt, comp).logprobs, next_scores)
+
+
+def test_load_refuses_another_base_models_checkpoint(fresh_backend, prompt, sampled, tmp_path: Path):
+    b = fresh_backend
+    ckpt = tmp_path / "other"
+    b.train_step([upweight_example(b, prompt, sampled.tokens)], UPWEIGHT, lr=1e-3)
+    b.save(ckpt)
+    state = json.loads((ckpt / STATE_FILE).read_text())
+    (ckpt / STATE_FILE).write_text(json.dumps({**state, "model_id": "qwen2.5-coder-0.5b"}))
+    b.train_step([upweight_example(b, prompt, sampled.tokens)], UPWEIGHT, lr=1e-3)
+    live, step = lora_state(b), b.step
+    with pytest.raises(BackendError, match="qwen2.5-coder-0.5b") as exc:
+        b.load(ckpt)
+    assert "smollm2-135m" in str(exc.value) and "\n" not in str(exc.value)
+    assert same_state(lora_state(b), live) and b.step == step
+
+
+def test_load_refuses_a_corrupt_checkpoint_and_keeps_the_live_adapter(fresh_backend, prompt, sampled, tmp_path: Path):
+    b = fresh_backend
+    comp = sampled.tokens
+    b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3)
+    ckpt = tmp_path / "ck"
+    b.save(ckpt)
+    b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3)
+    live, step, scores = lora_state(b), b.step, b.score(prompt, comp).logprobs
+
+    f = ckpt / "adapter_model.safetensors"
+    with open(f, "r+b") as fh:
+        fh.truncate(f.stat().st_size // 2)
+    with pytest.raises(BackendError, match="corrupt"):
+        b.load(ckpt)
+    assert same_state(lora_state(b), live) and b.step == step
+    assert torch.equal(b.score(prompt, comp).logprobs, scores)
+
+    (ckpt / "optimizer.pt").unlink()
+    with pytest.raises(BackendError, match="incomplete: optimizer.pt is missing"):
+        b.load(ckpt)
+    assert same_state(lora_state(b), live) and b.step == step
+
+
+def test_load_of_an_ill_fitting_adapter_is_all_or_nothing(fresh_backend, prompt, sampled, tmp_path: Path):
+    """A checkpoint whose tensors half fit (one has another rank) must not be half loaded."""
+    from safetensors.torch import load_file, save_file
+
+    b = fresh_backend
+    comp = sampled.tokens
+    b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3)
+    ckpt = tmp_path / "ck"
+    b.save(ckpt)
+    weights = load_file(str(ckpt / "adapter_model.safetensors"))
+    keys = sorted(weights)
+    weights = {k: v + 0.5 for k, v in weights.items()}  # every tensor differs from the live adapter …
+    weights[keys[-1]] = torch.zeros(3, 3)  # … and the last one does not fit at all
+    save_file(weights, str(ckpt / "adapter_model.safetensors"))
+    live, step = lora_state(b), b.step
+
+    with pytest.raises(BackendError, match="does not fit"):
+        b.load(ckpt)
+    assert same_state(lora_state(b), live) and b.step == step
