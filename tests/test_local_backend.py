@@ -58,6 +58,7 @@ def upweight_example(b: LocalBackend, prompt: list[int], completion: list[int]) 
 
 
 UPWEIGHT = LossSpec(kind="sampled_token", beta=0.0)
+BASE_TENSORS = ("embed_tokens.weight", "layers.0.self_attn.q_proj.base_layer.weight", "layers.29.mlp.down_proj.weight")
 
 # A fresh process: load the checkpoint with LocalBackend.load and, separately, with plain peft.
 FRESH_PROCESS = r"""
@@ -91,7 +92,11 @@ def run_fresh_process(
     data = json.dumps({"prompt": prompt, "completion": completion, "peft": peft})
     r = subprocess.run(
         [sys.executable, "-c", FRESH_PROCESS, str(cache), str(ckpt), dtype, data],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     line = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")][-1]
@@ -203,11 +208,7 @@ def test_a_positive_advantage_step_raises_the_completion_and_touches_only_lora(f
     b = fresh_backend
     comp = sampled.tokens
     assert all("lora_" in n for n, p in b.model.named_parameters() if p.requires_grad)
-    base_w = {
-        n: p.detach().clone()
-        for n, p in b.model.named_parameters()
-        if n.endswith(("embed_tokens.weight", "layers.0.self_attn.q_proj.base_layer.weight", "layers.29.mlp.down_proj.weight"))
-    }
+    base_w = {n: p.detach().clone() for n, p in b.model.named_parameters() if n.endswith(BASE_TENSORS)}
     assert len(base_w) == 3
     lora_before = lora_state(b)
     before = b.score(prompt, comp).logprobs
@@ -239,10 +240,10 @@ def test_prefix_grad_changes_gradients_not_the_forward(fresh_backend, prompt, sa
             b.prefix_grad = flag
             ex = upweight_example(b, prompt, comp)
             metrics = b.train_step([ex], UPWEIGHT, lr=1e-3)
-            results[flag] = (metrics, ex.info["logp_T"], lora_state(b))
+            results[flag] = (metrics, ex.info["logp_T"])
     finally:
         b.prefix_grad = old
-    (m0, lp0, w0), (m1, lp1, w1) = results[False], results[True]
+    (m0, lp0), (m1, lp1) = results[False], results[True]
     assert m0["loss"] == pytest.approx(m1["loss"], abs=1e-5)
     assert torch.allclose(lp0, lp1, atol=1e-5)
     assert m0["stepped"] == m1["stepped"] == 1.0
@@ -333,7 +334,7 @@ def test_load_refuses_another_base_models_checkpoint(fresh_backend, prompt, samp
     (ckpt / STATE_FILE).write_text(json.dumps({**state, "model_id": "qwen2.5-coder-0.5b"}))
     b.train_step([upweight_example(b, prompt, sampled.tokens)], UPWEIGHT, lr=1e-3)
     live, step = lora_state(b), b.step
-    with pytest.raises(BackendError, match="qwen2.5-coder-0.5b") as exc:
+    with pytest.raises(BackendError, match=r"qwen2\.5-coder-0\.5b") as exc:
         b.load(ckpt)
     assert "smollm2-135m" in str(exc.value) and "\n" not in str(exc.value)
     assert same_state(lora_state(b), live) and b.step == step
@@ -356,8 +357,9 @@ def test_load_refuses_a_corrupt_checkpoint_and_keeps_the_live_adapter(fresh_back
     assert same_state(lora_state(b), live) and b.step == step
     assert torch.equal(b.score(prompt, comp).logprobs, scores)
 
+    b.save(ckpt)  # a good checkpoint again, then without its optimizer state
     (ckpt / "optimizer.pt").unlink()
-    with pytest.raises(BackendError, match="incomplete: optimizer.pt is missing"):
+    with pytest.raises(BackendError, match=r"incomplete: optimizer\.pt is missing"):
         b.load(ckpt)
     assert same_state(lora_state(b), live) and b.step == step
 

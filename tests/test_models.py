@@ -195,7 +195,7 @@ def test_builtin_specs_are_consistent():
 
 def test_resolve_refuses_a_directory_that_is_not_a_model(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(BackendError, match="no config.json"):
+    with pytest.raises(BackendError, match=r"no config\.json"):
         resolve(str(tmp_path))
 
 

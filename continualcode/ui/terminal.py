@@ -10,7 +10,8 @@ Two ways to answer, one `Approver` protocol:
   e edit the arguments ($EDITOR when set, else inline JSON), f feedback, Esc / Ctrl-C abort.
 - `LineInput` (non-interactive, for scripts and tests): one line per answer on stdin —
   `y`, `a`, `n`, `n CORRECTION`, `e {JSON ARGUMENTS}`, `f FEEDBACK`, `q`; tasks and slash commands
-  are lines too; end of input quits.
+  are lines too (a slash command where a decision is expected aborts that call first); end of
+  input quits.
 """
 
 from __future__ import annotations
@@ -188,8 +189,11 @@ class LineInput:
     def __init__(self, display: Display, stream: IO[str]) -> None:
         self.display = display
         self._lines: Iterator[str] = iter(stream)
+        self._pushed: list[str] = []
 
     def _next(self) -> str | None:
+        if self._pushed:
+            return self._pushed.pop()
         try:
             return next(self._lines).rstrip("\n")
         except StopIteration:
@@ -206,6 +210,9 @@ class LineInput:
         while (line := self._next()) is not None:
             cmd, _, rest = line.strip().partition(" ")
             rest = rest.strip()
+            if cmd.startswith("/"):  # a slash command aborts the pending call, then runs
+                self._pushed.append(line)
+                return Abort()
             if cmd == "y":
                 return Approve()
             if cmd == "a":

@@ -1,0 +1,76 @@
+"""End to end with the REAL embedded model, through the non-interactive (stdin) mode of the
+installed command: a task in a temp project, the first call denied with a correction (one SDPO
+step), a retry, approvals, and the file changed on disk; then the journal, metrics and heatmap
+it left behind, and a resumed session."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(args: list[str], stdin: str, home: Path, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CONTINUALCODE_HOME": str(home), "COLUMNS": "100"}
+    return subprocess.run([sys.executable, "-m", "continualcode", *args], input=stdin, capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def test_deny_correct_retry_approve_changes_file(tmp_path: Path, cache_dir: Path) -> None:
+    ws, home = tmp_path / "proj", tmp_path / "home"
+    ws.mkdir()
+    (ws / "main.py").write_text("def add(a, b):\n    return a + b\n")
+    script = ("create a file hello.py that prints hello\n"
+              "n do not read, just create hello.py with the write tool\n" + "y\n" * 4 + "/metrics\n/quit\n")
+    r = run_cli(["max_turns=3", "max_tokens=128", "seed=0"], script, home, ws)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout
+    assert "update #1" in out  # one learning step after the denial
+    assert (ws / "hello.py").is_file(), out[-3000:]  # an approved write reached the disk
+    # the journal: every event, in order, with the learning step and the retry after it
+    (proj,) = (home / "projects").iterdir()
+    (sess,) = (proj / "sessions").iterdir()
+    events = [json.loads(line) for line in (sess / "journal.jsonl").read_text().splitlines()]
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "session_start" and kinds[-1] == "session_end"
+    first_deny = next(i for i, e in enumerate(events) if e["type"] == "decision" and e["kind"] == "deny")
+    learn = next(i for i, e in enumerate(events) if e["type"] == "learn")
+    assert first_deny < kinds.index("correction") < learn
+    assert "proposal" in kinds[learn:]  # the retry
+    assert any(e["type"] == "tool_result" and e["name"] == "write" for e in events)
+    step = events[learn]
+    assert step["step"] == 1 and not step["rolled_back"]
+    assert len(step["heatmap"]["tokens"]) == len(step["heatmap"]["advantage"]) > 0
+    metrics = [json.loads(line) for line in (sess / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and metrics[0]["loss"] == step["loss"]
+    assert (sess / "heatmaps" / "step-1.html").is_file()
+    assert (proj / "adapter" / "adapter_model.safetensors").is_file()
+    assert "steps" in out and "no learning steps yet" not in out  # /metrics printed the table
+
+    # resume: the conversation and the adapter come back
+    r2 = run_cli(["resume=true", "enable_training=false"], "/quit\n", home, ws)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    assert "resumed session" in r2.stdout and "adapter at step 1" in r2.stdout
+
+
+def test_bad_config_is_one_line_and_nonzero(tmp_path: Path) -> None:
+    for args, needle in [(["lora_rnk=3"], "did you mean 'lora_rank'"), (["lora_rank=abc"], "bad value 'abc'"),
+                         (["temperature=-1"], "temperature must be"), (["oops"], "expected key=value")]:
+        r = run_cli(args, "", tmp_path, tmp_path, timeout=60)
+        assert r.returncode == 2
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_workspace_not_a_directory_is_one_line(tmp_path: Path) -> None:
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    r = run_cli([f"workspace={f}"], "", tmp_path, tmp_path, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == f"continualcode: workspace {str(f)!r} is not a directory"

@@ -1,0 +1,286 @@
+"""Tests of continualcode.learn.step (the Learner) and learn.teacher, with the real embedded model.
+
+The correction used throughout: the user asked "show me what is in notes.txt", the student's
+completion is the `read` call on notes.txt (+ the stop token), and the user's correction says to read
+notes.txt with the read tool, so the teacher (the same model with the correction as the last user
+turn) prefers most of these tokens.  One step must raise the tokens the teacher prefers, report what
+it did, and be undoable bit-identically; a non-finite loss or gradient and a KL above `max_kl` roll
+the step back bit-identically; a saved adapter resumes exactly in a new process; the EMA teacher
+moves at its rate.  teacher.py and the correction's journal record are pure and tested without it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import continualcode.learn.losses as losses
+from continualcode.agent import Correction, correction_from_dict, correction_to_dict
+from continualcode.backends.base import Sample
+from continualcode.learn.step import LearnConfig, Learner
+from continualcode.learn.teacher import privileged_text, teacher_messages
+from continualcode.render import Message, ToolCall
+
+REPO = Path(__file__).resolve().parents[1]
+CALL = ToolCall("read", {"path": "notes.txt"})
+TASK = (Message("user", "show me what is in notes.txt"),)
+CORRECTION_TEXT = "read notes.txt with the read tool"
+
+METRIC_KEYS = {
+    "loss", "pg_loss", "kl_loss", "kl_ref", "adv_mean", "adv_abs_mean", "adv_min", "adv_max", "adv_pos_frac",
+    "ratio_mean", "student_entropy", "grad_norm", "stepped", "lr", "nonfinite",
+    "sec_student_fwd", "sec_backward", "sec_optimizer", "sec_train",
+    "sec_teacher", "sec_ref", "sec_step", "sec_after", "sec_total",
+    "kind", "step", "correction", "rolled_back", "kl_after", "logp_shift_mean", "logp_shift_pos_adv",
+    "logp_shift_neg_adv", "seq_logp_before", "seq_logp_after", "tokens", "student_lp", "teacher_lp", "advantage",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def correction(backend, renderer) -> Correction:
+    """A denial of the student's own `read notes.txt` call, with its own log-probs as the sample's."""
+    prompt_ids = renderer.prompt_ids(TASK)
+    tokens = list(renderer.tok.encode(CALL.to_text(), add_special_tokens=False)) + [renderer.stop_ids[0]]
+    logprobs = backend.score(prompt_ids, tokens).logprobs.tolist()
+    return Correction(
+        kind="deny", messages=TASK, prompt_ids=prompt_ids, sample=Sample(tokens, logprobs, "stop"),
+        attempt_text=CALL.to_text(), text=CORRECTION_TEXT,
+    )  # fmt: skip
+
+
+def scores(b, c: Correction) -> torch.Tensor:
+    return b.score(c.prompt_ids, c.sample.tokens).logprobs
+
+
+# ---------------------------------------------------------------------------------------------------
+# One real step
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sampled_token", "topk"])
+def test_a_step_raises_the_teacher_preferred_tokens_and_is_undoable(fresh_backend, renderer, correction, kind):
+    b, c = fresh_backend, correction
+    n = len(c.sample.tokens)
+    before = scores(b, c)
+    step0 = b.step
+    learner = Learner(b, renderer, LearnConfig(distill_loss=kind, learning_rate=1e-3))
+
+    report = learner(c)
+
+    assert report is not None and report["rolled_back"] == ""
+    assert METRIC_KEYS <= report.keys(), METRIC_KEYS - report.keys()
+    assert report["kind"] == "deny" and report["correction"] == CORRECTION_TEXT
+    assert b.step == step0 + 1 and report["step"] == step0 + 1
+    assert report["stepped"] == 1.0 and math.isfinite(report["loss"]) and report["lr"] == 1e-3
+    for key in ("tokens", "student_lp", "teacher_lp", "advantage"):
+        assert len(report[key]) == n, key
+    assert "".join(report["tokens"]) == renderer.tok.decode(c.sample.tokens, skip_special_tokens=False)
+    # the teacher context helps on this completion, and the step moved the preferred tokens up
+    assert report["adv_pos_frac"] > 0
+    assert report["logp_shift_pos_adv"] > 0
+    assert report["student_lp"] == pytest.approx(before.tolist(), abs=1e-4)
+    after = scores(b, c)
+    assert report["seq_logp_after"] == pytest.approx(float(after.sum()), abs=1e-4)
+    assert not torch.equal(after, before)
+    json.dumps(report)  # the journal records it as it is
+
+    assert learner.undo() is True
+    assert torch.equal(scores(b, c), before)
+    assert b.step == step0
+    assert learner.undo() is False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Guards: non-finite loss or gradient, KL to the base
+
+
+@pytest.mark.slow
+def test_a_nan_loss_is_rolled_back_bit_identically(fresh_backend, renderer, correction, monkeypatch):
+    b, c = fresh_backend, correction
+    real = losses.sdpo_loss
+
+    def nan_loss(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return losses.LossOut(loss=out.loss * float("nan"), metrics=out.metrics, advantage_T=out.advantage_T)
+
+    monkeypatch.setattr(losses, "sdpo_loss", nan_loss)
+    before, step0 = scores(b, c), b.step
+    learner = Learner(b, renderer, LearnConfig(distill_loss="sampled_token", learning_rate=1e-3))
+
+    report = learner(c)
+
+    assert report["rolled_back"] and "non-finite" in report["rolled_back"]
+    assert math.isnan(report["loss"]) and report["stepped"] == 0.0 and report["nonfinite"] == 1.0
+    assert b.step == step0 and report["step"] == step0
+    assert torch.equal(scores(b, c), before)
+    assert learner.undo() is False  # a rolled-back step is not on the undo stack
+
+
+@pytest.mark.slow
+def test_a_nan_gradient_is_rolled_back_bit_identically(fresh_backend, renderer, correction):
+    b, c = fresh_backend, correction
+    before, step0 = scores(b, c), b.step
+    param = next(p for n, p in b.model.named_parameters() if "lora_B" in n)
+    hook = param.register_hook(lambda g: torch.full_like(g, float("nan")))
+    try:
+        report = Learner(b, renderer, LearnConfig(distill_loss="sampled_token", learning_rate=1e-3))(c)
+    finally:
+        hook.remove()
+
+    assert report["rolled_back"] and report["stepped"] == 0.0
+    assert math.isfinite(report["loss"]) and math.isnan(report["grad_norm"])
+    assert b.step == step0
+    assert torch.equal(scores(b, c), before)
+    assert all(p.grad is None for p in b.params)
+
+
+@pytest.mark.slow
+def test_a_kl_above_max_kl_is_rolled_back(fresh_backend, renderer, correction):
+    b, c = fresh_backend, correction
+    before, step0 = scores(b, c), b.step
+    learner = Learner(b, renderer, LearnConfig(distill_loss="sampled_token", learning_rate=1e-3, max_kl=-1.0))
+
+    report = learner(c)
+
+    assert report["rolled_back"].startswith("KL to the base") and "max_kl -1.0" in report["rolled_back"]
+    assert report["stepped"] == 1.0  # the step was taken, then undone
+    assert b.step == step0
+    assert torch.equal(scores(b, c), before)
+    assert learner.undo() is False
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoint → a new process
+
+RESUME = r"""
+import json, sys
+from pathlib import Path
+from continualcode.backends.local import LocalBackend
+cache, ckpt, dtype, data = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+b = LocalBackend("smollm2-135m", dtype=dtype, cache=Path(cache), seed=99, warmup=False)
+b.load(Path(ckpt))
+lp = b.score(data["prompt"], data["completion"]).logprobs.tolist()
+print("RESULT " + json.dumps({"step": b.step, "logprobs": lp, "ema": b.ema is not None}))
+"""
+
+
+@pytest.mark.slow
+def test_a_saved_adapter_resumes_exactly_in_a_new_process(fresh_backend, renderer, correction, cache_dir, tmp_path):
+    b, c = fresh_backend, correction
+    report = Learner(b, renderer, LearnConfig(distill_loss="sampled_token", learning_rate=1e-3))(c)
+    assert report["rolled_back"] == ""
+    ckpt = tmp_path / "adapter"
+    b.save(ckpt)
+    here = scores(b, c)
+
+    dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[b.dtype]
+    data = json.dumps({"prompt": c.prompt_ids, "completion": c.sample.tokens})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run(
+        [sys.executable, "-c", RESUME, str(cache_dir), str(ckpt), dtype, data],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")][-1].removeprefix("RESULT "))
+    assert out["step"] == b.step and out["ema"] is False
+    assert torch.equal(torch.tensor(out["logprobs"], dtype=torch.float32), here)
+
+
+# ---------------------------------------------------------------------------------------------------
+# EMA teacher
+
+
+@pytest.mark.slow
+def test_the_ema_teacher_moves_at_its_rate(fresh_backend, renderer, correction):
+    b, c = fresh_backend, correction
+    rate = 0.25
+    assert b.ema is None
+    old = {n: p.detach().clone() for n, p in b.model.named_parameters() if p.requires_grad}
+    learner = Learner(b, renderer, LearnConfig(distill_loss="sampled_token", learning_rate=1e-3, teacher="ema",
+                                               ema_rate=rate))  # fmt: skip
+
+    report = learner(c)
+
+    assert report["rolled_back"] == ""
+    assert b.ema is not None
+    new = {n: p.detach().clone() for n, p in b.model.named_parameters() if p.requires_grad}
+    assert b.ema.keys() == new.keys()
+    moved = [k for k in new if not torch.equal(new[k], old[k])]
+    assert moved, "the step changed no LoRA weight"
+    for k in moved[:4]:
+        assert torch.allclose(b.ema[k], (1 - rate) * old[k] + rate * new[k], atol=1e-7, rtol=1e-6), k
+        assert not torch.equal(b.ema[k], new[k])
+    # the EMA teacher scores with its own weights, and leaves the live adapter as it was
+    ema_lp = b.score(c.prompt_ids, c.sample.tokens, adapter="ema").logprobs
+    assert not torch.equal(ema_lp, scores(b, c))
+    assert all(torch.equal(p, new[n]) for n, p in b.model.named_parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------------------------------------------
+# teacher.py and the correction's record (no model)
+
+
+def plain_correction(**kw) -> Correction:
+    base = dict(
+        kind="deny", messages=(Message("system", "be brief"), *TASK), prompt_ids=[1, 2, 3],
+        sample=Sample([5, 6, 2], [-0.5, -1.25, -0.125], "stop"), attempt_text=CALL.to_text(), text=CORRECTION_TEXT,
+    )  # fmt: skip
+    return Correction(**{**base, **kw})
+
+
+def test_the_correction_is_the_last_user_message():
+    c = plain_correction()
+    msgs = teacher_messages(c)
+    assert msgs[: len(c.messages)] == list(c.messages)
+    assert len(msgs) == len(c.messages) + 1
+    assert msgs[-1].role == "user"
+    assert f"Correction from the user: {CORRECTION_TEXT}" in msgs[-1].content
+    assert all(m.role != "assistant" for m in msgs)  # the attempt is not shown by default
+
+
+def test_sees_attempt_inserts_the_attempt_before_the_correction():
+    c = plain_correction()
+    msgs = teacher_messages(c, sees_attempt=True)
+    assert msgs[: len(c.messages)] == list(c.messages)
+    assert msgs[-2] == Message("assistant", CALL.to_text())
+    assert msgs[-1].role == "user" and CORRECTION_TEXT in msgs[-1].content
+
+
+def test_feedback_and_demonstration_are_in_the_privileged_text():
+    demo = ToolCall("read", {"path": "docs/notes.txt"}).to_text()
+    c = plain_correction(feedback=("notes live in docs/", "use relative paths"), demonstration=demo)
+    text = teacher_messages(c)[-1].content
+    assert text == privileged_text(c)
+    assert "- notes live in docs/" in text and "- use relative paths" in text
+    assert f"A correct reply is:\n{demo}" in text
+    assert text.index("notes live in docs/") < text.index(CORRECTION_TEXT) < text.index(demo)
+    assert demo not in privileged_text(c, with_demonstration=False)
+    assert "Notes from the user" not in privileged_text(plain_correction())
+
+
+def test_teacher_context_renders_the_correction_last(renderer):
+    c = plain_correction()
+    text = renderer.prompt_text(teacher_messages(c))
+    assert text.rfind(CORRECTION_TEXT) > text.rfind("show me what is in notes.txt")
+    assert text.rstrip().endswith("assistant")  # the generation prompt follows the correction
+
+
+def test_a_correction_round_trips_through_its_json_record():
+    c = plain_correction(
+        kind="edit", feedback=("a", "b"), demonstration=CALL.to_text(),
+        messages=(*TASK, Message("assistant", CALL.to_text()), Message("tool", "hello", meta={"tool": "read"})),
+    )  # fmt: skip
+    d = json.loads(json.dumps(correction_to_dict(c)))
+    back = correction_from_dict(d)
+    assert back == c
+    assert [m.meta for m in back.messages] == [m.meta for m in c.messages]  # meta is not part of ==
+    assert isinstance(back.feedback, tuple) and isinstance(back.messages, tuple)
+    assert back.sample.logprobs == c.sample.logprobs and back.sample.finish_reason == "stop"
+    assert correction_to_dict(back) == d
