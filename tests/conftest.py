@@ -22,7 +22,8 @@ def backend(cache_dir: Path):
     """The real embedded SmolLM2-135M on CPU, fp32 unless CONTINUALCODE_TEST_DTYPE says otherwise."""
     from continualcode.backends.local import LocalBackend
 
-    return LocalBackend("smollm2-135m", dtype=os.environ.get("CONTINUALCODE_TEST_DTYPE", "fp32"), cache=cache_dir, seed=0)
+    dtype = os.environ.get("CONTINUALCODE_TEST_DTYPE", "fp32")
+    return LocalBackend("smollm2-135m", dtype=dtype, cache=cache_dir, seed=0)
 
 
 @pytest.fixture

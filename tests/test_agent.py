@@ -46,7 +46,7 @@ class ScriptedModel:
     def sample(self, prompt_ids, **kw) -> Sample:
         self.prompts.append(list(prompt_ids))
         text = self.replies.pop(0)
-        toks = self.tokenizer.encode(text, add_special_tokens=False) + [self.tokenizer.eos_token_id]
+        toks = [*self.tokenizer.encode(text, add_special_tokens=False), self.tokenizer.eos_token_id]
         return Sample(toks, [0.0] * len(toks), "stop")
 
 
@@ -87,8 +87,9 @@ def make(tokenizer, tmp_path, replies, decisions, **kw):
 
 def test_scripted_model_deny_with_correction_learns_once_and_retries(tokenizer, tmp_path):
     write = call_text("write", path="main.py", content="x = 1\n")
-    edit = call_text("edit_lines", path="main.py", start_line=3, end_line=2, content="def div(a, b):\n    return a / b\n")
-    s, model, user, learner, events = make(
+    edit = call_text("edit_lines", path="main.py", start_line=3, end_line=2,
+                     content="def div(a, b):\n    return a / b\n")
+    s, model, _, learner, events = make(
         tokenizer, tmp_path, [write, edit, "Done."], [Deny("use edit_lines; don't overwrite"), Approve()]
     )
     r = s.run_task("add a divide function to main.py")

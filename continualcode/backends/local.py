@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,8 @@ class LocalBackend:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=1e-4, weight_decay=0.0)
         self._step = 0
+        self._version = 0  # bumped on every change of the live LoRA weights (invalidates live KV)
+        self._kv: dict[str, _KV] = {}
         self.ema: dict[str, torch.Tensor] | None = None
         if warmup:
             self._warmup()
@@ -222,7 +225,7 @@ class LocalBackend:
             self._load_lora_state(live)
 
     def _completion_logits(
-        self, prompt_ids: Sequence[int], completion_ids: Sequence[int], *, grad: bool
+        self, prompt_ids: Sequence[int], completion_ids: Sequence[int], *, grad: bool, mode: str = "live"
     ) -> torch.Tensor:
         """Logits [T, V] (fp32) predicting each completion token; the prompt's logits are never built."""
         n_c = len(completion_ids)
@@ -231,19 +234,47 @@ class LocalBackend:
         if len(prompt_ids) == 0:
             raise BackendError("cannot score without a prompt")
         full = list(prompt_ids) + list(completion_ids)[:-1]  # position i predicts token i+1
-        if grad and not self.prefix_grad and len(prompt_ids) > 1:
-            # 1) the prefix without grad, 2) the completion positions with grad through its KV cache.
-            n_pre = len(prompt_ids) - 1
-            with torch.no_grad():
-                pre = self.model(input_ids=self._ids(full[:n_pre]), use_cache=True, logits_to_keep=1)
-            out = self.model(
-                input_ids=self._ids(full[n_pre:]), use_cache=True, logits_to_keep=n_c,
-                **{self._cache_kw: getattr(pre, self._cache_kw)},
-            )
-        else:
-            with nullcontext() if grad else torch.no_grad():
-                out = self.model(input_ids=self._ids(full), use_cache=False, logits_to_keep=n_c)
+        if grad and self.prefix_grad:
+            out = self.model(input_ids=self._ids(full), use_cache=False, logits_to_keep=n_c)
+            return out.logits[0, -n_c:].float()  # (T, V)
+        # 1) the prefix without grad, its KV taken from the store where a common prefix is there
+        n_fixed = len(full) - n_c
+        cache = self._prefix_cache(full[:n_fixed], mode)
+        if grad and cache is not None:
+            cache = copy.deepcopy(cache)  # the grad forward must not write into the stored prefix
+        # 2) the completion positions (with grad when training)
+        with nullcontext() if grad else torch.no_grad():
+            kw = {self._cache_kw: cache} if cache is not None else {}
+            out = self.model(input_ids=self._ids(full[n_fixed:]), use_cache=cache is not None,
+                             logits_to_keep=n_c, **kw)
+        if not grad and cache is not None and mode in self._kv:
+            self._kv[mode] = _KV(tuple(full), cache, self._kv[mode].version)  # it now holds `full`
         return out.logits[0, -n_c:].float()  # (T, V)
+
+    def _prefix_cache(self, ids: Sequence[int], mode: str) -> Any:
+        """A KV cache holding exactly `ids` under `mode`'s weights, reusing the stored one's common prefix.
+
+        One entry per mode ("live", "base"); a live entry is valid only for the weights version it
+        was computed with (every weight change bumps `_version`); the base never changes.
+        """
+        if not ids:
+            return None
+        version = 0 if mode == "base" else self._version
+        entry = self._kv.get(mode)
+        m, cache = 0, None
+        if entry is not None and entry.version == version:
+            m = _lcp(entry.ids, ids)
+            cache = entry.cache if m > 0 else None
+            if cache is not None and cache.get_seq_length() > m:
+                _crop(cache, m)
+        with torch.no_grad():
+            if m < len(ids):
+                kw = {self._cache_kw: cache} if cache is not None else {}
+                out = self.model(input_ids=self._ids(ids[m:]), use_cache=True, logits_to_keep=1, **kw)
+                cache = getattr(out, self._cache_kw)
+        if mode in ("live", "base"):
+            self._kv[mode] = _KV(tuple(ids), cache, version)
+        return cache
 
     # --- sampling -------------------------------------------------------------------------------
 
@@ -266,8 +297,12 @@ class LocalBackend:
         tokens: list[int] = []
         logprobs: list[float] = []
         finish = "length"
-        # 1) prefill the prompt
-        out = self.model(input_ids=self._ids(prompt_ids), use_cache=True, logits_to_keep=1)
+        # 1) prefill the prompt (its longest prefix already in the KV store is not recomputed)
+        prompt = list(prompt_ids)
+        past = self._prefix_cache(prompt[:-1], "live")
+        kw = {self._cache_kw: past} if past is not None else {}
+        out = self.model(input_ids=self._ids(prompt[-1:] if past is not None else prompt), use_cache=True,
+                         logits_to_keep=1, **kw)
         past = getattr(out, self._cache_kw)
         logits_V = out.logits[0, -1].float()
         for _ in range(max_tokens):
@@ -287,6 +322,8 @@ class LocalBackend:
             out = self.model(input_ids=self._ids([tok]), use_cache=True, **{self._cache_kw: past})
             past = getattr(out, self._cache_kw)
             logits_V = out.logits[0, -1].float()
+        seen = (prompt + tokens)[: past.get_seq_length()]
+        self._kv["live"] = _KV(tuple(seen), past, self._version)  # the next turn's prompt extends this
         return Sample(tokens=tokens, logprobs=logprobs, finish_reason=finish)  # type: ignore[arg-type]
 
     # --- scoring --------------------------------------------------------------------------------
@@ -301,8 +338,9 @@ class LocalBackend:
         full: bool = False,
         adapter: bool | str = True,
     ) -> Scores:
+        mode = {True: "live", "default": "live", False: "base", "base": "base"}.get(adapter, str(adapter))
         with self._adapter(adapter):
-            logits_TV = self._completion_logits(prompt_ids, completion_ids, grad=False)
+            logits_TV = self._completion_logits(prompt_ids, completion_ids, grad=False, mode=mode)
         logp_TV = torch.log_softmax(logits_TV, dim=-1)
         idx_T1 = torch.tensor(list(completion_ids), device=self.device).unsqueeze(1)
         lp_T = logp_TV.gather(1, idx_T1).squeeze(1)
@@ -355,6 +393,7 @@ class LocalBackend:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)) if finite else float("nan")
         if finite and torch.isfinite(torch.tensor(grad_norm)):
             self.optimizer.step()
+            self._version += 1
             self._step += 1
             stepped = 1.0
         else:
@@ -394,6 +433,7 @@ class LocalBackend:
         named = dict(self.model.named_parameters())
         for k, v in state.items():
             named[k].copy_(v)
+        self._version += 1
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -463,6 +503,31 @@ class LocalBackend:
         logits_TV.float().logsumexp(-1).mean().mul(0.0).backward()
         self.optimizer.zero_grad(set_to_none=True)
         self.sample(ids[:4], max_tokens=2, temperature=0.0, seed=0)
+
+
+@dataclass
+class _KV:
+    """A stored KV cache: the token ids it holds and the weights version it was computed under."""
+
+    ids: tuple[int, ...]
+    cache: Any
+    version: int
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _crop(cache: Any, keep: int) -> None:
+    """Cut a DynamicCache to its first `keep` positions (a negative crop removes tokens in 4.x and 5.x)."""
+    n_remove = cache.get_seq_length() - keep
+    if n_remove > 0:
+        cache.crop(-n_remove)
 
 
 def _eos_ids(tok: Any) -> list[int]:

@@ -80,6 +80,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -921,6 +922,7 @@ def run(opts: Options, *, console: Any = None) -> dict[str, Any]:
                     units.add({"key": list(key), "kind": "baseline", "variant": bname, "seed": seed,
                                "scenario": sc.id, "preference": sc.preference, **recs,
                                "sec": round(time.perf_counter() - t0, 2)})
+                    progress.console.print(_unit_line(units.rows[-1]), highlight=False, markup=False)
                     new_units += 1
                     progress.advance(bar)
                 baselines = {u["scenario"]: u for u in units.rows if u["kind"] == "baseline"
@@ -992,6 +994,7 @@ def _run_variant(ctx: Ctx, name: str, variant: Variant, scenarios: Sequence[Scen
         units.add({"key": list(key), "kind": "variant", "variant": name, "seed": seed, "scenario": sc.id,
                    "preference": sc.preference, "position": pos, "mode": opts.mode, "changed": changed, **recs,
                    "sec": round(time.perf_counter() - t0, 2)})
+        progress.console.print(_unit_line(units.rows[-1]), highlight=False, markup=False)
         if sequential:
             for old in state_dir.glob("after-*"):
                 if old.name != f"after-{pos + 1}":
@@ -1000,6 +1003,20 @@ def _run_variant(ctx: Ctx, name: str, variant: Variant, scenarios: Sequence[Scen
         progress.advance(bar)
     b.restore(ctx.base)
     return new
+
+
+def _unit_line(u: dict[str, Any]) -> str:
+    """One log line per finished unit (above the progress bar; the only output when not a terminal)."""
+    head = f"{u['variant']} · seed {u['seed']} · {u['scenario']}: "
+    if u["kind"] == "baseline":
+        dec = Counter(r["decision"] for r in u["fresh"])
+        body = f"fresh {dict(dec)}, controls valid {sum(r['valid'] for r in u['controls'])}/{len(u['controls'])}"
+    else:
+        dec = Counter(r["decision"] for r in u["persistence"])
+        body = (f"calls {[c['name'] + ('✗' if c['class'] == 'violates' else '') for c in u['task']['calls']]}, "
+                f"steps {sum(r['n_steps'] for r in u['learn'])}, persistence {dict(dec)}"
+                + (" (reused)" if not u["changed"] else ""))
+    return head + body + f" · {u['sec']:.0f} s"
 
 
 def _safe(name: str) -> str:
