@@ -90,7 +90,7 @@ def build_constraint(
     allow_text: bool = True,
 ) -> GrammarConstraint:
     """Compile the call-or-text grammar for this tokenizer and tool set (cached)."""
-    key = json.dumps([t["function"] for t in tools], sort_keys=True)
+    key = json.dumps([t["function"] for t in tools])  # key order matters: it is the grammar's property order
     return _compile(tokenizer, key, vocab_size, tuple(stop_ids), allow_text)
 
 

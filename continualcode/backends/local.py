@@ -77,23 +77,38 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def _atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temp dir next to `final`; on success it replaces `final` (old copy removed after)."""
+    """Yield a temp dir next to `final`; on success `final` becomes a symlink to it, swapped in
+    with one atomic rename, so `final` is always the complete old or the complete new directory
+    (a kill -9 at any point leaves one of them).  The previous target is removed afterwards."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield tmp
-        old = final.with_name(f".{final.name}.old")
-        if final.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        _fsync_tree(tmp)
+        previous = final.resolve() if final.is_symlink() else None
+        if final.exists() and not final.is_symlink():  # a plain directory (copied in by hand): set it aside
+            os.replace(final, final.with_name(f".{final.name}.plain-{os.getpid()}"))
+        link = final.with_name(f".{final.name}.link-{os.getpid()}")
+        link.unlink(missing_ok=True)
+        os.symlink(tmp.name, link)
+        os.replace(link, final)
+        _fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if previous is not None and previous.parent == final.parent and previous != tmp:
+        shutil.rmtree(previous, ignore_errors=True)
 
 
 atomic_dir = contextmanager(_atomic_dir)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_tree(d: Path) -> None:
@@ -458,7 +473,6 @@ class LocalBackend:
             torch.save({"optim": self.optimizer.state_dict(), "ema": self.ema}, tmp / OPTIM_FILE)
             state = {"step": self._step, "model_id": self.model_id, **(extra or {})}
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
-            _fsync_tree(tmp)
 
     def load(self, path: Path) -> None:
         """Load a checkpoint written by `save` (refuses another base model's; all-or-nothing)."""

@@ -1,0 +1,97 @@
+"""Rendering and tool-call parsing: the parser never raises (property-based), every failure is a
+clear message, and the grammar constraint only lets valid calls (or plain text) through."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from continualcode.render import Message, Parsed, Renderer, ToolCall, parse
+from continualcode.tools import TOOL_NAMES
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _one_of_three(p: Parsed) -> bool:
+    return sum(x is not None for x in (p.call, p.text, p.error)) == 1
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.text(max_size=300))
+def test_parse_never_raises_on_any_text(text: str) -> None:
+    assert _one_of_three(parse(text))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.sampled_from([*TOOL_NAMES, "nope", ""]), JSONISH, st.sampled_from(["", "x", "<tool_call>", "\n"]))
+def test_parse_never_raises_on_near_calls(name: str, args: object, junk: str) -> None:
+    body = json.dumps({"name": name, "arguments": args}) if name else json.dumps(args)
+    p = parse(f"{junk}<tool_call>\n{body}\n</tool_call>{junk}")
+    assert _one_of_three(p)
+    if p.error is not None:
+        assert p.error and "\n" not in p.error
+
+
+def test_parse_cases() -> None:
+    good = ToolCall("read", {"path": "a.py"}).to_text()
+    assert parse(good).call == ToolCall("read", {"path": "a.py", "offset": 1, "limit": 400})
+    assert parse("All done.").text == "All done."
+    assert "exactly one call" in parse(good + good).error
+    assert "not closed" in parse("<tool_call>\n{").error
+    assert "not valid JSON" in parse("<tool_call>\n{nope}\n</tool_call>").error
+    assert "unknown tool" in parse('<tool_call>\n{"name": "rm", "arguments": {}}\n</tool_call>').error
+    assert parse('<tool_call>\n{"name": "read", "arguments": {}}\n</tool_call>').error
+    assert parse("   ").error
+    # arguments given as a JSON string are accepted
+    assert parse('<tool_call>\n{"name": "read", "arguments": "{\\"path\\": \\"x\\"}"}\n</tool_call>').call
+
+
+@pytest.fixture(scope="module")
+def tok(cache_dir: Path):
+    import transformers
+
+    from continualcode.models import BUILTINS, ensure_converted
+
+    return transformers.AutoTokenizer.from_pretrained(str(ensure_converted(BUILTINS["smollm2-135m"], cache_dir)))
+
+
+def test_fallback_template_has_tools_example_and_no_default_system(tok) -> None:
+    r = Renderer(tok)
+    assert r.style == "fallback"
+    text = r.prompt_text([Message("user", "hi"), Message("assistant", "ok"), Message("tool", "out", {"tool": "bash"})])
+    assert "named SmolLM" not in text  # our system prompt replaces the template's default
+    assert "edit_lines(path, start_line, end_line, content)" in text
+    assert "Tool result (bash):\nout" in text
+    assert text.endswith("<|im_start|>assistant\n")
+    ids = r.prompt_ids([Message("user", "hi")])
+    assert r.decode(ids[-3:]) == tok.decode(ids[-3:])
+
+
+def test_grammar_admits_valid_calls_and_rejects_invalid(tok) -> None:
+    r = Renderer(tok)
+    c = r.constraint(allow_text=True)
+
+    def accepts(text: str) -> bool:
+        s = c.start()
+        for t in tok.encode(text, add_special_tokens=False):
+            if not s.accept(t):
+                return False
+        return s.accept(r.stop_ids[0]) and s.terminated()
+
+    assert accepts(ToolCall("read", {"path": "a.py"}).to_text())
+    assert accepts(ToolCall("edit_lines", {"path": "a", "start_line": 1, "end_line": 0, "content": "x\n"}).to_text())
+    assert accepts("The task is done.")
+    assert not accepts('<tool_call>\n{"name": "rm", "arguments": {}}\n</tool_call>')
+    assert not accepts('<tool_call>\n{"name": "read", "arguments": {"path": "a", "evil": 1}}\n</tool_call>')
+    assert not accepts('<tool_call>\n{"name": "read", "arguments": {}}\n</tool_call>')  # path is required
+    no_text = r.constraint(allow_text=False)
+    s = no_text.start()
+    assert not s.accept(tok.encode("The", add_special_tokens=False)[0])
