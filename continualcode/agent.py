@@ -212,7 +212,11 @@ class Session:
             return
         self._emit("correction", **correction_to_dict(c))
         self._emit("learn_start", kind=c.kind)
-        report = self.learner(c)
+        try:
+            report = self.learner(c)
+        except RuntimeError as e:  # the learner restored the adapter; the session goes on
+            self._emit("error", text=str(e).splitlines()[0])
+            return
         if report is not None:
             self._emit("learn", **report)
 

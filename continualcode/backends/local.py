@@ -424,6 +424,10 @@ class LocalBackend:
             sums["loss"] = float("nan")
         return sums
 
+    def clear_cache(self) -> None:
+        """Drop the stored KV prefixes (scores then come from one cold forward: bit-reproducible)."""
+        self._kv.clear()
+
     # --- EMA teacher ------------------------------------------------------------------------------
 
     def ema_init(self) -> None:

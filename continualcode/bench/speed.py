@@ -94,11 +94,11 @@ def bench_step(backend: Any, renderer: Any, cfg: Any, lengths: Sequence[int], n_
         rows: dict[str, list[float]] = {}
         for rep in range(repeats + 1):  # the first is a warm-up, not recorded
             snap = backend.snapshot()
-            backend._kv.clear()
+            backend.clear_cache()
             t_fwd, _ = _timed(lambda p=prompt: backend.score(p, completion))
             for label, primed in (("cold", False), ("after_sampling", True)):
                 backend.restore(snap)
-                backend._kv.clear()
+                backend.clear_cache()
                 if primed:  # what sampling the proposal leaves in the store
                     backend._prefix_cache(prompt[:-1], "live")
                 t_total, rep_m = _timed(lambda c=c: learner(c))
@@ -128,10 +128,10 @@ def bench_sampling(backend: Any, renderer: Any, repeats: int, n_new: int = 48) -
     ids = torch.tensor([prompt], device=backend.device)
     rows: dict[str, list[float]] = {}
     for rep in range(repeats + 1):
-        backend._kv.clear()
+        backend.clear_cache()
         t_c, s_c = _timed(lambda: backend.sample(prompt, max_tokens=n_new, temperature=0.0, constraint=constraint))
         n = len(s_c.tokens)
-        backend._kv.clear()
+        backend.clear_cache()
         t_u, s_u = _timed(lambda n=n: backend.sample(prompt, max_tokens=n, temperature=0.0, stop=()))
         with torch.no_grad():
             t_g, g = _timed(lambda n=n: backend.model.generate(

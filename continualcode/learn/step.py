@@ -28,6 +28,10 @@ from continualcode.learn.teacher import teacher_messages
 from continualcode.render import Renderer
 
 
+class StepError(RuntimeError):
+    """A learning step raised; the adapter was restored to its pre-step snapshot."""
+
+
 @dataclass
 class LearnConfig:
     """The learning hyperparameters (see config.py for what each means and how it was chosen)."""
@@ -92,14 +96,18 @@ class Learner:
         metrics: dict[str, float] = {}
         before_T: torch.Tensor | None = None
         rolled_back = ""
-        for i in range(cfg.steps_per_correction):
-            metrics = b.train_step([ex], self.spec, lr=cfg.learning_rate)
-            if i == 0:
-                before_T = ex.info.get("logp_T")
-                ex.old_logprobs = before_T  # π_old of later steps on the same sample
-            if not math.isfinite(metrics.get("loss", float("nan"))) or metrics.get("stepped", 1.0) == 0.0:
-                rolled_back = "non-finite loss or gradient"
-                break
+        try:
+            for i in range(cfg.steps_per_correction):
+                metrics = b.train_step([ex], self.spec, lr=cfg.learning_rate)
+                if i == 0:
+                    before_T = ex.info.get("logp_T")
+                    ex.old_logprobs = before_T  # π_old of later steps on the same sample
+                if not math.isfinite(metrics.get("loss", float("nan"))) or metrics.get("stepped", 1.0) == 0.0:
+                    rolled_back = "non-finite loss or gradient"
+                    break
+        except Exception as e:  # a failure mid-step must leave the last good adapter in use
+            b.restore(snap)
+            raise StepError(f"learning step failed and was rolled back: {type(e).__name__}: {e}") from e
         t3 = time.perf_counter()
         # 4) what the step did, and the guard
         after = b.score(c.prompt_ids, completion)

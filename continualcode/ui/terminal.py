@@ -87,6 +87,9 @@ class Display:
         elif type_ == "learn":
             self.stop()
             self.learn_summary(data)
+        elif type_ == "error":
+            self.stop()
+            c.print(f"[red]{escape(data['text'])}[/]")
         elif type_ == "info":
             c.print(f"[dim]{escape(data['text'])}[/]")
 
