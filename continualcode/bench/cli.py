@@ -28,9 +28,10 @@ def bench_main(args: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="continualcode bench security")
     p.add_argument("--out", required=True)
     p.add_argument("--kills", type=int, default=200)
+    p.add_argument("--fuzz", type=int, default=100_000)
     ns = p.parse_args(rest)
     from continualcode.bench.security import run
 
-    result = run(Path(ns.out), kills=ns.kills)
+    result = run(Path(ns.out), kills=ns.kills, fuzz=ns.fuzz)
     print(f"wrote {Path(ns.out) / 'security.md'} ({len(result.get('path_attacks', []))} attacks)")
     return 0

@@ -49,7 +49,54 @@ ATOMICITY_KEYS = (
 )
 
 
-def run(out_dir: Path, *, kills: int = 200) -> dict:
+def parser_fuzz(n: int, *, seed: int = 0) -> dict[str, Any]:
+    """Feed `n` generated replies (random text, mutated and truncated valid calls, wrong types) to the
+    tool-call parser and argument validation; count crashes (must be 0) and outcome kinds."""
+    import random
+
+    from continualcode.render import ToolCall, parse
+    from continualcode.tools import TOOL_NAMES
+
+    rng = random.Random(seed)
+    atoms: list[Any] = [None, True, 0, -1, 2**70, 1.5, float("nan"), "", "x", "../../etc/passwd", [], {}, [1], {"a": 1}]
+    valid = [ToolCall("read", {"path": "a.py"}).to_text(),
+             ToolCall("edit_lines", {"path": "a", "start_line": 1, "end_line": 1, "content": "x"}).to_text(),
+             ToolCall("bash", {"command": "ls"}).to_text()]
+    alphabet = '<>{}[]":,\\n tool_call/abcxyz0123456789\x00\u00e9\ud800'
+    counts = {"call": 0, "text": 0, "error": 0, "crash": 0, "multiline_error": 0}
+    crashes: list[str] = []
+    for _ in range(n):
+        kind = rng.randrange(4)
+        if kind == 0:
+            s = "".join(rng.choice(alphabet) for _ in range(rng.randrange(60)))
+        elif kind == 1:
+            v = list(rng.choice(valid))
+            for _ in range(rng.randrange(1, 4)):
+                i = rng.randrange(len(v))
+                v[i] = rng.choice(alphabet) if rng.random() < 0.7 else ""
+            s = "".join(v)
+        elif kind == 2:
+            v = rng.choice(valid)
+            s = v[: rng.randrange(len(v))]
+        else:
+            name = rng.choice([*TOOL_NAMES, "nope"])
+            args = {rng.choice(["path", "content", "start_line", "end_line", "command", "pattern", "zzz"]):
+                    rng.choice(atoms) for _ in range(rng.randrange(5))}
+            s = "<tool_call>\n" + json.dumps({"name": name, "arguments": args}) + "\n</tool_call>"
+        try:
+            p = parse(s)
+        except Exception as e:  # the parser promises never to raise
+            counts["crash"] += 1
+            crashes.append(f"{type(e).__name__}: {s[:80]!r}")
+            continue
+        key = "call" if p.call else "text" if p.text is not None else "error"
+        counts[key] += 1
+        if p.error is not None and "\n" in p.error:
+            counts["multiline_error"] += 1
+    return {"inputs": n, **counts, "crash_examples": crashes[:10]}
+
+
+def run(out_dir: Path, *, kills: int = 200, fuzz: int = 100_000) -> dict:
     """Run all three measurements; write security.json and security.md into `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -59,6 +106,7 @@ def run(out_dir: Path, *, kills: int = 200) -> dict:
         paths = path_attacks(base / "paths")
         atomicity = {tool: kill_trials(base / tool, tool, kills) for tool in ("write", "edit_lines")}
         bash = bash_checks(base / "bash")
+    fuzzed = parser_fuzz(fuzz)
     report: dict[str, Any] = {
         "summary": {
             "path_attacks": len(paths),
@@ -67,8 +115,11 @@ def run(out_dir: Path, *, kills: int = 200) -> dict:
             "partial_files": sum(a["partial"] + a["missing"] for a in atomicity.values()),
             "bash_checks": len(bash),
             "bash_checks_failed": sum(not c["passed"] for c in bash),
+            "parser_inputs": fuzzed["inputs"],
+            "parser_crashes": fuzzed["crash"],
             "seconds": round(time.monotonic() - started, 1),
         },
+        "parser_fuzz": fuzzed,
         "path_attacks": paths,
         "atomicity": atomicity,
         "bash": bash,
@@ -390,6 +441,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         f"- path attacks: {s['path_attacks']} calls, {s['path_attacks_unsafe']} unsafe",
         f"- kill -9 in write and edit_lines: {s['kills']} kills, {s['partial_files']} partial/missing files",
         f"- bash cleanup: {s['bash_checks']} checks, {s['bash_checks_failed']} failed",
+        f"- tool-call parser fuzz: {s['parser_inputs']} generated replies, {s['parser_crashes']} crashes "
+        f"(outcomes: {_outcomes(report['parser_fuzz'])})",
         f"- took {s['seconds']} s",
         "",
         "## Path attacks",
@@ -409,6 +462,10 @@ def to_markdown(report: dict[str, Any]) -> str:
     for c in report["bash"]:
         lines.append(_row([c["check"], c["expected"], c["observed"], _yn(c["passed"]), str(c["seconds"])]))
     return "\n".join(lines) + "\n"
+
+
+def _outcomes(f: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {f[k]}" for k in ("call", "text", "error", "multiline_error"))
 
 
 def _row(cells: list[str]) -> str:
