@@ -149,6 +149,8 @@ def cache_problem(d: Path) -> str | None:
         files: dict[str, int] = manifest["files"]
     except (ValueError, KeyError, TypeError):
         return "unreadable manifest"
+    if not isinstance(files, dict):
+        return "unreadable manifest"
     if manifest.get("version") != CONVERSION_VERSION:
         return "made by another version"
     for fname, size in files.items():

@@ -4,9 +4,11 @@ The correction used throughout: the user asked "show me what is in notes.txt", t
 completion is the `read` call on notes.txt (+ the stop token), and the user's correction says to read
 notes.txt with the read tool, so the teacher (the same model with the correction as the last user
 turn) prefers most of these tokens.  One step must raise the tokens the teacher prefers, report what
-it did, and be undoable bit-identically; a non-finite loss or gradient and a KL above `max_kl` roll
-the step back bit-identically; a saved adapter resumes exactly in a new process; the EMA teacher
-moves at its rate.  teacher.py and the correction's journal record are pure and tested without it.
+it did, and be undoable bit-identically; a non-finite loss or gradient, a KL to the base above
+`max_kl` (whichever way the step moved, with or without a KL term in the loss) and an exception in
+the middle of the steps roll back bit-identically; a saved adapter resumes exactly in a new process;
+the EMA teacher moves at its rate.  teacher.py and the correction's journal record are pure and are
+tested without the model.
 """
 
 from __future__ import annotations
@@ -33,6 +35,22 @@ CALL = ToolCall("read", {"path": "notes.txt"})
 TASK = (Message("user", "show me what is in notes.txt"),)
 CORRECTION_TEXT = "read notes.txt with the read tool"
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread(backend):
+    """Run this module's model work on one CPU thread (restored after).
+
+    LocalBackend sets torch to os.cpu_count() threads; on a small machine shared with other processes
+    that oversubscribes the cores and OpenMP's barriers make each forward 10-30x slower (a 355-token
+    score: 0.3 s on one thread, 8 s on two, at load 5 on 2 cores).  Every comparison that must be
+    bit-identical runs at this one thread count, the fresh processes included (they are passed it).
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 METRIC_KEYS = {
     "loss", "pg_loss", "kl_loss", "kl_ref", "adv_mean", "adv_abs_mean", "adv_min", "adv_max", "adv_pos_frac",
     "ratio_mean", "student_entropy", "grad_norm", "stepped", "lr", "nonfinite",
@@ -47,7 +65,7 @@ METRIC_KEYS = {
 def correction(backend, renderer) -> Correction:
     """A denial of the student's own `read notes.txt` call, with its own log-probs as the sample's."""
     prompt_ids = renderer.prompt_ids(TASK)
-    tokens = list(renderer.tok.encode(CALL.to_text(), add_special_tokens=False)) + [renderer.stop_ids[0]]
+    tokens = [*renderer.tok.encode(CALL.to_text(), add_special_tokens=False), renderer.stop_ids[0]]
     logprobs = backend.score(prompt_ids, tokens).logprobs.tolist()
     return Correction(
         kind="deny", messages=TASK, prompt_ids=prompt_ids, sample=Sample(tokens, logprobs, "stop"),
@@ -56,6 +74,13 @@ def correction(backend, renderer) -> Correction:
 
 
 def scores(b, c: Correction) -> torch.Tensor:
+    """The completion's scores from scratch: bit-identical scores mean identical weights.
+
+    The backend's KV prefix store may build the prompt's KV in two chunks (reusing a stored common
+    prefix), which moves fp32 scores by up to ~1e-5 depending on what was stored before; dropping
+    the store first makes `score` a pure function of the weights.
+    """
+    b.clear_cache()
     return b.score(c.prompt_ids, c.sample.tokens).logprobs
 
 
@@ -75,7 +100,7 @@ def test_a_step_raises_the_teacher_preferred_tokens_and_is_undoable(fresh_backen
     report = learner(c)
 
     assert report is not None and report["rolled_back"] == ""
-    assert METRIC_KEYS <= report.keys(), METRIC_KEYS - report.keys()
+    assert report.keys() >= METRIC_KEYS, METRIC_KEYS - report.keys()
     assert report["kind"] == "deny" and report["correction"] == CORRECTION_TEXT
     assert b.step == step0 + 1 and report["step"] == step0 + 1
     assert report["stepped"] == 1.0 and math.isfinite(report["loss"]) and report["lr"] == 1e-3
@@ -156,6 +181,53 @@ def test_a_kl_above_max_kl_is_rolled_back(fresh_backend, renderer, correction):
     assert learner.undo() is False
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kl_beta", [0.04, 0.0])
+def test_max_kl_zero_rolls_back_any_step(fresh_backend, renderer, correction, kl_beta):
+    """KL(π_θ‖π_base) ≥ 0, and > 0 once a step changed the weights: max_kl=0 must roll back every step.
+
+    Both directions count: the step here lowers the completion's mean log-prob (the tokens with
+    negative advantage go down), which is drift from the base as much as raising it; and kl_beta=0
+    (no KL term in the loss) must not switch the guard off.
+    """
+    b, c = fresh_backend, correction
+    before, step0 = scores(b, c), b.step
+    cfg = LearnConfig(distill_loss="sampled_token", learning_rate=1e-3, kl_beta=kl_beta, max_kl=0.0)
+
+    report = Learner(b, renderer, cfg)(c)
+
+    assert report["stepped"] == 1.0 and report["logp_shift_mean"] != 0.0  # the step did move the weights
+    assert report["kl_after"] > 0.0
+    assert report["rolled_back"].startswith("KL to the base"), report["kl_after"]
+    assert b.step == step0 and torch.equal(scores(b, c), before)
+
+
+@pytest.mark.slow
+def test_an_exception_mid_step_restores_the_adapter(fresh_backend, renderer, correction, monkeypatch):
+    """Two steps per correction; the second raises after the first changed the weights."""
+    from continualcode.learn.step import StepError
+
+    b, c = fresh_backend, correction
+    before, step0 = scores(b, c), b.step
+    real, calls = losses.sdpo_loss, []
+
+    def fails_the_second_time(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("injected failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(losses, "sdpo_loss", fails_the_second_time)
+    learner = Learner(b, renderer, LearnConfig(distill_loss="sampled_token", learning_rate=1e-3,
+                                               steps_per_correction=2))  # fmt: skip
+    with pytest.raises(StepError, match="rolled back: ValueError: injected failure"):
+        learner(c)
+    assert len(calls) == 2
+    assert b.step == step0
+    assert torch.equal(scores(b, c), before)
+    assert learner.undo() is False
+
+
 # ---------------------------------------------------------------------------------------------------
 # Checkpoint → a new process
 
@@ -164,7 +236,7 @@ import json, sys
 from pathlib import Path
 from continualcode.backends.local import LocalBackend
 cache, ckpt, dtype, data = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-b = LocalBackend("smollm2-135m", dtype=dtype, cache=Path(cache), seed=99, warmup=False)
+b = LocalBackend("smollm2-135m", dtype=dtype, cache=Path(cache), seed=99, warmup=False, threads=data["threads"])
 b.load(Path(ckpt))
 lp = b.score(data["prompt"], data["completion"]).logprobs.tolist()
 print("RESULT " + json.dumps({"step": b.step, "logprobs": lp, "ema": b.ema is not None}))
@@ -181,7 +253,7 @@ def test_a_saved_adapter_resumes_exactly_in_a_new_process(fresh_backend, rendere
     here = scores(b, c)
 
     dtype = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[b.dtype]
-    data = json.dumps({"prompt": c.prompt_ids, "completion": c.sample.tokens})
+    data = json.dumps({"prompt": c.prompt_ids, "completion": c.sample.tokens, "threads": torch.get_num_threads()})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run(
         [sys.executable, "-c", RESUME, str(cache_dir), str(ckpt), dtype, data],

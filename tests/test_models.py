@@ -36,6 +36,16 @@ from continualcode.models import (
     resolve,
 )
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One CPU thread for the conversion (restored after): see the same fixture in test_local_backend.py."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ---------------------------------------------------------------------------------------------------
 # cache_problem on fake directories
 
@@ -233,7 +243,7 @@ def test_a_missing_hub_model_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
     with pytest.raises(BackendError) as exc:
-        LocalBackend("no-such-org/no-such-model-xyz", dtype="fp32", warmup=False)
+        LocalBackend("no-such-org/no-such-model-xyz", dtype="fp32", warmup=False, threads=1)
     msg = str(exc.value)
     assert "\n" not in msg.strip()
     assert "no-such-org/no-such-model-xyz" in msg

@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -147,8 +148,10 @@ class LocalBackend:
         self.dtype = pick_dtype(dtype, self.device)
         self.grad_clip = grad_clip
         self.prefix_grad = prefix_grad
-        self.resolved: ResolvedModel = resolve(model_name, cache=cache)
+        self.resolved: ResolvedModel = resolve(model_name, cache=cache)  # converts a built-in once (with progress)
         transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()  # a ~1 s load needs no bar
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
         try:
             self._tok = transformers.AutoTokenizer.from_pretrained(self.resolved.path, local_files_only=True)
             base = transformers.AutoModelForCausalLM.from_pretrained(
@@ -499,6 +502,7 @@ class LocalBackend:
         before = self.snapshot()
         try:
             result = set_peft_model_state_dict(self.model, weights)
+            self._version += 1  # the live KV prefixes were computed under the old weights
             missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
             if missing:
                 raise BackendError(f"checkpoint {path} does not match this adapter (missing {missing[0]})")

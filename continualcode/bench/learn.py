@@ -697,7 +697,7 @@ def to_markdown(res: dict[str, Any]) -> str:
     for v, s in summary.items():
         ov = meta["variants"].get(v, {})
         ovs = " ".join(f"{k}={x}" for k, x in ov.get("overrides", {}).items())
-        ovs += " +replay" if ov.get("replay") else ""
+        ovs = (ovs + (" +replay" if ov.get("replay") else "")).strip()
         lines.append(
             f"| {v} | {ovs or '–'} | {_f(s['baseline'], pct=True)} | {_f(s['retry'], pct=True)} "
             f"| {_f(s['persistence'], pct=True)} | {_f(s['persistence_gain'], pct=True)} "
@@ -723,7 +723,8 @@ def to_markdown(res: dict[str, Any]) -> str:
             lines += [f"### {v}", "", "| lag | n | compliance | undecided |", "|---|---|---|---|"]
             lines += [f"| {lag} | {c['n']} | {_v(c['compliance'], pct=True)} | {_v(c['undecided'], pct=True)} |"
                       for lag, c in curve.items()]
-    return "\n".join(lines) + "\n"
+            lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -888,8 +889,17 @@ def run(opts: Options, *, console: Any = None) -> dict[str, Any]:
         "variants": {n: {"overrides": v.overrides, "replay": v.replay} for n, v in opts.variants.items()},
     }
     new_units = 0
+    # a bar on a terminal; otherwise (logs, CI) only the one line per finished unit
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=False)
+                        console=console, transient=False, disable=not console.is_terminal)
+
+    def log(u: dict[str, Any]) -> None:
+        line = f"[{len(units.rows)}] " + _unit_line(u)
+        if console.is_terminal:
+            progress.console.print(line, highlight=False, markup=False)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
     try:
         with progress:
             bar = progress.add_task("bench learn", total=total)
@@ -922,7 +932,7 @@ def run(opts: Options, *, console: Any = None) -> dict[str, Any]:
                     units.add({"key": list(key), "kind": "baseline", "variant": bname, "seed": seed,
                                "scenario": sc.id, "preference": sc.preference, **recs,
                                "sec": round(time.perf_counter() - t0, 2)})
-                    progress.console.print(_unit_line(units.rows[-1]), highlight=False, markup=False)
+                    log(units.rows[-1])
                     new_units += 1
                     progress.advance(bar)
                 baselines = {u["scenario"]: u for u in units.rows if u["kind"] == "baseline"
@@ -933,7 +943,7 @@ def run(opts: Options, *, console: Any = None) -> dict[str, Any]:
                     cfg = cfg_for(variant, seed)
                     ctx = Ctx(backend, renderer, cfg, base_snap, seed)
                     new_units += _run_variant(ctx, name, variant, scenarios, baselines, units, opts, progress, bar,
-                                              Learner)
+                                              Learner, log)
     except KeyboardInterrupt:
         console.print(f"interrupted: {len(units.rows)} units kept in {opts.out / 'units.jsonl'}; "
                       "rerun the same command to resume")
@@ -949,7 +959,7 @@ def run(opts: Options, *, console: Any = None) -> dict[str, Any]:
 
 def _run_variant(ctx: Ctx, name: str, variant: Variant, scenarios: Sequence[Scenario],
                  baselines: dict[str, dict[str, Any]], units: Units, opts: Options, progress: Any, bar: Any,
-                 learner_cls: Any) -> int:
+                 learner_cls: Any, log: Any) -> int:
     """All scenarios of one variant and seed; returns the number of new units."""
     seed, b = ctx.seed, ctx.backend
     done = [s for s in scenarios if (name, seed, s.id) in units.done]
@@ -994,7 +1004,7 @@ def _run_variant(ctx: Ctx, name: str, variant: Variant, scenarios: Sequence[Scen
         units.add({"key": list(key), "kind": "variant", "variant": name, "seed": seed, "scenario": sc.id,
                    "preference": sc.preference, "position": pos, "mode": opts.mode, "changed": changed, **recs,
                    "sec": round(time.perf_counter() - t0, 2)})
-        progress.console.print(_unit_line(units.rows[-1]), highlight=False, markup=False)
+        log(units.rows[-1])
         if sequential:
             for old in state_dir.glob("after-*"):
                 if old.name != f"after-{pos + 1}":

@@ -23,9 +23,21 @@ from typing import Any, Literal
 import torch
 
 from continualcode.agent import Correction
-from continualcode.backends.base import Backend, CapabilityError, LossSpec, Snapshot, TrainExample
+from continualcode.backends.base import Backend, CapabilityError, LossSpec, Scores, Snapshot, TrainExample
+from continualcode.learn.losses import kl_to_ref_full
 from continualcode.learn.teacher import teacher_messages
 from continualcode.render import Renderer
+
+
+def _kl_after(after: Scores, ref: Scores | None) -> float:
+    """Mean per-token KL(π_after ‖ π_ref) on the completion: exact over the vocabulary when both full
+    distributions are at hand, else the non-negative k3 estimate on the sampled tokens."""
+    if ref is None:
+        return 0.0
+    if after.full_logprobs is not None and ref.full_logprobs is not None:
+        return float(kl_to_ref_full(after.full_logprobs, ref.full_logprobs).mean())
+    r = ref.logprobs - after.logprobs
+    return float((torch.expm1(r) - r).mean())
 
 
 class StepError(RuntimeError):
@@ -87,8 +99,9 @@ class Learner:
         t1 = time.perf_counter()
         # 2) the frozen reference
         ref = None
-        if cfg.kl_beta > 0:
-            ref = b.score(c.prompt_ids, completion, full=cfg.distill_loss != "sampled_token", adapter=False)
+        full_ref = cfg.distill_loss != "sampled_token"
+        if cfg.kl_beta > 0 or math.isfinite(cfg.max_kl):  # the reference also feeds the KL guard
+            ref = b.score(c.prompt_ids, completion, full=full_ref, adapter=False)
         t2 = time.perf_counter()
         # 3) the step(s), from a snapshot
         snap = b.snapshot()
@@ -110,8 +123,8 @@ class Learner:
             raise StepError(f"learning step failed and was rolled back: {type(e).__name__}: {e}") from e
         t3 = time.perf_counter()
         # 4) what the step did, and the guard
-        after = b.score(c.prompt_ids, completion)
-        kl_after = float((after.logprobs - ref.logprobs).mean()) if ref is not None else 0.0
+        after = b.score(c.prompt_ids, completion, full=ref is not None and ref.full_logprobs is not None)
+        kl_after = _kl_after(after, ref)
         if not rolled_back and kl_after > cfg.max_kl:
             rolled_back = f"KL to the base {kl_after:.2f} > max_kl {cfg.max_kl}"
         if rolled_back:
@@ -134,7 +147,8 @@ class Learner:
         pos = adv_T > 0
         report: dict[str, Any] = {
             **metrics, **secs,
-            "kind": c.kind, "step": self.backend.step, "correction": c.text, "rolled_back": rolled_back,
+            "n_tokens": len(ex.completion_ids), "kind": c.kind, "step": self.backend.step, "correction": c.text,
+            "rolled_back": rolled_back,
             "kl_after": kl_after,
             "logp_shift_mean": float(shift_T.mean()),
             "logp_shift_pos_adv": float(shift_T[pos].mean()) if bool(pos.any()) else 0.0,
