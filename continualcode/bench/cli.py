@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 USAGE = """usage:
-  continualcode bench learn --scenarios FILE --out DIR [--quick] [--seeds N] [--variants A,B] [key=value …]
+  continualcode bench learn --out DIR [--scenarios FILE (default: the public suite)] [--quick] [--seeds N]
+                            [--variants A,B|all] [--limit N] [--cross N] [--forget N]
+                            [mode=independent|sequential] [key=value …]
   continualcode bench speed --out DIR [--repeats N] [--lengths 256,1024,4096] [key=value …]
   continualcode bench security --out DIR [--kills N]"""
 

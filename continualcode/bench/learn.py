@@ -57,7 +57,12 @@ the forgetting curve (compliance by lag = how many scenarios later).  The adapte
 buffer) is checkpointed after every sequential unit so that resuming continues the same sequence.
 
 Variants (`VARIANTS`, or an ad-hoc `key=value+key=value`) are config overrides on top of the base
-config; `replay` also re-steps on each earlier correction of the same run after every new one.
+config; `replay` also re-steps on each earlier correction of the same run after every new one (in
+independent mode: of the same scenario, since the adapter is reset).  Seeds fix LocalBackend(seed=…)
+(the LoRA init) and every Session's sampling seed; results give mean ± std (and min/max) over seeds.
+--quick: the first scenarios of 2 different preferences with 1 fresh task and 1 control each, 1 seed,
+in-context + topk, max_turns ≤ 2, max_tokens 160 (unless given).  DIR/run.json pins the run's
+configuration (resuming with another one is refused) and DIR/.lock keeps a second process out.
 Cost control: max_tokens 192 unless given; one backend per (seed, backend-level settings) and the
 adapter restored between variants; baseline measurements are computed once per seed and shared by
 all variants; a unit whose learner kept no step (in-context, or nothing to correct) reuses the
@@ -69,6 +74,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import math
@@ -300,11 +306,6 @@ class BenchLearner:
                              "n_steps": int(self.learner.cfg.steps_per_correction)})
         return report
 
-    @property
-    def kept(self) -> int:
-        """Updates that changed the adapter (not rolled back)."""
-        return sum(1 for r in self.log if not r.get("rolled_back"))
-
 
 # --- running tasks --------------------------------------------------------------------------------
 
@@ -480,8 +481,8 @@ def baseline_unit(ctx: Ctx, sc: Scenario, fresh: Sequence[Task], controls: Seque
     }
 
 
-def _reused(recs: Iterable[dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
-    return [{**r, **extra, "reused": True} for r in recs]
+def _reused(recs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "reused": True} for r in recs]
 
 
 def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, fresh: Sequence[Task],
@@ -542,13 +543,17 @@ def _sub(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def metrics(units: Sequence[dict[str, Any]], baselines: dict[tuple[int, str], dict[str, Any]]) -> dict[str, Any]:
+def _base(baselines: dict[tuple[str, int, str], dict[str, Any]], u: dict[str, Any], scenario: str) -> dict[str, Any]:
+    return baselines[(u.get("baseline", "baseline"), u["seed"], scenario)]
+
+
+def metrics(units: Sequence[dict[str, Any]], baselines: dict[tuple[str, int, str], dict[str, Any]]) -> dict[str, Any]:
     """All metrics, pooled over the per-task records of these variant units (any seeds, any scenarios).
-    `baselines` maps (seed, scenario id) → that seed's baseline unit."""
-    base_fresh = [r for u in units for r in baselines[(u["seed"], u["scenario"])]["fresh"]]
-    base_ctrl = [r for u in units for r in baselines[(u["seed"], u["scenario"])]["controls"]]
-    base_unc = [r for u in units for r in baselines[(u["seed"], u["scenario"])]["controls_unconstrained"]]
-    base_cross = [baselines[(u["seed"], r["of"])]["fresh"][r["index"]] for u in units for r in u["cross"]]
+    `baselines` maps (baseline name, seed, scenario id) → that baseline unit."""
+    base_fresh = [r for u in units for r in _base(baselines, u, u["scenario"])["fresh"]]
+    base_ctrl = [r for u in units for r in _base(baselines, u, u["scenario"])["controls"]]
+    base_unc = [r for u in units for r in _base(baselines, u, u["scenario"])["controls_unconstrained"]]
+    base_cross = [_base(baselines, u, r["of"])["fresh"][r["index"]] for u in units for r in u["cross"]]
     pers = [r for u in units for r in u["persistence"]]
     ctrl = [r for u in units for r in u["controls"]]
     unc = [r for u in units for r in u["controls_unconstrained"]]
@@ -620,10 +625,14 @@ def aggregate(units: Sequence[dict[str, Any]], variants: Sequence[str], seeds: S
     ids = {s.id for s in scenarios}
     pref = {s.id: s.preference for s in scenarios}
     base_units = [u for u in units if u["kind"] == "baseline" and u["seed"] in seeds and u["scenario"] in ids]
-    baselines = {(u["seed"], u["scenario"]): u for u in base_units}
+    baselines = {(u["variant"], u["seed"], u["scenario"]): u for u in base_units}
+
+    def complete(u: dict[str, Any]) -> bool:
+        b = u.get("baseline", "baseline")
+        return all((b, u["seed"], s) in baselines for s in [u["scenario"], *(r["of"] for r in u["cross"])])
+
     var_units = [u for u in units if u["kind"] == "variant" and u["variant"] in variants and u["seed"] in seeds
-                 and u["scenario"] in ids and all((u["seed"], r["of"]) in baselines for r in u["cross"])
-                 and (u["seed"], u["scenario"]) in baselines]
+                 and u["scenario"] in ids and complete(u)]
     summary: dict[str, Any] = {}
     per_pref: dict[str, Any] = {}
     per_scen: dict[str, Any] = {}
@@ -768,6 +777,8 @@ def parse_args(args: Sequence[str]) -> Options:
     if mode not in ("independent", "sequential"):
         raise ValueError(f"mode must be independent or sequential, got {mode!r}")
     base.setdefault("max_tokens", str(QUICK["max_tokens"] if ns.quick else BENCH_MAX_TOKENS))
+    if ns.seeds is not None and ns.seeds < 1:
+        raise ValueError("--seeds must be ≥ 1")
     if ns.quick:
         base["max_turns"] = str(min(int(base.get("max_turns", QUICK["max_turns"])), QUICK["max_turns"]))
     return Options(
@@ -804,18 +815,22 @@ def cross_tasks(scenarios: Sequence[Scenario], i: int, n: int) -> list[tuple[Sce
 
 
 class Units:
-    """DIR/units.jsonl: append-only, one fsynced line per finished unit; a torn last line is ignored."""
+    """DIR/units.jsonl: append-only, one fsynced line per finished unit; a torn line is ignored and a
+    repeated key keeps its first row."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows: list[dict[str, Any]] = []
+        self.done: set[tuple[Any, ...]] = set()
         if path.exists():
             for line in path.read_text().splitlines():
                 try:
-                    self.rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError:
                     continue
-        self.done = {tuple(r["key"]) for r in self.rows}
+                if tuple(row["key"]) not in self.done:
+                    self.rows.append(row)
+                    self.done.add(tuple(row["key"]))
 
     def add(self, row: dict[str, Any]) -> None:
         data = (json.dumps(row, ensure_ascii=False) + "\n").encode()
@@ -855,23 +870,14 @@ def run(opts: Options, *, console: Any = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     console = console or Console(stderr=True)
     scenarios = select_scenarios(load_scenarios(opts.scenarios), opts)
-    opts.out.mkdir(parents=True, exist_ok=True)
-    # 1) the run's identity: resuming with another configuration would mix incomparable units
-    signature = {"scenarios_sha256": hashlib.sha256(opts.scenarios.read_bytes()).hexdigest(),
-                 "base": opts.base_args, "mode": opts.mode, "cross": opts.cross, "forget": opts.forget,
-                 "limit": opts.limit, "quick": opts.quick}
-    sig_path = opts.out / "run.json"
-    if sig_path.exists() and json.loads(sig_path.read_text()).get("signature") != signature:
-        raise ValueError(f"{opts.out} holds a run with another configuration (see run.json): use another --out")
-    sig_path.write_text(json.dumps({"signature": signature}, indent=1) + "\n")
-    units = Units(opts.out / "units.jsonl")
     base_cfg = parse_config([f"{k}={v}" for k, v in opts.base_args.items()])
     seeds = [int(base_cfg.seed) + i for i in range(opts.seeds)]
 
     def cfg_for(variant: Variant, seed: int) -> Any:
         return parse_config([f"{k}={v}" for k, v in {**opts.base_args, **variant.overrides, "seed": str(seed)}.items()])
 
-    # 2) the plan: per seed, variants grouped by backend-level settings (one backend load per group)
+    # 1) the plan, per seed: variants grouped by backend-level settings (one backend load per group);
+    #    every variant's config is checked here, before anything is written
     plan: list[tuple[int, tuple[Any, ...], list[str]]] = []
     for seed in seeds:
         groups: dict[tuple[Any, ...], list[str]] = {}
@@ -880,6 +886,23 @@ def run(opts: Options, *, console: Any = None) -> dict[str, Any]:
         plan += [(seed, g, names) for g, names in groups.items()]
     n_sc = len(scenarios)
     total = sum(n_sc * (1 + len(names)) for _, _, names in plan)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    # 2) the run's identity: resuming with another configuration would mix incomparable units
+    signature = {"scenarios_sha256": hashlib.sha256(opts.scenarios.read_bytes()).hexdigest(),
+                 "base": opts.base_args, "mode": opts.mode, "cross": opts.cross, "forget": opts.forget,
+                 "limit": opts.limit, "quick": opts.quick}
+    lock = open(opts.out / ".lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise ValueError(f"another run is writing to {opts.out}") from None
+    sig_path = opts.out / "run.json"
+    if sig_path.exists() and json.loads(sig_path.read_text()).get("signature") != signature:
+        lock.close()
+        raise ValueError(f"{opts.out} holds a run with another configuration (see run.json): use another --out")
+    sig_path.write_text(json.dumps({"signature": signature}, indent=1) + "\n")
+    units = Units(opts.out / "units.jsonl")
     meta: dict[str, Any] = {
         "command": "continualcode bench learn " + shlex.join(opts.argv), "date": dt.datetime.now().isoformat(
             timespec="seconds"), "mode": opts.mode, "seeds": seeds, "cross": opts.cross, "forget": opts.forget,
@@ -937,13 +960,15 @@ def run(opts: Options, *, console: Any = None) -> dict[str, Any]:
                     progress.advance(bar)
                 baselines = {u["scenario"]: u for u in units.rows if u["kind"] == "baseline"
                              and u["variant"] == bname and u["seed"] == seed}
+                progress.update(bar, description=f"seed {seed} · variants")
                 # 5) the variants, each from the same snapshot
                 for name in names:
                     variant = opts.variants[name]
                     cfg = cfg_for(variant, seed)
                     ctx = Ctx(backend, renderer, cfg, base_snap, seed)
-                    new_units += _run_variant(ctx, name, variant, scenarios, baselines, units, opts, progress, bar,
-                                              Learner, log)
+                    new_units += _run_variant(ctx, name, variant, scenarios, (bname, baselines), units, opts,
+                                              progress, bar, Learner, log)
+                backend = None  # free this group's model before the next one loads
     except KeyboardInterrupt:
         console.print(f"interrupted: {len(units.rows)} units kept in {opts.out / 'units.jsonl'}; "
                       "rerun the same command to resume")
@@ -954,14 +979,16 @@ def run(opts: Options, *, console: Any = None) -> dict[str, Any]:
         res = aggregate(units.rows, list(opts.variants), seeds, scenarios, meta)
         _write(opts.out / "results.json", json.dumps(res, indent=1, ensure_ascii=False) + "\n")
         _write(opts.out / "results.md", to_markdown(res))
+        lock.close()
     return res
 
 
 def _run_variant(ctx: Ctx, name: str, variant: Variant, scenarios: Sequence[Scenario],
-                 baselines: dict[str, dict[str, Any]], units: Units, opts: Options, progress: Any, bar: Any,
-                 learner_cls: Any, log: Any) -> int:
+                 baseline: tuple[str, dict[str, dict[str, Any]]], units: Units, opts: Options, progress: Any,
+                 bar: Any, learner_cls: Any, log: Any) -> int:
     """All scenarios of one variant and seed; returns the number of new units."""
     seed, b = ctx.seed, ctx.backend
+    bname, baselines = baseline
     done = [s for s in scenarios if (name, seed, s.id) in units.done]
     sequential = opts.mode == "sequential"
     state_dir = opts.out / "state" / f"{_safe(name)}-s{seed}"
@@ -1002,13 +1029,14 @@ def _run_variant(ctx: Ctx, name: str, variant: Variant, scenarios: Sequence[Scen
             (ck / "replay.json").write_text(json.dumps([correction_to_dict(c) for c in
                                                         (learner.past if learner else [])]))
         units.add({"key": list(key), "kind": "variant", "variant": name, "seed": seed, "scenario": sc.id,
-                   "preference": sc.preference, "position": pos, "mode": opts.mode, "changed": changed, **recs,
+                   "preference": sc.preference, "baseline": bname, "position": pos, "mode": opts.mode,
+                   "changed": changed, **recs,
                    "sec": round(time.perf_counter() - t0, 2)})
         log(units.rows[-1])
-        if sequential:
+        if sequential:  # the committed unit's checkpoint is the one to resume from; drop the older ones
             for old in state_dir.glob("after-*"):
                 if old.name != f"after-{pos + 1}":
-                    _rmtree(old)
+                    remove_checkpoint(old)
         new += 1
         progress.advance(bar)
     b.restore(ctx.base)
@@ -1033,10 +1061,16 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80]
 
 
-def _rmtree(p: Path) -> None:
+def remove_checkpoint(p: Path) -> None:
+    """Remove a saved adapter directory, or the symlink the backend's atomic save made and its target."""
     import shutil
 
-    shutil.rmtree(p, ignore_errors=True)
+    if p.is_symlink():
+        target = p.resolve()
+        p.unlink()
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def _write(path: Path, text: str) -> None:
