@@ -8,6 +8,7 @@ the README's table is generated from the same comments.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import chz
@@ -95,12 +96,9 @@ class Config:
     """CPU threads (0 = all cores)."""
 
     def learn_config(self) -> LearnConfig:
-        return LearnConfig(
-            distill_loss=self.distill_loss, distill_alpha=self.distill_alpha, distill_topk=self.distill_topk,
-            kl_beta=self.kl_beta, learning_rate=self.learning_rate, steps_per_correction=self.steps_per_correction,
-            teacher=self.teacher, ema_rate=self.ema_rate, teacher_sees_attempt=self.teacher_sees_attempt,
-            learn_from_approved_retry=self.learn_from_approved_retry, max_kl=self.max_kl,
-        )
+        """The learning fields, by name (LearnConfig's own defaults for the few not exposed here)."""
+        names = {f.name for f in dataclasses.fields(LearnConfig)}
+        return LearnConfig(**{n: getattr(self, n) for n in names if hasattr(self, n)})
 
 
 def validate(cfg: Config) -> list[str]:

@@ -192,3 +192,16 @@ def test_correction_round_trips_through_json(tokenizer, tmp_path):
 
 def test_args_diff():
     assert args_diff({"a": 1, "b": "x"}, {"a": 1, "b": "y", "c": True}) == 'b: "x" -> "y"; c: null -> true'
+
+
+def test_config_learning_defaults_match_learnconfig():
+    import dataclasses
+
+    from continualcode.config import Config
+    from continualcode.learn.step import LearnConfig
+
+    cfg, lc = Config(), LearnConfig()
+    shared = [f.name for f in dataclasses.fields(LearnConfig) if hasattr(cfg, f.name)]
+    assert len(shared) >= 11
+    assert all(getattr(cfg, n) == getattr(lc, n) for n in shared)
+    assert cfg.learn_config() == lc
