@@ -148,12 +148,14 @@ class App:
                 self.save()
 
     def _write_heatmap(self, step: int, heat: dict[str, Any]) -> None:
-        from continualcode.ui.heatmap import write_html
+        from continualcode.ui.heatmap import write_html, write_png
 
         if heat.get("tokens"):
             d = self.journal.session_dir / "heatmaps"
+            title = f"continualcode step {step}"
             write_html(d / f"step-{step}.html", heat["tokens"], heat["student_lp"], heat["teacher_lp"],
-                       heat["advantage"], title=f"continualcode step {step}")
+                       heat["advantage"], title=title)
+            write_png(d / f"step-{step}.png", heat["tokens"], heat["advantage"], title=title)
 
     def save(self) -> Path:
         path = self.state / "adapter"

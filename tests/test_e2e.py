@@ -50,6 +50,7 @@ def test_deny_correct_retry_approve_changes_file(tmp_path: Path, cache_dir: Path
     metrics = [json.loads(line) for line in (sess / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and metrics[0]["loss"] == step["loss"]
     assert (sess / "heatmaps" / "step-1.html").is_file()
+    assert (sess / "heatmaps" / "step-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (proj / "adapter" / "adapter_model.safetensors").is_file()
     assert "steps" in out and "no learning steps yet" not in out  # /metrics printed the table
 

@@ -1,0 +1,50 @@
+"""`continualcode replay`: a recorded session's learning events, re-run offline on a fresh adapter
+with the same seed and config, give the same step count and the same adapter (real model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from continualcode.agent import Correction, correction_to_dict
+from continualcode.backends.base import Sample
+from continualcode.cli import parse_config
+from continualcode.commands import replay
+from continualcode.journal import Journal
+from continualcode.learn.step import Learner
+from continualcode.render import Message, ToolCall
+
+pytestmark = pytest.mark.slow
+
+
+def test_replay_reproduces_steps_and_adapter(tmp_path: Path, cache_dir: Path, renderer) -> None:
+    from continualcode.backends.local import LocalBackend
+
+    cfg = parse_config(["dtype=fp32", f"cache_dir={cache_dir}", "seed=0"])
+    original = LocalBackend("smollm2-135m", dtype="fp32", cache=cache_dir, seed=0)
+    learner = Learner(original, renderer, cfg.learn_config())
+    journal = Journal.create(tmp_path / "state", meta={"model": "smollm2-135m"})
+    for task, path in [("show me notes.txt", "notes.txt"), ("show me todo.md", "todo.md")]:
+        msgs = (Message("user", task),)
+        toks = [*renderer.tok.encode(ToolCall("write", {"path": path, "content": ""}).to_text(),
+                                     add_special_tokens=False), renderer.stop_ids[0]]
+        c = Correction("deny", msgs, renderer.prompt_ids(msgs), Sample(toks, [0.0] * len(toks), "stop"),
+                       renderer.decode(toks), f"use read on {path}, never write")
+        journal.append("correction", **correction_to_dict(c))
+        assert not learner(c)["rolled_back"]
+    journal.close()
+    original.save(tmp_path / "original")
+
+    out = tmp_path / "replayed"
+    args = [str(journal.session_dir), f"out={out}", "dtype=fp32", f"cache_dir={cache_dir}", "seed=0"]
+    assert replay(args, parse_config) == 0
+    a = load_file(str(tmp_path / "original" / "adapter_model.safetensors"))
+    b = load_file(str(out / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and len(a) > 0
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    import json
+
+    assert json.loads((out / "continualcode_state.json").read_text())["step"] == 2
