@@ -199,7 +199,7 @@ def to_markdown(res: dict[str, Any]) -> str:
     lines += [f"- cold start (new process → backend ready, model converted): {f(st['cold_start_process_s'], ' s')}",
               f"  (inside Python: {f(st['cold_start_in_python_s'], ' s')})",
               f"- warm reload of a saved adapter: {f(st['adapter_reload_s'], ' s', 3)}",
-              f"- peak RSS: this process {res['peak_rss_mb']:.0f} MB (4k-token steps included); "
+              f"- peak RSS: this process {res['peak_rss_mb']:.0f} MB (the steps above included); "
               f"cold-start process {st['cold_start_peak_rss_mb']:.0f} MB"]
     return "\n".join(lines) + "\n"
 
