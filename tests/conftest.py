@@ -39,3 +39,20 @@ def renderer(backend):
     from continualcode.render import Renderer
 
     return Renderer(backend.tokenizer, vocab_size=backend.vocab_size)
+
+
+@pytest.fixture(scope="module")
+def one_thread(backend):
+    """Run a module's model work on one CPU thread (restored after).
+
+    LocalBackend sets torch to os.cpu_count() threads; on a small machine shared with other processes
+    that oversubscribes the cores and OpenMP's barriers make each forward 10-30x slower (a 355-token
+    score: 0.3 s on one thread, 8 s on two, at load 5 on 2 cores).  Every comparison that must be
+    bit-identical runs at this one thread count, the fresh processes included (they are passed it).
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -37,18 +37,9 @@ CORRECTION_TEXT = "read notes.txt with the read tool"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread(backend):
-    """Run this module's model work on one CPU thread (restored after).
-
-    LocalBackend sets torch to os.cpu_count() threads; on a small machine shared with other processes
-    that oversubscribes the cores and OpenMP's barriers make each forward 10-30x slower (a 355-token
-    score: 0.3 s on one thread, 8 s on two, at load 5 on 2 cores).  Every comparison that must be
-    bit-identical runs at this one thread count, the fresh processes included (they are passed it).
-    """
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """This module's model work runs on one CPU thread (see conftest.one_thread)."""
     yield
-    torch.set_num_threads(n)
 
 
 METRIC_KEYS = {
