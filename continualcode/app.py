@@ -240,12 +240,9 @@ class App:
 
 
 def _config_dict(cfg: Config) -> dict[str, Any]:
-    import dataclasses
+    import chz
 
-    try:
-        return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}  # type: ignore[arg-type]
-    except TypeError:
-        return {k: v for k, v in vars(cfg).items() if not k.startswith("_")}
+    return chz.asdict(cfg)
 
 
 def run_agent(cfg: Config) -> int:

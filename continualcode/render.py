@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from continualcode.backends.base import stop_token_ids
 from continualcode.constrain import CALL_CLOSE, CALL_OPEN, JSON_SEPARATORS, GrammarConstraint, build_constraint
 from continualcode.tools import TOOL_SCHEMAS, ToolError, validate_args
 
@@ -145,7 +146,7 @@ class Renderer:
         self.style = ("native" if native else "fallback") if style == "auto" else style
         self.system_prompt = system_prompt
         self.vocab_size = vocab_size or len(tokenizer)
-        self.stop_ids = _stop_ids(tokenizer)
+        self.stop_ids = stop_token_ids(tokenizer)
 
     # --- rendering --------------------------------------------------------------------------------
 
@@ -201,14 +202,3 @@ class Renderer:
         return build_constraint(
             self.tok, self.tools, vocab_size=self.vocab_size, stop_ids=self.stop_ids, allow_text=allow_text
         )
-
-
-def _stop_ids(tok: Any) -> list[int]:
-    ids: list[int] = []
-    for t in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>"):
-        i = tok.convert_tokens_to_ids(t)
-        if isinstance(i, int) and i >= 0 and i != tok.unk_token_id and i not in ids:
-            ids.append(i)
-    if tok.eos_token_id is not None and tok.eos_token_id not in ids:
-        ids.append(int(tok.eos_token_id))
-    return ids

@@ -115,6 +115,24 @@ class Snapshot:
     state: Any
 
 
+CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|endoftext|>")
+
+
+def stop_token_ids(tok: Any) -> list[int]:
+    """The ids that end an assistant turn for this tokenizer: chat end tokens it has, then its eos."""
+    ids: list[int] = []
+    convert = getattr(tok, "convert_tokens_to_ids", None)  # absent on minimal (service) tokenizers
+    for t in CHAT_END_TOKENS if convert is not None else ():
+        i = convert(t)
+        if isinstance(i, int) and i >= 0 and i != getattr(tok, "unk_token_id", None) and i not in ids:
+            ids.append(i)
+    eos = getattr(tok, "eos_token_id", None)
+    for e in eos if isinstance(eos, list | tuple) else [] if eos is None else [eos]:
+        if int(e) not in ids:
+            ids.append(int(e))
+    return ids
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the agent and the learner may ask of a model."""

@@ -42,6 +42,7 @@ from continualcode.backends.base import (
     Scores,
     Snapshot,
     TrainExample,
+    stop_token_ids,
 )
 from continualcode.models import ResolvedModel, resolve
 
@@ -141,8 +142,7 @@ class LocalBackend:
         import transformers
         from peft import LoraConfig, get_peft_model
 
-        if threads > 0 or torch.get_num_threads() != (os.cpu_count() or 1):
-            torch.set_num_threads(threads or os.cpu_count() or 1)
+        torch.set_num_threads(threads or os.cpu_count() or 1)
         torch.manual_seed(seed)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -310,7 +310,7 @@ class LocalBackend:
     ) -> Sample:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
-        stop_set = set(stop) | set(_eos_ids(self._tok))
+        stop_set = set(stop) | set(stop_token_ids(self._tok))
         state = constraint.start() if constraint is not None else None
         tokens: list[int] = []
         logprobs: list[float] = []
@@ -550,17 +550,6 @@ def _crop(cache: Any, keep: int) -> None:
     n_remove = cache.get_seq_length() - keep
     if n_remove > 0:
         cache.crop(-n_remove)
-
-
-def _eos_ids(tok: Any) -> list[int]:
-    ids = []
-    if tok.eos_token_id is not None:
-        ids.append(int(tok.eos_token_id))
-    for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
-        i = tok.convert_tokens_to_ids(t)
-        if isinstance(i, int) and i >= 0 and i != tok.unk_token_id:
-            ids.append(i)
-    return ids
 
 
 def _choose(logits_V: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:

@@ -53,6 +53,7 @@ from continualcode.backends.base import (
     Scores,
     Snapshot,
     TrainExample,
+    stop_token_ids,
 )
 
 try:  # an optional extra: `pip install 'continualcode[tinker]'`
@@ -267,7 +268,7 @@ class TinkerBackend:
             )
         prompt = [int(t) for t in prompt_ids]
         sampler = self._adapter_sampler()
-        stop_ids = sorted({int(t) for t in stop} | set(_eos_ids(self.tokenizer))) if stop else None
+        stop_ids = sorted({int(t) for t in stop} | set(stop_token_ids(self.tokenizer))) if stop else None
         params = ttypes.SamplingParams(
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop_ids, seed=seed
         )
@@ -592,13 +593,6 @@ def _tensor_data(td: Any) -> torch.Tensor:
     """A `tinker.types.TensorData` as a float64 tensor (SDK-version independent)."""
     data = td.tolist() if hasattr(td, "tolist") else td.data
     return torch.tensor(data, dtype=torch.float64)
-
-
-def _eos_ids(tok: Any) -> list[int]:
-    eos = getattr(tok, "eos_token_id", None)
-    if eos is None:
-        return []
-    return [int(e) for e in eos] if isinstance(eos, list | tuple) else [int(eos)]
 
 
 def _one_line(e: BaseException) -> str:
