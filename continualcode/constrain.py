@@ -5,10 +5,12 @@ The grammar (compiled once per tokenizer and tool set with xgrammar) is
     root  ::= call | text
     call  ::= "<tool_call>\\n" JSON "\\n</tool_call>"        then the stop token
     JSON  ::= anyOf over tools of {"name": <const>, "arguments": <that tool's argument schema>}
-    text  ::= a plain-text answer, which may not contain "<"
+    text  ::= a plain-text answer, which may not contain "<" and may not begin with "{" or blank
 
 so a known tool name, schema-valid arguments (no extra properties) and exactly one call per turn
-are guaranteed, and the model may instead answer in text to end its turn.  Per-tool `anyOf`
+are guaranteed, and the model may instead answer in text to end its turn.  Text may not open with
+"{" (or whitespace then "{"): after a tool result Qwen2.5-Coder otherwise writes its next call as bare
+JSON without the tags — an invalid call that also ran to `max_tokens`; barred, it uses the tags.  Per-tool `anyOf`
 matters: a loose schema lets a small model call `bash` with invented arguments.
 
 A `GrammarConstraint` is immutable and shared; `start()` returns the per-sample state that the
@@ -28,6 +30,7 @@ import torch
 CALL_OPEN = "<tool_call>\n"
 CALL_CLOSE = "\n</tool_call>"
 JSON_SEPARATORS = (", ", ": ")
+TEXT_EBNF = 'root ::= [^<{ \\t\\n] [^<]*'
 
 
 def call_schema(tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -109,7 +112,7 @@ def _compile(
         body,
         xg.Grammar.from_ebnf(f"root ::= {json.dumps(CALL_CLOSE)}"),
     )
-    grammar = xg.Grammar.union(call, xg.Grammar.from_ebnf('root ::= [^<]+')) if allow_text else call
+    grammar = xg.Grammar.union(call, xg.Grammar.from_ebnf(TEXT_EBNF)) if allow_text else call
     info = xg.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_ids))
     compiled = xg.GrammarCompiler(info, max_threads=2).compile_grammar(grammar)
     return GrammarConstraint(compiled, vocab_size)

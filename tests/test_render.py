@@ -89,6 +89,9 @@ def test_grammar_admits_valid_calls_and_rejects_invalid(tok) -> None:
     assert accepts(ToolCall("read", {"path": "a.py"}).to_text())
     assert accepts(ToolCall("edit_lines", {"path": "a", "start_line": 1, "end_line": 0, "content": "x\n"}).to_text())
     assert accepts("The task is done.")
+    assert accepts("Done: {x} is set.")  # braces are fine inside text …
+    assert not accepts('{"name": "read", "arguments": {"path": "a.py"}}')  # … but a bare JSON call is not text
+    assert not accepts('\n{"name": "read"}')
     assert not accepts('<tool_call>\n{"name": "rm", "arguments": {}}\n</tool_call>')
     assert not accepts('<tool_call>\n{"name": "read", "arguments": {"path": "a", "evil": 1}}\n</tool_call>')
     assert not accepts('<tool_call>\n{"name": "read", "arguments": {}}\n</tool_call>')  # path is required
