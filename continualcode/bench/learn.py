@@ -248,6 +248,8 @@ VARIANTS: dict[str, Variant] = {
     "lr1e-3": Variant({"learning_rate": "1e-3"}),
     "lr2e-4": Variant({"learning_rate": "2e-4"}),
     "replay": Variant({}, replay=True),
+    # everything that pushes harder at once: 3 steps, the approved retry as a demonstration, 2× the lr
+    "aggressive": Variant({"steps_per_correction": "3", "learn_from_approved_retry": "true", "learning_rate": "1e-3"}),
 }
 
 
