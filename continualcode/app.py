@@ -9,7 +9,9 @@ to heatmaps/step-N.html and .png, and the adapter to the project's state directo
 
 from __future__ import annotations
 
+import itertools
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -166,11 +168,12 @@ class App:
 
     # --- the loop ---------------------------------------------------------------------------------
 
-    def run(self, inp: Input) -> int:
+    def run(self, inp: Input, first: str | None = None) -> int:
+        """Tasks and slash commands until /quit or end of input; `first` was read before the model loaded."""
         c = self.display.console
         if self.cfg.task:
             self.session.run_task(self.cfg.task)
-        while (line := inp.read_task()) is not None:
+        for line in itertools.chain([first] if first is not None else [], iter(inp.read_task, None)):
             line = line.strip()
             if not line:
                 continue
@@ -245,27 +248,70 @@ def _config_dict(cfg: Config) -> dict[str, Any]:
     return chz.asdict(cfg)
 
 
+class BackgroundBackend:
+    """`build_backend(cfg)` on a daemon thread, started at once, so the prompt is up while torch,
+    transformers and the model load (≈ 4–5 s on a 2-core CPU, most of it imports) and the user's first
+    task is typed in the meantime; `result()` waits for it and re-raises a load error."""
+
+    def __init__(self, cfg: Config) -> None:
+        self._out: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._load, args=(cfg,), name="load-backend", daemon=True)
+        self._thread.start()
+
+    def _load(self, cfg: Config) -> None:
+        try:
+            self._out["backend"] = build_backend(cfg)
+        except BaseException as e:  # handed to the main thread by result()
+            self._out["error"] = e
+
+    def result(self) -> Backend:
+        self._thread.join()
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out["backend"]
+
+
 def run_agent(cfg: Config) -> int:
-    """Build everything and run until /quit or end of input."""
+    """Build everything and run until /quit or end of input.
+
+    Interactively, the prompt comes first: the backend loads in the background while the first task
+    is typed (Claude Code and aider also take input before their first model call) — unless a built-in
+    model must first be downloaded and converted, whose progress would garble the prompt."""
+    from continualcode.models import needs_setup
     from continualcode.ui.terminal import KeyInput, LineInput
 
     display = Display()
     interactive = cfg.interactive == "true" or (cfg.interactive == "auto" and sys.stdin.isatty())
     holder: dict[str, Any] = {}
+    first: str | None = None
+    try:
+        loader = BackgroundBackend(cfg)
+        cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+        if interactive and not cfg.task and not (cfg.backend == "local" and needs_setup(cfg.model_name, cache=cache)):
+            holder["inp"] = KeyInput(display, str(project_state(cfg) / "history"))
+            display.console.print(f"[bold]continualcode[/] · loading {cfg.model_name} · type a task, /help for "
+                                  "commands, Ctrl-D to leave")
+            first = holder["inp"].read_task()
+            if first is None:
+                return 0
+        backend = loader.result()
+    except (BackendError, ConfigError) as e:
+        display.stop()
+        print(f"continualcode: {e}", file=sys.stderr)
+        return 1
 
     def make_input(app: App) -> Any:
-        if interactive:
-            holder["inp"] = KeyInput(display, str(app.state / "history"))
-        else:
-            holder["inp"] = LineInput(display, sys.stdin)
+        if "inp" not in holder:
+            holder["inp"] = KeyInput(display, str(app.state / "history")) if interactive else LineInput(display,
+                                                                                                         sys.stdin)
         return holder["inp"]
 
     try:
-        app = App.build(cfg, make_input, display)
+        app = App.build(cfg, make_input, display, backend=backend)
     except (BackendError, ConfigError) as e:
         display.stop()
         print(f"continualcode: {e}", file=sys.stderr)
         return 1
     display.console.print(f"[bold]continualcode[/] · {app.backend.model_id} · workspace {app.session.workspace.root}"
                           f" · training {'on' if cfg.enable_training else 'off'} · /help for commands")
-    return app.run(holder["inp"])
+    return app.run(holder["inp"], first)

@@ -9,11 +9,12 @@ the README's table is generated from the same comments.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import chz
 
-from continualcode.learn.step import LearnConfig
+if TYPE_CHECKING:  # the learner (and torch) load with the backend, not with the CLI
+    from continualcode.learn.step import LearnConfig
 
 
 @chz.chz
@@ -97,6 +98,8 @@ class Config:
 
     def learn_config(self) -> LearnConfig:
         """The learning fields, by name (LearnConfig's own defaults for the few not exposed here)."""
+        from continualcode.learn.step import LearnConfig
+
         names = {f.name for f in dataclasses.fields(LearnConfig)}
         return LearnConfig(**{n: getattr(self, n) for n in names if hasattr(self, n)})
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads with the backend, not with the UI
+    import torch
 
 CALL_OPEN = "<tool_call>\n"
 CALL_CLOSE = "\n</tool_call>"
@@ -57,6 +58,7 @@ class GrammarState:
 
     def mask(self, logits_V: torch.Tensor) -> torch.Tensor:
         """A copy of `logits_V` with every token the grammar forbids here set to -inf."""
+        import torch
         import xgrammar as xg
 
         self._m.fill_next_token_bitmask(self._bitmask)

@@ -132,6 +132,12 @@ def resolve(name: str, *, cache: Path | None = None, progress: Progress = _say) 
     return ResolvedModel(name, name)
 
 
+def needs_setup(name: str, *, cache: Path | None = None) -> bool:
+    """Whether loading `name` would first download or convert a built-in (a minute, with progress)."""
+    spec = builtin(name)
+    return spec is not None and cache_problem(converted_dir(spec, cache or cache_root())) is not None
+
+
 # --- the conversion cache ---------------------------------------------------------------------
 
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # annotations only: the agent and UI import this module before torch has loaded
+    import torch
 
 DistillKind = Literal["sampled_token", "topk", "full"]
 
