@@ -75,3 +75,24 @@ def test_workspace_not_a_directory_is_one_line(tmp_path: Path) -> None:
     r = run_cli([f"workspace={f}"], "", tmp_path, tmp_path, timeout=120)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == f"continualcode: workspace {str(f)!r} is not a directory"
+
+
+def test_interactive_prompt_comes_before_the_model_and_takes_the_first_line() -> None:
+    """On a terminal the prompt is up while the model loads in the background; the line typed at
+    once is handled after the load (the loaded-model banner comes between prompt and exit)."""
+    from continualcode.bench.speed import interactive_start
+
+    _, _, out = interactive_start(["model_name=smollm2-135m"], ["/help", "/quit"], timeout=400)
+    loading, prompt = out.index("loading smollm2-135m"), out.index("›")
+    ready = out.index("smollm2-135m · workspace")
+    assert loading < prompt < ready  # the prompt did not wait for the model
+    assert "/undo" in out[ready:]  # /help ran after the load
+    assert "Traceback" not in out
+
+
+def test_interactive_missing_model_is_one_line_after_the_prompt() -> None:
+    from continualcode.bench.speed import interactive_start
+
+    _, _, out = interactive_start(["model_name=/nonexistent/model"], ["hello"], timeout=400)
+    assert "continualcode: model path '/nonexistent/model' is not a model directory" in out
+    assert "Traceback" not in out

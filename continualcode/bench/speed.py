@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+PROMPT = b"\x1b[?2004h"  # prompt_toolkit turns bracketed paste on each time it starts reading a line
 CODE_LINE = "    total = compute_total(items, tax_rate=0.2, discount=None)  # keep the running sum\n"
 
 
@@ -151,22 +152,23 @@ def bench_sampling(backend: Any, renderer: Any, repeats: int, n_new: int = 48) -
     return {"prompt_tokens": len(prompt), **{k: _stats(v) for k, v in rows.items()}}
 
 
-def _interactive_start(cfg: Any, timeout: float = 300.0) -> tuple[float, float]:
-    """Run the interactive agent on a pseudo-terminal: seconds to its prompt, and to its exit after
-    `/quit` is typed at once (that waits for the background load, so it bounds backend-ready)."""
+def interactive_start(args: Sequence[str], lines: Sequence[str] = ("/quit",),
+                      timeout: float = 300.0) -> tuple[float, float, str]:
+    """Run the interactive agent (`continualcode ARGS`) on a pseudo-terminal, typing the next of
+    `lines` each time a prompt shows: seconds to the first prompt, seconds to its exit, and all it
+    wrote.  With `/quit` first, the exit waits for the background load: it bounds backend-ready."""
     import os
     import pty
     import select
     import signal
 
     with tempfile.TemporaryDirectory() as d:
-        cmd = [sys.executable, "-m", "continualcode", f"model_name={cfg.model_name}", f"dtype={cfg.dtype}",
-               f"state_home={d}/state", f"workspace={d}"]
+        cmd = [sys.executable, "-m", "continualcode", f"state_home={d}/state", f"workspace={d}", *args]
         t0 = time.perf_counter()
         pid, fd = pty.fork()
         if pid == 0:  # the child: the agent, on the pty
             os.execvp(cmd[0], cmd)
-        buf, t_prompt = b"", None
+        buf, t_prompt, typed = b"", None, 0
         try:
             while True:
                 if not select.select([fd], [], [], timeout)[0]:
@@ -178,9 +180,10 @@ def _interactive_start(cfg: Any, timeout: float = 300.0) -> tuple[float, float]:
                 if not data:
                     break
                 buf += data
-                if t_prompt is None and "›".encode() in buf:
-                    t_prompt = time.perf_counter() - t0
-                    os.write(fd, b"/quit\r")
+                if buf.count(PROMPT) > typed and typed < len(lines):
+                    t_prompt = t_prompt or time.perf_counter() - t0
+                    os.write(fd, lines[typed].encode() + b"\r")
+                    typed += 1
         finally:
             if t_prompt is None:
                 os.kill(pid, signal.SIGKILL)
@@ -188,7 +191,7 @@ def _interactive_start(cfg: Any, timeout: float = 300.0) -> tuple[float, float]:
             os.close(fd)
         if t_prompt is None:
             raise RuntimeError(f"the agent exited without a prompt: {buf[-300:]!r}")
-        return t_prompt, time.perf_counter() - t0
+        return t_prompt, time.perf_counter() - t0, buf.decode(errors="replace")
 
 
 def bench_start(cfg: Any, backend: Any, repeats: int) -> dict[str, Any]:
@@ -200,7 +203,7 @@ def bench_start(cfg: Any, backend: Any, repeats: int) -> dict[str, Any]:
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         walls.append(time.perf_counter() - t)
         inner.append(float(r.stdout.strip().splitlines()[-1]))
-        p, q = _interactive_start(cfg)
+        p, q, _ = interactive_start([f"model_name={cfg.model_name}", f"dtype={cfg.dtype}"])
         prompt.append(p)
         quit_.append(q)
     child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
