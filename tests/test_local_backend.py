@@ -383,6 +383,33 @@ def test_stored_prefix_kv_is_never_stale(fresh_backend, prompt, sampled, tmp_pat
     check("after load")
 
 
+def test_reference_reuses_the_samplers_kv_only_while_the_adapter_is_a_no_op(fresh_backend, prompt, sampled):
+    """Before the first step the live weights are the base weights, so the reference pass takes its
+    prefix from the sampler's KV (no prefix forward); after a step it may not, and it does not."""
+    b = fresh_backend
+    comp = sampled.tokens
+    calls: list[int] = []
+    hook = b.model.register_forward_pre_hook(lambda m, args, kw: calls.append(kw["input_ids"].shape[1]),
+                                             with_kwargs=True)
+    try:
+        for stepped in (False, True):
+            if stepped:
+                b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3)
+            b.clear_cache()
+            b.sample(prompt, max_tokens=1, temperature=0.0)  # what proposing the call leaves in the store
+            calls.clear()
+            ref = b.score(prompt, comp, adapter=False).logprobs
+            n_prefix_tokens = sum(calls) - (len(comp) - 1)  # each pass also runs the completion positions
+            fresh = exact(b, prompt, comp, adapter=False)  # from scratch: nothing in the store to reuse
+            assert torch.allclose(ref, fresh, atol=1e-4, rtol=0), stepped
+            if stepped:
+                assert n_prefix_tokens >= len(prompt) - 1  # the base prefix had to be computed
+            else:
+                assert n_prefix_tokens <= 1  # at most the prompt's last token, after the sampler's KV
+    finally:
+        hook.remove()
+
+
 def test_load_refuses_another_base_models_checkpoint(fresh_backend, prompt, sampled, tmp_path: Path):
     b = fresh_backend
     ckpt = tmp_path / "other"

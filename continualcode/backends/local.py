@@ -184,6 +184,7 @@ class LocalBackend:
         self._step = 0
         self._version = 0  # bumped on every change of the live LoRA weights (invalidates live KV)
         self._kv: dict[str, _KV] = {}
+        self._base_check = (-1, False)  # (weights version, live adapter is a no-op) — see _live_is_base
         self.ema: dict[str, torch.Tensor] | None = None
         if warmup:
             self._warmup()
@@ -279,6 +280,11 @@ class LocalBackend:
             return None
         version = 0 if mode == "base" else self._version
         entry = self._kv.get(mode)
+        if mode == "base" and self._live_is_base():
+            live = self._kv.get("live")  # the same weights: the sampler's KV serves as the reference's
+            if live is not None and live.version == self._version and _lcp(live.ids, ids) > (
+                    _lcp(entry.ids, ids) if entry is not None else 0):
+                entry = _KV(live.ids, copy.deepcopy(live.cache), 0)
         m, cache = 0, None
         if entry is not None and entry.version == version:
             m = _lcp(entry.ids, ids)
@@ -347,6 +353,13 @@ class LocalBackend:
     # --- scoring --------------------------------------------------------------------------------
 
     @torch.no_grad()
+    def _live_is_base(self) -> bool:
+        """Whether the live adapter is a no-op (every LoRA B is zero: at load, before the first step)."""
+        if self._base_check[0] != self._version:
+            zero = all(not bool(p.any()) for n, p in self.model.named_parameters() if "lora_B" in n)
+            self._base_check = (self._version, zero)
+        return self._base_check[1]
+
     def score(
         self,
         prompt_ids: Sequence[int],
