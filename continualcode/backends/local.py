@@ -11,6 +11,11 @@ Design:
   the [L, V] logits of the prompt.  With `prefix_grad=False` the prompt prefix runs without
   grad and its KV cache feeds the completion's forward: gradients then flow through the
   completion positions only (faster; LoRA on k/v of prompt tokens gets no gradient).
+- A KV prefix store (`_kv`) holds one prompt prefix per mode: "live" (keyed by a weights version
+  bumped on every change of the LoRA weights) and "base" (never stale).  Sampling leaves the
+  proposal's prompt in "live", so the teacher (same weights, same prefix up to the correction) and
+  the student pass of the step that follows skip the prompt; while the adapter is still a no-op
+  (every LoRA B zero: before the first step) "base" copies the "live" prefix too.
 - The loss is not code here: `train_step` hands the completion's [T, V] log-distribution to
   `learn.losses.sdpo_loss` under a `LossSpec`.
 - An EMA teacher is a plain dict of tensors; scoring with adapter="ema" swaps it into the live
