@@ -284,21 +284,6 @@ def run_agent(cfg: Config) -> int:
     interactive = cfg.interactive == "true" or (cfg.interactive == "auto" and sys.stdin.isatty())
     holder: dict[str, Any] = {}
     first: str | None = None
-    try:
-        loader = BackgroundBackend(cfg)
-        cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
-        if interactive and not cfg.task and not (cfg.backend == "local" and needs_setup(cfg.model_name, cache=cache)):
-            holder["inp"] = KeyInput(display, str(project_state(cfg) / "history"))
-            display.console.print(f"[bold]continualcode[/] · loading {cfg.model_name} · type a task, /help for "
-                                  "commands, Ctrl-D to leave")
-            first = holder["inp"].read_task()
-            if first is None:
-                return 0
-        backend = loader.result()
-    except (BackendError, ConfigError) as e:
-        display.stop()
-        print(f"continualcode: {e}", file=sys.stderr)
-        return 1
 
     def make_input(app: App) -> Any:
         if "inp" not in holder:
@@ -307,7 +292,17 @@ def run_agent(cfg: Config) -> int:
         return holder["inp"]
 
     try:
-        app = App.build(cfg, make_input, display, backend=backend)
+        state = project_state(cfg)  # a bad workspace or state_home fails before anything loads
+        loader = BackgroundBackend(cfg)
+        cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+        if interactive and not cfg.task and not (cfg.backend == "local" and needs_setup(cfg.model_name, cache=cache)):
+            holder["inp"] = KeyInput(display, str(state / "history"))
+            display.console.print(f"[bold]continualcode[/] · loading {cfg.model_name} · type a task, /help for "
+                                  "commands, Ctrl-D to leave")
+            first = holder["inp"].read_task()
+            if first is None:
+                return 0
+        app = App.build(cfg, make_input, display, backend=loader.result())
     except (BackendError, ConfigError) as e:
         display.stop()
         print(f"continualcode: {e}", file=sys.stderr)
