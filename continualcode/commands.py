@@ -94,7 +94,11 @@ def replay(args: Sequence[str], parse_config: ParseConfig) -> int:
     cfg = parse_config(rest)
     try:
         d = _session_dir(args[0], cfg)
-        events = [e for e in read_events(d / "journal.jsonl") if e.get("type") == "correction"]
+        all_events = read_events(d / "journal.jsonl")
+        events = [e for e in all_events if e.get("type") == "correction"]
+        recorded = next((e.get("model") for e in all_events if e.get("type") == "session_start"), None)
+        if recorded and not any(a.startswith("model_name=") for a in rest):  # the session's model, not the default
+            cfg = parse_config([f"model_name={recorded}", *rest])
         backend = build_backend(cfg)
     except BackendError as e:
         print(f"continualcode: {e}")

@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # the learner (and torch) load with the backend, not with the
 class Config:
     # --- model and backend --------------------------------------------------------------------
     model_name: str = DEFAULT_MODEL
-    """Built-in name (smollm2-135m, qwen2.5-coder-0.5b), a local model directory, or a HF id in the local HF cache."""
+    """Built-in name (qwen2.5-coder-0.5b, the default; smollm2-135m, small and fast), a local model directory,
+    or a HF id in the local HF cache."""
     backend: Literal["local", "tinker"] = "local"
     """local: transformers + peft on this machine; tinker: the hosted training service (TINKER_API_KEY)."""
     device: str = "auto"

