@@ -908,7 +908,7 @@ def run(opts: Options, *, console: Any = None) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "command": "continualcode bench learn " + shlex.join(opts.argv), "date": dt.datetime.now().isoformat(
             timespec="seconds"), "mode": opts.mode, "seeds": seeds, "cross": opts.cross, "forget": opts.forget,
-        "quick": opts.quick, "scenarios_file": str(opts.scenarios), "n_scenarios": n_sc,
+        "quick": opts.quick, "scenarios_file": _shown_path(opts.scenarios), "n_scenarios": n_sc,
         "scenario_ids": [s.id for s in scenarios], "base_overrides": opts.base_args,
         "config": {k: v for k, v in chz.asdict(base_cfg).items() if isinstance(v, str | int | float | bool)},
         "variants": {n: {"overrides": v.overrides, "replay": v.replay} for n, v in opts.variants.items()},
@@ -1057,6 +1057,16 @@ def _unit_line(u: dict[str, Any]) -> str:
                 f"steps {sum(r['n_steps'] for r in u['learn'])}, persistence {dict(dec)}"
                 + (" (reused)" if not u["changed"] else ""))
     return head + body + f" · {u['sec']:.0f} s"
+
+
+def _shown_path(p: Path) -> str:
+    """The scenario file as results show it: relative to the package's repository or the working
+    directory when under one (no machine paths in committed results), else as given."""
+    full = p.expanduser().resolve()
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if full.is_relative_to(root):
+            return str(full.relative_to(root))
+    return str(p)
 
 
 def _safe(name: str) -> str:
