@@ -305,6 +305,13 @@ class LocalBackend:
             self._kv[mode] = _KV(tuple(ids), cache, version)
         return cache
 
+    def _live_is_base(self) -> bool:
+        """Whether the live adapter is a no-op (every LoRA B is zero: at load, before the first step)."""
+        if self._base_check[0] != self._version:
+            zero = all(not bool(p.any()) for n, p in self.model.named_parameters() if "lora_B" in n)
+            self._base_check = (self._version, zero)
+        return self._base_check[1]
+
     # --- sampling -------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -358,13 +365,6 @@ class LocalBackend:
     # --- scoring --------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _live_is_base(self) -> bool:
-        """Whether the live adapter is a no-op (every LoRA B is zero: at load, before the first step)."""
-        if self._base_check[0] != self._version:
-            zero = all(not bool(p.any()) for n, p in self.model.named_parameters() if "lora_B" in n)
-            self._base_check = (self._version, zero)
-        return self._base_check[1]
-
     def score(
         self,
         prompt_ids: Sequence[int],
