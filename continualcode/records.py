@@ -1,0 +1,90 @@
+"""The records that cross layers: a message, a tool call, a sampled completion, a correction.
+
+Pure data at the bottom of the package: the agent produces them, the renderer and the tools read
+them, the learner and the journal consume them.  This module imports nothing from continualcode.
+The call format (`CALL_OPEN` + compact JSON + `CALL_CLOSE`) is defined here because a `ToolCall`
+renders itself in it; the decoding grammar (`constrain.py`) guarantees the same format.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+CALL_OPEN = "<tool_call>\n"
+CALL_CLOSE = "\n</tool_call>"
+JSON_SEPARATORS = (", ", ": ")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+
+    def to_text(self) -> str:
+        body = json.dumps({"name": self.name, "arguments": self.arguments}, separators=JSON_SEPARATORS)
+        return f"{CALL_OPEN}{body}{CALL_CLOSE}"
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One sampled completion. `logprobs[i]` = log π(tokens[i]) at temperature 1, unconstrained."""
+
+    tokens: list[int]
+    logprobs: list[float]
+    finish_reason: Literal["stop", "length", "constraint"]
+
+
+@dataclass(frozen=True)
+class Correction:
+    """One learning event: the student's exact context and completion, and what the user said.
+
+    kind:          "deny" (text = the correction), "edit" (text = the argument diff,
+                   demonstration = the edited call), "approved_retry" (demonstration = the call
+                   approved after a denial; text = that denial's correction).
+    messages:      the conversation the student saw (before its attempt).
+    prompt_ids / sample: the student's prompt tokens and its own sampled completion.
+    feedback:      intermediary feedback accumulated in the session.
+    """
+
+    kind: Literal["deny", "edit", "approved_retry"]
+    messages: tuple[Message, ...]
+    prompt_ids: list[int]
+    sample: Sample
+    attempt_text: str
+    text: str
+    feedback: tuple[str, ...] = ()
+    demonstration: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able record (the journal keeps it so that `replay` can re-run the step)."""
+        return {
+            "kind": self.kind, "text": self.text, "feedback": list(self.feedback),
+            "demonstration": self.demonstration, "attempt_text": self.attempt_text,
+            "prompt_ids": list(self.prompt_ids),
+            "messages": [{"role": m.role, "content": m.content, "meta": m.meta} for m in self.messages],
+            "sample": {"tokens": list(self.sample.tokens), "logprobs": list(self.sample.logprobs),
+                       "finish_reason": self.sample.finish_reason},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Correction:
+        s = d["sample"]
+        return cls(
+            kind=d["kind"],
+            messages=tuple(Message(m["role"], m["content"], m.get("meta") or {}) for m in d["messages"]),
+            prompt_ids=list(d["prompt_ids"]),
+            sample=Sample(list(s["tokens"]), list(s["logprobs"]), s["finish_reason"]),
+            attempt_text=d["attempt_text"], text=d["text"], feedback=tuple(d.get("feedback", ())),
+            demonstration=d.get("demonstration"),
+        )
