@@ -1,0 +1,461 @@
+"""The file tools (read, write, edit_lines, glob, grep): each one's schema, run and preview together.
+
+Every path goes through `ConfinedDir.resolve` first (paths.py); the tools then touch only the resolved
+path. Writes go through `fsio.atomic_write` (the old file or the new one survives a kill -9, never a
+mix; the mode is kept), after removing temp files orphaned in that directory by dead writers. Output
+limits (lines, hits, bytes per line) are here; the overall cap is applied by `Workspace.run`.
+Matching rules for glob and grep, and what the previews show, are in docs/tools.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from continualcode.fsio import atomic_write, remove_orphans
+from continualcode.tools.base import PATH_ARG, Tool, ToolError, function_schema, quote
+from continualcode.tools.paths import WALK_BUDGET, WalkBudget
+
+if TYPE_CHECKING:
+    from continualcode.tools.workspace import Workspace
+
+BINARY_SNIFF = 8192  # a NUL byte in this many leading bytes means binary
+LIST_CAP = 200  # glob results / grep hits shown
+LINE_CAP = 2000  # bytes of one line shown by read
+HIT_CAP = 300  # chars of one line shown by grep
+GREP_MAX_FILE = 5 * 2**20
+EDIT_MAX_FILE = 50 * 2**20
+
+
+# -------------------------------------------------------------------------------------------------- read
+
+
+def read(ws: Workspace, path: str, offset: int, limit: int) -> tuple[bool, str]:
+    target = ws.resolve(path)
+    rel = ws.rel(target)
+    if target.is_dir():
+        raise ToolError(f"{rel} is a directory (use glob to list its files)")
+    if not target.exists():
+        raise ToolError(f"{rel} does not exist")
+    if not stat.S_ISREG(target.stat().st_mode):
+        raise ToolError(f"{rel} is not a regular file")
+    budget = ws.result_cap - 200
+    with open(target, "rb") as f:
+        if _is_binary(f.read(BINARY_SNIFF)):
+            raise ToolError(f"{rel} is a binary file (NUL byte in its first 8 KiB); not shown")
+        f.seek(0)
+        shown: list[str] = []
+        size, n = 0, 0
+        for n, (raw, cut) in enumerate(_iter_lines(f), start=1):
+            if n < offset:
+                continue
+            text = raw.decode("utf-8", "replace").rstrip("\r")
+            line = f"{n:6}\t{text}"
+            if cut:
+                line += f" … [line cut: {cut} more bytes]"
+            if len(shown) == limit or (shown and size + len(line) + 1 > budget):
+                rest = 1 + _count_rest(f)
+                why = "" if len(shown) == limit else "output cap reached; "
+                shown.append(f"[{why}{rest} more lines; use offset={n} to continue]")
+                return True, "\n".join(shown)
+            shown.append(line)
+            size += len(line) + 1
+    if not shown:
+        if n == 0 and offset == 1:
+            return True, f"({rel} is empty)"
+        raise ToolError(f"offset {offset} is past the end: {rel} has {n} lines")
+    return True, "\n".join(shown)
+
+
+def preview_read(ws: Workspace, path: str, offset: int, limit: int) -> str:
+    return f"read {ws.rel(ws.resolve(path))} (lines {offset}-{offset + limit - 1})"
+
+
+READ = Tool(
+    function_schema(
+        "read",
+        "Read a text file. Returns numbered lines.",
+        {
+            "path": PATH_ARG,
+            "offset": {"type": "integer", "minimum": 1, "default": 1, "description": "First line (1-based)."},
+            "limit": {"type": "integer", "minimum": 1, "default": 400, "description": "Max lines."},
+        },
+        ["path"],
+    ),
+    read,
+    preview_read,
+)
+
+
+# ------------------------------------------------------------------------------------------------- write
+
+
+def write(ws: Workspace, path: str, content: str) -> tuple[bool, str]:
+    target = ws.resolve(path)
+    rel = ws.rel(target)
+    if target.is_dir():
+        raise ToolError(f"{rel} is a directory")
+    if path.endswith("/"):
+        raise ToolError(f"path {quote(path)} ends with '/'; give a file name")
+    existed = target.exists()
+    _write_file(target, _encode(content))
+    n = len(_split_lines(content))
+    return True, f"wrote {n} line{'s' * (n != 1)} to {rel}" + ("" if existed else " (new file)")
+
+
+def preview_write(ws: Workspace, path: str, content: str) -> str:
+    target = ws.resolve(path)
+    rel = ws.rel(target)
+    if target.is_file() and _is_binary(_head(target)):
+        size, n = target.stat().st_size, len(_split_lines(content))
+        return f"overwrite binary file {rel} ({size} bytes) with {n} lines"
+    return _diff(_read_text_for_edit(target, rel), content, rel)
+
+
+WRITE = Tool(
+    function_schema(
+        "write",
+        "Create or overwrite a file with content.",
+        {"path": PATH_ARG, "content": {"type": "string", "description": "The whole new file."}},
+        ["path", "content"],
+    ),
+    write,
+    preview_write,
+)
+
+
+# -------------------------------------------------------------------------------------------- edit_lines
+
+
+def edit_lines(ws: Workspace, path: str, start_line: int, end_line: int, content: str) -> tuple[bool, str]:
+    target = ws.resolve(path)
+    rel = ws.rel(target)
+    old = _read_text_for_edit(target, rel, must_exist=True)
+    new, summary = _plan_edit(old, start_line, end_line, content, rel=rel)
+    _write_file(target, _encode(new))
+    # show a little context around the change, numbered as read would
+    lines = _split_lines(new)
+    added = len(_split_lines(content))
+    lo = max(1, start_line - 2)
+    hi = min(len(lines), start_line + max(added, 1) + 1)
+    context = _numbered(lines[lo - 1 : hi], lo) if lines else "(file is now empty)"
+    return True, f"{summary}\n{context}"
+
+
+def preview_edit_lines(ws: Workspace, path: str, start_line: int, end_line: int, content: str) -> str:
+    target = ws.resolve(path)
+    rel = ws.rel(target)
+    old = _read_text_for_edit(target, rel, must_exist=True)
+    new, _ = _plan_edit(old, start_line, end_line, content, rel=rel)
+    return _diff(old, new, rel)
+
+
+EDIT_LINES = Tool(
+    function_schema(
+        "edit_lines",
+        "Replace lines start_line..end_line (1-based, inclusive) with content. "
+        'end_line=start_line-1 inserts before start_line; content="" deletes.',
+        {
+            "path": PATH_ARG,
+            "start_line": {"type": "integer", "minimum": 1},
+            "end_line": {"type": "integer", "minimum": 0},
+            "content": {"type": "string", "description": "The new lines."},
+        },
+        ["path", "start_line", "end_line", "content"],
+    ),
+    edit_lines,
+    preview_edit_lines,
+)
+
+
+def _plan_edit(old: str, start: int, end: int, content: str, *, rel: str) -> tuple[str, str]:
+    """The file's new text after replacing lines start..end with content, and a one-line summary."""
+    lines = _split_lines(old)
+    n = len(lines)
+    append_hint = f"(use start_line={n + 1}, end_line={n} to append)"
+    if start > n + 1:
+        raise ToolError(f"start_line {start} is past the end: {rel} has {n} lines {append_hint}")
+    if end > n:
+        raise ToolError(f"end_line {end} is past the end: {rel} has {n} lines {append_hint}")
+    if end < start - 1:
+        raise ToolError(
+            f"end_line {end} is before start_line {start} "
+            f"(use end_line={start - 1} to insert before line {start}; {rel} has {n} lines)"
+        )
+    eol = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    new_lines = _split_lines(content)
+    if eol == "\r\n":
+        new_lines = [
+            ln.removesuffix("\r\n").removesuffix("\n") + eol if ln.endswith("\n") else ln
+            for ln in new_lines
+        ]
+    # content's last line gets a newline before following lines, and when the file ended with one
+    ends_open = new_lines and not new_lines[-1].endswith("\n")
+    if ends_open and (end < n or not lines or lines[-1].endswith("\n")):
+        new_lines[-1] += eol
+    result = lines[: start - 1] + new_lines + lines[end:]
+    for i in range(len(result) - 1):  # never merge two lines (a file without a final newline)
+        if not result[i].endswith("\n"):
+            result[i] += eol
+    k, now = len(new_lines), len(result)
+    lines_word = f"{k} line{'s' * (k != 1)}"
+    if not new_lines:
+        what = f"deleted lines {start}-{end} of {rel}" if end >= start else f"no change to {rel}"
+    elif end < start:
+        where = "appended" if start == n + 1 else f"inserted before line {start} of"
+        what = f"{where} {rel}: {lines_word}"
+    else:
+        what = f"replaced lines {start}-{end} of {rel} with {lines_word}"
+    return "".join(result), f"{what} (now {now} line{'s' * (now != 1)})"
+
+
+# -------------------------------------------------------------------------------------------------- glob
+
+
+def glob(ws: Workspace, pattern: str, path: str) -> tuple[bool, str]:
+    pat = _compile_glob(pattern)
+    base = ws.resolve(path)
+    if not base.is_dir():
+        raise ToolError(f"{ws.rel(base)} is not a directory")
+    hits: list[str] = []
+    note = ""
+    try:
+        for rel, below, _ in ws.walk_files(base, lambda parts: _glob_match(pat, parts, prefix=True)):
+            if _glob_match(pat, below):
+                hits.append(rel)
+    except WalkBudget:
+        note = f"\n[stopped after {WALK_BUDGET} files; narrow the path]"
+    if not hits:
+        return True, f"no files match {quote(pattern)} in {ws.rel(base)}{note}"
+    hits.sort()
+    more = f"\n… and {len(hits) - LIST_CAP} more" if len(hits) > LIST_CAP else ""
+    return True, "\n".join(hits[:LIST_CAP]) + more + note
+
+
+def preview_glob(ws: Workspace, pattern: str, path: str) -> str:
+    return f"glob {quote(pattern)} in {ws.rel(ws.resolve(path))}"
+
+
+GLOB = Tool(
+    function_schema(
+        "glob",
+        "List files matching a glob pattern, e.g. **/*.py.",
+        {
+            "pattern": {"type": "string"},
+            "path": {"type": "string", "default": ".", "description": "Directory to search."},
+        },
+        ["pattern"],
+    ),
+    glob,
+    preview_glob,
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _compile_glob(pattern: str) -> tuple[str, ...]:
+    if pattern.startswith("/"):
+        raise ToolError(f"pattern {quote(pattern)} must be relative (put the directory in path)")
+    parts = tuple(p for p in pattern.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise ToolError(f"pattern {quote(pattern)} must not contain '..'")
+    if not parts:
+        raise ToolError("pattern is empty")
+    return parts
+
+
+def _glob_match(pat: tuple[str, ...], parts: tuple[str, ...], *, prefix: bool = False) -> bool:
+    """Does `parts` match `pat` ('**' = any number of dirs; a trailing '**' also matches files)?
+    With prefix=True: could some path below directory `parts` match?"""
+
+    @functools.cache
+    def go(i: int, j: int) -> bool:
+        if i == len(pat):
+            return j == len(parts)
+        if j == len(parts):
+            return prefix or (all(p == "**" for p in pat[i:]) and j > 0)
+        if pat[i] == "**":
+            return go(i + 1, j) or go(i, j + 1)
+        return fnmatch.fnmatchcase(parts[j], pat[i]) and go(i + 1, j + 1)
+
+    return go(0, 0)
+
+
+# -------------------------------------------------------------------------------------------------- grep
+
+
+def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[bool, str]:
+    try:
+        regex = re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as e:
+        raise ToolError(f"invalid regex: {e}") from None
+    base = ws.resolve(path)
+    if not base.exists():
+        raise ToolError(f"{ws.rel(base)} does not exist")
+    note = ""
+    if base.is_dir():
+        files: list[tuple[str, Path]] = []
+        try:
+            for rel, below, real in ws.walk_files(base):
+                if include is None or _include_match(include, below):
+                    files.append((rel, real))
+        except WalkBudget:
+            note = f"\n[stopped after {WALK_BUDGET} files; narrow the path]"
+        files.sort()
+    elif stat.S_ISREG(base.stat().st_mode):
+        files = [(ws.rel(base), base)]
+    else:
+        raise ToolError(f"{ws.rel(base)} is not a regular file")
+    hits: list[str] = []
+    total, skipped = 0, 0
+    for rel, real in files:
+        try:
+            if real.stat().st_size > GREP_MAX_FILE:
+                skipped += 1
+                continue
+            data = real.read_bytes()
+        except OSError:
+            continue
+        if _is_binary(data):
+            if len(files) == 1 and not base.is_dir():
+                raise ToolError(f"{rel} is a binary file")
+            continue
+        for n, line in enumerate(data.decode("utf-8", "replace").split("\n"), start=1):
+            if regex.search(line):
+                total += 1
+                if len(hits) < LIST_CAP:
+                    text = line.rstrip("\r")
+                    text = text[:HIT_CAP] + "…" if len(text) > HIT_CAP else text
+                    hits.append(f"{rel}:{n}: {text}")
+    if skipped:
+        note += f"\n[skipped {skipped} files over {GREP_MAX_FILE // 2**20} MiB]"
+    if not hits:
+        return True, f"no matches for {quote(pattern)} in {ws.rel(base)}{note}"
+    more = f"\n… and {total - LIST_CAP} more matches" if total > LIST_CAP else ""
+    return True, "\n".join(hits) + more + note
+
+
+def preview_grep(ws: Workspace, pattern: str, path: str, include: str | None) -> str:
+    text = f"grep {quote(pattern)} in {ws.rel(ws.resolve(path))}"
+    return text + (f" (files {quote(include)})" if include else "")
+
+
+GREP = Tool(
+    function_schema(
+        "grep",
+        "Search files for a Python regex. Returns path:line: text.",
+        {
+            "pattern": {"type": "string"},
+            "path": {"type": "string", "default": ".", "description": "File or directory."},
+            "include": {"type": "string", "description": "Only files matching this glob, e.g. *.py."},
+        },
+        ["pattern"],
+    ),
+    grep,
+    preview_grep,
+)
+
+
+def _include_match(include: str, below: tuple[str, ...]) -> bool:
+    if "/" in include:
+        return _glob_match(_compile_glob(include), below)
+    return fnmatch.fnmatchcase(below[-1], include)
+
+
+# ---------------------------------------------------------------------------------------- file plumbing
+
+
+def _write_file(target: Path, data: bytes) -> None:
+    remove_orphans(target.parent)  # temp files of writers killed mid-write (their pid is dead)
+    atomic_write(target, data, keep_mode=True)
+
+
+def _read_text_for_edit(target: Path, rel: str, *, must_exist: bool = False) -> str:
+    if not target.exists():
+        if must_exist:
+            raise ToolError(f"{rel} does not exist (use write to create it)")
+        return ""
+    if target.is_dir():
+        raise ToolError(f"{rel} is a directory")
+    st = target.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise ToolError(f"{rel} is not a regular file")
+    if st.st_size > EDIT_MAX_FILE:
+        raise ToolError(f"{rel} is too large to edit ({st.st_size} bytes)")
+    data = target.read_bytes()
+    if _is_binary(data):
+        raise ToolError(f"{rel} is a binary file")
+    return data.decode("utf-8", "surrogateescape")  # bytes outside the edit survive unchanged
+
+
+def _encode(content: str) -> bytes:
+    try:
+        return content.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise ToolError("content is not valid Unicode text (lone surrogate)") from None
+
+
+def _split_lines(text: str) -> list[str]:
+    """Split on "\\n" only (never on \\r, \\f, \\u2028 ...), keeping line ends: the numbering read shows."""
+    if not text:
+        return []
+    parts = text.split("\n")
+    lines = [p + "\n" for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _numbered(lines: list[str], first: int) -> str:
+    stripped = (line.rstrip("\n").rstrip("\r") for line in lines)
+    return "\n".join(f"{first + i:6}\t{line}" for i, line in enumerate(stripped))
+
+
+def _diff(old: str, new: str, rel: str) -> str:
+    if old == new:
+        return f"(no changes to {rel})"
+    out = []
+    for line in difflib.unified_diff(_split_lines(old), _split_lines(new), f"a/{rel}", f"b/{rel}"):
+        out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    return "".join(out).rstrip("\n")
+
+
+def _is_binary(head: bytes) -> bool:
+    return b"\x00" in head[:BINARY_SNIFF]
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(BINARY_SNIFF)
+
+
+def _iter_lines(f: BinaryIO) -> Iterator[tuple[bytes, int]]:
+    """Lines of a binary file split on b"\\n": (first LINE_CAP bytes without the newline, bytes cut)."""
+    while raw := f.readline(LINE_CAP + 1):
+        if raw.endswith(b"\n"):
+            yield raw[:-1], 0
+            continue
+        cut = 0
+        if len(raw) > LINE_CAP:  # a long line: skip the rest of it
+            cut = len(raw) - LINE_CAP
+            raw = raw[:LINE_CAP]
+            while more := f.readline(2**20):
+                if more.endswith(b"\n"):
+                    cut += len(more) - 1
+                    break
+                cut += len(more)
+        yield raw, cut
+
+
+def _count_rest(f: BinaryIO) -> int:
+    """Number of lines from the current position to the end of the file."""
+    count, last = 0, b"\n"
+    while chunk := f.read(2**20):
+        count += chunk.count(b"\n")
+        last = chunk[-1:]
+    return count + (last != b"\n")
