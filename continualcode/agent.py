@@ -12,7 +12,7 @@ One tool call per turn.  For each proposed call the `Approver` answers with one 
              correction; the same call is then asked about again.
 - Abort:     the task ends here.
 Learning is one injected callable (`Learner`); the session knows nothing of losses.
-Everything that happens is reported through `on_event(type, data)` (the journal and the UI).
+Everything that happens is reported as a typed event (`events.py`) through `on_event` (the journal and the UI).
 """
 
 from __future__ import annotations
@@ -22,8 +22,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from continualcode.backends.base import Backend, Sample
-from continualcode.render import Message, Renderer, ToolCall
+from continualcode.backends.base import Backend
+from continualcode.events import (
+    AssistantText,
+    CorrectionMade,
+    Decided,
+    ErrorShown,
+    Event,
+    EventSink,
+    Learned,
+    LearnStarted,
+    MessageAdded,
+    Proposal,
+    Thinking,
+    ToolOutput,
+    UserTask,
+)
+from continualcode.records import Correction, Message, Sample, ToolCall
+from continualcode.render import Renderer
 from continualcode.tools import Workspace
 
 
@@ -59,30 +75,7 @@ class Approver(Protocol):
     def decide(self, call: ToolCall, preview: str) -> Decision: ...
 
 
-@dataclass(frozen=True)
-class Correction:
-    """One learning event: the student's exact context and completion, and what the user said.
-
-    kind:          "deny" (text = the correction), "edit" (text = the argument diff,
-                   demonstration = the edited call), "approved_retry" (demonstration = the call
-                   approved after a denial; text = that denial's correction).
-    messages:      the conversation the student saw (before its attempt).
-    prompt_ids / sample: the student's prompt tokens and its own sampled completion.
-    feedback:      intermediary feedback accumulated in the session.
-    """
-
-    kind: Literal["deny", "edit", "approved_retry"]
-    messages: tuple[Message, ...]
-    prompt_ids: list[int]
-    sample: Sample
-    attempt_text: str
-    text: str
-    feedback: tuple[str, ...] = ()
-    demonstration: str | None = None
-
-
 Learner = Callable[[Correction], dict[str, Any] | None]
-EventSink = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
@@ -100,27 +93,6 @@ class TaskResult:
     status: Literal["answered", "max_turns", "denied", "aborted", "malformed"]
     text: str = ""
     calls: list[ToolCall] = field(default_factory=list)
-
-
-def correction_to_dict(c: Correction) -> dict[str, Any]:
-    """A JSON-able record of a learning event (the journal keeps it so `replay` can re-run it)."""
-    return {
-        "kind": c.kind, "text": c.text, "feedback": list(c.feedback), "demonstration": c.demonstration,
-        "attempt_text": c.attempt_text, "prompt_ids": list(c.prompt_ids),
-        "messages": [{"role": m.role, "content": m.content, "meta": m.meta} for m in c.messages],
-        "sample": {"tokens": list(c.sample.tokens), "logprobs": list(c.sample.logprobs),
-                   "finish_reason": c.sample.finish_reason},
-    }
-
-
-def correction_from_dict(d: dict[str, Any]) -> Correction:
-    s = d["sample"]
-    return Correction(
-        kind=d["kind"], messages=tuple(Message(m["role"], m["content"], m.get("meta") or {}) for m in d["messages"]),
-        prompt_ids=list(d["prompt_ids"]), sample=Sample(list(s["tokens"]), list(s["logprobs"]), s["finish_reason"]),
-        attempt_text=d["attempt_text"], text=d["text"], feedback=tuple(d.get("feedback", ())),
-        demonstration=d.get("demonstration"),
-    )
 
 
 def args_diff(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -156,7 +128,7 @@ class Session:
         self.learner = learner
         self.sampling = sampling or SamplingConfig()
         self.auto_approve = set(auto_approve)
-        self.on_event = on_event or (lambda _t, _d: None)
+        self.on_event: EventSink = on_event or (lambda _e: None)
         self.messages: list[Message] = []
         self.feedback: list[str] = []
         self.seed = seed
@@ -166,8 +138,8 @@ class Session:
 
     # --- pieces ---------------------------------------------------------------------------------
 
-    def _emit(self, type_: str, **data: Any) -> None:
-        self.on_event(type_, data)
+    def _emit(self, event: Event) -> None:
+        self.on_event(event)
 
     def _constraint(self, allow_text: bool) -> Any:
         if not self.sampling.constrained:
@@ -194,37 +166,37 @@ class Session:
         """Append to the conversation; each message is also an event (the journal resumes from them)."""
         for m in msgs:
             self.messages.append(m)
-            self._emit("message", role=m.role, content=m.content, meta=m.meta)
+            self._emit(MessageAdded.of(m))
 
     def add_feedback(self, text: str) -> None:
         text = text.strip()
         if text:
             self.feedback.append(text)
-            self._emit("decision", kind="feedback", text=text)
+            self._emit(Decided("feedback", text=text))
 
     def execute(self, call: ToolCall) -> str:
         result = self.workspace.run(call.name, call.arguments)
-        self._emit("tool_result", name=call.name, ok=result.ok, output=result.output)
+        self._emit(ToolOutput(call.name, result.ok, result.output))
         return result.output
 
     def _learn(self, c: Correction) -> None:
         if self.learner is None:
             return
-        self._emit("correction", **correction_to_dict(c))
-        self._emit("learn_start", kind=c.kind)
+        self._emit(CorrectionMade(c))
+        self._emit(LearnStarted(c.kind))
         try:
             report = self.learner(c)
         except RuntimeError as e:  # the learner restored the adapter; the session goes on
-            self._emit("error", text=str(e).splitlines()[0])
+            self._emit(ErrorShown(str(e).splitlines()[0]))
             return
         if report is not None:
-            self._emit("learn", **report)
+            self._emit(Learned.from_report(report))
 
     # --- the loop -------------------------------------------------------------------------------
 
     def run_task(self, task: str) -> TaskResult:
         """Run one user task until a text answer, a denial without correction, an abort or max_turns."""
-        self._emit("user", text=task)
+        self._emit(UserTask(task))
         self._add(Message("user", task))
         result = TaskResult(status="max_turns")
         malformed = 0
@@ -232,13 +204,13 @@ class Session:
         turn = 0
         while turn < self.sampling.max_turns:
             context = tuple(self.messages)
-            self._emit("thinking")
+            self._emit(Thinking())
             prompt_ids, sample, text = self.query()
             parsed = self.renderer.parse(text)
-            self._emit("proposal", text=text, tokens=len(sample.tokens), finish=sample.finish_reason,
-                       call=None if parsed.call is None else {"name": parsed.call.name,
-                                                               "arguments": parsed.call.arguments},
-                       error=parsed.error)
+            self._emit(Proposal(text, len(sample.tokens), sample.finish_reason,
+                                call=None if parsed.call is None else {"name": parsed.call.name,
+                                                                        "arguments": parsed.call.arguments},
+                                error=parsed.error))
             if parsed.error is not None:
                 malformed += 1
                 self._add(Message("assistant", text), Message("user", f"error: {parsed.error}. Try again."))
@@ -247,17 +219,17 @@ class Session:
                 continue
             if parsed.text is not None:
                 self._add(Message("assistant", text))
-                self._emit("assistant_text", text=parsed.text)
+                self._emit(AssistantText(parsed.text))
                 return TaskResult(status="answered", text=parsed.text, calls=result.calls)
             call = parsed.call
             assert call is not None
             turn += 1
             decision = self._decide(call)
             if isinstance(decision, Abort):
-                self._emit("decision", kind="abort")
+                self._emit(Decided("abort"))
                 return TaskResult(status="aborted", calls=result.calls)
             if isinstance(decision, Deny):
-                self._emit("decision", kind="deny", text=decision.correction)
+                self._emit(Decided("deny", text=decision.correction))
                 self._add(Message("assistant", text))
                 if not decision.correction.strip():
                     self._add(Message("user", "The user denied this call. Wait for instructions."))
@@ -270,13 +242,13 @@ class Session:
             if isinstance(decision, Edit):
                 edited = ToolCall(call.name, decision.arguments)
                 diff = args_diff(call.arguments, edited.arguments)
-                self._emit("decision", kind="edit", diff=diff, arguments=decision.arguments)
+                self._emit(Decided("edit", diff=diff, arguments=decision.arguments))
                 self._learn(Correction("edit", context, prompt_ids, sample, text,
                                        f"the user edited the call's arguments: {diff}", tuple(self.feedback),
                                        demonstration=edited.to_text()))
                 call, text = edited, edited.to_text()
             else:
-                self._emit("decision", kind="approve", always=decision.always)
+                self._emit(Decided("approve", always=decision.always))
                 if decision.always:
                     self.auto_approve.add(call.name)
                 if pending is not None and self.learn_from_approved_retry:

@@ -1,10 +1,10 @@
-"""The composition root: builds backend, renderer, workspace, learner, journal and session from a
-`Config`, and runs the read-task loop with slash commands.
+"""The composition root: builds the parts from a `Config` and runs the read-task loop with slash commands.
 
-It is the only module that knows all the parts.  Side effects of learning live here: every
-session event goes to the journal (fsynced), every step's metrics to metrics.jsonl, its heatmap
-to heatmaps/step-N.html and .png, and the adapter to the project's state directory every
-`save_every` steps (atomically; `resume=true` picks it up together with the conversation).
+It is the only module that knows all the parts.  Two jobs, two classes:
+- `Recorder` is where the session's events go: the display, the journal (fsynced per event),
+  metrics.jsonl and the heatmap files of each learning step, and the adapter checkpoint every
+  `save_every` steps (atomically; `resume=true` picks it up together with the conversation).
+- `App` is the loop: tasks and slash commands until /quit or end of input.
 """
 
 from __future__ import annotations
@@ -16,11 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from continualcode.agent import Approver, SamplingConfig, Session
+from continualcode.agent import Approver, Session
 from continualcode.backends.base import Backend, BackendError
+from continualcode.build import Parts, build_backend, build_parts, cache_path
 from continualcode.config import Config
+from continualcode.events import (
+    Checkpoint,
+    Cleared,
+    Decided,
+    Event,
+    Info,
+    Learned,
+    MessageAdded,
+    Resumed,
+    SessionEnd,
+    SessionStart,
+    Undone,
+)
 from continualcode.journal import Journal, latest_session, read_events, read_metrics, state_dir
-from continualcode.render import Message, Renderer
+from continualcode.records import Message
 from continualcode.tools import Workspace
 from continualcode.ui.terminal import Display
 
@@ -42,20 +56,6 @@ class ConfigError(ValueError):
     """A configuration problem, reported as one line."""
 
 
-def build_backend(cfg: Config) -> Backend:
-    if cfg.backend == "tinker":
-        from continualcode.backends.tinker import TinkerBackend
-
-        return TinkerBackend(cfg.model_name, lora_rank=cfg.lora_rank, seed=cfg.seed)
-    from continualcode.backends.local import LocalBackend
-
-    return LocalBackend(
-        cfg.model_name, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets,
-        device=cfg.device, dtype=cfg.dtype, grad_clip=cfg.grad_clip, prefix_grad=cfg.prefix_grad,
-        seed=cfg.seed, threads=cfg.threads, cache=Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None,
-    )
-
-
 def project_state(cfg: Config) -> Path:
     ws = Path(cfg.workspace).expanduser()
     if not ws.is_dir():
@@ -72,79 +72,30 @@ def project_state(cfg: Config) -> Path:
 
 
 @dataclass
-class App:
-    """A running agent: the parts, the journal, and the slash commands."""
+class Recorder:
+    """The session's event sink: display, journal, per-step metrics and heatmaps, periodic saves."""
 
     cfg: Config
     backend: Backend
-    session: Session
     journal: Journal
     state: Path
     display: Display
-    learner: Any = None
     steps_since_save: int = 0
     heatmaps: dict[int, dict[str, Any]] = field(default_factory=dict)
 
-    # --- construction -----------------------------------------------------------------------------
-
-    @classmethod
-    def build(cls, cfg: Config, make_input: Any, display: Display, backend: Backend | None = None) -> App:
-        state = project_state(cfg)
-        backend = backend or build_backend(cfg)
-        renderer = Renderer(backend.tokenizer, vocab_size=getattr(backend, "vocab_size", None))
-        workspace = Workspace(Path(cfg.workspace).expanduser(), result_cap=cfg.result_cap,
-                              bash_timeout=cfg.bash_timeout, pass_secrets=cfg.pass_secrets)
-        learner = None
-        if cfg.enable_training:
-            from continualcode.learn.step import Learner
-
-            learner = Learner(backend, renderer, cfg.learn_config())
-        resumed: list[Message] = []
-        prev = latest_session(state) if cfg.resume else None
-        if cfg.load_checkpoint_path:
-            backend.load(Path(cfg.load_checkpoint_path).expanduser())
-        elif cfg.resume and (state / "adapter").is_dir():
-            backend.load(state / "adapter")
-        if prev is not None:
-            resumed = [Message(e["role"], e["content"], e.get("meta") or {})
-                       for e in read_events(prev / "journal.jsonl") if e.get("type") == "message"]
-            journal = Journal.open(prev)
-        else:
-            journal = Journal.create(state, meta={"model": backend.model_id, "workspace": str(workspace.root),
-                                                  "config": _config_dict(cfg)})
-        app = cls(cfg=cfg, backend=backend, session=None, journal=journal, state=state,  # type: ignore[arg-type]
-                  display=display, learner=learner)
-        sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
-                                  constrained=cfg.constrained, max_turns=cfg.max_turns)
-        app.session = Session(
-            backend, renderer, workspace, make_input(app), learner=learner, sampling=sampling,
-            auto_approve=[t.strip() for t in cfg.auto_approve.split(",") if t.strip()],
-            on_event=app.on_event, seed=cfg.seed, learn_from_approved_retry=cfg.learn_from_approved_retry,
-        )
-        app.session.messages.extend(resumed)
-        if prev is not None:
-            journal.append("resume", messages=len(resumed), step=backend.step)
-            display.event("info", {"text": f"resumed session {prev.name}: {len(resumed)} messages, "
-                                           f"adapter at step {backend.step}"})
-        return app
-
-    # --- events -----------------------------------------------------------------------------------
-
-    def on_event(self, type_: str, data: dict[str, Any]) -> None:
-        self.display.event(type_, data)
-        if type_ in ("thinking", "learn_start"):
+    def __call__(self, ev: Event) -> None:
+        self.display.show(ev)
+        if not ev.JOURNALED:
             return
-        if type_ != "learn":
-            self.journal.append(type_, **data)
-            return
-        step = int(data.get("step", 0))
-        heat = {k: data.get(k) for k in ("tokens", "student_lp", "teacher_lp", "advantage")}
-        metrics = {k: v for k, v in data.items() if k not in heat}
-        self.journal.append("learn", **metrics, heatmap=heat)
-        self.journal.log_metrics(metrics)
-        self.heatmaps[step] = heat
-        self._write_heatmap(step, heat)
-        if not data.get("rolled_back"):
+        self.journal.append(ev.TYPE, **ev.record())
+        if isinstance(ev, Learned):
+            self._learned(ev)
+
+    def _learned(self, ev: Learned) -> None:
+        self.journal.log_metrics(ev.metrics)
+        self.heatmaps[ev.step] = ev.heatmap
+        self._write_heatmap(ev.step, ev.heatmap)
+        if not ev.rolled_back:
             self.steps_since_save += 1
             if self.cfg.save_every and self.steps_since_save >= self.cfg.save_every:
                 self.save()
@@ -161,16 +112,77 @@ class App:
 
     def save(self) -> Path:
         path = self.state / "adapter"
-        self.backend.save(path)  # type: ignore[call-arg]
+        self.backend.save(path)
         self.steps_since_save = 0
-        self.journal.append("checkpoint", path=str(path), step=self.backend.step)
+        self(Checkpoint(str(path), self.backend.step))
         return path
+
+
+def _open_journal(cfg: Config, state: Path, parts: Parts,
+                  workspace: Workspace) -> tuple[Journal, list[Message] | None]:
+    """The session's journal, adapter loaded: a new one, or the last one and its conversation when resuming."""
+    backend = parts.backend
+    prev = latest_session(state) if cfg.resume else None
+    if cfg.load_checkpoint_path:
+        backend.load(Path(cfg.load_checkpoint_path).expanduser())
+    elif cfg.resume and (state / "adapter").is_dir():
+        backend.load(state / "adapter")
+    if prev is None:
+        import chz
+
+        start = SessionStart(backend.model_id, str(workspace.root), chz.asdict(cfg))
+        return Journal.create(state, meta=start.record()), None
+    resumed = [MessageAdded.from_record(e).message() for e in read_events(prev / "journal.jsonl")
+               if e.get("type") == MessageAdded.TYPE]
+    return Journal.open(prev), resumed
+
+
+@dataclass
+class App:
+    """A running agent: the session, its recorder, and the slash commands."""
+
+    cfg: Config
+    session: Session
+    recorder: Recorder
+    learner: Any = None
+
+    @classmethod
+    def build(cls, cfg: Config, inp: Input, display: Display, *, state: Path | None = None,
+              backend: Backend | None = None) -> App:
+        state = state if state is not None else project_state(cfg)
+        parts = build_parts(cfg, backend)
+        workspace = Workspace(Path(cfg.workspace).expanduser(), result_cap=cfg.result_cap,
+                              bash_timeout=cfg.bash_timeout, pass_secrets=cfg.pass_secrets)
+        journal, resumed = _open_journal(cfg, state, parts, workspace)
+        recorder = Recorder(cfg, parts.backend, journal, state, display)
+        session = Session(
+            parts.backend, parts.renderer, workspace, inp, learner=parts.learner, sampling=cfg.sampling_config(),
+            auto_approve=[t.strip() for t in cfg.auto_approve.split(",") if t.strip()],
+            on_event=recorder, seed=cfg.seed, learn_from_approved_retry=cfg.learn_from_approved_retry,
+        )
+        if resumed is not None:
+            session.messages.extend(resumed)
+            recorder(Resumed(len(resumed), parts.backend.step))
+            display.show(Info(f"resumed session {journal.session_id}: {len(resumed)} messages, "
+                              f"adapter at step {parts.backend.step}"))
+        return cls(cfg, session, recorder, parts.learner)
+
+    @property
+    def backend(self) -> Backend:
+        return self.recorder.backend
+
+    @property
+    def journal(self) -> Journal:
+        return self.recorder.journal
+
+    @property
+    def display(self) -> Display:
+        return self.recorder.display
 
     # --- the loop ---------------------------------------------------------------------------------
 
     def run(self, inp: Input, first: str | None = None) -> int:
         """Tasks and slash commands until /quit or end of input; `first` was read before the model loaded."""
-        c = self.display.console
         if self.cfg.task:
             self.session.run_task(self.cfg.task)
         for line in itertools.chain([first] if first is not None else [], iter(inp.read_task, None)):
@@ -185,16 +197,16 @@ class App:
                 self.session.run_task(line)
             except KeyboardInterrupt:
                 self.display.stop()
-                c.print("[yellow]interrupted[/]")
-                self.journal.append("decision", kind="abort")
+                self.display.console.print("[yellow]interrupted[/]")
+                self.recorder(Decided("abort"))
         self.close()
         return 0
 
     def close(self) -> None:
         self.display.stop()
-        if self.steps_since_save:
-            self.save()
-        self.journal.append("session_end", step=self.backend.step)
+        if self.recorder.steps_since_save:
+            self.recorder.save()
+        self.recorder(SessionEnd(self.backend.step))
         self.journal.close()
 
     def command(self, line: str) -> str | None:
@@ -211,9 +223,10 @@ class App:
         elif cmd == "/heatmap":
             from continualcode.ui.heatmap import render_terminal
 
-            steps = sorted(self.heatmaps)
+            heatmaps = self.recorder.heatmaps
+            steps = sorted(heatmaps)
             step = int(arg) if arg.strip().isdigit() else (steps[-1] if steps else None)
-            heat = self.heatmaps.get(step) if step is not None else None
+            heat = heatmaps.get(step) if step is not None else None
             if not heat:
                 c.print("no heatmap for that step in this session")
             else:
@@ -223,29 +236,22 @@ class App:
             from continualcode.ui.plots import plot_curves
 
             d = self.journal.session_dir
-            path = plot_curves(read_metrics(d), d / "plots" / "curves.png")
-            c.print(str(path))
+            c.print(str(plot_curves(read_metrics(d), d / "plots" / "curves.png")))
         elif cmd == "/undo":
             if self.learner is not None and self.learner.undo():
-                self.journal.append("undo", step=self.backend.step)
+                self.recorder(Undone(self.backend.step))
                 c.print(f"reverted the last learning step (adapter at step {self.backend.step})")
             else:
                 c.print("nothing to undo")
         elif cmd == "/clear":
             self.session.messages.clear()
-            self.journal.append("clear")
+            self.recorder(Cleared())
             c.print("conversation cleared")
         elif cmd == "/save":
-            c.print(f"saved to {self.save()}")
+            c.print(f"saved to {self.recorder.save()}")
         else:
             c.print(f"unknown command {cmd}; /help lists them")
         return None
-
-
-def _config_dict(cfg: Config) -> dict[str, Any]:
-    import chz
-
-    return chz.asdict(cfg)
 
 
 class BackgroundBackend:
@@ -282,31 +288,23 @@ def run_agent(cfg: Config) -> int:
 
     display = Display()
     interactive = cfg.interactive == "true" or (cfg.interactive == "auto" and sys.stdin.isatty())
-    holder: dict[str, Any] = {}
     first: str | None = None
-
-    def make_input(app: App) -> Any:
-        if "inp" not in holder:
-            holder["inp"] = KeyInput(display, str(app.state / "history")) if interactive else LineInput(display,
-                                                                                                         sys.stdin)
-        return holder["inp"]
-
     try:
         state = project_state(cfg)  # a bad workspace or state_home fails before anything loads
         loader = BackgroundBackend(cfg)
-        cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
-        if interactive and not cfg.task and not (cfg.backend == "local" and needs_setup(cfg.model_name, cache=cache)):
-            holder["inp"] = KeyInput(display, str(state / "history"))
+        inp: Input = KeyInput(display, str(state / "history")) if interactive else LineInput(display, sys.stdin)
+        if interactive and not cfg.task and not (cfg.backend == "local" and needs_setup(cfg.model_name,
+                                                                                       cache=cache_path(cfg))):
             display.console.print(f"[bold]continualcode[/] · loading {cfg.model_name} · type a task, /help for "
                                   "commands, Ctrl-D to leave")
-            first = holder["inp"].read_task()
+            first = inp.read_task()
             if first is None:
                 return 0
-        app = App.build(cfg, make_input, display, backend=loader.result())
+        app = App.build(cfg, inp, display, state=state, backend=loader.result())
     except (BackendError, ConfigError) as e:
         display.stop()
         print(f"continualcode: {e}", file=sys.stderr)
         return 1
     display.console.print(f"[bold]continualcode[/] · {app.backend.model_id} · workspace {app.session.workspace.root}"
                           f" · training {'on' if cfg.enable_training else 'off'} · /help for commands")
-    return app.run(holder["inp"], first)
+    return app.run(inp, first)

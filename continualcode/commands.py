@@ -1,34 +1,43 @@
 """The small subcommands around the agent: setup, sessions, plot, replay.
 
-Each takes its argument list and the config parser, prints its result, and returns an exit code.
+Each takes its argument list, prints its result, and returns an exit code (2 for a usage error,
+1 for a failure, with one line saying why).  `COMMANDS` is the table the entry point dispatches on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from continualcode.backends.base import BackendError
+from continualcode.config import Config, parse_config
+from continualcode.events import CorrectionMade, SessionStart, from_record
 
-ParseConfig = Callable[[Sequence[str]], Any]
+HELP_FLAGS = ("-h", "--help", "help")
+USAGE = {
+    "setup": "usage: continualcode setup [model_name=…] [cache_dir=…]",
+    "sessions": "usage: continualcode sessions [workspace=…] [state_home=…]",
+    "plot": "usage: continualcode plot SESSION [key=value …]",
+    "replay": "usage: continualcode replay SESSION [out=DIR] [key=value …]",
+}
 
 
-def setup(args: Sequence[str], parse_config: ParseConfig) -> int:
+def setup(args: Sequence[str]) -> int:
     """Fetch and convert a built-in model into the cache (what the first run would do), then exit."""
-    from continualcode.models import resolve
+    from continualcode.build import cache_path
+    from continualcode.models import ModelError, resolve
 
     cfg = parse_config(args)
     try:
-        r = resolve(cfg.model_name, cache=Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None)
-    except BackendError as e:
+        r = resolve(cfg.model_name, cache=cache_path(cfg))
+    except ModelError as e:
         print(f"continualcode: {e}")
         return 1
     print(f"{r.model_id}: {r.path}")
     return 0
 
 
-def _session_dir(arg: str, cfg: Any) -> Path:
+def _session_dir(arg: str, cfg: Config) -> Path:
     from continualcode.app import project_state
 
     p = Path(arg).expanduser()
@@ -40,7 +49,7 @@ def _session_dir(arg: str, cfg: Any) -> Path:
     return d
 
 
-def sessions(args: Sequence[str], parse_config: ParseConfig) -> int:
+def sessions(args: Sequence[str]) -> int:
     """List this project's sessions, newest first."""
     import datetime
 
@@ -57,14 +66,11 @@ def sessions(args: Sequence[str], parse_config: ParseConfig) -> int:
     return 0
 
 
-def plot(args: Sequence[str], parse_config: ParseConfig) -> int:
+def plot(args: Sequence[str]) -> int:
     """Write a PNG of a session's training curves and print its path."""
     from continualcode.journal import read_metrics
     from continualcode.ui.plots import plot_curves
 
-    if not args:
-        print("usage: continualcode plot SESSION [key=value …]")
-        return 2
     cfg = parse_config(args[1:])
     try:
         d = _session_dir(args[0], cfg)
@@ -75,44 +81,62 @@ def plot(args: Sequence[str], parse_config: ParseConfig) -> int:
     return 0
 
 
-def replay(args: Sequence[str], parse_config: ParseConfig) -> int:
+def replay(args: Sequence[str]) -> int:
     """Re-run a session's learning events on a fresh adapter (optionally with other settings).
 
-    `out=DIR` (default: <session>/replay-adapter) receives the resulting adapter.
+    `out=DIR` (default: <session>/replay-adapter) receives the resulting adapter.  The session's
+    recorded model is used unless `model_name=` is given.
     """
-    from continualcode.agent import correction_from_dict
-    from continualcode.app import build_backend
+    from continualcode.build import build_backend, make_renderer
     from continualcode.journal import read_events
     from continualcode.learn.step import Learner
-    from continualcode.render import Renderer
 
-    if not args:
-        print("usage: continualcode replay SESSION [out=DIR] [key=value …]")
-        return 2
     rest = [a for a in args[1:] if not a.startswith("out=")]
     outs = [a[4:] for a in args[1:] if a.startswith("out=")]
     cfg = parse_config(rest)
     try:
         d = _session_dir(args[0], cfg)
-        all_events = read_events(d / "journal.jsonl")
-        events = [e for e in all_events if e.get("type") == "correction"]
-        recorded = next((e.get("model") for e in all_events if e.get("type") == "session_start"), None)
+        events = [from_record(e) for e in read_events(d / "journal.jsonl")]
+        corrections = [e.correction for e in events if isinstance(e, CorrectionMade)]
+        recorded = next((e.model for e in events if isinstance(e, SessionStart)), None)
         if recorded and not any(a.startswith("model_name=") for a in rest):  # the session's model, not the default
             cfg = parse_config([f"model_name={recorded}", *rest])
         backend = build_backend(cfg)
     except BackendError as e:
         print(f"continualcode: {e}")
         return 1
-    learner = Learner(backend, Renderer(backend.tokenizer, vocab_size=getattr(backend, "vocab_size", None)),
-                      cfg.learn_config())
+    learner = Learner(backend, make_renderer(backend), cfg.learn_config())  # replay learns even if training is off
     steps = 0
-    for e in events:
-        report = learner(correction_from_dict(e))
+    for c in corrections:
+        report = learner(c)
         if report is not None:
             steps += 1
             print(f"step {report['step']}: {report['kind']} loss {report.get('loss', 0):.4f} "
                   f"kl_after {report['kl_after']:.4f}{'  ROLLED BACK' if report['rolled_back'] else ''}")
     out = Path(outs[0]).expanduser() if outs else d / "replay-adapter"
     backend.save(out)
-    print(f"replayed {len(events)} learning events ({steps} steps); adapter at step {backend.step} saved to {out}")
+    print(f"replayed {len(corrections)} learning events ({steps} steps); adapter at step {backend.step} saved to {out}")
     return 0
+
+
+def _with_usage(name: str, fn: Callable[[Sequence[str]], int], *, needs_arg: bool) -> Callable[[Sequence[str]], int]:
+    """`--help` prints the usage; a command that needs a SESSION refuses to run without one."""
+
+    def run(args: Sequence[str]) -> int:
+        if args and args[0] in HELP_FLAGS:
+            print(USAGE[name])
+            return 0
+        if needs_arg and (not args or "=" in args[0]):
+            print(USAGE[name])
+            return 2
+        return fn(args)
+
+    return run
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "setup": _with_usage("setup", setup, needs_arg=False),
+    "sessions": _with_usage("sessions", sessions, needs_arg=False),
+    "plot": _with_usage("plot", plot, needs_arg=True),
+    "replay": _with_usage("replay", replay, needs_arg=True),
+}

@@ -1,22 +1,36 @@
 """The configuration: one chz dataclass, set from the command line as `key=value`.
 
 `continualcode enable_training=false`, `continualcode model_name=Qwen/Qwen3-4B-Instruct-2507
-lora_rank=64`, `continualcode save_every=10`.  Unknown keys and wrong types are refused by chz
-with a one-line message (and a "did you mean").  Every field is documented where it is declared;
-the README's table is generated from the same comments.
+lora_rank=64`, `continualcode save_every=10`.  Every field is documented where it is declared.
+Defaults are written once: the learning ones come from `learn.types.LearnConfig`, the sampling
+ones from `agent.SamplingConfig`, the tool limits from `tools`.
+
+`parse_config` is the one way in: unknown keys and wrong types are refused by chz, and every key
+has a range or a set of values in `CHECKS`, checked before anything loads.  A problem is one line
+(`UsageError`); the command line prints it and exits 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Literal
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import chz
 
+from continualcode.agent import SamplingConfig
+from continualcode.learn.types import LearnConfig
 from continualcode.models import DEFAULT_MODEL
+from continualcode.tools import DEFAULT_BASH_TIMEOUT, DEFAULT_RESULT_CAP, TOOL_NAMES
 
-if TYPE_CHECKING:  # the learner (and torch) load with the backend, not with the CLI
-    from continualcode.learn.step import LearnConfig
+_L = LearnConfig
+_S = SamplingConfig
+
+
+class UsageError(ValueError):
+    """A bad command line or configuration value; its message is one line for the user."""
 
 
 @chz.chz
@@ -39,39 +53,39 @@ class Config:
     """Converted built-in models (default $CONTINUALCODE_CACHE or ~/.cache/continualcode)."""
 
     # --- sampling ----------------------------------------------------------------------------
-    temperature: float = 0.3
-    top_p: float = 0.95
-    max_tokens: int = 512
+    temperature: float = _S.temperature
+    top_p: float = _S.top_p
+    max_tokens: int = _S.max_tokens
     """Most tokens in one reply (one tool call)."""
-    max_turns: int = 12
+    max_turns: int = _S.max_turns
     """Most tool calls per task before the agent stops and hands back."""
-    constrained: bool = True
+    constrained: bool = _S.constrained
     """Grammar-constrained decoding: every call is valid JSON for a known tool."""
 
     # --- learning -----------------------------------------------------------------------------
     enable_training: bool = True
     """false: inference only; denials still reach the model as context."""
-    distill_loss: Literal["sampled_token", "topk", "full"] = "topk"
-    """sampled_token (the seed), topk (teacher top-K + tail; local only) or full."""
-    distill_alpha: float = 0.0
+    distill_loss: Literal["sampled_token", "topk", "full"] = _L.distill_loss
+    """sampled_token (the seed), topk (teacher top-K + tail) or full (local only)."""
+    distill_alpha: float = _L.distill_alpha
     """0 forward KL(teacher‖student), 1 reverse KL, between: generalized JSD."""
-    distill_topk: int = 20
-    kl_beta: float = 0.04
+    distill_topk: int = _L.distill_topk
+    kl_beta: float = _L.kl_beta
     """Weight of KL(π_θ‖π_base)."""
-    learning_rate: float = 5e-4
-    steps_per_correction: int = 1
-    teacher: Literal["live", "ema", "frozen"] = "live"
+    learning_rate: float = _L.learning_rate
+    steps_per_correction: int = _L.steps_per_correction
+    teacher: Literal["live", "ema", "frozen"] = _L.teacher
     """live: current weights (τ=1, the seed); ema: averaged weights; frozen: the base model."""
-    ema_rate: float = 0.05
-    teacher_sees_attempt: bool = False
+    ema_rate: float = _L.ema_rate
+    teacher_sees_attempt: bool = _L.teacher_sees_attempt
     """Show the failed attempt to the teacher (the seed) or not (the SDPO paper)."""
-    learn_from_approved_retry: bool = False
+    learn_from_approved_retry: bool = _L.learn_from_approved_retry
     """After an approved retry, one more step on the failed attempt with the approved call as demonstration."""
-    max_kl: float = 1.0
-    """Roll a step back when the mean per-token KL to the base on its completion exceeds this."""
+    max_kl: float = _L.max_kl
+    """Roll a step back when the mean per-token KL to the base on its completion exceeds this (inf: never)."""
     prefix_grad: bool = False
     """Backpropagate through the prompt positions too (slower; false = completion positions only)."""
-    grad_clip: float = 1.0
+    grad_clip: float = _L.grad_clip
 
     # --- session -------------------------------------------------------------------------------
     workspace: str = "."
@@ -90,9 +104,10 @@ class Config:
     """false: read tasks and decisions from stdin lines (see README); auto: false when stdin is not a terminal."""
     task: str = ""
     """Run this task first."""
-    result_cap: int = 12000
+    result_cap: int = DEFAULT_RESULT_CAP
     """Most characters of a tool result shown to the model."""
-    bash_timeout: int = 60
+    bash_timeout: int = DEFAULT_BASH_TIMEOUT
+    """Seconds a bash command may run; the model's own `timeout` argument is clamped to it."""
     pass_secrets: bool = False
     """Pass API keys and tokens from the environment to bash commands."""
     seed: int = 0
@@ -101,31 +116,137 @@ class Config:
 
     def learn_config(self) -> LearnConfig:
         """The learning fields, by name (LearnConfig's own defaults for the few not exposed here)."""
-        from continualcode.learn.step import LearnConfig
-
         names = {f.name for f in dataclasses.fields(LearnConfig)}
         return LearnConfig(**{n: getattr(self, n) for n in names if hasattr(self, n)})
 
+    def sampling_config(self) -> SamplingConfig:
+        names = {f.name for f in dataclasses.fields(SamplingConfig)}
+        return SamplingConfig(**{n: getattr(self, n) for n in names if hasattr(self, n)})
+
+
+# --- value checks: one per key --------------------------------------------------------------------
+
+Check = Callable[[Any], str | None]
+
+
+def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+            allow_inf: bool = False) -> Check:
+    """A finite number (or +inf when allowed) within [lo, hi] ((lo, hi] when lo_open)."""
+
+    def check(v: Any) -> str | None:
+        if isinstance(v, float) and math.isnan(v):
+            return "must be a number, not nan"
+        if isinstance(v, float) and math.isinf(v) and not (allow_inf and v > 0):
+            return "must be finite"
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {'>' if lo_open else '≥'} {lo:g}"
+        if hi is not None and v > hi:
+            return f"must be ≤ {hi:g}"
+        return None
+
+    return check
+
+
+def _one_of(*values: str) -> Check:
+    return lambda v: None if v in values else f"must be one of {', '.join(values)}"
+
+
+def _pattern(rx: str, what: str) -> Check:
+    return lambda v: None if re.fullmatch(rx, v) else f"must be {what}"
+
+
+def _any(_v: Any) -> str | None:
+    return None
+
+
+def _tool_list(v: str) -> str | None:
+    bad = [t for t in (x.strip() for x in v.split(",")) if t and t not in TOOL_NAMES]
+    return f"names unknown tools {', '.join(bad)} (tools: {', '.join(TOOL_NAMES)})" if bad else None
+
+
+DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
+
+CHECKS: dict[str, Check] = {
+    "model_name": _pattern(r"\S.*", "a model name or path"),
+    "backend": _any,  # a Literal: chz refuses other values
+    "device": _pattern(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N or mps"),
+    "dtype": _one_of(*DTYPES),
+    "lora_rank": _number(1, 1024),
+    "lora_alpha": _number(0, lo_open=True),
+    "lora_targets": _pattern(r"all-linear|\s*[A-Za-z_][\w.]*(\s*,\s*[A-Za-z_][\w.]*)*\s*",
+                             "all-linear or comma-separated module names"),
+    "cache_dir": _any,
+    "temperature": _number(0, 10),
+    "top_p": _number(0, 1, lo_open=True),
+    "max_tokens": _number(8, 32768),
+    "max_turns": _number(1, 1000),
+    "constrained": _any,
+    "enable_training": _any,
+    "distill_loss": _any,
+    "distill_alpha": _number(0, 1),
+    "distill_topk": _number(1, 1000),
+    "kl_beta": _number(0, 100),
+    "learning_rate": _number(0, 1, lo_open=True),
+    "steps_per_correction": _number(1, 100),
+    "teacher": _any,
+    "ema_rate": _number(0, 1, lo_open=True),
+    "teacher_sees_attempt": _any,
+    "learn_from_approved_retry": _any,
+    "max_kl": _number(0, lo_open=True, allow_inf=True),
+    "prefix_grad": _any,
+    "grad_clip": _number(0, lo_open=True, allow_inf=True),
+    "workspace": _pattern(r".+", "a directory"),
+    "auto_approve": _tool_list,
+    "save_every": _number(0),
+    "resume": _any,
+    "load_checkpoint_path": _any,
+    "state_home": _any,
+    "interactive": _any,
+    "task": _any,
+    "result_cap": _number(500, 10_000_000),
+    "bash_timeout": _number(1, 3600),
+    "pass_secrets": _any,
+    "seed": _number(0, 2**31 - 1),
+    "threads": _number(0, 4096),
+}
+
 
 def validate(cfg: Config) -> list[str]:
-    """Value checks chz cannot express; each problem is one line."""
+    """Every key's value against its check; each problem is one line naming the key and the value."""
     problems = []
-    if cfg.lora_rank < 1:
-        problems.append("lora_rank must be ≥ 1")
-    if not 0.0 <= cfg.distill_alpha <= 1.0:
-        problems.append("distill_alpha must be in [0, 1]")
-    if cfg.distill_topk < 1:
-        problems.append("distill_topk must be ≥ 1")
-    if cfg.learning_rate <= 0:
-        problems.append("learning_rate must be > 0")
-    if cfg.steps_per_correction < 1:
-        problems.append("steps_per_correction must be ≥ 1")
-    if cfg.temperature < 0:
-        problems.append("temperature must be ≥ 0")
-    if not 0 < cfg.top_p <= 1:
-        problems.append("top_p must be in (0, 1]")
-    if cfg.max_tokens < 8:
-        problems.append("max_tokens must be ≥ 8")
-    if cfg.kl_beta < 0:
-        problems.append("kl_beta must be ≥ 0")
+    for f in chz.chz_fields(cfg).values():
+        check = CHECKS.get(f.logical_name)
+        if check is None:
+            problems.append(f"{f.logical_name} has no value check (a bug: add it to config.CHECKS)")
+            continue
+        v = getattr(cfg, f.logical_name)
+        if (why := check(v)) is not None:
+            problems.append(f"{f.logical_name} {why} (got {v!r})")
     return problems
+
+
+def parse_config(argv: Sequence[str], *, overrides: dict[str, str] | None = None) -> Config:
+    """A Config from key=value arguments (then `overrides`); UsageError with one line on a problem."""
+    args = list(argv) + [f"{k}={v}" for k, v in (overrides or {}).items()]
+    for a in args:
+        if "=" not in a:
+            raise UsageError(f"expected key=value, got {a!r} (continualcode --help)")
+    try:
+        cfg = chz.Blueprint(Config).make_from_argv(args)
+    except Exception as e:
+        raise UsageError(_chz_message(e)) from None
+    problems = validate(cfg)
+    if problems:
+        raise UsageError("; ".join(problems))
+    return cfg
+
+
+def _chz_message(e: Exception) -> str:
+    text = str(e)
+    if m := re.search(r"Extraneous argument '([^']+)'", text):
+        hint = re.search(r"Did you mean '([^']+)'", text)
+        return f"unknown config key {m.group(1)!r}" + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+    if m := re.search(r"Could not interpret argument '([^']*)' provided for param '([^']+)'", text):
+        why = re.search(r"Could not cast [^\n]*", text)
+        return f"bad value {m.group(1)!r} for {m.group(2)}" + (f": {why.group(0)}" if why else "")
+    return text.splitlines()[0] if text else type(e).__name__

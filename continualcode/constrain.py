@@ -25,12 +25,11 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from continualcode.records import CALL_CLOSE, CALL_OPEN, JSON_SEPARATORS
+
 if TYPE_CHECKING:  # torch loads with the backend, not with the UI
     import torch
 
-CALL_OPEN = "<tool_call>\n"
-CALL_CLOSE = "\n</tool_call>"
-JSON_SEPARATORS = (", ", ": ")
 TEXT_EBNF = 'root ::= [^<{ \\t\\n] [^<]*'
 
 

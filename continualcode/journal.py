@@ -10,16 +10,10 @@ directory `<state>/sessions/<session_id>/` (id = UTC `%Y%m%d-%H%M%S` + 4 random 
     heatmaps/       per-step token heatmaps (written by continualcode.ui.heatmap)
     plots/          learning curves (written by continualcode.ui.plots)
 
-The journal accepts any event type.  The ones the agent writes:
-
-    session_start   the session's metadata (model, backend, config, workspace, resumed_from, ...)
-    user            text: what the user typed
-    proposal        call: {name, arguments}; raw: the model's text; tokens: its token ids
-    decision        kind: approve | deny | edit | feedback | abort; text: the correction; diff
-    tool_result     ok: bool; output: the tool's output (capped)
-    learn           metrics: dict; snapshot: adapter snapshot id; step: learning step number
-    assistant_text  text: a plain reply with no tool call
-    error           message (and whatever context helps)
+The journal stores dicts and accepts any event type; what a session writes is the typed vocabulary
+of `continualcode/events.py` (its table lists every kind and its fields): session_start, user,
+proposal, message, decision, tool_result, assistant_text, correction, learn, error, resume,
+checkpoint, undo, clear, session_end.  `events.from_record` reads a line back into its class.
 
 Crash safety: a file is opened once with O_APPEND and each event is ONE `os.write` of a complete
 line followed by `os.fsync`, so a `kill -9` can at worst lose or tear the event being written,
@@ -39,13 +33,14 @@ import json
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
+
+from continualcode.fsio import fsync_dir
 
 JOURNAL_FILE = "journal.jsonl"
 METRICS_FILE = "metrics.jsonl"
@@ -101,20 +96,6 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a directory entry (a newly created file) durable; a no-op where unsupported."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _open_append(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
@@ -131,23 +112,6 @@ def _cut_torn_tail(path: Path) -> None:
         f.truncate(keep)
         f.flush()
         os.fsync(f.fileno())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write `data` to `path` via a temp file in the same directory and os.replace (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,8 +228,8 @@ class Journal:
         (session_dir / "heatmaps").mkdir()
         (session_dir / "plots").mkdir()
         journal = cls(session_dir)
-        _fsync_dir(session_dir)
-        _fsync_dir(sessions)
+        fsync_dir(session_dir)
+        fsync_dir(sessions)
         journal.append("session_start", **meta)
         return journal
 

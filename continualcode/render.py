@@ -20,37 +20,19 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from continualcode.backends.base import stop_token_ids
-from continualcode.constrain import CALL_CLOSE, CALL_OPEN, JSON_SEPARATORS, GrammarConstraint, build_constraint
+from continualcode.constrain import GrammarConstraint, build_constraint
+from continualcode.records import CALL_CLOSE, CALL_OPEN, Message, Role, ToolCall
 from continualcode.tools import TOOL_SCHEMAS, ToolError, validate_args
-
-Role = Literal["system", "user", "assistant", "tool"]
 
 SYSTEM_PROMPT = (
     "You are a coding agent working inside the user's project directory. "
     "Each reply is exactly one tool call, or, when the task is finished, a short plain-text answer. "
     "Follow the user's corrections exactly."
 )
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    name: str
-    arguments: dict[str, Any]
-
-    def to_text(self) -> str:
-        body = json.dumps({"name": self.name, "arguments": self.arguments}, separators=JSON_SEPARATORS)
-        return f"{CALL_OPEN}{body}{CALL_CLOSE}"
-
-
-@dataclass(frozen=True)
-class Message:
-    role: Role
-    content: str
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,10 @@ from continualcode.agent import (
     SamplingConfig,
     Session,
     args_diff,
-    correction_from_dict,
-    correction_to_dict,
 )
-from continualcode.backends.base import Sample
-from continualcode.render import Renderer, ToolCall
+from continualcode.events import Event, Proposal
+from continualcode.records import Sample, ToolCall
+from continualcode.render import Renderer
 from continualcode.tools import Workspace
 
 
@@ -78,10 +77,10 @@ def make(tokenizer, tmp_path, replies, decisions, **kw):
     model = ScriptedModel(tokenizer, replies)
     user = ScriptedUser(decisions)
     learner = RecordingLearner()
-    events: list[tuple[str, dict]] = []
+    events: list[Event] = []
     s = Session(model, Renderer(tokenizer), Workspace(tmp_path), user, learner=learner,
                 sampling=SamplingConfig(constrained=False, max_turns=kw.pop("max_turns", 6)),
-                on_event=lambda t, d: events.append((t, d)), **kw)
+                on_event=events.append, **kw)
     return s, model, user, learner, events
 
 
@@ -102,7 +101,7 @@ def test_scripted_model_deny_with_correction_learns_once_and_retries(tokenizer, 
     retry_prompt = tokenizer.decode(model.prompts[1])
     assert "Denied. use edit_lines; don't overwrite" in retry_prompt and '"write"' in retry_prompt
     assert (tmp_path / "main.py").read_text().endswith("def div(a, b):\n    return a / b\n")
-    assert [t for t, _ in events].count("correction") == 1
+    assert [e.TYPE for e in events].count("correction") == 1
 
 
 def test_scripted_model_approve_never_learns(tokenizer, tmp_path):
@@ -154,7 +153,7 @@ def test_scripted_model_malformed_reply_becomes_retry_message(tokenizer, tmp_pat
     s, _, _, _, events = make(tokenizer, tmp_path, ['<tool_call>\n{"name": "nope"}\n</tool_call>', "ok"], [])
     r = s.run_task("do it")
     assert r.status == "answered"
-    errors = [d["error"] for t, d in events if t == "proposal" and d["error"]]
+    errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
     assert errors and "unknown tool" in errors[0]
     assert any(m.role == "user" and m.content.startswith("error: unknown tool") for m in s.messages)
 
@@ -187,7 +186,7 @@ def test_correction_round_trips_through_json(tokenizer, tmp_path):
     s, _, _, learner, _ = make(tokenizer, tmp_path, [w, "done"], [Deny("no")])
     s.run_task("x")
     c = learner.calls[0]
-    assert correction_from_dict(json.loads(json.dumps(correction_to_dict(c)))) == c
+    assert Correction.from_dict(json.loads(json.dumps(c.to_dict()))) == c
 
 
 def test_args_diff():
@@ -198,7 +197,7 @@ def test_config_learning_defaults_match_learnconfig():
     import dataclasses
 
     from continualcode.config import Config
-    from continualcode.learn.step import LearnConfig
+    from continualcode.learn.types import LearnConfig
 
     cfg, lc = Config(), LearnConfig()
     shared = [f.name for f in dataclasses.fields(LearnConfig) if hasattr(cfg, f.name)]

@@ -21,7 +21,7 @@ from continualcode.bench.learn import (
     retries,
     unsafe,
 )
-from continualcode.render import ToolCall
+from continualcode.records import ToolCall
 from continualcode.tools import TOOL_NAMES
 
 
@@ -157,7 +157,7 @@ def test_replay_learner_resteps_earlier_corrections() -> None:
 
     def corr(text: str, kind: str = "deny"):
         from continualcode.agent import Correction
-        from continualcode.backends.base import Sample
+        from continualcode.records import Sample
 
         return Correction(kind, (), [1], Sample([2], [0.0], "stop"), "", text)  # type: ignore[arg-type]
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from continualcode import journal as journal_mod
+from continualcode.fsio import atomic_write as atomic_write_bytes
 from continualcode.journal import (
     Journal,
-    atomic_write_bytes,
     latest_session,
     list_sessions,
     read_events,

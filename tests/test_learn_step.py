@@ -24,11 +24,10 @@ import pytest
 import torch
 
 import continualcode.learn.losses as losses
-from continualcode.agent import Correction, correction_from_dict, correction_to_dict
-from continualcode.backends.base import Sample
-from continualcode.learn.step import LearnConfig, Learner
+from continualcode.learn.step import Learner
 from continualcode.learn.teacher import privileged_text, teacher_messages
-from continualcode.render import Message, ToolCall
+from continualcode.learn.types import LearnConfig
+from continualcode.records import Correction, Message, Sample, ToolCall
 
 REPO = Path(__file__).resolve().parents[1]
 CALL = ToolCall("read", {"path": "notes.txt"})
@@ -340,10 +339,10 @@ def test_a_correction_round_trips_through_its_json_record():
         kind="edit", feedback=("a", "b"), demonstration=CALL.to_text(),
         messages=(*TASK, Message("assistant", CALL.to_text()), Message("tool", "hello", meta={"tool": "read"})),
     )  # fmt: skip
-    d = json.loads(json.dumps(correction_to_dict(c)))
-    back = correction_from_dict(d)
+    d = json.loads(json.dumps(c.to_dict()))
+    back = Correction.from_dict(d)
     assert back == c
     assert [m.meta for m in back.messages] == [m.meta for m in c.messages]  # meta is not part of ==
     assert isinstance(back.feedback, tuple) and isinstance(back.messages, tuple)
     assert back.sample.logprobs == c.sample.logprobs and back.sample.finish_reason == "stop"
-    assert correction_to_dict(back) == d
+    assert back.to_dict() == d

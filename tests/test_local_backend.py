@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from continualcode.backends.base import BackendError, LossSpec, Scores, TrainExample
+from continualcode.backends.base import BackendError
 from continualcode.backends.local import STATE_FILE, LocalBackend, cpu_supports_bf16
+from continualcode.learn.types import LossSpec, Scores, TrainExample
 
 pytestmark = pytest.mark.slow
 
@@ -242,7 +243,7 @@ def test_a_positive_advantage_step_raises_the_completion_and_touches_only_lora(f
     base_before = exact(b, prompt, comp, adapter=False)
     step0 = b.step
 
-    metrics = b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3)
+    metrics = b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3).metrics
 
     assert metrics["stepped"] == 1.0 and metrics["nonfinite"] == 0.0 and b.step == step0 + 1
     assert metrics["grad_norm"] > 0 and metrics["lr"] == 1e-3
@@ -267,8 +268,8 @@ def test_prefix_grad_changes_gradients_not_the_forward(fresh_backend, prompt, sa
             b.prefix_grad = flag
             ex = upweight_example(b, prompt, comp)
             b.clear_cache()  # prefix_grad=False: the prompt's KV in one chunk, as prefix_grad=True computes it
-            metrics = b.train_step([ex], UPWEIGHT, lr=1e-3)
-            results[flag] = (metrics, ex.info["logp_T"])
+            result = b.train_step([ex], UPWEIGHT, lr=1e-3)
+            results[flag] = (result.metrics, result.logp_T[0])
     finally:
         b.prefix_grad = old
     (m0, lp0), (m1, lp1) = results[False], results[True]

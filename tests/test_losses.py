@@ -13,7 +13,6 @@ import re
 import pytest
 import torch
 
-from continualcode.backends.base import LossSpec, Scores
 from continualcode.learn.losses import (
     LossOut,
     distribution_loss,
@@ -22,6 +21,7 @@ from continualcode.learn.losses import (
     sampled_token_loss,
     sdpo_loss,
 )
+from continualcode.learn.types import LossSpec, Scores
 
 # ---------------------------------------------------------------------------------------------------
 # The hand-computed case: T = 3 completion tokens, V = 5 words.

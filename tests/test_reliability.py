@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from continualcode.agent import Correction
-from continualcode.backends.base import Sample
-from continualcode.learn.step import LearnConfig, Learner, StepError
-from continualcode.render import Message, ToolCall
+from continualcode.learn.step import Learner, StepError
+from continualcode.learn.types import LearnConfig
+from continualcode.records import Correction, Message, Sample, ToolCall
 
 pytestmark = pytest.mark.slow
 

@@ -9,13 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from continualcode.agent import Correction, correction_to_dict
-from continualcode.backends.base import Sample
-from continualcode.cli import parse_config
 from continualcode.commands import replay
+from continualcode.config import parse_config
 from continualcode.journal import Journal
 from continualcode.learn.step import Learner
-from continualcode.render import Message, ToolCall
+from continualcode.records import Correction, Message, Sample, ToolCall
 
 pytestmark = pytest.mark.slow
 
@@ -33,14 +31,14 @@ def test_replay_reproduces_steps_and_adapter(tmp_path: Path, cache_dir: Path, re
                                      add_special_tokens=False), renderer.stop_ids[0]]
         c = Correction("deny", msgs, renderer.prompt_ids(msgs), Sample(toks, [0.0] * len(toks), "stop"),
                        renderer.decode(toks), f"use read on {path}, never write")
-        journal.append("correction", **correction_to_dict(c))
+        journal.append("correction", **c.to_dict())
         assert not learner(c)["rolled_back"]
     journal.close()
     original.save(tmp_path / "original")
 
     out = tmp_path / "replayed"
     args = [str(journal.session_dir), f"out={out}", "dtype=fp32", f"cache_dir={cache_dir}", "seed=0"]
-    assert replay(args, parse_config) == 0
+    assert replay(args) == 0
     a = load_file(str(tmp_path / "original" / "adapter_model.safetensors"))
     b = load_file(str(out / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and len(a) > 0

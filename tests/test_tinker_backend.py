@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import Future
 from types import SimpleNamespace
 from typing import Any
@@ -17,22 +18,35 @@ tinker = pytest.importorskip("tinker")
 
 import torch  # noqa: E402
 
-from continualcode.backends.base import (  # noqa: E402
-    Backend,
-    BackendError,
-    CapabilityError,
-    LossSpec,
-    Scores,
-    TrainExample,
-)
+from continualcode.backends.base import Backend, BackendError, CapabilityError  # noqa: E402
 from continualcode.backends.tinker import (  # noqa: E402
     MANIFEST,
     TinkerBackend,
+    _tensor_data,
     build_datum,
     completion_logprobs,
-    importance_sampling_loss_local,
 )
 from continualcode.learn.losses import sampled_token_loss  # noqa: E402
+from continualcode.learn.types import LossSpec, Scores, TrainExample  # noqa: E402
+
+
+def importance_sampling_loss_local(datum: Any, new_logprobs: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """What the service computes for one datum: −Σ_j exp(new_j − old_j)·adv_j over its N targets.
+
+    `new_logprobs` [N] are the learner's log-probs of `target_tokens` (the service's forward).
+    The ratio is NOT clamped or clipped on the service (unlike the local backend's clamp of the
+    detached ratio); at the first step after sampling new == old, the ratio is 1 and both agree.
+    Returns a 0-dim tensor, differentiable in `new_logprobs` when that is a tensor with grad.
+    """
+    new_N = torch.as_tensor(new_logprobs)
+    if not new_N.is_floating_point():
+        new_N = new_N.double()
+    old_N = _tensor_data(datum.loss_fn_inputs["logprobs"]).to(new_N.dtype)
+    adv_N = _tensor_data(datum.loss_fn_inputs["advantages"]).to(new_N.dtype)
+    if new_N.shape != old_N.shape:
+        raise ValueError(f"{tuple(new_N.shape)} new log-probs for {tuple(old_N.shape)} targets")
+    return -(torch.exp(new_N - old_N) * adv_N).sum()
+
 
 # ---------------------------------------------------------------------------------------------------
 # Alignment
@@ -360,7 +374,7 @@ def test_train_step_publishes_a_new_sampler(backend, service):
     old = service.samplers[0]
     n_old_calls = len(old.calls)
 
-    metrics = backend.train_step([_example(1.0), _example(3.0)], LossSpec(beta=0.04), lr=2e-5)
+    metrics = backend.train_step([_example(1.0), _example(3.0)], LossSpec(beta=0.04), lr=2e-5).metrics
 
     training = service.trainings[0]
     assert [c[0] for c in training.calls] == [

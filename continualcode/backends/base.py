@@ -12,22 +12,22 @@ Two contracts matter for learning:
 - `score(...).logprobs[t]` is log π(completion[t] | prompt + completion[:t]).  Teacher and
   student are scored over the same completion tokens, so index t means the same token in both.
 
-The loss is data, not code, at this seam: `LossSpec` names a pure function of
+The loss is data, not code, at this seam: `LossSpec` (learn/types.py, like `Scores`,
+`TrainExample` and the `StepResult` a step returns) names a pure function of
 `continualcode.learn.losses`, which the local backend evaluates on full next-token distributions
-and the Tinker backend maps onto the service's importance-sampling loss (sampled-token only).
+and the Tinker backend maps onto the service's losses.  The records come from below
+(`records.py`, `learn/types.py`); backends import nothing from the agent or the learner.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-if TYPE_CHECKING:  # annotations only: the agent and UI import this module before torch has loaded
-    import torch
-
-DistillKind = Literal["sampled_token", "topk", "full"]
+from continualcode.learn.types import LossSpec, Scores, StepResult, TrainExample
+from continualcode.records import Sample
 
 
 class BackendError(RuntimeError):
@@ -36,76 +36,6 @@ class BackendError(RuntimeError):
 
 class CapabilityError(BackendError):
     """The backend cannot do what the configuration asks (e.g. full-distribution KL on Tinker)."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One sampled completion. `logprobs[i]` = log π(tokens[i]) at temperature 1, unconstrained."""
-
-    tokens: list[int]
-    logprobs: list[float]
-    finish_reason: Literal["stop", "length", "constraint"]
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Per-token scores of a completion (T tokens).
-
-    logprobs:       [T]     log-prob of each completion token.
-    topk_ids:       [T, K]  ids of the K most likely next tokens at each position (when topk > 0).
-    topk_logprobs:  [T, K]  their log-probs (sorted descending).
-    full_logprobs:  [T, V]  the whole next-token log-distribution (when full=True; local only).
-    """
-
-    logprobs: torch.Tensor
-    topk_ids: torch.Tensor | None = None
-    topk_logprobs: torch.Tensor | None = None
-    full_logprobs: torch.Tensor | None = None
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """Which loss one training step optimises; every field is a hyperparameter of learn/losses.py.
-
-    kind:         "sampled_token" (the seed's SDPO: advantage = teacher_lp − student_lp on the
-                  sampled tokens), "topk" (divergence over the teacher's top-K + a tail bucket),
-                  or "full" (divergence over the whole vocabulary).
-    alpha:        for topk/full: 0 = forward KL(teacher‖student), 1 = reverse KL(student‖teacher),
-                  in between = generalized JSD with mixture α·teacher + (1−α)·student.
-    topk:         K for kind="topk".
-    beta:         weight of KL(π_θ‖π_ref) to the frozen base (0 removes the term exactly).
-    ratio_clamp:  clamp of the (detached) importance ratio π_θ/π_old, sampled_token only.
-    """
-
-    kind: DistillKind = "sampled_token"
-    alpha: float = 0.0
-    topk: int = 20
-    beta: float = 0.04
-    ratio_clamp: tuple[float, float] = (0.5, 2.0)
-
-
-@dataclass
-class TrainExample:
-    """One completion to learn on, with everything the loss needs precomputed (no grad).
-
-    prompt_ids / completion_ids: the student's exact context and its own sampled tokens.
-    old_logprobs [T] | None:     π_old(y_t) for the importance ratio.  None = on-policy: π_old is the
-                                 student's own detached log-prob in this step's forward (ratio 1),
-                                 exact for the first step on a fresh sample in any dtype.  The
-                                 backend stores that forward's log-probs in info["logp_T"], the π_old
-                                 of later steps on the same example.
-    teacher: Scores              the teacher's scores of the same tokens (topk/full as the spec needs).
-    ref:     Scores | None       the frozen base's scores (None when beta == 0).
-    weight:                      relative weight of this example in the batch mean.
-    """
-
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    old_logprobs: torch.Tensor | None
-    teacher: Scores
-    ref: Scores | None = None
-    weight: float = 1.0
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -158,6 +88,11 @@ class Backend(Protocol):
         """Number of optimizer steps taken on the adapter."""
         ...
 
+    @property
+    def vocab_size(self) -> int | None:
+        """Rows of the model's output layer (may exceed the tokenizer's length); None when unknown."""
+        ...
+
     def sample(
         self,
         prompt_ids: Sequence[int],
@@ -182,8 +117,9 @@ class Backend(Protocol):
         """adapter=True: the live LoRA; False: the frozen base; a string: that named adapter (e.g. "ema")."""
         ...
 
-    def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float) -> dict[str, float]:
-        """One optimizer step on the adapter; returns metrics (loss, pg_loss, kl_loss, grad_norm, …)."""
+    def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float) -> StepResult:
+        """One optimizer step on the adapter: its metrics (loss, pg_loss, kl_loss, grad_norm, stepped, …)
+        and each example's pre-step log-probs (π_old of a later step on it)."""
         ...
 
     def save(self, path: Path) -> None: ...

@@ -28,8 +28,6 @@ import copy
 import inspect
 import json
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -40,16 +38,11 @@ from typing import Any
 
 import torch
 
-from continualcode.backends.base import (
-    BackendError,
-    LossSpec,
-    Sample,
-    Scores,
-    Snapshot,
-    TrainExample,
-    stop_token_ids,
-)
-from continualcode.models import ResolvedModel, resolve
+from continualcode.backends.base import BackendError, Snapshot, stop_token_ids
+from continualcode.fsio import atomic_dir
+from continualcode.learn.types import LearnConfig, LossSpec, Scores, StepResult, TrainExample
+from continualcode.models import ModelError, ResolvedModel, resolve
+from continualcode.records import Sample
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 STATE_FILE = "continualcode_state.json"
@@ -83,48 +76,6 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
-def _atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temp dir next to `final`; on success `final` becomes a symlink to it, swapped in
-    with one atomic rename, so `final` is always the complete old or the complete new directory
-    (a kill -9 at any point leaves one of them).  The previous target is removed afterwards."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        previous = final.resolve() if final.is_symlink() else None
-        if final.exists() and not final.is_symlink():  # a plain directory (copied in by hand): set it aside
-            os.replace(final, final.with_name(f".{final.name}.plain-{os.getpid()}"))
-        link = final.with_name(f".{final.name}.link-{os.getpid()}")
-        link.unlink(missing_ok=True)
-        os.symlink(tmp.name, link)
-        os.replace(link, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if previous is not None and previous.parent == final.parent and previous != tmp:
-        shutil.rmtree(previous, ignore_errors=True)
-
-
-atomic_dir = contextmanager(_atomic_dir)
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(d: Path) -> None:
-    for f in d.iterdir():
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-
-
 class LocalBackend:
     """transformers + peft.  See the module docstring for the design."""
 
@@ -137,7 +88,7 @@ class LocalBackend:
         lora_targets: str = "q_proj,k_proj,v_proj,o_proj",
         device: str = "auto",
         dtype: str = "auto",
-        grad_clip: float = 1.0,
+        grad_clip: float = LearnConfig.grad_clip,
         prefix_grad: bool = False,
         seed: int = 0,
         threads: int = 0,
@@ -153,7 +104,10 @@ class LocalBackend:
         self.dtype = pick_dtype(dtype, self.device)
         self.grad_clip = grad_clip
         self.prefix_grad = prefix_grad
-        self.resolved: ResolvedModel = resolve(model_name, cache=cache)  # converts a built-in once (with progress)
+        try:
+            self.resolved: ResolvedModel = resolve(model_name, cache=cache)  # converts a built-in once (with progress)
+        except ModelError as e:
+            raise BackendError(str(e)) from None
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()  # a ~1 s load needs no bar
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
@@ -387,7 +341,7 @@ class LocalBackend:
 
     # --- training -------------------------------------------------------------------------------
 
-    def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float) -> dict[str, float]:
+    def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float) -> StepResult:
         from continualcode.learn.losses import sdpo_loss
 
         if not batch:
@@ -401,19 +355,19 @@ class LocalBackend:
         sums: dict[str, float] = {}
         t_fwd = t_bwd = 0.0
         finite = True
+        logps: list[torch.Tensor] = []
         for ex in batch:
             t1 = time.perf_counter()
             logits_TV = self._completion_logits(ex.prompt_ids, ex.completion_ids, grad=True)
             logp_TV = torch.log_softmax(logits_TV, dim=-1)  # (T, V)
             ids_T = torch.tensor(ex.completion_ids, device=self.device)
             logp_T = logp_TV.detach().gather(1, ids_T.unsqueeze(1)).squeeze(1)
-            ex.info["logp_T"] = logp_T
+            logps.append(logp_T)
             old_T = logp_T if ex.old_logprobs is None else ex.old_logprobs.to(self.device)
             out = sdpo_loss(
                 spec, student_logp_TV=logp_TV, completion_ids=ids_T, old_logp_T=old_T,
                 teacher=ex.teacher, ref=ex.ref,
             )
-            ex.info["advantage_T"] = out.advantage_T
             t2 = time.perf_counter()
             w = ex.weight / total_w
             if not torch.isfinite(out.loss):
@@ -443,7 +397,7 @@ class LocalBackend:
         )
         if not finite:
             sums["loss"] = float("nan")
-        return sums
+        return StepResult(sums, logps)
 
     def clear_cache(self) -> None:
         """Drop the stored KV prefixes (scores then come from one cold forward: bit-reproducible)."""

@@ -34,7 +34,6 @@ import inspect
 import json
 import math
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -45,16 +44,11 @@ from typing import Any
 
 import torch
 
-from continualcode.backends.base import (
-    BackendError,
-    CapabilityError,
-    LossSpec,
-    Sample,
-    Scores,
-    Snapshot,
-    TrainExample,
-    stop_token_ids,
-)
+from continualcode.backends.base import BackendError, CapabilityError, Snapshot, stop_token_ids
+from continualcode.fsio import atomic_write
+from continualcode.learn.losses import advantage
+from continualcode.learn.types import LossSpec, Scores, StepResult, TrainExample
+from continualcode.records import Sample
 
 try:  # an optional extra: `pip install 'continualcode[tinker]'`
     import tinker
@@ -129,7 +123,7 @@ def build_datum(
         raise ValueError(f"a datum needs a prompt and a completion (got P={P}, T={T})")
     old_T = _vector(old_lp, T, "old_lp")
     teacher_T = _vector(teacher_lp, T, "teacher_lp")
-    adv_T = teacher_T - old_T  # [T]
+    adv_T = advantage(teacher_T, old_T)  # [T]
     if ref_lp is not None:
         adv_T = adv_T - beta * (old_T - _vector(ref_lp, T, "ref_lp"))
     tokens = prompt + completion
@@ -145,24 +139,6 @@ def build_datum(
             "advantages": ttypes.TensorData.from_torch(advantages_N.float()),
         },
     )
-
-
-def importance_sampling_loss_local(datum: Any, new_logprobs: Sequence[float] | torch.Tensor) -> torch.Tensor:
-    """What the service computes for one datum: −Σ_j exp(new_j − old_j)·adv_j over its N targets.
-
-    `new_logprobs` [N] are the learner's log-probs of `target_tokens` (the service's forward).
-    The ratio is NOT clamped or clipped on the service (unlike the local backend's clamp of the
-    detached ratio); at the first step after sampling new == old, the ratio is 1 and both agree.
-    Returns a 0-dim tensor, differentiable in `new_logprobs` when that is a tensor with grad.
-    """
-    new_N = torch.as_tensor(new_logprobs)
-    if not new_N.is_floating_point():
-        new_N = new_N.double()
-    old_N = _tensor_data(datum.loss_fn_inputs["logprobs"]).to(new_N.dtype)
-    adv_N = _tensor_data(datum.loss_fn_inputs["advantages"]).to(new_N.dtype)
-    if new_N.shape != old_N.shape:
-        raise ValueError(f"{tuple(new_N.shape)} new log-probs for {tuple(old_N.shape)} targets")
-    return -(torch.exp(new_N - old_N) * adv_N).sum()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -247,6 +223,11 @@ class TinkerBackend:
     @property
     def step(self) -> int:
         return self._step
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Unknown here (the service does not say); the renderer then uses the tokenizer's length."""
+        return None
 
     # --- sampling and scoring ---------------------------------------------------------------------
 
@@ -336,7 +317,7 @@ class TinkerBackend:
 
     # --- training ---------------------------------------------------------------------------------
 
-    def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float) -> dict[str, float]:
+    def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float) -> StepResult:
         """One SDPO step as the service's importance-sampling loss, then a fresh sampling client.
 
         Per token the service minimises −exp(new − old)·adv with adv from `build_datum`; its gradient
@@ -355,14 +336,17 @@ class TinkerBackend:
             raise BackendError(f"example weights sum to {total_w}: nothing to learn from")
         t0 = time.perf_counter()
         # 1) datums: advantages folded per token, scaled so the service's sum is a weighted mean
-        data, stats = [], _StepStats()
+        data, stats, olds = [], _StepStats(), []
         for ex in batch:
             T = len(ex.completion_ids)
             if T == 0 or not ex.prompt_ids:
                 raise BackendError("train_step got an example with an empty prompt or completion")
             if spec.beta != 0 and ex.ref is None:
                 raise BackendError("beta > 0 needs the reference's scores (TrainExample.ref)")
+            if ex.old_logprobs is None:
+                raise BackendError("the Tinker backend needs π_old (TrainExample.old_logprobs): the sampler's")
             old_T = ex.old_logprobs.detach().double().cpu()
+            olds.append(old_T)
             teacher_T = ex.teacher.logprobs.detach().double().cpu()
             ref_T = None if ex.ref is None else ex.ref.logprobs.detach().double().cpu()
             w = ex.weight / total_w
@@ -403,7 +387,7 @@ class TinkerBackend:
             sec_train=t1 - t0,
             sec_sampler=t2 - t1,
         )
-        return metrics
+        return StepResult(metrics, olds)
 
     # --- state ------------------------------------------------------------------------------------
 
@@ -423,7 +407,7 @@ class TinkerBackend:
             "lora_rank": self.lora_rank,
             "step": self._step,
         }
-        _atomic_write_json(path / MANIFEST, manifest)
+        atomic_write(path / MANIFEST, json.dumps(manifest, indent=1))
 
     def load(self, path: Path) -> None:
         """Resume from `save`'s manifest (refuses another base model's checkpoint)."""
@@ -612,17 +596,3 @@ def _service_errors(what: str) -> Iterator[None]:
         raise
     except Exception as e:
         raise BackendError(f"Tinker {what} failed: {_one_line(e)}") from e
-
-
-def _atomic_write_json(file: Path, obj: dict[str, Any]) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

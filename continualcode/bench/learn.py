@@ -92,18 +92,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from continualcode.agent import (
-    Abort,
-    Approve,
-    Correction,
-    Decision,
-    Deny,
-    SamplingConfig,
-    Session,
-    correction_from_dict,
-    correction_to_dict,
-)
-from continualcode.render import Message, ToolCall
+from continualcode.agent import Abort, Approve, Decision, Deny, SamplingConfig, Session
+from continualcode.events import Event, Proposal
+from continualcode.records import Correction, Message, ToolCall
 
 PUBLIC = Path(__file__).resolve().parent / "scenarios" / "public.jsonl"
 BENCH_MAX_TOKENS = 192
@@ -405,8 +396,8 @@ def run_task(ctx: Ctx, sc: Scenario | None, files: dict[str, str], text: str, se
     user = SimUser(sc, measure=measure)
     malformed = [0]
 
-    def sink(type_: str, data: dict[str, Any]) -> None:
-        if type_ == "proposal" and data.get("error"):
+    def sink(ev: Event) -> None:
+        if isinstance(ev, Proposal) and ev.error:
             malformed[0] += 1
 
     with tempfile.TemporaryDirectory(prefix="cc-bench-") as tmp:
@@ -864,10 +855,9 @@ def run(opts: Options, *, console: Any = None) -> dict[str, Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from continualcode.app import build_backend
-    from continualcode.cli import parse_config
+    from continualcode.build import build_backend, make_renderer
+    from continualcode.config import parse_config
     from continualcode.learn.step import Learner
-    from continualcode.render import Renderer
 
     t_start = time.perf_counter()
     console = console or Console(stderr=True)
@@ -941,7 +931,7 @@ def run(opts: Options, *, console: Any = None) -> dict[str, Any]:
                 backend = build_backend(first_cfg)
                 if "snapshot" not in backend.capabilities:
                     raise ValueError(f"backend {first_cfg.backend} cannot snapshot/restore the adapter")
-                renderer = Renderer(backend.tokenizer, vocab_size=getattr(backend, "vocab_size", None))
+                renderer = make_renderer(backend)
                 meta["model"] = backend.model_id
                 meta.setdefault("dtype", str(getattr(backend, "dtype", "")))
                 base_snap = backend.snapshot()
@@ -1001,7 +991,7 @@ def _run_variant(ctx: Ctx, name: str, variant: Variant, scenarios: Sequence[Scen
         # resume the sequence: the adapter and replay buffer saved after the last finished unit
         ck = state_dir / f"after-{len(done)}"
         b.load(ck)
-        past = [correction_from_dict(d) for d in json.loads((ck / "replay.json").read_text())]
+        past = [Correction.from_dict(d) for d in json.loads((ck / "replay.json").read_text())]
         changed = any(u.get("changed") for u in units.rows if u["kind"] == "variant" and u["variant"] == name
                       and u["seed"] == seed)
     new = 0
@@ -1028,7 +1018,7 @@ def _run_variant(ctx: Ctx, name: str, variant: Variant, scenarios: Sequence[Scen
         if sequential:
             ck = state_dir / f"after-{pos + 1}"
             b.save(ck)
-            (ck / "replay.json").write_text(json.dumps([correction_to_dict(c) for c in
+            (ck / "replay.json").write_text(json.dumps([c.to_dict() for c in
                                                         (learner.past if learner else [])]))
         units.add({"key": list(key), "kind": "variant", "variant": name, "seed": seed, "scenario": sc.id,
                    "preference": sc.preference, "baseline": bname, "position": pos, "mode": opts.mode,
@@ -1094,7 +1084,7 @@ def _write(path: Path, text: str) -> None:
 def main(args: list[str]) -> int:
     """`continualcode bench learn …`; 0 on success, 2 on a usage error, 130 when interrupted."""
     from continualcode.backends.base import BackendError
-    from continualcode.cli import UsageError
+    from continualcode.config import UsageError
 
     try:
         opts = parse_args(args)

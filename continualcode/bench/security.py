@@ -54,7 +54,8 @@ def parser_fuzz(n: int, *, seed: int = 0) -> dict[str, Any]:
     tool-call parser and argument validation; count crashes (must be 0) and outcome kinds."""
     import random
 
-    from continualcode.render import ToolCall, parse
+    from continualcode.records import ToolCall
+    from continualcode.render import parse
     from continualcode.tools import TOOL_NAMES
 
     rng = random.Random(seed)

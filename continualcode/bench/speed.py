@@ -49,7 +49,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def _messages_of_length(renderer: Any, n_tokens: int) -> list[Any]:
     """A user message with a code file long enough that the rendered prompt has ≈ n_tokens."""
-    from continualcode.render import Message
+    from continualcode.records import Message
 
     def msgs(k: int) -> list[Any]:
         body = "".join(CODE_LINE for _ in range(k))
@@ -68,7 +68,7 @@ def _messages_of_length(renderer: Any, n_tokens: int) -> list[Any]:
 
 
 def _completion(renderer: Any, n_tokens: int) -> list[int]:
-    from continualcode.render import ToolCall
+    from continualcode.records import ToolCall
 
     content = "def divide(a, b):\n    if b == 0:\n        raise ZeroDivisionError('b is zero')\n    return a / b\n"
     call = ToolCall("edit_lines", {"path": "billing.py", "start_line": 40, "end_line": 39, "content": content})
@@ -82,9 +82,8 @@ def _completion(renderer: Any, n_tokens: int) -> list[int]:
 
 def bench_step(backend: Any, renderer: Any, cfg: Any, lengths: Sequence[int], n_completion: int,
                repeats: int) -> dict[str, Any]:
-    from continualcode.agent import Correction
-    from continualcode.backends.base import Sample
     from continualcode.learn.step import Learner
+    from continualcode.records import Correction, Sample
 
     learner = Learner(backend, renderer, cfg.learn_config())
     completion = _completion(renderer, n_completion)
@@ -257,9 +256,8 @@ def to_markdown(res: dict[str, Any]) -> str:
 
 
 def main(args: Sequence[str]) -> int:
-    from continualcode.app import build_backend
-    from continualcode.cli import parse_config
-    from continualcode.render import Renderer
+    from continualcode.build import build_backend, make_renderer
+    from continualcode.config import parse_config
 
     p = argparse.ArgumentParser(prog="continualcode bench speed")
     p.add_argument("--out", required=True)
@@ -269,7 +267,7 @@ def main(args: Sequence[str]) -> int:
     ns, rest = p.parse_known_args(list(args))
     cfg = parse_config(rest)
     backend = build_backend(cfg)
-    renderer = Renderer(backend.tokenizer, vocab_size=getattr(backend, "vocab_size", None))
+    renderer = make_renderer(backend)
     lengths = [int(x) for x in ns.lengths.split(",") if x]
     res: dict[str, Any] = {
         "command": "continualcode bench speed " + " ".join(args), "model": backend.model_id,

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-from continualcode.backends.base import LossSpec, Scores
+from continualcode.learn.types import LossSpec, Scores
 
 # The top-K mass is clamped to at most exp(−1e-7) so that the tail bucket log(1 − mass) stays finite.
 _MAX_TOPK_LOG_MASS = -1e-7
@@ -59,14 +59,26 @@ class LossOut:
 # Sampled-token SDPO
 
 
+def advantage(teacher_logp_T: torch.Tensor, student_logp_T: torch.Tensor) -> torch.Tensor:
+    """SDPO's per-token advantage A_t = log π_teacher(y_t) − log π_student(y_t), a constant [T].
+
+    The one definition: the sampled-token loss, the distribution losses' diagnostics, the heatmap
+    and the Tinker datums all use it.  Computed in the student's (promoted) dtype and device.
+    """
+    student_T = student_logp_T.detach()
+    if not student_T.is_floating_point() or student_T.dtype in (torch.float16, torch.bfloat16):
+        student_T = student_T.float()
+    return _const(teacher_logp_T, student_T) - student_T
+
+
 def sampled_token_loss(
     logp_T: torch.Tensor,
     *,
     old_logp_T: torch.Tensor,
     teacher_logp_T: torch.Tensor,
     ref_logp_T: torch.Tensor | None = None,
-    beta: float = 0.04,
-    ratio_clamp: tuple[float, float] = (0.5, 2.0),
+    beta: float = LossSpec.beta,
+    ratio_clamp: tuple[float, float] = LossSpec.ratio_clamp,
 ) -> LossOut:
     """The seed's SDPO step: importance-sampled policy gradient on sampled tokens, A = teacher − student.
 
@@ -80,7 +92,7 @@ def sampled_token_loss(
     logp_T = _promote(logp_T)
     _check_T(logp_T, old_logp_T=old_logp_T, teacher_logp_T=teacher_logp_T, ref_logp_T=ref_logp_T)
     lp_T = logp_T.detach()
-    advantage_T = _const(teacher_logp_T, lp_T) - lp_T  # [T]; = teacher − old at the first step
+    advantage_T = advantage(teacher_logp_T, lp_T)  # [T]; = teacher − old at the first step
     ratio_T = torch.exp(lp_T - _const(old_logp_T, lp_T)).clamp(*ratio_clamp)  # [T], detached
     pg_loss = -(ratio_T * advantage_T * logp_T).mean()
     kl_loss, k1_T = _k1_to_ref(logp_T, ref_logp_T, beta=beta)
@@ -306,7 +318,7 @@ def _distribution_sdpo(
     # 3) diagnostics on the sampled tokens
     lp_T = logp_T.detach()
     _check_T(lp_T, old_logp_T=old_logp_T, teacher_logp_T=teacher.logprobs)
-    advantage_T = _const(teacher.logprobs, lp_T) - lp_T
+    advantage_T = advantage(teacher.logprobs, lp_T)
     ratio_T = torch.exp(lp_T - _const(old_logp_T, lp_T))
     metrics = _metrics(
         loss=loss,

@@ -14,18 +14,19 @@ It returns a metrics dict (also the heatmap's data); every step's snapshot is ke
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from continualcode.agent import Correction
-from continualcode.backends.base import Backend, CapabilityError, LossSpec, Scores, Snapshot, TrainExample
-from continualcode.learn.losses import kl_to_ref_full
+from continualcode.backends.base import Backend, CapabilityError, Snapshot
+from continualcode.learn.losses import advantage, kl_to_ref_full
 from continualcode.learn.teacher import teacher_messages
+from continualcode.learn.types import LearnConfig, Scores, TrainExample
+from continualcode.records import Correction
 from continualcode.render import Renderer
 
 
@@ -42,30 +43,6 @@ def _kl_after(after: Scores, ref: Scores | None) -> float:
 
 class StepError(RuntimeError):
     """A learning step raised; the adapter was restored to its pre-step snapshot."""
-
-
-@dataclass
-class LearnConfig:
-    """The learning hyperparameters (see config.py for what each means and how it was chosen)."""
-
-    distill_loss: Literal["sampled_token", "topk", "full"] = "topk"
-    distill_alpha: float = 0.0
-    distill_topk: int = 20
-    kl_beta: float = 0.04
-    learning_rate: float = 5e-4
-    steps_per_correction: int = 1
-    teacher: Literal["live", "ema", "frozen"] = "live"
-    ema_rate: float = 0.05
-    teacher_sees_attempt: bool = False
-    learn_from_approved_retry: bool = False
-    max_kl: float = 1.0
-    ratio_clamp_low: float = 0.5
-    ratio_clamp_high: float = 2.0
-    undo_depth: int = 8
-
-    def spec(self) -> LossSpec:
-        return LossSpec(kind=self.distill_loss, alpha=self.distill_alpha, topk=self.distill_topk,
-                        beta=self.kl_beta, ratio_clamp=(self.ratio_clamp_low, self.ratio_clamp_high))
 
 
 class Learner:
@@ -111,11 +88,12 @@ class Learner:
         rolled_back = ""
         try:
             for i in range(cfg.steps_per_correction):
-                metrics = b.train_step([ex], self.spec, lr=cfg.learning_rate)
-                if i == 0:
-                    before_T = ex.info.get("logp_T")
-                    ex.old_logprobs = before_T  # π_old of later steps on the same sample
-                if not math.isfinite(metrics.get("loss", float("nan"))) or metrics.get("stepped", 1.0) == 0.0:
+                result = b.train_step([ex], self.spec, lr=cfg.learning_rate)
+                metrics = result.metrics
+                if i == 0 and result.logp_T:
+                    before_T = result.logp_T[0]
+                    ex = dataclasses.replace(ex, old_logprobs=before_T)  # π_old of later steps on the same sample
+                if not math.isfinite(metrics.get("loss", float("nan"))) or not result.stepped:
                     rolled_back = "non-finite loss or gradient"
                     break
         except Exception as e:  # a failure mid-step must leave the last good adapter in use
@@ -142,7 +120,7 @@ class Learner:
                 ex: TrainExample, metrics: dict[str, float], rolled_back: str, kl_after: float,
                 secs: dict[str, float]) -> dict[str, Any]:
         before = before_T if before_T is not None else after_T
-        adv_T = (teacher_T - before).float()
+        adv_T = advantage(teacher_T, before).float()
         shift_T = (after_T - before).float()
         pos = adv_T > 0
         report: dict[str, Any] = {

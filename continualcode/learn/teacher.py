@@ -15,8 +15,7 @@ Pure functions of messages; the renderer turns them into ids.
 
 from __future__ import annotations
 
-from continualcode.agent import Correction
-from continualcode.render import Message
+from continualcode.records import Correction, Message
 
 
 def privileged_text(c: Correction, *, with_demonstration: bool = True) -> str:

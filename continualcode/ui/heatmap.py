@@ -28,7 +28,7 @@ from pathlib import Path
 from rich.style import Style
 from rich.text import Text
 
-from continualcode.journal import atomic_write_bytes
+from continualcode.fsio import atomic_write
 
 RGB = tuple[int, int, int]
 NEG: RGB = (215, 48, 39)  # suppressed
@@ -205,7 +205,7 @@ Hover a token for its values.<br>{stats}
 <pre class="completion">{"".join(spans)}</pre>
 </body></html>
 """
-    return atomic_write_bytes(Path(path), page.encode("utf-8"))
+    return atomic_write(Path(path), page.encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,4 +305,4 @@ def write_png(path: Path, tokens: Sequence[str], advantage: Sequence[float], *, 
 
         buf = io.BytesIO()
         fig.savefig(buf, format="png")  # glyphs are drawn (and missed) here
-    return atomic_write_bytes(Path(path), buf.getvalue())
+    return atomic_write(Path(path), buf.getvalue())

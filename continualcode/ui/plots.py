@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from continualcode.journal import atomic_write_bytes
+from continualcode.fsio import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -108,4 +108,4 @@ def plot_curves(metrics: list[dict], path: Path, *, title: str = "") -> Path:
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return atomic_write_bytes(Path(path), buf.getvalue())
+    return atomic_write(Path(path), buf.getvalue())

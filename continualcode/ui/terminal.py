@@ -31,7 +31,18 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
 
 from continualcode.agent import Abort, Approve, Decision, Deny, Edit, Feedback
-from continualcode.render import ToolCall
+from continualcode.events import (
+    AssistantText,
+    ErrorShown,
+    Event,
+    Info,
+    Learned,
+    LearnStarted,
+    Proposal,
+    Thinking,
+    ToolOutput,
+)
+from continualcode.records import ToolCall
 
 KEYS_HELP = "y approve · a always · n deny+correct · e edit · f feedback · esc abort"
 
@@ -66,32 +77,35 @@ class Display:
             body = escape(preview)
         self.console.print(Panel(body, title=f"[bold]{call.name}[/]", title_align="left", border_style="cyan"))
 
-    def event(self, type_: str, data: dict[str, Any]) -> None:
+    def show(self, ev: Event) -> None:
+        """Render one session event (kinds with nothing to show are ignored)."""
         c = self.console
-        if type_ == "thinking":
-            self.spin("generating")
-        elif type_ == "learn_start":
-            self.spin(f"learning from the {data.get('kind', 'correction')}")
-        elif type_ == "proposal":
-            self.stop()
-            if data.get("error"):
-                c.print(f"[yellow]malformed reply ({escape(data['error'])}); asking again[/]")
-        elif type_ == "tool_result":
-            out = data["output"]
-            lines = out.splitlines()
-            shown = "\n".join(lines[:20]) + (f"\n… {len(lines) - 20} more lines" if len(lines) > 20 else "")
-            c.print(Panel(escape(shown), border_style="green" if data["ok"] else "red", title="result",
-                          title_align="left"))
-        elif type_ == "assistant_text":
-            c.print(f"[bold]assistant:[/] {escape(data['text'])}")
-        elif type_ == "learn":
-            self.stop()
-            self.learn_summary(data)
-        elif type_ == "error":
-            self.stop()
-            c.print(f"[red]{escape(data['text'])}[/]")
-        elif type_ == "info":
-            c.print(f"[dim]{escape(data['text'])}[/]")
+        match ev:
+            case Thinking():
+                self.spin("generating")
+            case LearnStarted(kind=kind):
+                self.spin(f"learning from the {kind or 'correction'}")
+            case Proposal(error=error):
+                self.stop()
+                if error:
+                    c.print(f"[yellow]malformed reply ({escape(error)}); asking again[/]")
+            case ToolOutput(ok=ok, output=out):
+                lines = out.splitlines()
+                shown = "\n".join(lines[:20]) + (f"\n… {len(lines) - 20} more lines" if len(lines) > 20 else "")
+                c.print(Panel(escape(shown), border_style="green" if ok else "red", title="result",
+                              title_align="left"))
+            case AssistantText(text=text):
+                c.print(f"[bold]assistant:[/] {escape(text)}")
+            case Learned():
+                self.stop()
+                self.learn_summary({**ev.metrics, **ev.heatmap})
+            case ErrorShown(text=text):
+                self.stop()
+                c.print(f"[red]{escape(text)}[/]")
+            case Info(text=text):
+                c.print(f"[dim]{escape(text)}[/]")
+            case _:
+                pass
 
     def learn_summary(self, m: dict[str, Any]) -> None:
         from continualcode.ui.heatmap import render_terminal

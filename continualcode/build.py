@@ -1,0 +1,71 @@
+"""The one place that builds the model-side parts from a `Config`: backend, renderer, learner.
+
+The app, `replay` and the benchmarks all build through here, so a part is wired the same way
+everywhere (the renderer gets the backend's real vocabulary size; the learner its config's
+learning fields).  Imports of torch and the backends happen inside the functions: the terminal
+comes up before the model loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from continualcode.backends.base import Backend
+from continualcode.config import Config
+from continualcode.render import Renderer
+
+if TYPE_CHECKING:
+    from continualcode.learn.step import Learner
+
+
+def cache_path(cfg: Config) -> Path | None:
+    """The model cache the config names (None: the default location)."""
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+
+
+def build_backend(cfg: Config) -> Backend:
+    """The configured backend, model loaded (a built-in is fetched and converted on first use)."""
+    if cfg.backend == "tinker":
+        from continualcode.backends.tinker import TinkerBackend
+
+        return TinkerBackend(cfg.model_name, lora_rank=cfg.lora_rank, seed=cfg.seed)
+    from continualcode.backends.local import LocalBackend
+
+    return LocalBackend(
+        cfg.model_name, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets,
+        device=cfg.device, dtype=cfg.dtype, grad_clip=cfg.grad_clip, prefix_grad=cfg.prefix_grad,
+        seed=cfg.seed, threads=cfg.threads, cache=cache_path(cfg),
+    )
+
+
+def make_renderer(backend: Backend, **kwargs: Any) -> Renderer:
+    """The renderer for this backend's tokenizer and output vocabulary."""
+    return Renderer(backend.tokenizer, vocab_size=backend.vocab_size, **kwargs)
+
+
+def make_learner(cfg: Config, backend: Backend, renderer: Renderer) -> Learner | None:
+    """The learner the session is given (None when training is off)."""
+    if not cfg.enable_training:
+        return None
+    from continualcode.learn.step import Learner
+
+    return Learner(backend, renderer, cfg.learn_config())
+
+
+@dataclass
+class Parts:
+    """A loaded model and what is built around it."""
+
+    cfg: Config
+    backend: Backend
+    renderer: Renderer
+    learner: Learner | None
+
+
+def build_parts(cfg: Config, backend: Backend | None = None) -> Parts:
+    """Backend (built unless given), renderer and learner for `cfg`."""
+    backend = backend if backend is not None else build_backend(cfg)
+    renderer = make_renderer(backend)
+    return Parts(cfg, backend, renderer, make_learner(cfg, backend, renderer))
