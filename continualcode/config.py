@@ -21,6 +21,7 @@ from typing import Any, Literal
 import chz
 
 from continualcode.agent import SamplingConfig
+from continualcode.backends.base import LORA
 from continualcode.learn.types import LearnConfig
 from continualcode.models import DEFAULT_MODEL
 from continualcode.tools import DEFAULT_BASH_TIMEOUT, DEFAULT_RESULT_CAP, TOOL_NAMES
@@ -45,9 +46,9 @@ class Config:
     """auto (cuda when available, else cpu), cpu, cuda, cuda:1, …"""
     dtype: str = "auto"
     """auto: bf16 on CUDA and on CPUs with avx512_bf16/AMX, else fp32.  LoRA weights are always fp32."""
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_targets: str = "q_proj,k_proj,v_proj,o_proj"
+    lora_rank: int = LORA.rank
+    lora_alpha: int = LORA.alpha
+    lora_targets: str = LORA.targets
     """Comma-separated module names, or all-linear."""
     cache_dir: str = ""
     """Converted built-in models (default $CONTINUALCODE_CACHE or ~/.cache/continualcode)."""
@@ -211,8 +212,22 @@ CHECKS: dict[str, Check] = {
 }
 
 
+def _combinations(cfg: Config) -> list[str]:
+    """Values that are fine alone but not together."""
+    problems = []
+    if cfg.backend == "tinker":
+        if cfg.distill_loss == "full":
+            problems.append("distill_loss=full is not available on backend=tinker (no whole distributions there): "
+                            "use topk or sampled_token")
+        if cfg.distill_loss == "topk" and cfg.distill_topk > 20:
+            problems.append(f"distill_topk must be ≤ 20 on backend=tinker (the service's cap; got {cfg.distill_topk})")
+        if cfg.teacher == "ema":
+            problems.append("teacher=ema is not available on backend=tinker (no weight-level operations): use live")
+    return problems
+
+
 def validate(cfg: Config) -> list[str]:
-    """Every key's value against its check; each problem is one line naming the key and the value."""
+    """Every key's value against its check, then the combinations; each problem is one line."""
     problems = []
     for f in chz.chz_fields(cfg).values():
         check = CHECKS.get(f.logical_name)
@@ -222,7 +237,7 @@ def validate(cfg: Config) -> list[str]:
         v = getattr(cfg, f.logical_name)
         if (why := check(v)) is not None:
             problems.append(f"{f.logical_name} {why} (got {v!r})")
-    return problems
+    return problems or _combinations(cfg)
 
 
 def parse_config(argv: Sequence[str], *, overrides: dict[str, str] | None = None) -> Config:

@@ -59,7 +59,7 @@ while True:
     with torch.no_grad():
         for p in b.params:
             p.add_(0.001)
-    b._step = i
+    b.adapter.step = i
     b.save(out)
     print(i, flush=True)
     i += 1

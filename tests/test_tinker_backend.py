@@ -19,14 +19,17 @@ tinker = pytest.importorskip("tinker")
 import torch  # noqa: E402
 
 from continualcode.backends.base import Backend, BackendError, CapabilityError  # noqa: E402
-from continualcode.backends.tinker import (  # noqa: E402
-    MANIFEST,
-    TinkerBackend,
-    _tensor_data,
+from continualcode.backends.tinker import MANIFEST, TinkerBackend  # noqa: E402
+from continualcode.backends.tinker_data import (  # noqa: E402
+    MASK_LOGPROB,
+    TopkLoss,
     build_datum,
+    build_topk_datum,
     completion_logprobs,
+    completion_topk,
+    tensor_of,
 )
-from continualcode.learn.losses import sampled_token_loss  # noqa: E402
+from continualcode.learn.losses import sampled_token_loss, sdpo_loss  # noqa: E402
 from continualcode.learn.types import LossSpec, Scores, TrainExample  # noqa: E402
 
 
@@ -41,8 +44,8 @@ def importance_sampling_loss_local(datum: Any, new_logprobs: Sequence[float] | t
     new_N = torch.as_tensor(new_logprobs)
     if not new_N.is_floating_point():
         new_N = new_N.double()
-    old_N = _tensor_data(datum.loss_fn_inputs["logprobs"]).to(new_N.dtype)
-    adv_N = _tensor_data(datum.loss_fn_inputs["advantages"]).to(new_N.dtype)
+    old_N = tensor_of(datum.loss_fn_inputs["logprobs"]).to(new_N.dtype)
+    adv_N = tensor_of(datum.loss_fn_inputs["advantages"]).to(new_N.dtype)
     if new_N.shape != old_N.shape:
         raise ValueError(f"{tuple(new_N.shape)} new log-probs for {tuple(old_N.shape)} targets")
     return -(torch.exp(new_N - old_N) * adv_N).sum()
@@ -209,6 +212,102 @@ def test_service_loss_gradient_equals_local_sampled_token_loss_at_ratio_one(beta
 
 
 # ---------------------------------------------------------------------------------------------------
+# Top-K distillation: the datum layout and the custom loss against the local loss
+
+
+def _topk_case(seed: int, P: int = 4, T: int = 5, V: int = 23, K: int = 6):
+    """A toy student (logits over prompt + completion), a teacher's top-K per completion token and a reference."""
+    g = torch.Generator().manual_seed(seed)
+    prompt = torch.randint(0, V, (P,), generator=g).tolist()
+    completion = torch.randint(0, V, (T,), generator=g).tolist()
+    logits_NV = torch.randn(P + T - 1, V, generator=g, dtype=torch.float64)  # row j predicts token j+1
+    teacher_TV = torch.log_softmax(torch.randn(T, V, generator=g, dtype=torch.float64), -1)
+    t_lp_TK, t_ids_TK = teacher_TV.topk(K, dim=-1)
+    teacher = Scores(logprobs=teacher_TV.gather(1, torch.tensor(completion)[:, None]).squeeze(1),
+                     topk_ids=t_ids_TK, topk_logprobs=t_lp_TK)
+    ref_T = -torch.rand(T, generator=g, dtype=torch.float64) * 3
+    return prompt, completion, logits_NV, teacher, ref_T
+
+
+def _local_topk(prompt, completion, logits_NV, teacher, ref_T, *, alpha, beta):
+    """The local backend's loss and its gradient w.r.t. the student's logits."""
+    logits = logits_NV.clone().requires_grad_(True)
+    P = len(prompt)
+    student_TV = torch.log_softmax(logits, -1)[P - 1 :]  # the completion positions
+    out = sdpo_loss(LossSpec(kind="topk", topk=teacher.topk_ids.shape[1], alpha=alpha, beta=beta),
+                    student_logp_TV=student_TV, completion_ids=completion, old_logp_T=student_TV.detach().gather(
+                        1, torch.tensor(completion)[:, None]).squeeze(1), teacher=teacher,
+                    ref=Scores(logprobs=ref_T))
+    out.loss.backward()
+    return out.loss.detach(), logits.grad
+
+
+def _tinker_topk(prompt, completion, logits_NV, teacher, ref_T, *, alpha, beta, shift: int = 0):
+    """The Tinker mapping: a top-K datum, the student's log-probs at its target ids (what the service
+    returns), TopkLoss, and the gradient w.r.t. the same logits. `shift` misaligns the rows (a bug)."""
+    datum = build_topk_datum(prompt, completion, teacher.topk_ids, teacher.topk_logprobs, None, ref_T,
+                             scale=1 / len(completion))
+    logits = logits_NV.clone().requires_grad_(True)
+    ids_NK1 = tensor_of(datum.loss_fn_inputs["target_tokens"]).long()
+    assert ids_NK1.shape == (len(prompt) + len(completion) - 1, teacher.topk_ids.shape[1] + 1)
+    ids_NK1 = torch.roll(ids_NK1, shift, dims=0)
+    lp_NK1 = torch.log_softmax(logits, -1).gather(1, ids_NK1)
+    loss, _ = TopkLoss(alpha=alpha, beta=beta)([datum], [lp_NK1])
+    loss.backward()
+    return loss.detach(), logits.grad
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_topk_datum_and_loss_equal_the_local_topk_loss(alpha, beta):
+    for seed in range(3):
+        case = _topk_case(seed)
+        local_loss, local_grad = _local_topk(*case, alpha=alpha, beta=beta)
+        tinker_loss, tinker_grad = _tinker_topk(*case, alpha=alpha, beta=beta)
+        assert float(tinker_loss) == pytest.approx(float(local_loss), rel=1e-5, abs=1e-7)
+        torch.testing.assert_close(tinker_grad, local_grad, rtol=1e-5, atol=1e-7)
+        assert float(local_grad[: len(case[0]) - 1].abs().sum()) == 0.0  # prompt rows get no gradient
+
+
+def test_topk_alignment_test_catches_an_off_by_one():
+    case = _topk_case(0)
+    local_loss, local_grad = _local_topk(*case, alpha=0.0, beta=0.04)
+    for shift in (1, -1):
+        loss, grad = _tinker_topk(*case, alpha=0.0, beta=0.04, shift=shift)
+        assert not torch.allclose(grad, local_grad, atol=1e-4) or abs(float(loss - local_loss)) > 1e-4
+
+
+def test_completion_topk_rows_padding_and_vocab():
+    # prompt of 2 + completion of 2: rows 2 and 3 predict the completion tokens
+    rows = [None, [(5, -0.1)], [(7, -0.2), (8, -1.0), (0, MASK_LOGPROB)], [(9, -0.3), (99, -0.4), (3, -2.0)]]
+    ids, lp, mask = completion_topk(rows, 2, 2, 3, vocab_size=50)
+    assert ids.tolist() == [[7, 8, 0], [9, 0, 3]]
+    assert mask.tolist() == [[True, True, False], [True, False, True]]  # padding and id 99 ≥ vocab dropped
+    assert lp[0, :2].tolist() == pytest.approx([-0.2, -1.0]) and lp[1, 2] == pytest.approx(-2.0)
+    with pytest.raises(ValueError, match="no top-K"):
+        completion_topk([None, None, None, rows[3]], 2, 2, 3)
+    with pytest.raises(ValueError, match="rows"):
+        completion_topk(rows[:3], 2, 2, 3)
+
+
+def test_masked_cells_do_not_leak_into_the_student_tail():
+    """A padded teacher cell (id 0) must not count the student's p(0) in its top-K mass."""
+    case = _topk_case(1)
+    prompt, completion, logits, teacher, ref = case
+    mask = torch.ones_like(teacher.topk_ids, dtype=torch.bool)
+    mask[:, -1] = False
+    ids = teacher.topk_ids.clone()
+    ids[:, -1] = 0
+    datum = build_topk_datum(prompt, completion, ids, teacher.topk_logprobs, mask, None, scale=0.2)
+    lp = torch.log_softmax(logits, -1).gather(1, tensor_of(datum.loss_fn_inputs["target_tokens"]).long())
+    loss, _ = TopkLoss(alpha=0.0, beta=0.0)([datum], [lp])
+    kept = Scores(logprobs=teacher.logprobs, topk_ids=teacher.topk_ids[:, :-1],
+                  topk_logprobs=teacher.topk_logprobs[:, :-1])
+    expected, _ = _local_topk(prompt, completion, logits, kept, ref, alpha=0.0, beta=0.0)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------
 # A scripted stand-in for the service
 
 
@@ -223,14 +322,24 @@ def _lp(token: int, version: int) -> float:
     return -0.1 - 0.01 * (token % 13) - 0.001 * version
 
 
+def _topk_row(previous: int, k: int) -> list[tuple[int, float]]:
+    """The scripted teacher's top-K after `previous`: k ids that depend on it, descending log-probs;
+    only 3 real pairs after token 13 (the service pads short rows with (0, MASK_LOGPROB))."""
+    n = 3 if previous == 13 else k
+    row = [((previous * 7 + j) % 50 + 1, -0.5 - j) for j in range(min(n, k))]
+    return row + [(0, MASK_LOGPROB)] * (k - len(row))
+
+
 class ScriptedSampler:
     """A sampling client of fixed weights (`version`; -1 is the frozen base)."""
 
     def __init__(self, version: int, tokens: list[int]) -> None:
         self.version, self.tokens, self.calls = version, tokens, []
 
-    def sample(self, prompt, num_samples, sampling_params):
-        self.calls.append(("sample", prompt.to_ints(), sampling_params))
+    def sample(self, prompt, num_samples, sampling_params, include_prompt_logprobs=False, topk_prompt_logprobs=0,
+               prompt_logprobs_last_n=None):
+        ids = prompt.to_ints()
+        self.calls.append(("sample", ids, sampling_params))
         # what a sampler reports: the tempered distribution's log-probs (so a rescore is detectable)
         temp = sampling_params.temperature or 1.0
         seq = SimpleNamespace(
@@ -238,7 +347,14 @@ class ScriptedSampler:
             logprobs=[_lp(t, self.version) / temp for t in self.tokens],
             stop_reason="length",
         )
-        return _done(SimpleNamespace(sequences=[seq]))
+        resp = SimpleNamespace(sequences=[seq], prompt_logprobs=None, topk_prompt_logprobs=None)
+        first = 1 if prompt_logprobs_last_n is None else len(ids) - prompt_logprobs_last_n
+        if include_prompt_logprobs:
+            resp.prompt_logprobs = [None if i < first else _lp(t, self.version) for i, t in enumerate(ids)]
+        if topk_prompt_logprobs:
+            resp.topk_prompt_logprobs = [None if i < first else _topk_row(ids[i - 1], topk_prompt_logprobs)
+                                         for i in range(len(ids))]
+        return _done(resp)
 
     def compute_logprobs(self, prompt, prompt_logprobs_last_n=None):
         ids = prompt.to_ints()
@@ -267,6 +383,20 @@ class ScriptedTraining:
             for d in data
         )
         return _done(SimpleNamespace(metrics={"loss:sum": loss}, loss_fn_outputs=outputs))
+
+    def forward_backward_custom(self, data, loss_fn):
+        """The SDK's client-side path: the student's log-probs at every target id, the loss's gradient."""
+        self.calls.append(("forward_backward_custom", type(loss_fn).__name__, len(data)))
+        if self.service.fail_forward_backward:
+            raise RuntimeError(self.service.fail_forward_backward)
+        self.service.last_data = data
+        lps = [tensor_of(d.loss_fn_inputs["target_tokens"]).double().apply_(lambda t: _lp(int(t), self.version))
+               .requires_grad_(True) for d in data]
+        loss, metrics = loss_fn(data, lps)
+        loss.backward()
+        self.service.last_custom_grads = [lp.grad for lp in lps]
+        return _done(SimpleNamespace(metrics={"loss:sum": float(loss.detach()), **{f"{k}:sum": v for k, v in metrics.items()}},
+                                     loss_fn_outputs=[]))
 
     def optim_step(self, params):
         self.calls.append(("optim_step", params.learning_rate))
@@ -301,6 +431,7 @@ class ScriptedTinkerClient:
         self.checkpoints: dict[str, int] = {}
         self.fail_forward_backward = ""
         self.last_data: list[Any] = []
+        self.last_custom_grads: list[torch.Tensor] = []
 
     def create_lora_training_client(self, base_model, rank=32, seed=None):
         self.lora_args = (base_model, rank, seed)
@@ -338,7 +469,7 @@ def backend(service) -> TinkerBackend:
 
 
 def test_is_a_backend(backend, service):
-    assert backend.capabilities == frozenset({"snapshot"})
+    assert backend.capabilities == frozenset({"snapshot", "topk_distribution"})
     assert backend.model_id == "Scripted/Model-1B" and backend.step == 0
     assert service.trainings == []  # nothing is created before it is needed
     # (on Python 3.11 isinstance against the Protocol reads the lazy `tokenizer` property)
@@ -414,14 +545,59 @@ def test_a_failed_step_leaves_no_stale_sampler(backend, service):
 
 
 def test_capability_errors(backend):
-    for kwargs in (dict(topk=5), dict(full=True)):
-        with pytest.raises(CapabilityError, match="distill_loss=sampled_token"):
-            backend.score(PROMPT, COMPLETION, **kwargs)
+    with pytest.raises(CapabilityError, match="never a whole next-token distribution"):
+        backend.score(PROMPT, COMPLETION, full=True)
+    with pytest.raises(CapabilityError, match="at most 20 top-K"):
+        backend.score(PROMPT, COMPLETION, topk=21)
     with pytest.raises(CapabilityError, match="weight-level"):
         backend.score(PROMPT, COMPLETION, adapter="ema")
-    for kind in ("topk", "full"):
-        with pytest.raises(CapabilityError, match="distill_loss=sampled_token"):
-            backend.train_step([_example()], LossSpec(kind=kind), lr=1e-5)
+    with pytest.raises(CapabilityError, match="distill_loss=full"):
+        backend.train_step([_example()], LossSpec(kind="full"), lr=1e-5)
+
+
+def test_topk_scores_come_from_the_completion_rows(backend, service):
+    sc = backend.score(PROMPT, COMPLETION, topk=4)
+    seq = PROMPT + COMPLETION
+    for t in range(len(COMPLETION)):  # row P+t: the distribution after seq[P+t-1]
+        expect = _topk_row(seq[len(PROMPT) + t - 1], 4)
+        assert sc.topk_ids[t].tolist() == [i for i, _ in expect]
+    assert sc.logprobs.tolist() == pytest.approx([_lp(t, 0) for t in COMPLETION])
+    call = service.samplers[0].calls[-1]
+    assert call[0] == "sample" and call[1] == seq and call[2].max_tokens == 1
+
+
+def test_topk_train_step_runs_the_custom_loss_then_steps(backend, service):
+    teacher = backend.score(PROMPT, COMPLETION, topk=4)
+    ex = TrainExample(PROMPT, COMPLETION, old_logprobs=OLD, teacher=teacher, ref=Scores(logprobs=REF))
+    result = backend.train_step([ex], LossSpec(kind="topk", topk=4, beta=0.04), lr=1e-5)
+    training = service.trainings[0]
+    assert [c[0] for c in training.calls][-3:] == ["forward_backward_custom", "optim_step",
+                                                 "save_weights_and_get_sampling_client"]
+    assert backend.step == 1 and result.stepped and result.metrics["loss"] > 0
+    grad = service.last_custom_grads[0]  # only the completion rows carry a gradient
+    assert grad.shape == (len(PROMPT) + len(COMPLETION) - 1, 5)
+    assert float(grad[: len(PROMPT) - 1].abs().sum()) == 0.0 and float(grad[len(PROMPT) - 1 :].abs().sum()) > 0
+    with pytest.raises(BackendError, match="top-8"):
+        backend.train_step([ex], LossSpec(kind="topk", topk=8), lr=1e-5)
+
+
+def test_the_learner_trains_topk_on_tinker(backend, service):
+    from continualcode.learn.step import Learner
+    from continualcode.learn.types import LearnConfig
+    from continualcode.records import Correction, Message, Sample
+
+    class Renderer:  # the learner needs the teacher's prompt ids and token pieces only
+        def prompt_ids(self, messages):
+            return [11, 12] + [14] * len(messages)
+
+        def token_pieces(self, tokens):
+            return [str(t) for t in tokens]
+
+    c = Correction("deny", (Message("user", "task"),), PROMPT, Sample(COMPLETION, OLD.tolist(), "stop"),
+                   "attempt", "use edit_lines")
+    report = Learner(backend, Renderer(), LearnConfig(distill_loss="topk", distill_topk=4, max_kl=float("inf")))(c)
+    assert report is not None and not report["rolled_back"] and backend.step == 1
+    assert any(call[0] == "forward_backward_custom" for call in service.trainings[0].calls)
 
 
 def test_the_frozen_base_has_one_cached_sampler(backend, service):

@@ -39,6 +39,18 @@ class CapabilityError(BackendError):
 
 
 @dataclass(frozen=True)
+class LoraShape:
+    """The adapter's shape; the defaults of `Config.lora_*` and of the local backend."""
+
+    rank: int = 16
+    alpha: int = 32
+    targets: str = "q_proj,k_proj,v_proj,o_proj"
+
+
+LORA = LoraShape()
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """An in-memory copy of the adapter (and optimizer) state; opaque to callers."""
 
@@ -80,7 +92,9 @@ class Backend(Protocol):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        """Subset of {"full_distribution", "ema_teacher", "snapshot"}."""
+        """Subset of {"full_distribution", "topk_distribution", "ema_teacher", "snapshot", "on_policy_forward"}.
+
+        on_policy_forward: `train_step` accepts `old_logprobs=None` (π_old from its own forward)."""
         ...
 
     @property

@@ -11,42 +11,38 @@ Design:
   the [L, V] logits of the prompt.  With `prefix_grad=False` the prompt prefix runs without
   grad and its KV cache feeds the completion's forward: gradients then flow through the
   completion positions only (faster; LoRA on k/v of prompt tokens gets no gradient).
-- A KV prefix store (`_kv`) holds one prompt prefix per mode: "live" (keyed by a weights version
-  bumped on every change of the LoRA weights) and "base" (never stale).  Sampling leaves the
-  proposal's prompt in "live", so the teacher (same weights, same prefix up to the correction) and
-  the student pass of the step that follows skip the prompt; while the adapter is still a no-op
-  (every LoRA B zero: before the first step) "base" copies the "live" prefix too.
+- A KV prefix store (`kv.py`) holds one prompt prefix per mode ("live", "base"), so a pass that
+  shares a prefix with the previous one runs only the rest.
 - The loss is not code here: `train_step` hands the completion's [T, V] log-distribution to
-  `learn.losses.sdpo_loss` under a `LossSpec`.
-- An EMA teacher is a plain dict of tensors; scoring with adapter="ema" swaps it into the live
-  LoRA weights for the duration of the forward.
+  `learn.losses.sdpo_loss` under a `LossSpec`.  A step whose loss, gradient or resulting weights are
+  not finite is reported as not taken (`stepped=0`); the learner restores its snapshot.
+- The adapter's weights, optimizer, EMA copy, snapshots and checkpoints live in `adapter.py`; the
+  token-choosing loop in `decode.py`.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-import json
 import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from continualcode.backends.base import BackendError, Snapshot, stop_token_ids
-from continualcode.fsio import atomic_dir
+from continualcode.backends.adapter import STATE_FILE, AdapterState
+from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token_ids
+from continualcode.backends.decode import decode
+from continualcode.backends.kv import PrefixStore
 from continualcode.learn.types import LearnConfig, LossSpec, Scores, StepResult, TrainExample
 from continualcode.models import ModelError, ResolvedModel, resolve
 from continualcode.records import Sample
 
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-STATE_FILE = "continualcode_state.json"
-OPTIM_FILE = "optimizer.pt"
+__all__ = ["STATE_FILE", "LocalBackend", "cpu_supports_bf16", "pick_device", "pick_dtype"]
 
 
 def cpu_supports_bf16() -> bool:
@@ -83,9 +79,9 @@ class LocalBackend:
         self,
         model_name: str,
         *,
-        lora_rank: int = 16,
-        lora_alpha: int = 32,
-        lora_targets: str = "q_proj,k_proj,v_proj,o_proj",
+        lora_rank: int = LORA.rank,
+        lora_alpha: int = LORA.alpha,
+        lora_targets: str = LORA.targets,
         device: str = "auto",
         dtype: str = "auto",
         grad_clip: float = LearnConfig.grad_clip,
@@ -135,20 +131,12 @@ class LocalBackend:
             self.model = get_peft_model(base, self.lora_config)
         except ValueError as e:
             raise BackendError(f"bad lora_targets {lora_targets!r}: {e}") from None
-        for p in self.model.parameters():
-            if p.requires_grad:
-                p.data = p.data.float()
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=1e-4, weight_decay=0.0)
-        self._step = 0
-        self._version = 0  # bumped on every change of the live LoRA weights (invalidates live KV)
-        self._kv: dict[str, _KV] = {}
-        self._base_check = (-1, False)  # (weights version, live adapter is a no-op) — see _live_is_base
-        self.ema: dict[str, torch.Tensor] | None = None
+        self.adapter = AdapterState(self.model, self.lora_config, self.resolved.model_id)
+        self._kv = PrefixStore(self._extend)
         if warmup:
             self._warmup()
 
-    # --- identity ---------------------------------------------------------------------------------
+    # --- identity and state ---------------------------------------------------------------------
 
     @property
     def tokenizer(self) -> Any:
@@ -160,23 +148,68 @@ class LocalBackend:
 
     @property
     def capabilities(self) -> frozenset[str]:
-        return frozenset({"full_distribution", "ema_teacher", "snapshot"})
+        return frozenset({"full_distribution", "topk_distribution", "ema_teacher", "snapshot", "on_policy_forward"})
 
     @property
     def step(self) -> int:
-        return self._step
+        return self.adapter.step
 
     @property
     def vocab_size(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        return self.adapter.params
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.adapter.optimizer
+
+    @property
+    def ema(self) -> dict[str, torch.Tensor] | None:
+        return self.adapter.ema
+
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.params)
 
-    # --- forward helpers ----------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        return self.adapter.snapshot()
+
+    def restore(self, snap: Snapshot) -> None:
+        self.adapter.restore(snap)
+
+    def save(self, path: Path, *, extra: dict[str, Any] | None = None) -> None:
+        self.adapter.save(path, extra=extra)
+
+    def load(self, path: Path) -> None:
+        self.adapter.load(path, self.device)
+
+    def ema_update(self, rate: float) -> None:
+        self.adapter.ema_update(rate)
+
+    def clear_cache(self) -> None:
+        """Drop the stored KV prefixes (scores then come from one cold forward: bit-reproducible)."""
+        self._kv.clear()
+
+    # --- forwards -----------------------------------------------------------------------------
 
     def _ids(self, ids: Sequence[int]) -> torch.Tensor:
         return torch.tensor([list(ids)], dtype=torch.long, device=self.device)
+
+    def _forward(self, ids: Sequence[int], cache: Any, *, keep: int = 1) -> Any:
+        """One forward over `ids` after `cache` (None: from scratch); returns the model output."""
+        kw = {self._cache_kw: cache} if cache is not None else {}
+        return self.model(input_ids=self._ids(ids), use_cache=True, logits_to_keep=keep, **kw)
+
+    @torch.no_grad()
+    def _extend(self, ids: Sequence[int], cache: Any) -> Any:
+        """The KV store's forward: `cache` extended by `ids`, without grad."""
+        return getattr(self._forward(ids, cache), self._cache_kw)
+
+    def _prefix(self, ids: Sequence[int], mode: str) -> Any:
+        share = mode == "base" and self.adapter.is_noop()
+        return self._kv.prefix(ids, mode, self.adapter.version, share_live=share)
 
     @contextmanager
     def _adapter(self, adapter: bool | str) -> Iterator[None]:
@@ -186,21 +219,12 @@ class LocalBackend:
             with self.model.disable_adapter():
                 yield
         elif adapter == "ema":
-            if self.ema is None:
-                self.ema_init()
-            with self._swapped_in(self.ema):  # type: ignore[arg-type]
+            if self.adapter.ema is None:
+                self.adapter.ema_init()
+            with self.adapter.swapped_in(self.adapter.ema):  # type: ignore[arg-type]
                 yield
         else:
             raise BackendError(f"unknown adapter {adapter!r}")
-
-    @contextmanager
-    def _swapped_in(self, weights: dict[str, torch.Tensor]) -> Iterator[None]:
-        live = self._lora_state()
-        self._load_lora_state(weights)
-        try:
-            yield
-        finally:
-            self._load_lora_state(live)
 
     def _completion_logits(
         self, prompt_ids: Sequence[int], completion_ids: Sequence[int], *, grad: bool, mode: str = "live"
@@ -217,7 +241,7 @@ class LocalBackend:
             return out.logits[0, -n_c:].float()  # (T, V)
         # 1) the prefix without grad, its KV taken from the store where a common prefix is there
         n_fixed = len(full) - n_c
-        cache = self._prefix_cache(full[:n_fixed], mode)
+        cache = self._prefix(full[:n_fixed], mode)
         if grad and cache is not None:
             cache = copy.deepcopy(cache)  # the grad forward must not write into the stored prefix
         # 2) the completion positions (with grad when training)
@@ -225,46 +249,9 @@ class LocalBackend:
             kw = {self._cache_kw: cache} if cache is not None else {}
             out = self.model(input_ids=self._ids(full[n_fixed:]), use_cache=cache is not None,
                              logits_to_keep=n_c, **kw)
-        if not grad and cache is not None and mode in self._kv:
-            self._kv[mode] = _KV(tuple(full), cache, self._kv[mode].version)  # it now holds `full`
+        if not grad and cache is not None:
+            self._kv.extended(mode, full, cache)  # the stored entry now holds `full`
         return out.logits[0, -n_c:].float()  # (T, V)
-
-    def _prefix_cache(self, ids: Sequence[int], mode: str) -> Any:
-        """A KV cache holding exactly `ids` under `mode`'s weights, reusing the stored one's common prefix.
-
-        One entry per mode ("live", "base"); a live entry is valid only for the weights version it
-        was computed with (every weight change bumps `_version`); the base never changes.
-        """
-        if not ids:
-            return None
-        version = 0 if mode == "base" else self._version
-        entry = self._kv.get(mode)
-        if mode == "base" and self._live_is_base():
-            live = self._kv.get("live")  # the same weights: the sampler's KV serves as the reference's
-            if live is not None and live.version == self._version and _lcp(live.ids, ids) > (
-                    _lcp(entry.ids, ids) if entry is not None else 0):
-                entry = _KV(live.ids, copy.deepcopy(live.cache), 0)
-        m, cache = 0, None
-        if entry is not None and entry.version == version:
-            m = _lcp(entry.ids, ids)
-            cache = entry.cache if m > 0 else None
-            if cache is not None and cache.get_seq_length() > m:
-                _crop(cache, m)
-        with torch.no_grad():
-            if m < len(ids):
-                kw = {self._cache_kw: cache} if cache is not None else {}
-                out = self.model(input_ids=self._ids(ids[m:]), use_cache=True, logits_to_keep=1, **kw)
-                cache = getattr(out, self._cache_kw)
-        if mode in ("live", "base"):
-            self._kv[mode] = _KV(tuple(ids), cache, version)
-        return cache
-
-    def _live_is_base(self) -> bool:
-        """Whether the live adapter is a no-op (every LoRA B is zero: at load, before the first step)."""
-        if self._base_check[0] != self._version:
-            zero = all(not bool(p.any()) for n, p in self.model.named_parameters() if "lora_B" in n)
-            self._base_check = (self._version, zero)
-        return self._base_check[1]
 
     # --- sampling -------------------------------------------------------------------------------
 
@@ -282,39 +269,25 @@ class LocalBackend:
     ) -> Sample:
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
-        stop_set = set(stop) | set(stop_token_ids(self._tok))
-        state = constraint.start() if constraint is not None else None
-        tokens: list[int] = []
-        logprobs: list[float] = []
-        finish = "length"
         # 1) prefill the prompt (its longest prefix already in the KV store is not recomputed)
         prompt = list(prompt_ids)
-        past = self._prefix_cache(prompt[:-1], "live")
-        kw = {self._cache_kw: past} if past is not None else {}
-        out = self.model(input_ids=self._ids(prompt[-1:] if past is not None else prompt), use_cache=True,
-                         logits_to_keep=1, **kw)
+        past = self._prefix(prompt[:-1], "live")
+        out = self._forward(prompt[-1:] if past is not None else prompt, past)
         past = getattr(out, self._cache_kw)
-        logits_V = out.logits[0, -1].float()
-        for _ in range(max_tokens):
-            # 2) choose: the model's own log-probs, then the grammar mask, temperature and top-p
-            logp_V = torch.log_softmax(logits_V, dim=-1)
-            masked_V = state.mask(logits_V) if state is not None else logits_V
-            tok = _choose(masked_V, temperature, top_p, gen)
-            tokens.append(tok)
-            logprobs.append(float(logp_V[tok]))
-            if state is not None and not state.accept(tok):
-                finish = "constraint"
-                break
-            if tok in stop_set or (state is not None and state.terminated()):
-                finish = "stop"
-                break
-            # 3) one decode step
-            out = self.model(input_ids=self._ids([tok]), use_cache=True, **{self._cache_kw: past})
-            past = getattr(out, self._cache_kw)
-            logits_V = out.logits[0, -1].float()
-        seen = (prompt + tokens)[: past.get_seq_length()]
-        self._kv["live"] = _KV(tuple(seen), past, self._version)  # the next turn's prompt extends this
-        return Sample(tokens=tokens, logprobs=logprobs, finish_reason=finish)  # type: ignore[arg-type]
+
+        def step(tok: int) -> torch.Tensor:
+            nonlocal past
+            o = self._forward([tok], past)
+            past = getattr(o, self._cache_kw)
+            return o.logits[0, -1].float()
+
+        # 2) decode
+        d = decode(out.logits[0, -1].float(), step, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                   stop=set(stop) | set(stop_token_ids(self._tok)),
+                   state=constraint.start() if constraint is not None else None, gen=gen)
+        seen = (prompt + d.tokens)[: past.get_seq_length()]
+        self._kv.put("live", seen, past, self.adapter.version)  # the next turn's prompt extends this
+        return Sample(tokens=d.tokens, logprobs=d.logprobs, finish_reason=d.finish)
 
     # --- scoring --------------------------------------------------------------------------------
 
@@ -342,6 +315,11 @@ class LocalBackend:
     # --- training -------------------------------------------------------------------------------
 
     def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float) -> StepResult:
+        """Forward + loss + backward per example (weighted mean), one clipped AdamW step.
+
+        Not taken (`stepped=0`, weights untouched) when a loss or the gradient norm is not finite;
+        taken but reported `stepped=0` (`nonfinite_weights=1`) when the step left a non-finite
+        weight, so that the caller restores its snapshot."""
         from continualcode.learn.losses import sdpo_loss
 
         if not batch:
@@ -357,6 +335,7 @@ class LocalBackend:
         finite = True
         logps: list[torch.Tensor] = []
         for ex in batch:
+            # 1) the student's forward over the completion positions, and the loss
             t1 = time.perf_counter()
             logits_TV = self._completion_logits(ex.prompt_ids, ex.completion_ids, grad=True)
             logp_TV = torch.log_softmax(logits_TV, dim=-1)  # (T, V)
@@ -364,11 +343,10 @@ class LocalBackend:
             logp_T = logp_TV.detach().gather(1, ids_T.unsqueeze(1)).squeeze(1)
             logps.append(logp_T)
             old_T = logp_T if ex.old_logprobs is None else ex.old_logprobs.to(self.device)
-            out = sdpo_loss(
-                spec, student_logp_TV=logp_TV, completion_ids=ids_T, old_logp_T=old_T,
-                teacher=ex.teacher, ref=ex.ref,
-            )
+            out = sdpo_loss(spec, student_logp_TV=logp_TV, completion_ids=ids_T, old_logp_T=old_T,
+                            teacher=ex.teacher, ref=ex.ref)
             t2 = time.perf_counter()
+            # 2) backward, weighted
             w = ex.weight / total_w
             if not torch.isfinite(out.loss):
                 finite = False
@@ -379,114 +357,27 @@ class LocalBackend:
             t_bwd += t3 - t2
             for k, v in out.metrics.items():
                 sums[k] = sums.get(k, 0.0) + w * float(v)
+        # 3) clip and step, unless something was not finite
         t4 = time.perf_counter()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)) if finite else float("nan")
+        stepped, bad_weights = 0.0, 0.0
         if finite and torch.isfinite(torch.tensor(grad_norm)):
             self.optimizer.step()
-            self._version += 1
-            self._step += 1
+            self.adapter.stepped()
             stepped = 1.0
-        else:
-            stepped = 0.0
+            if not self.adapter.finite():
+                stepped, bad_weights = 0.0, 1.0
         self.optimizer.zero_grad(set_to_none=True)
         self.model.eval()
         t5 = time.perf_counter()
         sums.update(
             grad_norm=grad_norm, stepped=stepped, lr=lr, nonfinite=0.0 if finite else 1.0,
+            nonfinite_weights=bad_weights,
             sec_student_fwd=t_fwd, sec_backward=t_bwd, sec_optimizer=t5 - t4, sec_train=t5 - t0,
         )
         if not finite:
             sums["loss"] = float("nan")
         return StepResult(sums, logps)
-
-    def clear_cache(self) -> None:
-        """Drop the stored KV prefixes (scores then come from one cold forward: bit-reproducible)."""
-        self._kv.clear()
-
-    # --- EMA teacher ------------------------------------------------------------------------------
-
-    def ema_init(self) -> None:
-        self.ema = self._lora_state()
-
-    def ema_update(self, rate: float) -> None:
-        """ema ← (1 − rate)·ema + rate·live, by parameter name."""
-        if self.ema is None:
-            self.ema_init()
-            return
-        live = self._lora_state()
-        for k, v in self.ema.items():
-            v.mul_(1.0 - rate).add_(live[k], alpha=rate)
-
-    # --- state ------------------------------------------------------------------------------------
-
-    def _lora_state(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-
-    @torch.no_grad()
-    def _load_lora_state(self, state: dict[str, torch.Tensor]) -> None:
-        named = dict(self.model.named_parameters())
-        for k, v in state.items():
-            named[k].copy_(v)
-        self._version += 1
-
-    def snapshot(self) -> Snapshot:
-        return Snapshot(
-            step=self._step,
-            state={
-                "lora": self._lora_state(),
-                "optim": copy.deepcopy(self.optimizer.state_dict()),
-                "ema": None if self.ema is None else {k: v.clone() for k, v in self.ema.items()},
-            },
-        )
-
-    def restore(self, snap: Snapshot) -> None:
-        self._load_lora_state(snap.state["lora"])
-        self.optimizer.load_state_dict(copy.deepcopy(snap.state["optim"]))
-        self.ema = None if snap.state["ema"] is None else {k: v.clone() for k, v in snap.state["ema"].items()}
-        self._step = snap.step
-
-    def save(self, path: Path, *, extra: dict[str, Any] | None = None) -> None:
-        """Adapter in PEFT format + optimizer + step + base-model identity, written atomically."""
-        with atomic_dir(Path(path)) as tmp:
-            self.model.save_pretrained(str(tmp))
-            torch.save({"optim": self.optimizer.state_dict(), "ema": self.ema}, tmp / OPTIM_FILE)
-            state = {"step": self._step, "model_id": self.model_id, **(extra or {})}
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
-
-    def load(self, path: Path) -> None:
-        """Load a checkpoint written by `save` (refuses another base model's; all-or-nothing)."""
-        from peft.utils import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        try:
-            state = json.loads((path / STATE_FILE).read_text())
-            weights = load_file(str(path / "adapter_model.safetensors"), device=str(self.device))
-            extra = torch.load(path / OPTIM_FILE, map_location=self.device, weights_only=False)
-        except FileNotFoundError as e:
-            raise BackendError(f"checkpoint {path} is incomplete: {Path(e.filename or '').name} is missing") from None
-        except Exception as e:  # corrupt json / safetensors / torch pickle
-            raise BackendError(f"checkpoint {path} is corrupt: {type(e).__name__}: {str(e)[:120]}") from None
-        if state.get("model_id") != self.model_id:
-            raise BackendError(
-                f"checkpoint {path} was trained on {state.get('model_id')!r}, not on {self.model_id!r}"
-            )
-        before = self.snapshot()
-        try:
-            result = set_peft_model_state_dict(self.model, weights)
-            self._version += 1  # the live KV prefixes were computed under the old weights
-            missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
-            if missing:
-                raise BackendError(f"checkpoint {path} does not match this adapter (missing {missing[0]})")
-            self.optimizer.load_state_dict(extra["optim"])
-            self.ema = extra.get("ema")
-            self._step = int(state["step"])
-        except BackendError:
-            self.restore(before)
-            raise
-        except Exception as e:
-            self.restore(before)
-            raise BackendError(f"checkpoint {path} does not fit this adapter: {str(e)[:160]}") from None
 
     # --- warm-up ----------------------------------------------------------------------------------
 
@@ -497,41 +388,3 @@ class LocalBackend:
         logits_TV.float().logsumexp(-1).mean().mul(0.0).backward()
         self.optimizer.zero_grad(set_to_none=True)
         self.sample(ids[:4], max_tokens=2, temperature=0.0, seed=0)
-
-
-@dataclass
-class _KV:
-    """A stored KV cache: the token ids it holds and the weights version it was computed under."""
-
-    ids: tuple[int, ...]
-    cache: Any
-    version: int
-
-
-def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
-    """Length of the longest common prefix."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
-def _crop(cache: Any, keep: int) -> None:
-    """Cut a DynamicCache to its first `keep` positions (a negative crop removes tokens in 4.x and 5.x)."""
-    n_remove = cache.get_seq_length() - keep
-    if n_remove > 0:
-        cache.crop(-n_remove)
-
-
-def _choose(logits_V: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:
-    """Greedy at temperature 0, else nucleus sampling."""
-    if temperature <= 0:
-        return int(torch.argmax(logits_V))
-    probs_V = torch.softmax(logits_V / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, sorted_i = probs_V.sort(descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < top_p
-        sorted_p = sorted_p * keep
-        return int(sorted_i[torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)])
-    return int(torch.multinomial(probs_V, 1, generator=gen))

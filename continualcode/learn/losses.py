@@ -39,6 +39,8 @@ from continualcode.learn.types import LossSpec, Scores
 
 # The top-K mass is clamped to at most exp(−1e-7) so that the tail bucket log(1 − mass) stays finite.
 _MAX_TOPK_LOG_MASS = -1e-7
+# A top-K cell dropped by a mask gets this log-prob on both sides: exp() is 0 in float32, no inf arithmetic.
+_DROPPED_LOGP = -1e4
 
 
 @dataclass
@@ -158,13 +160,42 @@ def distribution_loss(
                 f"top-K ids {tuple(teacher_ids_TK.shape)}, log-probs {tuple(t_TN.shape)} and student "
                 f"{tuple(s_TN.shape)} disagree"
             )
-        s_TN = s_TN.gather(-1, teacher_ids_TK.to(device=s_TN.device, dtype=torch.long))  # [T, K]
-        if add_tail:
-            s_TN, t_TN = _with_tail(s_TN), _with_tail(t_TN)  # [T, K+1]
-        else:
-            s_TN = s_TN - s_TN.logsumexp(-1, keepdim=True)
-            t_TN = t_TN - t_TN.logsumexp(-1, keepdim=True)
+        s_TK = s_TN.gather(-1, teacher_ids_TK.to(device=s_TN.device, dtype=torch.long))  # [T, K]
+        return topk_divergence(s_TK, teacher_logp_TK=t_TN, alpha=alpha, add_tail=add_tail)
     return _divergence(s_TN, t_TN, alpha=alpha)
+
+
+def topk_divergence(
+    student_logp_TK: torch.Tensor,
+    *,
+    teacher_logp_TK: torch.Tensor,
+    alpha: float = 0.0,
+    add_tail: bool = True,
+    mask_TK: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-token divergence [T] over the teacher's top-K ids, given both sides' log-probs AT those ids.
+
+    `student_logp_TK[t, k]` is the student's log-prob of the teacher's k-th id at position t (what a
+    backend that cannot return [T, V] distributions, like Tinker, gives back).  `mask_TK` (bool)
+    drops cells from both sides (ids a service padded in); a dropped cell counts as probability 0.
+    Tail bucket and alpha as in `distribution_loss`, which calls this after its gather.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha} must lie in [0, 1]")
+    s_TK = _promote(student_logp_TK)
+    t_TK = _const(teacher_logp_TK, s_TK)
+    if s_TK.shape != t_TK.shape:
+        raise ValueError(f"student {tuple(s_TK.shape)} and teacher {tuple(t_TK.shape)} top-K differ in shape")
+    if mask_TK is not None:  # a large finite negative, not -inf: exp() = 0 and no 0·inf in the KL
+        keep_TK = mask_TK.to(device=s_TK.device, dtype=torch.bool)
+        s_TK = torch.where(keep_TK, s_TK, torch.full_like(s_TK, _DROPPED_LOGP))
+        t_TK = torch.where(keep_TK, t_TK, torch.full_like(t_TK, _DROPPED_LOGP))
+    if add_tail:
+        s_TK, t_TK = _with_tail(s_TK), _with_tail(t_TK)  # [T, K+1]
+    else:
+        s_TK = s_TK - s_TK.logsumexp(-1, keepdim=True)
+        t_TK = t_TK - t_TK.logsumexp(-1, keepdim=True)
+    return _divergence(s_TK, t_TK, alpha=alpha)
 
 
 def kl_to_ref_full(student_logp_TV: torch.Tensor, ref_logp_TV: torch.Tensor) -> torch.Tensor:

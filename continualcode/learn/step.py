@@ -53,9 +53,10 @@ class Learner:
         self.renderer = renderer
         self.cfg = cfg
         self.spec = cfg.spec()
-        needs = {"topk": "full_distribution", "full": "full_distribution"}.get(cfg.distill_loss)
+        needs = {"topk": "topk_distribution", "full": "full_distribution"}.get(cfg.distill_loss)
         if needs and needs not in backend.capabilities:
-            raise CapabilityError(f"distill_loss={cfg.distill_loss} needs full distributions, which this backend lacks")
+            what = {"topk": "the teacher's top-K", "full": "full distributions"}[cfg.distill_loss]
+            raise CapabilityError(f"distill_loss={cfg.distill_loss} needs {what}, which this backend lacks")
         if cfg.teacher == "ema" and "ema_teacher" not in backend.capabilities:
             raise CapabilityError("teacher=ema needs weight-level access, which this backend lacks: use teacher=live")
         self.undo_stack: deque[Snapshot] = deque(maxlen=cfg.undo_depth)
@@ -76,13 +77,16 @@ class Learner:
         t1 = time.perf_counter()
         # 2) the frozen reference
         ref = None
-        full_ref = cfg.distill_loss != "sampled_token"
+        full_ref = cfg.distill_loss != "sampled_token" and "full_distribution" in b.capabilities
         if cfg.kl_beta > 0 or math.isfinite(cfg.max_kl):  # the reference also feeds the KL guard
             ref = b.score(c.prompt_ids, completion, full=full_ref, adapter=False)
         t2 = time.perf_counter()
         # 3) the step(s), from a snapshot
         snap = b.snapshot()
-        ex = TrainExample(list(c.prompt_ids), completion, old_logprobs=None, teacher=teacher, ref=ref)
+        # π_old: on-policy in the step's own forward where the backend has one (exact in any dtype),
+        # else the sampler's log-probs of the completion
+        old = None if "on_policy_forward" in b.capabilities else torch.tensor(c.sample.logprobs)
+        ex = TrainExample(list(c.prompt_ids), completion, old_logprobs=old, teacher=teacher, ref=ref)
         metrics: dict[str, float] = {}
         before_T: torch.Tensor | None = None
         rolled_back = ""

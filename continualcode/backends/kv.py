@@ -1,0 +1,93 @@
+"""The KV prefix store: one cached prompt prefix per mode, so consecutive passes skip what they share.
+
+Boundary: a store of (token ids, KV cache, weights version) entries and the rule for reusing them;
+the model forward is handed in as a callable, so this module knows nothing of adapters or losses.
+
+One entry per mode: "live" (valid only for the weights version it was computed under: every change
+of the LoRA weights bumps the version) and "base" (the frozen model; never stale).  A request for
+a prefix takes the stored entry's longest common prefix with the request, crops the cache to it and
+runs the forward only on the rest.  Sampling leaves the proposal's prompt under "live", so the
+teacher (same weights, same prefix up to the correction) and the student pass of the step that
+follows skip the prompt; while the adapter is still a no-op (`share_live=True`: every LoRA B zero,
+before the first step) a "base" request may start from the "live" entry too.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# forward(ids, cache or None) -> the cache extended by `ids` (run without grad)
+Forward = Callable[[Sequence[int], Any], Any]
+
+
+@dataclass
+class KVEntry:
+    """A stored KV cache: the token ids it holds and the weights version it was computed under."""
+
+    ids: tuple[int, ...]
+    cache: Any
+    version: int
+
+
+class PrefixStore:
+    """KV caches of prompt prefixes, one per mode ("live", "base")."""
+
+    def __init__(self, forward: Forward) -> None:
+        self._forward = forward
+        self.entries: dict[str, KVEntry] = {}
+
+    def prefix(self, ids: Sequence[int], mode: str, version: int, *, share_live: bool = False) -> Any:
+        """A KV cache holding exactly `ids` under `mode`'s weights (None for no ids); stored for reuse.
+
+        `version` is the live weights' version (ignored for "base", whose version is always 0).
+        """
+        if not ids:
+            return None
+        want = 0 if mode == "base" else version
+        entry = self.entries.get(mode)
+        if mode == "base" and share_live:
+            live = self.entries.get("live")  # the same weights: the sampler's KV serves as the reference's
+            if live is not None and live.version == version and lcp(live.ids, ids) > (
+                    lcp(entry.ids, ids) if entry is not None else 0):
+                entry = KVEntry(live.ids, copy.deepcopy(live.cache), 0)
+        m, cache = 0, None
+        if entry is not None and entry.version == want:
+            m = lcp(entry.ids, ids)
+            cache = entry.cache if m > 0 else None
+            if cache is not None and cache.get_seq_length() > m:
+                crop(cache, m)
+        if m < len(ids):
+            cache = self._forward(ids[m:], cache)
+        if mode in ("live", "base"):
+            self.entries[mode] = KVEntry(tuple(ids), cache, want)
+        return cache
+
+    def extended(self, mode: str, ids: Sequence[int], cache: Any) -> None:
+        """The cache handed out for `mode` now holds `ids` (a forward without grad extended it in place)."""
+        if mode in self.entries:
+            self.entries[mode] = KVEntry(tuple(ids), cache, self.entries[mode].version)
+
+    def put(self, mode: str, ids: Sequence[int], cache: Any, version: int) -> None:
+        self.entries[mode] = KVEntry(tuple(ids), cache, version)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+def lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def crop(cache: Any, keep: int) -> None:
+    """Cut a DynamicCache to its first `keep` positions (a negative crop removes tokens in 4.x and 5.x)."""
+    n_remove = cache.get_seq_length() - keep
+    if n_remove > 0:
+        cache.crop(-n_remove)
