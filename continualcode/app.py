@@ -24,6 +24,7 @@ from continualcode.events import (
     Checkpoint,
     Cleared,
     Decided,
+    ErrorShown,
     Event,
     Info,
     Learned,
@@ -33,6 +34,7 @@ from continualcode.events import (
     SessionStart,
     Undone,
 )
+from continualcode.fsio import previous_of
 from continualcode.journal import Journal, latest_session, read_events, read_metrics, state_dir
 from continualcode.records import Message
 from continualcode.tools import Workspace
@@ -118,15 +120,32 @@ class Recorder:
         return path
 
 
-def _open_journal(cfg: Config, state: Path, parts: Parts,
-                  workspace: Workspace) -> tuple[Journal, list[Message] | None]:
+def _load_last_good(backend: Backend, adapter: Path, display: Display) -> None:
+    """Resume the project's adapter; if it cannot be loaded (corrupt, non-finite), the one it replaced;
+    else go on from the base model.  Each failure is one line on the display."""
+    for path in (adapter, previous_of(adapter)):
+        if not path.is_dir():
+            continue
+        try:
+            backend.load(path)
+            if path != adapter:
+                display.show(Info(f"resumed the previous adapter ({path.name}, step {backend.step})"))
+            return
+        except BackendError as e:
+            display.show(ErrorShown(f"{e}; not resumed"))
+    if adapter.is_dir():
+        display.show(Info("no loadable adapter: starting from the base model"))
+
+
+def _open_journal(cfg: Config, state: Path, parts: Parts, workspace: Workspace,
+                  display: Display) -> tuple[Journal, list[Message] | None]:
     """The session's journal, adapter loaded: a new one, or the last one and its conversation when resuming."""
     backend = parts.backend
     prev = latest_session(state) if cfg.resume else None
     if cfg.load_checkpoint_path:
         backend.load(Path(cfg.load_checkpoint_path).expanduser())
-    elif cfg.resume and (state / "adapter").is_dir():
-        backend.load(state / "adapter")
+    elif cfg.resume:
+        _load_last_good(backend, state / "adapter", display)
     if prev is None:
         import chz
 
@@ -153,7 +172,7 @@ class App:
         parts = build_parts(cfg, backend)
         workspace = Workspace(Path(cfg.workspace).expanduser(), result_cap=cfg.result_cap,
                               bash_timeout=cfg.bash_timeout, pass_secrets=cfg.pass_secrets)
-        journal, resumed = _open_journal(cfg, state, parts, workspace)
+        journal, resumed = _open_journal(cfg, state, parts, workspace, display)
         recorder = Recorder(cfg, parts.backend, journal, state, display)
         session = Session(
             parts.backend, parts.renderer, workspace, inp, learner=parts.learner, sampling=cfg.sampling_config(),

@@ -112,11 +112,17 @@ def _fsync_files(d: Path) -> None:
                 os.fsync(fh.fileno())
 
 
+def previous_of(final: Path) -> Path:
+    """Where `atomic_dir(final, keep_previous=True)` keeps the directory it replaced."""
+    return final.with_name(f"{final.name}.prev")
+
+
 @contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
+def atomic_dir(final: Path, *, keep_previous: bool = False) -> Iterator[Path]:
     """Yield a temp dir next to `final`; on success `final` becomes a symlink to it, swapped in
     with one atomic rename, so `final` is always the complete old or the complete new directory
-    (a kill -9 at any point leaves one of them).  The previous target is removed afterwards."""
+    (a kill -9 at any point leaves one of them).  The previous target is removed afterwards, or,
+    with `keep_previous`, kept as `previous_of(final)` (the one kept before it is removed)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
@@ -134,5 +140,17 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if previous is not None and previous.parent == final.parent and previous != tmp:
+    if previous is None or previous.parent != final.parent or previous == tmp:
+        return
+    if not keep_previous:
         shutil.rmtree(previous, ignore_errors=True)
+        return
+    prev = previous_of(final)
+    older = prev.resolve() if prev.is_symlink() else None
+    link = final.with_name(f".{prev.name}.link-{os.getpid()}")
+    link.unlink(missing_ok=True)
+    os.symlink(previous.name, link)
+    os.replace(link, prev)
+    fsync_dir(final.parent)
+    if older is not None and older.parent == final.parent and older not in (previous, tmp):
+        shutil.rmtree(older, ignore_errors=True)

@@ -25,6 +25,7 @@ import torch
 
 from continualcode.backends.base import BackendError
 from continualcode.backends.local import STATE_FILE, LocalBackend, cpu_supports_bf16
+from continualcode.fsio import previous_of
 from continualcode.learn.types import LossSpec, Scores, TrainExample
 
 pytestmark = pytest.mark.slow
@@ -337,11 +338,16 @@ def test_save_then_load_in_a_fresh_process_is_exact(fresh_backend, prompt, sampl
     tol = 1e-4 if b.dtype == torch.float32 else 5e-2
     assert torch.allclose(torch.tensor(out["peft"]), here, atol=tol)
 
-    # saving over it replaces it whole, and leaves only the new checkpoint behind
+    # saving over it replaces it whole, and keeps only the one it replaced (the last good) beside it
+    before = b.step
     b.train_step([upweight_example(b, prompt, comp)], UPWEIGHT, lr=1e-3)
     b.save(ckpt)
     assert json.loads((ckpt / STATE_FILE).read_text())["step"] == b.step
-    assert {p.resolve() for p in tmp_path.iterdir()} == {ckpt.resolve()}
+    prev = previous_of(ckpt)
+    assert json.loads((prev / STATE_FILE).read_text())["step"] == before
+    assert {p.resolve() for p in tmp_path.iterdir()} == {ckpt.resolve(), prev.resolve()}
+    b.save(ckpt)  # a third save drops the oldest
+    assert len({p.resolve() for p in tmp_path.iterdir()}) == 2
 
 
 def test_load_in_process_restores_weights_optimizer_and_step(fresh_backend, prompt, sampled, tmp_path: Path):

@@ -395,8 +395,8 @@ class ScriptedTraining:
         loss, metrics = loss_fn(data, lps)
         loss.backward()
         self.service.last_custom_grads = [lp.grad for lp in lps]
-        return _done(SimpleNamespace(metrics={"loss:sum": float(loss.detach()), **{f"{k}:sum": v for k, v in metrics.items()}},
-                                     loss_fn_outputs=[]))
+        sums = {"loss:sum": float(loss.detach()), **{f"{k}:sum": v for k, v in metrics.items()}}
+        return _done(SimpleNamespace(metrics=sums, loss_fn_outputs=[]))
 
     def optim_step(self, params):
         self.calls.append(("optim_step", params.learning_rate))

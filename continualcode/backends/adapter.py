@@ -6,7 +6,8 @@ nothing of forwards, sampling or losses.  Every change of the live LoRA weights 
 
 Checkpoints are a PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`)
 plus `optimizer.pt` (optimizer state and EMA, loaded with `weights_only=True`) and
-`continualcode_state.json` (step, base-model identity), written whole through `fsio.atomic_dir`.
+`continualcode_state.json` (step, base-model identity), written whole through `fsio.atomic_dir`;
+the checkpoint a save replaces is kept beside it as `<name>.prev` (the last good one to fall back to).
 Nothing non-finite is ever saved or loaded: `save` refuses an adapter with a NaN/inf weight (the
 previous checkpoint stays), and `load` refuses one, as it refuses another base model's adapter, an
 adapter_config.json that disagrees with the weights or with this adapter (rank, alpha, targets),
@@ -125,7 +126,7 @@ class AdapterState:
         """Adapter in PEFT format + optimizer + step + base-model identity, written atomically."""
         if not self.finite():
             raise BackendError(f"refusing to save a non-finite adapter to {path}; the previous checkpoint stays")
-        with atomic_dir(Path(path)) as tmp:
+        with atomic_dir(Path(path), keep_previous=True) as tmp:
             self.model.save_pretrained(str(tmp))
             torch.save({"optim": self.optimizer.state_dict(), "ema": self.ema}, tmp / OPTIM_FILE)
             state = {"step": self.step, "model_id": self.model_id, **(extra or {})}

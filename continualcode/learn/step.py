@@ -7,7 +7,8 @@
 3) snapshots the adapter, then takes `steps_per_correction` optimizer steps through the backend
    (the loss is `learn.losses.sdpo_loss` under a `LossSpec`);
 4) re-scores the completion under the updated adapter: the per-token log-prob shift is reported,
-   and a non-finite loss or a KL to the base above `max_kl` restores the snapshot;
+   and a non-finite loss, gradient or weight, or a KL to the base that is not ≤ `max_kl` (NaN
+   included) restores the snapshot; so does any exception or Ctrl-C during 3)–4);
 5) updates the EMA teacher when one is configured.
 It returns a metrics dict (also the heatmap's data); every step's snapshot is kept for `/undo`.
 """
@@ -98,17 +99,21 @@ class Learner:
                     before_T = result.logp_T[0]
                     ex = dataclasses.replace(ex, old_logprobs=before_T)  # π_old of later steps on the same sample
                 if not math.isfinite(metrics.get("loss", float("nan"))) or not result.stepped:
-                    rolled_back = "non-finite loss or gradient"
+                    rolled_back = ("non-finite weights after the step" if metrics.get("nonfinite_weights")
+                                   else "non-finite loss or gradient")
                     break
+            t3 = time.perf_counter()
+            # 4) what the step did, and the guard: NaN fails `<=`, so a non-finite KL rolls back too
+            after = b.score(c.prompt_ids, completion, full=ref is not None and ref.full_logprobs is not None)
+            kl_after = _kl_after(after, ref)
+            if not rolled_back and not (kl_after <= cfg.max_kl):
+                rolled_back = f"KL to the base {kl_after:.2f} > max_kl {cfg.max_kl}"
+        except KeyboardInterrupt:  # Ctrl-C mid-step: the last good adapter, then the interrupt goes on
+            b.restore(snap)
+            raise
         except Exception as e:  # a failure mid-step must leave the last good adapter in use
             b.restore(snap)
             raise StepError(f"learning step failed and was rolled back: {type(e).__name__}: {e}") from e
-        t3 = time.perf_counter()
-        # 4) what the step did, and the guard
-        after = b.score(c.prompt_ids, completion, full=ref is not None and ref.full_logprobs is not None)
-        kl_after = _kl_after(after, ref)
-        if not rolled_back and kl_after > cfg.max_kl:
-            rolled_back = f"KL to the base {kl_after:.2f} > max_kl {cfg.max_kl}"
         if rolled_back:
             b.restore(snap)
         else:
