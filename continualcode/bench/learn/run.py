@@ -1,0 +1,473 @@
+"""The run: options, the plan, the resumable units file, the loop over seeds × variants × scenarios.
+
+Everything that touches the output directory lives here: DIR/run.json (the run's identity; a
+resume with another configuration is refused), DIR/.lock, DIR/units.jsonl (one fsynced line per
+finished unit: an interrupted run resumes from it), DIR/state/ (sequential mode's adapter after
+each unit), and DIR/results.json / results.md written from all units at the end.  The model side
+is built through `continualcode.build` from a `parse_config` config; a unit's work is `tasks.py`'s.
+Modes, cost control and the output format: docs/bench-learn.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any
+
+import chz
+
+from continualcode.backends.base import Backend
+from continualcode.bench.learn.metrics import aggregate
+from continualcode.bench.learn.records import BaselineRow, UnitRow
+from continualcode.bench.learn.report import to_markdown
+from continualcode.bench.learn.scenario import PUBLIC, Scenario, cross_tasks, load_scenarios
+from continualcode.bench.learn.tasks import Ctx, baseline_unit, variant_unit
+from continualcode.bench.learn.variants import DEFAULT_VARIANTS, BenchLearner, Variant, resolve_variants
+from continualcode.build import build_backend, make_renderer
+from continualcode.config import Config, UsageError, parse_config
+from continualcode.fsio import atomic_write
+from continualcode.records import Correction
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
+
+DESCRIPTION = "The learning benchmark (`continualcode bench learn`): a simulated user drives the real agent."
+BENCH_MAX_TOKENS = 192
+QUICK_SCENARIOS, QUICK_MAX_TURNS, QUICK_MAX_TOKENS, QUICK_VARIANTS = 2, 2, 160, "in-context,topk"
+BACKEND_KEYS = ("model_name", "backend", "device", "dtype", "lora_rank", "lora_alpha", "lora_targets",
+                "cache_dir", "prefix_grad", "grad_clip", "threads")
+SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "max_turns", "constrained")
+REPO = Path(__file__).resolve().parents[3]  # the checkout that holds this package
+
+
+# --- options --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    scenarios: Path
+    out: Path
+    quick: bool
+    seeds: int
+    variants: dict[str, Variant]
+    limit: int
+    cross: int
+    forget: int
+    mode: str
+    base_args: dict[str, str]
+    argv: list[str]
+
+    def config_for(self, variant: Variant, seed: int) -> Config:
+        """A variant's config: the base arguments, its overrides and the seed (checked by parse_config)."""
+        args = {**self.base_args, **variant.overrides, "seed": str(seed)}
+        return parse_config([f"{k}={v}" for k, v in args.items()])
+
+
+def parse_args(args: Sequence[str]) -> Options:
+    p = argparse.ArgumentParser(prog="continualcode bench learn", description=DESCRIPTION)
+    p.add_argument("--scenarios", default=str(PUBLIC), help="scenario JSONL (default: the public suite)")
+    p.add_argument("--out", required=True, help="results directory (resumed when it holds units.jsonl)")
+    p.add_argument("--quick", action="store_true", help="2 scenarios, 1 seed, in-context + topk, max_turns ≤ 2")
+    p.add_argument("--seeds", type=int, default=None, help="seeds (default 3; quick 1)")
+    p.add_argument("--variants", default=None, help=f"comma-separated (default {DEFAULT_VARIANTS}; 'all')")
+    p.add_argument("--limit", type=int, default=0, help="only the first N scenarios")
+    p.add_argument("--cross", type=int, default=1, help="other preferences' fresh tasks per scenario for drift")
+    p.add_argument("--forget", type=int, default=1, help="sequential: fresh tasks per earlier scenario re-measured")
+    p.add_argument("--mode", choices=("independent", "sequential"), default=None)
+    p.add_argument("overrides", nargs="*", help="config key=value (the base config of every variant)")
+    ns = p.parse_intermixed_args(list(args))
+    base: dict[str, str] = {}
+    for a in ns.overrides:
+        if "=" not in a:
+            raise ValueError(f"expected key=value, got {a!r}")
+        k, v = a.split("=", 1)
+        base[k] = v
+    mode = base.pop("mode", None) or ns.mode or "independent"
+    if mode not in ("independent", "sequential"):
+        raise ValueError(f"mode must be independent or sequential, got {mode!r}")
+    base.setdefault("max_tokens", str(QUICK_MAX_TOKENS if ns.quick else BENCH_MAX_TOKENS))
+    if ns.seeds is not None and ns.seeds < 1:
+        raise ValueError("--seeds must be ≥ 1")
+    if ns.quick:
+        base["max_turns"] = str(min(int(base.get("max_turns", QUICK_MAX_TURNS)), QUICK_MAX_TURNS))
+    return Options(
+        scenarios=Path(ns.scenarios), out=Path(ns.out), quick=ns.quick,
+        seeds=ns.seeds if ns.seeds is not None else (1 if ns.quick else 3),
+        variants=resolve_variants(ns.variants or (QUICK_VARIANTS if ns.quick else DEFAULT_VARIANTS)),
+        limit=ns.limit, cross=ns.cross, forget=ns.forget, mode=mode, base_args=base, argv=list(args),
+    )
+
+
+def select_scenarios(all_sc: list[Scenario], opts: Options) -> list[Scenario]:
+    sc = all_sc[: opts.limit] if opts.limit > 0 else all_sc
+    if opts.quick:  # two scenarios of different preferences, 1 fresh task and 1 control each
+        picked: list[Scenario] = []
+        for s in sc:
+            if len(picked) < QUICK_SCENARIOS and all(p.preference != s.preference for p in picked):
+                picked.append(s)
+        sc = [dataclasses.replace(s, fresh=s.fresh[:1], controls=s.controls[:1]) for s in picked]
+    return sc
+
+
+# --- the units file and the reporter --------------------------------------------------------------
+
+
+class Units:
+    """DIR/units.jsonl: append-only, one fsynced line per finished unit; a torn line is ignored and a
+    repeated key keeps its first row."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[UnitRow] = []
+        self.done: set[tuple[Any, ...]] = set()
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if tuple(row["key"]) not in self.done:
+                    self.rows.append(row)
+                    self.done.add(tuple(row["key"]))
+
+    def add(self, row: UnitRow) -> None:
+        data = (json.dumps(row, ensure_ascii=False) + "\n").encode()
+        with open(self.path, "a+b") as f:
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # a line torn by a crash: start on a new one
+                    data = b"\n" + data
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        self.rows.append(row)
+        self.done.add(tuple(row["key"]))
+
+
+class Reporter:
+    """A run's progress: a bar on a terminal; otherwise (logs, CI) only one line per finished unit."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=self.console, transient=False,
+                                 disable=not self.console.is_terminal)
+        self._bar: TaskID | None = None
+
+    def __enter__(self) -> Reporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.progress.stop()
+
+    def start(self, total: int) -> None:
+        self._bar = self.progress.add_task("bench learn", total=total)
+
+    def describe(self, text: str) -> None:
+        if self._bar is not None:
+            self.progress.update(self._bar, description=text)
+
+    def advance(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self.progress.advance(self._bar, n)
+
+    def unit_done(self, row: UnitRow, n_done: int) -> None:
+        """A unit was written (the `n_done`th in the file): its line, and one step of the bar."""
+        line = f"[{n_done}] " + unit_line(row)
+        if self.console.is_terminal:
+            self.progress.console.print(line, highlight=False, markup=False)
+        else:
+            print(line, file=sys.stderr, flush=True)
+        self.advance()
+
+    def note(self, text: str) -> None:
+        self.console.print(text)
+
+
+def unit_line(u: UnitRow) -> str:
+    """One log line per finished unit (above the progress bar; the only output when not a terminal)."""
+    head = f"{u['variant']} · seed {u['seed']} · {u['scenario']}: "
+    if u["kind"] == "baseline":
+        dec = Counter(r["decision"] for r in u["fresh"])
+        body = f"fresh {dict(dec)}, controls valid {sum(r['valid'] for r in u['controls'])}/{len(u['controls'])}"
+    else:
+        dec = Counter(r["decision"] for r in u["persistence"])
+        body = (f"calls {[c['name'] + ('✗' if c['class'] == 'violates' else '') for c in u['task']['calls']]}, "
+                f"steps {sum(r['n_steps'] for r in u['learn'])}, persistence {dict(dec)}"
+                + (" (reused)" if not u["changed"] else ""))
+    return head + body + f" · {u['sec']:.0f} s"
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What every unit of one run shares: its options, scenarios, units file, reporter and metadata."""
+
+    opts: Options
+    scenarios: list[Scenario]
+    units: Units
+    reporter: Reporter
+    meta: dict[str, Any]
+    new_units: int = 0
+
+    def add(self, row: UnitRow) -> None:
+        self.units.add(row)
+        self.reporter.unit_done(row, len(self.units.rows))
+        self.new_units += 1
+
+
+@dataclass
+class Baseline:
+    """The baseline rows one group's variants are compared with: its name, and scenario id → row."""
+
+    name: str
+    rows: dict[str, BaselineRow]
+
+
+def _group_key(cfg: Config) -> tuple[Any, ...]:
+    return tuple(getattr(cfg, k) for k in (*BACKEND_KEYS, *SAMPLING_KEYS))
+
+
+def _baseline_name(variant_cfg: Config, base_cfg: Config) -> str:
+    diff = [f"{k}={getattr(variant_cfg, k)}" for k in (*BACKEND_KEYS, *SAMPLING_KEYS)
+            if getattr(variant_cfg, k) != getattr(base_cfg, k)]
+    return "baseline" + (f"[{','.join(diff)}]" if diff else "")
+
+
+def run(opts: Options, *, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Run (or resume) the benchmark; writes units.jsonl, results.json and results.md under opts.out."""
+    t_start = time.perf_counter()
+    scenarios = select_scenarios(load_scenarios(opts.scenarios), opts)
+    base_cfg = parse_config([f"{k}={v}" for k, v in opts.base_args.items()])
+    seeds = [int(base_cfg.seed) + i for i in range(opts.seeds)]
+    # 1) the plan, per seed: variants grouped by backend-level settings (one backend load per group);
+    #    every variant's config is checked here, before anything is written
+    plan: list[tuple[int, list[str]]] = []
+    for seed in seeds:
+        groups: dict[tuple[Any, ...], list[str]] = {}
+        for name, v in opts.variants.items():
+            groups.setdefault(_group_key(opts.config_for(v, seed)), []).append(name)
+        plan += [(seed, names) for names in groups.values()]
+    # 2) the run's identity: resuming with another configuration would mix incomparable units
+    lock = _claim(opts)
+    r = Run(opts, scenarios, Units(opts.out / "units.jsonl"), reporter or Reporter(),
+            _meta(opts, base_cfg, seeds, scenarios))
+    try:
+        with r.reporter:
+            r.reporter.start(sum(len(scenarios) * (1 + len(names)) for _, names in plan))
+            for seed, names in plan:  # 3)–5) in _run_group
+                _run_group(r, seed, names)
+    except KeyboardInterrupt:
+        r.reporter.note(f"interrupted: {len(r.units.rows)} units kept in {opts.out / 'units.jsonl'}; "
+                        "rerun the same command to resume")
+        raise
+    finally:
+        # 6) the results, from every unit in the file (this invocation's and earlier ones')
+        r.meta["seconds"] = time.perf_counter() - t_start
+        r.meta["new_units"] = r.new_units
+        res = aggregate(r.units.rows, list(opts.variants), seeds, scenarios, r.meta)
+        atomic_write(opts.out / "results.json", json.dumps(res, indent=1, ensure_ascii=False) + "\n")
+        atomic_write(opts.out / "results.md", to_markdown(res))
+        lock.close()
+    return res
+
+
+def _claim(opts: Options) -> IO[str]:
+    """Take DIR/.lock and check (or write) DIR/run.json; the open lock file, held for the whole run."""
+    opts.out.mkdir(parents=True, exist_ok=True)
+    signature = {"scenarios_sha256": hashlib.sha256(opts.scenarios.read_bytes()).hexdigest(),
+                 "base": opts.base_args, "mode": opts.mode, "cross": opts.cross, "forget": opts.forget,
+                 "limit": opts.limit, "quick": opts.quick}
+    lock = open(opts.out / ".lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        raise ValueError(f"another run is writing to {opts.out}") from None
+    sig_path = opts.out / "run.json"
+    if sig_path.exists() and json.loads(sig_path.read_text()).get("signature") != signature:
+        lock.close()
+        raise ValueError(f"{opts.out} holds a run with another configuration (see run.json): use another --out")
+    sig_path.write_text(json.dumps({"signature": signature}, indent=1) + "\n")
+    return lock
+
+
+def _meta(opts: Options, base_cfg: Config, seeds: list[int], scenarios: list[Scenario]) -> dict[str, Any]:
+    return {
+        "command": "continualcode bench learn " + shlex.join(opts.argv),
+        "date": dt.datetime.now().isoformat(timespec="seconds"), "mode": opts.mode, "seeds": seeds,
+        "cross": opts.cross, "forget": opts.forget, "quick": opts.quick,
+        "scenarios_file": _shown_path(opts.scenarios), "n_scenarios": len(scenarios),
+        "scenario_ids": [s.id for s in scenarios], "base_overrides": opts.base_args,
+        "config": {k: v for k, v in chz.asdict(base_cfg).items() if isinstance(v, str | int | float | bool)},
+        "variants": {n: {"overrides": v.overrides, "replay": v.replay} for n, v in opts.variants.items()},
+    }
+
+
+def _run_group(r: Run, seed: int, names: list[str]) -> None:
+    """One seed and backend group: its model loaded once, its baseline, then its variants."""
+    first_cfg = r.opts.config_for(r.opts.variants[names[0]], seed)
+    bname = _baseline_name(first_cfg, r.opts.config_for(Variant(), seed))
+    keys = [(n, seed, s.id) for n in (bname, *names) for s in r.scenarios]
+    left = sum(k not in r.units.done for k in keys)
+    r.reporter.advance(len(keys) - left)
+    if not left:
+        return
+    # 3) one backend for this seed and group; the adapter snapshot right after load
+    r.reporter.describe(f"seed {seed} · loading {first_cfg.model_name}")
+    backend: Backend = build_backend(first_cfg)
+    if "snapshot" not in backend.capabilities:
+        raise ValueError(f"backend {first_cfg.backend} cannot snapshot/restore the adapter")
+    r.meta["model"] = backend.model_id
+    r.meta.setdefault("dtype", str(getattr(backend, "dtype", "")))
+    base = Ctx(backend, make_renderer(backend), first_cfg, backend.snapshot(), seed)
+    # 4) the shared baseline, once per seed (and backend group)
+    baseline = _run_baseline(r, base, bname)
+    r.reporter.describe(f"seed {seed} · variants")
+    # 5) the variants, each from the same snapshot
+    for name in names:
+        _run_variant(r, dataclasses.replace(base, cfg=r.opts.config_for(r.opts.variants[name], seed)), name, baseline)
+
+
+def _run_baseline(r: Run, ctx: Ctx, bname: str) -> Baseline:
+    """The baseline units of this seed and group not yet in the file; then all of them."""
+    seed = ctx.seed
+    for sc in r.scenarios:
+        key = (bname, seed, sc.id)
+        if key in r.units.done:
+            continue
+        r.reporter.describe(f"seed {seed} · {bname} · {sc.id}")
+        t0 = time.perf_counter()
+        recs = baseline_unit(ctx, sc, sc.fresh, sc.controls)
+        r.add({"key": list(key), "kind": "baseline", "variant": bname, "seed": seed, "scenario": sc.id,
+               "preference": sc.preference, **recs, "sec": round(time.perf_counter() - t0, 2)})
+    return Baseline(bname, {u["scenario"]: u for u in r.units.rows
+                            if u["kind"] == "baseline" and u["variant"] == bname and u["seed"] == seed})
+
+
+def _run_variant(r: Run, ctx: Ctx, name: str, baseline: Baseline) -> None:
+    """All scenarios of one variant and seed not yet in the file."""
+    b, seed, opts, scenarios = ctx.backend, ctx.seed, r.opts, r.scenarios
+    sequential = opts.mode == "sequential"
+    state_dir = opts.out / "state" / f"{_safe(name)}-s{seed}"
+    # 1) the adapter: the base, or (resuming a sequence) as saved after the last finished unit
+    b.restore(ctx.base)
+    past, changed = _resume_sequence(r, b, name, seed, state_dir) if sequential else ([], False)
+    learner: BenchLearner | None = None
+    if ctx.cfg.enable_training:
+        from continualcode.learn.step import Learner
+
+        learner = BenchLearner(Learner(b, ctx.renderer, ctx.cfg.learn_config()), replay=opts.variants[name].replay,
+                               past=past)
+    # 2) each scenario: learn from the user's corrections, measure, write the unit
+    for pos, sc in enumerate(scenarios):
+        key = (name, seed, sc.id)
+        if key in r.units.done:
+            continue
+        r.reporter.describe(f"seed {seed} · {name} · {sc.id}")
+        if not sequential:
+            b.restore(ctx.base)
+            changed = False
+            if learner is not None:
+                learner.past.clear()
+        earlier = [(o, i, o.fresh[i]) for o in scenarios[:pos] for i in range(min(opts.forget, len(o.fresh)))] \
+            if sequential else []
+        t0 = time.perf_counter()
+        recs, changed = variant_unit(ctx, sc, learner, cross=cross_tasks(scenarios, pos, opts.cross),
+                                     earlier=earlier, baselines=baseline.rows, changed_before=changed)
+        if sequential:  # 3) the adapter and replay buffer after this unit, to resume the sequence from
+            ck = state_dir / f"after-{pos + 1}"
+            b.save(ck)
+            (ck / "replay.json").write_text(json.dumps([c.to_dict() for c in (learner.past if learner else [])]))
+        r.add({"key": list(key), "kind": "variant", "variant": name, "seed": seed, "scenario": sc.id,
+               "preference": sc.preference, "baseline": baseline.name, "position": pos, "mode": opts.mode,
+               "changed": changed, **recs, "sec": round(time.perf_counter() - t0, 2)})
+        if sequential:  # the committed unit's checkpoint is the one to resume from; drop the older ones
+            for old in state_dir.glob("after-*"):
+                if old.name != f"after-{pos + 1}":
+                    remove_checkpoint(old)
+    b.restore(ctx.base)
+
+
+def _resume_sequence(r: Run, b: Backend, name: str, seed: int, state_dir: Path) -> tuple[list[Correction], bool]:
+    """Sequential mode: load the adapter saved after this variant's last finished unit; its replay
+    buffer, and whether the adapter had changed.  Nothing done yet: ([], False)."""
+    done = [s for s in r.scenarios if (name, seed, s.id) in r.units.done]
+    if not done:
+        return [], False
+    ck = state_dir / f"after-{len(done)}"
+    b.load(ck)
+    past = [Correction.from_dict(d) for d in json.loads((ck / "replay.json").read_text())]
+    changed = any(u.get("changed") for u in r.units.rows if u["kind"] == "variant" and u["variant"] == name
+                  and u["seed"] == seed)
+    return past, changed
+
+
+# --- files and the command ------------------------------------------------------------------------
+
+
+def _shown_path(p: Path) -> str:
+    """The scenario file as results show it: relative to the package's repository or the working
+    directory when under one (no machine paths in committed results), else as given."""
+    full = p.expanduser().resolve()
+    for root in (REPO, Path.cwd()):
+        if full.is_relative_to(root):
+            return str(full.relative_to(root))
+    return str(p)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80]
+
+
+def remove_checkpoint(p: Path) -> None:
+    """Remove a saved adapter directory, or the symlink the backend's atomic save made and its target."""
+    if p.is_symlink():
+        target = p.resolve()
+        p.unlink()
+        shutil.rmtree(target, ignore_errors=True)
+    else:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def main(args: list[str]) -> int:
+    """`continualcode bench learn …`; 0 on success, 2 on a usage error, 130 when interrupted."""
+    from continualcode.backends.base import BackendError
+
+    try:
+        opts = parse_args(args)
+        res = run(opts)
+    except SystemExit as e:  # argparse: usage already printed
+        return int(e.code or 0)
+    except (ValueError, UsageError, FileNotFoundError) as e:
+        print(f"continualcode bench learn: {e}", file=sys.stderr)
+        return 2
+    except BackendError as e:
+        print(f"continualcode bench learn: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(f"wrote {opts.out / 'results.md'} and results.json ({res['meta']['new_units']} new units)")
+    return 0

@@ -1,0 +1,273 @@
+"""Running tasks: the simulated user drives a real `Session` on a fresh temp workspace.
+
+The real model, the real tools; only the user is simulated (violates → Deny(correction), else
+Approve; a bash command that could leave the workspace is never run).  One task gives a
+`TaskRecord`, one control's first reply a `FirstCallRecord`; a unit is the records of one scenario
+before learning (`baseline_unit`) or under one variant (`variant_unit`).  This module knows the
+agent only through `Session` and a backend, and nothing of files on disk or of the run's plan.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict, TypeVar
+
+from continualcode.agent import Abort, Approve, Decision, Deny, SamplingConfig, Session
+from continualcode.backends.base import Backend, Snapshot
+from continualcode.bench.learn.records import (
+    BaselineRecords,
+    BaselineRow,
+    CallRecord,
+    FirstCallRecord,
+    Retry,
+    TaskRecord,
+    VariantRecords,
+)
+from continualcode.bench.learn.scenario import Scenario, Task, decide, unsafe
+from continualcode.bench.learn.variants import BenchLearner
+from continualcode.config import Config
+from continualcode.events import Event, Proposal
+from continualcode.records import Message, Sample, ToolCall
+from continualcode.render import Renderer
+from continualcode.tools import Workspace
+
+BENCH_BASH_TIMEOUT = 30
+ENDED = ("answered", "max_turns")
+SNIPPET = 300
+
+Other = tuple[Scenario, int, Task]  # another scenario's fresh task: (scenario, index, task)
+
+
+class _Session(Session):
+    """A Session that keeps each sample's prompt and tokens (for scoring the first call)."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.samples: list[tuple[list[int], Sample]] = []
+
+    def query(self) -> tuple[list[int], Sample, str]:
+        prompt_ids, sample, text = super().query()
+        self.samples.append((prompt_ids, sample))
+        return prompt_ids, sample, text
+
+
+class SimUser:
+    """The simulated user: violates → Deny(correction); else Approve.  `measure` stops at the decision."""
+
+    def __init__(self, scenario: Scenario | None, *, measure: bool) -> None:
+        self.sc = scenario
+        self.measure = measure
+        self.calls: list[CallRecord] = []
+
+    def decide(self, call: ToolCall, preview: str) -> Decision:
+        cls = self.sc.classify(call) if self.sc is not None else "neutral"
+        user, decision = self._answer(call, cls)
+        self.calls.append({"name": call.name, "args": _summary(call.arguments), "class": cls, "user": user})
+        return decision
+
+    def _answer(self, call: ToolCall, cls: str) -> tuple[str, Decision]:
+        if cls == "violates" and self.sc is not None:
+            return ("abort", Abort()) if self.measure else ("deny", Deny(self.sc.correction))
+        if cls == "complies" and self.measure and self.sc is not None and self.sc.complies is not None:
+            return "abort", Abort()
+        if unsafe(call):
+            return "guard", Abort()
+        return "approve", Approve()
+
+
+def _summary(args: dict[str, Any]) -> dict[str, Any]:
+    return {k: v if not isinstance(v, str) or len(v) <= SNIPPET else v[:SNIPPET] + "…" for k, v in args.items()}
+
+
+def task_seed(seed: int, scenario_id: str, kind: str, index: int) -> int:
+    """The sampling seed of one task: the same in baseline and after learning (paired comparison)."""
+    return zlib.crc32(f"{seed}:{scenario_id}:{kind}:{index}".encode()) & 0x7FFFFFFF
+
+
+@dataclass
+class Ctx:
+    """One loaded backend under one variant config."""
+
+    backend: Backend
+    renderer: Renderer
+    cfg: Config
+    base: Snapshot  # the adapter snapshot taken right after load
+    seed: int
+
+    def sampling(self, sc: Scenario | None, *, constrained: bool | None = None) -> SamplingConfig:
+        c = self.cfg
+        turns = min(sc.max_turns, c.max_turns) if sc is not None else c.max_turns
+        return SamplingConfig(temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens,
+                              constrained=c.constrained if constrained is None else constrained, max_turns=turns)
+
+    def workspace(self, root: Path, files: dict[str, str]) -> Workspace:
+        for rel, text in files.items():
+            p = root / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(text)
+        return Workspace(root, result_cap=self.cfg.result_cap, bash_timeout=min(self.cfg.bash_timeout,
+                                                                                 BENCH_BASH_TIMEOUT))
+
+
+def kl_first(ctx: Ctx, prompt_ids: list[int], sample: Sample) -> tuple[float, float]:
+    """Mean per-token KL(adapted ‖ base) on a sample's tokens: (k1 on the sampled tokens, exact over the vocab)."""
+    b, tokens = ctx.backend, list(sample.tokens)
+    a = b.score(prompt_ids, tokens, full=True, adapter=True)
+    r = b.score(prompt_ids, tokens, full=True, adapter=False)
+    k1 = float((a.logprobs - r.logprobs).mean())
+    pa_TV, pb_TV = a.full_logprobs, r.full_logprobs
+    assert pa_TV is not None and pb_TV is not None  # full=True
+    exact = float((pa_TV.exp() * (pa_TV - pb_TV)).sum(-1).mean())
+    return k1, exact
+
+
+def run_task(ctx: Ctx, sc: Scenario | None, files: dict[str, str], text: str, seed: int, *,
+             measure: bool, learner: BenchLearner | None = None, score: bool = False) -> TaskRecord:
+    """Run one task with the simulated user; the per-task record."""
+    t0 = time.perf_counter()
+    user = SimUser(sc, measure=measure)
+    malformed = [0]
+
+    def sink(ev: Event) -> None:
+        if isinstance(ev, Proposal) and ev.error:
+            malformed[0] += 1
+
+    with tempfile.TemporaryDirectory(prefix="cc-bench-") as tmp:
+        s = _Session(ctx.backend, ctx.renderer, ctx.workspace(Path(tmp), files), user, learner=learner,
+                     sampling=ctx.sampling(sc), on_event=sink, seed=seed,
+                     learn_from_approved_retry=bool(learner is not None and ctx.cfg.learn_from_approved_retry))
+        result = s.run_task(text)
+    classes = [c["class"] for c in user.calls]
+    status = "guard" if user.calls and user.calls[-1]["user"] == "guard" else result.status
+    first = ctx.renderer.parse(ctx.renderer.decode(s.samples[0][1].tokens)) if s.samples else None
+    kl_k1, kl_exact = kl_first(ctx, *s.samples[0]) if score and s.samples else (0.0, 0.0)
+    return {
+        "task": text, "seed": seed, "status": status, "calls": user.calls, "text": result.text[:SNIPPET],
+        "decision": decide(classes, ended=status in ENDED, has_complies=sc is not None and sc.complies is not None),
+        "malformed": malformed[0], "samples": len(s.samples),
+        "first_valid": first is not None and first.call is not None,  # the first reply parsed to a valid call
+        "first_call": user.calls[0]["name"] if user.calls else None,
+        "kl_k1": kl_k1, "kl_exact": kl_exact, "sec": round(time.perf_counter() - t0, 2),
+    }
+
+
+def retries(rec: TaskRecord, sc: Scenario, max_turns: int) -> list[Retry]:
+    """For each denial in a scenario-task record: the decision of the calls after it."""
+    out: list[Retry] = []
+    calls = rec["calls"]
+    for i, c in enumerate(calls):
+        if c.get("user") != "deny":
+            continue
+        rest = [x["class"] for x in calls[i + 1:]]
+        observed = i + 1 < max_turns
+        out.append({"turn": i + 1, "observed": observed, "next": rest[0] if rest else None,
+                    "decision": decide(rest, ended=rec["status"] in ENDED, has_complies=sc.complies is not None)
+                    if observed else "unobserved"})
+    return out
+
+
+def first_call(ctx: Ctx, task: Task, seed: int, *, constrained: bool, score: bool) -> FirstCallRecord:
+    """Sample only the first reply to a task (drift on controls)."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="cc-bench-") as tmp:
+        s = _Session(ctx.backend, ctx.renderer, ctx.workspace(Path(tmp), task.files), SimUser(None, measure=True),
+                     sampling=ctx.sampling(None, constrained=constrained), seed=seed)
+        s.messages.append(Message("user", task.task))
+        prompt_ids, sample, text = s.query()
+    parsed = ctx.renderer.parse(text)
+    kl_k1, kl_exact = kl_first(ctx, prompt_ids, sample) if score else (0.0, 0.0)
+    return {
+        "task": task.task, "seed": seed, "constrained": constrained, "valid": parsed.call is not None,
+        "call": None if parsed.call is None else {"name": parsed.call.name, "args": _summary(parsed.call.arguments)},
+        "text": text[:SNIPPET], "tokens": len(sample.tokens), "finish": sample.finish_reason,
+        "kl_k1": kl_k1, "kl_exact": kl_exact, "sec": round(time.perf_counter() - t0, 2),
+    }
+
+
+# --- units ----------------------------------------------------------------------------------------
+
+
+def _controls(ctx: Ctx, sc: Scenario, controls: Sequence[Task], *, constrained: bool,
+              score: bool) -> list[FirstCallRecord]:
+    return [first_call(ctx, t, task_seed(ctx.seed, sc.id, "control", i), constrained=constrained, score=score)
+            for i, t in enumerate(controls)]
+
+
+def _fresh(ctx: Ctx, sc: Scenario, t: Task, i: int, *, score: bool) -> TaskRecord:
+    """Scenario `sc`'s fresh task number `i`, measured (stopped at its decision)."""
+    return run_task(ctx, sc, t.files, t.task, task_seed(ctx.seed, sc.id, "fresh", i), measure=True, score=score)
+
+
+def baseline_unit(ctx: Ctx, sc: Scenario, fresh: Sequence[Task], controls: Sequence[Task]) -> BaselineRecords:
+    """Before any learning: fresh-task decisions, control first calls (constrained and not)."""
+    ctx.backend.restore(ctx.base)
+    return {
+        "fresh": [_fresh(ctx, sc, t, i, score=False) for i, t in enumerate(fresh)],
+        "controls": _controls(ctx, sc, controls, constrained=True, score=False),
+        "controls_unconstrained": _controls(ctx, sc, controls, constrained=False, score=False),
+    }
+
+
+R = TypeVar("R", TaskRecord, FirstCallRecord)
+
+
+def _reused(recs: Iterable[R]) -> list[R]:
+    return [{**r, "reused": True} for r in recs]
+
+
+class Measured(TypedDict):
+    persistence: list[TaskRecord]
+    controls: list[FirstCallRecord]
+    controls_unconstrained: list[FirstCallRecord]
+    cross: list[TaskRecord]
+    forgetting: list[TaskRecord]
+
+
+def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross: Sequence[Other],
+                 earlier: Sequence[Other], baselines: dict[str, BaselineRow],
+                 changed_before: bool) -> tuple[VariantRecords, bool]:
+    """One (variant, seed, scenario): learn from the user's corrections, then measure.  Also returns
+    whether the adapter now differs from the base (`changed`)."""
+    n_log = len(learner.log) if learner is not None else 0
+    # 1) the scenario's task, with the user's corrections and the variant's learner
+    task = run_task(ctx, sc, sc.files, sc.task, task_seed(ctx.seed, sc.id, "task", 0), measure=False,
+                    learner=learner)
+    task["retries"] = retries(task, sc, min(sc.max_turns, ctx.cfg.max_turns))
+    learn = learner.log[n_log:] if learner is not None else []
+    changed = changed_before or any(not r.get("rolled_back") for r in learn)
+    # 2–4) measured under the adapter, or (the adapter is the base) the baseline's records exactly
+    m = _measure(ctx, sc, cross, earlier) if changed else _from_baseline(sc, cross, earlier, baselines)
+    return {"task": task, "learn": learn, **m}, changed
+
+
+def _measure(ctx: Ctx, sc: Scenario, cross: Sequence[Other], earlier: Sequence[Other]) -> Measured:
+    return {
+        # 2) persistence: a brand-new session, no learner, no correction in context
+        "persistence": [_fresh(ctx, sc, t, i, score=True) for i, t in enumerate(sc.fresh)],
+        # 3) drift: controls (constrained + unconstrained first calls) and other preferences' fresh tasks
+        "controls": _controls(ctx, sc, sc.controls, constrained=True, score=True),
+        "controls_unconstrained": _controls(ctx, sc, sc.controls, constrained=False, score=False),
+        "cross": [{**_fresh(ctx, o, t, i, score=True), "of": o.id, "index": i, "preference": o.preference}
+                  for o, i, t in cross],
+        # 4) forgetting (sequential): earlier scenarios' fresh tasks, under the adapter as it is now
+        "forgetting": [{**_fresh(ctx, o, t, i, score=False), "of": o.id, "index": i} for o, i, t in earlier],
+    }
+
+
+def _from_baseline(sc: Scenario, cross: Sequence[Other], earlier: Sequence[Other],
+                   baselines: dict[str, BaselineRow]) -> Measured:
+    base = baselines[sc.id]
+    return {
+        "persistence": _reused(base["fresh"]),
+        "controls": _reused(base["controls"]),
+        "controls_unconstrained": _reused(base["controls_unconstrained"]),
+        "cross": [{**baselines[o.id]["fresh"][i], "of": o.id, "index": i, "preference": o.preference,
+                   "reused": True} for o, i, _ in cross],
+        "forgetting": [{**baselines[o.id]["fresh"][i], "of": o.id, "index": i, "reused": True}
+                       for o, i, _ in earlier],
+    }
