@@ -39,7 +39,7 @@ from continualcode.events import (
     UserTask,
 )
 from continualcode.records import Correction, Message, Sample, ToolCall
-from continualcode.render import Renderer
+from continualcode.render import Parsed, Renderer, call_in_text, looks_like_call
 from continualcode.tools import Workspace
 
 
@@ -86,6 +86,24 @@ class SamplingConfig:
     constrained: bool = True
     max_turns: int = 12
     max_malformed: int = 3
+    max_repeats: int = 2  # re-samples of a call the user already denied in this task
+
+
+REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated denied call
+REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
+TEXT_CALL_ERROR = ("a tool call written as text: make the call with <tool_call> tags and a known tool, "
+                   "or answer in plain words")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One sampled proposal: the student's exact prompt, its sample, the decoded text, what it parsed to."""
+
+    prompt_ids: list[int]
+    sample: Sample
+    text: str
+    parsed: Parsed
+    message: str  # what goes into the conversation: the text, or the proper call for a call spelled out as text
 
 
 @dataclass
@@ -102,6 +120,17 @@ def args_diff(before: dict[str, Any], after: dict[str, Any]) -> str:
         if before.get(k) != after.get(k):
             lines.append(f"{k}: {json.dumps(before.get(k))} -> {json.dumps(after.get(k))}")
     return "; ".join(lines)
+
+
+@dataclass
+class _TaskState:
+    """What one task's loop carries between turns."""
+
+    result: TaskResult
+    malformed: int = 0
+    turn: int = 0
+    pending: Correction | None = None  # the last denial, for learning from an approved retry
+    denied: set[str] = field(default_factory=set)  # the calls (canonical text) the user denied in this task
 
 
 class Session:
@@ -148,8 +177,8 @@ class Session:
             self._constraints[allow_text] = self.renderer.constraint(allow_text=allow_text)
         return self._constraints[allow_text]
 
-    def query(self) -> tuple[list[int], Sample, str]:
-        """Sample one assistant turn for the current conversation."""
+    def query(self, *, temperature: float | None = None) -> tuple[list[int], Sample, str]:
+        """Sample one assistant turn for the current conversation (at `temperature`, default the config's)."""
         prompt_ids = self.renderer.prompt_ids(self.messages)
         # The model must act before it may answer in text: text is allowed after a tool result.
         allow_text = bool(self.messages) and self.messages[-1].role == "tool"
@@ -157,10 +186,34 @@ class Session:
         self._n_samples += 1
         s = self.sampling
         sample = self.backend.sample(
-            prompt_ids, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
-            stop=self.renderer.stop_ids, constraint=self._constraint(allow_text), seed=seed,
+            prompt_ids, max_tokens=s.max_tokens, temperature=s.temperature if temperature is None else temperature,
+            top_p=s.top_p, stop=self.renderer.stop_ids, constraint=self._constraint(allow_text), seed=seed,
         )
         return prompt_ids, sample, self.renderer.decode(sample.tokens)
+
+    def _propose(self, denied: set[str]) -> Turn | None:
+        """Sample, parse and report one proposal.  A call spelled out as text is taken as the call when it
+        names a known tool with valid arguments, else it is malformed (never shown as an answer); a call
+        the user denied in this task is sampled again, hotter, up to `max_repeats` times (None: it
+        kept coming back)."""
+        s = self.sampling
+        for attempt in range(1 + s.max_repeats):
+            self._emit(Thinking())
+            prompt_ids, sample, text = self.query(temperature=None if attempt == 0 else min(
+                1.0, max(REPEAT_TEMPERATURE, s.temperature) + 0.15 * (attempt - 1)))
+            parsed, message = self.renderer.parse(text), text
+            if parsed.text is not None and looks_like_call(parsed.text):
+                call = call_in_text(parsed.text, self.renderer.tools)
+                parsed = Parsed(call=call) if call is not None else Parsed(error=TEXT_CALL_ERROR)
+                message = call.to_text() if call is not None else text
+            repeat = parsed.call is not None and parsed.call.to_text() in denied
+            self._emit(Proposal(text, len(sample.tokens), sample.finish_reason,
+                                call=None if parsed.call is None else {"name": parsed.call.name,
+                                                                        "arguments": parsed.call.arguments},
+                                error=REPEAT_ERROR if repeat else parsed.error))
+            if not repeat:
+                return Turn(prompt_ids, sample, text, parsed, message)
+        return None
 
     def _add(self, *msgs: Message) -> None:
         """Append to the conversation; each message is also an event (the journal resumes from them)."""
@@ -198,69 +251,72 @@ class Session:
         """Run one user task until a text answer, a denial without correction, an abort or max_turns."""
         self._emit(UserTask(task))
         self._add(Message("user", task))
-        result = TaskResult(status="max_turns")
-        malformed = 0
-        pending: Correction | None = None  # the last denial, for learning from an approved retry
-        turn = 0
-        while turn < self.sampling.max_turns:
+        t = _TaskState(TaskResult(status="max_turns"))
+        while t.turn < self.sampling.max_turns:
             context = tuple(self.messages)
-            self._emit(Thinking())
-            prompt_ids, sample, text = self.query()
-            parsed = self.renderer.parse(text)
-            self._emit(Proposal(text, len(sample.tokens), sample.finish_reason,
-                                call=None if parsed.call is None else {"name": parsed.call.name,
-                                                                        "arguments": parsed.call.arguments},
-                                error=parsed.error))
+            turn = self._propose(t.denied)
+            if turn is None:
+                self._add(Message("user", "The user denied this call. Wait for instructions."))
+                return TaskResult(status="denied", text=REPEAT_ERROR, calls=t.result.calls)
+            parsed = turn.parsed
             if parsed.error is not None:
-                malformed += 1
-                self._add(Message("assistant", text), Message("user", f"error: {parsed.error}. Try again."))
-                if malformed >= self.sampling.max_malformed:
-                    return TaskResult(status="malformed", text=parsed.error, calls=result.calls)
+                t.malformed += 1
+                self._add(Message("assistant", turn.text), Message("user", f"error: {parsed.error}. Try again."))
+                if t.malformed >= self.sampling.max_malformed:
+                    return TaskResult(status="malformed", text=parsed.error, calls=t.result.calls)
                 continue
             if parsed.text is not None:
-                self._add(Message("assistant", text))
+                self._add(Message("assistant", turn.text))
                 self._emit(AssistantText(parsed.text))
-                return TaskResult(status="answered", text=parsed.text, calls=result.calls)
-            call = parsed.call
-            assert call is not None
-            turn += 1
-            decision = self._decide(call)
-            if isinstance(decision, Abort):
-                self._emit(Decided("abort"))
-                return TaskResult(status="aborted", calls=result.calls)
-            if isinstance(decision, Deny):
-                self._emit(Decided("deny", text=decision.correction))
-                self._add(Message("assistant", text))
-                if not decision.correction.strip():
-                    self._add(Message("user", "The user denied this call. Wait for instructions."))
-                    return TaskResult(status="denied", calls=result.calls)
-                pending = Correction("deny", context, prompt_ids, sample, text, decision.correction.strip(),
-                                     tuple(self.feedback))
-                self._learn(pending)
-                self._add(Message("user", f"Denied. {decision.correction.strip()}"))
-                continue
-            if isinstance(decision, Edit):
-                edited = ToolCall(call.name, decision.arguments)
-                diff = args_diff(call.arguments, edited.arguments)
-                self._emit(Decided("edit", diff=diff, arguments=decision.arguments))
-                self._learn(Correction("edit", context, prompt_ids, sample, text,
-                                       f"the user edited the call's arguments: {diff}", tuple(self.feedback),
-                                       demonstration=edited.to_text()))
-                call, text = edited, edited.to_text()
-            else:
-                self._emit(Decided("approve", always=decision.always))
-                if decision.always:
-                    self.auto_approve.add(call.name)
-                if pending is not None and self.learn_from_approved_retry:
-                    self._learn(Correction("approved_retry", pending.messages, pending.prompt_ids, pending.sample,
-                                           pending.attempt_text, pending.text, pending.feedback,
-                                           demonstration=text))
-            pending = None
+                return TaskResult(status="answered", text=parsed.text, calls=t.result.calls)
+            t.turn += 1
+            end = self._handle_call(t, context, turn)
+            if end is not None:
+                return end
+        return t.result
+
+    def _handle_call(self, t: _TaskState, context: tuple[Message, ...], turn: Turn) -> TaskResult | None:
+        """Ask about one proposed call and act on the answer; a TaskResult when the task ends here."""
+        call, text = turn.parsed.call, turn.message
+        assert call is not None
+        decision = self._decide(call)
+        if isinstance(decision, Abort):
+            self._emit(Decided("abort"))
+            return TaskResult(status="aborted", calls=t.result.calls)
+        if isinstance(decision, Deny):
+            self._emit(Decided("deny", text=decision.correction))
             self._add(Message("assistant", text))
-            output = self.execute(call)
-            self._add(Message("tool", output, meta={"tool": call.name}))
-            result.calls.append(call)
-        return result
+            t.denied.add(call.to_text())
+            if not decision.correction.strip():
+                self._add(Message("user", "The user denied this call. Wait for instructions."))
+                return TaskResult(status="denied", calls=t.result.calls)
+            t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text,
+                                   decision.correction.strip(), tuple(self.feedback))
+            self._learn(t.pending)
+            self._add(Message("user", f"Denied. {decision.correction.strip()}"))
+            return None
+        if isinstance(decision, Edit):
+            edited = ToolCall(call.name, decision.arguments)
+            diff = args_diff(call.arguments, edited.arguments)
+            self._emit(Decided("edit", diff=diff, arguments=decision.arguments))
+            self._learn(Correction("edit", context, turn.prompt_ids, turn.sample, turn.text,
+                                   f"the user edited the call's arguments: {diff}", tuple(self.feedback),
+                                   demonstration=edited.to_text()))
+            call, text = edited, edited.to_text()
+        else:
+            self._emit(Decided("approve", always=decision.always))
+            if decision.always:
+                self.auto_approve.add(call.name)
+            p = t.pending
+            if p is not None and self.learn_from_approved_retry:
+                self._learn(Correction("approved_retry", p.messages, p.prompt_ids, p.sample, p.attempt_text, p.text,
+                                       p.feedback, demonstration=text))
+        t.pending = None
+        self._add(Message("assistant", text))
+        output = self.execute(call)
+        self._add(Message("tool", output, meta={"tool": call.name}))
+        t.result.calls.append(call)
+        return None
 
     def _decide(self, call: ToolCall) -> Decision:
         if call.name in self.auto_approve:

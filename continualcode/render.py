@@ -88,6 +88,51 @@ def _parse(text: str, tools: Sequence[dict[str, Any]]) -> Parsed:
     return Parsed(call=ToolCall(obj["name"], args))
 
 
+_FENCE_RE = re.compile(r"```[a-zA-Z]*\s*(\{.*?\})\s*```", re.S)
+_NAME_KEY_RE = re.compile(r'["\']name["\']\s*:\s*["\']')
+_ARGS_KEY_RE = re.compile(r'["\'](arguments|parameters|args)["\']\s*:')
+
+
+def call_in_text(text: str, tools: Sequence[dict[str, Any]] = TOOL_SCHEMAS) -> ToolCall | None:
+    """The tool call a text reply spells out instead of making (a fenced or bare JSON object with a
+    known tool's name and valid arguments), or None."""
+    for candidate in [*_FENCE_RE.findall(text), *_bare_objects(text)]:
+        try:
+            obj = json.loads(candidate)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
+            parsed = _parse(CALL_OPEN + json.dumps({"name": obj["name"], "arguments": obj.get(
+                "arguments", obj.get("parameters", {}))}) + CALL_CLOSE, tools)
+            if parsed.call is not None:
+                return parsed.call
+    return None
+
+
+def looks_like_call(text: str) -> bool:
+    """Whether a text reply is really a tool call written as text: a fenced JSON block or a JSON
+    object with a "name" and "arguments"/"parameters" key, or a `<tool_call>` tag in prose.  Such a
+    reply is never an answer (the session re-asks or takes the call)."""
+    if "<tool_call>" in text or "</tool_call>" in text:
+        return True
+    return bool(_NAME_KEY_RE.search(text) and _ARGS_KEY_RE.search(text))
+
+
+def _bare_objects(text: str) -> list[str]:
+    """Balanced {...} substrings of `text` (outermost only; strings are not tracked: a heuristic)."""
+    out, depth, start = [], 0, -1
+    for i, ch in enumerate(text):
+        if ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth > 0:
+            depth -= 1
+            if depth == 0:
+                out.append(text[start : i + 1])
+    return out
+
+
 def _tool_lines(tools: Sequence[dict[str, Any]]) -> str:
     lines = []
     for t in tools:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from continualcode.agent import (
+    REPEAT_ERROR,
+    TEXT_CALL_ERROR,
     Abort,
     Approve,
     Correction,
@@ -18,7 +20,7 @@ from continualcode.agent import (
     Session,
     args_diff,
 )
-from continualcode.events import Event, Proposal
+from continualcode.events import AssistantText, Event, Proposal
 from continualcode.records import Sample, ToolCall
 from continualcode.render import Renderer
 from continualcode.tools import Workspace
@@ -204,3 +206,49 @@ def test_config_learning_defaults_match_learnconfig():
     assert len(shared) >= 11
     assert all(getattr(cfg, n) == getattr(lc, n) for n in shared)
     assert cfg.learn_config() == lc
+
+
+# --- calls written as text, repeated denied calls ---------------------------------------------------
+
+
+def test_scripted_model_call_spelled_out_as_fenced_json_is_taken_as_the_call(tokenizer, tmp_path):
+    fenced = '```json\n{"name": "read", "arguments": {"path": "main.py"}}\n```'
+    s, _, user, _, events = make(tokenizer, tmp_path, [call_text("glob", pattern="*.py"), fenced, "It adds."],
+                                 [Approve(), Approve()])
+    r = s.run_task("what does main.py do?")
+    assert r.status == "answered" and r.text == "It adds."
+    assert [c.name for c, _ in user.seen] == ["glob", "read"]  # asked as a call, executed
+    assert not any(isinstance(e, AssistantText) and "```" in e.text for e in events)
+    # the conversation holds the proper call, so later turns imitate the right format
+    assert s.messages[3].content == ToolCall("read", {"path": "main.py", "offset": 1, "limit": 400}).to_text()
+
+
+def test_scripted_model_call_to_an_unknown_tool_in_text_is_never_an_answer(tokenizer, tmp_path):
+    fake = '```json\n{"name": "slugify", "arguments": {"text": "Hello"}}\n```'
+    s, _, _, _, events = make(tokenizer, tmp_path, [call_text("glob", pattern="*.py"), fake, "It adds two numbers."],
+                              [Approve()])
+    r = s.run_task("what does main.py do?")
+    assert r.status == "answered" and r.text == "It adds two numbers."
+    answers = [e.text for e in events if isinstance(e, AssistantText)]
+    assert answers == ["It adds two numbers."]
+    errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
+    assert errors == [TEXT_CALL_ERROR]
+
+
+def test_scripted_model_denied_call_is_never_proposed_again(tokenizer, tmp_path):
+    w = call_text("write", path="main.py", content="x = 1\n")
+    e = call_text("edit_lines", path="main.py", start_line=3, end_line=2, content="y = 2\n")
+    s, model, user, _, events = make(tokenizer, tmp_path, [w, w, e, "Done."],
+                                           [Deny("use edit_lines"), Approve()])
+    assert s.run_task("add y").status == "answered"
+    assert [c.name for c, _ in user.seen] == ["write", "edit_lines"]  # the repeat was sampled again, unseen
+    assert [e.error for e in events if isinstance(e, Proposal)].count(REPEAT_ERROR) == 1
+    assert len(model.prompts) == 4
+
+
+def test_scripted_model_that_keeps_repeating_a_denied_call_ends_the_task(tokenizer, tmp_path):
+    w = call_text("write", path="main.py", content="x = 1\n")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [w] * 4, [Deny("use edit_lines")])
+    r = s.run_task("add y")
+    assert r.status == "denied" and r.text == REPEAT_ERROR
+    assert len(user.seen) == 1
