@@ -111,6 +111,11 @@ class Config:
     """Seconds a bash command may run; the model's own `timeout` argument is clamped to it."""
     pass_secrets: bool = False
     """Pass API keys and tokens from the environment to bash commands."""
+    sandbox: Literal["auto", "on", "off"] = "auto"
+    """Run bash confined by bubblewrap (writes only in the workspace and a private /tmp, no network, no view of
+    the agent's processes): on, off, or auto (on where bwrap works; says once when it does not)."""
+    sandbox_network: bool = False
+    """Let sandboxed bash commands use the network."""
     seed: int = 0
     threads: int = 0
     """CPU threads (0 = all cores)."""
@@ -160,6 +165,11 @@ def _any(_v: Any) -> str | None:
     return None
 
 
+def _text(v: str) -> str | None:
+    """Any string but one holding a NUL byte (no path or text can; only a caller, not a shell, passes one)."""
+    return "must not contain a NUL byte" if "\x00" in v else None
+
+
 def _tool_list(v: str) -> str | None:
     bad = [t for t in (x.strip() for x in v.split(",")) if t and t not in TOOL_NAMES]
     return f"names unknown tools {', '.join(bad)} (tools: {', '.join(TOOL_NAMES)})" if bad else None
@@ -168,7 +178,7 @@ def _tool_list(v: str) -> str | None:
 DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32")
 
 CHECKS: dict[str, Check] = {
-    "model_name": _pattern(r"\S.*", "a model name or path"),
+    "model_name": _pattern(r"[^\s\x00][^\x00]*", "a model name or path"),
     "backend": _any,  # a Literal: chz refuses other values
     "device": _pattern(r"auto|cpu|cuda(:\d+)?|mps", "auto, cpu, cuda, cuda:N or mps"),
     "dtype": _one_of(*DTYPES),
@@ -176,7 +186,7 @@ CHECKS: dict[str, Check] = {
     "lora_alpha": _number(0, lo_open=True),
     "lora_targets": _pattern(r"all-linear|\s*[A-Za-z_][\w.]*(\s*,\s*[A-Za-z_][\w.]*)*\s*",
                              "all-linear or comma-separated module names"),
-    "cache_dir": _any,
+    "cache_dir": _text,
     "temperature": _number(0, 10),
     "top_p": _number(0, 1, lo_open=True),
     "max_tokens": _number(8, 32768),
@@ -196,17 +206,19 @@ CHECKS: dict[str, Check] = {
     "max_kl": _number(0, lo_open=True, allow_inf=True),
     "prefix_grad": _any,
     "grad_clip": _number(0, lo_open=True, allow_inf=True),
-    "workspace": _pattern(r".+", "a directory"),
+    "workspace": _pattern(r"[^\x00]+", "a directory"),
     "auto_approve": _tool_list,
     "save_every": _number(0),
     "resume": _any,
-    "load_checkpoint_path": _any,
-    "state_home": _any,
+    "load_checkpoint_path": _text,
+    "state_home": _text,
     "interactive": _any,
-    "task": _any,
+    "task": _text,
     "result_cap": _number(500, 10_000_000),
     "bash_timeout": _number(1, 3600),
     "pass_secrets": _any,
+    "sandbox": _any,
+    "sandbox_network": _any,
     "seed": _number(0, 2**31 - 1),
     "threads": _number(0, 4096),
 }
