@@ -25,12 +25,15 @@ from typing import Any, Literal
 
 from continualcode.backends.base import stop_token_ids
 from continualcode.constrain import GrammarConstraint, build_constraint
+from continualcode.context import KEEP_RESULTS, compact
 from continualcode.records import CALL_CLOSE, CALL_OPEN, Message, Role, ToolCall
 from continualcode.tools import TOOL_SCHEMAS, ToolError, validate_args
 
 SYSTEM_PROMPT = (
     "You are a coding agent working inside the user's project directory. "
-    "Each reply is exactly one tool call, or, when the task is finished, a short plain-text answer. "
+    "Each reply is exactly one tool call, or, when the task is done, a short plain-text answer for the user. "
+    "Look before you act: find code with grep or glob, then read the lines you need (offset and limit) "
+    "rather than whole large files. Never describe or print a tool call in words: make it. "
     "Follow the user's corrections exactly."
 )
 
@@ -163,6 +166,7 @@ class Renderer:
         style: Literal["auto", "native", "fallback"] = "auto",
         system_prompt: str = SYSTEM_PROMPT,
         vocab_size: int | None = None,
+        keep_results: int = KEEP_RESULTS,
     ) -> None:
         self.tok = tokenizer
         self.tools = list(tools)
@@ -172,13 +176,16 @@ class Renderer:
         native = "tools" in template and "<tool_call>" in template
         self.style = ("native" if native else "fallback") if style == "auto" else style
         self.system_prompt = system_prompt
+        self.keep_results = keep_results
         self.vocab_size = vocab_size or len(tokenizer)
         self.stop_ids = stop_token_ids(tokenizer)
 
     # --- rendering --------------------------------------------------------------------------------
 
     def to_template_messages(self, messages: Sequence[Message]) -> list[dict[str, str]]:
-        """The conversation as the template's dicts: our system prompt first, few-shot if fallback."""
+        """The conversation as the template's dicts: our system prompt first, few-shot if fallback;
+        stale tool results and superseded failed replies shortened (`context.compact`)."""
+        messages = compact(messages, keep_results=self.keep_results)
         out: list[dict[str, str]] = []
         system = self.system_prompt
         if self.style == "fallback":

@@ -29,9 +29,10 @@ def test_deny_correct_retry_approve_changes_file(tmp_path: Path, cache_dir: Path
     (ws / "main.py").write_text("def add(a, b):\n    return a + b\n")
     script = ("create a file hello.py that prints hello\n"
               "n do not read, just create hello.py with the write tool\n" + "y\n" * 4 + "/metrics\n/quit\n")
-    # the sampled path is fixed by the seed; with some seeds the 135M model's retry leaves the JSON string
-    # open and runs to max_tokens (a malformed reply, re-asked: tested with a scripted model in test_agent)
-    r = run_cli(["max_turns=3", "max_tokens=128", "seed=2"], script, home, ws)
+    # the sampled path is fixed by the seed and the thread count (kernels sum in another order on two);
+    # with some seeds the 135M model's retry leaves the JSON string open and runs to max_tokens (a
+    # malformed reply, re-asked: tested with a scripted model in test_agent)
+    r = run_cli(["max_turns=3", "max_tokens=128", "seed=2", "threads=1"], script, home, ws)
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout
     assert "update #1" in out  # one learning step after the denial

@@ -1,0 +1,60 @@
+"""What of the conversation the model sees: old tool results and failed replies shortened.
+
+A small model on two cores pays for every prompt token twice: in prefill time, and in attention
+drawn away from the task (a long file read three turns ago, a malformed reply it then imitates).
+`compact` keeps the conversation's shape and shortens what is stale:
+- every tool result but the last `keep_results` that is longer than `keep_chars` becomes its first
+  lines and a note saying how much was elided (the model can read it again);
+- a malformed reply and the error message that answered it are dropped once a later reply exists.
+The journal keeps every message whole; only the rendered prompt is compacted.  The rule depends on
+the messages alone, so the student's prompt and its teacher's (the same messages plus a correction)
+compact the same way, and a result, once elided, stays elided the same way: the rendered prefix
+changes only where a result is elided, so the KV cache before it is reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from continualcode.records import Message
+
+KEEP_RESULTS = 2
+KEEP_CHARS = 600
+HEAD_LINES = 6
+ERROR_PREFIX = "error: "
+
+
+def compact(messages: Sequence[Message], *, keep_results: int = KEEP_RESULTS,
+            keep_chars: int = KEEP_CHARS) -> list[Message]:
+    """The conversation as the model should see it (see the module docstring)."""
+    tool_idx = [i for i, m in enumerate(messages) if m.role == "tool"]
+    stale = set(tool_idx[:-keep_results] if keep_results > 0 else tool_idx)
+    last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
+    out: list[Message] = []
+    for i, m in enumerate(messages):
+        pair_end = _failed_pair_end(messages, i)
+        if pair_end is not None and last_assistant > pair_end:
+            continue  # a malformed reply (or the error answering it) that a later reply superseded
+        if i in stale and len(m.content) > keep_chars:
+            m = Message(m.role, shorten(m.content), m.meta)
+        out.append(m)
+    return out
+
+
+def shorten(text: str, head_lines: int = HEAD_LINES) -> str:
+    lines = text.split("\n")
+    head = "\n".join(lines[:head_lines])[:KEEP_CHARS // 2]
+    rest = len(lines) - min(head_lines, len(lines))
+    return f"{head}\n[… {rest} more lines elided to keep the context short; call the tool again to see them]"
+
+
+def _failed_pair_end(messages: Sequence[Message], i: int) -> int | None:
+    """When message i is a malformed assistant reply or the error message that answered it: the index
+    of that error message (the pair's end); else None."""
+    def is_error(j: int) -> bool:
+        return 0 < j < len(messages) and messages[j].role == "user" and messages[j].content.startswith(
+            ERROR_PREFIX) and messages[j - 1].role == "assistant"
+
+    if messages[i].role == "assistant" and is_error(i + 1):
+        return i + 1
+    return i if is_error(i) else None
