@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from rich.markup import escape
+
 from continualcode.agent import Approver, Session
 from continualcode.backends.base import Backend, BackendError
 from continualcode.build import Parts, build_backend, build_parts, cache_path
@@ -36,7 +38,10 @@ from continualcode.events import (
 )
 from continualcode.fsio import previous_of
 from continualcode.journal import Journal, latest_session, read_events, read_metrics, state_dir
+from continualcode.learn.memory import HEADER as MEMORY_HEADER
+from continualcode.learn.memory import MEMORY_FILE, Memory, project_block, workspace_notes
 from continualcode.records import Message
+from continualcode.render import SYSTEM_PROMPT
 from continualcode.tools import Workspace
 from continualcode.ui.terminal import Display
 
@@ -44,6 +49,7 @@ HELP = """/help      this list
 /metrics   the last learning step and running totals, with sparklines
 /heatmap N the token heatmap of learning step N (default: the last)
 /plot      write a PNG of the training curves and print its path
+/memory    the project's rules from your corrections (/memory edit opens them in $EDITOR)
 /undo      revert the last learning step
 /clear     forget the conversation (the adapter keeps what it learned)
 /save      save the adapter now
@@ -82,6 +88,7 @@ class Recorder:
     journal: Journal
     state: Path
     display: Display
+    memory: Memory | None = None
     steps_since_save: int = 0
     heatmaps: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -92,6 +99,8 @@ class Recorder:
         self.journal.append(ev.TYPE, **ev.record())
         if isinstance(ev, Learned):
             self._learned(ev)
+        elif isinstance(ev, Decided) and ev.kind in ("deny", "feedback") and ev.text and self.memory is not None:
+            self.memory.add(ev.text)  # for the next sessions: this one has it in context already
 
     def _learned(self, ev: Learned) -> None:
         self.journal.log_metrics(ev.metrics)
@@ -118,6 +127,16 @@ class Recorder:
         self.steps_since_save = 0
         self(Checkpoint(str(path), self.backend.step))
         return path
+
+
+def _edit_file(path: Path) -> None:
+    """Open `path` in $EDITOR (the file is created with its header first)."""
+    import os
+    import shlex
+    import subprocess
+
+    editor = os.environ.get("EDITOR") or "vi"
+    subprocess.run([*shlex.split(editor), str(path)], check=False)
 
 
 def _load_last_good(backend: Backend, adapter: Path, display: Display) -> None:
@@ -169,11 +188,16 @@ class App:
     def build(cls, cfg: Config, inp: Input, display: Display, *, state: Path | None = None,
               backend: Backend | None = None) -> App:
         state = state if state is not None else project_state(cfg)
-        parts = build_parts(cfg, backend)
+        memory = Memory(state / MEMORY_FILE) if cfg.memory else None
+        root = Path(cfg.workspace).expanduser()
+        system = SYSTEM_PROMPT
+        if memory is not None and (block := project_block(memory.rules, workspace_notes(root))):
+            system += "\n\n" + block
+        parts = build_parts(cfg, backend, system_prompt=system)
         workspace = Workspace(Path(cfg.workspace).expanduser(), result_cap=cfg.result_cap,
                               bash_timeout=cfg.bash_timeout, pass_secrets=cfg.pass_secrets)
         journal, resumed = _open_journal(cfg, state, parts, workspace, display)
-        recorder = Recorder(cfg, parts.backend, journal, state, display)
+        recorder = Recorder(cfg, parts.backend, journal, state, display, memory)
         session = Session(
             parts.backend, parts.renderer, workspace, inp, learner=parts.learner, sampling=cfg.sampling_config(),
             auto_approve=[t.strip() for t in cfg.auto_approve.split(",") if t.strip()],
@@ -197,6 +221,23 @@ class App:
     @property
     def display(self) -> Display:
         return self.recorder.display
+
+    def _memory(self, arg: str) -> None:
+        """/memory: the project's rules and where they live; /memory edit: open them in $EDITOR."""
+        c, memory = self.display.console, self.recorder.memory
+        if memory is None or memory.path is None:
+            c.print("memory is off (memory=false)")
+            return
+        if arg == "edit":
+            if not memory.path.exists():
+                memory.path.write_text(MEMORY_HEADER)
+            _edit_file(memory.path)
+            self.recorder.memory = Memory(memory.path)
+            c.print(f"{len(self.recorder.memory.rules)} rules; they apply from the next session on")
+            return
+        rules = memory.rules
+        c.print("\n".join(f"- {escape(r)}" for r in rules) if rules else "no rules yet")
+        c.print(f"[dim]{memory.path} · /memory edit to change · applies from the next session on[/]")
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -266,6 +307,8 @@ class App:
             self.session.messages.clear()
             self.recorder(Cleared())
             c.print("conversation cleared")
+        elif cmd == "/memory":
+            self._memory(arg.strip())
         elif cmd == "/save":
             c.print(f"saved to {self.recorder.save()}")
         else:

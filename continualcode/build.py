@@ -64,8 +64,8 @@ class Parts:
     learner: Learner | None
 
 
-def build_parts(cfg: Config, backend: Backend | None = None) -> Parts:
-    """Backend (built unless given), renderer and learner for `cfg`."""
+def build_parts(cfg: Config, backend: Backend | None = None, **renderer_kwargs: Any) -> Parts:
+    """Backend (built unless given), renderer (with `renderer_kwargs`, e.g. a system prompt) and learner."""
     backend = backend if backend is not None else build_backend(cfg)
-    renderer = make_renderer(backend)
+    renderer = make_renderer(backend, **renderer_kwargs)
     return Parts(cfg, backend, renderer, make_learner(cfg, backend, renderer))

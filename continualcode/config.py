@@ -88,6 +88,10 @@ class Config:
     """Backpropagate through the prompt positions too (slower; false = completion positions only)."""
     grad_clip: float = _L.grad_clip
 
+    memory: bool = True
+    """Keep each correction and feedback as a plain-language rule in the project's memory.md (see /memory),
+    and start every session with those rules and the workspace's AGENTS.md / CLAUDE.md in the system prompt."""
+
     # --- session -------------------------------------------------------------------------------
     workspace: str = "."
     """The project directory the tools are confined to."""
@@ -202,6 +206,7 @@ CHECKS: dict[str, Check] = {
     "teacher": _any,
     "ema_rate": _number(0, 1, lo_open=True),
     "teacher_sees_attempt": _any,
+    "memory": _any,
     "learn_from_approved_retry": _any,
     "max_kl": _number(0, lo_open=True, allow_inf=True),
     "prefix_grad": _any,

@@ -47,6 +47,7 @@ BAD: dict[str, list[str]] = {
     "teacher": ["student"],
     "ema_rate": ["5", "0", "nan"],
     "teacher_sees_attempt": ["sometimes"],
+    "memory": ["often"],
     "learn_from_approved_retry": ["2"],
     "max_kl": ["nan", "-1", "0", "-inf"],
     "prefix_grad": ["x"],

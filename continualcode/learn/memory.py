@@ -1,0 +1,88 @@
+"""Project memory: corrections kept as plain-language rules that every later session starts with.
+
+The in-context competitor users already have (Claude Code's memory, AGENTS.md / CLAUDE.md, aider's
+conventions), built in: each correction with text and each piece of free-form feedback becomes
+one rule, a line `- <text>` in `<project state>/memory.md`, a file the user can read and edit
+(`/memory` shows it, `/memory edit` opens it in $EDITOR).  An AGENTS.md or CLAUDE.md in the
+workspace is read as project rules too.  Both go into the system prompt of a session when it
+starts; a rule added during a session reaches the model from the next session on (the correction
+itself is already in the current conversation, and the system prompt stays put so that the
+KV cache of the conversation stays valid).
+
+It is also what the weights can learn from: `project_block` is the same text a teacher sees when
+the learner distils the rules into the adapter (learn/step.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from continualcode.fsio import atomic_write
+
+MEMORY_FILE = "memory.md"
+PROJECT_FILES = ("AGENTS.md", "CLAUDE.md")
+MAX_RULES = 50  # the oldest go first beyond this: a small model's prompt stays short
+MAX_RULE_CHARS = 300
+MAX_PROJECT_CHARS = 2000
+HEADER = "# continualcode memory: one rule per line, from your corrections; edit freely\n"
+
+
+class Memory:
+    """The project's rules: a list of one-line texts, persisted to `path` (None: kept in memory only)."""
+
+    def __init__(self, path: Path | None = None, rules: Iterable[str] = ()) -> None:
+        self.path = path
+        self._rules: list[str] = []
+        if path is not None and path.is_file():
+            self._rules = parse_rules(path.read_text(errors="replace"))
+        for r in rules:
+            self.add(r, save=False)
+
+    @property
+    def rules(self) -> list[str]:
+        return list(self._rules)
+
+    def add(self, text: str, *, save: bool = True) -> bool:
+        """Keep `text` as a rule (one line, deduplicated); True when it is new."""
+        rule = one_line(text)
+        if not rule or rule.lower() in (r.lower() for r in self._rules):
+            return False
+        self._rules = [*self._rules, rule][-MAX_RULES:]
+        if save and self.path is not None:
+            atomic_write(self.path, HEADER + "".join(f"- {r}\n" for r in self._rules))
+        return True
+
+
+def parse_rules(text: str) -> list[str]:
+    """The rules of a memory file: its `- ` lines (other lines, like the header, are comments)."""
+    return [one_line(line[2:]) for line in text.splitlines() if line.startswith("- ") and one_line(line[2:])]
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())[:MAX_RULE_CHARS]
+
+
+def workspace_notes(root: Path) -> str:
+    """AGENTS.md / CLAUDE.md from the workspace root, capped ("" when there are none)."""
+    parts = []
+    for name in PROJECT_FILES:
+        p = root / name
+        if p.is_file():
+            try:
+                parts.append(p.read_text(errors="replace").strip())
+            except OSError:
+                continue
+    text = "\n\n".join(x for x in parts if x)
+    return text[:MAX_PROJECT_CHARS]
+
+
+def project_block(rules: Iterable[str], notes: str = "") -> str:
+    """The system-prompt block for these rules and notes ("" when there are none)."""
+    rules = list(rules)
+    parts = []
+    if notes:
+        parts.append("Project notes:\n" + notes)
+    if rules:
+        parts.append("Rules from the user for this project (follow them):\n" + "\n".join(f"- {r}" for r in rules))
+    return "\n\n".join(parts)
