@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -225,6 +227,14 @@ def test_write_removes_temp_files_orphaned_by_dead_writers(ws: Workspace) -> Non
     assert not orphan.exists() and mine.exists()
 
 
+def test_write_refuses_a_fifo_as_its_preview_does(ws: Workspace) -> None:
+    fifo = ws.root / "pipe"
+    os.mkfifo(fifo)
+    assert "pipe is not a regular file" in ws.preview("write", {"path": "pipe", "content": "x\n"})
+    assert "pipe is not a regular file" in err(ws, "write", path="pipe", content="x\n")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode), "the FIFO must still be there"
+
+
 def test_write_preview_is_a_diff_and_touches_nothing(ws: Workspace) -> None:
     f = ws.root / "f.py"
     f.write_text("a\nb\n")
@@ -325,6 +335,21 @@ def test_edit_keeps_mode_crlf_and_foreign_bytes(ws: Workspace) -> None:
     assert "binary" in err(ws, "edit_lines", path="bin", start_line=1, end_line=1, content="")
 
 
+def test_edit_keeps_a_utf8_bom_when_line_1_is_replaced(ws: Workspace) -> None:
+    f = ws.root / "bom.py"
+    f.write_bytes(b"\xef\xbb\xbfx = 1\r\ny = 2\r\n")
+    edit(ws, 1, 1, "x = 10\n", path="bom.py")
+    assert f.read_bytes() == b"\xef\xbb\xbfx = 10\r\ny = 2\r\n"
+    edit(ws, 1, 0, "# top\n", path="bom.py")  # insert before line 1
+    assert f.read_bytes() == b"\xef\xbb\xbf# top\r\nx = 10\r\ny = 2\r\n"
+    edit(ws, 1, 1, "\ufeff# one BOM only\n", path="bom.py")  # a BOM in the content is not doubled
+    assert f.read_bytes().startswith(b"\xef\xbb\xbf# one BOM only\r\n")
+    edit(ws, 1, 3, "", path="bom.py")  # deleting every line keeps the file's BOM
+    assert f.read_bytes() == b"\xef\xbb\xbf"
+    assert "(no changes" not in ws.preview("edit_lines", {"path": "bom.py", "start_line": 1, "end_line": 0,
+                                                          "content": "z\n"})
+
+
 def test_edit_preview_matches_the_edit_without_touching_disk(ws: Workspace, five: Path) -> None:
     args = {"path": "f.py", "start_line": 2, "end_line": 2, "content": "TWO"}
     diff = ws.preview("edit_lines", args)
@@ -391,6 +416,13 @@ def test_grep_format_sorting_include_and_skipping(tree: Workspace) -> None:
     one_file = ok(tree, "grep", pattern="import|#", path="src/m.py")
     assert one_file == "src/m.py:1: # src/m.py\nsrc/m.py:2: import os"
     assert "no matches" in ok(tree, "grep", pattern="zzz")
+
+
+def test_grep_dollar_matches_at_the_end_of_crlf_lines(ws: Workspace) -> None:
+    (ws.root / "dos.txt").write_bytes(b"alpha\r\nbeta;\r\ngamma\r\n")
+    out = ok(ws, "grep", pattern=r";$", path="dos.txt")
+    assert out == "dos.txt:2: beta;"
+    assert ok(ws, "grep", pattern=r"^gamma$") == "dos.txt:3: gamma"
 
 
 def test_grep_invalid_regex_cap_and_refusals(ws: Workspace, outside: Path) -> None:
@@ -484,10 +516,129 @@ def test_bash_hides_secrets_unless_asked(ws: Workspace, monkeypatch: pytest.Monk
     assert all(v in out for v in secrets.values())
 
 
+def test_bash_hides_secrets_by_any_name_and_url_passwords(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {
+        "AWS_SECRET_ACCESS_KEY": "aws-1",
+        "API_KEY": "api-2",
+        "SECRET_KEY": "sk-3",
+        "PASSWORD": "pw-4",
+        "GH_PAT": "pat-5",
+        "OPENAI_KEY": "oai-6",
+        "MYSQL_PASSWD": "my-7",
+        "GOOGLE_APPLICATION_CREDENTIALS": "cred-8",
+        "slack_bot_token": "lower-9",
+        "APIKEY": "ak-10",
+    }
+    for k, v in secrets.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("DATABASE_URL", "postgres://bob:db-pass-11@db.example:5432/app")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxyuser:proxy-pass-12@proxy:3128")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://pypi.example/simple")  # no password: passes unchanged
+    out = ok(ws, "bash", command="env")
+    assert not any(v in out for v in secrets.values()), out
+    assert "db-pass-11" not in out and "postgres://bob:***@db.example:5432/app" in out
+    assert "proxy-pass-12" not in out and "http://proxyuser:***@proxy:3128" in out
+    assert "PIP_INDEX_URL=https://pypi.example/simple" in out
+    out = ok(Workspace(ws.root, pass_secrets=True), "bash", command="env")
+    assert all(v in out for v in secrets.values()) and "db-pass-11" in out
+
+
+AGENT_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from continualcode.tools import Workspace
+    os.environ["CC_AGENT_ONLY_SECRET"] = "agent-env-7f3a"  # set after start: only the agent has it
+    res = Workspace(Path(sys.argv[1])).run("bash", {"command": "cat /proc/$PPID/environ; echo; echo ppid=$PPID"})
+    print(res.output)
+    print("agent", os.getpid())
+    """
+)
+
+
+def world_runnable_python() -> str | None:
+    """A python that a process running as nobody can start (a root-only pyenv cannot): sys.executable,
+    else a python3 on PATH. Only the standard library is needed (continualcode.tools imports no more)."""
+
+    def runnable(p: str) -> bool:
+        real = os.path.realpath(p)
+        parts = Path(real).parents
+        return os.path.isfile(real) and os.stat(real).st_mode & 0o001 and all(
+            os.stat(d).st_mode & 0o001 for d in parts)
+
+    candidates = [sys.executable] + [os.path.join(d, "python3") for d in os.environ.get("PATH", "").split(os.pathsep)]
+    return next((c for c in candidates if os.path.exists(c) and runnable(c)), None)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc are Linux")
+def test_an_unconfined_command_cannot_read_the_agents_environment() -> None:
+    """/proc/$PPID/environ is the agent's: PR_SET_DUMPABLE=0 closes it to processes of the same user.
+    Root keeps CAP_SYS_PTRACE and still reads it, so as root the agent runs as nobody here."""
+    as_nobody = os.getuid() == 0
+    python = world_runnable_python() if as_nobody else sys.executable
+    if python is None or (as_nobody and not all(os.stat(d).st_mode & 0o001 for d in (REPO, *REPO.parents))):
+        pytest.skip("no python and checkout that the user nobody can run")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def demote() -> None:
+        os.setgid(65534)
+        os.setuid(65534)
+
+    root = Path(tempfile.mkdtemp(prefix="cc-undumpable-"))
+    try:
+        root.chmod(0o777)
+        r = subprocess.run([python, "-c", AGENT_CHILD, str(root)], env=env, capture_output=True, text=True,
+                           timeout=60, preexec_fn=demote if as_nobody else None, cwd=root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    assert r.returncode == 0, r.stderr
+    agent = int(r.stdout.rsplit("agent ", 1)[1])
+    assert f"ppid={agent}" in r.stdout, r.stdout  # the command's parent is the agent
+    assert "agent-env-7f3a" not in r.stdout
+    assert "Permission denied" in r.stdout
+
+
+def test_the_agent_is_made_undumpable_only_when_bash_runs_unconfined(ws: Workspace) -> None:
+    import ctypes
+
+    ok(ws, "bash", command="true")
+    libc = ctypes.CDLL(None)
+    assert libc.prctl(3, 0, 0, 0, 0) == 0  # PR_GET_DUMPABLE
+
+
+def test_bash_timeout_is_clamped_to_the_configured_one(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path, bash_timeout=1)
+    assert ws.preview("bash", {"command": "sleep 5", "timeout": 3600}) == "$ sleep 5  (timeout 1s, asked 3600s)"
+    start = time.monotonic()
+    res = ws.run("bash", {"command": "sleep 5", "timeout": 3600})
+    assert time.monotonic() - start < 4
+    assert res.output.endswith("[timed out after 1s, killed]")
+    assert ws.preview("bash", {"command": "ls"}) == "$ ls"
+
+
 def test_bash_preview() -> None:
     ws = Workspace(Path("/"))
     assert ws.preview("bash", {"command": "ls -la"}) == "$ ls -la"
     assert ws.preview("bash", {"command": "make", "timeout": 5}) == "$ make  (timeout 5s)"
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "says"),
+    [
+        ("bash", {"command": "echo a\x00b"}, "command holds a NUL byte at position 6; bash cannot run it"),
+        ("bash", {"command": "echo \ud800"}, "argument 'command' of bash holds a lone surrogate (\\ud800 at"),
+        ("read", {"path": "\ud800.py"}, "argument 'path' of read holds a lone surrogate (\\ud800 at position 0)"),
+        ("write", {"path": "a\udfff", "content": "x"}, "argument 'path' of write holds a lone surrogate"),
+        ("write", {"path": "a.txt", "content": "x\ud83d"}, "argument 'content' of write holds a lone surrogate"),
+        ("glob", {"pattern": "*", "path": "\ud800"}, "argument 'path' of glob holds a lone surrogate"),
+        ("grep", {"pattern": "\ud800"}, "argument 'pattern' of grep holds a lone surrogate"),
+    ],
+)
+def test_nul_and_lone_surrogates_are_one_clear_line_in_run_and_preview(ws: Workspace, name: str, args: dict,
+                                                                       says: str) -> None:
+    for text in (err(ws, name, **args), ws.preview(name, args)):
+        assert says in text and "\n" not in text and "Error" not in text, text
+    assert not (ws.root / "a.txt").exists()
 
 
 # ----------------------------------------------------------------------------------------- confinement

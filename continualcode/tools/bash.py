@@ -1,49 +1,65 @@
 """The bash tool: one command in the workspace root, bounded in time and output, killed entirely.
 
-bash is not confined (an approved command runs with the user's rights). What is enforced: it runs
-in its own session (process group) with stdin from /dev/null, stdout and stderr merged, and the
-agent's secrets dropped from its environment unless `pass_secrets`. Output goes through a bounded
-head/tail buffer; past `BASH_BYTE_BUDGET` bytes the command is killed. On timeout, and again once it
-has finished, its process group is SIGKILLed, and so is every process carrying this command's
+An approved command runs with the user's rights; with the workspace's sandbox (sandbox.py, bubblewrap)
+it is confined to writing the workspace and a private /tmp, without network and without a view of
+the agent's processes. Either way: it runs in its own session (process group) with stdin from
+/dev/null, stdout and stderr merged, and the agent's secrets dropped from its environment unless
+`pass_secrets` (names holding KEY, SECRET, TOKEN, PASSWORD, PASSWD or CREDENTIAL, names ending in
+_PAT, and the password of any user:password@ URL). Unconfined, the agent process makes itself
+non-dumpable first so that a command cannot read its environment through /proc/$PPID/environ.
+Output goes through a bounded head/tail buffer; past `BASH_BYTE_BUDGET` bytes the command is
+killed. On timeout (the model's `timeout`, clamped to the workspace's `bash_timeout`), and again once
+it has finished, its process group is SIGKILLed, and so is every process carrying this command's
 marker variable in /proc/<pid>/environ (those that left the group). The limits of this, and the
-status line format, are in docs/tools.md.
+status line format, are in docs/tools.md and docs/security.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
+import re
 import secrets
 import select
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from continualcode.tools.base import Tool, function_schema
+from continualcode.tools.base import Tool, ToolError, function_schema
 
 if TYPE_CHECKING:
     from continualcode.tools.workspace import Workspace
 
-SECRET_NAMES = frozenset(
-    {"TINKER_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"}
-)
-SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
+SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL")  # anywhere in the name
+SECRET_SUFFIXES = ("_PAT",)  # GH_PAT, ADO_PAT: personal access tokens
+URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*):[^\s/@]*@")
 MARKER_VAR = "CONTINUALCODE_BASH_ID"
 BASH_BYTE_BUDGET = 8 * 2**20  # bash output read before the command is killed
+PR_SET_DUMPABLE = 4
 
 
 def bash(ws: Workspace, command: str, timeout: int | None) -> tuple[bool, str]:
-    timeout = timeout or ws.bash_timeout
+    _refuse_nul(command)
+    timeout = clamp_timeout(ws, timeout)
     marker = secrets.token_hex(16)
-    env = {k: v for k, v in os.environ.items() if ws.pass_secrets or not _is_secret(k)}
+    env = command_env(os.environ, pass_secrets=ws.pass_secrets)
     env[MARKER_VAR] = marker
     env["PWD"] = str(ws.root)
+    argv = ["bash", "-c", command]
+    if ws.sandbox is not None:
+        argv = ws.sandbox.argv(argv, home=env.get("HOME"))
+    else:
+        _make_undumpable()  # unconfined: /proc/$PPID/environ must not show the agent's environment
     half = max((ws.result_cap - 200) // 2, 0)
     out = _HeadTail(half, half)
     # 1) start the command in its own session, reading its merged output as it comes
     proc = subprocess.Popen(
-        ["bash", "-c", command],
+        argv,
         cwd=ws.root,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -101,7 +117,45 @@ def bash(ws: Workspace, command: str, timeout: int | None) -> tuple[bool, str]:
 
 
 def preview_bash(ws: Workspace, command: str, timeout: int | None) -> str:
-    return f"$ {command}" + (f"  (timeout {timeout}s)" if timeout else "")
+    _refuse_nul(command)
+    if not timeout:
+        return f"$ {command}"
+    shown = clamp_timeout(ws, timeout)
+    return f"$ {command}  (timeout {shown}s" + (f", asked {timeout}s)" if shown != timeout else ")")
+
+
+def clamp_timeout(ws: Workspace, timeout: int | None) -> int:
+    """The seconds a command gets: the model's `timeout`, at most the workspace's `bash_timeout`."""
+    return min(timeout, ws.bash_timeout) if timeout else ws.bash_timeout
+
+
+def command_env(environ: Mapping[str, str], *, pass_secrets: bool) -> dict[str, str]:
+    """The environment a command gets: secrets dropped (by name) and URL passwords redacted, unless
+    `pass_secrets`."""
+    if pass_secrets:
+        return dict(environ)
+    return {k: URL_PASSWORD.sub(r"\g<head>:***@", v) for k, v in environ.items() if not is_secret(k)}
+
+
+def is_secret(name: str) -> bool:
+    upper = name.upper()
+    return any(w in upper for w in SECRET_WORDS) or upper.endswith(SECRET_SUFFIXES)
+
+
+def _refuse_nul(command: str) -> None:
+    if "\x00" in command:
+        raise ToolError(f"command holds a NUL byte at position {command.index(chr(0))}; bash cannot run it")
+
+
+@functools.cache
+def _make_undumpable() -> None:
+    """prctl(PR_SET_DUMPABLE, 0) on this (the agent's) process, once: other processes of the same
+    user, its bash commands included, can then no longer read its /proc/<pid>/environ, mem or maps.
+    Root (CAP_SYS_PTRACE) still can. A no-op off Linux."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 BASH = Tool(
@@ -144,11 +198,6 @@ class _HeadTail:
         mid = f"\n[… {elided} bytes elided …]\n" if elided else ""
         text = bytes(self.head).decode("utf-8", "replace") + mid + tail.decode("utf-8", "replace")
         return text.rstrip("\n")
-
-
-def _is_secret(name: str) -> bool:
-    upper = name.upper()
-    return upper in SECRET_NAMES or upper.endswith(SECRET_SUFFIXES)
 
 
 def _kill_group(pgid: int) -> None:

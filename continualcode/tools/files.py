@@ -31,6 +31,7 @@ LINE_CAP = 2000  # bytes of one line shown by read
 HIT_CAP = 300  # chars of one line shown by grep
 GREP_MAX_FILE = 5 * 2**20
 EDIT_MAX_FILE = 50 * 2**20
+BOM = "\ufeff"
 
 
 # -------------------------------------------------------------------------------------------------- read
@@ -104,6 +105,8 @@ def write(ws: Workspace, path: str, content: str) -> tuple[bool, str]:
     if path.endswith("/"):
         raise ToolError(f"path {quote(path)} ends with '/'; give a file name")
     existed = target.exists()
+    if existed and not stat.S_ISREG(target.stat().st_mode):  # a FIFO, socket or device: the preview refuses too
+        raise ToolError(f"{rel} is not a regular file")
     _write_file(target, _encode(content))
     n = len(_split_lines(content))
     return True, f"wrote {n} line{'s' * (n != 1)} to {rel}" + ("" if existed else " (new file)")
@@ -189,7 +192,11 @@ def _plan_edit(old: str, start: int, end: int, content: str, *, rel: str) -> tup
             f"(use end_line={start - 1} to insert before line {start}; {rel} has {n} lines)"
         )
     eol = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
-    new_lines = _split_lines(content)
+    # a UTF-8 byte order mark belongs to the file, not to line 1: it stays when line 1 is replaced
+    bom = BOM if lines and lines[0].startswith(BOM) else ""
+    if bom:
+        lines[0] = lines[0][len(BOM) :]
+    new_lines = _split_lines(content.removeprefix(BOM) if bom else content)
     if eol == "\r\n":
         new_lines = [
             ln.removesuffix("\r\n").removesuffix("\n") + eol if ln.endswith("\n") else ln
@@ -212,7 +219,7 @@ def _plan_edit(old: str, start: int, end: int, content: str, *, rel: str) -> tup
         what = f"{where} {rel}: {lines_word}"
     else:
         what = f"replaced lines {start}-{end} of {rel} with {lines_word}"
-    return "".join(result), f"{what} (now {now} line{'s' * (now != 1)})"
+    return bom + "".join(result), f"{what} (now {now} line{'s' * (now != 1)})"
 
 
 # -------------------------------------------------------------------------------------------------- glob
@@ -326,10 +333,11 @@ def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[b
                 raise ToolError(f"{rel} is a binary file")
             continue
         for n, line in enumerate(data.decode("utf-8", "replace").split("\n"), start=1):
+            line = line.removesuffix("\r")  # a CRLF line ends before its \r: `$` matches there
             if regex.search(line):
                 total += 1
                 if len(hits) < LIST_CAP:
-                    text = line.rstrip("\r")
+                    text = line
                     text = text[:HIT_CAP] + "…" if len(text) > HIT_CAP else text
                     hits.append(f"{rel}:{n}: {text}")
     if skipped:

@@ -3,8 +3,10 @@
 `run(name, args)` executes one call and never raises: unknown tools, bad arguments, refusals
 (`ToolError`), OS errors and any other exception come back as `ToolResult(ok=False, output="error:
 <one line>")`, because whatever happens is shown to the model as the tool result. `preview(name,
-args)` is the text the user approves, with the same promise. Both look the tool up in the table
-(table.py); confinement is `ConfinedDir` (paths.py); every output is capped at `result_cap`.
+args)` is the text the user approves, with the same promise (and the same refusals: an argument
+that is not valid text is refused by both). Both look the tool up in the table (table.py);
+confinement is `ConfinedDir` (paths.py); every output is capped at `result_cap`. `sandbox` says
+whether bash runs inside bubblewrap (sandbox.py): on, off, or auto (where it works).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from continualcode.tools.base import ToolError, ToolResult, cap_text, clean, one_line
 from continualcode.tools.paths import ConfinedDir
+from continualcode.tools.sandbox import Sandbox, SandboxUnavailable, say_unavailable_once, unavailable
 from continualcode.tools.table import TOOLS, validate_args
 
 DEFAULT_RESULT_CAP = 12000  # characters of one tool result shown to the model
@@ -31,18 +34,32 @@ class Workspace(ConfinedDir):
         result_cap: int = DEFAULT_RESULT_CAP,
         bash_timeout: int = DEFAULT_BASH_TIMEOUT,
         pass_secrets: bool = False,
+        sandbox: str = "off",
+        sandbox_network: bool = False,
     ) -> None:
         super().__init__(root)
         if result_cap < 500:
             raise ValueError("result_cap must be at least 500")
+        if sandbox not in ("auto", "on", "off"):
+            raise ValueError(f"sandbox must be auto, on or off, not {sandbox!r}")
         self.result_cap = result_cap
         self.bash_timeout = bash_timeout
         self.pass_secrets = pass_secrets
+        self.sandbox: Sandbox | None = None  # None: bash runs unconfined
+        if sandbox != "off":
+            why = unavailable()
+            if why is None:
+                self.sandbox = Sandbox(self.root, network=sandbox_network)
+            elif sandbox == "on":
+                raise SandboxUnavailable(f"sandbox=on, but {why}")
+            else:
+                say_unavailable_once(why)
 
     def run(self, name: str, args: Mapping[str, Any]) -> ToolResult:
         """Execute one tool call. Never raises."""
         try:
             kwargs = validate_args(name, args)  # first: it is what refuses an unknown name
+            _refuse_invalid_text(name, kwargs)
             ok, output = TOOLS[name].run(self, **kwargs)
         except Exception as e:  # the model must always get an answer
             ok, output = False, f"error: {one_line(self._explain(e))}"
@@ -52,6 +69,7 @@ class Workspace(ConfinedDir):
         """What the user sees before approving the call; computed without touching disk. Never raises."""
         try:
             kwargs = validate_args(name, args)
+            _refuse_invalid_text(name, kwargs)
             text = TOOLS[name].preview(self, **kwargs)
         except Exception as e:
             text = f"error: {one_line(self._explain(e))}"
@@ -63,3 +81,16 @@ class Workspace(ConfinedDir):
         if isinstance(e, OSError):
             return self.os_message(e)
         return f"{type(e).__name__}: {e}"
+
+
+def _refuse_invalid_text(name: str, kwargs: Mapping[str, Any]) -> None:
+    """A string argument holding a lone surrogate (not text: no file or command can hold it) is refused
+    with one line; the surrogates \\udc80-\\udcff stand for a file name's non-UTF-8 bytes and pass."""
+    for key, value in kwargs.items():
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as e:
+            raise ToolError(f"argument {key!r} of {name} holds a lone surrogate (\\u{ord(value[e.start]):04x} at "
+                            f"position {e.start}), which is not valid text") from None
