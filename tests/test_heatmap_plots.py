@@ -15,7 +15,14 @@ import pytest
 from rich.console import Console
 
 from continualcode.ui import heatmap
-from continualcode.ui.heatmap import advantage_color, advantage_scale, render_terminal, write_html, write_png
+from continualcode.ui.heatmap import (
+    advantage_color,
+    advantage_scale,
+    readable_piece,
+    render_terminal,
+    write_html,
+    write_png,
+)
 from continualcode.ui.metrics_view import metrics_table, sparkline
 from continualcode.ui.plots import plot_curves
 
@@ -106,6 +113,25 @@ def test_terminal_newlines_visible_and_wrapping() -> None:
     assert wrapped.plain.split("\n") == ["abcdabcd"] * 5
     with pytest.raises(ValueError):
         render_terminal(["a", "b"], [0.0])
+
+
+def test_terminal_shows_special_and_byte_level_tokens_readably() -> None:
+    tokens = ["<tool_call>", "Ċ", '{"', "ĠĠx", "Ġ=", "Ġ\"", "ĠÃ©", '"', "ĊĠ", "<|im_end|>", "<|endoftext|>",
+              "<|im_start|>", "</s>"]
+    plain = render_terminal(tokens, [0.1] * len(tokens)).plain
+    assert plain == '<tool_call>⏎\n{"  x = " é"⏎\n [end][end][im_start][end]'
+    for raw in ("<|", "|>", "Ġ", "Ċ"):
+        assert raw not in plain
+    # ordinary text is left alone (a piece is byte-level only when it holds a shifted byte like Ġ)
+    assert readable_piece("café") == "café" and readable_piece("Ã©") == "Ã©"
+    assert readable_piece("ĠæĿ") == " \ufffd"  # part of a character: shown as one replacement mark
+    assert readable_piece("a<|b") == "a<|b"
+
+
+def test_terminal_shows_control_characters_in_tokens() -> None:
+    plain = render_terminal(["a\x1b[2K", "\r", "\x9b", "\u202e"], [0.1] * 4).plain
+    assert "\x1b" not in plain and "\r" not in plain and "\x9b" not in plain and "\u202e" not in plain
+    assert plain == "a\\x1b[2K\\r\\x9b\\u202e"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -201,10 +227,10 @@ def _rows(out: str) -> dict[str, str]:
 
 def test_metrics_table_values_and_totals() -> None:
     metrics = [
-        {"step": 1, "loss": 0.5, "kl_ref": 0.001, "seconds": 2.0, "correction_id": "a"},
-        {"step": 2, "loss": 0.25, "kl_ref": 0.003, "seconds": 4.0, "correction_id": "a"},
+        {"step": 1, "loss": 0.5, "kl_ref": 0.001, "sec_total": 2.0, "correction_id": "a"},
+        {"step": 2, "loss": 0.25, "kl_ref": 0.003, "sec_total": 4.0, "correction_id": "a"},
         {"step": 3, "loss": 0.75, "pg_loss": 0.7, "kl_loss": 0.05, "kl_ref": 0.002, "adv_mean": -0.125,
-         "adv_abs_mean": 0.375, "adv_pos_frac": 0.4, "grad_norm": 1.5, "seconds": 3.0, "correction_id": "b"},
+         "adv_abs_mean": 0.375, "adv_pos_frac": 0.4, "grad_norm": 1.5, "sec_total": 3.0, "correction_id": "b"},
     ]  # fmt: skip
     out = _render(metrics_table(metrics))
     lines = _rows(out)
@@ -217,6 +243,7 @@ def test_metrics_table_values_and_totals() -> None:
     assert lines["adv mean |A|"] == "0.3750"
     assert lines["adv > 0 frac"] == "0.4000"
     assert lines["grad norm"] == "1.5000"
+    assert lines["seconds"] == "3.0000"  # the learner's sec_total
     assert lines["steps"] == "3"
     assert lines["corrections"] == "2"
     assert lines["mean loss"] == "0.5000"

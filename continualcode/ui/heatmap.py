@@ -6,6 +6,8 @@ the correction) and `advantage[t]` (= teacher − student: what the update pushe
 Three renderings of the same picture:
 
 - `render_terminal`: a rich `Text` for the terminal, each token on a coloured background;
+  pieces are made readable first (`readable_piece`: special tokens as [end], raw byte-level BPE
+  pieces as their text) and every control character is shown, never obeyed (ui/visible.py);
 - `write_html`: a standalone page, one `<span class="tok">` per token with the raw values in
   `data-student` / `data-teacher` / `data-adv` and a tooltip (for inspection and tests);
 - `write_png`: the tokens laid out as wrapped coloured boxes (for the session's heatmaps/ dir).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import html
 import io
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +32,7 @@ from rich.style import Style
 from rich.text import Text
 
 from continualcode.fsio import atomic_write
+from continualcode.ui.visible import visible
 
 RGB = tuple[int, int, int]
 NEG: RGB = (215, 48, 39)  # suppressed
@@ -92,23 +96,49 @@ def _ink_for(bg: RGB) -> RGB:
     return (0, 0, 0) if luminance > 140 else (255, 255, 255)
 
 
+SPECIAL = re.compile(r"<\|([A-Za-z0-9_.\-]{1,40})\|>|</s>|<s>|<eos>|<bos>")
+END_TOKENS = frozenset({"im_end", "endoftext", "eot_id", "end_of_text", "eom_id", "end", "</s>", "<eos>"})
+
+
+def _byte_level_decoder() -> dict[str, int]:
+    """The GPT-2 byte-level BPE alphabet, reversed: a raw token's characters (Ġ for a space, Ċ for a
+    newline, …) back to the bytes they stand for."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, n = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[chr(b)] = b
+        else:
+            table[chr(256 + n)] = b
+            n += 1
+    return table
+
+
+_BYTE_LEVEL = _byte_level_decoder()
+
+
+def readable_piece(token: str) -> str:
+    """A token piece as a reader wants it: special tokens as [name] (an end-of-turn one as [end]), and a
+    raw byte-level BPE piece ("Ġx", "ĊĠ") as the text it stands for."""
+
+    def special(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(0)
+        return "[end]" if name in END_TOKENS else f"[{name.strip('<>/')}]"
+
+    token = SPECIAL.sub(special, token)
+    if any("\u0100" <= ch <= "\u0143" for ch in token) and all(ch in _BYTE_LEVEL for ch in token):
+        token = bytes(_BYTE_LEVEL[ch] for ch in token).decode("utf-8", "replace")
+    return token
+
+
 def _visible_lines(token: str) -> list[str]:
-    """A token's text made visible, split at its real line breaks (each break shown as ⏎)."""
+    """A token's text made readable and visible, split at its real line breaks (each shown as ⏎);
+    every other control character is escaped (ui/visible.py)."""
+    token = readable_piece(token)
     if token == "":
         return ["∅"]
-    out = []
-    for ch in token.replace("\r\n", "\n"):
-        if ch == "\n":
-            out.append("⏎\n")
-        elif ch == "\t":
-            out.append("→   ")
-        elif ch == "\r":
-            out.append("␍")
-        elif ord(ch) < 32 or ord(ch) == 127:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out).split("\n")
+    shown = visible(token).replace("\t", "→   ").replace("\n", "⏎\n")
+    return shown.split("\n")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The `/metrics` readout: what learning has done so far in this session, as one rich Table.
 
 Input is the session's metrics log (one dict per learning step, oldest first, as the learner logs
-it).  Three sections: the last step's values, running totals (steps, corrections, means), and
-sparklines of loss and KL to the base model over the most recent steps.  Missing keys show as
-"–"; this module only formats, it computes nothing the learner did not log.
+it; its seconds are `sec_total`).  Three sections: the last step's values, running totals (steps,
+corrections, means), and sparklines of loss and KL to the base model over the most recent steps.
+Missing keys show as "–"; this module only formats, it computes nothing the learner did not log.
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
+
+from continualcode.ui.visible import visible
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 SPARK_STEPS = 40  # the sparklines show at most this many recent steps
@@ -27,7 +30,7 @@ LAST_STEP_FIELDS = (
     ("adv_abs_mean", "adv mean |A|"),
     ("adv_pos_frac", "adv > 0 frac"),
     ("grad_norm", "grad norm"),
-    ("seconds", "seconds"),
+    ("sec_total", "seconds"),
 )
 
 
@@ -41,7 +44,7 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "–"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
+        return escape(visible(str(value)))
     if isinstance(value, int):
         return str(value)
     if not math.isfinite(value):
@@ -101,7 +104,7 @@ def metrics_table(metrics: list[dict]) -> Table:
     # 2) running totals
     loss = [_num(m.get("loss")) for m in metrics]
     kl_ref = [_num(m.get("kl_ref")) for m in metrics]
-    seconds = [_num(m.get("seconds")) for m in metrics]
+    seconds = [_num(m.get("sec_total")) for m in metrics]
     table.add_section()
     table.add_row("[bold]totals[/bold]", "")
     table.add_row("  steps", str(len(metrics)))

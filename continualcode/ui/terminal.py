@@ -3,6 +3,8 @@
 `Display` renders the session's events: a spinner with elapsed seconds while generating and
 while learning, each proposed call with its preview (a unified diff for write/edit_lines, the
 command for bash), tool results, and a one-line summary plus a token heatmap after each update.
+Every string that comes from a file, a command or the model goes through `visible` (ui/visible.py)
+before it is printed: control characters are shown (ESC as \x1b), never obeyed by the terminal.
 
 Two ways to answer, one `Approver` protocol:
 - `KeyInput`: one key per decision, like Claude Code / Codex CLI — y approve, a approve and always
@@ -43,6 +45,7 @@ from continualcode.events import (
     ToolOutput,
 )
 from continualcode.records import ToolCall
+from continualcode.ui.visible import visible
 
 KEYS_HELP = "y approve · a always · n deny+correct · e edit · f feedback · esc abort"
 
@@ -71,11 +74,13 @@ class Display:
     def proposal(self, call: ToolCall, preview: str) -> None:
         self.stop()
         body: Any
+        shown = visible(preview)
         if call.name in ("write", "edit_lines") and not preview.startswith("error"):
-            body = Syntax(preview, "diff", theme="ansi_dark", word_wrap=True)
+            body = Syntax(shown, "diff", theme="ansi_dark", word_wrap=True)
         else:
-            body = escape(preview)
-        self.console.print(Panel(body, title=f"[bold]{call.name}[/]", title_align="left", border_style="cyan"))
+            body = escape(shown)
+        self.console.print(Panel(body, title=f"[bold]{escape(visible(call.name))}[/]", title_align="left",
+                                 border_style="cyan"))
 
     def show(self, ev: Event) -> None:
         """Render one session event (kinds with nothing to show are ignored)."""
@@ -88,22 +93,22 @@ class Display:
             case Proposal(error=error):
                 self.stop()
                 if error:
-                    c.print(f"[yellow]malformed reply ({escape(error)}); asking again[/]")
+                    c.print(f"[yellow]malformed reply ({escape(visible(error))}); asking again[/]")
             case ToolOutput(ok=ok, output=out):
-                lines = out.splitlines()
+                lines = visible(out).splitlines()
                 shown = "\n".join(lines[:20]) + (f"\n… {len(lines) - 20} more lines" if len(lines) > 20 else "")
                 c.print(Panel(escape(shown), border_style="green" if ok else "red", title="result",
                               title_align="left"))
             case AssistantText(text=text):
-                c.print(f"[bold]assistant:[/] {escape(text)}")
+                c.print(f"[bold]assistant:[/] {escape(visible(text))}")
             case Learned():
                 self.stop()
                 self.learn_summary({**ev.metrics, **ev.heatmap})
             case ErrorShown(text=text):
                 self.stop()
-                c.print(f"[red]{escape(text)}[/]")
+                c.print(f"[red]{escape(visible(text))}[/]")
             case Info(text=text):
-                c.print(f"[dim]{escape(text)}[/]")
+                c.print(f"[dim]{escape(visible(text))}[/]")
             case _:
                 pass
 
@@ -111,7 +116,7 @@ class Display:
         from continualcode.ui.heatmap import render_terminal
 
         if m.get("rolled_back"):
-            self.console.print(f"[red]update rolled back: {escape(m['rolled_back'])}[/]")
+            self.console.print(f"[red]update rolled back: {escape(visible(str(m['rolled_back'])))}[/]")
             return
         self.console.print(
             f"[magenta]update #{m.get('step')}[/] loss {m.get('loss', 0):.3f} · KL→base {m.get('kl_after', 0):.4f} · "
@@ -195,7 +200,7 @@ class KeyInput:
             if not isinstance(args, dict):
                 raise ValueError("not an object")
         except (ValueError, OSError, EOFError, KeyboardInterrupt) as e:
-            self.display.console.print(f"[red]edit discarded: {escape(str(e))}[/]")
+            self.display.console.print(f"[red]edit discarded: {escape(visible(str(e)))}[/]")
             return self.decide(call, "")
         return Edit(args)
 
@@ -249,5 +254,5 @@ class LineInput:
                     pass
                 self.display.console.print("[red]e needs a JSON object of arguments[/]")
                 continue
-            self.display.console.print(f"[red]unknown answer {line!r}: {KEYS_HELP}[/]")
+            self.display.console.print(f"[red]unknown answer {escape(visible(repr(line)))}: {KEYS_HELP}[/]")
         return Abort()
