@@ -35,12 +35,13 @@ from continualcode.events import (
     SessionEnd,
     SessionStart,
     Undone,
+    UserTask,
 )
 from continualcode.fsio import previous_of
 from continualcode.journal import Journal, latest_session, read_events, read_metrics, state_dir
 from continualcode.learn.memory import HEADER as MEMORY_HEADER
 from continualcode.learn.memory import MEMORY_FILE, Memory, project_block, workspace_notes
-from continualcode.records import Message
+from continualcode.records import Correction, Message
 from continualcode.render import SYSTEM_PROMPT
 from continualcode.tools import Workspace
 from continualcode.ui.terminal import Display
@@ -129,6 +130,26 @@ class Recorder:
         return path
 
 
+def project_tasks(state: Path, c: Correction, limit: int = 16) -> list[str]:
+    """The project's earlier tasks, newest first, without the one being corrected (for distillation)."""
+    from continualcode.journal import list_sessions
+    from continualcode.learn.prompts import task_of
+
+    current, out = task_of(c.messages).strip(), []
+    for info in list_sessions(state):
+        try:
+            events = read_events(info.path / "journal.jsonl")
+        except (OSError, ValueError):
+            continue
+        for e in reversed(events):
+            text = str(e.get("text") or "").strip() if e.get("type") == UserTask.TYPE else ""
+            if text and text != current and text not in out:
+                out.append(text)
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
 def _edit_file(path: Path) -> None:
     """Open `path` in $EDITOR (the file is created with its header first)."""
     import os
@@ -193,7 +214,7 @@ class App:
         system = SYSTEM_PROMPT
         if memory is not None and (block := project_block(memory.rules, workspace_notes(root))):
             system += "\n\n" + block
-        parts = build_parts(cfg, backend, system_prompt=system)
+        parts = build_parts(cfg, backend, system_prompt=system, prompts=lambda c: project_tasks(state, c))
         workspace = Workspace(Path(cfg.workspace).expanduser(), result_cap=cfg.result_cap,
                               bash_timeout=cfg.bash_timeout, pass_secrets=cfg.pass_secrets)
         journal, resumed = _open_journal(cfg, state, parts, workspace, display)

@@ -17,7 +17,7 @@ from continualcode.config import Config
 from continualcode.render import Renderer
 
 if TYPE_CHECKING:
-    from continualcode.learn.step import Learner
+    from continualcode.learn.step import Learner, PromptSource
 
 
 def cache_path(cfg: Config) -> Path | None:
@@ -36,7 +36,7 @@ def build_backend(cfg: Config) -> Backend:
     return LocalBackend(
         cfg.model_name, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets,
         device=cfg.device, dtype=cfg.dtype, grad_clip=cfg.grad_clip, prefix_grad=cfg.prefix_grad,
-        seed=cfg.seed, threads=cfg.threads, cache=cache_path(cfg),
+        seed=cfg.seed, threads=cfg.threads, optimizer=cfg.optimizer, cache=cache_path(cfg),
     )
 
 
@@ -45,13 +45,15 @@ def make_renderer(backend: Backend, **kwargs: Any) -> Renderer:
     return Renderer(backend.tokenizer, vocab_size=backend.vocab_size, **kwargs)
 
 
-def make_learner(cfg: Config, backend: Backend, renderer: Renderer) -> Learner | None:
-    """The learner the session is given (None when training is off)."""
+def make_learner(cfg: Config, backend: Backend, renderer: Renderer, *,
+                 prompts: PromptSource | None = None) -> Learner | None:
+    """The learner the session is given (None when training is off); `prompts` supplies the project's
+    earlier tasks for context distillation."""
     if not cfg.enable_training:
         return None
     from continualcode.learn.step import Learner
 
-    return Learner(backend, renderer, cfg.learn_config())
+    return Learner(backend, renderer, cfg.learn_config(), prompts=prompts)
 
 
 @dataclass
@@ -64,8 +66,9 @@ class Parts:
     learner: Learner | None
 
 
-def build_parts(cfg: Config, backend: Backend | None = None, **renderer_kwargs: Any) -> Parts:
+def build_parts(cfg: Config, backend: Backend | None = None, *, prompts: PromptSource | None = None,
+                **renderer_kwargs: Any) -> Parts:
     """Backend (built unless given), renderer (with `renderer_kwargs`, e.g. a system prompt) and learner."""
     backend = backend if backend is not None else build_backend(cfg)
     renderer = make_renderer(backend, **renderer_kwargs)
-    return Parts(cfg, backend, renderer, make_learner(cfg, backend, renderer))
+    return Parts(cfg, backend, renderer, make_learner(cfg, backend, renderer, prompts=prompts))

@@ -84,6 +84,17 @@ class Config:
     """After an approved retry, one more step on the failed attempt with the approved call as demonstration."""
     max_kl: float = _L.max_kl
     """Roll a step back when the mean per-token KL to the base on its completion exceeds this (inf: never)."""
+    adaptive: bool = _L.adaptive
+    """Stop stepping on a correction once the student's top token at the decision is the teacher's
+    (steps_per_correction is then the most steps)."""
+    step_max_kl: float = _L.step_max_kl
+    """Trust region of one step: undo a step whose KL(before ‖ after) on the completion exceeds this (inf: off)."""
+    distill_prompts: int = _L.distill_prompts
+    """Also distil the correction into the student on this many other prompts: the project's earlier tasks,
+    then paraphrases of the task the model writes (0: the denied completion only)."""
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    """adamw: steps of about learning_rate per weight whatever the gradient; sgd: steps that follow the gradient
+    (needs a far larger learning_rate)."""
     prefix_grad: bool = False
     """Backpropagate through the prompt positions too (slower; false = completion positions only)."""
     grad_clip: float = _L.grad_clip
@@ -209,6 +220,10 @@ CHECKS: dict[str, Check] = {
     "memory": _any,
     "learn_from_approved_retry": _any,
     "max_kl": _number(0, lo_open=True, allow_inf=True),
+    "adaptive": _any,
+    "step_max_kl": _number(0, lo_open=True, allow_inf=True),
+    "distill_prompts": _number(0, 16),
+    "optimizer": _any,
     "prefix_grad": _any,
     "grad_clip": _number(0, lo_open=True, allow_inf=True),
     "workspace": _pattern(r"[^\x00]+", "a directory"),

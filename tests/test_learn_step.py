@@ -346,3 +346,76 @@ def test_a_correction_round_trips_through_its_json_record():
     assert isinstance(back.feedback, tuple) and isinstance(back.messages, tuple)
     assert back.sample.logprobs == c.sample.logprobs and back.sample.finish_reason == "stop"
     assert back.to_dict() == d
+
+
+# ---------------------------------------------------------------------------------------------------
+# Adaptive steps, the per-step trust region, distillation prompts
+
+
+def _lora(b) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in b.model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.slow
+def test_adaptive_steps_stop_once_the_student_agrees_at_the_decision(fresh_backend, renderer, correction):
+    from continualcode.learn.examples import build_examples
+
+    b = fresh_backend
+    cfg = LearnConfig(distill_loss="topk", learning_rate=2e-3, adaptive=True, steps_per_correction=6, max_kl=10.0)
+    (main,), _ = build_examples(b, renderer, cfg, correction)
+    report = Learner(b, renderer, cfg)(correction)
+    assert report is not None and not report["rolled_back"]
+    assert report["stop"] in ("agrees", "max_steps") and 0 < report["steps_taken"] <= 6
+    assert b.step == report["steps_taken"]
+    if main.decision is None:  # teacher and student already agreed: no step is needed
+        assert report["stop"] == "agrees"
+    elif report["stop"] == "agrees":
+        top = b.score(correction.prompt_ids, correction.sample.tokens, topk=1).topk_ids
+        assert int(top[main.decision, 0]) == main.teacher_token
+    else:
+        assert report["steps_taken"] == 6
+
+
+@pytest.mark.slow
+def test_a_step_beyond_the_trust_region_is_undone(fresh_backend, renderer, correction):
+    b = fresh_backend
+    before, step = _lora(b), b.step
+    report = Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, step_max_kl=1e-12,
+                                              steps_per_correction=3))(correction)
+    assert report is not None and report["stop"] == "trust_region" and report["steps_taken"] == 0
+    assert report["step_kl"] > 1e-12
+    assert b.step == step and all(torch.equal(v, _lora(b)[k]) for k, v in before.items())
+
+
+@pytest.mark.slow
+def test_distillation_prompts_join_the_batch(fresh_backend, renderer, correction, monkeypatch):
+    b = fresh_backend
+    seen: list[int] = []
+    real = b.train_step
+
+    def spy(batch, spec, *, lr):
+        seen.append(len(batch))
+        return real(batch, spec, lr=lr)
+
+    monkeypatch.setattr(b, "train_step", spy)
+    earlier = ["show me what is in todo.txt", "what does setup.py contain?", "list the python files"]
+    asked: list[Correction] = []
+    learner = Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, distill_prompts=2),
+                      prompts=lambda c: asked.append(c) or earlier)
+    report = learner(correction)
+    assert report is not None and report["distill_examples"] == 2 and seen == [3]
+    assert asked == [correction]
+    assert report["sec_distill"] > 0
+
+
+def test_paraphrase_lines_are_cleaned_and_deduplicated():
+    from continualcode.learn.prompts import parse_lines, task_of
+
+    text = "1. add a docstring to utils.py\n- add a docstring to utils.py\n* rename foo to bar in app.py\nok\n" \
+           "<tool_call>read</tool_call>\n2) Add a test for parse() in tests/test_parse.py\n"
+    assert parse_lines(text, 5, exclude="rename foo to bar in app.py") == [
+        "add a docstring to utils.py", "Add a test for parse() in tests/test_parse.py"]
+    assert parse_lines(text, 1) == ["add a docstring to utils.py"]
+    msgs = (Message("user", "fix the bug"), Message("assistant", "<c>"), Message("tool", "out"),
+            Message("user", "Denied. use grep"))
+    assert task_of(msgs) == "fix the bug"

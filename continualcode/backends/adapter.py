@@ -37,7 +37,7 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 class AdapterState:
     """The trainable LoRA parameters of one PEFT model, with their AdamW optimizer and bookkeeping."""
 
-    def __init__(self, model: Any, lora_config: Any, model_id: str) -> None:
+    def __init__(self, model: Any, lora_config: Any, model_id: str, *, optimizer: str = "adamw") -> None:
         self.model = model
         self.lora_config = lora_config
         self.model_id = model_id
@@ -45,8 +45,13 @@ class AdapterState:
             if p.requires_grad:
                 p.data = p.data.float()  # LoRA weights are fp32 whatever the base dtype
         self.params = [p for p in model.parameters() if p.requires_grad]
-        # the lr is set per step by the learner (LearnConfig.learning_rate); this one is never used
-        self.optimizer = torch.optim.AdamW(self.params, lr=0.0, weight_decay=0.0)
+        # the lr is set per step by the learner (LearnConfig.learning_rate); 0.0 here is never used
+        if optimizer == "sgd":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(self.params, lr=0.0)
+        elif optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(self.params, lr=0.0, weight_decay=0.0)
+        else:
+            raise BackendError(f"unknown optimizer {optimizer!r}: use adamw or sgd")
         self.step = 0
         self.version = 0  # bumped on every change of the live LoRA weights
         self.ema: dict[str, torch.Tensor] | None = None

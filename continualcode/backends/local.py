@@ -88,6 +88,7 @@ class LocalBackend:
         prefix_grad: bool = False,
         seed: int = 0,
         threads: int = 0,
+        optimizer: str = "adamw",
         warmup: bool = True,
         cache: Path | None = None,
     ) -> None:
@@ -131,7 +132,7 @@ class LocalBackend:
             self.model = get_peft_model(base, self.lora_config)
         except ValueError as e:
             raise BackendError(f"bad lora_targets {lora_targets!r}: {e}") from None
-        self.adapter = AdapterState(self.model, self.lora_config, self.resolved.model_id)
+        self.adapter = AdapterState(self.model, self.lora_config, self.resolved.model_id, optimizer=optimizer)
         self._kv = PrefixStore(self._extend)
         if warmup:
             self._warmup()

@@ -1,16 +1,22 @@
-"""One online update per correction: score → advantages → loss → step → guard/rollback.
+"""One online update per correction: examples → steps (until the student agrees) → guard → report.
 
 `Learner` is the callable the session is given.  For a `Correction` it
-1) builds the teacher context (`teacher.py`) and scores the student's own completion under it
-   (sampled-token log-probs, plus top-K or the full distribution when the loss needs them);
-2) scores the same tokens under the frozen base (the KL reference) when β > 0;
-3) snapshots the adapter, then takes `steps_per_correction` optimizer steps through the backend
-   (the loss is `learn.losses.sdpo_loss` under a `LossSpec`);
-4) re-scores the completion under the updated adapter: the per-token log-prob shift is reported,
-   and a non-finite loss, gradient or weight, or a KL to the base that is not ≤ `max_kl` (NaN
-   included) restores the snapshot; so does any exception or Ctrl-C during 3)–4);
-5) updates the EMA teacher when one is configured.
-It returns a metrics dict (also the heatmap's data); every step's snapshot is kept for `/undo`.
+1) builds the examples (`examples.py`): the student's own denied completion, scored by its teacher
+   (the same model with the correction in context: sampled-token log-probs, plus top-K or the full
+   distribution when the loss needs them) and by the frozen base (the KL reference); with
+   `distill_prompts` > 0 also that many other prompts of the same kind (the project's earlier tasks,
+   then paraphrases the model writes), each with a short on-policy sample and its own teacher;
+2) snapshots the adapter and takes up to `steps_per_correction` optimizer steps on the batch
+   (`learn.losses.sdpo_loss` under a `LossSpec`).  With `adaptive`, it stops as soon as the student
+   agrees with the teacher at every example's decision point (the first position where their top
+   tokens differed; there the student's top token must become the teacher's).  A step whose own KL
+   (before ‖ after, mean per token on the denied completion) exceeds `step_max_kl` is undone and ends
+   the stepping: a trust region per step, not only a bound on the total drift;
+3) re-scores the denied completion under the updated adapter: the per-token log-prob shift is
+   reported, and a non-finite loss, gradient or weight, or a KL to the base that is not ≤ `max_kl`
+   (NaN included) restores the snapshot; so does any exception or Ctrl-C during 2)–3);
+4) updates the EMA teacher when one is configured.
+It returns a metrics dict (also the heatmap's data); every update's snapshot is kept for `/undo`.
 """
 
 from __future__ import annotations
@@ -19,27 +25,33 @@ import dataclasses
 import math
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from continualcode.backends.base import Backend, CapabilityError, Snapshot
+from continualcode.learn.examples import Example, build_examples
 from continualcode.learn.losses import advantage, kl_to_ref_full
-from continualcode.learn.teacher import teacher_messages
-from continualcode.learn.types import LearnConfig, Scores, TrainExample
+from continualcode.learn.types import LearnConfig, Scores
 from continualcode.records import Correction
 from continualcode.render import Renderer
 
+PromptSource = Callable[[Correction], Sequence[str]]
 
-def _kl_after(after: Scores, ref: Scores | None) -> float:
-    """Mean per-token KL(π_after ‖ π_ref) on the completion: exact over the vocabulary when both full
-    distributions are at hand, else the non-negative k3 estimate on the sampled tokens."""
-    if ref is None:
+
+def _kl(p: Scores, q: Scores | None) -> float:
+    """Mean per-token KL(p ‖ q) on a completion: exact over the vocabulary when both full distributions
+    are at hand, else the non-negative k3 estimate on the sampled tokens (0 without q)."""
+    if q is None:
         return 0.0
-    if after.full_logprobs is not None and ref.full_logprobs is not None:
-        return float(kl_to_ref_full(after.full_logprobs, ref.full_logprobs).mean())
-    r = ref.logprobs - after.logprobs
+    if p.full_logprobs is not None and q.full_logprobs is not None:
+        return float(kl_to_ref_full(p.full_logprobs, q.full_logprobs).mean())
+    r = q.logprobs - p.logprobs
     return float((torch.expm1(r) - r).mean())
+
+
+_kl_after = _kl  # the guard's KL to the base: a name the tests patch
 
 
 class StepError(RuntimeError):
@@ -47,13 +59,19 @@ class StepError(RuntimeError):
 
 
 class Learner:
-    """Callable learner hook for `agent.Session`; see the module docstring."""
+    """Callable learner hook for `agent.Session`; see the module docstring.
 
-    def __init__(self, backend: Backend, renderer: Renderer, cfg: LearnConfig) -> None:
+    `prompts`: where the project's earlier tasks come from for context distillation (None: only
+    paraphrases), called with the correction being learned.
+    """
+
+    def __init__(self, backend: Backend, renderer: Renderer, cfg: LearnConfig, *,
+                 prompts: PromptSource | None = None) -> None:
         self.backend = backend
         self.renderer = renderer
         self.cfg = cfg
         self.spec = cfg.spec()
+        self.prompts = prompts
         needs = {"topk": "topk_distribution", "full": "full_distribution"}.get(cfg.distill_loss)
         if needs and needs not in backend.capabilities:
             what = {"topk": "the teacher's top-K", "full": "full distributions"}[cfg.distill_loss]
@@ -69,43 +87,22 @@ class Learner:
         cfg, b = self.cfg, self.backend
         self.n_corrections += 1
         t0 = time.perf_counter()
-        completion = list(c.sample.tokens)
-        # 1) the teacher: same model, correction in context, same completion tokens
-        t_ids = self.renderer.prompt_ids(teacher_messages(c, sees_attempt=cfg.teacher_sees_attempt))
-        adapter: bool | str = {"live": True, "ema": "ema", "frozen": False}[cfg.teacher]
-        teacher = b.score(t_ids, completion, topk=cfg.distill_topk if cfg.distill_loss == "topk" else 0,
-                          full=cfg.distill_loss == "full", adapter=adapter)
+        # 1) the examples: the denied completion first, then any distillation prompts
+        extra = list(self.prompts(c)) if self.prompts is not None and cfg.distill_prompts > 0 else []
+        examples, secs = build_examples(b, self.renderer, cfg, c, extra_prompts=extra)
+        main = examples[0]
         t1 = time.perf_counter()
-        # 2) the frozen reference
-        ref = None
-        full_ref = cfg.distill_loss != "sampled_token" and "full_distribution" in b.capabilities
-        if cfg.kl_beta > 0 or math.isfinite(cfg.max_kl):  # the reference also feeds the KL guard
-            ref = b.score(c.prompt_ids, completion, full=full_ref, adapter=False)
-        t2 = time.perf_counter()
-        # 3) the step(s), from a snapshot
+        # 2) the steps, from a snapshot
         snap = b.snapshot()
-        # π_old: on-policy in the step's own forward where the backend has one (exact in any dtype),
-        # else the sampler's log-probs of the completion
-        old = None if "on_policy_forward" in b.capabilities else torch.tensor(c.sample.logprobs)
-        ex = TrainExample(list(c.prompt_ids), completion, old_logprobs=old, teacher=teacher, ref=ref)
         metrics: dict[str, float] = {}
-        before_T: torch.Tensor | None = None
-        rolled_back = ""
+        rolled_back, stop, steps = "", "max_steps", 0
         try:
-            for i in range(cfg.steps_per_correction):
-                result = b.train_step([ex], self.spec, lr=cfg.learning_rate)
-                metrics = result.metrics
-                if i == 0 and result.logp_T:
-                    before_T = result.logp_T[0]
-                    ex = dataclasses.replace(ex, old_logprobs=before_T)  # π_old of later steps on the same sample
-                if not math.isfinite(metrics.get("loss", float("nan"))) or not result.stepped:
-                    rolled_back = ("non-finite weights after the step" if metrics.get("nonfinite_weights")
-                                   else "non-finite loss or gradient")
-                    break
-            t3 = time.perf_counter()
-            # 4) what the step did, and the guard: NaN fails `<=`, so a non-finite KL rolls back too
-            after = b.score(c.prompt_ids, completion, full=ref is not None and ref.full_logprobs is not None)
-            kl_after = _kl_after(after, ref)
+            metrics, steps, stop, rolled_back = self._steps(examples)
+            t2 = time.perf_counter()
+            # 3) what the steps did, and the guard: NaN fails `<=`, so a non-finite KL rolls back too
+            after = b.score(c.prompt_ids, main.example.completion_ids,
+                            full=main.example.ref is not None and main.example.ref.full_logprobs is not None)
+            kl_after = _kl_after(after, main.example.ref)
             if not rolled_back and not (kl_after <= cfg.max_kl):
                 rolled_back = f"KL to the base {kl_after:.2f} > max_kl {cfg.max_kl}"
         except KeyboardInterrupt:  # Ctrl-C mid-step: the last good adapter, then the interrupt goes on
@@ -120,19 +117,57 @@ class Learner:
             self.undo_stack.append(snap)
             if cfg.teacher == "ema":
                 b.ema_update(cfg.ema_rate)  # type: ignore[attr-defined]
-        t4 = time.perf_counter()
-        return self._report(c, teacher.logprobs, before_T, after.logprobs, ex, metrics, rolled_back, kl_after,
-                            {"sec_teacher": t1 - t0, "sec_ref": t2 - t1, "sec_step": t3 - t2,
-                             "sec_after": t4 - t3, "sec_total": t4 - t0})
+        t3 = time.perf_counter()
+        secs.update(sec_step=t2 - t1, sec_after=t3 - t2, sec_total=t3 - t0)
+        report = self._report(c, main, after.logprobs, metrics, rolled_back, kl_after, secs)
+        report.update(steps_taken=steps, stop=stop, distill_examples=len(examples) - 1)
+        return report
 
-    def _report(self, c: Correction, teacher_T: torch.Tensor, before_T: torch.Tensor | None, after_T: torch.Tensor,
-                ex: TrainExample, metrics: dict[str, float], rolled_back: str, kl_after: float,
-                secs: dict[str, float]) -> dict[str, Any]:
-        before = before_T if before_T is not None else after_T
+    def _steps(self, examples: list[Example]) -> tuple[dict[str, float], int, str, str]:
+        """Up to steps_per_correction steps on the batch → (last metrics, steps kept, why it stopped,
+        rollback reason or "")."""
+        cfg, b = self.cfg, self.backend
+        batch = [e.example for e in examples]
+        main = examples[0]
+        metrics: dict[str, float] = {}
+        trust = math.isfinite(cfg.step_max_kl)
+        full = "full_distribution" in b.capabilities
+        steps = 0
+        for i in range(cfg.steps_per_correction):
+            if cfg.adaptive and all(e.agrees(b) for e in examples):
+                return metrics, steps, "agrees", ""
+            before = b.score(main.example.prompt_ids, main.example.completion_ids, full=full) if trust else None
+            pre = b.snapshot() if trust else None
+            result = b.train_step(batch, self.spec, lr=cfg.learning_rate)
+            metrics = result.metrics
+            if i == 0 and len(result.logp_T) == len(batch):  # π_old of later steps on the same samples
+                batch = [dataclasses.replace(ex, old_logprobs=lp) for ex, lp in zip(batch, result.logp_T, strict=True)]
+                for e, ex in zip(examples, batch, strict=True):
+                    e.example = ex
+            if not math.isfinite(metrics.get("loss", float("nan"))) or not result.stepped:
+                why = "non-finite weights after the step" if metrics.get("nonfinite_weights") else \
+                    "non-finite loss or gradient"
+                return metrics, steps, "nonfinite", why
+            if trust and before is not None and pre is not None:
+                moved = _kl(before, b.score(main.example.prompt_ids, main.example.completion_ids, full=full))
+                metrics["step_kl"] = moved
+                if not (moved <= cfg.step_max_kl):
+                    b.restore(pre)
+                    return metrics, steps, "trust_region", ""
+            steps += 1
+        if cfg.adaptive and steps and all(e.agrees(b) for e in examples):
+            return metrics, steps, "agrees", ""
+        return metrics, steps, "max_steps", ""
+
+    def _report(self, c: Correction, main: Example, after_T: torch.Tensor, metrics: dict[str, float],
+                rolled_back: str, kl_after: float, secs: dict[str, float]) -> dict[str, Any]:
+        ex = main.example
+        teacher_T = ex.teacher.logprobs
+        before = ex.old_logprobs if ex.old_logprobs is not None else after_T
         adv_T = advantage(teacher_T, before).float()
-        shift_T = (after_T - before).float()
+        shift_T = (after_T - before.to(after_T.device)).float()
         pos = adv_T > 0
-        report: dict[str, Any] = {
+        return {
             **metrics, **secs,
             "n_tokens": len(ex.completion_ids), "kind": c.kind, "step": self.backend.step, "correction": c.text,
             "rolled_back": rolled_back,
@@ -146,10 +181,9 @@ class Learner:
             "teacher_lp": [round(float(x), 5) for x in teacher_T],
             "advantage": [round(float(x), 5) for x in adv_T],
         }
-        return report
 
     def undo(self) -> bool:
-        """Revert the last learning step; False when there is nothing to undo."""
+        """Revert the last learning update; False when there is nothing to undo."""
         if not self.undo_stack:
             return False
         self.backend.restore(self.undo_stack.pop())

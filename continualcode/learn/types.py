@@ -35,6 +35,11 @@ class LearnConfig:
     teacher_sees_attempt: bool = False
     learn_from_approved_retry: bool = False
     max_kl: float = 1.0
+    adaptive: bool = False
+    step_max_kl: float = float("inf")
+    distill_prompts: int = 0
+    distill_tokens: int = 24
+    distill_temperature: float = 0.3
     grad_clip: float = 1.0
     ratio_clamp_low: float = 0.5
     ratio_clamp_high: float = 2.0
