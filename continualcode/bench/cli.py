@@ -1,4 +1,4 @@
-"""`continualcode bench learn|speed|security …`: dispatch to the benchmark modules."""
+"""`continualcode bench learn|tasks|speed|security …`: dispatch to the benchmark modules."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ USAGE = """usage:
   continualcode bench learn --out DIR [--scenarios FILE (default: the public suite)] [--quick] [--seeds N]
                             [--variants A,B|all] [--limit N] [--cross N] [--forget N]
                             [mode=independent|sequential] [key=value …]
+  continualcode bench tasks --out DIR [--split dev|test|all] [--tasks ID,ID] [--limit N] [--seeds N] [--verify]
+                            [key=value …]
   continualcode bench speed --out DIR [--repeats N] [--lengths 256,1024,4096] [key=value …]
   continualcode bench security --out DIR [--kills N]"""
 
 
 def bench_main(args: Sequence[str]) -> int:
-    if not args or args[0] not in ("learn", "speed", "security"):
+    if not args or args[0] not in ("learn", "tasks", "speed", "security"):
         print(USAGE)
         return 2
     which, rest = args[0], list(args[1:])
@@ -23,6 +25,10 @@ def bench_main(args: Sequence[str]) -> int:
         from continualcode.bench.learn import main
 
         return main(rest)
+    if which == "tasks":
+        from continualcode.bench.tasks import main as tasks_main
+
+        return tasks_main(rest)
     if which == "speed":
         from continualcode.bench.speed import main as speed_main
 
