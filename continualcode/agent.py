@@ -91,6 +91,10 @@ class SamplingConfig:
 
 REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated denied call
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
+LOOP_ERROR = "the model repeated a read-only call whose result it already has"
+LOOP_NOTE = ("You already made this exact call and its result is above; nothing has changed since. "
+             "Use that result: make a different call, or answer.")
+READ_ONLY = frozenset({"read", "glob", "grep"})
 TEXT_CALL_ERROR = ("a tool call written as text: make the call with <tool_call> tags and a known tool, "
                    "or answer in plain words")
 
@@ -104,6 +108,7 @@ class Turn:
     text: str
     parsed: Parsed
     message: str  # what goes into the conversation: the text, or the proper call for a call spelled out as text
+    repeat: bool = False  # a read-only call whose result the conversation already holds
 
 
 @dataclass
@@ -131,6 +136,7 @@ class _TaskState:
     turn: int = 0
     pending: Correction | None = None  # the last denial, for learning from an approved retry
     denied: set[str] = field(default_factory=set)  # the calls (canonical text) the user denied in this task
+    readonly_done: set[str] = field(default_factory=set)  # read-only calls run since the last write/edit/bash
 
 
 class Session:
@@ -191,12 +197,14 @@ class Session:
         )
         return prompt_ids, sample, self.renderer.decode(sample.tokens)
 
-    def _propose(self, denied: set[str]) -> Turn | None:
+    def _propose(self, t: _TaskState) -> Turn | None:
         """Sample, parse and report one proposal.  A call spelled out as text is taken as the call when it
-        names a known tool with valid arguments, else it is malformed (never shown as an answer); a call
-        the user denied in this task is sampled again, hotter, up to `max_repeats` times (None: it
-        kept coming back)."""
+        names a known tool with valid arguments, else it is malformed (never shown as an answer).  A call
+        the user denied in this task, or a read-only call whose result is already in the conversation
+        (nothing written since), is sampled again, hotter, up to `max_repeats` times; then a denied one
+        ends the task (None) and a read-only one is answered from the conversation (`Turn.repeat`)."""
         s = self.sampling
+        turn: Turn | None = None
         for attempt in range(1 + s.max_repeats):
             self._emit(Thinking())
             prompt_ids, sample, text = self.query(temperature=None if attempt == 0 else min(
@@ -206,14 +214,16 @@ class Session:
                 call = call_in_text(parsed.text, self.renderer.tools)
                 parsed = Parsed(call=call) if call is not None else Parsed(error=TEXT_CALL_ERROR)
                 message = call.to_text() if call is not None else text
-            repeat = parsed.call is not None and parsed.call.to_text() in denied
+            key = parsed.call.to_text() if parsed.call is not None else ""
+            repeat = REPEAT_ERROR if key in t.denied else LOOP_ERROR if key in t.readonly_done else None
             self._emit(Proposal(text, len(sample.tokens), sample.finish_reason,
                                 call=None if parsed.call is None else {"name": parsed.call.name,
                                                                         "arguments": parsed.call.arguments},
-                                error=REPEAT_ERROR if repeat else parsed.error))
-            if not repeat:
-                return Turn(prompt_ids, sample, text, parsed, message)
-        return None
+                                error=repeat or parsed.error))
+            turn = Turn(prompt_ids, sample, text, parsed, message, repeat=repeat is not None)
+            if repeat is None:
+                return turn
+        return None if turn is None or turn.parsed.call is None or turn.parsed.call.to_text() in t.denied else turn
 
     def _add(self, *msgs: Message) -> None:
         """Append to the conversation; each message is also an event (the journal resumes from them)."""
@@ -254,7 +264,7 @@ class Session:
         t = _TaskState(TaskResult(status="max_turns"))
         while t.turn < self.sampling.max_turns:
             context = tuple(self.messages)
-            turn = self._propose(t.denied)
+            turn = self._propose(t)
             if turn is None:
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", text=REPEAT_ERROR, calls=t.result.calls)
@@ -279,6 +289,9 @@ class Session:
         """Ask about one proposed call and act on the answer; a TaskResult when the task ends here."""
         call, text = turn.parsed.call, turn.message
         assert call is not None
+        if turn.repeat:  # not run again, not asked about: the answer is already in the conversation
+            self._add(Message("assistant", text), Message("tool", LOOP_NOTE, meta={"tool": call.name}))
+            return None
         decision = self._decide(call)
         if isinstance(decision, Abort):
             self._emit(Decided("abort"))
@@ -316,6 +329,10 @@ class Session:
         output = self.execute(call)
         self._add(Message("tool", output, meta={"tool": call.name}))
         t.result.calls.append(call)
+        if call.name in READ_ONLY:
+            t.readonly_done.add(call.to_text())
+        else:  # files may have changed: a read may now show something new
+            t.readonly_done.clear()
         return None
 
     def _decide(self, call: ToolCall) -> Decision:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from continualcode.agent import (
+    LOOP_ERROR,
+    LOOP_NOTE,
     REPEAT_ERROR,
     TEXT_CALL_ERROR,
     Abort,
@@ -20,7 +22,7 @@ from continualcode.agent import (
     Session,
     args_diff,
 )
-from continualcode.events import AssistantText, Event, Proposal
+from continualcode.events import AssistantText, Event, Proposal, ToolOutput
 from continualcode.records import Sample, ToolCall
 from continualcode.render import Renderer
 from continualcode.tools import Workspace
@@ -166,8 +168,8 @@ def test_scripted_model_gives_up_after_repeated_malformed(tokenizer, tmp_path):
 
 
 def test_scripted_model_max_turns(tokenizer, tmp_path):
-    rd = call_text("read", path="main.py")
-    s, _, _, _, _ = make(tokenizer, tmp_path, [rd] * 3, [Approve()] * 3, max_turns=2)
+    rd = [call_text("read", path="main.py", offset=k) for k in (1, 2, 3)]
+    s, _, _, _, _ = make(tokenizer, tmp_path, rd, [Approve()] * 3, max_turns=2)
     r = s.run_task("loop")
     assert r.status == "max_turns" and len(r.calls) == 2
 
@@ -252,3 +254,22 @@ def test_scripted_model_that_keeps_repeating_a_denied_call_ends_the_task(tokeniz
     r = s.run_task("add y")
     assert r.status == "denied" and r.text == REPEAT_ERROR
     assert len(user.seen) == 1
+
+
+def test_scripted_model_repeated_read_is_sampled_again_then_answered_from_the_conversation(tokenizer, tmp_path):
+    rd, gl = call_text("read", path="main.py"), call_text("glob", pattern="*.py")
+    # the same read four times in a row: re-sampled twice, then answered with a note, never run or asked again
+    s, _, user, _, events = make(tokenizer, tmp_path, [rd, rd, rd, rd, gl, "It adds."], [Approve(), Approve()])
+    assert s.run_task("what is in main.py").status == "answered"
+    assert [c.name for c, _ in user.seen] == ["read", "glob"]
+    assert [e.error for e in events if isinstance(e, Proposal)].count(LOOP_ERROR) == 3
+    assert any(m.role == "tool" and m.content == LOOP_NOTE for m in s.messages)
+    assert sum(isinstance(e, ToolOutput) and e.name == "read" for e in events) == 1
+
+
+def test_scripted_model_read_after_a_write_is_not_a_repeat(tokenizer, tmp_path):
+    rd, w = call_text("read", path="main.py"), call_text("write", path="b.py", content="x = 1\n")
+    s, _, user, _, events = make(tokenizer, tmp_path, [rd, w, rd, "ok"], [Approve()] * 3)
+    assert s.run_task("x").status == "answered"
+    assert [c.name for c, _ in user.seen] == ["read", "write", "read"]
+    assert not any(isinstance(e, Proposal) and e.error for e in events)

@@ -92,6 +92,11 @@ def test_grammar_admits_valid_calls_and_rejects_invalid(tok) -> None:
     assert accepts("Done: {x} is set.")  # braces are fine inside text …
     assert not accepts('{"name": "read", "arguments": {"path": "a.py"}}')  # … but a bare JSON call is not text
     assert not accepts('\n{"name": "read"}')
+    for fake in ('```json\n{"name": "read", "arguments": {"path": "a.py"}}\n```',  # what Qwen 0.5B wrote
+                 '>{"name": "read", "arguments": {"path": "a.py"}}', '({"name": "read"})',
+                 'Calling it: { "name": "read" }', 'Calling it: {"name": "read"}'):
+        assert not accepts(fake), fake
+    assert accepts("Done. The result is {} and f(x) = {x, y}.")
     assert not accepts('<tool_call>\n{"name": "rm", "arguments": {}}\n</tool_call>')
     assert not accepts('<tool_call>\n{"name": "read", "arguments": {"path": "a", "evil": 1}}\n</tool_call>')
     assert not accepts('<tool_call>\n{"name": "read", "arguments": {}}\n</tool_call>')  # path is required
