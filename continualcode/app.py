@@ -215,8 +215,12 @@ class App:
         if memory is not None and (block := project_block(memory.rules, workspace_notes(root))):
             system += "\n\n" + block
         parts = build_parts(cfg, backend, system_prompt=system, prompts=lambda c: project_tasks(state, c))
-        workspace = Workspace(Path(cfg.workspace).expanduser(), result_cap=cfg.result_cap,
-                              bash_timeout=cfg.bash_timeout, pass_secrets=cfg.pass_secrets)
+        try:
+            workspace = Workspace(root, result_cap=cfg.result_cap, bash_timeout=cfg.bash_timeout,
+                                  pass_secrets=cfg.pass_secrets, sandbox=cfg.sandbox,
+                                  sandbox_network=cfg.sandbox_network)
+        except ValueError as e:  # sandbox=on where bubblewrap cannot run
+            raise ConfigError(str(e)) from None
         journal, resumed = _open_journal(cfg, state, parts, workspace, display)
         recorder = Recorder(cfg, parts.backend, journal, state, display, memory)
         session = Session(
@@ -367,6 +371,7 @@ def run_agent(cfg: Config) -> int:
     is typed (Claude Code and aider also take input before their first model call) — unless a built-in
     model must first be downloaded and converted, whose progress would garble the prompt."""
     from continualcode.models import needs_setup
+    from continualcode.tools.sandbox import unavailable as sandbox_unavailable
     from continualcode.ui.terminal import KeyInput, LineInput
 
     display = Display()
@@ -374,6 +379,8 @@ def run_agent(cfg: Config) -> int:
     first: str | None = None
     try:
         state = project_state(cfg)  # a bad workspace or state_home fails before anything loads
+        if cfg.sandbox == "on" and (why := sandbox_unavailable()) is not None:
+            raise ConfigError(f"sandbox=on, but {why}")
         loader = BackgroundBackend(cfg)
         inp: Input = KeyInput(display, str(state / "history")) if interactive else LineInput(display, sys.stdin)
         if interactive and not cfg.task and not (cfg.backend == "local" and needs_setup(cfg.model_name,
