@@ -1,7 +1,10 @@
-"""The learning benchmark: matchers and decisions without a model; quick mode end to end with the real one."""
+"""The learning benchmark: matchers, decisions and statistics without a model; the memory variant and the
+training-prompt guard with a SCRIPTED backend (a fake that replies by rule, named as such); quick mode end
+to end with the real model."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -21,8 +24,13 @@ from continualcode.bench.learn import (
     retries,
     unsafe,
 )
+from continualcode.bench.learn.metrics import bootstrap_gain, first_retries, headline, sign_test
+from continualcode.bench.learn.scenario import held_out, norm, select_split, splits
+from continualcode.bench.learn.variants import PromptLeak
 from continualcode.records import ToolCall
 from continualcode.tools import TOOL_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def scenario(**kw: object) -> learn.Scenario:
@@ -232,7 +240,8 @@ def test_quick_mode_end_to_end_and_resume(tmp_path: Path, cache_dir: Path, monke
     sc_file = tmp_path / "two.jsonl"
     sc_file.write_text("".join(json.dumps(s) + "\n" for s in TEST_SCENARIOS))
     out = tmp_path / "out"
-    argv = ["--scenarios", str(sc_file), "--out", str(out), "--quick", "max_tokens=128", "model_name=smollm2-135m"]
+    argv = ["--scenarios", str(sc_file), "--out", str(out), "--quick", "max_tokens=128", "model_name=smollm2-135m",
+            "threads=1"]
     assert learn.main(argv) == 0
 
     res = json.loads((out / "results.json").read_text())
@@ -241,9 +250,18 @@ def test_quick_mode_end_to_end_and_resume(tmp_path: Path, cache_dir: Path, monke
     assert len(lines) == 2 + 2 * 2  # baseline per scenario + (variant, scenario)
     assert res["meta"]["new_units"] == 6 and res["meta"]["seeds"] == [0] and res["meta"]["model"]
     assert set(res["summary"]) == {"in-context", "topk"}
-    for head in ("# continualcode learning benchmark", "## Variants", "| in-context |", "| topk |",
-                 "## Per preference: topk", "max_tokens=128"):
+    for head in ("# continualcode learning benchmark", "## Headline", "## Variants", "| in-context |", "| topk |",
+                 "## Per preference: topk", "max_tokens=128", "## Paired per task", "## Suite"):
         assert head in md
+    # the headline: per variant, pooled; the baseline ran each scenario's own task and the drift floor
+    assert all("task" in u and u["floor"] for u in res["baseline_units"])
+    for v in ("in-context", "topk"):
+        h = res["variants"][v]
+        assert h["split"] == "all" and h["persistence"]["all"]["n"] == 2 and len(h["pairs"]) == 2
+        assert {"rate", "n"} <= set(h["first_retry"]) and 0 <= h["p_value"] <= 1 and h["ci95"] is not None
+        assert {"value", "floor"} <= set(h["drift"])
+    if res["variants"]["topk"]["drift"]["n"]:
+        assert res["variants"]["topk"]["drift"]["floor"] is not None
     # real runs: the model's own calls, real tools, real seconds
     calls = [c for u in res["units"] for c in u["task"]["calls"]]
     calls += [c for u in res["baseline_units"] for r in u["fresh"] for c in r["calls"]]
@@ -321,8 +339,13 @@ def test_aggregate_from_synthetic_units() -> None:
     assert s["steps"]["mean"] == 4 and s["sec_per_step"]["mean"] == 0.5 and s["sec_per_correction"]["mean"] == 1.0
     assert set(res["per_preference"]["v"]) == {"p", "q"} and set(res["per_scenario"]["v"]) == {"a", "b"}
     assert res["forgetting"]["v"]["1"] == {"n": 2, "compliance": 0.5, "undecided": 0.0}
+    h = res["variants"]["v"]
+    assert h["first_retry"] == {"rate": 0.5, "n": 4, "undecided": 0.0} and h["later_retries"]["n"] == 0
+    assert h["persistence"]["all"]["n"] == 8 and h["persistence"]["corrected"]["n"] == 8
+    assert (h["persistence"]["all"]["up"], h["persistence"]["all"]["down"]) == (2, 0)
+    assert h["drift"]["floor"] is None  # these baselines were not scored
     md = learn.to_markdown(res)
-    assert "| v |" in md and "## Forgetting curve" in md and "± 25%" in md
+    assert "| v |" in md and "## Forgetting curve" in md and "± 25%" in md and "## Headline" in md
 
 
 def test_remove_checkpoint_handles_the_atomic_symlink(tmp_path: Path) -> None:
@@ -335,3 +358,326 @@ def test_remove_checkpoint_handles_the_atomic_symlink(tmp_path: Path) -> None:
     learn.remove_checkpoint(tmp_path / "after-1")
     learn.remove_checkpoint(plain)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- measurement that cannot flatter (no model) ---------------------------------------------------
+
+
+def test_sign_test_exact_two_sided() -> None:
+    assert sign_test(6, 2) == 0.2890625  # 2 · (1 + 8 + 28) / 2^8
+    assert sign_test(2, 6) == sign_test(6, 2)
+    assert sign_test(5, 0) == 0.0625  # 2 / 2^5
+    assert sign_test(12, 0) == 2 / 4096
+    assert sign_test(3, 3) == 1.0 and sign_test(0, 0) == 1.0  # capped at 1; no discordant pair: no evidence
+    assert sign_test(1, 0) == 1.0
+    assert sign_test(9, 1) == pytest.approx(2 * 11 / 1024)
+
+
+def test_bootstrap_over_scenarios() -> None:
+    toy = [(3, 1, 3), (1, 1, 3), (2, 0, 3), (0, 1, 3), (3, 3, 3)]  # (after, before, n) per scenario
+    point = (9 - 6) / 15
+    ci = bootstrap_gain(toy)
+    assert ci is not None and ci[0] <= point <= ci[1] and ci[0] < ci[1]
+    assert bootstrap_gain(toy) == ci  # fixed seed: reproducible
+    assert bootstrap_gain([(2, 2, 3), (1, 1, 3)]) == [0.0, 0.0]  # degenerate: every scenario unchanged
+    assert bootstrap_gain([(3, 0, 3)] * 4) == [1.0, 1.0]
+    assert bootstrap_gain([]) is None and bootstrap_gain([(0, 0, 0)]) is None
+
+
+def _unit(sid: str, seed: int, retries_: list[dict], persistence: list[str], **kw: object) -> dict:
+    return {"key": ["v", seed, sid], "kind": "variant", "variant": "v", "seed": seed, "scenario": sid,
+            "position": 0, "changed": kw.get("changed", False), "sec": 1.0,
+            "task": {"calls": [], "retries": retries_}, "learn": [],
+            "persistence": [_rec(d) for d in persistence], "controls": kw.get("controls", []),
+            "controls_unconstrained": [], "cross": kw.get("cross", []), "forgetting": []}
+
+
+def _retry(decision: str, observed: bool = True) -> dict:
+    return {"turn": 1, "observed": observed, "next": None, "decision": decision if observed else "unobserved"}
+
+
+def test_first_retry_counts_each_denied_task_once() -> None:
+    units = [
+        _unit("a", 0, [_retry("non_compliant"), _retry("non_compliant"), _retry("compliant")], []),  # 3 denials
+        _unit("b", 0, [_retry("compliant")], []),
+        _unit("c", 0, [], []),  # never denied: no observation
+        _unit("d", 0, [_retry("compliant", observed=False)], []),  # denied on the last turn: not observed
+    ]
+    first, later = first_retries(units)
+    assert [t["decision"] for t in first] == ["non_compliant", "compliant"]
+    assert [t["decision"] for t in later] == ["non_compliant", "compliant"]
+    base = {("baseline", 0, s): {"fresh": [], "controls": []} for s in "abcd"}
+    h = headline(units, base)
+    assert h["first_retry"]["rate"] == 0.5 and h["first_retry"]["n"] == 2 and h["denied_tasks"] == 3
+    assert h["later_retries"] == {"rate": 0.5, "n": 2}
+
+
+def test_headline_pairs_persistence_with_the_same_tasks() -> None:
+    """all vs corrected-only, each beside the baseline of the same tasks; the pairs, p and the interval."""
+    base = {("baseline", 0, "a"): {"fresh": [_rec("non_compliant")] * 3, "controls": []},
+            ("baseline", 0, "b"): {"fresh": [_rec("compliant"), _rec("undecided"), _rec("compliant")],
+                                   "controls": []}}
+    units = [_unit("a", 0, [_retry("compliant")], ["compliant", "compliant", "non_compliant"]),
+             _unit("b", 0, [], ["compliant", "compliant", "non_compliant"])]
+    h = headline(units, base)
+    a, c = h["persistence"]["all"], h["persistence"]["corrected"]
+    assert (a["n"], a["rate"], a["baseline"]) == (6, 4 / 6, 2 / 6)
+    assert (a["up"], a["down"], a["same"]) == (3, 1, 2) and a["p_value"] == sign_test(3, 1) == h["p_value"]
+    assert (c["n"], c["rate"], c["baseline"], c["up"], c["down"]) == (3, 2 / 3, 0.0, 2, 0)
+    assert c["scenarios"] == 1 and c["ci95"] == [2 / 3, 2 / 3]  # one scenario: nothing to resample
+    assert h["ci95"] == a["ci95"] and a["ci95"][0] <= a["gain"] <= a["ci95"][1]
+    assert [p["change"] for p in h["pairs"]] == ["up", "up", "same", "same", "up", "down"]
+
+
+def test_drift_beside_its_floor_over_changed_units_only() -> None:
+    ctrl = {"valid": True, "kl_k1": 0.0, "kl_exact": 0.01}
+    base = {("baseline", 0, s): {"fresh": [_rec("compliant", kl_exact=0.03)], "controls": [ctrl], "floor": True}
+            for s in "ab"}
+    moved = {"valid": True, "kl_k1": 0.1, "kl_exact": 0.21}
+    units = [_unit("a", 0, [], ["compliant"], changed=True, controls=[moved],
+                   cross=[_rec("compliant", kl_exact=0.05, of="b", index=0)]),
+             _unit("b", 0, [], ["compliant"], changed=False, controls=[{**ctrl, "kl_exact": 0.0}])]
+    d = headline(units, base)["drift"]
+    assert d["value"] == pytest.approx(0.13) and d["floor"] == pytest.approx(0.02)
+    assert d["over_floor"] == pytest.approx(0.11) and d["n"] == 2 and d["units"] == 1
+    del base[("baseline", 0, "b")]["floor"]  # a baseline without the floor's scoring (older runs): no floor
+    assert headline(units, base)["drift"]["floor"] is None
+    assert headline([units[1]], base)["drift"] == {"value": 0.0, "floor": None, "over_floor": None, "n": 0,
+                                                  "units": 0}
+
+
+def test_split_is_deterministic_and_covers_every_preference() -> None:
+    sc = load_scenarios(PUBLIC)
+    of = splits(sc)
+    assert of == splits(list(reversed(sc)))  # each preference's own file order decides, nothing else
+    dev, test = select_split(sc, "dev"), select_split(sc, "test")
+    assert {s.id for s in dev} | {s.id for s in test} == {s.id for s in sc}
+    assert not {s.id for s in dev} & {s.id for s in test}
+    assert select_split(sc, "all") == sc
+    prefs = {s.preference for s in sc}
+    assert {s.preference for s in dev} == prefs == {s.preference for s in test}
+    assert abs(len(dev) - len(test)) <= len(prefs) // 2 + 1
+    # within a preference the halves alternate, and appending a scenario never moves the earlier ones
+    grown = [*sc, dataclasses.replace(sc[0], id="extra")]
+    assert {k: v for k, v in splits(grown).items() if k != "extra"} == of
+    with pytest.raises(ValueError):
+        select_split(sc, "train")
+
+
+def test_public_suite_holds_no_task_twice() -> None:
+    """A scenario's own task (what is trained on) is never some scenario's fresh or control task."""
+    sc = load_scenarios(PUBLIC)
+    assert not [s.id for s in sc if norm(s.task) in held_out(sc)]
+
+
+def test_memory_variants_and_explicit_memory_off() -> None:
+    v = resolve_variants("memory,topk,memory+topk,memory+learning_rate=1e-3+replay=true")
+    assert v["memory"].memory and not v["memory"].learns
+    assert not v["topk"].memory and v["memory+topk"].memory and v["memory+topk"].learns
+    assert v["memory+topk"].overrides == {"distill_loss": "topk", "memory": "true"}
+    adhoc = v["memory+learning_rate=1e-3+replay=true"]
+    assert adhoc.memory and adhoc.replay and adhoc.overrides["learning_rate"] == "1e-3"
+    assert {f"memory+{n}" for n, x in learn.VARIANTS.items() if x.learns and not x.memory} <= set(learn.VARIANTS)
+    o = parse_args(["--out", "x", "--variants", "memory,topk,in-context"])
+    assert o.config_for(o.variants["memory"], 0).memory is True
+    assert o.config_for(o.variants["topk"], 0).memory is False  # the product's default is on: set explicitly
+    assert o.config_for(o.variants["in-context"], 0).memory is False
+    with pytest.raises(ValueError, match="memory is set per variant"):
+        parse_args(["--out", "x", "memory=true"])
+    o = parse_args(["--out", "x", "--split", "dev", "--baseline-only"])
+    assert o.split == "dev" and o.baseline_only
+
+
+def test_committed_results_still_aggregate() -> None:
+    """The Qwen results committed before this format: the old keys unchanged, the headline recomputed
+    (6 up, 2 down, p = 0.289 for topk; first retry 8/10 vs in-context 6/10)."""
+    d = REPO / "bench" / "results" / "learn" / "qwen2.5-coder-0.5b"
+    old = json.loads((d / "results.json").read_text())
+    rows = [json.loads(line) for line in (d / "units.jsonl").read_text().splitlines()]
+    sc = [s for s in load_scenarios(PUBLIC) if s.id in old["meta"]["scenario_ids"]]
+    res = learn.aggregate(rows, list(old["summary"]), old["meta"]["seeds"], sc, old["meta"])
+    assert {v: {k: m[k] for k in old["summary"][v]} for v, m in res["summary"].items()} == old["summary"]
+    topk, ic = res["variants"]["topk"], res["variants"]["in-context"]
+    assert (topk["first_retry"]["rate"], topk["first_retry"]["n"]) == (0.8, 10)
+    assert (ic["first_retry"]["rate"], ic["first_retry"]["n"]) == (0.6, 10)
+    pa = topk["persistence"]["all"]
+    assert (pa["up"], pa["down"], pa["same"], pa["p_value"]) == (6, 2, 82, 0.2890625)
+    assert topk["drift"]["floor"] is None and topk["drift"]["value"] > 0  # older baselines were not scored
+    assert "## Headline" in learn.to_markdown(res)
+
+
+# --- the memory variant and the guard, with a SCRIPTED backend ------------------------------------
+
+GUARD_SCENARIO = {
+    "id": "find-1", "preference": "search-with-grep",
+    "files": {"util.py": "def total(xs):\n    return sum(xs)\n"}, "task": "where is total defined?",
+    "correction": "search with the grep tool first", "violates": {"tool": "read"}, "complies": {"tool": "grep"},
+    "fresh": [{"files": {"a.py": "def mean(xs):\n    return 0\n"}, "task": "which file defines mean?"},
+              {"files": {"c.py": "class Cart:\n    pass\n"}, "task": "where is Cart defined?"}],
+    "controls": [{"files": {"n.txt": "x\n"}, "task": "what is in n.txt?"}], "max_turns": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(cache_dir: Path):
+    import transformers
+
+    from continualcode.models import BUILTINS, ensure_converted
+
+    return transformers.AutoTokenizer.from_pretrained(str(ensure_converted(BUILTINS["smollm2-135m"], cache_dir)))
+
+
+class ScriptedBackend:
+    """A SCRIPTED fake backend (no model): it greps when the system prompt holds the user's rules or right
+    after a denial, reads otherwise, and answers in text after a tool result.  Records every prompt."""
+
+    capabilities = frozenset({"snapshot"})
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.vocab_size = len(tokenizer)
+        self.prompts: list[str] = []
+
+    def snapshot(self) -> object:
+        return object()
+
+    def restore(self, snap: object) -> None:
+        pass
+
+    def sample(self, prompt_ids, **kw):
+        from continualcode.records import Sample
+
+        text = self.tokenizer.decode(prompt_ids)
+        self.prompts.append(text)
+        last_user = text.rsplit("<|im_start|>user\n", 1)[-1]
+        if last_user.startswith("Tool result"):
+            reply = "Done."
+        elif "Rules from the user" in text or last_user.startswith("Denied."):
+            reply = ToolCall("grep", {"pattern": "def "}).to_text()
+        else:
+            reply = ToolCall("read", {"path": "a.py"}).to_text()
+        toks = [*self.tokenizer.encode(reply, add_special_tokens=False), self.tokenizer.eos_token_id]
+        return Sample(toks, [0.0] * len(toks), "stop")
+
+
+class RecordingLearner:
+    """A learner that keeps what it is handed; its step is 'rolled back', so the weights stay the base."""
+
+    class cfg:
+        steps_per_correction = 1
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def __call__(self, c):
+        self.seen.append(c)
+        return {"sec_total": 0.0, "rolled_back": "scripted"}
+
+
+def _scripted_ctx(tokenizer, *args: str):
+    from continualcode.bench.learn.tasks import Ctx
+    from continualcode.build import make_renderer
+    from continualcode.config import parse_config
+
+    b = ScriptedBackend(tokenizer)
+    cfg = parse_config(["constrained=false", "max_turns=3", *args])
+    return b, Ctx(b, make_renderer(b), cfg, b.snapshot(), 0)
+
+
+def test_memory_variant_gives_the_persistence_session_the_rules(tokenizer) -> None:
+    from continualcode.bench.learn.tasks import baseline_unit, variant_unit
+    from continualcode.learn.memory import Memory
+
+    sc = load_scenarios_from([GUARD_SCENARIO])[0]
+    b, ctx = _scripted_ctx(tokenizer, "enable_training=false", "memory=true")
+    base = baseline_unit(ctx, sc, floor=False)
+    assert base["task"]["decision"] == "non_compliant"
+    assert [r["decision"] for r in base["fresh"]] == ["non_compliant"] * 2
+    assert not any("Rules from the user" in p for p in b.prompts)
+    row = {**base, "scenario": sc.id}
+    # memory: the correction becomes a rule; the brand-new persistence sessions start with it
+    b.prompts.clear()
+    recs, changed = variant_unit(ctx, sc, None, cross=[], earlier=[], baselines={sc.id: row}, changed_before=False,
+                                 memory=Memory(None))
+    assert not changed and recs["memory"] == [sc.correction]
+    assert [r["decision"] for r in recs["persistence"]] == ["compliant"] * 2
+    assert not any(r.get("reused") for r in recs["persistence"] + recs["controls"])
+    assert "Rules from the user" not in b.prompts[0]  # the task itself started without rules (none yet)
+    fresh_prompts = [p for p in b.prompts if any(t.task in p for t in sc.fresh)]
+    assert fresh_prompts and all(f"- {sc.correction}" in p and "Denied." not in p for p in fresh_prompts)
+    # memory off: the same unit measures nothing new (base weights, no rule): the baseline's records
+    recs_off, _ = variant_unit(ctx, sc, None, cross=[], earlier=[], baselines={sc.id: row}, changed_before=False)
+    assert recs_off["memory"] is None
+    assert [r["decision"] for r in recs_off["persistence"]] == ["non_compliant"] * 2
+    assert all(r["reused"] for r in recs_off["persistence"])
+
+
+def test_guard_no_held_out_prompt_reaches_a_learner(tokenizer) -> None:
+    from continualcode.bench.learn.tasks import baseline_unit, run_task, task_seed, variant_unit
+
+    sc = load_scenarios_from([GUARD_SCENARIO])[0]
+    _, ctx = _scripted_ctx(tokenizer)
+    rec = RecordingLearner()
+    learner = BenchLearner(rec, held_out=held_out([sc]))
+    row = {**baseline_unit(ctx, sc, floor=False), "scenario": sc.id}
+    recs, _ = variant_unit(ctx, sc, learner, cross=[], earlier=[], baselines={sc.id: row}, changed_before=False)
+    # the learner got the scenario's own task's correction, and nothing from the measuring sessions
+    assert len(rec.seen) == 1 and recs["task"]["retries"]
+    assert all(m.content == sc.task for c in rec.seen for m in c.messages[:1])
+    assert not any(norm(m.content) in held_out([sc]) for c in rec.seen for m in c.messages)
+    # a fresh task handed to a learner is refused loudly (never swallowed as a learner error)
+    with pytest.raises(PromptLeak):
+        run_task(ctx, sc, sc.fresh[0].files, sc.fresh[0].task, task_seed(0, sc.id, "fresh", 0), measure=False,
+                 learner=learner)
+    learner.expect(None)
+    with pytest.raises(PromptLeak, match="held-out"):
+        run_task(ctx, sc, sc.controls[0].files, sc.controls[0].task, 1, measure=False, learner=learner)
+    # a replayed correction and a distillation prompt source are checked too
+    leaked = dataclasses.replace(rec.seen[0], messages=(learn_msg(sc.fresh[1].task),))
+    replaying = BenchLearner(RecordingLearner(), replay=True, past=[leaked], held_out=held_out([sc]))
+    with pytest.raises(PromptLeak):
+        replaying(rec.seen[0])
+
+    class WithPrompts(RecordingLearner):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prompts = lambda c: ["  Which FILE defines mean? "]
+
+    guarded = BenchLearner(WithPrompts(), held_out=held_out([sc]))
+    with pytest.raises(PromptLeak, match="distillation"):
+        guarded.learner.prompts(rec.seen[0])
+
+
+def test_reference_apart_turns_off_kv_sharing_and_restores_it() -> None:
+    from continualcode.bench.learn.tasks import reference_apart
+
+    class Adapter:
+        def is_noop(self) -> bool:
+            return True
+
+    class B:
+        adapter = Adapter()
+
+    b = B()
+    with reference_apart(b):  # type: ignore[arg-type]
+        assert b.adapter.is_noop() is False
+    assert b.adapter.is_noop() is True and "is_noop" not in vars(b.adapter)
+    with reference_apart(object()):  # type: ignore[arg-type]  # a backend without the sharing
+        pass
+
+
+def learn_msg(text: str):
+    from continualcode.records import Message
+
+    return Message("user", text)
+
+
+def load_scenarios_from(rows: list[dict]) -> list[learn.Scenario]:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    try:
+        return load_scenarios(Path(f.name))
+    finally:
+        Path(f.name).unlink()

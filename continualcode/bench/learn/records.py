@@ -82,6 +82,8 @@ class BaselineRecords(TypedDict):
     fresh: list[TaskRecord]
     controls: list[FirstCallRecord]
     controls_unconstrained: list[FirstCallRecord]
+    task: NotRequired[TaskRecord]  # the scenario's own task, stopped at its decision
+    floor: NotRequired[bool]  # controls and fresh[0] scored as the drift metric scores (its floor)
 
 
 class VariantRecords(TypedDict):
@@ -92,6 +94,7 @@ class VariantRecords(TypedDict):
     controls_unconstrained: list[FirstCallRecord]
     cross: list[TaskRecord]
     forgetting: list[TaskRecord]
+    memory: NotRequired[list[str] | None]  # the rules the measuring sessions started with (None: memory off)
 
 
 class BaselineRow(TypedDict):
@@ -106,6 +109,8 @@ class BaselineRow(TypedDict):
     fresh: list[TaskRecord]
     controls: list[FirstCallRecord]
     controls_unconstrained: list[FirstCallRecord]
+    task: NotRequired[TaskRecord]  # the scenario's own task, stopped at its decision (absent in older runs)
+    floor: NotRequired[bool]  # controls and fresh[0] scored for the drift floor (absent: not scored)
     sec: float
 
 
@@ -129,6 +134,7 @@ class VariantRow(TypedDict):
     controls_unconstrained: list[FirstCallRecord]
     cross: list[TaskRecord]
     forgetting: list[TaskRecord]
+    memory: NotRequired[list[str] | None]  # the rules the measuring sessions started with (None: memory off)
     sec: float
 
 

@@ -35,12 +35,28 @@ from continualcode.backends.base import Backend
 from continualcode.bench.learn.metrics import aggregate
 from continualcode.bench.learn.records import BaselineRow, UnitRow
 from continualcode.bench.learn.report import to_markdown
-from continualcode.bench.learn.scenario import PUBLIC, Scenario, cross_tasks, load_scenarios
+from continualcode.bench.learn.scenario import (
+    PUBLIC,
+    SPLITS,
+    Scenario,
+    cross_tasks,
+    held_out,
+    load_scenarios,
+    select_split,
+    splits,
+)
 from continualcode.bench.learn.tasks import Ctx, baseline_unit, variant_unit
-from continualcode.bench.learn.variants import DEFAULT_VARIANTS, BenchLearner, Variant, resolve_variants
+from continualcode.bench.learn.variants import (
+    DEFAULT_VARIANTS,
+    MEMORY,
+    BenchLearner,
+    Variant,
+    resolve_variants,
+)
 from continualcode.build import build_backend, make_renderer
 from continualcode.config import Config, UsageError, parse_config
 from continualcode.fsio import atomic_write
+from continualcode.learn.memory import Memory
 from continualcode.records import Correction
 
 if TYPE_CHECKING:
@@ -72,10 +88,13 @@ class Options:
     mode: str
     base_args: dict[str, str]
     argv: list[str]
+    split: str = "all"
+    baseline_only: bool = False
 
     def config_for(self, variant: Variant, seed: int) -> Config:
-        """A variant's config: the base arguments, its overrides and the seed (checked by parse_config)."""
-        args = {**self.base_args, **variant.overrides, "seed": str(seed)}
+        """A variant's config: the base arguments, its overrides and the seed (checked by parse_config).
+        Memory is off unless the variant turns it on (the product's default is on: set explicitly)."""
+        args = {**self.base_args, MEMORY: "false", **variant.overrides, "seed": str(seed)}
         return parse_config([f"{k}={v}" for k, v in args.items()])
 
 
@@ -90,6 +109,10 @@ def parse_args(args: Sequence[str]) -> Options:
     p.add_argument("--cross", type=int, default=1, help="other preferences' fresh tasks per scenario for drift")
     p.add_argument("--forget", type=int, default=1, help="sequential: fresh tasks per earlier scenario re-measured")
     p.add_argument("--mode", choices=("independent", "sequential"), default=None)
+    p.add_argument("--split", choices=SPLITS, default="all",
+                   help="dev or test: a fixed half of each preference's scenarios (default all)")
+    p.add_argument("--baseline-only", action="store_true",
+                   help="only the base model: each scenario's task and fresh tasks, no controls (the suite check)")
     p.add_argument("overrides", nargs="*", help="config key=value (the base config of every variant)")
     ns = p.parse_intermixed_args(list(args))
     base: dict[str, str] = {}
@@ -98,6 +121,9 @@ def parse_args(args: Sequence[str]) -> Options:
             raise ValueError(f"expected key=value, got {a!r}")
         k, v = a.split("=", 1)
         base[k] = v
+    if MEMORY in base:
+        raise ValueError("memory is set per variant here: use the variants memory, memory+<variant> "
+                         "(or memory=true in an ad-hoc variant)")
     mode = base.pop("mode", None) or ns.mode or "independent"
     if mode not in ("independent", "sequential"):
         raise ValueError(f"mode must be independent or sequential, got {mode!r}")
@@ -111,11 +137,14 @@ def parse_args(args: Sequence[str]) -> Options:
         seeds=ns.seeds if ns.seeds is not None else (1 if ns.quick else 3),
         variants=resolve_variants(ns.variants or (QUICK_VARIANTS if ns.quick else DEFAULT_VARIANTS)),
         limit=ns.limit, cross=ns.cross, forget=ns.forget, mode=mode, base_args=base, argv=list(args),
+        split=ns.split, baseline_only=ns.baseline_only,
     )
 
 
 def select_scenarios(all_sc: list[Scenario], opts: Options) -> list[Scenario]:
-    sc = all_sc[: opts.limit] if opts.limit > 0 else all_sc
+    """The split's scenarios (the split is a property of the whole file), then `--limit`, then quick."""
+    sc = select_split(all_sc, opts.split)
+    sc = sc[: opts.limit] if opts.limit > 0 else sc
     if opts.quick:  # two scenarios of different preferences, 1 fresh task and 1 control each
         picked: list[Scenario] = []
         for s in sc:
@@ -209,7 +238,10 @@ def unit_line(u: UnitRow) -> str:
     head = f"{u['variant']} · seed {u['seed']} · {u['scenario']}: "
     if u["kind"] == "baseline":
         dec = Counter(r["decision"] for r in u["fresh"])
-        body = f"fresh {dict(dec)}, controls valid {sum(r['valid'] for r in u['controls'])}/{len(u['controls'])}"
+        task = f"task {u['task']['decision']} ({u['task']['first_call']}), " if "task" in u else ""
+        body = task + f"fresh {dict(dec)}"
+        if u["controls"]:
+            body += f", controls valid {sum(r['valid'] for r in u['controls'])}/{len(u['controls'])}"
     else:
         dec = Counter(r["decision"] for r in u["persistence"])
         body = (f"calls {[c['name'] + ('✗' if c['class'] == 'violates' else '') for c in u['task']['calls']]}, "
@@ -230,6 +262,7 @@ class Run:
     units: Units
     reporter: Reporter
     meta: dict[str, Any]
+    held_out: frozenset[str]  # every fresh and control task of the scenario file: never a training prompt
     new_units: int = 0
 
     def add(self, row: UnitRow) -> None:
@@ -259,7 +292,8 @@ def _baseline_name(variant_cfg: Config, base_cfg: Config) -> str:
 def run(opts: Options, *, reporter: Reporter | None = None) -> dict[str, Any]:
     """Run (or resume) the benchmark; writes units.jsonl, results.json and results.md under opts.out."""
     t_start = time.perf_counter()
-    scenarios = select_scenarios(load_scenarios(opts.scenarios), opts)
+    all_sc = load_scenarios(opts.scenarios)
+    scenarios = select_scenarios(all_sc, opts)
     base_cfg = parse_config([f"{k}={v}" for k, v in opts.base_args.items()])
     seeds = [int(base_cfg.seed) + i for i in range(opts.seeds)]
     # 1) the plan, per seed: variants grouped by backend-level settings (one backend load per group);
@@ -267,13 +301,15 @@ def run(opts: Options, *, reporter: Reporter | None = None) -> dict[str, Any]:
     plan: list[tuple[int, list[str]]] = []
     for seed in seeds:
         groups: dict[tuple[Any, ...], list[str]] = {}
-        for name, v in opts.variants.items():
+        if opts.baseline_only:
+            groups[()] = []
+        for name, v in ({} if opts.baseline_only else opts.variants).items():
             groups.setdefault(_group_key(opts.config_for(v, seed)), []).append(name)
         plan += [(seed, names) for names in groups.values()]
     # 2) the run's identity: resuming with another configuration would mix incomparable units
     lock = _claim(opts)
     r = Run(opts, scenarios, Units(opts.out / "units.jsonl"), reporter or Reporter(),
-            _meta(opts, base_cfg, seeds, scenarios))
+            _meta(opts, base_cfg, seeds, scenarios, all_sc), held_out(all_sc))
     try:
         with r.reporter:
             r.reporter.start(sum(len(scenarios) * (1 + len(names)) for _, names in plan))
@@ -287,7 +323,7 @@ def run(opts: Options, *, reporter: Reporter | None = None) -> dict[str, Any]:
         # 6) the results, from every unit in the file (this invocation's and earlier ones')
         r.meta["seconds"] = time.perf_counter() - t_start
         r.meta["new_units"] = r.new_units
-        res = aggregate(r.units.rows, list(opts.variants), seeds, scenarios, r.meta)
+        res = aggregate(r.units.rows, [] if opts.baseline_only else list(opts.variants), seeds, scenarios, r.meta)
         atomic_write(opts.out / "results.json", json.dumps(res, indent=1, ensure_ascii=False) + "\n")
         atomic_write(opts.out / "results.md", to_markdown(res))
         lock.close()
@@ -297,9 +333,13 @@ def run(opts: Options, *, reporter: Reporter | None = None) -> dict[str, Any]:
 def _claim(opts: Options) -> IO[str]:
     """Take DIR/.lock and check (or write) DIR/run.json; the open lock file, held for the whole run."""
     opts.out.mkdir(parents=True, exist_ok=True)
-    signature = {"scenarios_sha256": hashlib.sha256(opts.scenarios.read_bytes()).hexdigest(),
-                 "base": opts.base_args, "mode": opts.mode, "cross": opts.cross, "forget": opts.forget,
-                 "limit": opts.limit, "quick": opts.quick}
+    signature: dict[str, Any] = {"scenarios_sha256": hashlib.sha256(opts.scenarios.read_bytes()).hexdigest(),
+                                 "base": opts.base_args, "mode": opts.mode, "cross": opts.cross,
+                                 "forget": opts.forget, "limit": opts.limit, "quick": opts.quick}
+    if opts.split != "all":  # (only when set: older run directories keep their signature)
+        signature["split"] = opts.split
+    if opts.baseline_only:  # its baseline rows have no controls: never mixed with a full run's
+        signature["baseline_only"] = True
     lock = open(opts.out / ".lock", "w")  # noqa: SIM115 - held for the whole run
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -314,21 +354,26 @@ def _claim(opts: Options) -> IO[str]:
     return lock
 
 
-def _meta(opts: Options, base_cfg: Config, seeds: list[int], scenarios: list[Scenario]) -> dict[str, Any]:
+def _meta(opts: Options, base_cfg: Config, seeds: list[int], scenarios: list[Scenario],
+          all_sc: list[Scenario]) -> dict[str, Any]:
+    of = splits(all_sc)
     return {
         "command": "continualcode bench learn " + shlex.join(opts.argv),
         "date": dt.datetime.now().isoformat(timespec="seconds"), "mode": opts.mode, "seeds": seeds,
         "cross": opts.cross, "forget": opts.forget, "quick": opts.quick,
+        "split": opts.split, "baseline_only": opts.baseline_only,
         "scenarios_file": _shown_path(opts.scenarios), "n_scenarios": len(scenarios),
-        "scenario_ids": [s.id for s in scenarios], "base_overrides": opts.base_args,
+        "scenario_ids": [s.id for s in scenarios], "scenario_split": {s.id: of[s.id] for s in scenarios},
+        "base_overrides": opts.base_args,
         "config": {k: v for k, v in chz.asdict(base_cfg).items() if isinstance(v, str | int | float | bool)},
-        "variants": {n: {"overrides": v.overrides, "replay": v.replay} for n, v in opts.variants.items()},
+        "variants": {} if opts.baseline_only else {n: {"overrides": v.overrides, "replay": v.replay}
+                                                   for n, v in opts.variants.items()},
     }
 
 
 def _run_group(r: Run, seed: int, names: list[str]) -> None:
     """One seed and backend group: its model loaded once, its baseline, then its variants."""
-    first_cfg = r.opts.config_for(r.opts.variants[names[0]], seed)
+    first_cfg = r.opts.config_for(r.opts.variants[names[0]] if names else Variant(), seed)
     bname = _baseline_name(first_cfg, r.opts.config_for(Variant(), seed))
     keys = [(n, seed, s.id) for n in (bname, *names) for s in r.scenarios]
     left = sum(k not in r.units.done for k in keys)
@@ -360,7 +405,7 @@ def _run_baseline(r: Run, ctx: Ctx, bname: str) -> Baseline:
             continue
         r.reporter.describe(f"seed {seed} · {bname} · {sc.id}")
         t0 = time.perf_counter()
-        recs = baseline_unit(ctx, sc, sc.fresh, sc.controls)
+        recs = baseline_unit(ctx, sc, controls=not r.opts.baseline_only, floor=not r.opts.baseline_only)
         r.add({"key": list(key), "kind": "baseline", "variant": bname, "seed": seed, "scenario": sc.id,
                "preference": sc.preference, **recs, "sec": round(time.perf_counter() - t0, 2)})
     return Baseline(bname, {u["scenario"]: u for u in r.units.rows
@@ -372,15 +417,16 @@ def _run_variant(r: Run, ctx: Ctx, name: str, baseline: Baseline) -> None:
     b, seed, opts, scenarios = ctx.backend, ctx.seed, r.opts, r.scenarios
     sequential = opts.mode == "sequential"
     state_dir = opts.out / "state" / f"{_safe(name)}-s{seed}"
-    # 1) the adapter: the base, or (resuming a sequence) as saved after the last finished unit
+    # 1) the adapter (and memory): the base, or (resuming a sequence) as after the last finished unit
     b.restore(ctx.base)
-    past, changed = _resume_sequence(r, b, name, seed, state_dir) if sequential else ([], False)
+    past, changed, rules = _resume_sequence(r, b, name, seed, state_dir) if sequential else ([], False, [])
+    memory = Memory(None, rules) if ctx.cfg.memory else None
     learner: BenchLearner | None = None
     if ctx.cfg.enable_training:
         from continualcode.learn.step import Learner
 
         learner = BenchLearner(Learner(b, ctx.renderer, ctx.cfg.learn_config()), replay=opts.variants[name].replay,
-                               past=past)
+                               past=past, held_out=r.held_out)
     # 2) each scenario: learn from the user's corrections, measure, write the unit
     for pos, sc in enumerate(scenarios):
         key = (name, seed, sc.id)
@@ -392,11 +438,14 @@ def _run_variant(r: Run, ctx: Ctx, name: str, baseline: Baseline) -> None:
             changed = False
             if learner is not None:
                 learner.past.clear()
+            if memory is not None:  # each scenario starts with an empty memory, as with the base adapter
+                memory = Memory(None)
         earlier = [(o, i, o.fresh[i]) for o in scenarios[:pos] for i in range(min(opts.forget, len(o.fresh)))] \
             if sequential else []
         t0 = time.perf_counter()
         recs, changed = variant_unit(ctx, sc, learner, cross=cross_tasks(scenarios, pos, opts.cross),
-                                     earlier=earlier, baselines=baseline.rows, changed_before=changed)
+                                     earlier=earlier, baselines=baseline.rows, changed_before=changed,
+                                     memory=memory)
         if sequential:  # 3) the adapter and replay buffer after this unit, to resume the sequence from
             ck = state_dir / f"after-{pos + 1}"
             b.save(ck)
@@ -411,18 +460,21 @@ def _run_variant(r: Run, ctx: Ctx, name: str, baseline: Baseline) -> None:
     b.restore(ctx.base)
 
 
-def _resume_sequence(r: Run, b: Backend, name: str, seed: int, state_dir: Path) -> tuple[list[Correction], bool]:
+def _resume_sequence(r: Run, b: Backend, name: str, seed: int,
+                     state_dir: Path) -> tuple[list[Correction], bool, list[str]]:
     """Sequential mode: load the adapter saved after this variant's last finished unit; its replay
-    buffer, and whether the adapter had changed.  Nothing done yet: ([], False)."""
+    buffer, whether the adapter had changed, and the memory rules after that unit (its row's).
+    Nothing done yet: ([], False, [])."""
     done = [s for s in r.scenarios if (name, seed, s.id) in r.units.done]
     if not done:
-        return [], False
+        return [], False, []
     ck = state_dir / f"after-{len(done)}"
     b.load(ck)
     past = [Correction.from_dict(d) for d in json.loads((ck / "replay.json").read_text())]
-    changed = any(u.get("changed") for u in r.units.rows if u["kind"] == "variant" and u["variant"] == name
-                  and u["seed"] == seed)
-    return past, changed
+    mine = [u for u in r.units.rows if u["kind"] == "variant" and u["variant"] == name and u["seed"] == seed]
+    changed = any(u.get("changed") for u in mine)
+    last = max(mine, key=lambda u: u["position"])
+    return past, changed, list(last.get("memory") or [])
 
 
 # --- files and the command ------------------------------------------------------------------------

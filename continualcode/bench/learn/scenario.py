@@ -1,14 +1,16 @@
 """Scenarios: a preference, a task that tempts the model to break it, and how to tell.
 
 Pure and model-free: parsing the scenario JSONL, classifying a proposed call with the scenario's
-matchers, deciding a task from its calls' classes, the bash guard, and which other scenarios'
-tasks a unit measures.  The format and the decision rules are specified in docs/bench-learn.md.
+matchers, deciding a task from its calls' classes, the bash guard, which other scenarios' tasks a
+unit measures, the dev/test split, and which prompts are held out from training.  The format and
+the decision rules are specified in docs/bench-learn.md.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,3 +144,46 @@ def cross_tasks(scenarios: Sequence[Scenario], i: int, n: int) -> list[tuple[Sce
             seen.add(o.preference)
             out.append((o, 0, o.fresh[0]))
     return out
+
+
+# --- the dev/test split ---------------------------------------------------------------------------
+
+SPLITS = ("dev", "test", "all")
+
+
+def splits(scenarios: Sequence[Scenario]) -> dict[str, str]:
+    """Scenario id → "dev" or "test": within each preference, its scenarios in file order alternate
+    dev / test, starting on the side a hash of the preference picks (so that over many preferences
+    the halves are even).  Deterministic, independent of the other preferences' order, and a
+    scenario appended to a preference never moves the earlier ones."""
+    out: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for s in scenarios:
+        k = seen.get(s.preference, 0)
+        seen[s.preference] = k + 1
+        out[s.id] = "dev" if (k + zlib.crc32(s.preference.encode())) % 2 == 0 else "test"
+    return out
+
+
+def select_split(scenarios: Sequence[Scenario], split: str) -> list[Scenario]:
+    """The scenarios of one half (`dev` / `test`), or all of them, in file order."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split == "all":
+        return list(scenarios)
+    of = splits(scenarios)
+    return [s for s in scenarios if of[s.id] == split]
+
+
+# --- held-out prompts -----------------------------------------------------------------------------
+
+
+def norm(text: str) -> str:
+    """A task text for comparison: case and whitespace folded."""
+    return " ".join(text.split()).casefold()
+
+
+def held_out(scenarios: Sequence[Scenario]) -> frozenset[str]:
+    """Every fresh and control task text of these scenarios (normalised): what measures learning,
+    and so never a training prompt of any variant."""
+    return frozenset(norm(t.task) for s in scenarios for t in (*s.fresh, *s.controls))

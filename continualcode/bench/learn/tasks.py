@@ -3,16 +3,20 @@
 The real model, the real tools; only the user is simulated (violates → Deny(correction), else
 Approve; a bash command that could leave the workspace is never run).  One task gives a
 `TaskRecord`, one control's first reply a `FirstCallRecord`; a unit is the records of one scenario
-before learning (`baseline_unit`) or under one variant (`variant_unit`).  This module knows the
-agent only through `Session` and a backend, and nothing of files on disk or of the run's plan.
+before learning (`baseline_unit`) or under one variant (`variant_unit`).  A variant with project
+memory gives its sessions a system prompt with the rules kept from its corrections (`Ctx.with_rules`),
+exactly as the product does.  This module knows the agent only through `Session` and a backend, and
+nothing of files on disk or of the run's plan.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict, TypeVar
@@ -30,10 +34,12 @@ from continualcode.bench.learn.records import (
 )
 from continualcode.bench.learn.scenario import Scenario, Task, decide, unsafe
 from continualcode.bench.learn.variants import BenchLearner
+from continualcode.build import make_renderer
 from continualcode.config import Config
 from continualcode.events import Event, Proposal
+from continualcode.learn.memory import Memory, project_block
 from continualcode.records import Message, Sample, ToolCall
-from continualcode.render import Renderer
+from continualcode.render import SYSTEM_PROMPT, Renderer
 from continualcode.tools import Workspace
 
 BENCH_BASH_TIMEOUT = 30
@@ -50,8 +56,8 @@ class _Session(Session):
         super().__init__(*a, **kw)
         self.samples: list[tuple[list[int], Sample]] = []
 
-    def query(self) -> tuple[list[int], Sample, str]:
-        prompt_ids, sample, text = super().query()
+    def query(self, **kw: Any) -> tuple[list[int], Sample, str]:
+        prompt_ids, sample, text = super().query(**kw)
         self.samples.append((prompt_ids, sample))
         return prompt_ids, sample, text
 
@@ -89,15 +95,30 @@ def task_seed(seed: int, scenario_id: str, kind: str, index: int) -> int:
     return zlib.crc32(f"{seed}:{scenario_id}:{kind}:{index}".encode()) & 0x7FFFFFFF
 
 
+def system_prompt(rules: Sequence[str]) -> str:
+    """The system prompt of a session that starts with these memory rules (the product's, app.py)."""
+    block = project_block(rules)
+    return SYSTEM_PROMPT + "\n\n" + block if block else SYSTEM_PROMPT
+
+
 @dataclass
 class Ctx:
-    """One loaded backend under one variant config."""
+    """One loaded backend under one variant config (and the memory rules its sessions start with)."""
 
     backend: Backend
     renderer: Renderer
     cfg: Config
     base: Snapshot  # the adapter snapshot taken right after load
     seed: int
+    rules: tuple[str, ...] = ()  # in the system prompt of every session of this context
+
+    def with_rules(self, rules: Sequence[str]) -> Ctx:
+        """This context with `rules` in its sessions' system prompt (none: the plain SYSTEM_PROMPT)."""
+        rules = tuple(rules)
+        if rules == self.rules:
+            return self
+        renderer = make_renderer(self.backend, system_prompt=system_prompt(rules))
+        return dataclasses.replace(self, renderer=renderer, rules=rules)
 
     def sampling(self, sc: Scenario | None, *, constrained: bool | None = None) -> SamplingConfig:
         c = self.cfg
@@ -112,6 +133,24 @@ class Ctx:
             p.write_text(text)
         return Workspace(root, result_cap=self.cfg.result_cap, bash_timeout=min(self.cfg.bash_timeout,
                                                                                  BENCH_BASH_TIMEOUT))
+
+
+@contextmanager
+def reference_apart(backend: Backend) -> Iterator[None]:
+    """Score the reference (adapter=False) from its own KV prefixes, as it is scored once the adapter
+    has changed.  While the adapter is a no-op the local backend lets the reference start from the
+    sampler's KV (the same weights), which makes KL exactly 0 by construction: a floor measured that
+    way would not be the floor of the path the drift metric takes.  Backends without that sharing
+    (no `adapter.is_noop`) are left as they are."""
+    adapter = getattr(backend, "adapter", None)
+    if adapter is None or not callable(getattr(adapter, "is_noop", None)):
+        yield
+        return
+    adapter.is_noop = lambda: False
+    try:
+        yield
+    finally:
+        del adapter.is_noop  # the class's method again
 
 
 def kl_first(ctx: Ctx, prompt_ids: list[int], sample: Sample) -> tuple[float, float]:
@@ -203,21 +242,37 @@ def _fresh(ctx: Ctx, sc: Scenario, t: Task, i: int, *, score: bool) -> TaskRecor
     return run_task(ctx, sc, t.files, t.task, task_seed(ctx.seed, sc.id, "fresh", i), measure=True, score=score)
 
 
-def baseline_unit(ctx: Ctx, sc: Scenario, fresh: Sequence[Task], controls: Sequence[Task]) -> BaselineRecords:
-    """Before any learning: fresh-task decisions, control first calls (constrained and not)."""
+def baseline_unit(ctx: Ctx, sc: Scenario, *, controls: bool = True, floor: bool = True) -> BaselineRecords:
+    """Before any learning: fresh-task decisions, control first calls (constrained and not), and the
+    scenario's own task stopped at its decision (does the base model break the preference there?).
+
+    `floor`: the drift metric's scoring run on the unadapted model, through the same code (kl_first:
+    the adapter's KV reused from sampling, the reference from its own prefixes), on the tasks drift
+    is measured on (the constrained controls, and the first fresh task, which other scenarios use as
+    a cross task): the KL that numerics alone give, reported beside drift.  `controls=False` (the
+    suite check) skips the controls."""
     ctx.backend.restore(ctx.base)
-    return {
-        "fresh": [_fresh(ctx, sc, t, i, score=False) for i, t in enumerate(fresh)],
-        "controls": _controls(ctx, sc, controls, constrained=True, score=False),
-        "controls_unconstrained": _controls(ctx, sc, controls, constrained=False, score=False),
-    }
+    with reference_apart(ctx.backend) if floor else nullcontext():
+        return {
+            "fresh": [_fresh(ctx, sc, t, i, score=floor and i == 0) for i, t in enumerate(sc.fresh)],
+            "controls": _controls(ctx, sc, sc.controls, constrained=True, score=floor) if controls else [],
+            "controls_unconstrained": _controls(ctx, sc, sc.controls, constrained=False, score=False)
+            if controls else [],
+            "task": run_task(ctx, sc, sc.files, sc.task, task_seed(ctx.seed, sc.id, "task", 0), measure=True),
+            "floor": floor and controls,
+        }
 
 
 R = TypeVar("R", TaskRecord, FirstCallRecord)
 
 
+def _copied(r: R, **extra: Any) -> R:
+    """A baseline record standing in for a unit whose model is the base: its KL is exactly 0."""
+    return {**r, **extra, "kl_k1": 0.0, "kl_exact": 0.0, "reused": True}  # type: ignore[return-value]
+
+
 def _reused(recs: Iterable[R]) -> list[R]:
-    return [{**r, "reused": True} for r in recs]
+    return [_copied(r) for r in recs]
 
 
 class Measured(TypedDict):
@@ -229,30 +284,45 @@ class Measured(TypedDict):
 
 
 def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross: Sequence[Other],
-                 earlier: Sequence[Other], baselines: dict[str, BaselineRow],
-                 changed_before: bool) -> tuple[VariantRecords, bool]:
+                 earlier: Sequence[Other], baselines: dict[str, BaselineRow], changed_before: bool,
+                 memory: Memory | None = None) -> tuple[VariantRecords, bool]:
     """One (variant, seed, scenario): learn from the user's corrections, then measure.  Also returns
-    whether the adapter now differs from the base (`changed`)."""
+    whether the adapter now differs from the base (`changed`).
+
+    `memory` (the variant's project memory; None when it is off): the task's session starts with the
+    rules kept so far, each correction the user gives becomes a rule, and every measuring session
+    (persistence, controls, cross, forgetting) starts with the rules as they are after this unit."""
     n_log = len(learner.log) if learner is not None else 0
-    # 1) the scenario's task, with the user's corrections and the variant's learner
-    task = run_task(ctx, sc, sc.files, sc.task, task_seed(ctx.seed, sc.id, "task", 0), measure=False,
+    # 1) the scenario's task, with the user's corrections, the variant's learner and the rules so far;
+    #    the learner may be handed corrections of this task only (the guard in BenchLearner)
+    task_ctx = ctx.with_rules(memory.rules if memory is not None else ())
+    if learner is not None:
+        learner.expect(sc.task)
+        learner.use_renderer(task_ctx.renderer)
+    task = run_task(task_ctx, sc, sc.files, sc.task, task_seed(ctx.seed, sc.id, "task", 0), measure=False,
                     learner=learner)
     task["retries"] = retries(task, sc, min(sc.max_turns, ctx.cfg.max_turns))
+    if memory is not None and any(c["user"] == "deny" for c in task["calls"]):
+        memory.add(sc.correction, save=False)  # as the app's Recorder keeps a denial's text
     learn = learner.log[n_log:] if learner is not None else []
     changed = changed_before or any(not r.get("rolled_back") for r in learn)
-    # 2–4) measured under the adapter, or (the adapter is the base) the baseline's records exactly
-    m = _measure(ctx, sc, cross, earlier) if changed else _from_baseline(sc, cross, earlier, baselines)
-    return {"task": task, "learn": learn, **m}, changed
+    # 2–4) measured under the adapter and the rules, or (base weights, no rule) the baseline's records
+    mctx = ctx.with_rules(memory.rules if memory is not None else ())
+    m = _measure(mctx, sc, cross, earlier, score=changed) if changed or mctx.rules \
+        else _from_baseline(sc, cross, earlier, baselines)
+    return {"task": task, "learn": learn, **m, "memory": list(mctx.rules) if memory is not None else None}, changed
 
 
-def _measure(ctx: Ctx, sc: Scenario, cross: Sequence[Other], earlier: Sequence[Other]) -> Measured:
+def _measure(ctx: Ctx, sc: Scenario, cross: Sequence[Other], earlier: Sequence[Other], *, score: bool) -> Measured:
+    """Every measurement, in brand-new sessions without a learner.  `score`: the adapter changed (else
+    KL is exactly 0 and is not computed)."""
     return {
-        # 2) persistence: a brand-new session, no learner, no correction in context
-        "persistence": [_fresh(ctx, sc, t, i, score=True) for i, t in enumerate(sc.fresh)],
+        # 2) persistence: a brand-new session, no learner, no correction in context (rules: memory's)
+        "persistence": [_fresh(ctx, sc, t, i, score=score) for i, t in enumerate(sc.fresh)],
         # 3) drift: controls (constrained + unconstrained first calls) and other preferences' fresh tasks
-        "controls": _controls(ctx, sc, sc.controls, constrained=True, score=True),
+        "controls": _controls(ctx, sc, sc.controls, constrained=True, score=score),
         "controls_unconstrained": _controls(ctx, sc, sc.controls, constrained=False, score=False),
-        "cross": [{**_fresh(ctx, o, t, i, score=True), "of": o.id, "index": i, "preference": o.preference}
+        "cross": [{**_fresh(ctx, o, t, i, score=score), "of": o.id, "index": i, "preference": o.preference}
                   for o, i, t in cross],
         # 4) forgetting (sequential): earlier scenarios' fresh tasks, under the adapter as it is now
         "forgetting": [{**_fresh(ctx, o, t, i, score=False), "of": o.id, "index": i} for o, i, t in earlier],
@@ -266,8 +336,7 @@ def _from_baseline(sc: Scenario, cross: Sequence[Other], earlier: Sequence[Other
         "persistence": _reused(base["fresh"]),
         "controls": _reused(base["controls"]),
         "controls_unconstrained": _reused(base["controls_unconstrained"]),
-        "cross": [{**baselines[o.id]["fresh"][i], "of": o.id, "index": i, "preference": o.preference,
-                   "reused": True} for o, i, _ in cross],
-        "forgetting": [{**baselines[o.id]["fresh"][i], "of": o.id, "index": i, "reused": True}
-                       for o, i, _ in earlier],
+        "cross": [_copied(baselines[o.id]["fresh"][i], of=o.id, index=i, preference=o.preference)
+                  for o, i, _ in cross],
+        "forgetting": [_copied(baselines[o.id]["fresh"][i], of=o.id, index=i) for o, i, _ in earlier],
     }

@@ -1,22 +1,30 @@
 """Variants: what is compared.  A variant is config overrides on the base config, plus `replay`.
 
+Every variant says whether project memory is on (config `memory`): `memory` alone (the
+correction written down as a rule and put in later sessions' system prompt, no weight update),
+each learning variant alone (memory off, set explicitly: the product's default is on), and
+`memory+<variant>` (the rules and the weight update).
+
 `BenchLearner` is the variant's learner as the benchmark sees it: the real `Learner`, each update
-logged, and with `replay` one more update on every earlier correction after each new one.  This
-module knows the learner only as a callable with a `cfg`; the registry is described in
-docs/bench-learn.md.
+logged, and with `replay` one more update on every earlier correction after each new one.  It is
+also the guard that no held-out prompt (a fresh or control task: what measures learning) is ever
+trained on.  This module knows the learner only as a callable with a `cfg`; the registry is
+described in docs/bench-learn.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from continualcode.bench.learn.records import LearnRecord
+from continualcode.bench.learn.scenario import norm
 from continualcode.learn.types import LearnConfig
 from continualcode.records import Correction
 
-DEFAULT_VARIANTS = "in-context,seed-literal,topk"
+DEFAULT_VARIANTS = "in-context,memory,topk,memory+topk"
+MEMORY = "memory"
 
 
 @dataclass(frozen=True)
@@ -24,9 +32,20 @@ class Variant:
     overrides: dict[str, str] = field(default_factory=dict)
     replay: bool = False
 
+    @property
+    def memory(self) -> bool:
+        return self.overrides.get(MEMORY, "false").lower() in ("1", "true", "yes")
 
-VARIANTS: dict[str, Variant] = {
-    "in-context": Variant({"enable_training": "false"}),
+    @property
+    def learns(self) -> bool:
+        return self.overrides.get("enable_training", "true").lower() not in ("0", "false", "no")
+
+    def with_memory(self) -> Variant:
+        return Variant({**self.overrides, MEMORY: "true"}, replay=self.replay)
+
+
+# the learning variants, each alone (memory off); each also gets a `memory+<name>` twin below
+_LEARNING: dict[str, Variant] = {
     "seed-literal": Variant({"distill_loss": "sampled_token", "teacher": "live", "teacher_sees_attempt": "true",
                              "steps_per_correction": "1"}),
     "topk": Variant({"distill_loss": "topk"}),
@@ -44,26 +63,41 @@ VARIANTS: dict[str, Variant] = {
     "aggressive": Variant({"steps_per_correction": "3", "learn_from_approved_retry": "true", "learning_rate": "1e-3"}),
 }
 
+VARIANTS: dict[str, Variant] = {
+    # the retry sees the correction in context; nothing is kept for later sessions
+    "in-context": Variant({"enable_training": "false"}),
+    # the correction kept as a rule in the system prompt of later sessions; no weight update
+    MEMORY: Variant({"enable_training": "false", MEMORY: "true"}),
+    **_LEARNING,
+    **{f"{MEMORY}+{n}": v.with_memory() for n, v in _LEARNING.items()},
+}
+
 
 def resolve_variants(spec: str) -> dict[str, Variant]:
-    """Registry names (or `all`), or ad-hoc `key=value+key=value` variants; comma-separated."""
+    """Registry names (or `all`), ad-hoc `key=value+key=value` variants, and `memory+` before either;
+    comma-separated.  A variant without `memory=true` has memory off."""
     out: dict[str, Variant] = {}
     for name in (n.strip() for n in spec.split(",")):
-        if not name:
-            continue
         if name == "all":
             out.update(VARIANTS)
-        elif name in VARIANTS:
-            out[name] = VARIANTS[name]
-        elif "=" in name:
-            kv = dict(p.split("=", 1) for p in name.split("+"))
-            replay = kv.pop("replay", "false").lower() in ("1", "true", "yes")
-            out[name] = Variant(kv, replay=replay)
-        else:
-            raise ValueError(f"unknown variant {name!r}: one of {', '.join(VARIANTS)}, all, or key=value+key=value")
+        elif name:
+            out[name] = _one_variant(name)
     if not out:
         raise ValueError("no variants")
     return out
+
+
+def _one_variant(name: str) -> Variant:
+    if name in VARIANTS:
+        return VARIANTS[name]
+    if name.startswith(MEMORY + "+"):
+        return _one_variant(name[len(MEMORY) + 1:]).with_memory()
+    if "=" in name and all("=" in p for p in name.split("+")):
+        kv = dict(p.split("=", 1) for p in name.split("+"))
+        replay = kv.pop("replay", "false").lower() in ("1", "true", "yes")
+        return Variant(kv, replay=replay)
+    raise ValueError(f"unknown variant {name!r}: one of {', '.join(VARIANTS)}, all, key=value+key=value, "
+                     "or memory+ before any of these")
 
 
 class ConfiguredLearner(Protocol):
@@ -81,17 +115,63 @@ def _scalars(report: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class PromptLeak(AssertionError):
+    """A held-out task (fresh or control) reached a learner, or a correction came from outside the
+    scenario's own task: a bug in the benchmark.  An AssertionError so that the session, which goes
+    on after a learner's RuntimeError, never swallows it."""
+
+
 class BenchLearner:
     """The variant's `Learner`, logged; with `replay`, after each new correction one more update on each
-    earlier correction of this run (its stored `Correction`, learned again by the same Learner)."""
+    earlier correction of this run (its stored `Correction`, learned again by the same Learner).
 
-    def __init__(self, learner: ConfiguredLearner, *, replay: bool = False, past: Iterable[Correction] = ()) -> None:
+    The guard (docs/bench-learn.md, "Held-out prompts"): a new correction must come from the task
+    named by `expect` (the scenario's own task, set per unit), and no correction, replayed one or
+    extra distillation prompt may hold a `held_out` text (every fresh and control task)."""
+
+    def __init__(self, learner: ConfiguredLearner, *, replay: bool = False, past: Iterable[Correction] = (),
+                 held_out: frozenset[str] = frozenset()) -> None:
         self.learner = learner
         self.replay = replay
         self.past: list[Correction] = list(past)
         self.log: list[LearnRecord] = []
+        self.held_out = held_out
+        self.expected: str | None = None
+        source = getattr(learner, "prompts", None)  # context distillation's other prompts, when given
+        if callable(source):
+            learner.prompts = self._guarded(source)  # type: ignore[attr-defined]
+
+    def expect(self, task: str | None) -> None:
+        """The task whose corrections this learner may be handed next (None: any task not held out)."""
+        self.expected = task
+
+    def use_renderer(self, renderer: Any) -> None:
+        """The renderer of the session being corrected (its system prompt holds the memory rules, if
+        any), so that the teacher sees what the student saw, as in the product."""
+        if hasattr(self.learner, "renderer"):
+            self.learner.renderer = renderer  # type: ignore[attr-defined]
+
+    def check(self, c: Correction, *, new: bool) -> None:
+        """Raise PromptLeak when `c` holds a held-out task, or (new) is not from the expected task."""
+        users = [m.content for m in c.messages if m.role == "user"]
+        for text in users:
+            if norm(text) in self.held_out:
+                raise PromptLeak(f"a held-out task reached the learner: {text[:80]!r}")
+        if new and self.expected is not None and (not users or norm(users[0]) != norm(self.expected)):
+            raise PromptLeak(f"a correction from another task than the scenario's: {(users or [''])[0][:80]!r}")
+
+    def _guarded(self, source: Callable[[Correction], Sequence[str]]) -> Callable[[Correction], Sequence[str]]:
+        def prompts(c: Correction) -> Sequence[str]:
+            out = list(source(c))
+            for p in out:
+                if norm(p) in self.held_out:
+                    raise PromptLeak(f"a held-out task offered as a distillation prompt: {p[:80]!r}")
+            return out
+
+        return prompts
 
     def __call__(self, c: Correction) -> dict[str, Any] | None:
+        self.check(c, new=True)
         report = self._one(c, replayed=False)
         if report is not None and self.replay and c.kind != "approved_retry":
             for p in list(self.past):
@@ -100,6 +180,8 @@ class BenchLearner:
         return report
 
     def _one(self, c: Correction, *, replayed: bool) -> dict[str, Any] | None:
+        if replayed:
+            self.check(c, new=False)
         report = self.learner(c)
         if report is not None:
             self.log.append({**_scalars(report), "replay": replayed,
