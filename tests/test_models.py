@@ -233,7 +233,7 @@ def fake_convert(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Replace the GGUF → safetensors conversion by a copy of the GGUF; returns the conversions made."""
     made: list[Path] = []
 
-    def convert(gguf: Path, out: Path) -> None:
+    def convert(gguf: Path, out: Path, *, dtype: str = "float32") -> None:
         time.sleep(0.2)  # long enough for a second loader to arrive while it runs
         (out / "model.safetensors").write_bytes(gguf.read_bytes())
         (out / "config.json").write_text('{"model_type": "fake"}')
