@@ -528,6 +528,7 @@ def test_bash_hides_secrets_by_any_name_and_url_passwords(ws: Workspace, monkeyp
         "GOOGLE_APPLICATION_CREDENTIALS": "cred-8",
         "slack_bot_token": "lower-9",
         "APIKEY": "ak-10",
+        "MYSQL_PWD": "mypwd-11",
     }
     for k, v in secrets.items():
         monkeypatch.setenv(k, v)
@@ -539,6 +540,7 @@ def test_bash_hides_secrets_by_any_name_and_url_passwords(ws: Workspace, monkeyp
     assert "db-pass-11" not in out and "postgres://bob:***@db.example:5432/app" in out
     assert "proxy-pass-12" not in out and "http://proxyuser:***@proxy:3128" in out
     assert "PIP_INDEX_URL=https://pypi.example/simple" in out
+    assert f"\nPWD={ws.root}\n" in f"\n{out}"  # the working directory is no secret
     out = ok(Workspace(ws.root, pass_secrets=True), "bash", command="env")
     assert all(v in out for v in secrets.values()) and "db-pass-11" in out
 

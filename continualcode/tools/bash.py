@@ -5,7 +5,7 @@ it is confined to writing the workspace and a private /tmp, without network and 
 the agent's processes. Either way: it runs in its own session (process group) with stdin from
 /dev/null, stdout and stderr merged, and the agent's secrets dropped from its environment unless
 `pass_secrets` (names holding KEY, SECRET, TOKEN, PASSWORD, PASSWD or CREDENTIAL, names ending in
-_PAT, and the password of any user:password@ URL). Unconfined, the agent process makes itself
+_PAT or _PWD, and the password of any user:password@ URL). Unconfined, the agent process makes itself
 non-dumpable first so that a command cannot read its environment through /proc/$PPID/environ.
 Output goes through a bounded head/tail buffer; past `BASH_BYTE_BUDGET` bytes the command is
 killed. On timeout (the model's `timeout`, clamped to the workspace's `bash_timeout`), and again once
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from continualcode.tools.workspace import Workspace
 
 SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL")  # anywhere in the name
-SECRET_SUFFIXES = ("_PAT",)  # GH_PAT, ADO_PAT: personal access tokens
+SECRET_SUFFIXES = ("_PAT", "_PWD")  # GH_PAT: personal access tokens; MYSQL_PWD (PWD and OLDPWD pass)
 URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*):[^\s/@]*@")
 MARKER_VAR = "CONTINUALCODE_BASH_ID"
 BASH_BYTE_BUDGET = 8 * 2**20  # bash output read before the command is killed
