@@ -50,6 +50,9 @@ class Config:
     lora_alpha: int = LORA.alpha
     lora_targets: str = LORA.targets
     """Comma-separated module names, or all-linear."""
+    draft: Literal["lookup", "off"] = "lookup"
+    """Draft decoding (local): guess the next tokens by copying from the prompt and check them in one forward;
+    the same tokens as plain decoding, fewer passes over the weights when the guesses hold."""
     cache_dir: str = ""
     """Converted built-in models (default $CONTINUALCODE_CACHE or ~/.cache/continualcode)."""
 
@@ -201,6 +204,7 @@ CHECKS: dict[str, Check] = {
     "lora_alpha": _number(0, lo_open=True),
     "lora_targets": _pattern(r"all-linear|\s*[A-Za-z_][\w.]*(\s*,\s*[A-Za-z_][\w.]*)*\s*",
                              "all-linear or comma-separated module names"),
+    "draft": _any,
     "cache_dir": _text,
     "temperature": _number(0, 10),
     "top_p": _number(0, 1, lo_open=True),

@@ -31,6 +31,7 @@ BAD: dict[str, list[str]] = {
     "lora_rank": ["0", "-4", "2000"],
     "lora_alpha": ["-1", "0"],
     "lora_targets": ["", "1bad", "q_proj,,v_proj"],
+    "draft": ["medusa"],
     "cache_dir": ["cache\x00dir"],
     "temperature": ["nan", "inf", "-inf", "-0.1", "11"],
     "top_p": ["0", "1.5", "nan"],

@@ -475,3 +475,45 @@ def test_load_of_an_ill_fitting_adapter_is_all_or_nothing(fresh_backend, prompt,
     with pytest.raises(BackendError, match="does not fit"):
         b.load(ckpt)
     assert same_state(lora_state(b), live) and b.step == step
+
+
+# ---------------------------------------------------------------------------------------------------
+# Draft decoding
+
+
+def test_prompt_lookup_guesses_what_followed_the_last_ngram():
+    from continualcode.backends.decode import PromptLookup
+
+    d = PromptLookup(min_ngram=2, max_ngram=3)
+    ctx = [1, 2, 3, 4, 5, 9, 2, 3, 4, 7, 8, 2, 3]
+    assert d(ctx, 4) == [4, 7, 8, 2]  # the latest earlier "2 3" is followed by 4 7 8 2
+    assert d([*ctx, 4], 2) == [7, 8]  # "2 3 4" (the longer n-gram) wins
+    assert d([1, 2, 3], 5) == [] and d([], 3) == []
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_draft_decoding_keeps_the_tokens_and_logprobs(backend, renderer, temperature):
+    """With drafts copied from the prompt, the same seed gives the same tokens as plain decoding, the
+    same log-probs up to the rounding of a multi-token forward, and the guesses were used."""
+    from continualcode.backends.decode import PromptLookup
+    from continualcode.records import Message
+
+    text = "\n".join(f"    total += values[{i}] * weights[{i}]" for i in range(12))
+    msgs = [Message("user", f"Here is a function body:\n{text}\nRepeat the first six lines of it exactly.")]
+    prompt = renderer.prompt_ids(msgs)
+    runs = {}
+    for name, drafter in (("plain", None), ("draft", PromptLookup())):
+        backend.drafter = drafter
+        backend.clear_cache()
+        s = backend.sample(prompt, max_tokens=60, temperature=temperature, seed=5)
+        runs[name] = (s, backend.last_decode)
+    backend.drafter = PromptLookup()
+    (plain, _), (drafted, d) = runs["plain"], runs["draft"]
+    assert drafted.tokens == plain.tokens
+    assert torch.allclose(torch.tensor(drafted.logprobs), torch.tensor(plain.logprobs), atol=1e-3)
+    assert d is not None and d.accepted > 10 and d.forwards < len(drafted.tokens) - 10
+    # the KV left in the store holds exactly prompt + completion: a later score agrees with a fresh one
+    again = backend.score(prompt, drafted.tokens).logprobs
+    backend.clear_cache()
+    fresh = backend.score(prompt, drafted.tokens).logprobs
+    assert torch.allclose(again, fresh, atol=1e-4)

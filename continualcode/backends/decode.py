@@ -1,21 +1,39 @@
-"""The token-choosing loop of local sampling: grammar mask, temperature, top-p, stop rules.
+"""The token-choosing loop of local sampling: grammar mask, temperature, top-p, stop rules, drafts.
 
-Boundary: given the first next-token logits and a `step(token) -> next logits` callable (the
-model's one-token decode with its KV cache), produce the completion.  It knows nothing of models,
-caches or adapters.  The log-probability recorded for each token is the model's own, unmasked, at
-temperature 1 (π_old for importance sampling, equal to what scoring returns); the mask, the
-temperature and top-p change only which token is chosen.
+Boundary: given the first next-token logits and a `forward(tokens) -> logits [n, V]` callable (the
+model run over new tokens after its KV cache, returning the next-token logits after each of
+them), produce the completion.  It knows nothing of models or adapters; `truncate(n)` tells the
+caller to drop the last n tokens from its cache.  The log-probability recorded for each token is
+the model's own, unmasked, at temperature 1 (π_old for importance sampling, equal to what scoring
+returns); the mask, the temperature and top-p change only which token is chosen.
+
+Draft decoding, lossless: a `Drafter` guesses the tokens that follow (e.g. by copying from the
+context: an edit's content mostly repeats lines of a file that was read).  The guess is run
+through the model in the same forward as the token before it, so one pass over the weights — the
+cost of a decode step on a CPU, where a step reads every weight once — yields the next-token
+logits at every guessed position.  Each token is still chosen from the model's own (masked,
+tempered) distribution at its position, with one random draw per token as without drafts; a
+guess only decides whose logits are computed ahead.  Where the chosen token differs from the
+guess, the logits after it are discarded and the cache is cut back.  Same distribution, same
+random draws: the same tokens as plain decoding for the same seed, up to the float rounding of a
+multi-token forward.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
 Finish = Literal["stop", "length", "constraint"]
+
+
+class Drafter(Protocol):
+    def __call__(self, context: Sequence[int], k: int) -> list[int]:
+        """Up to k tokens guessed to follow `context` ([] for no guess)."""
+        ...
 
 
 @dataclass
@@ -23,11 +41,40 @@ class Decoded:
     tokens: list[int]
     logprobs: list[float]
     finish: Finish
+    drafted: int = 0  # guessed tokens run through the model
+    accepted: int = 0  # guessed tokens that were then chosen
+    forwards: int = 0  # model forwards after the first logits
+
+
+class _Chooser:
+    """Chooses one token from next-token logits and applies the stop rules; records what it chose."""
+
+    def __init__(self, out: Decoded, *, temperature: float, top_p: float, stop: Collection[int], state: Any,
+                 gen: torch.Generator) -> None:
+        self.out, self.temperature, self.top_p = out, temperature, top_p
+        self.stop, self.state, self.gen = stop, state, gen
+
+    def __call__(self, logits_V: torch.Tensor) -> tuple[int, bool]:
+        """(token, done): `done` when the token ends the completion."""
+        # 1) the model's own log-probs, then the grammar mask, temperature and top-p
+        logp_V = torch.log_softmax(logits_V.float(), dim=-1)
+        masked_V = self.state.mask(logits_V) if self.state is not None else logits_V
+        tok = choose(masked_V, self.temperature, self.top_p, self.gen)
+        self.out.tokens.append(tok)
+        self.out.logprobs.append(float(logp_V[tok]))
+        # 2) the stop rules: a token the grammar rejects, a stop token, a finished grammar
+        if self.state is not None and not self.state.accept(tok):
+            self.out.finish = "constraint"
+            return tok, True
+        if tok in self.stop or (self.state is not None and self.state.terminated()):
+            self.out.finish = "stop"
+            return tok, True
+        return tok, False
 
 
 def decode(
     logits_V: torch.Tensor,
-    step: Callable[[int], torch.Tensor],
+    forward: Callable[[list[int]], torch.Tensor],
     *,
     max_tokens: int,
     temperature: float,
@@ -35,25 +82,41 @@ def decode(
     stop: Collection[int],
     state: Any,
     gen: torch.Generator,
+    context: Sequence[int] = (),
+    drafter: Drafter | None = None,
+    draft_len: int = 8,
+    truncate: Callable[[int], None] | None = None,
 ) -> Decoded:
-    """Choose up to `max_tokens` tokens; `state` is a grammar state (constrain.GrammarState) or None."""
+    """Choose up to `max_tokens` tokens; `state` is a grammar state (constrain.GrammarState) or None.
+
+    `forward(tokens)` appends `tokens` to the caller's cache and returns [len(tokens), V] logits;
+    with a `drafter` (which sees `context` + the tokens so far) `truncate` must be given.
+    """
     out = Decoded([], [], "length")
-    for _ in range(max_tokens):
-        # 1) the model's own log-probs, then the grammar mask, temperature and top-p
-        logp_V = torch.log_softmax(logits_V, dim=-1)
-        masked_V = state.mask(logits_V) if state is not None else logits_V
-        tok = choose(masked_V, temperature, top_p, gen)
-        out.tokens.append(tok)
-        out.logprobs.append(float(logp_V[tok]))
-        # 2) the stop rules: a token the grammar rejects, a stop token, a finished grammar
-        if state is not None and not state.accept(tok):
-            out.finish = "constraint"
-            break
-        if tok in stop or (state is not None and state.terminated()):
-            out.finish = "stop"
-            break
-        # 3) one decode step
-        logits_V = step(tok)
+    pick = _Chooser(out, temperature=temperature, top_p=top_p, stop=stop, state=state, gen=gen)
+    ctx = list(context)
+    tok, done = pick(logits_V)
+    while not done and len(out.tokens) < max_tokens:
+        # 1) a guess of what follows `tok`, within the token budget
+        room = max_tokens - len(out.tokens) - 1
+        guess = drafter([*ctx, *out.tokens], min(draft_len, room)) if drafter is not None and room > 0 else []
+        # 2) one forward over the chosen token and the guess
+        logits_NV = forward([tok, *guess])
+        out.forwards += 1
+        out.drafted += len(guess)
+        # 3) choose at each position while the choices follow the guess
+        tok, done = pick(logits_NV[0])
+        for j, g in enumerate(guess):
+            if done or len(out.tokens) >= max_tokens:
+                if truncate is not None:
+                    truncate(len(guess) - j)  # the cache holds guesses that are not in the completion
+                break
+            if tok != g:
+                assert truncate is not None
+                truncate(len(guess) - j)
+                break
+            out.accepted += 1
+            tok, done = pick(logits_NV[j + 1])
     return out
 
 
@@ -61,10 +124,29 @@ def choose(logits_V: torch.Tensor, temperature: float, top_p: float, gen: torch.
     """Greedy at temperature 0, else nucleus sampling."""
     if temperature <= 0:
         return int(torch.argmax(logits_V))
-    probs_V = torch.softmax(logits_V / temperature, dim=-1)
+    probs_V = torch.softmax(logits_V.float() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_p, sorted_i = probs_V.sort(descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < top_p
         sorted_p = sorted_p * keep
         return int(sorted_i[torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)])
     return int(torch.multinomial(probs_V, 1, generator=gen))
+
+
+class PromptLookup:
+    """Draft by copying: find the latest earlier occurrence of the context's last n tokens (longest n
+    first, `max_ngram` down to `min_ngram`) and guess the tokens that followed it."""
+
+    def __init__(self, *, min_ngram: int = 2, max_ngram: int = 4) -> None:
+        self.min_ngram, self.max_ngram = min_ngram, max_ngram
+
+    def __call__(self, context: Sequence[int], k: int) -> list[int]:
+        n_ctx = len(context)
+        for n in range(min(self.max_ngram, n_ctx - 1), self.min_ngram - 1, -1):
+            tail = list(context[n_ctx - n :])
+            for start in range(n_ctx - n - 1, -1, -1):  # latest occurrence first
+                if context[start] == tail[0] and list(context[start : start + n]) == tail:
+                    follow = list(context[start + n : start + n + k])
+                    if follow:
+                        return follow
+        return []

@@ -36,8 +36,8 @@ import torch
 
 from continualcode.backends.adapter import STATE_FILE, AdapterState
 from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token_ids
-from continualcode.backends.decode import decode
-from continualcode.backends.kv import PrefixStore
+from continualcode.backends.decode import Decoded, Drafter, PromptLookup, decode
+from continualcode.backends.kv import PrefixStore, crop
 from continualcode.learn.types import LearnConfig, LossSpec, Scores, StepResult, TrainExample
 from continualcode.models import ModelError, ResolvedModel, resolve
 from continualcode.records import Sample
@@ -89,6 +89,7 @@ class LocalBackend:
         seed: int = 0,
         threads: int = 0,
         optimizer: str = "adamw",
+        draft: str = "lookup",
         warmup: bool = True,
         cache: Path | None = None,
     ) -> None:
@@ -134,6 +135,10 @@ class LocalBackend:
             raise BackendError(f"bad lora_targets {lora_targets!r}: {e}") from None
         self.adapter = AdapterState(self.model, self.lora_config, self.resolved.model_id, optimizer=optimizer)
         self._kv = PrefixStore(self._extend)
+        if draft not in ("lookup", "off"):
+            raise BackendError(f"unknown draft {draft!r}: use lookup or off")
+        self.drafter: Drafter | None = PromptLookup() if draft == "lookup" else None
+        self.last_decode: Decoded | None = None  # the last sample's decode counters (drafted, accepted, …)
         if warmup:
             self._warmup()
 
@@ -276,16 +281,18 @@ class LocalBackend:
         out = self._forward(prompt[-1:] if past is not None else prompt, past)
         past = getattr(out, self._cache_kw)
 
-        def step(tok: int) -> torch.Tensor:
+        def forward(tokens: list[int]) -> torch.Tensor:
             nonlocal past
-            o = self._forward([tok], past)
+            o = self._forward(tokens, past, keep=len(tokens))
             past = getattr(o, self._cache_kw)
-            return o.logits[0, -1].float()
+            return o.logits[0, -len(tokens):]  # (n, V)
 
-        # 2) decode
-        d = decode(out.logits[0, -1].float(), step, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+        # 2) decode, drafting from the prompt where a guess is to be had
+        d = decode(out.logits[0, -1], forward, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                    stop=set(stop) | set(stop_token_ids(self._tok)),
-                   state=constraint.start() if constraint is not None else None, gen=gen)
+                   state=constraint.start() if constraint is not None else None, gen=gen, context=prompt,
+                   drafter=self.drafter, truncate=lambda n: crop(past, past.get_seq_length() - n))
+        self.last_decode = d
         seen = (prompt + d.tokens)[: past.get_seq_length()]
         self._kv.put("live", seen, past, self.adapter.version)  # the next turn's prompt extends this
         return Sample(tokens=d.tokens, logprobs=d.logprobs, finish_reason=d.finish)
