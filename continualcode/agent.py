@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from continualcode.backends.base import Backend
+from continualcode.context import project_overview
 from continualcode.events import (
     AssistantText,
     CorrectionMade,
@@ -39,7 +40,7 @@ from continualcode.events import (
     UserTask,
 )
 from continualcode.records import Correction, Message, Sample, ToolCall
-from continualcode.render import Parsed, Renderer, call_in_text, looks_like_call
+from continualcode.render import Parsed, Renderer, call_in_text, looks_like_call, placeholder_argument
 from continualcode.tools import Workspace
 
 
@@ -155,6 +156,7 @@ class Session:
         on_event: EventSink | None = None,
         seed: int | None = None,
         learn_from_approved_retry: bool = False,
+        overview: bool = True,
     ) -> None:
         self.backend = backend
         self.renderer = renderer
@@ -168,6 +170,7 @@ class Session:
         self.feedback: list[str] = []
         self.seed = seed
         self.learn_from_approved_retry = learn_from_approved_retry
+        self.overview = overview
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
 
@@ -186,8 +189,10 @@ class Session:
     def query(self, *, temperature: float | None = None) -> tuple[list[int], Sample, str]:
         """Sample one assistant turn for the current conversation (at `temperature`, default the config's)."""
         prompt_ids = self.renderer.prompt_ids(self.messages)
-        # The model must act before it may answer in text: text is allowed after a tool result.
-        allow_text = bool(self.messages) and self.messages[-1].role == "tool"
+        # The model must act before it may answer in text: text is allowed after a tool result that
+        # worked (after a failed call it must try again, not hand the error back as its answer).
+        last = self.messages[-1] if self.messages else None
+        allow_text = last is not None and last.role == "tool" and last.meta.get("ok", True)
         seed = None if self.seed is None else self.seed + self._n_samples
         self._n_samples += 1
         s = self.sampling
@@ -214,6 +219,10 @@ class Session:
                 call = call_in_text(parsed.text, self.renderer.tools)
                 parsed = Parsed(call=call) if call is not None else Parsed(error=TEXT_CALL_ERROR)
                 message = call.to_text() if call is not None else text
+            if parsed.call is not None and (arg := placeholder_argument(parsed.call)) is not None:
+                value = str(parsed.call.arguments[arg])[:40]
+                parsed = Parsed(error=f"the {arg} argument {value!r} is a placeholder: use a real value from "
+                                      "the project")
             key = parsed.call.to_text() if parsed.call is not None else ""
             repeat = REPEAT_ERROR if key in t.denied else LOOP_ERROR if key in t.readonly_done else None
             self._emit(Proposal(text, len(sample.tokens), sample.finish_reason,
@@ -237,11 +246,6 @@ class Session:
             self.feedback.append(text)
             self._emit(Decided("feedback", text=text))
 
-    def execute(self, call: ToolCall) -> str:
-        result = self.workspace.run(call.name, call.arguments)
-        self._emit(ToolOutput(call.name, result.ok, result.output))
-        return result.output
-
     def _learn(self, c: Correction) -> None:
         if self.learner is None:
             return
@@ -258,8 +262,11 @@ class Session:
     # --- the loop -------------------------------------------------------------------------------
 
     def run_task(self, task: str) -> TaskResult:
-        """Run one user task until a text answer, a denial without correction, an abort or max_turns."""
+        """Run one user task until a text answer, a denial without correction, an abort or max_turns.
+        A session's first task starts with the project's file listing (`context.project_overview`)."""
         self._emit(UserTask(task))
+        if not self.messages and self.overview and (listing := project_overview(self.workspace)):
+            self._add(Message("system", listing))
         self._add(Message("user", task))
         t = _TaskState(TaskResult(status="max_turns"))
         while t.turn < self.sampling.max_turns:
@@ -326,8 +333,9 @@ class Session:
                                        p.feedback, demonstration=text))
         t.pending = None
         self._add(Message("assistant", text))
-        output = self.execute(call)
-        self._add(Message("tool", output, meta={"tool": call.name}))
+        result = self.workspace.run(call.name, call.arguments)
+        self._emit(ToolOutput(call.name, result.ok, result.output))
+        self._add(Message("tool", result.output, meta={"tool": call.name, "ok": result.ok}))
         t.result.calls.append(call)
         if call.name in READ_ONLY:
             t.readonly_done.add(call.to_text())

@@ -15,6 +15,7 @@ changes only where a result is elided, so the KV cache before it is reused.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from continualcode.records import Message
 
@@ -58,3 +59,31 @@ def _failed_pair_end(messages: Sequence[Message], i: int) -> int | None:
     if messages[i].role == "assistant" and is_error(i + 1):
         return i + 1
     return i if is_error(i) else None
+
+
+OVERVIEW_FILES = 40
+OVERVIEW_SKIP = (".", "__pycache__")
+
+
+def project_overview(workspace: Any, limit: int = OVERVIEW_FILES) -> str:
+    """A short listing of the project's files for the model's first turn (real paths, so that it need not
+    guess them), shallowest first; hidden files and directories are left out.  "" for an empty project."""
+    from continualcode.tools.paths import WalkBudget
+
+    files: list[str] = []
+
+    def descend(below: tuple[str, ...]) -> bool:
+        return not below[-1].startswith(OVERVIEW_SKIP)
+
+    try:
+        for rel, parts, _ in workspace.walk_files(workspace.root, descend):
+            if not any(p.startswith(".") for p in parts):
+                files.append(rel)
+    except WalkBudget:
+        pass
+    if not files:
+        return ""
+    files.sort(key=lambda f: (f.count("/"), f))
+    shown = files[:limit]
+    more = f"\n… and {len(files) - limit} more files" if len(files) > limit else ""
+    return "Files in the project (the workspace root is '.'):\n" + "\n".join(shown) + more

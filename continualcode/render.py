@@ -112,6 +112,21 @@ def call_in_text(text: str, tools: Sequence[dict[str, Any]] = TOOL_SCHEMAS) -> T
     return None
 
 
+_PLACEHOLDER_VALUES = frozenset({"string", "str", "path", "file", "filename", "pattern", "regex", "...", "text"})
+_PLACEHOLDER_RE = re.compile(r"^(/?path/to(/|$)|<[^<>]{1,40}>$|your[_-]?(file|path|pattern))", re.I)
+
+
+def placeholder_argument(call: ToolCall) -> str | None:
+    """The name of an argument whose value is a schema word or a template placeholder ("string",
+    "path/to/file", "<path>"), or None.  A small model fills a forced call with such values when it
+    does not know what to do; such a call is asked again, never run."""
+    for key, value in call.arguments.items():
+        if isinstance(value, str) and key != "content" and (
+                value.strip().lower() in _PLACEHOLDER_VALUES or _PLACEHOLDER_RE.match(value.strip())):
+            return key
+    return None
+
+
 def looks_like_call(text: str) -> bool:
     """Whether a text reply is really a tool call written as text: a fenced JSON block or a JSON
     object with a "name" and "arguments"/"parameters" key, or a `<tool_call>` tag in prose.  Such a

@@ -222,7 +222,8 @@ def test_scripted_model_call_spelled_out_as_fenced_json_is_taken_as_the_call(tok
     assert [c.name for c, _ in user.seen] == ["glob", "read"]  # asked as a call, executed
     assert not any(isinstance(e, AssistantText) and "```" in e.text for e in events)
     # the conversation holds the proper call, so later turns imitate the right format
-    assert s.messages[3].content == ToolCall("read", {"path": "main.py", "offset": 1, "limit": 400}).to_text()
+    said = [m.content for m in s.messages if m.role == "assistant"]
+    assert said[1] == ToolCall("read", {"path": "main.py", "offset": 1, "limit": 400}).to_text()
 
 
 def test_scripted_model_call_to_an_unknown_tool_in_text_is_never_an_answer(tokenizer, tmp_path):
@@ -273,3 +274,36 @@ def test_scripted_model_read_after_a_write_is_not_a_repeat(tokenizer, tmp_path):
     assert s.run_task("x").status == "answered"
     assert [c.name for c, _ in user.seen] == ["read", "write", "read"]
     assert not any(isinstance(e, Proposal) and e.error for e in events)
+
+
+def test_scripted_model_first_task_starts_with_the_project_files(tokenizer, tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "core.py").write_text("x = 1\n")
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "secret.txt").write_text("no\n")
+    s, model, _, _, _ = make(tokenizer, tmp_path, [call_text("read", path="main.py"), "ok", "ok2"], [Approve()])
+    s.run_task("first")
+    s.run_task("second")
+    overview = [m for m in s.messages if m.role == "system"]
+    assert len(overview) == 1 and "main.py\npkg/core.py" in overview[0].content  # shallowest first
+    assert ".hidden" not in overview[0].content
+    assert "pkg/core.py" in tokenizer.decode(model.prompts[0])
+
+
+def test_scripted_model_placeholder_arguments_are_asked_again(tokenizer, tmp_path):
+    bad = call_text("grep", pattern="string", path="string")
+    s, _, user, _, events = make(tokenizer, tmp_path, [bad, call_text("read", path="path/to/file"),
+                                                       call_text("read", path="main.py"), "It adds."], [Approve()])
+    assert s.run_task("what is in main.py").status == "answered"
+    assert [c.arguments["path"] for c, _ in user.seen] == ["main.py"]
+    errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
+    assert len(errors) == 2 and all("placeholder" in e for e in errors)
+
+
+def test_scripted_model_may_not_answer_right_after_a_failed_call(tokenizer, tmp_path):
+    s, _, _, _, _ = make(tokenizer, tmp_path, [call_text("read", path="nope.py"), call_text("read", path="main.py"),
+                                               "It adds."], [Approve(), Approve()])
+    asked: list[bool] = []
+    s._constraint = lambda allow_text: asked.append(allow_text)  # type: ignore[method-assign]
+    assert s.run_task("what is in main.py").status == "answered"
+    assert asked == [False, False, True]  # no text at first, nor after the failed read; after the good one
