@@ -31,7 +31,8 @@ from continualcode.tools import TOOL_SCHEMAS, ToolError, validate_args
 
 SYSTEM_PROMPT = (
     "You are a coding agent working inside the user's project directory. "
-    "Each reply is exactly one tool call, or, when the task is done, a short plain-text answer for the user. "
+    "Each reply is exactly one tool call, or, when the task is done, a short plain-text answer for the user "
+    "that states the result itself. "
     "Look before you act: find code with grep or glob, then read the lines you need (offset and limit) "
     "rather than whole large files. Never describe or print a tool call in words: make it. "
     "Follow the user's corrections exactly."
@@ -170,6 +171,17 @@ FALLBACK_EXAMPLE: tuple[tuple[Role, str], ...] = (
 )
 
 
+# One worked exchange for native tool templates too: a search with a real pattern, then a direct
+# answer that states the result (Qwen2.5-Coder otherwise filled calls with "string" and
+# "path/to/file", and answered with how one could find the result instead of the result).
+NATIVE_EXAMPLE: tuple[tuple[Role, str], ...] = (
+    ("user", "Where is the greet function defined?"),
+    ("assistant", ToolCall("grep", {"pattern": "def greet", "path": ".", "include": "*.py"}).to_text()),
+    ("tool", "app/hello.py:3: def greet(name):"),
+    ("assistant", "greet is defined in app/hello.py, line 3."),
+)
+
+
 class Renderer:
     """Turns a conversation into prompt ids for one tokenizer; builds the matching constraint."""
 
@@ -209,8 +221,8 @@ class Renderer:
                 f'{CALL_OPEN}{{"name": TOOL, "arguments": {{...}}}}{CALL_CLOSE}'
             )
         out.append({"role": "system", "content": system})
-        if self.style == "fallback":
-            out.extend({"role": r, "content": c} for r, c in FALLBACK_EXAMPLE)
+        example = FALLBACK_EXAMPLE if self.style == "fallback" else NATIVE_EXAMPLE if self.tools else ()
+        out.extend({"role": r, "content": c} for r, c in example)
         for m in messages:
             if m.role == "system":
                 out[0]["content"] += "\n\n" + m.content

@@ -103,3 +103,20 @@ def test_grammar_admits_valid_calls_and_rejects_invalid(tok) -> None:
     no_text = r.constraint(allow_text=False)
     s = no_text.start()
     assert not s.accept(tok.encode("The", add_special_tokens=False)[0])
+
+
+def test_native_template_has_one_worked_exchange_before_the_conversation(tmp_path) -> None:
+    """Qwen's native tool template: the example search and its direct answer come before the user's task."""
+    from continualcode.render import NATIVE_EXAMPLE
+
+    class NativeTok:  # the smallest tokenizer with a native tools template, enough for to_template_messages
+        chat_template = "{{ tools }} <tool_call>"
+
+        def __len__(self) -> int:
+            return 10
+
+    r = Renderer(NativeTok())
+    assert r.style == "native"
+    msgs = r.to_template_messages([Message("user", "task")])
+    assert [m["role"] for m in msgs] == ["system", *(role for role, _ in NATIVE_EXAMPLE), "user"]
+    assert msgs[-1]["content"] == "task" and '"def greet"' in msgs[2]["content"]
