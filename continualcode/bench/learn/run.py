@@ -246,7 +246,8 @@ def unit_line(u: UnitRow) -> str:
         dec = Counter(r["decision"] for r in u["persistence"])
         body = (f"calls {[c['name'] + ('✗' if c['class'] == 'violates' else '') for c in u['task']['calls']]}, "
                 f"steps {sum(r['n_steps'] for r in u['learn'])}, persistence {dict(dec)}"
-                + (" (reused)" if not u["changed"] else ""))
+                + (f", rules {len(u['memory'])}" if u.get("memory") is not None else "")
+                + (" (reused)" if u["persistence"] and all(r.get("reused") for r in u["persistence"]) else ""))
     return head + body + f" · {u['sec']:.0f} s"
 
 
