@@ -18,6 +18,7 @@ Everything that happens is reported as a typed event (`events.py`) through `on_e
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -88,6 +89,7 @@ class SamplingConfig:
     max_turns: int = 12
     max_malformed: int = 3
     max_repeats: int = 2  # re-samples of a call the user already denied in this task
+    act_first: bool = True  # a task that asks for a change may not be answered before a file changed
 
 
 REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated denied call
@@ -95,7 +97,20 @@ REPEAT_ERROR = "the model proposed a call the user had denied in this task again
 LOOP_ERROR = "the model repeated a read-only call whose result it already has"
 LOOP_NOTE = ("You already made this exact call and its result is above; nothing has changed since. "
              "Use that result: make a different call, or answer.")
+CHANGE_FIRST = "the task asks for a change: make it (write or edit_lines) before you answer"
 READ_ONLY = frozenset({"read", "glob", "grep"})
+CHANGING = frozenset({"write", "edit_lines"})
+_CHANGE_VERBS = re.compile(
+    r"\b(add|fix|rename|change|bump|update|implement|create|write|remove|delete|replace|refactor|make|move|"
+    r"insert|append|convert|correct|repair|set|edit|modify)\b", re.I)
+
+
+def asks_for_change(task: str) -> bool:
+    """Whether a task asks for a change to the files (an imperative with a change verb), not a question:
+    such a task may not be answered in words before a write or edit_lines call has succeeded (a small
+    model otherwise claims a fix it never made)."""
+    text = task.strip()
+    return bool(text) and not text.endswith("?") and bool(_CHANGE_VERBS.search(text))
 TEXT_CALL_ERROR = ("a tool call written as text: make the call with <tool_call> tags and a known tool, "
                    "or answer in plain words")
 
@@ -138,6 +153,7 @@ class _TaskState:
     pending: Correction | None = None  # the last denial, for learning from an approved retry
     denied: set[str] = field(default_factory=set)  # the calls (canonical text) the user denied in this task
     readonly_done: set[str] = field(default_factory=set)  # read-only calls run since the last write/edit/bash
+    must_change: bool = False  # the task asks for a change and no file has been changed yet
 
 
 class Session:
@@ -171,6 +187,7 @@ class Session:
         self.seed = seed
         self.learn_from_approved_retry = learn_from_approved_retry
         self.overview = overview
+        self._must_change = False  # the current task asks for a change none of its calls has made yet
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
 
@@ -192,7 +209,8 @@ class Session:
         # The model must act before it may answer in text: text is allowed after a tool result that
         # worked (after a failed call it must try again, not hand the error back as its answer).
         last = self.messages[-1] if self.messages else None
-        allow_text = last is not None and last.role == "tool" and last.meta.get("ok", True)
+        allow_text = (last is not None and last.role == "tool" and last.meta.get("ok", True)
+                      and not self._must_change)
         seed = None if self.seed is None else self.seed + self._n_samples
         self._n_samples += 1
         s = self.sampling
@@ -219,6 +237,8 @@ class Session:
                 call = call_in_text(parsed.text, self.renderer.tools)
                 parsed = Parsed(call=call) if call is not None else Parsed(error=TEXT_CALL_ERROR)
                 message = call.to_text() if call is not None else text
+            if parsed.text is not None and t.must_change:  # the grammar bars this; an unconstrained model may not
+                parsed = Parsed(error=CHANGE_FIRST)
             if parsed.call is not None and (arg := placeholder_argument(parsed.call)) is not None:
                 value = str(parsed.call.arguments[arg])[:40]
                 parsed = Parsed(error=f"the {arg} argument {value!r} is a placeholder: use a real value from "
@@ -268,7 +288,8 @@ class Session:
         if not self.messages and self.overview and (listing := project_overview(self.workspace)):
             self._add(Message("system", listing))
         self._add(Message("user", task))
-        t = _TaskState(TaskResult(status="max_turns"))
+        t = _TaskState(TaskResult(status="max_turns"), must_change=self.sampling.act_first and asks_for_change(task))
+        self._must_change = t.must_change
         while t.turn < self.sampling.max_turns:
             context = tuple(self.messages)
             turn = self._propose(t)
@@ -341,6 +362,8 @@ class Session:
             t.readonly_done.add(call.to_text())
         else:  # files may have changed: a read may now show something new
             t.readonly_done.clear()
+            if result.ok and call.name in CHANGING:
+                t.must_change = self._must_change = False
         return None
 
     def _decide(self, call: ToolCall) -> Decision:

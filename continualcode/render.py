@@ -34,7 +34,9 @@ SYSTEM_PROMPT = (
     "Each reply is exactly one tool call, or, when the task is done, a short plain-text answer for the user "
     "that states the result itself. "
     "Look before you act: find code with grep or glob, then read the lines you need (offset and limit) "
-    "rather than whole large files. Never describe or print a tool call in words: make it. "
+    "rather than whole large files. To change a file, read the lines first, then replace them with "
+    "edit_lines; use write only for new files. Never claim a change you have not made. "
+    "Never describe or print a tool call in words: make it. "
     "Follow the user's corrections exactly."
 )
 
@@ -171,14 +173,17 @@ FALLBACK_EXAMPLE: tuple[tuple[Role, str], ...] = (
 )
 
 
-# One worked exchange for native tool templates too: a search with a real pattern, then a direct
-# answer that states the result (Qwen2.5-Coder otherwise filled calls with "string" and
-# "path/to/file", and answered with how one could find the result instead of the result).
+# One worked exchange for native tool templates too: a search with a real pattern, a read of just the
+# lines found, then an answer that states the result and names the function and file (Qwen2.5-Coder
+# otherwise filled calls with "string" and "path/to/file", answered with how one could find the
+# result, or answered after one search without reading the code).
 NATIVE_EXAMPLE: tuple[tuple[Role, str], ...] = (
-    ("user", "Where is the greet function defined?"),
+    ("user", "What does greet() return?"),
     ("assistant", ToolCall("grep", {"pattern": "def greet", "path": ".", "include": "*.py"}).to_text()),
     ("tool", "app/hello.py:3: def greet(name):"),
-    ("assistant", "greet is defined in app/hello.py, line 3."),
+    ("assistant", ToolCall("read", {"path": "app/hello.py", "offset": 3, "limit": 4}).to_text()),
+    ("tool", "     3\tdef greet(name):\n     4\t    return f\"Hello, {name}!\""),
+    ("assistant", "greet(name) in app/hello.py (line 3) returns the greeting \"Hello, <name>!\"."),
 )
 
 

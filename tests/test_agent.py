@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from continualcode.agent import (
+    CHANGE_FIRST,
     LOOP_ERROR,
     LOOP_NOTE,
     REPEAT_ERROR,
@@ -307,3 +308,27 @@ def test_scripted_model_may_not_answer_right_after_a_failed_call(tokenizer, tmp_
     s._constraint = lambda allow_text: asked.append(allow_text)  # type: ignore[method-assign]
     assert s.run_task("what is in main.py").status == "answered"
     assert asked == [False, False, True]  # no text at first, nor after the failed read; after the good one
+
+
+def test_asks_for_change():
+    from continualcode.agent import asks_for_change
+
+    assert asks_for_change("Fix the bug in parse.py and run the tests.")
+    assert asks_for_change("ordinalize(13) returns '13rd'. Find the bug, fix it.")
+    assert asks_for_change("Bump the version to 1.2.3")
+    assert not asks_for_change("What does humanize() do?")
+    assert not asks_for_change("Where is the function that adds two numbers defined?")
+    assert not asks_for_change("Explain the scheduler")
+
+
+def test_scripted_model_may_not_answer_a_change_task_before_changing_a_file(tokenizer, tmp_path):
+    replies = [call_text("read", path="main.py"), "Fixed it.", call_text("edit_lines", path="main.py", start_line=2,
+               end_line=2, content="    return a + b  # checked\n"), "Done."]
+    s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve(), Approve()])
+    asked: list[bool] = []
+    real = s._constraint
+    s._constraint = lambda allow_text: asked.append(allow_text) or real(allow_text)  # type: ignore[method-assign]
+    r = s.run_task("fix the comment in main.py")
+    assert r.status == "answered" and r.text == "Done."
+    assert asked == [False, False, False, True]  # text barred until the edit succeeded
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [CHANGE_FIRST]

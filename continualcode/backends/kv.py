@@ -38,6 +38,7 @@ class PrefixStore:
     def __init__(self, forward: Forward) -> None:
         self._forward = forward
         self.entries: dict[str, KVEntry] = {}
+        self.last_reused = 0  # tokens of the last `prefix` request served from the store
 
     def prefix(self, ids: Sequence[int], mode: str, version: int, *, share_live: bool = False) -> Any:
         """A KV cache holding exactly `ids` under `mode`'s weights (None for no ids); stored for reuse.
@@ -45,6 +46,7 @@ class PrefixStore:
         `version` is the live weights' version (ignored for "base", whose version is always 0).
         """
         if not ids:
+            self.last_reused = 0
             return None
         want = 0 if mode == "base" else version
         entry = self.entries.get(mode)
@@ -59,6 +61,7 @@ class PrefixStore:
             cache = entry.cache if m > 0 else None
             if cache is not None and cache.get_seq_length() > m:
                 crop(cache, m)
+        self.last_reused = m
         if m < len(ids):
             cache = self._forward(ids[m:], cache)
         if mode in ("live", "base"):

@@ -110,15 +110,18 @@ class LocalBackend:
         transformers.utils.logging.disable_progress_bar()  # a ~1 s load needs no bar
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
         try:
-            self._tok = transformers.AutoTokenizer.from_pretrained(self.resolved.path, local_files_only=True)
-            base = transformers.AutoModelForCausalLM.from_pretrained(
-                self.resolved.path, dtype=self.dtype, local_files_only=True
-            )
-        except OSError as e:
-            raise BackendError(
-                f"model {model_name!r} is not available offline (not a built-in, a local directory, "
-                f"or in the Hugging Face cache): {str(e).splitlines()[0]}"
-            ) from None
+            self._tok, base = self._load(model_name)
+        except Exception as e:  # a built-in whose cache does not load is rebuilt once, with one line
+            if self.resolved.builtin is None:
+                if isinstance(e, BackendError):
+                    raise
+                raise BackendError(f"model {model_name!r} does not load: {type(e).__name__}: "
+                                   f"{str(e).splitlines()[0][:160] if str(e) else ''}") from None
+            try:
+                self.resolved = resolve(model_name, cache=cache, broken=f"load error: {str(e).splitlines()[0][:120]}")
+            except ModelError as e2:
+                raise BackendError(str(e2)) from None
+            self._tok, base = self._load(model_name)
         base.to(self.device)
         base.eval()
         # transformers 5.x renamed `past_key_values` to `cache` (argument and output field).
@@ -139,8 +142,24 @@ class LocalBackend:
             raise BackendError(f"unknown draft {draft!r}: use lookup or off")
         self.drafter: Drafter | None = PromptLookup() if draft == "lookup" else None
         self.last_decode: Decoded | None = None  # the last sample's decode counters (drafted, accepted, …)
+        self.last_prefill = 0  # prompt tokens the last sample ran (the rest came from the KV store)
         if warmup:
             self._warmup()
+
+    def _load(self, model_name: str) -> tuple[Any, Any]:
+        """Tokenizer and model from the resolved directory (or the local HF cache), offline."""
+        import transformers
+
+        try:
+            tok = transformers.AutoTokenizer.from_pretrained(self.resolved.path, local_files_only=True)
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                self.resolved.path, dtype=self.dtype, local_files_only=True)
+        except OSError as e:
+            raise BackendError(
+                f"model {model_name!r} is not available offline (not a built-in, a local directory, "
+                f"or in the Hugging Face cache): {str(e).splitlines()[0]}"
+            ) from None
+        return tok, model
 
     # --- identity and state ---------------------------------------------------------------------
 
@@ -278,6 +297,7 @@ class LocalBackend:
         # 1) prefill the prompt (its longest prefix already in the KV store is not recomputed)
         prompt = list(prompt_ids)
         past = self._prefix(prompt[:-1], "live")
+        self.last_prefill = len(prompt) - self._kv.last_reused  # tokens this sample had to run through
         out = self._forward(prompt[-1:] if past is not None else prompt, past)
         past = getattr(out, self._cache_kw)
 

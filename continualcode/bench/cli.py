@@ -12,8 +12,9 @@ USAGE = """usage:
                             [mode=independent|sequential] [key=value …]
   continualcode bench tasks --out DIR [--split dev|test|all] [--tasks ID,ID] [--limit N] [--seeds N] [--verify]
                             [key=value …]
-  continualcode bench speed --out DIR [--repeats N] [--lengths 256,1024,4096] [key=value …]
-  continualcode bench security --out DIR [--kills N]"""
+  continualcode bench speed --out DIR [--parts sampling,bound,drafts,session,step,start] [--repeats N]
+                            [--lengths 256,1024,4096] [key=value …]
+  continualcode bench security --out DIR [--kills N] [--fuzz N] [--adapter-kills N]"""
 
 
 def bench_main(args: Sequence[str]) -> int:
@@ -37,9 +38,10 @@ def bench_main(args: Sequence[str]) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--kills", type=int, default=200)
     p.add_argument("--fuzz", type=int, default=100_000)
+    p.add_argument("--adapter-kills", type=int, default=100)
     ns = p.parse_args(rest)
     from continualcode.bench.security import run
 
-    result = run(Path(ns.out), kills=ns.kills, fuzz=ns.fuzz)
+    result = run(Path(ns.out), kills=ns.kills, fuzz=ns.fuzz, adapter_kills=ns.adapter_kills)
     print(f"wrote {Path(ns.out) / 'security.md'} ({len(result.get('path_attacks', []))} attacks)")
     return 0

@@ -4,8 +4,9 @@ The boundary: the agent calls `Workspace.run(name, args)` (and `preview` before 
 gets a `ToolResult`; it knows nothing else of the tools. The model sees `TOOL_SCHEMAS`. The promises:
 - `run` and `preview` never raise: every failure is `ToolResult(ok=False, output="error: <one line>")`.
 - File tools are confined: every path is resolved (symlinks followed) and refused outside the root,
-  under /proc, with a NUL byte or over-long. bash is not confined; it runs with the user's rights
-  once approved, in the root, without the agent's secrets.
+  under /proc, with a NUL byte or over-long. bash runs once approved, in the root, without the
+  agent's secrets, inside a bubblewrap sandbox where one works (`sandbox.py`: writes only in the
+  workspace and a private /tmp, no network, no view of the agent's processes); unconfined otherwise.
 - Writes are atomic (`fsio.atomic_write`): a kill -9 leaves the old file or the new one.
 - Every output is capped at `result_cap` characters, head and tail kept.
 - A bash command runs in its own process group; on timeout and after it ends, the group and the

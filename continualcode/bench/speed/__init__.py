@@ -1,0 +1,109 @@
+"""`continualcode bench speed`: what a correction costs, as ratios measured in one run.
+
+For prompt lengths (default 256 / 1k / 4k tokens) and a ~80-token tool call it measures, median
+of `--repeats` with min–max spread:
+- one plain student forward over the same tokens (`score`, logits on completion positions only,
+  no KV reuse): the unit every ratio is expressed in;
+- the SDPO step through the product path (`learn.step.Learner` on a `Correction`): teacher
+  scoring, reference scoring, student forward, backward, optimizer, and the post-step check —
+  both "cold" (nothing cached) and "after sampling" (the live KV of the student's prompt is in
+  the store, as it is in the agent right after the model proposed the call);
+- sampling: the agent's sampler (grammar-constrained and not) vs `model.generate` on the same
+  prompt, greedy, same number of new tokens: time per token and the ratio;
+- cold start: the interactive agent on a pseudo-terminal, process start → prompt (the backend loads
+  in the background while the first task is typed) and → exit after an immediate `/quit` (which
+  waits for the load); a new process → `LocalBackend` ready; warm adapter reload;
+- peak RSS of this process and of the cold-start process;
+- decoding against the memory-bandwidth bound, draft decoding per tool kind, and a replayed
+  multi-turn session on a real file (`decode.py`, `session.py`).
+`--parts` picks what to measure.  Writes results.json and results.md to --out.  Absolute seconds on
+a shared machine are noise; the ratios are the result.  Machine-readable: `decode_over_bound`,
+`draft_speedup` (per tool kind and overall) and `turn_latency_median_s` (the replayed session).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PARTS = ("sampling", "bound", "drafts", "session", "step", "start")
+
+
+def main(args: Sequence[str]) -> int:
+    from continualcode.bench.speed import decode, session, start, step
+    from continualcode.bench.speed.report import to_markdown
+    from continualcode.build import build_backend, make_renderer
+    from continualcode.config import parse_config
+
+    p = argparse.ArgumentParser(prog="continualcode bench speed")
+    p.add_argument("--out", required=True)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--lengths", default="256,1024,4096")
+    p.add_argument("--completion", type=int, default=80)
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
+    ns, rest = p.parse_known_args(list(args))
+    parts = [x for x in ns.parts.split(",") if x]
+    if unknown := set(parts) - set(PARTS):
+        p.error(f"unknown parts {sorted(unknown)}")
+    cfg = parse_config(rest)
+    backend = build_backend(cfg)
+    renderer = make_renderer(backend)
+    res: dict[str, Any] = {
+        "command": "continualcode bench speed " + " ".join(args), "model": backend.model_id,
+        "dtype": str(getattr(backend, "dtype", "")), "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "repeats": ns.repeats,
+        "config": {"distill_loss": cfg.distill_loss, "kl_beta": cfg.kl_beta, "prefix_grad": cfg.prefix_grad,
+                   "draft": cfg.draft, "threads": cfg.threads},
+    }
+    out = Path(ns.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def run(name: str, fn: Any) -> None:
+        if name in parts:
+            print(f"{name} …", flush=True)
+            res[name] = fn()
+            _write(out, res, to_markdown)  # a partial result survives an interrupt
+
+    run("sampling", lambda: decode.sampler(backend, renderer, ns.repeats))
+    if "bound" in parts:
+        per_tok = res["sampling"]["decode_s_per_tok"]["median"] if "sampling" in res else \
+            decode.sampler(backend, renderer, 1)["decode_s_per_tok"]["median"]
+        run("bound", lambda: decode.bound(backend, per_tok))
+        res["decode_over_bound"] = res["bound"]["decode_over_bound"]
+    run("drafts", lambda: decode.drafts(backend, renderer, decode.draft_prompts(*_draft_file(cfg))))
+    if "drafts" in res:
+        res["draft_speedup"] = {**{k: v["speedup"] for k, v in res["drafts"]["by_kind"].items()},
+                                "overall": res["drafts"]["overall"]["speedup"]}
+    run("session", lambda: session.replay(backend, renderer, cfg))
+    if "session" in res:
+        res["turn_latency_median_s"] = res["session"]["turn_latency_median_s"]
+    lengths = [int(x) for x in ns.lengths.split(",") if x]
+    run("step", lambda: step.bench_step(backend, renderer, cfg, lengths, ns.completion, ns.repeats))
+    run("start", lambda: start.bench_start(cfg, backend, ns.repeats))
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    _write(out, res, to_markdown)
+    print(to_markdown(res))
+    return 0
+
+
+def _draft_file(cfg: Any) -> tuple[str, str]:
+    """The real file the draft prompts quote: xmltodict.py of the pinned xmltodict sdist."""
+    from continualcode.bench.tasks.packages import PINS, source
+    from continualcode.models import cache_root
+
+    src = source(PINS["xmltodict"], Path(cfg.cache_dir).expanduser() if cfg.cache_dir else cache_root())
+    return (src / "xmltodict.py").read_text(), "xmltodict.py"
+
+
+def _write(out: Path, res: dict[str, Any], to_markdown: Any) -> None:
+    from continualcode.fsio import atomic_write
+
+    atomic_write(out / "results.json", json.dumps(res, indent=1) + "\n")
+    atomic_write(out / "results.md", to_markdown(res))

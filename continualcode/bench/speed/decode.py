@@ -1,0 +1,167 @@
+"""Decoding speed: the sampler against `model.generate`, against the memory-bandwidth bound, and with drafts.
+
+- `bandwidth`: the machine's read bandwidth, measured (a sum over a 1 GiB tensor, at the backend's
+  thread count).  `weight_bytes`: the bytes a decode step must read once (every weight the forward
+  uses: the decoder, the LM head; the embedding table only for the one row it looks up).  Their
+  quotient is the fastest a step can be; `decode_over_bound` is the measured step over it.
+- `sampler`: greedy decoding of the same prompt and token count by the agent's sampler (drafts off,
+  grammar on and off) and by `model.generate`: seconds per token and their ratios.
+- `drafts`: real agent prompts on a real file whose next call is a `read`, an `edit_lines` or a
+  `write`; greedy, the same seed, drafts off then on: tokens, time per token, drafted/accepted
+  tokens, the speedup per tool kind and overall.  Same tokens both ways is checked, not assumed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from continualcode.bench.speed.common import messages_of_length, stats, timed
+
+
+def bandwidth(threads: int, gib: float = 1.0, repeats: int = 5) -> float:
+    """Read bandwidth in bytes/s: the best of `repeats` sums over a `gib` GiB float32 tensor."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a = torch.ones(int(gib * 2**30) // 4)
+        a.sum()
+        best = min(timed(lambda: a.sum())[0] for _ in range(repeats))
+    finally:
+        torch.set_num_threads(old)
+    return a.numel() * 4 / best
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes of weights one decode step reads: every parameter once, but of the input embedding only a
+    row (unless it is tied to the LM head, which reads it whole)."""
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    total = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
+    if emb.data_ptr() != head.data_ptr():
+        total -= emb.numel() * emb.element_size() - emb.shape[1] * emb.element_size()
+    return total
+
+
+def sampler(backend: Any, renderer: Any, repeats: int, n_new: int = 48) -> dict[str, Any]:
+    """The agent's sampler (drafts off) vs `model.generate`, greedy, same prompt and token count."""
+    import torch
+
+    prompt = renderer.prompt_ids(messages_of_length(renderer, 256))
+    constraint = renderer.constraint(allow_text=False)
+    ids = torch.tensor([prompt], device=backend.device)
+    rows: dict[str, list[float]] = {}
+    drafter, backend.drafter = backend.drafter, None
+    try:
+        for rep in range(repeats + 1):
+            backend.clear_cache()
+            t_c, s_c = timed(lambda: backend.sample(prompt, max_tokens=n_new, temperature=0.0, constraint=constraint))
+            n = len(s_c.tokens)
+            backend.clear_cache()
+            t_u, s_u = timed(lambda n=n: backend.sample(prompt, max_tokens=n, temperature=0.0, stop=()))
+            with torch.no_grad():
+                t_g, g = timed(lambda n=n: backend.model.generate(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                    do_sample=False, pad_token_id=renderer.stop_ids[0]))
+            # the decode steps alone: the same sample with the prompt already in the KV store
+            t_d, s_d = timed(lambda n=n: backend.sample(prompt, max_tokens=n, temperature=0.0, stop=()))
+            n_g = int(g.shape[1] - ids.shape[1])
+            if rep == 0:
+                continue
+            rows.setdefault("constrained_s_per_tok", []).append(t_c / n)
+            rows.setdefault("unconstrained_s_per_tok", []).append(t_u / len(s_u.tokens))
+            rows.setdefault("generate_s_per_tok", []).append(t_g / n_g)
+            rows.setdefault("decode_s_per_tok", []).append(t_d / len(s_d.tokens))
+            rows.setdefault("ratio_constrained_to_generate", []).append((t_c / n) / (t_g / n_g))
+            rows.setdefault("ratio_unconstrained_to_generate", []).append((t_u / len(s_u.tokens)) / (t_g / n_g))
+            rows.setdefault("tokens", []).append(float(n))
+    finally:
+        backend.drafter = drafter
+    return {"prompt_tokens": len(prompt), **{k: stats(v) for k, v in rows.items()}}
+
+
+def bound(backend: Any, decode_s_per_tok: float) -> dict[str, Any]:
+    """The bandwidth bound of one decode step and how far the measured step is from it."""
+    import torch
+
+    bw = bandwidth(torch.get_num_threads())
+    nbytes = weight_bytes(backend.model)
+    bound_s = nbytes / bw
+    return {"bandwidth_gb_s": bw / 1e9, "weight_bytes": nbytes, "bound_s_per_tok": bound_s,
+            "decode_s_per_tok": decode_s_per_tok, "decode_over_bound": decode_s_per_tok / bound_s,
+            "threads": torch.get_num_threads()}
+
+
+def draft_prompts(file_text: str, file_name: str) -> list[tuple[str, list[Any]]]:
+    """(intended tool kind, conversation) pairs whose next call copies from the context or not."""
+    from continualcode.records import Message, ToolCall
+
+    lines = file_text.splitlines()
+    shown = "\n".join(f"{i + 1:6}\t{line}" for i, line in enumerate(lines[:60]))
+    read = ToolCall("read", {"path": file_name, "offset": 1, "limit": 60}).to_text()
+
+    def after_read(task: str) -> list[Any]:
+        return [Message("user", task), Message("assistant", read), Message("tool", shown, {"tool": "read"})]
+
+    first = next((i for i, line in enumerate(lines[:60]) if line.strip().startswith("def ")), 10)
+    return [
+        ("read", [Message("user", f"Show me the first lines of {file_name}.")]),
+        ("read", [Message("user", f"What is in lines 100 to 140 of {file_name}?")]),
+        ("edit_lines", after_read(f"In {file_name}, add the comment '# checked' at the end of line {first + 1}, "
+                                  "keeping the line otherwise as it is.")),
+        ("edit_lines", after_read(f"Indent nothing, change nothing else: replace lines 1 to 12 of {file_name} by the "
+                                  "same lines, with 'xml' written as 'XML' in comments.")),
+        ("write", after_read(f"Create header.py holding exactly lines 1 to 25 of {file_name}.")),
+        ("write", after_read("Copy the first 20 lines shown above into a new file notes.txt.")),
+    ]
+
+
+def drafts(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], *, max_tokens: int = 320,
+           repeats: int = 1) -> dict[str, Any]:
+    """Greedy decoding with drafts off, then on, per prompt: time per token, drafted/accepted, speedup."""
+    from continualcode.backends.decode import PromptLookup
+
+    constraint = renderer.constraint(allow_text=False)
+    rows: list[dict[str, Any]] = []
+    drafter = backend.drafter or PromptLookup()
+    try:
+        for intended, msgs in prompts:
+            prompt = renderer.prompt_ids(msgs)
+            times: dict[str, list[float]] = {"off": [], "on": []}
+            samples: dict[str, Any] = {}
+            for _ in range(repeats):
+                for mode in ("off", "on"):
+                    backend.drafter = drafter if mode == "on" else None
+                    backend.clear_cache()
+                    backend._prefix(prompt[:-1], "live")  # the prompt in the store, as after the previous turn
+                    t0 = time.perf_counter()
+                    s = backend.sample(prompt, max_tokens=max_tokens, temperature=0.0, constraint=constraint, seed=0)
+                    times[mode].append(time.perf_counter() - t0)
+                    samples[mode] = (s, backend.last_decode)
+            (off, _), (on, d) = samples["off"], samples["on"]
+            parsed = renderer.parse(renderer.decode(on.tokens))
+            t_off, t_on = min(times["off"]), min(times["on"])
+            rows.append({"intended": intended, "kind": parsed.call.name if parsed.call else "text/other",
+                         "tokens": len(on.tokens), "same_tokens": on.tokens == off.tokens,
+                         "s_off": t_off, "s_on": t_on, "speedup": t_off / t_on,
+                         "drafted": d.drafted, "accepted": d.accepted, "forwards": d.forwards})
+    finally:
+        backend.drafter = drafter
+    by_kind: dict[str, Any] = {}
+    for kind in sorted({r["kind"] for r in rows}):
+        rs = [r for r in rows if r["kind"] == kind]
+        by_kind[kind] = _pooled(rs)
+    return {"rows": rows, "by_kind": by_kind, "overall": _pooled(rows)}
+
+
+def _pooled(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Speedup of the pooled time (Σ off / Σ on) and the acceptance rate over some prompts."""
+    off, on = sum(r["s_off"] for r in rs), sum(r["s_on"] for r in rs)
+    drafted, accepted = sum(r["drafted"] for r in rs), sum(r["accepted"] for r in rs)
+    return {"n": len(rs), "tokens": sum(r["tokens"] for r in rs), "speedup": off / on if on else None,
+            "acceptance": accepted / drafted if drafted else None,
+            "tokens_per_forward": sum(r["tokens"] for r in rs) / max(1, sum(r["forwards"] + 1 for r in rs)),
+            "same_tokens": all(r["same_tokens"] for r in rs)}

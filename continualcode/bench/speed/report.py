@@ -1,0 +1,99 @@
+"""results.md of the speed benchmark: the figures of results.json as tables a reader can check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _f(s: dict[str, float], unit: str = "", digits: int = 2) -> str:
+    return f"{s['median']:.{digits}f}{unit} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    """The parts a run measured (`--parts`), each a section."""
+    lines = [f"# Speed — {res['model']} ({res['dtype']}), {res['date']}", "",
+             f"`{res['command']}` · {res['machine']} · median (min–max) of {res['repeats']} repeats"]
+    if "step" in res:
+        lines += _step_lines(res["step"])
+    lines += _decode_lines(res, _f)
+    if "sampling" in res:
+        lines += _sampling_lines(res["sampling"])
+    if "start" in res:
+        lines += _start_lines(res["start"], res.get("peak_rss_mb", 0.0))
+    return "\n".join(lines) + "\n"
+
+
+def _step_lines(step: dict[str, Any]) -> list[str]:
+    f = _f
+    lines = ["", "## SDPO step per correction", "",
+             "| prompt tokens | forward s | step (after sampling) s | step/forward | step+check/forward | "
+             "step (cold) s | cold step/forward |", "|---|---|---|---|---|---|---|"]
+    for n, r in step.items():
+        lines.append(f"| {r['prompt_tokens']} ({n}) | {f(r['forward'])} | {f(r['after_sampling.step'])} | "
+                     f"{f(r['after_sampling.ratio_step_to_forward'])} | "
+                     f"{f(r['after_sampling.ratio_total_to_forward'])} | "
+                     f"{f(r['cold.step'])} | {f(r['cold.ratio_step_to_forward'])} |")
+    lines += ["", "Breakdown after sampling (seconds, median):", "",
+              "| prompt | teacher | reference | student fwd | backward | optimizer | post-step check |",
+              "|---|---|---|---|---|---|---|"]
+    for n, r in step.items():
+        parts = [r[f"after_sampling.{k}"]["median"] for k in
+                 ("sec_teacher", "sec_ref", "sec_student_fwd", "sec_backward", "sec_optimizer", "sec_after")]
+        lines.append(f"| {n} | " + " | ".join(f"{p:.3f}" for p in parts) + " |")
+    return lines
+
+
+def _sampling_lines(s: dict[str, Any]) -> list[str]:
+    f = _f
+    return ["", "## Sampling (greedy, same prompt and token count, drafts off)", "",
+            f"- agent sampler, constrained: {f(s['constrained_s_per_tok'], ' s/tok', 4)}",
+            f"- agent sampler, unconstrained: {f(s['unconstrained_s_per_tok'], ' s/tok', 4)}",
+            f"- `model.generate`: {f(s['generate_s_per_tok'], ' s/tok', 4)}",
+            f"- ratio constrained / generate: **{f(s['ratio_constrained_to_generate'])}**; "
+            f"unconstrained / generate: {f(s['ratio_unconstrained_to_generate'])}"]
+
+
+def _start_lines(st: dict[str, Any], peak_rss_mb: float) -> list[str]:
+    f = _f
+    return ["", "## Start and memory", "",
+            f"- interactive agent, process start → prompt ready for the first task (the model loads in the "
+            f"background): **{f(st['prompt_ready_s'], ' s')}**; → `/quit` typed at once and processed (waits for "
+            f"the load): {f(st['backend_ready_and_quit_s'], ' s')}",
+            f"- new process → backend ready (model converted): {f(st['cold_start_process_s'], ' s')}",
+            f"  (inside Python: {f(st['cold_start_in_python_s'], ' s')})",
+            f"- warm reload of a saved adapter: {f(st['adapter_reload_s'], ' s', 3)}",
+            f"- peak RSS: this process {peak_rss_mb:.0f} MB (the parts above included); "
+            f"cold-start process {st['cold_start_peak_rss_mb']:.0f} MB"]
+
+
+def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
+    """The decode bound, the drafts per tool kind and the replayed session."""
+    out: list[str] = []
+    b = res.get("bound")
+    if b:
+        out += ["", "## Decode against the memory-bandwidth bound", "",
+                f"- read bandwidth {b['bandwidth_gb_s']:.1f} GB/s ({b['threads']} threads); a step reads "
+                f"{b['weight_bytes'] / 1e9:.2f} GB of weights → bound {1000 * b['bound_s_per_tok']:.0f} ms/token",
+                f"- measured decode step (drafts off, prompt cached): {1000 * b['decode_s_per_tok']:.0f} ms/token → "
+                f"**decode_over_bound {b['decode_over_bound']:.2f}**"]
+    d = res.get("drafts")
+    if d:
+        out += ["", "## Draft decoding (prompt lookup), greedy, same tokens checked", "",
+                "| tool kind | prompts | tokens | speedup | acceptance | tokens per forward | same tokens |",
+                "|---|---|---|---|---|---|---|"]
+        for kind, r in [*d["by_kind"].items(), ("**all**", d["overall"])]:
+            acc = "–" if r["acceptance"] is None else f"{r['acceptance']:.0%}"
+            out.append(f"| {kind} | {r['n']} | {r['tokens']} | {r['speedup']:.2f}× | {acc} | "
+                       f"{r['tokens_per_forward']:.2f} | {r['same_tokens']} |")
+    s = res.get("session")
+    if s:
+        out += ["", "## Replayed session (xmltodict.py, greedy, every call approved)", "",
+                f"- median approval → next proposal: **{s['turn_latency_median_s']:.1f} s** over "
+                f"{len(s['turns'])} turns; largest prompt {s['max_prompt_tokens']} tokens; median KV hit rate "
+                f"{s['kv_hit_rate_median']:.0%}", "",
+                "| turn | approval→proposal s | tool s | prompt tokens | prefilled | decoded |",
+                "|---|---|---|---|---|---|"]
+        for i, t in enumerate(s["turns"], 1):
+            out.append(f"| {i} | {t['approval_to_proposal_s']:.1f} | {t['tool_s']:.2f} | {t['prompt_tokens']} | "
+                       f"{t['prefill_tokens']} | {t['decoded_tokens']} |")
+    return out

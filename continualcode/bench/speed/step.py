@@ -1,0 +1,51 @@
+"""What one correction costs: the SDPO step through the product path, against one plain forward."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from continualcode.bench.speed.common import completion_of_length, messages_of_length, stats, timed
+
+
+def bench_step(backend: Any, renderer: Any, cfg: Any, lengths: Sequence[int], n_completion: int,
+               repeats: int) -> dict[str, Any]:
+    from continualcode.learn.step import Learner
+    from continualcode.records import Correction, Sample
+
+    learner = Learner(backend, renderer, cfg.learn_config())
+    completion = completion_of_length(renderer, n_completion)
+    out: dict[str, Any] = {}
+    for n in lengths:
+        msgs = messages_of_length(renderer, n)
+        prompt = renderer.prompt_ids(msgs)
+        c = Correction("deny", tuple(msgs), prompt, Sample(completion, [0.0] * len(completion), "stop"),
+                       renderer.decode(completion), "use edit_lines at the end of the file, and add a docstring")
+        rows: dict[str, list[float]] = {}
+        for rep in range(repeats + 1):  # the first is a warm-up, not recorded
+            snap = backend.snapshot()
+            backend.clear_cache()
+            t_fwd, _ = timed(lambda p=prompt: backend.score(p, completion))
+            for label, primed in (("cold", False), ("after_sampling", True)):
+                backend.restore(snap)
+                backend.clear_cache()
+                if primed:  # what sampling the proposal leaves in the store
+                    backend._prefix(prompt[:-1], "live")
+                t_total, rep_m = timed(lambda c=c: learner(c))
+                if rep == 0:
+                    continue
+                parts = {k: rep_m[k] for k in ("sec_teacher", "sec_ref", "sec_student_fwd", "sec_backward",
+                                               "sec_optimizer", "sec_after")}
+                step = sum(v for k, v in parts.items() if k != "sec_after")
+                for k, v in {**parts, "step": step, "step_plus_check": t_total}.items():
+                    rows.setdefault(f"{label}.{k}", []).append(v)
+                rows.setdefault(f"{label}.ratio_step_to_forward", []).append(step / t_fwd)
+                rows.setdefault(f"{label}.ratio_total_to_forward", []).append(t_total / t_fwd)
+            backend.restore(snap)
+            if rep > 0:
+                rows.setdefault("forward", []).append(t_fwd)
+        out[str(n)] = {"prompt_tokens": len(prompt), "completion_tokens": len(completion),
+                       **{k: stats(v) for k, v in rows.items()}}
+    return out
+
+
