@@ -45,6 +45,7 @@ from continualcode.records import Correction, Message
 from continualcode.render import SYSTEM_PROMPT
 from continualcode.tools import Workspace
 from continualcode.ui.terminal import Display
+from continualcode.ui.visible import visible
 
 HELP = """/help      this list
 /metrics   the last learning step and running totals, with sparklines
@@ -128,6 +129,11 @@ class Recorder:
         self.steps_since_save = 0
         self(Checkpoint(str(path), self.backend.step))
         return path
+
+
+def shown(text: str) -> str:
+    """Text for the terminal: control characters visible, rich markup escaped."""
+    return escape(visible(text))
 
 
 def project_tasks(state: Path, c: Correction, limit: int = 16) -> list[str]:
@@ -261,8 +267,8 @@ class App:
             c.print(f"{len(self.recorder.memory.rules)} rules; they apply from the next session on")
             return
         rules = memory.rules
-        c.print("\n".join(f"- {escape(r)}" for r in rules) if rules else "no rules yet")
-        c.print(f"[dim]{memory.path} · /memory edit to change · applies from the next session on[/]")
+        c.print("\n".join(f"- {shown(r)}" for r in rules) if rules else "no rules yet")
+        c.print(f"[dim]{shown(str(memory.path))} · /memory edit to change · applies from the next session on[/]")
 
     # --- the loop ---------------------------------------------------------------------------------
 
@@ -316,7 +322,7 @@ class App:
                 c.print("no heatmap for that step in this session")
             else:
                 c.print(render_terminal(heat["tokens"], heat["advantage"]))
-                c.print(f"[dim]{self.journal.session_dir / 'heatmaps' / f'step-{step}.html'}[/]")
+                c.print(f"[dim]{shown(str(self.journal.session_dir / 'heatmaps' / f'step-{step}.html'))}[/]")
         elif cmd == "/plot":
             from continualcode.ui.plots import plot_curves
 
@@ -385,7 +391,7 @@ def run_agent(cfg: Config) -> int:
         inp: Input = KeyInput(display, str(state / "history")) if interactive else LineInput(display, sys.stdin)
         if interactive and not cfg.task and not (cfg.backend == "local" and needs_setup(cfg.model_name,
                                                                                        cache=cache_path(cfg))):
-            display.console.print(f"[bold]continualcode[/] · loading {cfg.model_name} · type a task, /help for "
+            display.console.print(f"[bold]continualcode[/] · loading {shown(cfg.model_name)} · type a task, /help for "
                                   "commands, Ctrl-D to leave")
             first = inp.read_task()
             if first is None:
@@ -395,6 +401,7 @@ def run_agent(cfg: Config) -> int:
         display.stop()
         print(f"continualcode: {e}", file=sys.stderr)
         return 1
-    display.console.print(f"[bold]continualcode[/] · {app.backend.model_id} · workspace {app.session.workspace.root}"
+    display.console.print(f"[bold]continualcode[/] · {shown(app.backend.model_id)} · workspace "
+                          f"{shown(str(app.session.workspace.root))}"
                           f" · training {'on' if cfg.enable_training else 'off'} · /help for commands")
     return app.run(inp, first)

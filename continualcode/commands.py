@@ -12,6 +12,7 @@ from pathlib import Path
 from continualcode.backends.base import BackendError
 from continualcode.config import Config, parse_config
 from continualcode.events import CorrectionMade, SessionStart, from_record
+from continualcode.ui.visible import visible
 
 HELP_FLAGS = ("-h", "--help", "help")
 USAGE = {
@@ -62,7 +63,8 @@ def sessions(args: Sequence[str]) -> int:
         print("no sessions yet for this project")
     for s in infos:
         when = datetime.datetime.fromtimestamp(s.started).strftime("%Y-%m-%d %H:%M")
-        print(f"{s.session_id}  {when}  {s.n_events:5d} events  {s.n_steps:3d} steps  {(s.first_task or '')[:60]}")
+        print(f"{s.session_id}  {when}  {s.n_events:5d} events  {s.n_steps:3d} steps  "
+              f"{visible((s.first_task or '')[:60])}")
     return 0
 
 
