@@ -89,7 +89,7 @@ class SamplingConfig:
     max_turns: int = 12
     max_malformed: int = 3
     max_repeats: int = 2  # re-samples of a call the user already denied in this task
-    act_first: bool = True  # a task that asks for a change may not be answered before a file changed
+    guard_rails: bool = True  # must act before answering a change / test-run task; read a file before editing it
 
 
 REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated denied call
@@ -98,11 +98,22 @@ LOOP_ERROR = "the model repeated a read-only call whose result it already has"
 LOOP_NOTE = ("You already made this exact call and its result is above; nothing has changed since. "
              "Use that result: make a different call, or answer.")
 CHANGE_FIRST = "the task asks for a change: make it (write or edit_lines) before you answer"
+RUN_FIRST = "the task asks to run the tests: run them with bash (after your last change) before you answer"
+READ_FIRST = "read the lines of {path} before you edit them"
 READ_ONLY = frozenset({"read", "glob", "grep"})
 CHANGING = frozenset({"write", "edit_lines"})
 _CHANGE_VERBS = re.compile(
     r"\b(add|fix|rename|change|bump|update|implement|create|write|remove|delete|replace|refactor|make|move|"
     r"insert|append|convert|correct|repair|set|edit|modify)\b", re.I)
+
+
+_RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", re.I)
+
+
+def asks_to_run_tests(task: str) -> bool:
+    """Whether a task asks to run the tests: it may not be answered before a bash command ran after the
+    last change (a small model otherwise tells the user to run them)."""
+    return bool(_RUN_TESTS.search(task))
 
 
 def asks_for_change(task: str) -> bool:
@@ -154,6 +165,8 @@ class _TaskState:
     denied: set[str] = field(default_factory=set)  # the calls (canonical text) the user denied in this task
     readonly_done: set[str] = field(default_factory=set)  # read-only calls run since the last write/edit/bash
     must_change: bool = False  # the task asks for a change and no file has been changed yet
+    must_run: bool = False  # the task asks to run the tests and they have not run since the last change
+    task: str = ""
 
 
 class Session:
@@ -187,7 +200,8 @@ class Session:
         self.seed = seed
         self.learn_from_approved_retry = learn_from_approved_retry
         self.overview = overview
-        self._must_change = False  # the current task asks for a change none of its calls has made yet
+        self._must_act = False  # the current task asks for a change or a test run that has not happened yet
+        self._known_files: set[str] = set()  # files read or written in this session: they may be edited
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
 
@@ -210,7 +224,7 @@ class Session:
         # worked (after a failed call it must try again, not hand the error back as its answer).
         last = self.messages[-1] if self.messages else None
         allow_text = (last is not None and last.role == "tool" and last.meta.get("ok", True)
-                      and not self._must_change)
+                      and not self._must_act)
         seed = None if self.seed is None else self.seed + self._n_samples
         self._n_samples += 1
         s = self.sampling
@@ -237,8 +251,11 @@ class Session:
                 call = call_in_text(parsed.text, self.renderer.tools)
                 parsed = Parsed(call=call) if call is not None else Parsed(error=TEXT_CALL_ERROR)
                 message = call.to_text() if call is not None else text
-            if parsed.text is not None and t.must_change:  # the grammar bars this; an unconstrained model may not
-                parsed = Parsed(error=CHANGE_FIRST)
+            if parsed.text is not None and (t.must_change or t.must_run):  # the grammar bars this too
+                parsed = Parsed(error=CHANGE_FIRST if t.must_change else RUN_FIRST)
+            if (parsed.call is not None and parsed.call.name == "edit_lines" and s.guard_rails
+                    and not self._known(parsed.call)):
+                parsed = Parsed(error=READ_FIRST.format(path=parsed.call.arguments.get("path")))
             if parsed.call is not None and (arg := placeholder_argument(parsed.call)) is not None:
                 value = str(parsed.call.arguments[arg])[:40]
                 parsed = Parsed(error=f"the {arg} argument {value!r} is a placeholder: use a real value from "
@@ -288,8 +305,10 @@ class Session:
         if not self.messages and self.overview and (listing := project_overview(self.workspace)):
             self._add(Message("system", listing))
         self._add(Message("user", task))
-        t = _TaskState(TaskResult(status="max_turns"), must_change=self.sampling.act_first and asks_for_change(task))
-        self._must_change = t.must_change
+        act = self.sampling.guard_rails
+        t = _TaskState(TaskResult(status="max_turns"), must_change=act and asks_for_change(task),
+                       must_run=act and asks_to_run_tests(task), task=task)
+        self._must_act = t.must_change or t.must_run
         while t.turn < self.sampling.max_turns:
             context = tuple(self.messages)
             turn = self._propose(t)
@@ -363,8 +382,26 @@ class Session:
         else:  # files may have changed: a read may now show something new
             t.readonly_done.clear()
             if result.ok and call.name in CHANGING:
-                t.must_change = self._must_change = False
+                t.must_change = False
+                t.must_run = t.must_run or (self.sampling.guard_rails and asks_to_run_tests(t.task))
+            if call.name == "bash":
+                t.must_run = False
+            self._must_act = t.must_change or t.must_run
+        if result.ok and call.name in ("read", *CHANGING):
+            self._known_files.add(self._file_key(call))
         return None
+
+    def _file_key(self, call: ToolCall) -> str:
+        try:
+            return str(self.workspace.resolve(str(call.arguments.get("path", ""))))
+        except Exception:  # an unusable path: the tool itself will refuse it with a clear line
+            return ""
+
+    def _known(self, call: ToolCall) -> bool:
+        """Whether the file a call edits was read (or written) in this session: an edit must replace
+        lines the model has seen."""
+        key = self._file_key(call)
+        return not key or key in self._known_files
 
     def _decide(self, call: ToolCall) -> Decision:
         if call.name in self.auto_approve:

@@ -11,7 +11,9 @@ from continualcode.agent import (
     CHANGE_FIRST,
     LOOP_ERROR,
     LOOP_NOTE,
+    READ_FIRST,
     REPEAT_ERROR,
+    RUN_FIRST,
     TEXT_CALL_ERROR,
     Abort,
     Approve,
@@ -84,7 +86,8 @@ def make(tokenizer, tmp_path, replies, decisions, **kw):
     learner = RecordingLearner()
     events: list[Event] = []
     s = Session(model, Renderer(tokenizer), Workspace(tmp_path), user, learner=learner,
-                sampling=SamplingConfig(constrained=False, max_turns=kw.pop("max_turns", 6)),
+                sampling=SamplingConfig(constrained=False, max_turns=kw.pop("max_turns", 6),
+                                        guard_rails=kw.pop("guard_rails", False)),
                 on_event=events.append, **kw)
     return s, model, user, learner, events
 
@@ -324,7 +327,7 @@ def test_asks_for_change():
 def test_scripted_model_may_not_answer_a_change_task_before_changing_a_file(tokenizer, tmp_path):
     replies = [call_text("read", path="main.py"), "Fixed it.", call_text("edit_lines", path="main.py", start_line=2,
                end_line=2, content="    return a + b  # checked\n"), "Done."]
-    s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve(), Approve()])
+    s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve(), Approve()], guard_rails=True)
     asked: list[bool] = []
     real = s._constraint
     s._constraint = lambda allow_text: asked.append(allow_text) or real(allow_text)  # type: ignore[method-assign]
@@ -332,3 +335,24 @@ def test_scripted_model_may_not_answer_a_change_task_before_changing_a_file(toke
     assert r.status == "answered" and r.text == "Done."
     assert asked == [False, False, False, True]  # text barred until the edit succeeded
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [CHANGE_FIRST]
+
+
+def test_scripted_model_must_read_a_file_before_editing_it(tokenizer, tmp_path):
+    edit = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return b + a\n")
+    s, _, user, _, events = make(tokenizer, tmp_path, [edit, call_text("read", path="main.py"), edit, "Done."],
+                                 [Approve(), Approve()], guard_rails=True)
+    assert s.run_task("swap the operands in main.py").status == "answered"
+    assert [c.name for c, _ in user.seen] == ["read", "edit_lines"]  # the unread edit was asked again
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [READ_FIRST.format(path="main.py")]
+
+
+def test_scripted_model_must_run_the_tests_after_its_change_when_asked(tokenizer, tmp_path):
+    rd = call_text("read", path="main.py")
+    edit = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return b + a\n")
+    test = call_text("bash", command="python -c 'import main'")
+    replies = [rd, edit, "Fixed.", test, "Fixed and tested."]
+    s, _, user, _, events = make(tokenizer, tmp_path, replies, [Approve()] * 3, guard_rails=True)
+    r = s.run_task("Fix main.py and run the tests.")
+    assert r.status == "answered" and r.text == "Fixed and tested."
+    assert [c.name for c, _ in user.seen] == ["read", "edit_lines", "bash"]
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [RUN_FIRST]

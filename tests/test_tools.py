@@ -833,3 +833,18 @@ def test_kill_9_never_leaves_a_partial_file(tmp_path: Path, tool: str) -> None:
     assert sum(outcomes.values()) == 20
     ok(Workspace(tmp_path), "write", path="data.txt", content="done\n")
     assert [p.name for p in tmp_path.iterdir()] == ["data.txt"]  # orphaned temp files were cleaned
+
+
+def test_a_python_edit_that_breaks_the_syntax_says_so_in_preview_and_result(ws: Workspace) -> None:
+    (ws.root / "m.py").write_text("def f():\n    return 1\n")
+    args = {"path": "m.py", "start_line": 1, "end_line": 1, "content": "def f(:"}
+    assert "no longer parses as Python (line 1" in ws.preview("edit_lines", args)
+    out = ws.run("edit_lines", args)
+    assert out.ok and "warning: after this change the file no longer parses as Python" in out.output
+    # already broken: the next change is not blamed; other files are not checked
+    assert "warning" not in ws.run("edit_lines", {**args, "content": "def f(: # still"}).output
+    (ws.root / "notes.txt").write_text("a\n")
+    assert "warning" not in ws.run("write", {"path": "notes.txt", "content": "def f(:"}).output
+    good = ws.run("write", {"path": "new.py", "content": "x = 1\n"})
+    assert good.ok and "warning" not in good.output
+    assert "no longer parses" in ws.run("write", {"path": "new2.py", "content": "x = (\n"}).output

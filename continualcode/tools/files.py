@@ -107,9 +107,11 @@ def write(ws: Workspace, path: str, content: str) -> tuple[bool, str]:
     existed = target.exists()
     if existed and not stat.S_ISREG(target.stat().st_mode):  # a FIFO, socket or device: the preview refuses too
         raise ToolError(f"{rel} is not a regular file")
+    before = _syntax_error(_read_text_for_edit(target, rel), rel) if existed else None
     _write_file(target, _encode(content))
     n = len(_split_lines(content))
-    return True, f"wrote {n} line{'s' * (n != 1)} to {rel}" + ("" if existed else " (new file)")
+    return True, f"wrote {n} line{'s' * (n != 1)} to {rel}" + ("" if existed else " (new file)") + \
+        _syntax_note(before, _syntax_error(content, rel))
 
 
 def preview_write(ws: Workspace, path: str, content: str) -> str:
@@ -118,7 +120,9 @@ def preview_write(ws: Workspace, path: str, content: str) -> str:
     if target.is_file() and _is_binary(_head(target)):
         size, n = target.stat().st_size, len(_split_lines(content))
         return f"overwrite binary file {rel} ({size} bytes) with {n} lines"
-    return _diff(_read_text_for_edit(target, rel), content, rel)
+    old = _read_text_for_edit(target, rel)
+    return _diff(old, content, rel) + _syntax_note(_syntax_error(old, rel) if old else None,
+                                                   _syntax_error(content, rel))
 
 
 WRITE = Tool(
@@ -142,6 +146,7 @@ def edit_lines(ws: Workspace, path: str, start_line: int, end_line: int, content
     old = _read_text_for_edit(target, rel, must_exist=True)
     new, summary = _plan_edit(old, start_line, end_line, content, rel=rel)
     _write_file(target, _encode(new))
+    summary += _syntax_note(_syntax_error(old, rel), _syntax_error(new, rel))
     # show a little context around the change, numbered as read would
     lines = _split_lines(new)
     added = len(_split_lines(content))
@@ -156,7 +161,7 @@ def preview_edit_lines(ws: Workspace, path: str, start_line: int, end_line: int,
     rel = ws.rel(target)
     old = _read_text_for_edit(target, rel, must_exist=True)
     new, _ = _plan_edit(old, start_line, end_line, content, rel=rel)
-    return _diff(old, new, rel)
+    return _diff(old, new, rel) + _syntax_note(_syntax_error(old, rel), _syntax_error(new, rel))
 
 
 EDIT_LINES = Tool(
@@ -175,6 +180,27 @@ EDIT_LINES = Tool(
     edit_lines,
     preview_edit_lines,
 )
+
+
+def _syntax_error(text: str, rel: str) -> str | None:
+    """For a Python file: why `text` does not compile ("line N: message"), or None (also for other files)."""
+    if not rel.endswith((".py", ".pyi")):
+        return None
+    try:
+        compile(text, rel, "exec", dont_inherit=True)
+    except SyntaxError as e:
+        return f"line {e.lineno}: {e.msg}"
+    except (ValueError, RecursionError, MemoryError):  # a NUL byte, absurd nesting
+        return None
+    return None
+
+
+def _syntax_note(before: str | None, after: str | None) -> str:
+    """A warning line when a change leaves a Python file that parsed before unable to parse (no note when
+    it did not parse before either: that is not this change's doing)."""
+    if after is None or before is not None:
+        return ""
+    return f"\nwarning: after this change the file no longer parses as Python ({after})"
 
 
 def _plan_edit(old: str, start: int, end: int, content: str, *, rel: str) -> tuple[str, str]:
