@@ -20,13 +20,12 @@ from rich.markup import escape
 
 from continualcode.agent import Approver, Session
 from continualcode.backends.base import Backend, BackendError
-from continualcode.build import Parts, build_backend, build_parts, cache_path
+from continualcode.build import Parts, build_backend, build_parts, cache_path, load_last_good
 from continualcode.config import Config
 from continualcode.events import (
     Checkpoint,
     Cleared,
     Decided,
-    ErrorShown,
     Event,
     Info,
     Learned,
@@ -37,7 +36,6 @@ from continualcode.events import (
     Undone,
     UserTask,
 )
-from continualcode.fsio import previous_of
 from continualcode.journal import Journal, latest_session, read_events, read_metrics, state_dir
 from continualcode.learn.memory import HEADER as MEMORY_HEADER
 from continualcode.learn.memory import MEMORY_FILE, Memory, project_block, workspace_notes
@@ -166,23 +164,6 @@ def _edit_file(path: Path) -> None:
     subprocess.run([*shlex.split(editor), str(path)], check=False)
 
 
-def _load_last_good(backend: Backend, adapter: Path, display: Display) -> None:
-    """Resume the project's adapter; if it cannot be loaded (corrupt, non-finite), the one it replaced;
-    else go on from the base model.  Each failure is one line on the display."""
-    for path in (adapter, previous_of(adapter)):
-        if not path.is_dir():
-            continue
-        try:
-            backend.load(path)
-            if path != adapter:
-                display.show(Info(f"resumed the previous adapter ({path.name}, step {backend.step})"))
-            return
-        except BackendError as e:
-            display.show(ErrorShown(f"{e}; not resumed"))
-    if adapter.is_dir():
-        display.show(Info("no loadable adapter: starting from the base model"))
-
-
 def _open_journal(cfg: Config, state: Path, parts: Parts, workspace: Workspace,
                   display: Display) -> tuple[Journal, list[Message] | None]:
     """The session's journal, adapter loaded: a new one, or the last one and its conversation when resuming."""
@@ -191,7 +172,8 @@ def _open_journal(cfg: Config, state: Path, parts: Parts, workspace: Workspace,
     if cfg.load_checkpoint_path:
         backend.load(Path(cfg.load_checkpoint_path).expanduser())
     elif cfg.resume:
-        _load_last_good(backend, state / "adapter", display)
+        for ev in load_last_good(backend, state / "adapter"):
+            display.show(ev)
     if prev is None:
         import chz
 

@@ -17,6 +17,7 @@ from continualcode.config import Config
 from continualcode.render import Renderer
 
 if TYPE_CHECKING:
+    from continualcode.events import Event
     from continualcode.learn.step import Learner, PromptSource
 
 
@@ -73,3 +74,26 @@ def build_parts(cfg: Config, backend: Backend | None = None, *, prompts: PromptS
     backend = backend if backend is not None else build_backend(cfg)
     renderer = make_renderer(backend, **renderer_kwargs)
     return Parts(cfg, backend, renderer, make_learner(cfg, backend, renderer, prompts=prompts))
+
+
+def load_last_good(backend: Backend, adapter: Path) -> list[Event]:
+    """Resume the project's adapter; if it cannot be loaded (corrupt, non-finite), the one it replaced
+    (`fsio.previous_of`); else go on from the base model.  Returns what to tell the user, one line each."""
+    from continualcode.backends.base import BackendError
+    from continualcode.events import ErrorShown, Info
+    from continualcode.fsio import previous_of
+
+    said: list[Event] = []
+    for path in (adapter, previous_of(adapter)):
+        if not path.is_dir():
+            continue
+        try:
+            backend.load(path)
+            if path != adapter:
+                said.append(Info(f"resumed the previous adapter ({path.name}, step {backend.step})"))
+            return said
+        except BackendError as e:
+            said.append(ErrorShown(f"{e}; not resumed"))
+    if adapter.is_dir():
+        said.append(Info("no loadable adapter: starting from the base model"))
+    return said

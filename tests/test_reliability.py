@@ -140,8 +140,7 @@ def test_a_non_finite_adapter_is_never_saved_or_loaded(fresh_backend, tmp_path: 
 def test_resume_falls_back_to_the_last_good_adapter(fresh_backend, tmp_path: Path) -> None:
     from safetensors.torch import load_file, save_file
 
-    from continualcode.app import _load_last_good
-    from continualcode.ui.terminal import Display
+    from continualcode.build import load_last_good
 
     adapter = tmp_path / "adapter"
     fresh_backend.adapter.step = 3
@@ -151,14 +150,8 @@ def test_resume_falls_back_to_the_last_good_adapter(fresh_backend, tmp_path: Pat
     w = load_file(str(adapter / "adapter_model.safetensors"))
     w[next(iter(w))].fill_(float("inf"))
     save_file(w, str(adapter / "adapter_model.safetensors"))
-    shown = []
-
-    class Recording(Display):
-        def show(self, ev) -> None:
-            shown.append(ev)
-
     fresh_backend.adapter.step = 0
-    _load_last_good(fresh_backend, adapter, Recording())
+    shown = load_last_good(fresh_backend, adapter)
     assert fresh_backend.step == 3
     texts = [e.text for e in shown]
     assert any("non-finite" in t and "not resumed" in t for t in texts) and any("previous adapter" in t for t in texts)

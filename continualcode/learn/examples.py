@@ -80,8 +80,9 @@ def _example(backend: Any, renderer: Any, cfg: LearnConfig, c: Correction,
     t1 = time.perf_counter()
     ref = None
     if cfg.kl_beta > 0 or cfg.max_kl < float("inf"):  # the reference also feeds the KL guard
-        full_ref = cfg.distill_loss != "sampled_token" and "full_distribution" in backend.capabilities
-        ref = backend.score(c.prompt_ids, completion, full=full_ref, adapter=False)
+        # full where the backend has it: the guard's KL is then exact, whatever the loss
+        ref = backend.score(c.prompt_ids, completion, full="full_distribution" in backend.capabilities,
+                            adapter=False)
     # π_old: on-policy in the step's own forward where the backend has one (exact in any dtype),
     # else the sampler's log-probs of the completion
     old = None if "on_policy_forward" in backend.capabilities else torch.tensor(c.sample.logprobs)

@@ -42,13 +42,17 @@ PromptSource = Callable[[Correction], Sequence[str]]
 
 def _kl(p: Scores, q: Scores | None) -> float:
     """Mean per-token KL(p ‖ q) on a completion: exact over the vocabulary when both full distributions
-    are at hand, else the non-negative k3 estimate on the sampled tokens (0 without q)."""
+    are at hand (always, on the local backend); else, as a proxy, the mean absolute log-prob change of
+    the completion's tokens (0 without q).
+
+    Not the k3 estimate: the completion was sampled before the step, and the step pushes the denied
+    tokens down on purpose, so q/p on them is huge and k3 = r − 1 − log r explodes (a KL "of 4567"
+    that rolled good steps back), although the distributions barely moved elsewhere."""
     if q is None:
         return 0.0
     if p.full_logprobs is not None and q.full_logprobs is not None:
         return float(kl_to_ref_full(p.full_logprobs, q.full_logprobs).mean())
-    r = q.logprobs - p.logprobs
-    return float((torch.expm1(r) - r).mean())
+    return float((p.logprobs - q.logprobs).abs().mean())
 
 
 _kl_after = _kl  # the guard's KL to the base: a name the tests patch

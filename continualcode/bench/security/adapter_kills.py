@@ -1,7 +1,7 @@
 """kill -9 during learning: the real small model (smollm2-135m, one thread) saves and learns in a
 forked child (every second step poisoned with learning_rate=nan), SIGKILLed at random moments (half
 of them inside a checkpoint write); each time the parent resumes as the app does
-(`app._load_last_good`) and checks that what it resumed is finite and is exactly a state the child
+(`build.load_last_good`) and checks that what it resumed is finite and is exactly a state the child
 announced (step and a hash of the LoRA weights) before saving it.
 
 The child is a fork of this process, so the parent and child share the loaded model and the
@@ -33,12 +33,11 @@ def adapter_kill_trials(root: Path, kills: int, *, seed: int = 0) -> dict[str, A
         return {"kills": 0, "skipped": "needs os.fork"}
     import torch
 
-    from continualcode.app import _load_last_good
     from continualcode.backends.local import LocalBackend
+    from continualcode.build import load_last_good
     from continualcode.learn.step import Learner
     from continualcode.learn.types import LearnConfig
     from continualcode.records import Correction, Message, Sample, ToolCall
-    from continualcode.ui.terminal import Display
 
     root.mkdir(parents=True)
     backend = LocalBackend(CACHE_MODEL, dtype="fp32", warmup=False, threads=1, seed=0)  # one thread: fork-safe
@@ -104,14 +103,6 @@ def adapter_kill_trials(root: Path, kills: int, *, seed: int = 0) -> dict[str, A
         os.close(lines.fd)
         return [*lines.seen, *rest]
 
-    class Quiet(Display):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lines: list[str] = []
-
-        def show(self, ev: Any) -> None:
-            self.lines.append(getattr(ev, "text", ""))
-
     # 1) calibrate: how long one save and one step take
     pid, lines = spawn(-1)
     stamps: list[float] = []
@@ -158,11 +149,10 @@ def adapter_kill_trials(root: Path, kills: int, *, seed: int = 0) -> dict[str, A
         counts["poisoned_steps"] += sum(p[1] == "poison" for p in learned)
         counts["poisoned_steps_rolled_back"] += sum(p[1] == "poison" and p[2] == "True" for p in learned)
         # resume as the app does, then judge what was resumed
-        shown = Quiet()
-        _load_last_good(backend, adapter, shown)
-        if any("previous adapter" in t for t in shown.lines):
+        lines = [ev.text for ev in load_last_good(backend, adapter)]
+        if any("previous adapter" in t for t in lines):
             counts["resumed_previous"] += 1
-        elif any("not resumed" in t or "no loadable" in t for t in shown.lines):
+        elif any("not resumed" in t or "no loadable" in t for t in lines):
             counts["unloadable"] += 1
         else:
             counts["resumed_adapter"] += 1
