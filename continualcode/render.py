@@ -94,6 +94,8 @@ def _parse(text: str, tools: Sequence[dict[str, Any]]) -> Parsed:
     return Parsed(call=ToolCall(obj["name"], args))
 
 
+# a tool written as a function call in prose: read("x.py", offset=1) — a plan, not an answer
+_CODE_CALL_RE = re.compile(r"\b(read|write|edit_lines|glob|grep|bash)\(\s*[\"']")
 _FENCE_RE = re.compile(r"```[a-zA-Z]*\s*(\{.*?\})\s*```", re.S)
 _NAME_KEY_RE = re.compile(r'["\']name["\']\s*:\s*["\']')
 _ARGS_KEY_RE = re.compile(r'["\'](arguments|parameters|args)["\']\s*:')
@@ -132,9 +134,10 @@ def placeholder_argument(call: ToolCall) -> str | None:
 
 def looks_like_call(text: str) -> bool:
     """Whether a text reply is really a tool call written as text: a fenced JSON block or a JSON
-    object with a "name" and "arguments"/"parameters" key, or a `<tool_call>` tag in prose.  Such a
-    reply is never an answer (the session re-asks or takes the call)."""
-    if "<tool_call>" in text or "</tool_call>" in text:
+    object with a "name" and "arguments"/"parameters" key, a `<tool_call>` tag in prose, or a tool
+    written as a function call (`read("x.py")`: a plan narrated instead of made).  Such a reply is
+    never an answer (the session re-asks or takes the call)."""
+    if "<tool_call>" in text or "</tool_call>" in text or _CODE_CALL_RE.search(text):
         return True
     return bool(_NAME_KEY_RE.search(text) and _ARGS_KEY_RE.search(text))
 
@@ -181,8 +184,8 @@ NATIVE_EXAMPLE: tuple[tuple[Role, str], ...] = (
     ("user", "What does greet() return?"),
     ("assistant", ToolCall("grep", {"pattern": "def greet", "path": ".", "include": "*.py"}).to_text()),
     ("tool", "app/hello.py:3: def greet(name):"),
-    ("assistant", ToolCall("read", {"path": "app/hello.py", "offset": 3, "limit": 4}).to_text()),
-    ("tool", "     3\tdef greet(name):\n     4\t    return f\"Hello, {name}!\""),
+    ("assistant", ToolCall("read", {"path": "app/hello.py", "offset": 1, "limit": 80}).to_text()),
+    ("tool", "     1\timport sys\n     2\t\n     3\tdef greet(name):\n     4\t    return f\"Hello, {name}!\""),
     ("assistant", "greet(name) in app/hello.py (line 3) returns the greeting \"Hello, <name>!\"."),
 )
 

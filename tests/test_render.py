@@ -120,3 +120,13 @@ def test_native_template_has_one_worked_exchange_before_the_conversation(tmp_pat
     msgs = r.to_template_messages([Message("user", "task")])
     assert [m["role"] for m in msgs] == ["system", *(role for role, _ in NATIVE_EXAMPLE), "user"]
     assert msgs[-1]["content"] == "task" and '"def greet"' in msgs[2]["content"]
+
+
+def test_a_tool_written_as_a_function_call_is_not_an_answer() -> None:
+    from continualcode.render import looks_like_call
+
+    assert looks_like_call('1. Read it:\n   read("inflection/__init__.py", offset=1, limit=4)')
+    assert looks_like_call("then edit_lines('a.py', 3, 4, 'x')")
+    for answer in ("parse() calls read(stream) and returns a dict.", "The read() method is lazy.",
+                   "greet(name) in app/hello.py returns a greeting."):
+        assert not looks_like_call(answer), answer
