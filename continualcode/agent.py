@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from continualcode.backends.base import Backend
@@ -99,7 +100,7 @@ LOOP_NOTE = ("You already made this exact call and its result is above; nothing 
              "Use that result: make a different call, or answer.")
 CHANGE_FIRST = "the task asks for a change: make it (write or edit_lines) before you answer"
 RUN_FIRST = "the task asks to run the tests: run them with bash (after your last change) before you answer"
-READ_FIRST = "read the lines of {path} before you edit them"
+READ_FIRST = "read {path} before you change it (use write only for new files)"
 READ_ONLY = frozenset({"read", "glob", "grep"})
 CHANGING = frozenset({"write", "edit_lines"})
 _CHANGE_VERBS = re.compile(
@@ -253,8 +254,7 @@ class Session:
                 message = call.to_text() if call is not None else text
             if parsed.text is not None and (t.must_change or t.must_run):  # the grammar bars this too
                 parsed = Parsed(error=CHANGE_FIRST if t.must_change else RUN_FIRST)
-            if (parsed.call is not None and parsed.call.name == "edit_lines" and s.guard_rails
-                    and not self._known(parsed.call)):
+            if parsed.call is not None and s.guard_rails and not self._known(parsed.call):
                 parsed = Parsed(error=READ_FIRST.format(path=parsed.call.arguments.get("path")))
             if parsed.call is not None and (arg := placeholder_argument(parsed.call)) is not None:
                 value = str(parsed.call.arguments[arg])[:40]
@@ -398,10 +398,15 @@ class Session:
             return ""
 
     def _known(self, call: ToolCall) -> bool:
-        """Whether the file a call edits was read (or written) in this session: an edit must replace
-        lines the model has seen."""
+        """Whether a call may change its file: always for calls that change nothing and for a write that
+        creates a file; an edit, or a write over an existing file, only once the session has read (or
+        written) it: a change must replace what the model has seen."""
+        if call.name not in CHANGING:
+            return True
         key = self._file_key(call)
-        return not key or key in self._known_files
+        if not key or key in self._known_files:
+            return True
+        return call.name == "write" and not Path(key).exists()
 
     def _decide(self, call: ToolCall) -> Decision:
         if call.name in self.auto_approve:

@@ -356,3 +356,12 @@ def test_scripted_model_must_run_the_tests_after_its_change_when_asked(tokenizer
     assert r.status == "answered" and r.text == "Fixed and tested."
     assert [c.name for c, _ in user.seen] == ["read", "edit_lines", "bash"]
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [RUN_FIRST]
+
+
+def test_scripted_model_must_read_a_file_before_overwriting_it_but_not_to_create_one(tokenizer, tmp_path):
+    over = call_text("write", path="main.py", content="x = 1\n")
+    new = call_text("write", path="new.py", content="y = 2\n")
+    s, _, user, _, events = make(tokenizer, tmp_path, [over, new, "Done."], [Approve()], guard_rails=True)
+    assert s.run_task("write the files").status == "answered"
+    assert [c.arguments["path"] for c, _ in user.seen] == ["new.py"]
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [READ_FIRST.format(path="main.py")]

@@ -848,3 +848,10 @@ def test_a_python_edit_that_breaks_the_syntax_says_so_in_preview_and_result(ws: 
     good = ws.run("write", {"path": "new.py", "content": "x = 1\n"})
     assert good.ok and "warning" not in good.output
     assert "no longer parses" in ws.run("write", {"path": "new2.py", "content": "x = (\n"}).output
+
+
+def test_a_write_that_drops_most_of_a_file_says_so(ws: Workspace) -> None:
+    (ws.root / "big.txt").write_text("".join(f"line {i}\n" for i in range(40)))
+    out = ws.run("write", {"path": "big.txt", "content": "x\n"})
+    assert out.ok and "warning: big.txt went from 40 lines to 1" in out.output
+    assert "warning" not in ws.run("write", {"path": "big.txt", "content": "".join(f"l{i}\n" for i in range(3))}).output

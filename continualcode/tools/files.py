@@ -107,11 +107,14 @@ def write(ws: Workspace, path: str, content: str) -> tuple[bool, str]:
     existed = target.exists()
     if existed and not stat.S_ISREG(target.stat().st_mode):  # a FIFO, socket or device: the preview refuses too
         raise ToolError(f"{rel} is not a regular file")
-    before = _syntax_error(_read_text_for_edit(target, rel), rel) if existed else None
+    old_text = _read_text_for_edit(target, rel) if existed else ""
+    before = _syntax_error(old_text, rel) if existed else None
     _write_file(target, _encode(content))
     n = len(_split_lines(content))
+    was = len(_split_lines(old_text)) if existed else 0
+    shrunk = f"\nwarning: {rel} went from {was} lines to {n}" if was >= 20 and n < was // 2 else ""
     return True, f"wrote {n} line{'s' * (n != 1)} to {rel}" + ("" if existed else " (new file)") + \
-        _syntax_note(before, _syntax_error(content, rel))
+        _syntax_note(before, _syntax_error(content, rel)) + shrunk
 
 
 def preview_write(ws: Workspace, path: str, content: str) -> str:
