@@ -13,6 +13,7 @@ these: they append one fsynced line per event.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 import shutil
@@ -22,6 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 TEMP_PREFIX = ".cctmp."  # atomic-write temp files: .cctmp.<pid>.<random>
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def fsync_dir(path: Path) -> None:

@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from continualcode.fsio import sha256_file
+
 MANIFEST = "continualcode-manifest.json"
 CONVERSION_VERSION = 2  # 2: the manifest holds each file's sha256 (version-1 caches are rebuilt)
 STALE_TEMP_SECONDS = 6 * 3600  # a conversion temp dir this old is abandoned whoever made it
@@ -213,7 +215,7 @@ def verify(d: Path) -> str | None:
     files = json.loads((d / MANIFEST).read_text())["files"]
     for fname, entry in files.items():
         try:
-            digest = _sha256(d / fname)
+            digest = sha256_file(d / fname)
         except OSError as e:
             return f"{fname} is unreadable ({e.strerror})"
         if digest != entry["sha256"]:
@@ -319,19 +321,11 @@ def _mk(p: Path) -> Path:
     return p
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _write_manifest(d: Path, spec: BuiltinModel) -> None:
     """The manifest, written last (atomically): each file's size and sha256."""
     from continualcode.fsio import atomic_write
 
-    files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in sorted(d.iterdir()) if f.is_file()}
+    files = {f.name: {"size": f.stat().st_size, "sha256": sha256_file(f)} for f in sorted(d.iterdir()) if f.is_file()}
     data = {"version": CONVERSION_VERSION, "model": spec.name, "gguf_sha256": spec.sha256, "files": files}
     atomic_write(d / MANIFEST, json.dumps(data, indent=1), keep_mode=False)
 

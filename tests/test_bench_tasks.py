@@ -311,13 +311,16 @@ def test_scripted_model_edit_task_checked_by_its_snippet(tokenizer, tiny: Path, 
                       calls=(Matcher.from_json({"tool": "bash", "args": {"command": "pytest"}}),)),
                 snippet_path=snippet)
     fix = call("edit_lines", path="tiny.py", start_line=2, end_line=2, content='    return s.upper() + "!"\n')
-    ctx = _ctx(tokenizer, [fix, call("bash", command="python -m pytest -q test_tiny.py"), "Fixed."])
+    ctx = _ctx(tokenizer, [call("read", path="tiny.py"), fix, call("bash", command="python -m pytest -q test_tiny.py"),
+                           "Fixed."])
     row, _ = run_task(ctx, task, tiny, seed=0)
     assert row["success"], row["check"]
     assert row["check"]["parts"] == {"snippet": True, "tests": True, "calls": True}
     assert (tiny / "tiny.py").read_text() == TINY["tiny.py"]  # the session worked on a copy
-    # the same task answered without the edit fails its snippet and the package's tests
-    row, _ = run_task(_ctx(tokenizer, [call("bash", command="python -m pytest -q"), "Done."]), task, tiny, seed=0)
+    # the same task answered without the edit (three times: the guard rails re-ask each) fails its snippet
+    # and the package's tests
+    row, _ = run_task(_ctx(tokenizer, [call("bash", command="python -m pytest -q"), "Done.", "Done.", "Done."]),
+                      task, tiny, seed=0)
     assert not row["success"] and row["check"]["parts"] == {"snippet": False, "tests": False, "calls": True}
 
 

@@ -10,7 +10,6 @@ a sha256 that differs, a damaged archive).  This module knows nothing of tasks o
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -19,6 +18,8 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from continualcode.fsio import sha256_file
 
 FETCH_TIMEOUT = 300  # seconds for one `pip download`
 
@@ -60,17 +61,9 @@ PINS: dict[str, Pin] = {p.name: p for p in (
 )}
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify(pin: Pin, path: Path) -> None:
     """PackageError (one line) unless `path` is the pinned sdist; a file that differs is removed."""
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     if digest != pin.sha256:
         path.unlink(missing_ok=True)
         raise PackageError(f"{pin.filename}: sha256 {digest[:16]}… differs from the pinned {pin.sha256[:16]}…; "
