@@ -18,10 +18,8 @@ Everything that happens is reported as a typed event (`events.py`) through `on_e
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from continualcode.backends.base import Backend
@@ -41,8 +39,9 @@ from continualcode.events import (
     ToolOutput,
     UserTask,
 )
+from continualcode.rails import LOOP_NOTE, REPEAT_ERROR, Rails
 from continualcode.records import Correction, Message, Sample, ToolCall
-from continualcode.render import Parsed, Renderer, call_in_text, looks_like_call, placeholder_argument
+from continualcode.render import Parsed, Renderer, call_in_text, looks_like_call
 from continualcode.tools import Workspace
 
 
@@ -89,40 +88,11 @@ class SamplingConfig:
     constrained: bool = True
     max_turns: int = 12
     max_malformed: int = 3
-    max_repeats: int = 2  # re-samples of a call the user already denied in this task
-    guard_rails: bool = True  # must act before answering a change / test-run task; read a file before editing it
+    max_repeats: int = 2  # re-samples of a call the user denied in the task, or of a repeated read-only call
+    guard_rails: bool = True  # rails.py: act before answering a change or test-run task; read before changing
 
 
-REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated denied call
-REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
-LOOP_ERROR = "the model repeated a read-only call whose result it already has"
-LOOP_NOTE = ("You already made this exact call and its result is above; nothing has changed since. "
-             "Use that result: make a different call, or answer.")
-CHANGE_FIRST = "the task asks for a change: make it (write or edit_lines) before you answer"
-RUN_FIRST = "the task asks to run the tests: run them with bash (after your last change) before you answer"
-READ_FIRST = "read {path} before you change it (use write only for new files)"
-READ_ONLY = frozenset({"read", "glob", "grep"})
-CHANGING = frozenset({"write", "edit_lines"})
-_CHANGE_VERBS = re.compile(
-    r"\b(add|fix|rename|change|bump|update|implement|create|write|remove|delete|replace|refactor|make|move|"
-    r"insert|append|convert|correct|repair|set|edit|modify)\b", re.I)
-
-
-_RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", re.I)
-
-
-def asks_to_run_tests(task: str) -> bool:
-    """Whether a task asks to run the tests: it may not be answered before a bash command ran after the
-    last change (a small model otherwise tells the user to run them)."""
-    return bool(_RUN_TESTS.search(task))
-
-
-def asks_for_change(task: str) -> bool:
-    """Whether a task asks for a change to the files (an imperative with a change verb), not a question:
-    such a task may not be answered in words before a write or edit_lines call has succeeded (a small
-    model otherwise claims a fix it never made)."""
-    text = task.strip()
-    return bool(text) and not text.endswith("?") and bool(_CHANGE_VERBS.search(text))
+REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated call
 TEXT_CALL_ERROR = ("a tool call written as text: make the call with <tool_call> tags and a known tool, "
                    "or answer in plain words")
 
@@ -163,11 +133,6 @@ class _TaskState:
     malformed: int = 0
     turn: int = 0
     pending: Correction | None = None  # the last denial, for learning from an approved retry
-    denied: set[str] = field(default_factory=set)  # the calls (canonical text) the user denied in this task
-    readonly_done: set[str] = field(default_factory=set)  # read-only calls run since the last write/edit/bash
-    must_change: bool = False  # the task asks for a change and no file has been changed yet
-    must_run: bool = False  # the task asks to run the tests and they have not run since the last change
-    task: str = ""
 
 
 class Session:
@@ -201,8 +166,7 @@ class Session:
         self.seed = seed
         self.learn_from_approved_retry = learn_from_approved_retry
         self.overview = overview
-        self._must_act = False  # the current task asks for a change or a test run that has not happened yet
-        self._known_files: set[str] = set()  # files read or written in this session: they may be edited
+        self.rails = Rails(self._file_key, on=self.sampling.guard_rails)
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
 
@@ -223,9 +187,7 @@ class Session:
         prompt_ids = self.renderer.prompt_ids(self.messages)
         # The model must act before it may answer in text: text is allowed after a tool result that
         # worked (after a failed call it must try again, not hand the error back as its answer).
-        last = self.messages[-1] if self.messages else None
-        allow_text = (last is not None and last.role == "tool" and last.meta.get("ok", True)
-                      and not self._must_act)
+        allow_text = self.rails.allow_text(self.messages[-1] if self.messages else None)
         seed = None if self.seed is None else self.seed + self._n_samples
         self._n_samples += 1
         s = self.sampling
@@ -235,12 +197,12 @@ class Session:
         )
         return prompt_ids, sample, self.renderer.decode(sample.tokens)
 
-    def _propose(self, t: _TaskState) -> Turn | None:
-        """Sample, parse and report one proposal.  A call spelled out as text is taken as the call when it
-        names a known tool with valid arguments, else it is malformed (never shown as an answer).  A call
-        the user denied in this task, or a read-only call whose result is already in the conversation
-        (nothing written since), is sampled again, hotter, up to `max_repeats` times; then a denied one
-        ends the task (None) and a read-only one is answered from the conversation (`Turn.repeat`)."""
+    def _propose(self) -> Turn | None:
+        """Sample, parse and report one proposal, reviewed by the rails (`rails.py`).  A call spelled out as
+        text is taken as the call when it names a known tool with valid arguments, else it is malformed
+        (never shown as an answer).  A call the user denied in this task, or a read-only call whose result
+        the conversation holds, is sampled again, hotter, up to `max_repeats` times; then a denied one ends
+        the task (None) and a read-only one is answered from the conversation (`Turn.repeat`)."""
         s = self.sampling
         turn: Turn | None = None
         for attempt in range(1 + s.max_repeats):
@@ -252,16 +214,7 @@ class Session:
                 call = call_in_text(parsed.text, self.renderer.tools)
                 parsed = Parsed(call=call) if call is not None else Parsed(error=TEXT_CALL_ERROR)
                 message = call.to_text() if call is not None else text
-            if parsed.text is not None and (t.must_change or t.must_run):  # the grammar bars this too
-                parsed = Parsed(error=CHANGE_FIRST if t.must_change else RUN_FIRST)
-            if parsed.call is not None and s.guard_rails and not self._known(parsed.call):
-                parsed = Parsed(error=READ_FIRST.format(path=parsed.call.arguments.get("path")))
-            if parsed.call is not None and (arg := placeholder_argument(parsed.call)) is not None:
-                value = str(parsed.call.arguments[arg])[:40]
-                parsed = Parsed(error=f"the {arg} argument {value!r} is a placeholder: use a real value from "
-                                      "the project")
-            key = parsed.call.to_text() if parsed.call is not None else ""
-            repeat = REPEAT_ERROR if key in t.denied else LOOP_ERROR if key in t.readonly_done else None
+            parsed, repeat = self.rails.review(parsed)
             self._emit(Proposal(text, len(sample.tokens), sample.finish_reason,
                                 call=None if parsed.call is None else {"name": parsed.call.name,
                                                                         "arguments": parsed.call.arguments},
@@ -269,7 +222,8 @@ class Session:
             turn = Turn(prompt_ids, sample, text, parsed, message, repeat=repeat is not None)
             if repeat is None:
                 return turn
-        return None if turn is None or turn.parsed.call is None or turn.parsed.call.to_text() in t.denied else turn
+        denied = turn is None or turn.parsed.call is None or turn.parsed.call.to_text() in self.rails.denied
+        return None if denied else turn
 
     def _add(self, *msgs: Message) -> None:
         """Append to the conversation; each message is also an event (the journal resumes from them)."""
@@ -305,13 +259,11 @@ class Session:
         if not self.messages and self.overview and (listing := project_overview(self.workspace)):
             self._add(Message("system", listing))
         self._add(Message("user", task))
-        act = self.sampling.guard_rails
-        t = _TaskState(TaskResult(status="max_turns"), must_change=act and asks_for_change(task),
-                       must_run=act and asks_to_run_tests(task), task=task)
-        self._must_act = t.must_change or t.must_run
+        self.rails.start_task(task)
+        t = _TaskState(TaskResult(status="max_turns"))
         while t.turn < self.sampling.max_turns:
             context = tuple(self.messages)
-            turn = self._propose(t)
+            turn = self._propose()
             if turn is None:
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", text=REPEAT_ERROR, calls=t.result.calls)
@@ -346,7 +298,7 @@ class Session:
         if isinstance(decision, Deny):
             self._emit(Decided("deny", text=decision.correction))
             self._add(Message("assistant", text))
-            t.denied.add(call.to_text())
+            self.rails.deny(call)
             if not decision.correction.strip():
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)
@@ -377,18 +329,7 @@ class Session:
         self._emit(ToolOutput(call.name, result.ok, result.output))
         self._add(Message("tool", result.output, meta={"tool": call.name, "ok": result.ok}))
         t.result.calls.append(call)
-        if call.name in READ_ONLY:
-            t.readonly_done.add(call.to_text())
-        else:  # files may have changed: a read may now show something new
-            t.readonly_done.clear()
-            if result.ok and call.name in CHANGING:
-                t.must_change = False
-                t.must_run = t.must_run or (self.sampling.guard_rails and asks_to_run_tests(t.task))
-            if call.name == "bash":
-                t.must_run = False
-            self._must_act = t.must_change or t.must_run
-        if result.ok and call.name in ("read", *CHANGING):
-            self._known_files.add(self._file_key(call))
+        self.rails.ran(call, result.ok)
         return None
 
     def _file_key(self, call: ToolCall) -> str:
@@ -396,17 +337,6 @@ class Session:
             return str(self.workspace.resolve(str(call.arguments.get("path", ""))))
         except Exception:  # an unusable path: the tool itself will refuse it with a clear line
             return ""
-
-    def _known(self, call: ToolCall) -> bool:
-        """Whether a call may change its file: always for calls that change nothing and for a write that
-        creates a file; an edit, or a write over an existing file, only once the session has read (or
-        written) it: a change must replace what the model has seen."""
-        if call.name not in CHANGING:
-            return True
-        key = self._file_key(call)
-        if not key or key in self._known_files:
-            return True
-        return call.name == "write" and not Path(key).exists()
 
     def _decide(self, call: ToolCall) -> Decision:
         if call.name in self.auto_approve:

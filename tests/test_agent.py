@@ -8,12 +8,6 @@ from pathlib import Path
 import pytest
 
 from continualcode.agent import (
-    CHANGE_FIRST,
-    LOOP_ERROR,
-    LOOP_NOTE,
-    READ_FIRST,
-    REPEAT_ERROR,
-    RUN_FIRST,
     TEXT_CALL_ERROR,
     Abort,
     Approve,
@@ -26,6 +20,7 @@ from continualcode.agent import (
     args_diff,
 )
 from continualcode.events import AssistantText, Event, Proposal, ToolOutput
+from continualcode.rails import CHANGE_FIRST, LOOP_ERROR, LOOP_NOTE, READ_FIRST, REPEAT_ERROR, RUN_FIRST
 from continualcode.records import Sample, ToolCall
 from continualcode.render import Renderer
 from continualcode.tools import Workspace
@@ -314,7 +309,7 @@ def test_scripted_model_may_not_answer_right_after_a_failed_call(tokenizer, tmp_
 
 
 def test_asks_for_change():
-    from continualcode.agent import asks_for_change
+    from continualcode.rails import asks_for_change
 
     assert asks_for_change("Fix the bug in parse.py and run the tests.")
     assert asks_for_change("ordinalize(13) returns '13rd'. Find the bug, fix it.")

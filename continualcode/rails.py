@@ -1,0 +1,117 @@
+"""The guard rails a small model runs on: what makes a proposal unacceptable, and what a task demands
+before it may be answered in words.
+
+Pure bookkeeping over calls and their results: no model, no terminal.  The `Session` asks `review`
+about each parsed proposal (it returns the proposal, or an error to send back, or a repeat to sample
+again), `allow_text` before each sample (the grammar then bars text), and tells `ran` what each
+executed call did.  Why each rule exists, with the failure it answers: docs/agent.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from continualcode.records import Message, ToolCall
+from continualcode.render import Parsed, placeholder_argument
+
+REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
+LOOP_ERROR = "the model repeated a read-only call whose result it already has"
+LOOP_NOTE = ("You already made this exact call and its result is above; nothing has changed since. "
+             "Use that result: make a different call, or answer.")
+CHANGE_FIRST = "the task asks for a change: make it (write or edit_lines) before you answer"
+RUN_FIRST = "the task asks to run the tests: run them with bash (after your last change) before you answer"
+READ_FIRST = "read {path} before you change it (use write only for new files)"
+READ_ONLY = frozenset({"read", "glob", "grep"})
+CHANGING = frozenset({"write", "edit_lines"})
+
+_CHANGE_VERBS = re.compile(
+    r"\b(add|fix|rename|change|bump|update|implement|create|write|remove|delete|replace|refactor|make|move|"
+    r"insert|append|convert|correct|repair|set|edit|modify)\b", re.I)
+_RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", re.I)
+
+FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names ("" when unusable)
+
+
+def asks_for_change(task: str) -> bool:
+    """Whether a task asks for a change to the files (an imperative with a change verb, not a question)."""
+    text = task.strip()
+    return bool(text) and not text.endswith("?") and bool(_CHANGE_VERBS.search(text))
+
+
+def asks_to_run_tests(task: str) -> bool:
+    """Whether a task asks to run the tests."""
+    return bool(_RUN_TESTS.search(task))
+
+
+@dataclass
+class Rails:
+    """One session's rails: the files it has seen (across tasks) and the current task's demands.
+
+    `on=False` keeps only what is not a guard rail: a denied call is never shown again, and a
+    read-only call whose result the conversation holds is not run again.
+    """
+
+    file_key: FileKey
+    on: bool = True
+    known_files: set[str] = field(default_factory=set)  # read or written in this session: may be changed
+    task: str = ""
+    must_change: bool = False  # the task asks for a change and no file has been changed yet
+    must_run: bool = False  # the task asks to run the tests and they have not run since the last change
+    denied: set[str] = field(default_factory=set)  # calls (canonical text) denied in this task
+    readonly_done: set[str] = field(default_factory=set)  # read-only calls run since the last change
+
+    def start_task(self, task: str) -> None:
+        self.task, self.denied, self.readonly_done = task, set(), set()
+        self.must_change = self.on and asks_for_change(task)
+        self.must_run = self.on and asks_to_run_tests(task)
+
+    def allow_text(self, last: Message | None) -> bool:
+        """Text is allowed after a tool result that worked, once the task's demands are met."""
+        return (last is not None and last.role == "tool" and bool(last.meta.get("ok", True))
+                and not (self.must_change or self.must_run))
+
+    def review(self, parsed: Parsed) -> tuple[Parsed, str | None]:
+        """(the proposal, or an error in its place; a repeat error when it should be sampled again)."""
+        if parsed.text is not None and (self.must_change or self.must_run):  # the grammar bars this too
+            return Parsed(error=CHANGE_FIRST if self.must_change else RUN_FIRST), None
+        call = parsed.call
+        if call is None:
+            return parsed, None
+        if self.on and not self._may_change(call):
+            return Parsed(error=READ_FIRST.format(path=call.arguments.get("path"))), None
+        if (arg := placeholder_argument(call)) is not None:
+            value = str(call.arguments[arg])[:40]
+            return Parsed(error=f"the {arg} argument {value!r} is a placeholder: use a real value from "
+                                "the project"), None
+        key = call.to_text()
+        return parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done else None
+
+    def deny(self, call: ToolCall) -> None:
+        self.denied.add(call.to_text())
+
+    def ran(self, call: ToolCall, ok: bool) -> None:
+        """What an executed call did to the demands and to what is known."""
+        if call.name in READ_ONLY:
+            self.readonly_done.add(call.to_text())
+        else:  # files may have changed: a read may now show something new
+            self.readonly_done.clear()
+            if ok and call.name in CHANGING:
+                self.must_change = False
+                self.must_run = self.must_run or (self.on and asks_to_run_tests(self.task))
+            if call.name == "bash":
+                self.must_run = False
+        if ok and call.name in ("read", *CHANGING) and (key := self.file_key(call)):
+            self.known_files.add(key)
+
+    def _may_change(self, call: ToolCall) -> bool:
+        """Calls that change nothing, and a write that creates a file, always; an edit, or a write over an
+        existing file, only once the session has read (or written) it."""
+        if call.name not in CHANGING:
+            return True
+        key = self.file_key(call)
+        if not key or key in self.known_files:
+            return True
+        return call.name == "write" and not Path(key).exists()
