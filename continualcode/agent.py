@@ -39,7 +39,7 @@ from continualcode.events import (
     ToolOutput,
     UserTask,
 )
-from continualcode.rails import LOOP_NOTE, REPEAT_ERROR, Rails
+from continualcode.rails import LOOP_ERROR, LOOP_NOTE, REPEAT_ERROR, Rails
 from continualcode.records import Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer, call_in_text, looks_like_call
 from continualcode.tools import Workspace
@@ -202,9 +202,11 @@ class Session:
         text is taken as the call when it names a known tool with valid arguments, else it is malformed
         (never shown as an answer).  A call the user denied in this task, or a read-only call whose result
         the conversation holds, is sampled again, hotter, up to `max_repeats` times; then a denied one ends
-        the task (None) and a read-only one is answered from the conversation (`Turn.repeat`)."""
+        the task (None), a read-only one is answered from the conversation (`Turn.repeat`), and a call the
+        rails refused before comes back as the malformed turn it is."""
         s = self.sampling
         turn: Turn | None = None
+        repeat: str | None = None
         for attempt in range(1 + s.max_repeats):
             self._emit(Thinking())
             prompt_ids, sample, text = self.query(temperature=None if attempt == 0 else min(
@@ -219,11 +221,12 @@ class Session:
                                 call=None if parsed.call is None else {"name": parsed.call.name,
                                                                         "arguments": parsed.call.arguments},
                                 error=repeat or parsed.error))
-            turn = Turn(prompt_ids, sample, text, parsed, message, repeat=repeat is not None)
+            turn = Turn(prompt_ids, sample, text, parsed, message, repeat=repeat == LOOP_ERROR)
             if repeat is None:
                 return turn
-        denied = turn is None or turn.parsed.call is None or turn.parsed.call.to_text() in self.rails.denied
-        return None if denied else turn
+        # it kept coming back: a denied call ends the task; a refused one is malformed; a read-only one is
+        # answered from the conversation
+        return None if repeat == REPEAT_ERROR else turn
 
     def _add(self, *msgs: Message) -> None:
         """Append to the conversation; each message is also an event (the journal resumes from them)."""

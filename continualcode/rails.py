@@ -24,6 +24,8 @@ LOOP_NOTE = ("You already made this exact call and its result is above; nothing 
 CHANGE_FIRST = "the task asks for a change: make it (write or edit_lines) before you answer"
 RUN_FIRST = "the task asks to run the tests: run them with bash (after your last change) before you answer"
 READ_FIRST = "read {path} before you change it (use write only for new files)"
+REJECTED_AGAIN = "the model proposed a call these rails had refused in this task again"
+NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
 READ_ONLY = frozenset({"read", "glob", "grep"})
 CHANGING = frozenset({"write", "edit_lines"})
 
@@ -62,16 +64,18 @@ class Rails:
     must_run: bool = False  # the task asks to run the tests and they have not run since the last change
     denied: set[str] = field(default_factory=set)  # calls (canonical text) denied in this task
     readonly_done: set[str] = field(default_factory=set)  # read-only calls run since the last change
+    rejected: set[str] = field(default_factory=set)  # calls these rails refused in this task
 
     def start_task(self, task: str) -> None:
-        self.task, self.denied, self.readonly_done = task, set(), set()
+        self.task, self.denied, self.readonly_done, self.rejected = task, set(), set(), set()
         self.must_change = self.on and asks_for_change(task)
         self.must_run = self.on and asks_to_run_tests(task)
 
     def allow_text(self, last: Message | None) -> bool:
-        """Text is allowed after a tool result that worked, once the task's demands are met."""
+        """Text is allowed after a tool result that worked and found something (not after a search with
+        no match: an answer needs evidence), once the task's demands are met."""
         return (last is not None and last.role == "tool" and bool(last.meta.get("ok", True))
-                and not (self.must_change or self.must_run))
+                and not last.content.startswith(NOTHING_FOUND) and not (self.must_change or self.must_run))
 
     def review(self, parsed: Parsed) -> tuple[Parsed, str | None]:
         """(the proposal, or an error in its place; a repeat error when it should be sampled again)."""
@@ -80,13 +84,17 @@ class Rails:
         call = parsed.call
         if call is None:
             return parsed, None
-        if self.on and not self._may_change(call):
-            return Parsed(error=READ_FIRST.format(path=call.arguments.get("path"))), None
-        if (arg := placeholder_argument(call)) is not None:
-            value = str(call.arguments[arg])[:40]
-            return Parsed(error=f"the {arg} argument {value!r} is a placeholder: use a real value from "
-                                "the project"), None
         key = call.to_text()
+        error = None
+        if self.on and not self._may_change(call):
+            error = READ_FIRST.format(path=call.arguments.get("path"))
+        elif (arg := placeholder_argument(call)) is not None:
+            error = f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value " \
+                    "from the project"
+        if error is not None:  # refused; refused again when proposed again, and then sampled again, hotter
+            again = key in self.rejected
+            self.rejected.add(key)
+            return Parsed(error=error), REJECTED_AGAIN if again else None
         return parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done else None
 
     def deny(self, call: ToolCall) -> None:

@@ -360,3 +360,25 @@ def test_scripted_model_must_read_a_file_before_overwriting_it_but_not_to_create
     assert s.run_task("write the files").status == "answered"
     assert [c.arguments["path"] for c, _ in user.seen] == ["new.py"]
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [READ_FIRST.format(path="main.py")]
+
+
+def test_scripted_model_may_not_answer_right_after_a_search_that_found_nothing(tokenizer, tmp_path):
+    replies = [call_text("grep", pattern="def nowhere"), call_text("grep", pattern="def "), "add is in main.py."]
+    s, _, _, _, _ = make(tokenizer, tmp_path, replies, [Approve(), Approve()], guard_rails=True)
+    asked: list[bool] = []
+    real = s._constraint
+    s._constraint = lambda allow_text: asked.append(allow_text) or real(allow_text)  # type: ignore[method-assign]
+    assert s.run_task("where is add?").status == "answered"
+    assert asked == [False, False, True]
+
+
+def test_scripted_model_refused_call_proposed_again_is_sampled_again_then_malformed(tokenizer, tmp_path):
+    from continualcode.rails import REJECTED_AGAIN
+
+    over = call_text("write", path="main.py", content="x = 1\n")
+    s, model, user, _, events = make(tokenizer, tmp_path, [over] * 7, [], guard_rails=True)
+    r = s.run_task("rewrite main.py")
+    assert r.status == "malformed" and user.seen == []
+    errors = [e.error for e in events if isinstance(e, Proposal)]
+    assert errors.count(READ_FIRST.format(path="main.py")) == 1 and errors.count(REJECTED_AGAIN) == 6
+    assert len(model.prompts) == 7  # 1 + (1 + 2 re-samples) + (1 + 2): three malformed turns in all
