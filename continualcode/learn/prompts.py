@@ -20,12 +20,14 @@ from typing import Any
 
 from continualcode.records import Message
 
-PARAPHRASE_PROMPT = (
-    "A user of a coding assistant made this request in their project:\n\n{task}\n\n"
-    "Write {n} different requests of the same kind that the same user might make in the same project, "
-    "about other files, functions or names. One request per line. No numbering, no explanations."
-)
+PARAPHRASE_PROMPT = ("Write {n} requests of the same kind as the given one, about other files and names in the "
+                     "same project. A numbered list, one request per line.\n\nRequest: {task}")
+# one worked example: without it Qwen2.5-Coder-0.5B repeated the request n times
+EXAMPLE_TASK = "Rename the function load to load_config in settings.py."
+EXAMPLE_LIST = ("1. Rename the class Item to Product in models.py.\n2. Rename the variable n to count in stats.py.\n"
+                "3. Rename the method run to start in server.py.")
 MAX_PROMPT_CHARS = 300
+_NUMBERED = re.compile(r"^\s*\d+[.)]\s+(.*)$")
 
 
 def paraphrases(backend: Any, renderer: Any, task: str, n: int, *, seed: int | None = None,
@@ -34,24 +36,31 @@ def paraphrases(backend: Any, renderer: Any, task: str, n: int, *, seed: int | N
     if n <= 0 or not task.strip():
         return []
     chat = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": PARAPHRASE_PROMPT.format(task=EXAMPLE_TASK, n=3)},
+            {"role": "assistant", "content": EXAMPLE_LIST},
             {"role": "user", "content": PARAPHRASE_PROMPT.format(task=task.strip(), n=n)}]
-    text = renderer.tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-    prompt = list(renderer.tok.encode(text, add_special_tokens=False))
+    text = renderer.tok.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) + "1."
+    prompt = list(renderer.tok.encode(text, add_special_tokens=False))  # the reply starts the list: "1."
     sample = backend.sample(prompt, max_tokens=40 * n + 16, temperature=temperature, top_p=0.95,
                             stop=renderer.stop_ids, seed=seed)
-    return parse_lines(renderer.decode(sample.tokens), n, exclude=task)
+    return parse_lines("1." + renderer.decode(sample.tokens), n, exclude=task)
 
 
 def parse_lines(text: str, n: int, *, exclude: str = "") -> list[str]:
-    """The first `n` distinct usable request lines of a model's reply (bullets and numbers stripped)."""
+    """The first `n` distinct usable requests of a numbered list in a model's reply: numbered lines only,
+    their numbers stripped; no headers (ending in ':'), no code, nothing over MAX_PROMPT_CHARS."""
     out: list[str] = []
     seen = {_norm(exclude)}
     for line in text.splitlines():
-        line = re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip().strip('"')
-        if len(line) < 8 or len(line) > MAX_PROMPT_CHARS or "<" in line or _norm(line) in seen:
+        m = _NUMBERED.match(line)
+        if m is None:
             continue
-        seen.add(_norm(line))
-        out.append(line)
+        item = m.group(1).strip().strip('"').strip("*").strip()
+        if (len(item) < 12 or len(item) > MAX_PROMPT_CHARS or item.endswith(":") or "<" in item
+                or item.startswith("`") or _norm(item) in seen):
+            continue
+        seen.add(_norm(item))
+        out.append(item)
         if len(out) == n:
             break
     return out
@@ -67,4 +76,4 @@ def task_of(messages: Sequence[Message]) -> str:
 
 
 def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
+    return " ".join(text.lower().split()).rstrip(".!?")
