@@ -53,6 +53,9 @@ class Config:
     draft: Literal["lookup", "off"] = "lookup"
     """Draft decoding (local): guess the next tokens by copying from the prompt and check them in one forward;
     the same tokens as plain decoding, fewer passes over the weights when the guesses hold."""
+    decode_int8: bool = False
+    """CPU: one-token decode steps read an int8 copy of the frozen weights (half the bytes); prefill, scoring and
+    training keep the full weights, so learning sees the same numbers."""
     cache_dir: str = ""
     """Converted built-in models (default $CONTINUALCODE_CACHE or ~/.cache/continualcode)."""
 
@@ -205,6 +208,7 @@ CHECKS: dict[str, Check] = {
     "lora_targets": _pattern(r"all-linear|\s*[A-Za-z_][\w.]*(\s*,\s*[A-Za-z_][\w.]*)*\s*",
                              "all-linear or comma-separated module names"),
     "draft": _any,
+    "decode_int8": _any,
     "cache_dir": _text,
     "temperature": _number(0, 10),
     "top_p": _number(0, 1, lo_open=True),

@@ -32,6 +32,7 @@ BAD: dict[str, list[str]] = {
     "lora_alpha": ["-1", "0"],
     "lora_targets": ["", "1bad", "q_proj,,v_proj"],
     "draft": ["medusa"],
+    "decode_int8": ["int4"],
     "cache_dir": ["cache\x00dir"],
     "temperature": ["nan", "inf", "-inf", "-0.1", "11"],
     "top_p": ["0", "1.5", "nan"],

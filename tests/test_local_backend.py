@@ -517,3 +517,27 @@ def test_draft_decoding_keeps_the_tokens_and_logprobs(backend, renderer, tempera
     backend.clear_cache()
     fresh = backend.score(prompt, drafted.tokens).logprobs
     assert torch.allclose(again, fresh, atol=1e-4)
+
+
+def test_decode_int8_changes_one_token_steps_only(cache_dir):
+    """The int8 copies serve one-token no-grad forwards; scoring (many tokens) is bit-identical to bf16,
+    and a one-token step stays close (the int8 rounding)."""
+    from continualcode.backends.quant import DecodeInt8, quantize_for_decode
+
+    b = LocalBackend("smollm2-135m", dtype="bf16", cache=cache_dir, seed=0, warmup=False, threads=1)
+    prompt, completion = list(range(100, 140)), list(range(200, 210))
+    with torch.no_grad():
+        before_T = b.score(prompt, completion).logprobs
+        one = b.model(input_ids=torch.tensor([prompt])).logits[0, -1].float()
+    n = quantize_for_decode(b.model)
+    assert n > 100 and isinstance(b.model.get_output_embeddings(), DecodeInt8)
+    assert not any(isinstance(m, DecodeInt8) for name, m in b.model.named_modules() if "lora_" in name)
+    b.clear_cache()
+    assert torch.equal(b.score(prompt, completion).logprobs, before_T)  # many tokens: the bf16 weights
+    b.clear_cache()
+    with torch.no_grad():
+        out = b.model(input_ids=torch.tensor([prompt[:-1]]), use_cache=True)
+        step = b.model(input_ids=torch.tensor([prompt[-1:]]), past_key_values=out.past_key_values).logits[0, -1].float()
+    p, q = torch.log_softmax(one, -1), torch.log_softmax(step, -1)
+    kl = float((p.exp() * (p - q)).sum())
+    assert 0 < kl < 0.05, kl  # it did change, and only by rounding

@@ -90,6 +90,7 @@ class LocalBackend:
         threads: int = 0,
         optimizer: str = "adamw",
         draft: str = "lookup",
+        decode_int8: bool = False,
         warmup: bool = True,
         cache: Path | None = None,
     ) -> None:
@@ -137,6 +138,10 @@ class LocalBackend:
         except ValueError as e:
             raise BackendError(f"bad lora_targets {lora_targets!r}: {e}") from None
         self.adapter = AdapterState(self.model, self.lora_config, self.resolved.model_id, optimizer=optimizer)
+        if decode_int8 and self.device.type == "cpu":
+            from continualcode.backends.quant import quantize_for_decode
+
+            quantize_for_decode(self.model)
         self._kv = PrefixStore(self._extend)
         if draft not in ("lookup", "off"):
             raise BackendError(f"unknown draft {draft!r}: use lookup or off")
