@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PARTS = ("sampling", "bound", "drafts", "session", "step", "start")
+PARTS = ("sampling", "bound", "drafts", "session", "step", "start", "int8")  # int8 last: it quantizes the model
 
 
 def main(args: Sequence[str]) -> int:
@@ -87,6 +87,7 @@ def main(args: Sequence[str]) -> int:
     lengths = [int(x) for x in ns.lengths.split(",") if x]
     run("step", lambda: step.bench_step(backend, renderer, cfg, lengths, ns.completion, ns.repeats))
     run("start", lambda: start.bench_start(cfg, backend, ns.repeats))
+    run("int8", lambda: decode.int8(backend, renderer, decode.draft_prompts(*_draft_file(cfg)), ns.repeats))
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _write(out, res, to_markdown)
     print(to_markdown(res))

@@ -165,3 +165,31 @@ def _pooled(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "acceptance": accepted / drafted if drafted else None,
             "tokens_per_forward": sum(r["tokens"] for r in rs) / max(1, sum(r["forwards"] + 1 for r in rs)),
             "same_tokens": all(r["same_tokens"] for r in rs)}
+
+
+def int8(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], repeats: int) -> dict[str, Any]:
+    """Decode steps with the int8 copies against bf16, on the same backend (quantized at the end: this part
+    runs last), and the KL between the two next-token distributions after each speed prompt."""
+    import torch
+
+    from continualcode.backends.quant import quantize_for_decode
+
+    def steps() -> tuple[float, list[torch.Tensor]]:
+        dists = []
+        with torch.no_grad():
+            for _, msgs in prompts:
+                ids = renderer.prompt_ids(msgs)
+                out = backend.model(input_ids=torch.tensor([ids[:-1]]), use_cache=True, logits_to_keep=1)
+                last = backend.model(input_ids=torch.tensor([ids[-1:]]), past_key_values=out.past_key_values)
+                dists.append(torch.log_softmax(last.logits[0, -1].float(), -1))
+        per_tok = sampler(backend, renderer, repeats)["decode_s_per_tok"]["median"]
+        return per_tok, dists
+
+    t_bf16, d_bf16 = steps()
+    n = quantize_for_decode(backend.model)
+    t_int8, d_int8 = steps()
+    kls = [float((p.exp() * (p - q)).sum()) for p, q in zip(d_bf16, d_int8, strict=True)]
+    same = [int(p.argmax()) == int(q.argmax()) for p, q in zip(d_bf16, d_int8, strict=True)]
+    return {"linears": n, "bf16_s_per_tok": t_bf16, "int8_s_per_tok": t_int8, "speedup": t_bf16 / t_int8,
+            "kl_mean": sum(kls) / len(kls), "kl_max": max(kls), "same_top_token": sum(same) / len(same),
+            "prompts": len(kls)}

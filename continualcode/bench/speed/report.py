@@ -85,6 +85,13 @@ def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
             acc = "–" if r["acceptance"] is None else f"{r['acceptance']:.0%}"
             out.append(f"| {kind} | {r['n']} | {r['tokens']} | {r['speedup']:.2f}× | {acc} | "
                        f"{r['tokens_per_forward']:.2f} | {r['same_tokens']} |")
+    q = res.get("int8")
+    if q:
+        out += ["", "## Weight-only int8 for decode steps (`decode_int8=true`)", "",
+                f"- decode step (drafts off): bf16 {1000 * q['bf16_s_per_tok']:.0f} ms/token, int8 "
+                f"{1000 * q['int8_s_per_tok']:.0f} ms/token → **{q['speedup']:.2f}×** ({q['linears']} linear layers)",
+                f"- next-token distributions after {q['prompts']} speed prompts: KL(bf16 ‖ int8) mean "
+                f"{q['kl_mean']:.4f}, max {q['kl_max']:.4f} nats; same top token {q['same_top_token']:.0%}"]
     s = res.get("session")
     if s:
         out += ["", "## Replayed session (xmltodict.py, greedy, every call approved)", "",
