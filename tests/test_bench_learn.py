@@ -623,7 +623,7 @@ def test_guard_no_held_out_prompt_reaches_a_learner(tokenizer) -> None:
     recs, _ = variant_unit(ctx, sc, learner, cross=[], earlier=[], baselines={sc.id: row}, changed_before=False)
     # the learner got the scenario's own task's correction, and nothing from the measuring sessions
     assert len(rec.seen) == 1 and recs["task"]["retries"]
-    assert all(m.content == sc.task for c in rec.seen for m in c.messages[:1])
+    assert all(next(m.content for m in c.messages if m.role == "user") == sc.task for c in rec.seen)
     assert not any(norm(m.content) in held_out([sc]) for c in rec.seen for m in c.messages)
     # a fresh task handed to a learner is refused loudly (never swallowed as a learner error)
     with pytest.raises(PromptLeak):

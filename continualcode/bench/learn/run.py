@@ -66,8 +66,12 @@ if TYPE_CHECKING:
 DESCRIPTION = "The learning benchmark (`continualcode bench learn`): a simulated user drives the real agent."
 BENCH_MAX_TOKENS = 192
 QUICK_SCENARIOS, QUICK_MAX_TURNS, QUICK_MAX_TOKENS, QUICK_VARIANTS = 2, 2, 160, "in-context,topk"
+# what build_backend takes: a variant that changes one of these gets its own backend
 BACKEND_KEYS = ("model_name", "backend", "device", "dtype", "lora_rank", "lora_alpha", "lora_targets",
-                "cache_dir", "prefix_grad", "grad_clip", "threads")
+                "cache_dir", "prefix_grad", "grad_clip", "threads", "optimizer", "draft", "decode_int8")
+# what the unadapted model's samples and scores depend on: a variant that changes one of these gets its own
+# baseline ("baseline[k=v,…]"); training-only keys (optimizer, grad_clip, prefix_grad) share the plain one
+BASELINE_KEYS = tuple(k for k in BACKEND_KEYS if k not in ("optimizer", "grad_clip", "prefix_grad"))
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "max_turns", "constrained")
 REPO = Path(__file__).resolve().parents[3]  # the checkout that holds this package
 
@@ -281,12 +285,12 @@ class Baseline:
 
 
 def _group_key(cfg: Config) -> tuple[Any, ...]:
-    return tuple(getattr(cfg, k) for k in (*BACKEND_KEYS, *SAMPLING_KEYS))
+    return tuple(getattr(cfg, k, None) for k in (*BACKEND_KEYS, *SAMPLING_KEYS))
 
 
 def _baseline_name(variant_cfg: Config, base_cfg: Config) -> str:
-    diff = [f"{k}={getattr(variant_cfg, k)}" for k in (*BACKEND_KEYS, *SAMPLING_KEYS)
-            if getattr(variant_cfg, k) != getattr(base_cfg, k)]
+    diff = [f"{k}={getattr(variant_cfg, k, None)}" for k in (*BASELINE_KEYS, *SAMPLING_KEYS)
+            if getattr(variant_cfg, k, None) != getattr(base_cfg, k, None)]
     return "baseline" + (f"[{','.join(diff)}]" if diff else "")
 
 

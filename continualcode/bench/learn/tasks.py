@@ -121,10 +121,11 @@ class Ctx:
         return dataclasses.replace(self, renderer=renderer, rules=rules)
 
     def sampling(self, sc: Scenario | None, *, constrained: bool | None = None) -> SamplingConfig:
-        c = self.cfg
+        """The product's sampling settings (`Config.sampling_config`), with the scenario's turn cap."""
+        c = self.cfg.sampling_config()
         turns = min(sc.max_turns, c.max_turns) if sc is not None else c.max_turns
-        return SamplingConfig(temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens,
-                              constrained=c.constrained if constrained is None else constrained, max_turns=turns)
+        return dataclasses.replace(c, max_turns=turns,
+                                   constrained=c.constrained if constrained is None else constrained)
 
     def workspace(self, root: Path, files: dict[str, str]) -> Workspace:
         for rel, text in files.items():
