@@ -107,6 +107,7 @@ class Turn:
     parsed: Parsed
     message: str  # what goes into the conversation: the text, or the proper call for a call spelled out as text
     repeat: bool = False  # a read-only call whose result the conversation already holds
+    redirected: bool = False  # a change to an unseen file, replaced by the read of it (not the sampled tokens)
 
 
 @dataclass
@@ -216,12 +217,16 @@ class Session:
                 call = call_in_text(parsed.text, self.renderer.tools)
                 parsed = Parsed(call=call) if call is not None else Parsed(error=TEXT_CALL_ERROR)
                 message = call.to_text() if call is not None else text
-            parsed, repeat = self.rails.review(parsed)
+            verdict = self.rails.review(parsed)
+            parsed, repeat = verdict.parsed, verdict.repeat
+            if verdict.redirected and parsed.call is not None:
+                message = parsed.call.to_text()
             self._emit(Proposal(text, len(sample.tokens), sample.finish_reason,
                                 call=None if parsed.call is None else {"name": parsed.call.name,
                                                                         "arguments": parsed.call.arguments},
                                 error=repeat or parsed.error))
-            turn = Turn(prompt_ids, sample, text, parsed, message, repeat=repeat == LOOP_ERROR)
+            turn = Turn(prompt_ids, sample, text, parsed, message, repeat=repeat == LOOP_ERROR,
+                        redirected=verdict.redirected)
             if repeat is None:
                 return turn
         # it kept coming back: a denied call ends the task; a refused one is malformed; a read-only one is
@@ -305,18 +310,20 @@ class Session:
             if not decision.correction.strip():
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)
-            t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text,
-                                   decision.correction.strip(), tuple(self.feedback))
-            self._learn(t.pending)
+            if not turn.redirected:  # a redirected call is not what the model wrote: nothing to learn from
+                t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text,
+                                       decision.correction.strip(), tuple(self.feedback))
+                self._learn(t.pending)
             self._add(Message("user", f"Denied. {decision.correction.strip()}"))
             return None
         if isinstance(decision, Edit):
             edited = ToolCall(call.name, decision.arguments)
             diff = args_diff(call.arguments, edited.arguments)
             self._emit(Decided("edit", diff=diff, arguments=decision.arguments))
-            self._learn(Correction("edit", context, turn.prompt_ids, turn.sample, turn.text,
-                                   f"the user edited the call's arguments: {diff}", tuple(self.feedback),
-                                   demonstration=edited.to_text()))
+            if not turn.redirected:
+                self._learn(Correction("edit", context, turn.prompt_ids, turn.sample, turn.text,
+                                       f"the user edited the call's arguments: {diff}", tuple(self.feedback),
+                                       demonstration=edited.to_text()))
             call, text = edited, edited.to_text()
         else:
             self._emit(Decided("approve", always=decision.always))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from continualcode.records import Message, ToolCall
 from continualcode.render import Parsed, placeholder_argument
+from continualcode.tools import ToolError, validate_args
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
 LOOP_ERROR = "the model repeated a read-only call whose result it already has"
@@ -35,6 +36,21 @@ _CHANGE_VERBS = re.compile(
 _RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", re.I)
 
 FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names ("" when unusable)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the rails make of one proposal.
+
+    parsed:      the proposal to go on with (the model's, an error in its place, or a read in its place);
+    repeat:      why it should be sampled again (a denied, repeated or refused call), or None;
+    redirected:  the proposal was a change to a file the session has not seen, and `parsed` is the read
+                 of that file the model needs first (not the model's own tokens: nothing to learn from).
+    """
+
+    parsed: Parsed
+    repeat: str | None = None
+    redirected: bool = False
 
 
 def asks_for_change(task: str) -> bool:
@@ -77,25 +93,33 @@ class Rails:
         return (last is not None and last.role == "tool" and bool(last.meta.get("ok", True))
                 and not last.content.startswith(NOTHING_FOUND) and not (self.must_change or self.must_run))
 
-    def review(self, parsed: Parsed) -> tuple[Parsed, str | None]:
-        """(the proposal, or an error in its place; a repeat error when it should be sampled again)."""
+    def review(self, parsed: Parsed) -> Verdict:
+        """The proposal as it stands, or an error in its place, or the read it needs first; with a repeat
+        error when it should be sampled again."""
         if parsed.text is not None and (self.must_change or self.must_run):  # the grammar bars this too
-            return Parsed(error=CHANGE_FIRST if self.must_change else RUN_FIRST), None
+            return Verdict(Parsed(error=CHANGE_FIRST if self.must_change else RUN_FIRST))
         call = parsed.call
         if call is None:
-            return parsed, None
+            return Verdict(parsed)
         key = call.to_text()
         error = None
         if self.on and not self._may_change(call):
-            error = READ_FIRST.format(path=call.arguments.get("path"))
+            # a change to a file the model has not seen: what it needs first is that file
+            try:
+                read = ToolCall("read", validate_args("read", {"path": call.arguments.get("path")}))
+            except ToolError:
+                error = READ_FIRST.format(path=call.arguments.get("path"))
+            else:
+                return Verdict(Parsed(call=read), redirected=True)
         elif (arg := placeholder_argument(call)) is not None:
             error = f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value " \
                     "from the project"
         if error is not None:  # refused; refused again when proposed again, and then sampled again, hotter
             again = key in self.rejected
             self.rejected.add(key)
-            return Parsed(error=error), REJECTED_AGAIN if again else None
-        return parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done else None
+            return Verdict(Parsed(error=error), REJECTED_AGAIN if again else None)
+        return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done
+                       else None)
 
     def deny(self, call: ToolCall) -> None:
         self.denied.add(call.to_text())

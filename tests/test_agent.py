@@ -20,7 +20,7 @@ from continualcode.agent import (
     args_diff,
 )
 from continualcode.events import AssistantText, Event, Proposal, ToolOutput
-from continualcode.rails import CHANGE_FIRST, LOOP_ERROR, LOOP_NOTE, READ_FIRST, REPEAT_ERROR, RUN_FIRST
+from continualcode.rails import CHANGE_FIRST, LOOP_ERROR, LOOP_NOTE, REPEAT_ERROR, RUN_FIRST
 from continualcode.records import Sample, ToolCall
 from continualcode.render import Renderer
 from continualcode.tools import Workspace
@@ -332,13 +332,22 @@ def test_scripted_model_may_not_answer_a_change_task_before_changing_a_file(toke
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [CHANGE_FIRST]
 
 
-def test_scripted_model_must_read_a_file_before_editing_it(tokenizer, tmp_path):
+def test_scripted_model_edit_of_an_unread_file_becomes_the_read_of_it(tokenizer, tmp_path):
+    """A change to a file the session has not seen is turned into the read of that file (asked about like
+    any read); the model then proposes its edit again, with the lines in view.  Denying the read teaches
+    nothing: it is not what the model wrote."""
     edit = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return b + a\n")
-    s, _, user, _, events = make(tokenizer, tmp_path, [edit, call_text("read", path="main.py"), edit, "Done."],
-                                 [Approve(), Approve()], guard_rails=True)
+    s, _, user, _, events = make(tokenizer, tmp_path, [edit, edit, "Done."], [Approve(), Approve()],
+                                 guard_rails=True)
     assert s.run_task("swap the operands in main.py").status == "answered"
-    assert [c.name for c, _ in user.seen] == ["read", "edit_lines"]  # the unread edit was asked again
-    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [READ_FIRST.format(path="main.py")]
+    assert [c.name for c, _ in user.seen] == ["read", "edit_lines"]
+    assert not [e for e in events if isinstance(e, Proposal) and e.error]
+    assert (tmp_path / "main.py").read_text().endswith("return b + a\n")
+    other = tmp_path / "again"
+    other.mkdir()
+    s2, _, _, learner2, _ = make(tokenizer, other, [edit, "ok"], [Deny("no reading now")], guard_rails=True)
+    s2.run_task("swap the operands in main.py")
+    assert learner2.calls == []
 
 
 def test_scripted_model_must_run_the_tests_after_its_change_when_asked(tokenizer, tmp_path):
@@ -353,13 +362,12 @@ def test_scripted_model_must_run_the_tests_after_its_change_when_asked(tokenizer
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [RUN_FIRST]
 
 
-def test_scripted_model_must_read_a_file_before_overwriting_it_but_not_to_create_one(tokenizer, tmp_path):
+def test_scripted_model_overwrite_of_an_unread_file_is_read_first_but_a_new_file_is_written(tokenizer, tmp_path):
     over = call_text("write", path="main.py", content="x = 1\n")
     new = call_text("write", path="new.py", content="y = 2\n")
-    s, _, user, _, events = make(tokenizer, tmp_path, [over, new, "Done."], [Approve()], guard_rails=True)
+    s, _, user, _, _ = make(tokenizer, tmp_path, [over, new, "Done."], [Approve(), Approve()], guard_rails=True)
     assert s.run_task("write the files").status == "answered"
-    assert [c.arguments["path"] for c, _ in user.seen] == ["new.py"]
-    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [READ_FIRST.format(path="main.py")]
+    assert [(c.name, c.arguments["path"]) for c, _ in user.seen] == [("read", "main.py"), ("write", "new.py")]
 
 
 def test_scripted_model_may_not_answer_right_after_a_search_that_found_nothing(tokenizer, tmp_path):
@@ -375,10 +383,10 @@ def test_scripted_model_may_not_answer_right_after_a_search_that_found_nothing(t
 def test_scripted_model_refused_call_proposed_again_is_sampled_again_then_malformed(tokenizer, tmp_path):
     from continualcode.rails import REJECTED_AGAIN
 
-    over = call_text("write", path="main.py", content="x = 1\n")
-    s, model, user, _, events = make(tokenizer, tmp_path, [over] * 7, [], guard_rails=True)
-    r = s.run_task("rewrite main.py")
+    bad = call_text("grep", pattern="string")
+    s, model, user, _, events = make(tokenizer, tmp_path, [bad] * 7, [], guard_rails=True)
+    r = s.run_task("find the adder")
     assert r.status == "malformed" and user.seen == []
     errors = [e.error for e in events if isinstance(e, Proposal)]
-    assert errors.count(READ_FIRST.format(path="main.py")) == 1 and errors.count(REJECTED_AGAIN) == 6
+    assert sum("placeholder" in (e or "") for e in errors) == 1 and errors.count(REJECTED_AGAIN) == 6
     assert len(model.prompts) == 7  # 1 + (1 + 2 re-samples) + (1 + 2): three malformed turns in all
