@@ -25,6 +25,7 @@ LOOP_NOTE = ("You already made this exact call and its result is above; nothing 
 CHANGE_FIRST = "the task asks for a change: make it (write or edit_lines) before you answer"
 RUN_FIRST = "the task asks to run the tests: run them with bash (after your last change) before you answer"
 READ_FIRST = "read {path} before you change it (use write only for new files)"
+READ_TO_EXPLAIN = "the task asks what code does: read it before you answer"
 REJECTED_AGAIN = "the model proposed a call these rails had refused in this task again"
 NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
 READ_ONLY = frozenset({"read", "glob", "grep"})
@@ -33,6 +34,7 @@ CHANGING = frozenset({"write", "edit_lines"})
 _CHANGE_VERBS = re.compile(
     r"\b(add|fix|rename|change|bump|update|implement|create|write|remove|delete|replace|refactor|make|move|"
     r"insert|append|convert|correct|repair|set|edit|modify)\b", re.I)
+_EXPLAIN = re.compile(r"\b(what (does|do|is|are)|how (does|do|is)|why|explain|describe|what happens)\b", re.I)
 _RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", re.I)
 
 FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names ("" when unusable)
@@ -59,6 +61,11 @@ def asks_for_change(task: str) -> bool:
     return bool(text) and not text.endswith("?") and bool(_CHANGE_VERBS.search(text))
 
 
+def asks_to_explain(task: str) -> bool:
+    """Whether a task asks what code does or why (an explanation needs the code read, not just found)."""
+    return bool(_EXPLAIN.search(task))
+
+
 def asks_to_run_tests(task: str) -> bool:
     """Whether a task asks to run the tests."""
     return bool(_RUN_TESTS.search(task))
@@ -78,6 +85,7 @@ class Rails:
     task: str = ""
     must_change: bool = False  # the task asks for a change and no file has been changed yet
     must_run: bool = False  # the task asks to run the tests and they have not run since the last change
+    must_read: bool = False  # the task asks for an explanation and no file has been read in it yet
     denied: set[str] = field(default_factory=set)  # calls (canonical text) denied in this task
     readonly_done: set[str] = field(default_factory=set)  # read-only calls run since the last change
     rejected: set[str] = field(default_factory=set)  # calls these rails refused in this task
@@ -86,18 +94,24 @@ class Rails:
         self.task, self.denied, self.readonly_done, self.rejected = task, set(), set(), set()
         self.must_change = self.on and asks_for_change(task)
         self.must_run = self.on and asks_to_run_tests(task)
+        self.must_read = self.on and asks_to_explain(task)
 
     def allow_text(self, last: Message | None) -> bool:
         """Text is allowed after a tool result that worked and found something (not after a search with
         no match: an answer needs evidence), once the task's demands are met."""
         return (last is not None and last.role == "tool" and bool(last.meta.get("ok", True))
-                and not last.content.startswith(NOTHING_FOUND) and not (self.must_change or self.must_run))
+                and not last.content.startswith(NOTHING_FOUND) and not self._owed())
+
+    def _owed(self) -> str | None:
+        """What the task still demands before a text answer (the error that says so), or None."""
+        return CHANGE_FIRST if self.must_change else RUN_FIRST if self.must_run else \
+            READ_TO_EXPLAIN if self.must_read else None
 
     def review(self, parsed: Parsed) -> Verdict:
         """The proposal as it stands, or an error in its place, or the read it needs first; with a repeat
         error when it should be sampled again."""
-        if parsed.text is not None and (self.must_change or self.must_run):  # the grammar bars this too
-            return Verdict(Parsed(error=CHANGE_FIRST if self.must_change else RUN_FIRST))
+        if parsed.text is not None and (owed := self._owed()) is not None:  # the grammar bars this too
+            return Verdict(Parsed(error=owed))
         call = parsed.call
         if call is None:
             return Verdict(parsed)
@@ -135,6 +149,8 @@ class Rails:
                 self.must_run = self.must_run or (self.on and asks_to_run_tests(self.task))
             if call.name == "bash":
                 self.must_run = False
+        if ok and call.name == "read":
+            self.must_read = False
         if ok and call.name in ("read", *CHANGING) and (key := self.file_key(call)):
             self.known_files.add(key)
 

@@ -390,3 +390,17 @@ def test_scripted_model_refused_call_proposed_again_is_sampled_again_then_malfor
     errors = [e.error for e in events if isinstance(e, Proposal)]
     assert sum("placeholder" in (e or "") for e in errors) == 1 and errors.count(REJECTED_AGAIN) == 6
     assert len(model.prompts) == 7  # 1 + (1 + 2 re-samples) + (1 + 2): three malformed turns in all
+
+
+def test_scripted_model_must_read_the_code_it_explains(tokenizer, tmp_path):
+    from continualcode.rails import asks_to_explain
+
+    assert asks_to_explain("What does smart_truncate do?") and asks_to_explain("Why does pluralize('sheep') work?")
+    assert not asks_to_explain("Where is the function that adds two numbers defined?")
+    replies = [call_text("grep", pattern="def add"), call_text("read", path="main.py"), "add returns a + b."]
+    s, _, _, _, _ = make(tokenizer, tmp_path, replies, [Approve(), Approve()], guard_rails=True)
+    asked: list[bool] = []
+    real = s._constraint
+    s._constraint = lambda allow_text: asked.append(allow_text) or real(allow_text)  # type: ignore[method-assign]
+    assert s.run_task("what does add do?").status == "answered"
+    assert asked == [False, False, True]  # not after the grep alone: after the read

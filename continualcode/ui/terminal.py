@@ -92,8 +92,9 @@ class Display:
                 self.spin(f"learning from the {kind or 'correction'}")
             case Proposal(error=error):
                 self.stop()
-                if error:
-                    c.print(f"[yellow]malformed reply ({escape(visible(error))}); asking again[/]")
+                if error:  # a repeat is sampled again; anything else goes back to the model as an error
+                    what = "sampling again" if error.startswith("the model ") else "asking again"
+                    c.print(f"[yellow]{escape(visible(error))}; {what}[/]")
             case ToolOutput(ok=ok, output=out):
                 lines = visible(out).splitlines()
                 shown = "\n".join(lines[:20]) + (f"\n… {len(lines) - 20} more lines" if len(lines) > 20 else "")
