@@ -84,7 +84,7 @@ def test_workspace_not_a_directory_is_one_line(tmp_path: Path) -> None:
 def test_interactive_prompt_comes_before_the_model_and_takes_the_first_line() -> None:
     """On a terminal the prompt is up while the model loads in the background; the line typed at
     once is handled after the load (the loaded-model banner comes between prompt and exit)."""
-    from continualcode.bench.speed import interactive_start
+    from continualcode.bench.speed.start import interactive_start
 
     _, _, out = interactive_start(["model_name=smollm2-135m"], ["/help", "/quit"], timeout=400)
     loading, prompt = out.index("loading smollm2-135m"), out.index("›")
@@ -95,7 +95,7 @@ def test_interactive_prompt_comes_before_the_model_and_takes_the_first_line() ->
 
 
 def test_interactive_missing_model_is_one_line_after_the_prompt() -> None:
-    from continualcode.bench.speed import interactive_start
+    from continualcode.bench.speed.start import interactive_start
 
     _, _, out = interactive_start(["model_name=/nonexistent/model"], ["hello"], timeout=400)
     assert "continualcode: model path '/nonexistent/model' is not a model directory" in out

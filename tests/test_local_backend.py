@@ -494,7 +494,7 @@ def test_prompt_lookup_guesses_what_followed_the_last_ngram():
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
 def test_draft_decoding_keeps_the_tokens_and_logprobs(backend, renderer, temperature):
     """With drafts copied from the prompt, the same seed gives the same tokens as plain decoding, the
-    same log-probs up to the rounding of a multi-token forward, and the guesses were used."""
+    same log-probs up to the rounding of a multi-token forward, and (greedy) the guesses were used."""
     from continualcode.backends.decode import PromptLookup
     from continualcode.records import Message
 
@@ -511,7 +511,9 @@ def test_draft_decoding_keeps_the_tokens_and_logprobs(backend, renderer, tempera
     (plain, _), (drafted, d) = runs["plain"], runs["draft"]
     assert drafted.tokens == plain.tokens
     assert torch.allclose(torch.tensor(drafted.logprobs), torch.tensor(plain.logprobs), atol=1e-3)
-    assert d is not None and d.accepted > 10 and d.forwards < len(drafted.tokens) - 10
+    assert d is not None and d.accepted <= d.drafted and d.forwards <= len(drafted.tokens)
+    if temperature == 0.0:  # greedy copies the lines, so the guesses are taken; a sampled run may wander
+        assert d.accepted > 10 and d.forwards < len(drafted.tokens) - 10
     # the KV left in the store holds exactly prompt + completion: a later score agrees with a fresh one
     again = backend.score(prompt, drafted.tokens).logprobs
     backend.clear_cache()

@@ -101,6 +101,23 @@ class AdapterState:
             v.mul_(1.0 - rate).add_(live[k], alpha=rate)
 
     @contextmanager
+    def selected(self, which: bool | str) -> Iterator[None]:
+        """The forward inside uses: the live adapter (True / "default"), the base model (False /
+        "base"), or the EMA copy ("ema", made on first use)."""
+        if which is True or which == "default":
+            yield
+        elif which is False or which == "base":
+            with self.model.disable_adapter():
+                yield
+        elif which == "ema":
+            if self.ema is None:
+                self.ema_init()
+            with self.swapped_in(self.ema):  # type: ignore[arg-type]
+                yield
+        else:
+            raise BackendError(f"unknown adapter {which!r}")
+
+    @contextmanager
     def swapped_in(self, weights: dict[str, torch.Tensor]) -> Iterator[None]:
         """Run with `weights` as the live LoRA weights, then put the live ones back."""
         live = self.state()

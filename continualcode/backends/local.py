@@ -17,7 +17,8 @@ Design:
   `learn.losses.sdpo_loss` under a `LossSpec`.  A step whose loss, gradient or resulting weights are
   not finite is reported as not taken (`stepped=0`); the learner restores its snapshot.
 - The adapter's weights, optimizer, EMA copy, snapshots and checkpoints live in `adapter.py`; the
-  token-choosing loop in `decode.py`.
+  token-choosing loop in `decode.py`; loading the base model in `loading.py`; the optimizer step
+  (clip, non-finite checks, timings) in `train.py`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ from __future__ import annotations
 import copy
 import inspect
 import os
-import time
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,9 @@ from continualcode.backends.adapter import STATE_FILE, AdapterState
 from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token_ids
 from continualcode.backends.decode import Decoded, Drafter, PromptLookup, decode
 from continualcode.backends.kv import PrefixStore, crop
+from continualcode.backends.loading import load_base
+from continualcode.backends.train import optimizer_step
 from continualcode.learn.types import LearnConfig, LossSpec, Scores, StepResult, TrainExample
-from continualcode.models import ModelError, ResolvedModel, resolve
 from continualcode.records import Sample
 
 __all__ = ["STATE_FILE", "LocalBackend", "cpu_supports_bf16", "pick_device", "pick_dtype"]
@@ -94,7 +94,6 @@ class LocalBackend:
         warmup: bool = True,
         cache: Path | None = None,
     ) -> None:
-        import transformers
         from peft import LoraConfig, get_peft_model
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -103,26 +102,7 @@ class LocalBackend:
         self.dtype = pick_dtype(dtype, self.device)
         self.grad_clip = grad_clip
         self.prefix_grad = prefix_grad
-        try:
-            self.resolved: ResolvedModel = resolve(model_name, cache=cache)  # converts a built-in once (with progress)
-        except ModelError as e:
-            raise BackendError(str(e)) from None
-        transformers.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()  # a ~1 s load needs no bar
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
-        try:
-            self._tok, base = self._load(model_name)
-        except Exception as e:  # a built-in whose cache does not load is rebuilt once, with one line
-            if self.resolved.builtin is None:
-                if isinstance(e, BackendError):
-                    raise
-                raise BackendError(f"model {model_name!r} does not load: {type(e).__name__}: "
-                                   f"{str(e).splitlines()[0][:160] if str(e) else ''}") from None
-            try:
-                self.resolved = resolve(model_name, cache=cache, broken=f"load error: {str(e).splitlines()[0][:120]}")
-            except ModelError as e2:
-                raise BackendError(str(e2)) from None
-            self._tok, base = self._load(model_name)
+        self.resolved, self._tok, base = load_base(model_name, dtype=self.dtype, cache=cache)
         base.to(self.device)
         base.eval()
         # transformers 5.x renamed `past_key_values` to `cache` (argument and output field).
@@ -151,21 +131,6 @@ class LocalBackend:
         if warmup:
             self._warmup()
 
-    def _load(self, model_name: str) -> tuple[Any, Any]:
-        """Tokenizer and model from the resolved directory (or the local HF cache), offline."""
-        import transformers
-
-        try:
-            tok = transformers.AutoTokenizer.from_pretrained(self.resolved.path, local_files_only=True)
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                self.resolved.path, dtype=self.dtype, local_files_only=True)
-        except OSError as e:
-            raise BackendError(
-                f"model {model_name!r} is not available offline (not a built-in, a local directory, "
-                f"or in the Hugging Face cache): {str(e).splitlines()[0]}"
-            ) from None
-        return tok, model
-
     # --- identity and state ---------------------------------------------------------------------
 
     @property
@@ -191,10 +156,6 @@ class LocalBackend:
     @property
     def params(self) -> list[torch.nn.Parameter]:
         return self.adapter.params
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        return self.adapter.optimizer
 
     @property
     def ema(self) -> dict[str, torch.Tensor] | None:
@@ -240,21 +201,6 @@ class LocalBackend:
     def _prefix(self, ids: Sequence[int], mode: str) -> Any:
         share = mode == "base" and self.adapter.is_noop()
         return self._kv.prefix(ids, mode, self.adapter.version, share_live=share)
-
-    @contextmanager
-    def _adapter(self, adapter: bool | str) -> Iterator[None]:
-        if adapter is True or adapter == "default":
-            yield
-        elif adapter is False or adapter == "base":
-            with self.model.disable_adapter():
-                yield
-        elif adapter == "ema":
-            if self.adapter.ema is None:
-                self.adapter.ema_init()
-            with self.adapter.swapped_in(self.adapter.ema):  # type: ignore[arg-type]
-                yield
-        else:
-            raise BackendError(f"unknown adapter {adapter!r}")
 
     def _completion_logits(
         self, prompt_ids: Sequence[int], completion_ids: Sequence[int], *, grad: bool, mode: str = "live"
@@ -335,7 +281,7 @@ class LocalBackend:
         adapter: bool | str = True,
     ) -> Scores:
         mode = {True: "live", "default": "live", False: "base", "base": "base"}.get(adapter, str(adapter))
-        with self._adapter(adapter):
+        with self.adapter.selected(adapter):
             logits_TV = self._completion_logits(prompt_ids, completion_ids, grad=False, mode=mode)
         logp_TV = torch.log_softmax(logits_TV, dim=-1)
         idx_T1 = torch.tensor(list(completion_ids), device=self.device).unsqueeze(1)
@@ -348,69 +294,17 @@ class LocalBackend:
     # --- training -------------------------------------------------------------------------------
 
     def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float) -> StepResult:
-        """Forward + loss + backward per example (weighted mean), one clipped AdamW step.
-
-        Not taken (`stepped=0`, weights untouched) when a loss or the gradient norm is not finite;
-        taken but reported `stepped=0` (`nonfinite_weights=1`) when the step left a non-finite
-        weight, so that the caller restores its snapshot."""
-        from continualcode.learn.losses import sdpo_loss
-
+        """Forward + loss + backward per example (weighted mean), one clipped optimizer step
+        (`train.optimizer_step`: a step with a non-finite loss, gradient or result is not taken)."""
         if not batch:
             raise BackendError("train_step needs at least one example")
-        t0 = time.perf_counter()
         self.model.train()
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
-        total_w = sum(ex.weight for ex in batch)
-        sums: dict[str, float] = {}
-        t_fwd = t_bwd = 0.0
-        finite = True
-        logps: list[torch.Tensor] = []
-        for ex in batch:
-            # 1) the student's forward over the completion positions, and the loss
-            t1 = time.perf_counter()
-            logits_TV = self._completion_logits(ex.prompt_ids, ex.completion_ids, grad=True)
-            logp_TV = torch.log_softmax(logits_TV, dim=-1)  # (T, V)
-            ids_T = torch.tensor(ex.completion_ids, device=self.device)
-            logp_T = logp_TV.detach().gather(1, ids_T.unsqueeze(1)).squeeze(1)
-            logps.append(logp_T)
-            old_T = logp_T if ex.old_logprobs is None else ex.old_logprobs.to(self.device)
-            out = sdpo_loss(spec, student_logp_TV=logp_TV, completion_ids=ids_T, old_logp_T=old_T,
-                            teacher=ex.teacher, ref=ex.ref)
-            t2 = time.perf_counter()
-            # 2) backward, weighted
-            w = ex.weight / total_w
-            if not torch.isfinite(out.loss):
-                finite = False
-            else:
-                (out.loss * w).backward()
-            t3 = time.perf_counter()
-            t_fwd += t2 - t1
-            t_bwd += t3 - t2
-            for k, v in out.metrics.items():
-                sums[k] = sums.get(k, 0.0) + w * float(v)
-        # 3) clip and step, unless something was not finite
-        t4 = time.perf_counter()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)) if finite else float("nan")
-        stepped, bad_weights = 0.0, 0.0
-        if finite and torch.isfinite(torch.tensor(grad_norm)):
-            self.optimizer.step()
-            self.adapter.stepped()
-            stepped = 1.0
-            if not self.adapter.finite():
-                stepped, bad_weights = 0.0, 1.0
-        self.optimizer.zero_grad(set_to_none=True)
-        self.model.eval()
-        t5 = time.perf_counter()
-        sums.update(
-            grad_norm=grad_norm, stepped=stepped, lr=lr, nonfinite=0.0 if finite else 1.0,
-            nonfinite_weights=bad_weights,
-            sec_student_fwd=t_fwd, sec_backward=t_bwd, sec_optimizer=t5 - t4, sec_train=t5 - t0,
-        )
-        if not finite:
-            sums["loss"] = float("nan")
-        return StepResult(sums, logps)
+        try:
+            return optimizer_step(
+                batch, spec, lr=lr, adapter=self.adapter, grad_clip=self.grad_clip, device=self.device,
+                logits=lambda ex: self._completion_logits(ex.prompt_ids, ex.completion_ids, grad=True))
+        finally:
+            self.model.eval()
 
     # --- warm-up ----------------------------------------------------------------------------------
 
@@ -419,5 +313,5 @@ class LocalBackend:
         ids = list(range(1, 9))
         logits_TV = self._completion_logits(ids[:4], ids[4:], grad=True)
         logits_TV.float().logsumexp(-1).mean().mul(0.0).backward()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.adapter.optimizer.zero_grad(set_to_none=True)
         self.sample(ids[:4], max_tokens=2, temperature=0.0, seed=0)

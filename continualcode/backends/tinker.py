@@ -35,7 +35,6 @@ passes through this module's state, repr or error messages.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,16 +94,8 @@ class TinkerBackend:
                          samples are always re-scored.
     """
 
-    def __init__(
-        self,
-        model_name: str,
-        *,
-        lora_rank: int = 16,
-        seed: int | None = None,
-        service_client: Any = None,
-        strict_constraints: bool = False,
-        rescore_samples: bool = False,
-    ) -> None:
+    def __init__(self, model_name: str, *, lora_rank: int = 16, seed: int | None = None, service_client: Any = None,
+                 strict_constraints: bool = False, rescore_samples: bool = False) -> None:
         self.model_name = model_name
         self.lora_rank = lora_rank
         self.strict_constraints = strict_constraints
@@ -118,10 +109,8 @@ class TinkerBackend:
         return self._svc.sampler_version
 
     def __repr__(self) -> str:
-        return (
-            f"TinkerBackend(model_name={self.model_name!r}, lora_rank={self.lora_rank}, "
-            f"step={self._step}, sampler_version={self.sampler_version})"
-        )
+        return (f"TinkerBackend(model_name={self.model_name!r}, lora_rank={self.lora_rank}, "
+                f"step={self._step}, sampler_version={self.sampler_version})")
 
     # --- identity ---------------------------------------------------------------------------------
 
@@ -267,97 +256,28 @@ class TinkerBackend:
             raise CapabilityError(f"distill_loss=full: {FULL_UNSUPPORTED}")
         if spec.kind == "topk":
             return self._topk_step(batch, spec, lr=lr)
-        total_w = _check_batch(batch)
-        t0 = time.perf_counter()
-        # 1) datums: advantages folded per token, scaled so the service's sum is a weighted mean
-        data, stats, olds = [], _StepStats(), []
-        for ex in batch:
-            T = len(ex.completion_ids)
-            if T == 0 or not ex.prompt_ids:
-                raise BackendError("train_step got an example with an empty prompt or completion")
-            if spec.beta != 0 and ex.ref is None:
-                raise BackendError("beta > 0 needs the reference's scores (TrainExample.ref)")
-            if ex.old_logprobs is None:
-                raise BackendError("the Tinker backend needs π_old (TrainExample.old_logprobs): the sampler's")
-            old_T = ex.old_logprobs.detach().double().cpu()
-            olds.append(old_T)
-            teacher_T = ex.teacher.logprobs.detach().double().cpu()
-            ref_T = None if ex.ref is None else ex.ref.logprobs.detach().double().cpu()
-            w = ex.weight / total_w
-            data.append(
-                build_datum(
-                    ex.prompt_ids,
-                    ex.completion_ids,
-                    old_T,
-                    teacher_T,
-                    None if spec.beta == 0 else ref_T,
-                    beta=spec.beta,
-                    scale=w / T,
-                )
-            )
-            stats.add(w, old_T, teacher_T, ref_T)
-        # 2) forward_backward and optim_step back to back; the old sampler is dead from here on
-        tc = self._svc.training()
-        self._svc.sampler = None
-        with service_errors("training step"):
-            fwd_future = tc.forward_backward(data, "importance_sampling")
-            opt_future = tc.optim_step(ttypes.AdamParams(learning_rate=lr))
-            fwd = resolve(fwd_future)
-            resolve(opt_future)
+        data, stats, olds = _sampled_token_data(batch, spec)
+        fwd, sec_train, sec_sampler = self._svc.train(data, "importance_sampling", lr=lr, what="training step")
         self._step += 1
-        t1 = time.perf_counter()
-        # 3) a sampling client of the new weights, before anything samples again
-        self._svc.refresh_sampler()
-        t2 = time.perf_counter()
         metrics = stats.metrics(beta=spec.beta)
         service_loss = (getattr(fwd, "metrics", None) or {}).get("loss:sum")
         if service_loss is not None:
             metrics["loss"] = float(service_loss)
         metrics.update(_ratio_metrics(fwd, batch))
-        metrics.update(
-            stepped=1.0,
-            lr=lr,
-            sampler_version=float(self.sampler_version),
-            sec_train=t1 - t0,
-            sec_sampler=t2 - t1,
-        )
+        metrics.update(stepped=1.0, lr=lr, sampler_version=float(self.sampler_version), sec_train=sec_train,
+                       sec_sampler=sec_sampler)
         return StepResult(metrics, olds)
 
     def _topk_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float) -> StepResult:
         """Top-K distillation through `forward_backward_custom` (tinker_data.TopkLoss), then `optim_step`."""
-        total_w = _check_batch(batch)
-        t0 = time.perf_counter()
-        data = []
-        for ex in batch:
-            t = ex.teacher
-            if t.topk_ids is None or t.topk_logprobs is None or t.topk_ids.shape[-1] < spec.topk:
-                raise BackendError(f"distill_loss=topk needs the teacher's top-{spec.topk} (score with topk>0)")
-            if spec.beta != 0 and ex.ref is None:
-                raise BackendError("beta > 0 needs the reference's scores (TrainExample.ref)")
-            ids_TK, lp_TK = t.topk_ids[:, : spec.topk].cpu(), t.topk_logprobs[:, : spec.topk].cpu()
-            data.append(build_topk_datum(
-                ex.prompt_ids, ex.completion_ids, ids_TK, lp_TK.clamp(min=-1e4), torch.isfinite(lp_TK),
-                None if spec.beta == 0 or ex.ref is None else ex.ref.logprobs.detach().cpu(),
-                scale=ex.weight / total_w / len(ex.completion_ids)))
-        tc = self._svc.training()
-        self._svc.sampler = None
-        try:
-            with service_errors("training step (top-K)"):
-                fwd_future = tc.forward_backward_custom(data, TopkLoss(alpha=spec.alpha, beta=spec.beta))
-                opt_future = tc.optim_step(ttypes.AdamParams(learning_rate=lr))
-                fwd = resolve(fwd_future)
-                resolve(opt_future)
-        except BackendError:
-            self._svc.training_client = None  # a failed custom loss poisons the client; a restore builds a new one
-            raise
+        data = _topk_data(batch, spec)
+        fwd, sec_train, sec_sampler = self._svc.train(data, TopkLoss(alpha=spec.alpha, beta=spec.beta), lr=lr,
+                                                      what="training step (top-K)")
         self._step += 1
-        t1 = time.perf_counter()
-        self._svc.refresh_sampler()
-        t2 = time.perf_counter()
         m = {k.split(":")[0]: float(v) for k, v in (getattr(fwd, "metrics", None) or {}).items()
              if k.split(":")[0] in ("loss", "pg_loss", "kl_loss")}
-        m.update(stepped=1.0, lr=lr, sampler_version=float(self.sampler_version), sec_train=t1 - t0,
-                 sec_sampler=t2 - t1, tokens=float(sum(len(ex.completion_ids) for ex in batch)))
+        m.update(stepped=1.0, lr=lr, sampler_version=float(self.sampler_version), sec_train=sec_train,
+                 sec_sampler=sec_sampler, tokens=float(sum(len(ex.completion_ids) for ex in batch)))
         return StepResult(m, [ex.old_logprobs for ex in batch if ex.old_logprobs is not None])
 
     # --- state ------------------------------------------------------------------------------------
@@ -489,3 +409,43 @@ def _length(tokenizer: Any) -> int | None:
         return None
 
 
+def _sampled_token_data(batch: Sequence[TrainExample], spec: LossSpec) -> tuple[list[Any], _StepStats, list[Any]]:
+    """The importance-sampling datums: advantages folded per token, scaled so that the service's sum
+    is a weighted mean over examples and tokens; with the step's statistics and each π_old."""
+    total_w = _check_batch(batch)
+    data, stats, olds = [], _StepStats(), []
+    for ex in batch:
+        T = len(ex.completion_ids)
+        if T == 0 or not ex.prompt_ids:
+            raise BackendError("train_step got an example with an empty prompt or completion")
+        if spec.beta != 0 and ex.ref is None:
+            raise BackendError("beta > 0 needs the reference's scores (TrainExample.ref)")
+        if ex.old_logprobs is None:
+            raise BackendError("the Tinker backend needs π_old (TrainExample.old_logprobs): the sampler's")
+        old_T = ex.old_logprobs.detach().double().cpu()
+        olds.append(old_T)
+        teacher_T = ex.teacher.logprobs.detach().double().cpu()
+        ref_T = None if ex.ref is None else ex.ref.logprobs.detach().double().cpu()
+        w = ex.weight / total_w
+        data.append(build_datum(ex.prompt_ids, ex.completion_ids, old_T, teacher_T,
+                                None if spec.beta == 0 else ref_T, beta=spec.beta, scale=w / T))
+        stats.add(w, old_T, teacher_T, ref_T)
+    return data, stats, olds
+
+
+def _topk_data(batch: Sequence[TrainExample], spec: LossSpec) -> list[Any]:
+    """The custom-loss datums: the teacher's top-K ids and log-probs per completion position."""
+    total_w = _check_batch(batch)
+    data = []
+    for ex in batch:
+        t = ex.teacher
+        if t.topk_ids is None or t.topk_logprobs is None or t.topk_ids.shape[-1] < spec.topk:
+            raise BackendError(f"distill_loss=topk needs the teacher's top-{spec.topk} (score with topk>0)")
+        if spec.beta != 0 and ex.ref is None:
+            raise BackendError("beta > 0 needs the reference's scores (TrainExample.ref)")
+        ids_TK, lp_TK = t.topk_ids[:, : spec.topk].cpu(), t.topk_logprobs[:, : spec.topk].cpu()
+        data.append(build_topk_datum(
+            ex.prompt_ids, ex.completion_ids, ids_TK, lp_TK.clamp(min=-1e4), torch.isfinite(lp_TK),
+            None if spec.beta == 0 or ex.ref is None else ex.ref.logprobs.detach().cpu(),
+            scale=ex.weight / total_w / len(ex.completion_ids)))
+    return data

@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import fcntl
 import hashlib
 import json
-import os
 import re
 import shlex
 import shutil
@@ -26,7 +24,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any
 
 import chz
@@ -53,6 +50,7 @@ from continualcode.bench.learn.variants import (
     Variant,
     resolve_variants,
 )
+from continualcode.bench.rundir import Reporter, Units, claim
 from continualcode.build import build_backend, make_renderer
 from continualcode.config import Config, UsageError, parse_config
 from continualcode.fsio import atomic_write
@@ -60,8 +58,7 @@ from continualcode.learn.memory import Memory
 from continualcode.records import Correction
 
 if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.progress import TaskID
+    pass
 
 DESCRIPTION = "The learning benchmark (`continualcode bench learn`): a simulated user drives the real agent."
 BENCH_MAX_TOKENS = 192
@@ -158,85 +155,6 @@ def select_scenarios(all_sc: list[Scenario], opts: Options) -> list[Scenario]:
     return sc
 
 
-# --- the units file and the reporter --------------------------------------------------------------
-
-
-class Units:
-    """DIR/units.jsonl: append-only, one fsynced line per finished unit; a torn line is ignored and a
-    repeated key keeps its first row."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows: list[UnitRow] = []
-        self.done: set[tuple[Any, ...]] = set()
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if tuple(row["key"]) not in self.done:
-                    self.rows.append(row)
-                    self.done.add(tuple(row["key"]))
-
-    def add(self, row: UnitRow) -> None:
-        data = (json.dumps(row, ensure_ascii=False) + "\n").encode()
-        with open(self.path, "a+b") as f:
-            if f.seek(0, os.SEEK_END) > 0:
-                f.seek(-1, os.SEEK_END)
-                if f.read(1) != b"\n":  # a line torn by a crash: start on a new one
-                    data = b"\n" + data
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        self.rows.append(row)
-        self.done.add(tuple(row["key"]))
-
-
-class Reporter:
-    """A run's progress: a bar on a terminal; otherwise (logs, CI) only one line per finished unit."""
-
-    def __init__(self, console: Console | None = None) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.console = console or Console(stderr=True)
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=self.console, transient=False,
-                                 disable=not self.console.is_terminal)
-        self._bar: TaskID | None = None
-
-    def __enter__(self) -> Reporter:
-        self.progress.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.progress.stop()
-
-    def start(self, total: int) -> None:
-        self._bar = self.progress.add_task("bench learn", total=total)
-
-    def describe(self, text: str) -> None:
-        if self._bar is not None:
-            self.progress.update(self._bar, description=text)
-
-    def advance(self, n: int = 1) -> None:
-        if self._bar is not None:
-            self.progress.advance(self._bar, n)
-
-    def unit_done(self, row: UnitRow, n_done: int) -> None:
-        """A unit was written (the `n_done`th in the file): its line, and one step of the bar."""
-        line = f"[{n_done}] " + unit_line(row)
-        if self.console.is_terminal:
-            self.progress.console.print(line, highlight=False, markup=False)
-        else:
-            print(line, file=sys.stderr, flush=True)
-        self.advance()
-
-    def note(self, text: str) -> None:
-        self.console.print(text)
-
-
 def unit_line(u: UnitRow) -> str:
     """One log line per finished unit (above the progress bar; the only output when not a terminal)."""
     head = f"{u['variant']} · seed {u['seed']} · {u['scenario']}: "
@@ -272,7 +190,7 @@ class Run:
 
     def add(self, row: UnitRow) -> None:
         self.units.add(row)
-        self.reporter.unit_done(row, len(self.units.rows))
+        self.reporter.line(f"[{len(self.units.rows)}] " + unit_line(row))
         self.new_units += 1
 
 
@@ -317,7 +235,7 @@ def run(opts: Options, *, reporter: Reporter | None = None) -> dict[str, Any]:
             _meta(opts, base_cfg, seeds, scenarios, all_sc), held_out(all_sc))
     try:
         with r.reporter:
-            r.reporter.start(sum(len(scenarios) * (1 + len(names)) for _, names in plan))
+            r.reporter.start(sum(len(scenarios) * (1 + len(names)) for _, names in plan), "bench learn")
             for seed, names in plan:  # 3)–5) in _run_group
                 _run_group(r, seed, names)
     except KeyboardInterrupt:
@@ -337,7 +255,6 @@ def run(opts: Options, *, reporter: Reporter | None = None) -> dict[str, Any]:
 
 def _claim(opts: Options) -> IO[str]:
     """Take DIR/.lock and check (or write) DIR/run.json; the open lock file, held for the whole run."""
-    opts.out.mkdir(parents=True, exist_ok=True)
     signature: dict[str, Any] = {"scenarios_sha256": hashlib.sha256(opts.scenarios.read_bytes()).hexdigest(),
                                  "base": opts.base_args, "mode": opts.mode, "cross": opts.cross,
                                  "forget": opts.forget, "limit": opts.limit, "quick": opts.quick}
@@ -345,18 +262,7 @@ def _claim(opts: Options) -> IO[str]:
         signature["split"] = opts.split
     if opts.baseline_only:  # its baseline rows have no controls: never mixed with a full run's
         signature["baseline_only"] = True
-    lock = open(opts.out / ".lock", "w")  # noqa: SIM115 - held for the whole run
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
-        raise ValueError(f"another run is writing to {opts.out}") from None
-    sig_path = opts.out / "run.json"
-    if sig_path.exists() and json.loads(sig_path.read_text()).get("signature") != signature:
-        lock.close()
-        raise ValueError(f"{opts.out} holds a run with another configuration (see run.json): use another --out")
-    sig_path.write_text(json.dumps({"signature": signature}, indent=1) + "\n")
-    return lock
+    return claim(opts.out, signature)
 
 
 def _meta(opts: Options, base_cfg: Config, seeds: list[int], scenarios: list[Scenario],

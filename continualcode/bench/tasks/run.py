@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import shlex
@@ -25,7 +24,7 @@ from typing import IO, Any
 import chz
 
 from continualcode.backends.base import Backend
-from continualcode.bench.learn.run import Reporter, Units
+from continualcode.bench.rundir import Reporter, Units, claim
 from continualcode.bench.tasks.checks import verify
 from continualcode.bench.tasks.metrics import aggregate
 from continualcode.bench.tasks.packages import PINS, PackageError, source
@@ -80,22 +79,12 @@ def parse_args(args: Sequence[str]) -> Options:
                    verify=ns.verify, tasks_file=Path(ns.tasks_file), base_args=base, argv=list(args))
 
 
-class TaskReporter(Reporter):
-    """The learning benchmark's reporter, with one line per finished task."""
-
-    def start(self, total: int) -> None:
-        self._bar = self.progress.add_task("bench tasks", total=total)
-
-    def unit_done(self, row: dict[str, Any], n_done: int) -> None:  # type: ignore[override]
-        mark = "✓" if row["success"] else "✗"
-        failed = [k for k, ok in row["check"]["parts"].items() if not ok]
-        line = (f"[{n_done}] {row['task']} · seed {row['seed']}: {mark} {row['status']}, {row['calls']} calls, "
-                f"{row['sec']:.0f} s" + (f" (failed: {', '.join(failed)})" if failed else ""))
-        if self.console.is_terminal:
-            self.progress.console.print(line, highlight=False, markup=False)
-        else:
-            print(line, file=sys.stderr, flush=True)
-        self.advance()
+def task_line(row: dict[str, Any], n_done: int) -> str:
+    """One log line per finished task."""
+    mark = "✓" if row["success"] else "✗"
+    failed = [k for k, ok in row["check"]["parts"].items() if not ok]
+    return (f"[{n_done}] {row['task']} · seed {row['seed']}: {mark} {row['status']}, {row['calls']} calls, "
+            f"{row['sec']:.0f} s" + (f" (failed: {', '.join(failed)})" if failed else ""))
 
 
 def sources_for(tasks: Sequence[Task], cache: Path) -> dict[str, Path]:
@@ -106,24 +95,12 @@ def sources_for(tasks: Sequence[Task], cache: Path) -> dict[str, Path]:
 def _claim(opts: Options, tasks: Sequence[Task]) -> IO[str]:
     """Take DIR/.lock and check (or write) DIR/run.json; the open lock file, held for the whole run."""
     assert opts.out is not None
-    opts.out.mkdir(parents=True, exist_ok=True)
     checks = hashlib.sha256(b"".join(t.snippet_path.read_bytes() for t in tasks if t.snippet_path))
     signature = {"tasks_sha256": hashlib.sha256(opts.tasks_file.read_bytes()).hexdigest(),
                  "checks_sha256": checks.hexdigest(),
                  "tasks": [t.id for t in tasks], "seeds": opts.seeds, "base": opts.base_args,
                  "packages": {t.package: PINS[t.package].sha256 for t in tasks}}
-    lock = open(opts.out / ".lock", "w")  # noqa: SIM115 - held for the whole run
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
-        raise ValueError(f"another run is writing to {opts.out}") from None
-    sig_path = opts.out / "run.json"
-    if sig_path.exists() and json.loads(sig_path.read_text()).get("signature") != signature:
-        lock.close()
-        raise ValueError(f"{opts.out} holds a run with another configuration (see run.json): use another --out")
-    atomic_write(sig_path, json.dumps({"signature": signature}, indent=1) + "\n")
-    return lock
+    return claim(opts.out, signature)
 
 
 def _meta(opts: Options, cfg: Config, seeds: list[int], tasks: Sequence[Task]) -> dict[str, Any]:
@@ -151,12 +128,12 @@ def run(opts: Options, *, backend: Backend | None = None, reporter: Reporter | N
     lock = _claim(opts, tasks)
     units = Units(opts.out / "units.jsonl")
     meta = _meta(opts, cfg, seeds, tasks)
-    rep = reporter or TaskReporter()
+    rep = reporter or Reporter()
     left = [(t, s) for s in seeds for t in tasks if (t.id, s) not in units.done]
     meta["new_units"] = 0
     try:
         with rep:
-            rep.start(len(tasks) * len(seeds))
+            rep.start(len(tasks) * len(seeds), "bench tasks")
             rep.advance(len(tasks) * len(seeds) - len(left))
             if left:
                 # 3) the model, once
@@ -173,7 +150,7 @@ def run(opts: Options, *, backend: Backend | None = None, reporter: Reporter | N
                              json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
                 units.add(row)
                 meta["new_units"] += 1
-                rep.unit_done(row, len(units.rows))
+                rep.line(task_line(row, len(units.rows)))
     except KeyboardInterrupt:
         rep.note(f"interrupted: {len(units.rows)} tasks kept in {opts.out / 'units.jsonl'}; "
                  "rerun the same command to resume")
