@@ -297,7 +297,10 @@ class Session:
         call, text = turn.parsed.call, turn.message
         assert call is not None
         if turn.repeat:  # not run again, not asked about: the answer is already in the conversation
-            self._add(Message("assistant", text), Message("tool", LOOP_NOTE, meta={"tool": call.name}))
+            # text may follow only where the call's own result did (an error result leaves it barred)
+            ok = next((bool(m.meta.get("ok", True)) for m in reversed(self.messages)
+                       if m.role == "tool" and m.content != LOOP_NOTE), True)
+            self._add(Message("assistant", text), Message("tool", LOOP_NOTE, meta={"tool": call.name, "ok": ok}))
             return None
         decision = self._decide(call)
         if isinstance(decision, Abort):

@@ -267,6 +267,16 @@ def test_scripted_model_repeated_read_is_sampled_again_then_answered_from_the_co
     assert sum(isinstance(e, ToolOutput) and e.name == "read" for e in events) == 1
 
 
+def test_scripted_model_repeating_a_failed_read_gets_a_note_that_bars_text(tokenizer, tmp_path):
+    """The note for a repeat carries the repeated call's own outcome: after a read of a missing file the
+    answer may not come next (the 0.5B model answered 'make a different call', quoting the note)."""
+    rd, gl = call_text("read", path="nope.py"), call_text("glob", pattern="*.py")
+    s, _, _, _, _ = make(tokenizer, tmp_path, [rd, rd, rd, rd, gl, "It adds."], [Approve(), Approve()])
+    assert s.run_task("what is in nope.py").status == "answered"
+    note = next(m for m in s.messages if m.role == "tool" and m.content == LOOP_NOTE)
+    assert note.meta["ok"] is False and not s.rails.allow_text(note)
+
+
 def test_scripted_model_read_after_a_write_is_not_a_repeat(tokenizer, tmp_path):
     rd, w = call_text("read", path="main.py"), call_text("write", path="b.py", content="x = 1\n")
     s, _, user, _, events = make(tokenizer, tmp_path, [rd, w, rd, "ok"], [Approve()] * 3)

@@ -161,6 +161,24 @@ def test_read_empty_binary_directory_missing(ws: Workspace) -> None:
     assert "not a regular file" in err(ws, "read", path="fifo")
 
 
+def test_missing_path_names_the_files_it_probably_meant(ws: Workspace) -> None:
+    """A guessed module path (`pkg.py` for `pkg/__init__.py`, a wrong directory) gets the project's
+    real candidates in its one-line error; nothing close gets none; packaging metadata is no candidate."""
+    (ws.root / "inflection").mkdir()
+    (ws.root / "inflection" / "__init__.py").write_text("def pluralize(w): return w + 's'\n")
+    (ws.root / "tests").mkdir()
+    (ws.root / "tests" / "test_core.py").write_text("")
+    (ws.root / "inflection.egg-info").mkdir()
+    (ws.root / "inflection.egg-info" / "inflection.py").write_text("pluralize\n")
+    assert err(ws, "read", path="inflection.py").endswith("does not exist; did you mean inflection/__init__.py?")
+    assert "did you mean tests/test_core.py?" in err(ws, "read", path="test_core.py")
+    assert "did you mean tests/test_core.py?" in err(ws, "grep", pattern="x", path="src/test_cores.py")
+    assert err(ws, "read", path="zzz_unrelated.txt").endswith("zzz_unrelated.txt does not exist")
+    # grep and glob do not walk into *.egg-info (copies of names, never the code)
+    assert "egg-info" not in ok(ws, "grep", pattern="pluralize", path=".")
+    assert "egg-info" not in ok(ws, "glob", pattern="**/*.py")
+
+
 def test_read_non_utf8_is_replaced(ws: Workspace) -> None:
     (ws.root / "latin1.txt").write_bytes(b"caf\xe9\n")
     assert ok(ws, "read", path="latin1.txt") == "     1\tcaf\ufffd"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from continualcode.fsio import atomic_write, remove_orphans
 from continualcode.tools.base import PATH_ARG, Tool, ToolError, function_schema, quote
-from continualcode.tools.paths import WALK_BUDGET, WalkBudget
+from continualcode.tools.paths import WALK_BUDGET, WalkBudget, missing
 
 if TYPE_CHECKING:
     from continualcode.tools.workspace import Workspace
@@ -43,7 +43,7 @@ def read(ws: Workspace, path: str, offset: int, limit: int) -> tuple[bool, str]:
     if target.is_dir():
         raise ToolError(f"{rel} is a directory (use glob to list its files)")
     if not target.exists():
-        raise ToolError(f"{rel} does not exist")
+        raise missing(ws, target)
     if not stat.S_ISREG(target.stat().st_mode):
         raise ToolError(f"{rel} is not a regular file")
     budget = ws.result_cap - 200
@@ -332,7 +332,7 @@ def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[b
         raise ToolError(f"invalid regex: {e}") from None
     base = ws.resolve(path)
     if not base.exists():
-        raise ToolError(f"{ws.rel(base)} does not exist")
+        raise missing(ws, base)
     note = ""
     if base.is_dir():
         files: list[tuple[str, Path]] = []

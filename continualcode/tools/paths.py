@@ -19,6 +19,7 @@ from continualcode.tools.base import ToolError, quote, type_name
 MAX_PATH_BYTES = 4096
 MAX_NAME_BYTES = 255
 SKIP_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", "venv"})
+SKIP_SUFFIXES = (".egg-info", ".dist-info")  # packaging metadata: copies of names, never the code
 WALK_BUDGET = 100_000  # files looked at by one glob/grep
 
 
@@ -94,6 +95,7 @@ class ConfinedDir:
                 full = os.path.join(dirpath, d)
                 return (
                     d not in SKIP_DIRS
+                    and not d.endswith(SKIP_SUFFIXES)
                     and not os.path.islink(full)
                     and not os.path.exists(os.path.join(full, "pyvenv.cfg"))
                     and (descend is None or descend((*below, d)))
@@ -110,3 +112,33 @@ class ConfinedDir:
                 real = os.path.realpath(full)
                 if self.inside(real) and os.path.isfile(real):
                     yield self.rel(full), (*below, name), Path(real)
+
+
+def similar_paths(ws: ConfinedDir, missing: Path, limit: int = 3) -> list[str]:
+    """Project files a missing path probably meant (the model guessed `pkg.py` for `pkg/__init__.py`,
+    or the wrong directory): same file name elsewhere, a package named like the missing module, then
+    close spellings of the name.  At most `limit`; [] when nothing is close."""
+    import difflib
+
+    stem, name = missing.stem, missing.name
+    files: list[str] = []
+    try:
+        for rel, _, _ in ws.walk_files(ws.root):
+            files.append(rel)
+    except WalkBudget:
+        pass
+    ranked = [f for f in files if os.path.basename(f) == name]
+    ranked += [f for f in files if f.endswith(f"{stem}/__init__.py") or f.endswith(f"{stem}/main.py")]
+    by_name: dict[str, list[str]] = {}
+    for f in files:
+        by_name.setdefault(os.path.basename(f), []).append(f)
+    for close in difflib.get_close_matches(name, list(by_name), n=limit, cutoff=0.75):
+        ranked += by_name[close]
+    return list(dict.fromkeys(ranked))[:limit]
+
+
+def missing(ws: ConfinedDir, target: Path, what: str = "does not exist") -> ToolError:
+    """The error for a path that is not there, naming the project files it probably meant."""
+    near = similar_paths(ws, target)
+    hint = f"; did you mean {', '.join(near)}?" if near else ""
+    return ToolError(f"{ws.rel(target)} {what}{hint}")
