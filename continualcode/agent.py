@@ -236,8 +236,18 @@ class Session:
     def _add(self, *msgs: Message) -> None:
         """Append to the conversation; each message is also an event (the journal resumes from them)."""
         for m in msgs:
-            self.messages.append(m)
+            self._append(m)
             self._emit(MessageAdded.of(m))
+
+    def resume(self, msgs: Sequence[Message]) -> None:
+        """A resumed session's conversation (already in the journal: no events)."""
+        for m in msgs:
+            self._append(m)
+
+    def _append(self, m: Message) -> None:
+        self.messages.append(m)
+        if m.role != "assistant":  # what the model was shown as fact: what its answers may name
+            self.rails.saw(m.content)
 
     def add_feedback(self, text: str) -> None:
         text = text.strip()

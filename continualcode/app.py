@@ -217,7 +217,7 @@ class App:
             on_event=recorder, seed=cfg.seed, learn_from_approved_retry=cfg.learn_from_approved_retry,
         )
         if resumed is not None:
-            session.messages.extend(resumed)
+            session.resume(resumed)
             recorder(Resumed(len(resumed), parts.backend.step))
             display.show(Info(f"resumed session {journal.session_id}: {len(resumed)} messages, "
                               f"adapter at step {parts.backend.step}"))

@@ -9,6 +9,7 @@ executed call did.  Why each rule exists, with the failure it answers: docs/agen
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ RUN_FIRST = "the task asks to run the tests: run them with bash (after your last
 READ_FIRST = "read {path} before you change it (use write only for new files)"
 READ_TO_EXPLAIN = "the task asks what code does: read it before you answer"
 REJECTED_AGAIN = "the model proposed a call these rails had refused in this task again"
+UNGROUNDED = ("your answer names {names}, which no tool result of this session shows: look it up with a tool, "
+              "or answer only with what the results show")
 NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
 READ_ONLY = frozenset({"read", "glob", "grep"})
 CHANGING = frozenset({"write", "edit_lines"})
@@ -36,6 +39,11 @@ _CHANGE_VERBS = re.compile(
     r"insert|append|convert|correct|repair|set|edit|modify)\b", re.I)
 _EXPLAIN = re.compile(r"\b(what (does|do|is|are)|how (does|do|is)|why|explain|describe|what happens)\b", re.I)
 _RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", re.I)
+
+_WORD = re.compile(r"[\w./-]+")
+# what an answer asserts exists: a called name `f(`, or a file path with a common extension
+_NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cfg|toml|json|ya?ml|ini|sh|js|ts))\b")
+_BUILTINS = frozenset(dir(builtins))
 
 FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names ("" when unusable)
 
@@ -89,6 +97,7 @@ class Rails:
     denied: set[str] = field(default_factory=set)  # calls (canonical text) denied in this task
     readonly_done: set[str] = field(default_factory=set)  # read-only calls run since the last change
     rejected: set[str] = field(default_factory=set)  # calls these rails refused in this task
+    seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
 
     def start_task(self, task: str) -> None:
         self.task, self.denied, self.readonly_done, self.rejected = task, set(), set(), set()
@@ -102,6 +111,23 @@ class Rails:
         return (last is not None and last.role == "tool" and bool(last.meta.get("ok", True))
                 and not last.content.startswith(NOTHING_FOUND) and not self._owed())
 
+    def saw(self, text: str) -> None:
+        """Text the model was shown as fact (a tool result, the task, the file listing): what answers
+        may name.  Paths count whole, without a leading './', by file name and by each part."""
+        for w in _WORD.findall(text):
+            w = w.strip(".").removeprefix("./")
+            self.seen.update((w, w.rsplit("/", 1)[-1], *re.split(r"[./-]", w)))
+
+    def ungrounded(self, text: str) -> list[str]:
+        """The functions and files an answer names that nothing shown to the model holds (the 0.5B model
+        answered 'greet(name) in inflection/__init__.py', the worked example's function)."""
+        out = []
+        for call, path in _NAMED.findall(text):
+            name = call or path.removeprefix("./")
+            if name and name not in self.seen and name not in _BUILTINS:
+                out.append(name)
+        return list(dict.fromkeys(out))
+
     def _owed(self) -> str | None:
         """What the task still demands before a text answer (the error that says so), or None."""
         return CHANGE_FIRST if self.must_change else RUN_FIRST if self.must_run else \
@@ -114,6 +140,9 @@ class Rails:
             return Verdict(Parsed(error=owed))
         call = parsed.call
         if call is None:
+            names = self.ungrounded(parsed.text or "") if self.on else []
+            if names:
+                return Verdict(Parsed(error=UNGROUNDED.format(names=", ".join(names[:3]))))
             return Verdict(parsed)
         key = call.to_text()
         error = None

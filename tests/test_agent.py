@@ -414,3 +414,30 @@ def test_scripted_model_must_read_the_code_it_explains(tokenizer, tmp_path):
     s._constraint = lambda allow_text: asked.append(allow_text) or real(allow_text)  # type: ignore[method-assign]
     assert s.run_task("what does add do?").status == "answered"
     assert asked == [False, False, True]  # not after the grep alone: after the read
+
+
+def test_ungrounded_names_are_what_no_result_showed() -> None:
+    """An answer may name only functions and files the session was shown (results, tasks, listing);
+    builtins and prose are free; paths count whole, without './', and by their parts."""
+    from continualcode.rails import Rails
+
+    r = Rails(file_key=lambda c: "")
+    r.saw("inflection/__init__.py:42: def underscore(word):")
+    assert r.ungrounded("underscore(word) in ./inflection/__init__.py, line 42, uses len() and re.sub().") == ["sub"]
+    assert r.ungrounded('greet(name) in app/hello.py returns "Hello".') == ["greet", "app/hello.py"]
+    assert r.ungrounded("It is defined in __init__.py as underscore.") == []
+    assert r.ungrounded("It lower-cases the word (after the regex).") == []
+
+
+def test_scripted_model_answer_naming_what_no_result_showed_is_refused_then_grounded(tokenizer, tmp_path):
+    """The worked example's `greet` in an answer about this project is sent back as an error; the
+    next answer, from the read, ends the task."""
+    from continualcode.rails import UNGROUNDED
+
+    replies = [call_text("read", path="main.py"), "greet(name) in app/hello.py returns a greeting.",
+               "add(a, b) in main.py returns a + b."]
+    s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve()], guard_rails=True)
+    r = s.run_task("what does add do?")
+    assert r.status == "answered" and r.text.startswith("add(a, b)")
+    errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
+    assert errors == [UNGROUNDED.format(names="greet, app/hello.py")]

@@ -23,6 +23,17 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
 
+def key_values(args: list[str]) -> dict[str, str]:
+    """A benchmark's `key=value` overrides as a dict (checked by `parse_config` later)."""
+    base: dict[str, str] = {}
+    for a in args:
+        if "=" not in a:
+            raise ValueError(f"expected key=value, got {a!r}")
+        k, v = a.split("=", 1)
+        base[k] = v
+    return base
+
+
 def claim(out: Path, signature: dict[str, Any]) -> IO[str]:
     """Take OUT/.lock and check (or write) OUT/run.json; the open lock file, held for the whole run."""
     out.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ from continualcode.bench.learn.variants import (
     Variant,
     resolve_variants,
 )
-from continualcode.bench.rundir import Reporter, Units, claim
+from continualcode.bench.rundir import Reporter, Units, claim, key_values
 from continualcode.build import build_backend, make_renderer
 from continualcode.config import Config, UsageError, parse_config
 from continualcode.fsio import atomic_write
@@ -116,12 +116,7 @@ def parse_args(args: Sequence[str]) -> Options:
                    help="only the base model: each scenario's task and fresh tasks, no controls (the suite check)")
     p.add_argument("overrides", nargs="*", help="config key=value (the base config of every variant)")
     ns = p.parse_intermixed_args(list(args))
-    base: dict[str, str] = {}
-    for a in ns.overrides:
-        if "=" not in a:
-            raise ValueError(f"expected key=value, got {a!r}")
-        k, v = a.split("=", 1)
-        base[k] = v
+    base = key_values(ns.overrides)
     if MEMORY in base:
         raise ValueError("memory is set per variant here: use the variants memory, memory+<variant> "
                          "(or memory=true in an ad-hoc variant)")

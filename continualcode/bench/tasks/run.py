@@ -24,7 +24,7 @@ from typing import IO, Any
 import chz
 
 from continualcode.backends.base import Backend
-from continualcode.bench.rundir import Reporter, Units, claim
+from continualcode.bench.rundir import Reporter, Units, claim, key_values
 from continualcode.bench.tasks.checks import verify
 from continualcode.bench.tasks.metrics import aggregate
 from continualcode.bench.tasks.packages import PINS, PackageError, source
@@ -64,12 +64,7 @@ def parse_args(args: Sequence[str]) -> Options:
     p.add_argument("--tasks-file", default=str(TASKS_FILE), help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="config key=value (e.g. model_name=… threads=1 max_turns=…)")
     ns = p.parse_intermixed_args(list(args))
-    base: dict[str, str] = {}
-    for a in ns.overrides:
-        if "=" not in a:
-            raise ValueError(f"expected key=value, got {a!r}")
-        k, v = a.split("=", 1)
-        base[k] = v
+    base = key_values(ns.overrides)
     if ns.seeds < 1:
         raise ValueError("--seeds must be ≥ 1")
     if ns.out is None and not ns.verify:
