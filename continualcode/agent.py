@@ -246,8 +246,8 @@ class Session:
 
     def _append(self, m: Message) -> None:
         self.messages.append(m)
-        if m.role != "assistant":  # what the model was shown as fact: what its answers may name
-            self.rails.saw(m.content)
+        if m.role != "assistant" and not m.content.startswith("error: "):  # shown as fact (not our errors,
+            self.rails.saw(m.content)  # which name what an answer got wrong): what answers may name
 
     def add_feedback(self, text: str) -> None:
         text = text.strip()

@@ -179,7 +179,9 @@ FALLBACK_EXAMPLE: tuple[tuple[Role, str], ...] = (
 # One worked exchange for native tool templates too: a search with a real pattern, a read of just the
 # lines found, then an answer that states the result and names the function and file (Qwen2.5-Coder
 # otherwise filled calls with "string" and "path/to/file", answered with how one could find the
-# result, or answered after one search without reading the code).
+# result, or answered after one search without reading the code).  Shown only until the session's
+# first tool result: with it in view after a read, the model answered "greet(name) in
+# inflection/__init__.py returns the greeting" about a package that has no greet.
 NATIVE_EXAMPLE: tuple[tuple[Role, str], ...] = (
     ("user", "What does greet() return?"),
     ("assistant", ToolCall("grep", {"pattern": "def greet", "path": ".", "include": "*.py"}).to_text()),
@@ -230,6 +232,8 @@ class Renderer:
             )
         out.append({"role": "system", "content": system})
         example = FALLBACK_EXAMPLE if self.style == "fallback" else NATIVE_EXAMPLE if self.tools else ()
+        if example is NATIVE_EXAMPLE and any(m.role == "tool" for m in messages):
+            example = ()  # the conversation has its own calls now; the 0.5B model copied the example's answer
         out.extend({"role": r, "content": c} for r, c in example)
         for m in messages:
             if m.role == "system":

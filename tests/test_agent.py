@@ -430,14 +430,15 @@ def test_ungrounded_names_are_what_no_result_showed() -> None:
 
 
 def test_scripted_model_answer_naming_what_no_result_showed_is_refused_then_grounded(tokenizer, tmp_path):
-    """The worked example's `greet` in an answer about this project is sent back as an error; the
-    next answer, from the read, ends the task."""
+    """The worked example's `greet` in an answer about this project is sent back as an error (each
+    time); the answer from the read ends the task."""
     from continualcode.rails import UNGROUNDED
 
-    replies = [call_text("read", path="main.py"), "greet(name) in app/hello.py returns a greeting.",
-               "add(a, b) in main.py returns a + b."]
+    bad = "greet(name) in app/hello.py returns a greeting."
+    replies = [call_text("read", path="main.py"), bad, bad, "add(a, b) in main.py returns a + b."]
     s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve()], guard_rails=True)
     r = s.run_task("what does add do?")
     assert r.status == "answered" and r.text.startswith("add(a, b)")
     errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
-    assert errors == [UNGROUNDED.format(names="greet, app/hello.py")]
+    # refused twice: the error that names `greet` does not make it something the session was shown
+    assert errors == [UNGROUNDED.format(names="greet, app/hello.py")] * 2

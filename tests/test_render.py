@@ -106,7 +106,8 @@ def test_grammar_admits_valid_calls_and_rejects_invalid(tok) -> None:
 
 
 def test_native_template_has_one_worked_exchange_before_the_conversation(tmp_path) -> None:
-    """Qwen's native tool template: the example search and its direct answer come before the user's task."""
+    """Qwen's native tool template: the example search and its direct answer come before the user's task,
+    until the session's first tool result."""
     from continualcode.render import NATIVE_EXAMPLE
 
     class NativeTok:  # the smallest tokenizer with a native tools template, enough for to_template_messages
@@ -120,6 +121,11 @@ def test_native_template_has_one_worked_exchange_before_the_conversation(tmp_pat
     msgs = r.to_template_messages([Message("user", "task")])
     assert [m["role"] for m in msgs] == ["system", *(role for role, _ in NATIVE_EXAMPLE), "user"]
     assert msgs[-1]["content"] == "task" and '"def greet"' in msgs[2]["content"]
+    # once the conversation has a tool result the example is gone (the model copied its answer)
+    later = r.to_template_messages([Message("user", "task"), Message("assistant", "<tool_call>x</tool_call>"),
+                                    Message("tool", "1\tx = 1")])
+    assert [m["role"] for m in later] == ["system", "user", "assistant", "tool"]
+    assert not any("greet" in m["content"] for m in later)
 
 
 def test_a_tool_written_as_a_function_call_is_not_an_answer() -> None:
