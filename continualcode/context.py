@@ -3,8 +3,13 @@
 A small model on two cores pays for every prompt token twice: in prefill time, and in attention
 drawn away from the task (a long file read three turns ago, a malformed reply it then imitates).
 `compact` keeps the conversation's shape and shortens what is stale:
-- every tool result but the last `keep_results` that is longer than `keep_chars` becomes its first
-  lines and a note saying how much was elided (the model can read it again);
+- tool results older than the last `keep_results` that are longer than `keep_chars` become their
+  first lines and a note saying how much was elided (the model can read it again).  They are elided
+  in batches of `ELIDE_BATCH`: the first `ELIDE_BATCH` of them once `keep_results + ELIDE_BATCH`
+  results exist, the next batch four results later, and so on.  Eliding one result per turn changed
+  the prompt every turn just past the third-last result, so each turn re-ran ~4k prompt tokens
+  (replayed session, 0.5B: KV reuse 34%, 16.4 s median turn); in batches the prefix holds for
+  `ELIDE_BATCH` turns at a time, at the price of up to `keep_results + ELIDE_BATCH - 1` whole results;
 - a malformed reply and the error message that answered it are dropped once a later reply exists.
 The journal keeps every message whole; only the rendered prompt is compacted.  The rule depends on
 the messages alone, so the student's prompt and its teacher's (the same messages plus a correction)
@@ -20,6 +25,7 @@ from typing import Any
 from continualcode.records import Message
 
 KEEP_RESULTS = 2
+ELIDE_BATCH = 4
 KEEP_CHARS = 600
 HEAD_LINES = 6
 ERROR_PREFIX = "error: "
@@ -29,7 +35,8 @@ def compact(messages: Sequence[Message], *, keep_results: int = KEEP_RESULTS,
             keep_chars: int = KEEP_CHARS) -> list[Message]:
     """The conversation as the model should see it (see the module docstring)."""
     tool_idx = [i for i, m in enumerate(messages) if m.role == "tool"]
-    stale = set(tool_idx[:-keep_results] if keep_results > 0 else tool_idx)
+    n_stale = (max(0, len(tool_idx) - keep_results) // ELIDE_BATCH) * ELIDE_BATCH
+    stale = set(tool_idx[:n_stale])
     last_assistant = max((i for i, m in enumerate(messages) if m.role == "assistant"), default=-1)
     out: list[Message] = []
     for i, m in enumerate(messages):

@@ -15,13 +15,22 @@ def _convo(n_results: int) -> list[Message]:
     return msgs
 
 
-def test_all_but_the_last_two_long_results_are_shortened():
-    out = compact(_convo(4))
+def _whole(out: list[Message]) -> list[bool]:
+    return [t.content.endswith(f"result {k}") for k, t in enumerate(m for m in out if m.role == "tool")]
+
+
+def test_long_results_past_the_last_two_are_shortened_four_at_a_time():
+    """Elided in batches of four (so the rendered prefix changes once every four turns, not every turn),
+    never one of the last two."""
+    assert _whole(compact(_convo(5))) == [True] * 5  # 3 old results: no batch of four yet
+    out = compact(_convo(6))
+    assert _whole(out) == [False] * 4 + [True] * 2
+    assert _whole(compact(_convo(9))) == [False] * 4 + [True] * 5
+    assert _whole(compact(_convo(10))) == [False] * 8 + [True] * 2
     tools = [m for m in out if m.role == "tool"]
-    assert [t.content.endswith(f"result {k}") for k, t in enumerate(tools)] == [False, False, True, True]
-    assert all("more lines elided" in t.content and len(t.content) < 700 for t in tools[:2])
+    assert all("more lines elided" in t.content and len(t.content) < 700 for t in tools[:4])
     assert tools[0].content.startswith("     1\tline 1")  # the head stays
-    assert [m.role for m in out] == [m.role for m in _convo(4)]  # the shape stays
+    assert [m.role for m in out] == [m.role for m in _convo(6)]  # the shape stays
 
 
 def test_short_results_and_recent_ones_are_never_touched():
@@ -32,8 +41,10 @@ def test_short_results_and_recent_ones_are_never_touched():
 
 def test_a_result_once_shortened_stays_the_same_as_the_conversation_grows():
     """The rendered prefix changes only where a result is elided: later growth leaves it as it was."""
-    a, b = compact(_convo(3)), compact(_convo(5))
-    assert b[: len(a) - 4] == a[: len(a) - 4]
+    a, b = compact(_convo(6)), compact(_convo(9))
+    assert b[: len(a)] == a  # three turns later, the whole earlier prompt is still its prefix
+    c = compact(_convo(10))
+    assert c[: 2 * 4 + 1] == a[: 2 * 4 + 1]  # the next batch changes only what comes after the first
 
 
 def test_a_superseded_malformed_reply_is_dropped_but_not_the_last_one():
