@@ -10,6 +10,7 @@ executed call did.  Why each rule exists, with the failure it answers: docs/agen
 from __future__ import annotations
 
 import builtins
+import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +44,9 @@ _RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", 
 _WORD = re.compile(r"[\w./-]+")
 # what an answer asserts exists: a called name `f(`, or a file path with a common extension
 _NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cfg|toml|json|ya?ml|ini|sh|js|ts))\b")
-_BUILTINS = frozenset(dir(builtins))
+# builtins and the methods of built-in types (`.strip(`, `.replace(`): an answer may name them freely
+_BUILTINS = frozenset(dir(builtins)).union(
+    *(dir(t) for t in (str, bytes, list, dict, set, tuple, int, float, io.TextIOBase)))
 
 FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names ("" when unusable)
 
