@@ -61,6 +61,11 @@ _LEARNING: dict[str, Variant] = {
     "replay": Variant({}, replay=True),
     # everything that pushes harder at once: 3 steps, the approved retry as a demonstration, 2× the lr
     "aggressive": Variant({"steps_per_correction": "3", "learn_from_approved_retry": "true", "learning_rate": "1e-3"}),
+    # issue #14 C: step again until the student's top token at the decision is the teacher's (at most 4,
+    # each step bounded by a per-step trust region); distil on 3 more prompts; what beta does
+    "adaptive": Variant({"adaptive": "true", "steps_per_correction": "4", "step_max_kl": "1.0"}),
+    "distill": Variant({"distill_prompts": "3"}),
+    "kl0": Variant({"kl_beta": "0"}),
 }
 
 VARIANTS: dict[str, Variant] = {
