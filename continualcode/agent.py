@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from continualcode.backends.base import Backend
-from continualcode.context import project_overview
+from continualcode.context import ERROR_PREFIX, project_overview
 from continualcode.events import (
     AssistantText,
     CorrectionMade,
@@ -246,7 +246,7 @@ class Session:
 
     def _append(self, m: Message) -> None:
         self.messages.append(m)
-        if m.role != "assistant" and not m.content.startswith("error: "):  # shown as fact (not our errors,
+        if m.role != "assistant" and not m.content.startswith(ERROR_PREFIX):  # shown as fact (not our errors,
             self.rails.saw(m.content)  # which name what an answer got wrong): what answers may name
 
     def add_feedback(self, text: str) -> None:

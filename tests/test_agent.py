@@ -87,6 +87,14 @@ def make(tokenizer, tmp_path, replies, decisions, **kw):
     return s, model, user, learner, events
 
 
+def spy_allow_text(s: Session) -> list[bool]:
+    """Records, per sample, whether the grammar let the model answer in text (the real constraint is used)."""
+    asked: list[bool] = []
+    real = s._constraint
+    s._constraint = lambda allow_text: asked.append(allow_text) or real(allow_text)  # type: ignore[method-assign]
+    return asked
+
+
 def test_scripted_model_deny_with_correction_learns_once_and_retries(tokenizer, tmp_path):
     write = call_text("write", path="main.py", content="x = 1\n")
     edit = call_text("edit_lines", path="main.py", start_line=3, end_line=2,
@@ -333,9 +341,7 @@ def test_scripted_model_may_not_answer_a_change_task_before_changing_a_file(toke
     replies = [call_text("read", path="main.py"), "Fixed it.", call_text("edit_lines", path="main.py", start_line=2,
                end_line=2, content="    return a + b  # checked\n"), "Done."]
     s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve(), Approve()], guard_rails=True)
-    asked: list[bool] = []
-    real = s._constraint
-    s._constraint = lambda allow_text: asked.append(allow_text) or real(allow_text)  # type: ignore[method-assign]
+    asked = spy_allow_text(s)
     r = s.run_task("fix the comment in main.py")
     assert r.status == "answered" and r.text == "Done."
     assert asked == [False, False, False, True]  # text barred until the edit succeeded
@@ -383,9 +389,7 @@ def test_scripted_model_overwrite_of_an_unread_file_is_read_first_but_a_new_file
 def test_scripted_model_may_not_answer_right_after_a_search_that_found_nothing(tokenizer, tmp_path):
     replies = [call_text("grep", pattern="def nowhere"), call_text("grep", pattern="def "), "add is in main.py."]
     s, _, _, _, _ = make(tokenizer, tmp_path, replies, [Approve(), Approve()], guard_rails=True)
-    asked: list[bool] = []
-    real = s._constraint
-    s._constraint = lambda allow_text: asked.append(allow_text) or real(allow_text)  # type: ignore[method-assign]
+    asked = spy_allow_text(s)
     assert s.run_task("where is add?").status == "answered"
     assert asked == [False, False, True]
 
@@ -409,9 +413,7 @@ def test_scripted_model_must_read_the_code_it_explains(tokenizer, tmp_path):
     assert not asks_to_explain("Where is the function that adds two numbers defined?")
     replies = [call_text("grep", pattern="def add"), call_text("read", path="main.py"), "add returns a + b."]
     s, _, _, _, _ = make(tokenizer, tmp_path, replies, [Approve(), Approve()], guard_rails=True)
-    asked: list[bool] = []
-    real = s._constraint
-    s._constraint = lambda allow_text: asked.append(allow_text) or real(allow_text)  # type: ignore[method-assign]
+    asked = spy_allow_text(s)
     assert s.run_task("what does add do?").status == "answered"
     assert asked == [False, False, True]  # not after the grep alone: after the read
 

@@ -94,17 +94,17 @@ class ServiceSession:
         then `optim_step`, submitted back to back, then a sampler of the new weights (the old one is
         dead from the submit on).  Returns the forward result, seconds training, seconds publishing."""
         t0 = time.perf_counter()
+        custom = not isinstance(loss, str)
         tc = self.training()
         self.sampler = None
         try:
             with service_errors(what):
-                custom = not isinstance(loss, str)
                 fb = tc.forward_backward_custom(data, loss) if custom else tc.forward_backward(data, loss)
                 opt = tc.optim_step(tinker.types.AdamParams(learning_rate=lr))
                 fwd = resolve(fb)
                 resolve(opt)
         except BackendError:
-            if not isinstance(loss, str):
+            if custom:
                 self.training_client = None  # a failed custom loss poisons the client; a restore builds a new one
             raise
         t1 = time.perf_counter()

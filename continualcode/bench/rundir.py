@@ -116,11 +116,10 @@ class Reporter:
 
     def line(self, text: str) -> None:
         """One line above the bar (the only output when not a terminal), and one step of the bar."""
-        line = text
         if self.console.is_terminal:
-            self.progress.console.print(line, highlight=False, markup=False)
+            self.progress.console.print(text, highlight=False, markup=False)
         else:
-            print(line, file=sys.stderr, flush=True)
+            print(text, file=sys.stderr, flush=True)
         self.advance()
 
     def note(self, text: str) -> None:

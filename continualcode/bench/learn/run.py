@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import chz
 
@@ -56,9 +56,6 @@ from continualcode.config import Config, UsageError, parse_config
 from continualcode.fsio import atomic_write
 from continualcode.learn.memory import Memory
 from continualcode.records import Correction
-
-if TYPE_CHECKING:
-    pass
 
 DESCRIPTION = "The learning benchmark (`continualcode bench learn`): a simulated user drives the real agent."
 BENCH_MAX_TOKENS = 192
