@@ -107,7 +107,7 @@ class Turn:
     parsed: Parsed
     message: str  # what goes into the conversation: the text, or the proper call for a call spelled out as text
     repeat: bool = False  # a read-only call whose result the conversation already holds
-    redirected: bool = False  # a change to an unseen file, replaced by the read of it (not the sampled tokens)
+    redirected: bool = False  # not the sampled tokens: the read of an unseen file, or a re-indented edit
 
 
 @dataclass
@@ -167,7 +167,7 @@ class Session:
         self.seed = seed
         self.learn_from_approved_retry = learn_from_approved_retry
         self.overview = overview
-        self.rails = Rails(self._file_key, on=self.sampling.guard_rails)
+        self.rails = Rails(self._file_key, on=self.sampling.guard_rails, breaks=self._breaks, mend=self._mend)
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
 
@@ -360,6 +360,13 @@ class Session:
             return str(self.workspace.resolve(str(call.arguments.get("path", ""))))
         except Exception:  # an unusable path: the tool itself will refuse it with a clear line
             return ""
+
+    def _breaks(self, call: ToolCall) -> str | None:
+        return self.workspace.breaks_syntax(call.name, call.arguments)
+
+    def _mend(self, call: ToolCall) -> ToolCall | None:
+        fixed = self.workspace.reindented(call.name, call.arguments)
+        return None if fixed is None else ToolCall(call.name, fixed)
 
     def _decide(self, call: ToolCall) -> Decision:
         if call.name in self.auto_approve:

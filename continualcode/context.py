@@ -70,11 +70,16 @@ def _failed_pair_end(messages: Sequence[Message], i: int) -> int | None:
 
 OVERVIEW_FILES = 40
 OVERVIEW_SKIP = (".", "__pycache__")
+OUTLINE_CHARS = 3000  # the definitions map (`outline.py`): ~900 tokens, prefilled once per session
+OUTLINE_FILES = 60
+OUTLINE_FILE_BYTES = 400_000
 
 
-def project_overview(workspace: Any, limit: int = OVERVIEW_FILES) -> str:
+def project_overview(workspace: Any, limit: int = OVERVIEW_FILES, outline_chars: int = OUTLINE_CHARS) -> str:
     """A short listing of the project's files for the model's first turn (real paths, so that it need not
-    guess them), shallowest first; hidden files and directories are left out.  "" for an empty project."""
+    guess them), shallowest first; hidden files and directories are left out.  Then, in `outline_chars`
+    at most, the classes and functions of its Python files with their lines (`outline.py`): the code
+    first, tests and set-up scripts after, as far as the budget goes.  "" for an empty project."""
     from continualcode.tools.paths import WalkBudget
 
     files: list[str] = []
@@ -93,4 +98,37 @@ def project_overview(workspace: Any, limit: int = OVERVIEW_FILES) -> str:
     files.sort(key=lambda f: (f.count("/"), f))
     shown = files[:limit]
     more = f"\n… and {len(files) - limit} more files" if len(files) > limit else ""
-    return "Files in the project (the workspace root is '.'):\n" + "\n".join(shown) + more
+    text = "Files in the project (the workspace root is '.'):\n" + "\n".join(shown) + more
+    if outline_chars > 0 and (defs := _outline(workspace, files, outline_chars)):
+        text += "\n\nClasses and functions (line: name(arguments) — first line of the docstring):\n" + defs
+    return text
+
+
+def _is_secondary(rel: str) -> bool:
+    """Tests, set-up scripts and docs: mapped after the code, if the budget allows."""
+    name = rel.rsplit("/", 1)[-1]
+    parts = rel.split("/")[:-1]
+    return (name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
+            or name.endswith("setup.py")
+            or any(p in ("tests", "test", "docs", "doc", "examples") for p in parts))
+
+
+def _outline(workspace: Any, files: list[str], budget: int) -> str:
+    from continualcode.outline import definitions, render
+
+    py = [f for f in files if f.endswith(".py")][:OUTLINE_FILES]
+    mapped: dict[bool, list[tuple[str, list[Any]]]] = {False: [], True: []}
+    for rel in py:
+        try:
+            path = workspace.root / rel
+            if path.stat().st_size > OUTLINE_FILE_BYTES:
+                continue
+            source = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        mapped[_is_secondary(rel)].append((rel, definitions(source)))
+    text = render(mapped[False], budget)
+    room = budget - len(text) - 1
+    if room > 300 and (extra := render(mapped[True], room)):
+        text = f"{text}\n{extra}" if text else extra
+    return text

@@ -28,9 +28,12 @@ CHANGE_FIRST = "the task asks for a change: make it (write or edit_lines) before
 RUN_FIRST = "the task asks to run the tests: run them with bash (after your last change) before you answer"
 READ_FIRST = "read {path} before you change it (use write only for new files)"
 READ_TO_EXPLAIN = "the task asks what code does: read it before you answer"
+BREAKS_SYNTAX = "the proposed change would leave the file unable to parse as Python"
 REJECTED_AGAIN = "the model proposed a call these rails had refused in this task again"
 UNGROUNDED = ("your answer names {names}, which no tool result of this session shows: look it up with a tool, "
               "or answer only with what the results show")
+NOT_AN_ANSWER = ("answer the task in a sentence or two of your own words (name the file and the function, say what "
+                 "the code does); do not paste tool output")
 NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
 READ_ONLY = frozenset({"read", "glob", "grep"})
 CHANGING = frozenset({"write", "edit_lines"})
@@ -39,9 +42,12 @@ _CHANGE_VERBS = re.compile(
     r"\b(add|fix|rename|change|bump|update|implement|create|write|remove|delete|replace|refactor|make|move|"
     r"insert|append|convert|correct|repair|set|edit|modify)\b", re.I)
 _EXPLAIN = re.compile(r"\b(what (does|do|is|are)|how (does|do|is)|why|explain|describe|what happens)\b", re.I)
+_QUESTION = re.compile(r"(where|which|what|how|why|who|when|does|do|is|are|can|could)\b", re.I)
 _RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", re.I)
 
 _WORD = re.compile(r"[\w./-]+")
+_NUMBERED = re.compile(r"^\s*\d+\t", re.M)  # a line as read shows it
+_LETTERS = re.compile(r"[A-Za-z]{2,}")
 # what an answer asserts exists: a called name `f(`, or a file path with a common extension
 _NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cfg|toml|json|ya?ml|ini|sh|js|ts))\b")
 # builtins and the methods of built-in types (`.strip(`, `.replace(`): an answer may name them freely
@@ -49,6 +55,12 @@ _BUILTINS = frozenset(dir(builtins)).union(
     *(dir(t) for t in (str, bytes, list, dict, set, tuple, int, float, io.TextIOBase)))
 
 FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names ("" when unusable)
+Breaks = Callable[[ToolCall], str | None]  # why a change would leave a parsing Python file unparsable, or None
+Mend = Callable[[ToolCall], ToolCall | None]  # the same change re-indented so that the file parses, or None
+
+
+def _never(_call: ToolCall) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -57,8 +69,8 @@ class Verdict:
 
     parsed:      the proposal to go on with (the model's, an error in its place, or a read in its place);
     repeat:      why it should be sampled again (a denied, repeated or refused call), or None;
-    redirected:  the proposal was a change to a file the session has not seen, and `parsed` is the read
-                 of that file the model needs first (not the model's own tokens: nothing to learn from).
+    redirected:  `parsed` is not the model's own tokens (nothing to learn from): the read of a file the
+                 model wanted to change unseen, or its edit re-indented so that the file still parses.
     """
 
     parsed: Parsed
@@ -77,9 +89,22 @@ def asks_to_explain(task: str) -> bool:
     return bool(_EXPLAIN.search(task))
 
 
+def asks_a_question(task: str) -> bool:
+    """Whether a task is a question (it wants an answer in words, not a change)."""
+    text = task.strip()
+    return text.endswith("?") or asks_to_explain(text) or bool(_QUESTION.match(text))
+
+
 def asks_to_run_tests(task: str) -> bool:
     """Whether a task asks to run the tests."""
     return bool(_RUN_TESTS.search(task))
+
+
+def not_an_answer(text: str, question: bool) -> bool:
+    """Text that answers nothing: to a question, fewer than two words ('101', 'NULL', '10' were the 0.5B
+    model's answers after a read; after a change 'Done.' is fine); to anything, lines pasted from a read
+    (its numbered lines) instead of an answer."""
+    return (question and len(_LETTERS.findall(text)) < 2) or len(_NUMBERED.findall(text)) >= 2
 
 
 @dataclass
@@ -92,6 +117,8 @@ class Rails:
 
     file_key: FileKey
     on: bool = True
+    breaks: Breaks = _never
+    mend: Mend = _never
     known_files: set[str] = field(default_factory=set)  # read or written in this session: may be changed
     task: str = ""
     must_change: bool = False  # the task asks for a change and no file has been changed yet
@@ -146,6 +173,8 @@ class Rails:
             names = self.ungrounded(parsed.text or "") if self.on else []
             if names:
                 return Verdict(Parsed(error=UNGROUNDED.format(names=", ".join(names[:3]))))
+            if self.on and not_an_answer(parsed.text or "", asks_a_question(self.task)):
+                return Verdict(Parsed(error=NOT_AN_ANSWER))
             return Verdict(parsed)
         key = call.to_text()
         error = None
@@ -164,6 +193,13 @@ class Rails:
             again = key in self.rejected
             self.rejected.add(key)
             return Verdict(Parsed(error=error), REJECTED_AGAIN if again else None)
+        if self.on and call.name in CHANGING and key not in self.denied and self.breaks(call) is not None:
+            # an edit that would break a file that parses: mended when only its indentation is off, else
+            # sampled again (and proposed, with the preview's warning, when every sample breaks it)
+            mended = self.mend(call)
+            if mended is not None:
+                return Verdict(Parsed(call=mended), redirected=True)
+            return Verdict(parsed, BREAKS_SYNTAX)
         return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done
                        else None)
 

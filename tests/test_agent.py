@@ -446,3 +446,41 @@ def test_scripted_model_answer_naming_what_no_result_showed_is_refused_then_grou
     errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
     # refused twice: the error that names `greet` does not make it something the session was shown
     assert errors == [UNGROUNDED.format(names="greet, app/hello.py")] * 2
+
+
+def test_scripted_model_edit_that_breaks_the_file_is_reindented_or_sampled_again(tokenizer, tmp_path):
+    """An edit whose only fault is its indentation runs re-indented (and is not learned from: not the
+    model's tokens); one that breaks the file otherwise is sampled again, and proposed (the preview
+    warns) when every sample breaks it."""
+    from continualcode.rails import BREAKS_SYNTAX
+
+    flat = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="return b + a")
+    read = call_text("read", path="main.py")
+    s, _, user, _, events = make(tokenizer, tmp_path, [read, flat, "Done."], [Approve(), Approve()],
+                                 guard_rails=True)
+    assert s.run_task("swap the operands in main.py").status == "answered"
+    assert user.seen[1][0].arguments["content"] == "    return b + a"
+    assert (tmp_path / "main.py").read_text() == "def add(a, b):\n    return b + a\n"
+    assert s.messages[-3].content == user.seen[1][0].to_text()  # the conversation holds the call that ran
+
+    broken = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return (b")
+    other = tmp_path / "other"
+    other.mkdir()
+    s2, _, user2, _, events2 = make(tokenizer, other, [read, broken, broken, broken, "Done."],
+                                    [Approve(), Approve()], guard_rails=True)
+    assert s2.run_task("break main.py").status == "answered"
+    assert [e.error for e in events2 if isinstance(e, Proposal) and e.error] == [BREAKS_SYNTAX] * 3
+    assert "no longer parses as Python" in user2.seen[1][1]  # the third sample is proposed, with the warning
+
+
+def test_scripted_model_answer_that_pastes_lines_or_says_nothing_is_refused(tokenizer, tmp_path):
+    from continualcode.rails import NOT_AN_ANSWER, asks_a_question
+
+    assert asks_a_question("Where is add defined?") and asks_a_question("which file has add")
+    assert not asks_a_question("swap the operands in main.py")
+    read = call_text("read", path="main.py")
+    replies = [read, "101", "     1\tdef add(a, b):\n     2\t    return a + b", "add(a, b) in main.py returns a + b."]
+    s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve()], guard_rails=True)
+    r = s.run_task("which function adds two numbers?")
+    assert r.status == "answered" and r.text.startswith("add(a, b) in main.py")
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NOT_AN_ANSWER] * 2

@@ -174,6 +174,8 @@ def test_missing_path_names_the_files_it_probably_meant(ws: Workspace) -> None:
     assert "did you mean tests/test_core.py?" in err(ws, "read", path="test_core.py")
     assert "did you mean tests/test_core.py?" in err(ws, "grep", pattern="x", path="src/test_cores.py")
     assert err(ws, "read", path="zzz_unrelated.txt").endswith("zzz_unrelated.txt does not exist")
+    # a module or package spelled close to the missing name (the model read `scheduler` for `schedule`)
+    assert err(ws, "read", path="inflections").endswith("did you mean inflection/__init__.py?")
     # grep and glob do not walk into *.egg-info (copies of names, never the code)
     assert "egg-info" not in ok(ws, "grep", pattern="pluralize", path=".")
     assert "egg-info" not in ok(ws, "glob", pattern="**/*.py")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from continualcode.fsio import atomic_write, remove_orphans
 from continualcode.tools.base import PATH_ARG, Tool, ToolError, function_schema, quote
 from continualcode.tools.paths import WALK_BUDGET, WalkBudget, missing
+from continualcode.tools.syntax import syntax_error, syntax_note
 
 if TYPE_CHECKING:
     from continualcode.tools.workspace import Workspace
@@ -107,14 +108,14 @@ def write(ws: Workspace, path: str, content: str) -> tuple[bool, str]:
     existed = target.exists()
     if existed and not stat.S_ISREG(target.stat().st_mode):  # a FIFO, socket or device: the preview refuses too
         raise ToolError(f"{rel} is not a regular file")
-    old_text = _read_text_for_edit(target, rel) if existed else ""
-    before = _syntax_error(old_text, rel) if existed else None
+    old_text = read_text_for_edit(target, rel) if existed else ""
+    before = syntax_error(old_text, rel) if existed else None
     _write_file(target, _encode(content))
     n = len(_split_lines(content))
     was = len(_split_lines(old_text)) if existed else 0
     shrunk = f"\nwarning: {rel} went from {was} lines to {n}" if was >= 20 and n < was // 2 else ""
     return True, f"wrote {n} line{'s' * (n != 1)} to {rel}" + ("" if existed else " (new file)") + \
-        _syntax_note(before, _syntax_error(content, rel)) + shrunk
+        syntax_note(before, syntax_error(content, rel)) + shrunk
 
 
 def preview_write(ws: Workspace, path: str, content: str) -> str:
@@ -123,9 +124,9 @@ def preview_write(ws: Workspace, path: str, content: str) -> str:
     if target.is_file() and _is_binary(_head(target)):
         size, n = target.stat().st_size, len(_split_lines(content))
         return f"overwrite binary file {rel} ({size} bytes) with {n} lines"
-    old = _read_text_for_edit(target, rel)
-    return _diff(old, content, rel) + _syntax_note(_syntax_error(old, rel) if old else None,
-                                                   _syntax_error(content, rel))
+    old = read_text_for_edit(target, rel)
+    return _diff(old, content, rel) + syntax_note(syntax_error(old, rel) if old else None,
+                                                   syntax_error(content, rel))
 
 
 WRITE = Tool(
@@ -146,10 +147,10 @@ WRITE = Tool(
 def edit_lines(ws: Workspace, path: str, start_line: int, end_line: int, content: str) -> tuple[bool, str]:
     target = ws.resolve(path)
     rel = ws.rel(target)
-    old = _read_text_for_edit(target, rel, must_exist=True)
-    new, summary = _plan_edit(old, start_line, end_line, content, rel=rel)
+    old = read_text_for_edit(target, rel, must_exist=True)
+    new, summary = plan_edit(old, start_line, end_line, content, rel=rel)
     _write_file(target, _encode(new))
-    summary += _syntax_note(_syntax_error(old, rel), _syntax_error(new, rel))
+    summary += syntax_note(syntax_error(old, rel), syntax_error(new, rel))
     # show a little context around the change, numbered as read would
     lines = _split_lines(new)
     added = len(_split_lines(content))
@@ -162,9 +163,9 @@ def edit_lines(ws: Workspace, path: str, start_line: int, end_line: int, content
 def preview_edit_lines(ws: Workspace, path: str, start_line: int, end_line: int, content: str) -> str:
     target = ws.resolve(path)
     rel = ws.rel(target)
-    old = _read_text_for_edit(target, rel, must_exist=True)
-    new, _ = _plan_edit(old, start_line, end_line, content, rel=rel)
-    return _diff(old, new, rel) + _syntax_note(_syntax_error(old, rel), _syntax_error(new, rel))
+    old = read_text_for_edit(target, rel, must_exist=True)
+    new, _ = plan_edit(old, start_line, end_line, content, rel=rel)
+    return _diff(old, new, rel) + syntax_note(syntax_error(old, rel), syntax_error(new, rel))
 
 
 EDIT_LINES = Tool(
@@ -185,28 +186,7 @@ EDIT_LINES = Tool(
 )
 
 
-def _syntax_error(text: str, rel: str) -> str | None:
-    """For a Python file: why `text` does not compile ("line N: message"), or None (also for other files)."""
-    if not rel.endswith((".py", ".pyi")):
-        return None
-    try:
-        compile(text, rel, "exec", dont_inherit=True)
-    except SyntaxError as e:
-        return f"line {e.lineno}: {e.msg}"
-    except (ValueError, RecursionError, MemoryError):  # a NUL byte, absurd nesting
-        return None
-    return None
-
-
-def _syntax_note(before: str | None, after: str | None) -> str:
-    """A warning line when a change leaves a Python file that parsed before unable to parse (no note when
-    it did not parse before either: that is not this change's doing)."""
-    if after is None or before is not None:
-        return ""
-    return f"\nwarning: after this change the file no longer parses as Python ({after})"
-
-
-def _plan_edit(old: str, start: int, end: int, content: str, *, rel: str) -> tuple[str, str]:
+def plan_edit(old: str, start: int, end: int, content: str, *, rel: str) -> tuple[str, str]:
     """The file's new text after replacing lines start..end with content, and a one-line summary."""
     lines = _split_lines(old)
     n = len(lines)
@@ -412,7 +392,7 @@ def _write_file(target: Path, data: bytes) -> None:
     atomic_write(target, data, keep_mode=True)
 
 
-def _read_text_for_edit(target: Path, rel: str, *, must_exist: bool = False) -> str:
+def read_text_for_edit(target: Path, rel: str, *, must_exist: bool = False) -> str:
     if not target.exists():
         if must_exist:
             raise ToolError(f"{rel} does not exist (use write to create it)")

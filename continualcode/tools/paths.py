@@ -134,6 +134,14 @@ def similar_paths(ws: ConfinedDir, missing: Path, limit: int = 3) -> list[str]:
         by_name.setdefault(os.path.basename(f), []).append(f)
     for close in difflib.get_close_matches(name, list(by_name), n=limit, cutoff=0.75):
         ranked += by_name[close]
+    # a module or package spelled close to the missing name (`scheduler` for the package `schedule`)
+    modules: dict[str, list[str]] = {}
+    for f in files:
+        if f.endswith(".py"):
+            base = os.path.dirname(f) if f.endswith("/__init__.py") else f.removesuffix(".py")
+            modules.setdefault(os.path.basename(base), []).append(f)
+    for close in difflib.get_close_matches(stem, [m for m in modules if m], n=limit, cutoff=0.75):
+        ranked += modules[close]
     return list(dict.fromkeys(ranked))[:limit]
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from continualcode.tools.base import ToolError, ToolResult, cap_text, clean, one_line
+from continualcode.tools.files import plan_edit, read_text_for_edit
 from continualcode.tools.paths import ConfinedDir
 from continualcode.tools.sandbox import Sandbox, SandboxUnavailable, say_unavailable_once, unavailable
+from continualcode.tools.syntax import indent_candidates, reindent, syntax_error
 from continualcode.tools.table import TOOLS, validate_args
 
 DEFAULT_RESULT_CAP = 12000  # characters of one tool result shown to the model
@@ -74,6 +76,48 @@ class Workspace(ConfinedDir):
         except Exception as e:
             text = f"error: {one_line(self._explain(e))}"
         return cap_text(clean(text), self.result_cap)
+
+    def breaks_syntax(self, name: str, args: Mapping[str, Any]) -> str | None:
+        """For a write or edit_lines that would leave a Python file that parses now unable to parse: why
+        ("line N: message"); None otherwise, also for a call the tool would refuse.  Never raises."""
+        planned = self._planned(name, args)
+        if planned is None or syntax_error(planned[1], planned[0]) is not None:
+            return None
+        return syntax_error(planned[2], planned[0])
+
+    def reindented(self, name: str, args: Mapping[str, Any]) -> dict[str, Any] | None:
+        """An edit_lines that would break a Python file that parses, shifted to the first indentation
+        (`syntax.indent_candidates`) at which the file parses; None when it does not break the file or
+        no indentation mends it.  Never raises."""
+        if name != "edit_lines" or self.breaks_syntax(name, args) is None:
+            return None
+        try:
+            kwargs = validate_args(name, args)
+            old = (self._planned(name, args) or ("", "", ""))[1]
+            lines = old.splitlines()
+            for indent in indent_candidates(lines, kwargs["start_line"], kwargs["end_line"]):
+                fixed = {**kwargs, "content": reindent(kwargs["content"], indent)}
+                if fixed["content"] != kwargs["content"] and self.breaks_syntax(name, fixed) is None:
+                    return fixed
+        except Exception:  # a refused call: the tool itself says why when it runs
+            return None
+        return None
+
+    def _planned(self, name: str, args: Mapping[str, Any]) -> tuple[str, str, str] | None:
+        """(relative path, text now, text after) of a write or edit_lines; None for other calls and for
+        calls the tool would refuse."""
+        if name not in ("write", "edit_lines"):
+            return None
+        try:
+            kwargs = validate_args(name, args)
+            target = self.resolve(kwargs["path"])
+            rel = self.rel(target)
+            old = read_text_for_edit(target, rel, must_exist=name == "edit_lines")
+            if name == "write":
+                return rel, old, kwargs["content"]
+            return rel, old, plan_edit(old, kwargs["start_line"], kwargs["end_line"], kwargs["content"], rel=rel)[0]
+        except Exception:
+            return None
 
     def _explain(self, e: Exception) -> str:
         if isinstance(e, ToolError):

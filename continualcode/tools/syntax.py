@@ -1,0 +1,67 @@
+"""Python syntax of a change: whether it would break a file that parses, and the re-indented edit that
+would not.
+
+Why: on real code the 0.5B model's edits land in the right lines but break the file
+(`IndentationError`, `SyntaxError`) in most edit tasks, and it does not repair them from the warning
+within the turn limit.  A change is judged before it is proposed (rails.py re-samples one that breaks
+a file that parsed); an `edit_lines` whose only fault is its indentation is shifted to the indentation
+of the lines it replaces (or of the block it goes into), kept only if the file then parses.
+
+Pure text in, text out; the workspace supplies the file (workspace.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+_INDENT = re.compile(r"[ \t]*")
+
+
+def syntax_error(text: str, rel: str) -> str | None:
+    """For a Python file: why `text` does not compile ("line N: message"), or None (also for other files)."""
+    if not rel.endswith((".py", ".pyi")):
+        return None
+    try:
+        compile(text, rel, "exec", dont_inherit=True)
+    except SyntaxError as e:
+        return f"line {e.lineno}: {e.msg}"
+    except (ValueError, RecursionError, MemoryError):  # a NUL byte, absurd nesting
+        return None
+    return None
+
+
+def syntax_note(before: str | None, after: str | None) -> str:
+    """A warning line when a change leaves a Python file that parsed before unable to parse (no note when
+    it did not parse before either: that is not this change's doing)."""
+    if after is None or before is not None:
+        return ""
+    return f"\nwarning: after this change the file no longer parses as Python ({after})"
+
+
+def reindent(content: str, indent: str) -> str:
+    """`content` shifted so that its least-indented non-blank line starts with `indent`; the lines keep
+    their indentation relative to each other, blank lines stay blank."""
+    lines = content.split("\n")
+    body = [ln for ln in lines if ln.strip()]
+    if not body:
+        return content
+    least = min(len(_INDENT.match(ln).group()) for ln in body)  # type: ignore[union-attr]
+    return "\n".join(indent + ln[least:] if ln.strip() else ln for ln in lines)
+
+
+def indent_candidates(lines: list[str], start: int, end: int) -> list[str]:
+    """Indentations an edit replacing lines start..end (1-based; end = start-1 inserts) could mean: the
+    first replaced line's, the next line's, and the previous non-blank line's (one level deeper after a
+    line ending with ':'), in that order, without repeats."""
+    def indent_of(i: int) -> str | None:  # 1-based, None past the ends
+        return _INDENT.match(lines[i - 1]).group() if 1 <= i <= len(lines) else None  # type: ignore[union-attr]
+
+    out: list[str | None] = []
+    if end >= start:
+        out.append(indent_of(start))
+    out.append(indent_of(end + 1))
+    prev = next((i for i in range(start - 1, 0, -1) if lines[i - 1].strip()), 0)
+    if prev:
+        base = indent_of(prev) or ""
+        out.append(base + "    " if lines[prev - 1].rstrip().endswith(":") else base)
+    return list(dict.fromkeys(x for x in out if x is not None))

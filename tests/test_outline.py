@@ -1,0 +1,115 @@
+"""The definitions map (outline.py), the file overview that carries it, and the syntax of a change
+(tools/syntax.py, Workspace.breaks_syntax / reindented): pure text, hand-checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from continualcode.context import project_overview
+from continualcode.outline import Definition, definitions, render
+from continualcode.tools import Workspace
+from continualcode.tools.syntax import indent_candidates, reindent
+
+SOURCE = '''"""A module."""
+
+
+def pluralize(word, *rest, strict=False, **kw):
+    """Return the plural form of a word.
+
+    More text that is not shown.
+    """
+    def inner():  # inside a body: not mapped
+        pass
+    return word + "s"
+
+
+class Scheduler(Base):
+    """Objects that keep jobs."""
+
+    def clear(self, tag=None):
+        """Delete scheduled jobs marked with the given tag."""
+
+    def _private(self):
+        pass
+
+    class Inner:
+        pass
+'''
+
+
+def test_definitions_have_lines_signatures_and_first_doc_lines() -> None:
+    got = definitions(SOURCE)
+    assert got == [
+        Definition(4, "def", "pluralize", 0, "(word, *rest, strict, **kw)", "Return the plural form of a word."),
+        Definition(14, "class", "Scheduler", 0, "(Base)", "Objects that keep jobs."),
+        Definition(17, "def", "clear", 1, "(tag)", "Delete scheduled jobs marked with the given tag."),
+        Definition(20, "def", "_private", 1, "()", ""),
+        Definition(23, "class", "Inner", 1, "", ""),
+    ]
+    assert definitions("def broken(:\n") == []
+
+
+def test_render_shrinks_in_steps_before_it_cuts() -> None:
+    files = [("pkg/mod.py", definitions(SOURCE)), ("empty.py", [])]
+    full = render(files, 10_000)
+    assert full.split("\n") == [
+        "pkg/mod.py",
+        "  4: def pluralize(word, *rest, strict, **kw) — Return the plural form of a word.",
+        "  14: class Scheduler(Base) — Objects that keep jobs.",
+        "    17: def clear(tag) — Delete scheduled jobs marked with the given tag.",
+        "    20: def _private()",
+        "    23: class Inner",
+    ]  # a file without definitions is left out
+    lvl1 = render(files, len(full) - 1)  # method docstrings go first
+    assert "17: def clear(tag)\n" in lvl1 and "Objects that keep jobs" in lvl1
+    lvl4 = render(files, 95)  # no docstrings, no signatures, no private methods
+    assert lvl4 == "pkg/mod.py\n  4: def pluralize\n  14: class Scheduler\n    17: def clear\n    23: class Inner"
+    cut = render(files, 60)
+    assert len(cut) <= 60 + 60 and cut.endswith("more definitions (grep 'def NAME' or 'class NAME' to find one)")
+    assert render([("a.py", [])], 100) == ""
+
+
+def test_overview_maps_the_code_before_the_tests(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text(SOURCE)
+    (tmp_path / "test_pkg.py").write_text("def test_plural():\n    pass\n")
+    (tmp_path / "setup.py").write_text("def read_file():\n    pass\n")
+    text = project_overview(Workspace(tmp_path))
+    files, _, defs = text.partition("\n\nClasses and functions")
+    assert files.split("\n")[1:] == ["setup.py", "test_pkg.py", "pkg/__init__.py"]
+    assert defs.index("pkg/__init__.py") < defs.index("setup.py") and "1: def test_plural()" in defs
+    assert "Classes and functions" not in project_overview(Workspace(tmp_path), outline_chars=0)
+
+
+def test_reindent_keeps_relative_indentation() -> None:
+    assert reindent("if x:\n    y()\n\nz()", "        ") == "        if x:\n            y()\n\n        z()"
+    assert reindent("        a\n          b", "    ") == "    a\n      b"
+    assert reindent("\n\n", "    ") == "\n\n"
+
+
+def test_indent_candidates_follow_the_replaced_lines_then_the_block() -> None:
+    lines = ["class A:", "    def f(self):", "        return 1", "", "x = 2"]
+    assert indent_candidates(lines, 3, 3) == ["        ", ""]  # the replaced line's, then the next line's
+    assert indent_candidates(lines, 3, 2) == ["        "]  # insert before line 3: its indent = one below 'def'
+    assert indent_candidates(lines, 2, 1) == ["    "]  # before `def f`: its indent, also one below 'class A:'
+    assert indent_candidates(["x = 1", "", "y = 2"], 2, 2) == [""]  # a blank line between top-level lines
+    assert indent_candidates(lines, 6, 5) == [""]  # append after x = 2
+
+
+def test_a_change_that_breaks_a_parsing_file_is_seen_and_mended_when_only_indentation_is_off(
+        tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    (tmp_path / "m.py").write_text("class A:\n    def f(self):\n        return 1\n")
+    edit = {"path": "m.py", "start_line": 3, "end_line": 3, "content": "return 2"}
+    assert ws.breaks_syntax("edit_lines", edit) == "line 3: expected an indented block after function definition on line 2"
+    assert ws.reindented("edit_lines", edit) == {**edit, "content": "        return 2"}
+    fine = {**edit, "content": "        return 2"}
+    assert ws.breaks_syntax("edit_lines", fine) is None and ws.reindented("edit_lines", fine) is None
+    bad = {**edit, "content": "        return (2"}  # not an indentation fault: nothing mends it
+    assert ws.breaks_syntax("edit_lines", bad) is not None and ws.reindented("edit_lines", bad) is None
+    assert ws.breaks_syntax("write", {"path": "new.py", "content": "def (:"}) is not None
+    assert ws.breaks_syntax("write", {"path": "notes.txt", "content": "def (:"}) is None
+    (tmp_path / "broken.py").write_text("def (:\n")  # broken before: not this change's doing
+    assert ws.breaks_syntax("write", {"path": "broken.py", "content": "def (:\n"}) is None
+    assert ws.breaks_syntax("edit_lines", {**edit, "start_line": 99, "end_line": 99}) is None  # refused by the tool
+    assert (tmp_path / "m.py").read_text().endswith("return 1\n")  # judging touches nothing
