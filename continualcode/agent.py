@@ -246,8 +246,8 @@ class Session:
 
     def _append(self, m: Message) -> None:
         self.messages.append(m)
-        if m.role != "assistant" and not m.content.startswith(ERROR_PREFIX):  # shown as fact (not our errors,
-            self.rails.saw(m.content)  # which name what an answer got wrong): what answers may name
+        if m.role != "assistant" and not (m.role == "user" and m.content.startswith(ERROR_PREFIX)):
+            self.rails.saw(m.content)  # shown as fact (not our error messages, which name what an answer got wrong)
 
     def add_feedback(self, text: str) -> None:
         text = text.strip()
@@ -308,8 +308,7 @@ class Session:
         assert call is not None
         if turn.repeat:  # not run again, not asked about: the answer is already in the conversation
             # text may follow only where the call's own result did (an error result leaves it barred)
-            ok = next((bool(m.meta.get("ok", True)) for m in reversed(self.messages)
-                       if m.role == "tool" and m.content != LOOP_NOTE), True)
+            ok = self.rails.readonly_done.get(call.to_text(), True)
             self._add(Message("assistant", text), Message("tool", LOOP_NOTE, meta={"tool": call.name, "ok": ok}))
             return None
         decision = self._decide(call)

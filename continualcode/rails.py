@@ -125,12 +125,12 @@ class Rails:
     must_run: bool = False  # the task asks to run the tests and they have not run since the last change
     must_read: bool = False  # the task asks for an explanation and no file has been read in it yet
     denied: set[str] = field(default_factory=set)  # calls (canonical text) denied in this task
-    readonly_done: set[str] = field(default_factory=set)  # read-only calls run since the last change
+    readonly_done: dict[str, bool] = field(default_factory=dict)  # read-only calls run since the last change: ok
     rejected: set[str] = field(default_factory=set)  # calls these rails refused in this task
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
 
     def start_task(self, task: str) -> None:
-        self.task, self.denied, self.readonly_done, self.rejected = task, set(), set(), set()
+        self.task, self.denied, self.readonly_done, self.rejected = task, set(), {}, set()
         self.must_change = self.on and asks_for_change(task)
         self.must_run = self.on and asks_to_run_tests(task)
         self.must_read = self.on and asks_to_explain(task)
@@ -209,7 +209,7 @@ class Rails:
     def ran(self, call: ToolCall, ok: bool) -> None:
         """What an executed call did to the demands and to what is known."""
         if call.name in READ_ONLY:
-            self.readonly_done.add(call.to_text())
+            self.readonly_done[call.to_text()] = ok
         else:  # files may have changed: a read may now show something new
             self.readonly_done.clear()
             if ok and call.name in CHANGING:

@@ -283,6 +283,14 @@ def test_scripted_model_repeating_a_failed_read_gets_a_note_that_bars_text(token
     assert s.run_task("what is in nope.py").status == "answered"
     note = next(m for m in s.messages if m.role == "tool" and m.content == LOOP_NOTE)
     assert note.meta["ok"] is False and not s.rails.allow_text(note)
+    # the repeated call's own outcome, not the latest result's: a read that worked comes between
+    ok_read = call_text("read", path="main.py")
+    other = tmp_path / "other"
+    other.mkdir()
+    s2, _, _, _, _ = make(tokenizer, other, [rd, ok_read, rd, rd, rd, gl, "It adds."], [Approve()] * 3)
+    assert s2.run_task("what is in nope.py").status == "answered"
+    note = next(m for m in s2.messages if m.role == "tool" and m.content == LOOP_NOTE)
+    assert note.meta["ok"] is False
 
 
 def test_scripted_model_read_after_a_write_is_not_a_repeat(tokenizer, tmp_path):
