@@ -16,6 +16,9 @@ of `--repeats` with min–max spread:
 - peak RSS of this process and of the cold-start process;
 - decoding against the memory-bandwidth bound, draft decoding per tool kind, and a replayed
   multi-turn session on a real file (`decode.py`, `session.py`).
+Every part but the session runs on the full (bf16) weights, so `decode_over_bound` is the bf16
+decode against the bf16 bound; the int8 part then quantizes the model, and the session replays last,
+on the path the config gives a user (`decode_int8`, on by default on CPU; `session_decode` says which).
 `--parts` picks what to measure.  Writes results.json and results.md to --out.  Absolute seconds on
 a shared machine are noise; the ratios are the result.  Machine-readable: `decode_over_bound`,
 `draft_speedup` (per tool kind and overall) and `turn_latency_median_s` (the replayed session).
@@ -33,10 +36,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PARTS = ("sampling", "bound", "drafts", "session", "step", "start", "int8")  # int8 last: it quantizes the model
+PARTS = ("sampling", "bound", "drafts", "step", "start", "int8", "session")  # int8 quantizes; session: the user's path
 
 
 def main(args: Sequence[str]) -> int:
+    import chz
+
     from continualcode.bench.speed import decode, session, start, step
     from continualcode.bench.speed.report import to_markdown
     from continualcode.build import build_backend, make_renderer
@@ -53,7 +58,7 @@ def main(args: Sequence[str]) -> int:
     if unknown := set(parts) - set(PARTS):
         p.error(f"unknown parts {sorted(unknown)}")
     cfg = parse_config(rest)
-    backend = build_backend(cfg)
+    backend = build_backend(chz.replace(cfg, decode_int8=False))
     renderer = make_renderer(backend)
     res: dict[str, Any] = {
         "command": "continualcode bench speed " + " ".join(args), "model": backend.model_id,
@@ -81,13 +86,18 @@ def main(args: Sequence[str]) -> int:
     if "drafts" in res:
         res["draft_speedup"] = {**{k: v["speedup"] for k, v in res["drafts"]["by_kind"].items()},
                                 "overall": res["drafts"]["overall"]["speedup"]}
-    run("session", lambda: session.replay(backend, renderer, cfg))
-    if "session" in res:
-        res["turn_latency_median_s"] = res["session"]["turn_latency_median_s"]
     lengths = [int(x) for x in ns.lengths.split(",") if x]
     run("step", lambda: step.bench_step(backend, renderer, cfg, lengths, ns.completion, ns.repeats))
     run("start", lambda: start.bench_start(cfg, backend, ns.repeats))
     run("int8", lambda: decode.int8(backend, renderer, decode.draft_prompts(*_draft_file(cfg)), ns.repeats))
+    if "session" in parts:
+        if cfg.decode_int8 and "int8" not in res and backend.device.type == "cpu":
+            from continualcode.backends.quant import quantize_for_decode
+
+            quantize_for_decode(backend.model)
+        res["session_decode"] = "int8" if cfg.decode_int8 or "int8" in res else "bf16"
+        run("session", lambda: session.replay(backend, renderer, cfg))
+        res["turn_latency_median_s"] = res["session"]["turn_latency_median_s"]
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _write(out, res, to_markdown)
     print(to_markdown(res))

@@ -94,7 +94,8 @@ def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
                 f"{q['kl_mean']:.4f}, max {q['kl_max']:.4f} nats; same top token {q['same_top_token']:.0%}"]
     s = res.get("session")
     if s:
-        out += ["", "## Replayed session (xmltodict.py, greedy, every call approved)", "",
+        how = res.get("session_decode", "bf16")
+        out += ["", f"## Replayed session (xmltodict.py, greedy, every call approved, {how} decode steps)", "",
                 f"- median approval → next proposal: **{s['turn_latency_median_s']:.1f} s** over "
                 f"{len(s['turns'])} turns; largest prompt {s['max_prompt_tokens']} tokens; median KV hit rate "
                 f"{s['kv_hit_rate_median']:.0%}", "",
