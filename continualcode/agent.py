@@ -351,7 +351,7 @@ class Session:
         self._emit(ToolOutput(call.name, result.ok, result.output))
         self._add(Message("tool", result.output, meta={"tool": call.name, "ok": result.ok}))
         t.result.calls.append(call)
-        self.rails.ran(call, result.ok)
+        self.rails.ran(call, result.ok, result.output)
         return None
 
     def _file_key(self, call: ToolCall) -> str:

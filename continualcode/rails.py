@@ -46,6 +46,7 @@ _QUESTION = re.compile(r"(where|which|what|how|why|who|when|does|do|is|are|can|c
 _RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", re.I)
 
 _WORD = re.compile(r"[\w./-]+")
+_MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found error names (tools/paths.py)
 _NUMBERED = re.compile(r"^\s*\d+\t", re.M)  # a line as read shows it
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
 # what an answer asserts exists: a called name `f(`, or a file path with a common extension
@@ -127,10 +128,11 @@ class Rails:
     denied: set[str] = field(default_factory=set)  # calls (canonical text) denied in this task
     readonly_done: dict[str, bool] = field(default_factory=dict)  # read-only calls run since the last change: ok
     rejected: set[str] = field(default_factory=set)  # calls these rails refused in this task
+    meant: dict[str, str] = field(default_factory=dict)  # failed read-only call -> the path its error named
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
 
     def start_task(self, task: str) -> None:
-        self.task, self.denied, self.readonly_done, self.rejected = task, set(), {}, set()
+        self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, set(), {}, set(), {}
         self.must_change = self.on and asks_for_change(task)
         self.must_run = self.on and asks_to_run_tests(task)
         self.must_read = self.on and asks_to_explain(task)
@@ -200,16 +202,23 @@ class Rails:
             if mended is not None:
                 return Verdict(Parsed(call=mended), redirected=True)
             return Verdict(parsed, BREAKS_SYNTAX)
+        if self.on and key in self.meant and key not in self.denied:
+            # a read or search of a missing path again, after its error named the file meant: that file
+            fixed = ToolCall(call.name, {**call.arguments, "path": self.meant[key]})
+            if fixed.to_text() not in self.readonly_done:
+                return Verdict(Parsed(call=fixed), redirected=True)
         return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done
                        else None)
 
     def deny(self, call: ToolCall) -> None:
         self.denied.add(call.to_text())
 
-    def ran(self, call: ToolCall, ok: bool) -> None:
+    def ran(self, call: ToolCall, ok: bool, output: str = "") -> None:
         """What an executed call did to the demands and to what is known."""
         if call.name in READ_ONLY:
             self.readonly_done[call.to_text()] = ok
+            if not ok and "path" in call.arguments and (m := _MEANT.search(output)):
+                self.meant[call.to_text()] = m.group(1)
         else:  # files may have changed: a read may now show something new
             self.readonly_done.clear()
             if ok and call.name in CHANGING:

@@ -492,3 +492,15 @@ def test_scripted_model_answer_that_pastes_lines_or_says_nothing_is_refused(toke
     r = s.run_task("which function adds two numbers?")
     assert r.status == "answered" and r.text.startswith("add(a, b) in main.py")
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NOT_AN_ANSWER] * 2
+
+
+def test_scripted_model_repeating_a_read_of_a_missing_path_reads_the_file_its_error_named(tokenizer, tmp_path):
+    """The 0.5B model read `app/schedule.py` thirty times after 'did you mean schedule/__init__.py?'.
+    Proposed again, such a call becomes the same call on the file named (asked about like any call;
+    not the model's tokens, so nothing is learned from it)."""
+    wrong = call_text("read", path="mian.py")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [wrong, wrong, "add(a, b) in main.py returns a + b."],
+                            [Approve(), Approve()], guard_rails=True)
+    assert s.run_task("what does add in main.py do?").status == "answered"
+    assert [c.arguments["path"] for c, _ in user.seen] == ["mian.py", "main.py"]
+    assert [m.meta.get("ok") for m in s.messages if m.role == "tool"] == [False, True]
