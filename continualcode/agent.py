@@ -90,6 +90,7 @@ class SamplingConfig:
     max_malformed: int = 3
     max_repeats: int = 2  # re-samples of a call the user denied in the task, or of a repeated read-only call
     guard_rails: bool = True  # rails.py: act before answering a change or test-run task; read before changing
+    repo_map: int = 0  # characters of the classes-and-functions map in the first task's overview (0: none)
 
 
 REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated call
@@ -274,7 +275,8 @@ class Session:
         """Run one user task until a text answer, a denial without correction, an abort or max_turns.
         A session's first task starts with the project's file listing (`context.project_overview`)."""
         self._emit(UserTask(task))
-        if not self.messages and self.overview and (listing := project_overview(self.workspace)):
+        if not self.messages and self.overview and (
+                listing := project_overview(self.workspace, outline_chars=self.sampling.repo_map)):
             self._add(Message("system", listing))
         self._add(Message("user", task))
         self.rails.start_task(task)

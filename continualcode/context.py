@@ -70,12 +70,12 @@ def _failed_pair_end(messages: Sequence[Message], i: int) -> int | None:
 
 OVERVIEW_FILES = 40
 OVERVIEW_SKIP = (".", "__pycache__")
-OUTLINE_CHARS = 3000  # the definitions map (`outline.py`): ~900 tokens, prefilled once per session
+OUTLINE_CHARS = 3000  # a definitions map (`outline.py`) of ~900 tokens; config repo_map (default 0: none)
 OUTLINE_FILES = 60
 OUTLINE_FILE_BYTES = 400_000
 
 
-def project_overview(workspace: Any, limit: int = OVERVIEW_FILES, outline_chars: int = OUTLINE_CHARS) -> str:
+def project_overview(workspace: Any, limit: int = OVERVIEW_FILES, outline_chars: int = 0) -> str:
     """A short listing of the project's files for the model's first turn (real paths, so that it need not
     guess them), shallowest first; hidden files and directories are left out.  Then, in `outline_chars`
     at most, the classes and functions of its Python files with their lines (`outline.py`): the code

@@ -38,6 +38,7 @@ BAD: dict[str, list[str]] = {
     "top_p": ["0", "1.5", "nan"],
     "max_tokens": ["0", "4", "100000"],
     "max_turns": ["0", "-1"],
+    "repo_map": ["-1", "1e9"],
     "constrained": ["maybe"],
     "enable_training": ["yes please"],
     "distill_loss": ["mse"],

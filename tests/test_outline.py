@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from continualcode.context import project_overview
+from continualcode.context import OUTLINE_CHARS, project_overview
 from continualcode.outline import Definition, definitions, render
 from continualcode.tools import Workspace
 from continualcode.tools.syntax import indent_candidates, reindent
@@ -74,11 +74,11 @@ def test_overview_maps_the_code_before_the_tests(tmp_path: Path) -> None:
     (tmp_path / "pkg" / "__init__.py").write_text(SOURCE)
     (tmp_path / "test_pkg.py").write_text("def test_plural():\n    pass\n")
     (tmp_path / "setup.py").write_text("def read_file():\n    pass\n")
-    text = project_overview(Workspace(tmp_path))
+    text = project_overview(Workspace(tmp_path), outline_chars=OUTLINE_CHARS)
     files, _, defs = text.partition("\n\nClasses and functions")
     assert files.split("\n")[1:] == ["setup.py", "test_pkg.py", "pkg/__init__.py"]
     assert defs.index("pkg/__init__.py") < defs.index("setup.py") and "1: def test_plural()" in defs
-    assert "Classes and functions" not in project_overview(Workspace(tmp_path), outline_chars=0)
+    assert "Classes and functions" not in project_overview(Workspace(tmp_path))  # the default: none
 
 
 def test_reindent_keeps_relative_indentation() -> None:

@@ -120,7 +120,13 @@ def test_native_template_has_one_worked_exchange_before_the_conversation(tmp_pat
     assert r.style == "native"
     msgs = r.to_template_messages([Message("user", "task")])
     assert [m["role"] for m in msgs] == ["system", *(role for role, _ in NATIVE_EXAMPLE), "user"]
-    assert msgs[-1]["content"] == "task" and '"def greet"' in msgs[2]["content"]
+    assert msgs[-1]["content"] == "task" and '"app/hello.py"' in msgs[2]["content"]
+    # the session's overview (a system message) opens the next user turn, as in the example
+    first = r.to_template_messages([Message("system", "Files in the project: a.py"), Message("user", "task")])
+    assert first[-1] == {"role": "user", "content": "Files in the project: a.py\n\ntask"}
+    assert "Files in the project: a.py" not in first[0]["content"]
+    alone = r.to_template_messages([Message("system", "note")])  # no user turn after it: system text
+    assert alone[0]["content"].endswith("\n\nnote") and len(alone) == 1 + len(NATIVE_EXAMPLE)
     # once the conversation has a tool result the example is gone (the model copied its answer)
     later = r.to_template_messages([Message("user", "task"), Message("assistant", "<tool_call>x</tool_call>"),
                                     Message("tool", "1\tx = 1")])
