@@ -128,12 +128,17 @@ def test_read_numbers_lines_like_cat_n(ws: Workspace) -> None:
 
 
 def test_read_offset_limit_and_remaining_note(ws: Workspace) -> None:
-    (ws.root / "f.txt").write_text("".join(f"l{i}\n" for i in range(1, 11)))
-    out = ok(ws, "read", path="f.txt", offset=3, limit=4)
-    assert out.splitlines()[:4] == ["     3\tl3", "     4\tl4", "     5\tl5", "     6\tl6"]
-    assert out.splitlines()[-1] == "[4 more lines; use offset=7 to continue]"
-    assert ok(ws, "read", path="f.txt", offset=7, limit=4).splitlines()[-1] == "    10\tl10"
-    assert "offset 11 is past the end: f.txt has 10 lines" in err(ws, "read", path="f.txt", offset=11)
+    """A window of `limit` lines from `offset`, at least MIN_READ_LINES (40) of them (the 0.5B model paged
+    through files 10 lines a turn), and a note with the offset to continue from."""
+    (ws.root / "f.txt").write_text("".join(f"l{i}\n" for i in range(1, 101)))
+    out = ok(ws, "read", path="f.txt", offset=3, limit=50).splitlines()
+    assert out[:2] == ["     3\tl3", "     4\tl4"] and out[-2] == "    52\tl52"
+    assert out[-1] == "[48 more lines; use offset=53 to continue]"
+    small = ok(ws, "read", path="f.txt", offset=3, limit=4).splitlines()
+    assert len(small) == 41 and small[-2] == "    42\tl42" and small[-1] == "[58 more lines; use offset=43 to continue]"
+    assert ok(ws, "read", path="f.txt", offset=97, limit=4).splitlines()[-1] == "   100\tl100"
+    assert "offset 101 is past the end: f.txt has 100 lines" in err(ws, "read", path="f.txt", offset=101)
+    assert ws.preview("read", {"path": "f.txt", "offset": 3, "limit": 4}) == "read f.txt (lines 3-42)"
 
 
 def test_read_default_limit_is_400(ws: Workspace) -> None:
@@ -143,10 +148,10 @@ def test_read_default_limit_is_400(ws: Workspace) -> None:
 
 
 def test_read_counts_last_line_without_newline_and_keeps_cr_out(ws: Workspace) -> None:
-    (ws.root / "f").write_bytes(b"a\r\nb\x0cc\nlast")
-    out = ok(ws, "read", path="f", limit=1)
-    assert out == "     1\ta\n[2 more lines; use offset=2 to continue]"
-    assert ok(ws, "read", path="f", offset=3) == "     3\tlast"
+    (ws.root / "f").write_bytes(b"a\r\n" + b"x\n" * 39 + b"b\x0cc\nlast")  # a form feed splits no line
+    out = ok(ws, "read", path="f", limit=1).splitlines()
+    assert out[0] == "     1\ta" and out[-1] == "[2 more lines; use offset=41 to continue]"
+    assert ok(ws, "read", path="f", offset=42) == "    42\tlast"
 
 
 def test_read_empty_binary_directory_missing(ws: Workspace) -> None:
@@ -436,6 +441,11 @@ def test_grep_format_sorting_include_and_skipping(tree: Workspace) -> None:
     one_file = ok(tree, "grep", pattern="import|#", path="src/m.py")
     assert one_file == "src/m.py:1: # src/m.py\nsrc/m.py:2: import os"
     assert "no matches" in ok(tree, "grep", pattern="zzz")
+    # an include that matches no file is said to be the reason (the model passed a file path as include)
+    assert err(tree, "grep", pattern="os", include="src/py.typed") == (
+        "error: no file in . matches include 'src/py.typed' (a file-name glob such as *.py); leave include out "
+        "to search every file")
+    assert "no matches" in ok(tree, "grep", pattern="zzz", include="*.py")  # files matched, no line did
 
 
 def test_grep_dollar_matches_at_the_end_of_crlf_lines(ws: Workspace) -> None:

@@ -33,12 +33,14 @@ HIT_CAP = 300  # chars of one line shown by grep
 GREP_MAX_FILE = 5 * 2**20
 EDIT_MAX_FILE = 50 * 2**20
 BOM = "\ufeff"
+MIN_READ_LINES = 40  # a read shows at least this many lines: the 0.5B model paged through files 10 lines a turn
 
 
 # -------------------------------------------------------------------------------------------------- read
 
 
 def read(ws: Workspace, path: str, offset: int, limit: int) -> tuple[bool, str]:
+    limit = max(limit, MIN_READ_LINES)
     target = ws.resolve(path)
     rel = ws.rel(target)
     if target.is_dir():
@@ -76,7 +78,7 @@ def read(ws: Workspace, path: str, offset: int, limit: int) -> tuple[bool, str]:
 
 
 def preview_read(ws: Workspace, path: str, offset: int, limit: int) -> str:
-    return f"read {ws.rel(ws.resolve(path))} (lines {offset}-{offset + limit - 1})"
+    return f"read {ws.rel(ws.resolve(path))} (lines {offset}-{offset + max(limit, MIN_READ_LINES) - 1})"
 
 
 READ = Tool(
@@ -322,6 +324,9 @@ def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[b
                     files.append((rel, real))
         except WalkBudget:
             note = f"\n[stopped after {WALK_BUDGET} files; narrow the path]"
+        if include is not None and not files and not note:
+            raise ToolError(f"no file in {ws.rel(base)} matches include {quote(include)} (a file-name glob such as "
+                            "*.py); leave include out to search every file")
         files.sort()
     elif stat.S_ISREG(base.stat().st_mode):
         files = [(ws.rel(base), base)]
