@@ -543,3 +543,9 @@ def test_decode_int8_changes_one_token_steps_only(cache_dir):
     p, q = torch.log_softmax(one, -1), torch.log_softmax(step, -1)
     kl = float((p.exp() * (p - q)).sum())
     assert 0 < kl < 0.05, kl  # it did change, and only by rounding
+    from continualcode.backends.quant import full_weights
+
+    with torch.no_grad(), full_weights():  # the benchmark's switch: the same one-token step on the bf16 weights
+        full = b.model(input_ids=torch.tensor([prompt[-1:]]), past_key_values=b.model(
+            input_ids=torch.tensor([prompt[:-1]]), use_cache=True).past_key_values).logits[0, -1].float()
+    assert float((p.exp() * (p - torch.log_softmax(full, -1))).sum()) < kl / 2  # bf16 cache rounding only

@@ -13,11 +13,24 @@ Memory: the int8 copies add half of the bf16 weights.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 MAX_ROWS = 2  # at most this many tokens in a forward take the int8 path
+_FULL = [False]  # set inside `full_weights()`: every forward takes the full weights
+
+
+@contextmanager
+def full_weights() -> Iterator[None]:
+    """Inside it, the int8 copies are not used (a benchmark alternates both paths in one process)."""
+    _FULL[0] = True
+    try:
+        yield
+    finally:
+        _FULL[0] = False
 
 
 class DecodeInt8(torch.nn.Module):
@@ -36,7 +49,7 @@ class DecodeInt8(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
-        if rows > MAX_ROWS or torch.is_grad_enabled() or x.device.type != "cpu":
+        if rows > MAX_ROWS or _FULL[0] or torch.is_grad_enabled() or x.device.type != "cpu":
             return torch.nn.functional.linear(x, self.weight, self.bias)
         y = torch.ops.aten._weight_int8pack_mm(x.reshape(rows, -1).to(torch.bfloat16), self.w8, self.scale)
         if self.bias is not None:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -168,26 +169,33 @@ def _pooled(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def int8(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], repeats: int) -> dict[str, Any]:
-    """Decode steps with the int8 copies against bf16, on the same backend (quantized at the end: this part
-    runs last), and the KL between the two next-token distributions after each speed prompt."""
+    """Decode steps with the int8 copies against bf16 on the same backend (quantized here, if it was not
+    already), the two paths alternating `repeats` times so that a change in the machine's load hits both;
+    and the KL between the two next-token distributions after each speed prompt."""
     import torch
 
-    from continualcode.backends.quant import quantize_for_decode
+    from continualcode.backends.quant import DecodeInt8, full_weights, quantize_for_decode
 
-    def steps() -> tuple[float, list[torch.Tensor]]:
-        dists = []
+    def dists() -> list[torch.Tensor]:
+        out_d = []
         with torch.no_grad():
             for _, msgs in prompts:
                 ids = renderer.prompt_ids(msgs)
                 out = backend.model(input_ids=torch.tensor([ids[:-1]]), use_cache=True, logits_to_keep=1)
                 last = backend.model(input_ids=torch.tensor([ids[-1:]]), past_key_values=out.past_key_values)
-                dists.append(torch.log_softmax(last.logits[0, -1].float(), -1))
-        per_tok = sampler(backend, renderer, repeats)["decode_s_per_tok"]["median"]
-        return per_tok, dists
+                out_d.append(torch.log_softmax(last.logits[0, -1].float(), -1))
+        return out_d
 
-    t_bf16, d_bf16 = steps()
-    n = quantize_for_decode(backend.model)
-    t_int8, d_int8 = steps()
+    n = quantize_for_decode(backend.model) or sum(isinstance(m, DecodeInt8) for m in backend.model.modules())
+    with full_weights():
+        d_bf16 = dists()
+    d_int8 = dists()
+    times: dict[str, list[float]] = {"bf16": [], "int8": []}
+    for _ in range(repeats):
+        with full_weights():
+            times["bf16"].append(sampler(backend, renderer, 1)["decode_s_per_tok"]["median"])
+        times["int8"].append(sampler(backend, renderer, 1)["decode_s_per_tok"]["median"])
+    t_bf16, t_int8 = statistics.median(times["bf16"]), statistics.median(times["int8"])
     kls = [float((p.exp() * (p - q)).sum()) for p, q in zip(d_bf16, d_int8, strict=True)]
     same = [int(p.argmax()) == int(q.argmax()) for p, q in zip(d_bf16, d_int8, strict=True)]
     return {"linears": n, "bf16_s_per_tok": t_bf16, "int8_s_per_tok": t_int8, "speedup": t_bf16 / t_int8,
