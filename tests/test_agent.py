@@ -464,7 +464,7 @@ def test_scripted_model_edit_that_breaks_the_file_is_reindented_or_sampled_again
 
     flat = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="return b + a")
     read = call_text("read", path="main.py")
-    s, _, user, _, events = make(tokenizer, tmp_path, [read, flat, "Done."], [Approve(), Approve()],
+    s, _, user, _, _ = make(tokenizer, tmp_path, [read, flat, "Done."], [Approve(), Approve()],
                                  guard_rails=True)
     assert s.run_task("swap the operands in main.py").status == "answered"
     assert user.seen[1][0].arguments["content"] == "    return b + a"

@@ -537,15 +537,23 @@ def test_decode_int8_changes_one_token_steps_only(cache_dir):
     b.clear_cache()
     assert torch.equal(b.score(prompt, completion).logprobs, before_T)  # many tokens: the bf16 weights
     b.clear_cache()
-    with torch.no_grad():
-        out = b.model(input_ids=torch.tensor([prompt[:-1]]), use_cache=True)
-        step = b.model(input_ids=torch.tensor([prompt[-1:]]), past_key_values=out.past_key_values).logits[0, -1].float()
+    from continualcode.backends.quant import decoding, full_weights
+
+    def one_step() -> torch.Tensor:
+        with torch.no_grad():
+            out = b.model(input_ids=torch.tensor([prompt[:-1]]), use_cache=True)
+            return b.model(input_ids=torch.tensor([prompt[-1:]]), past_key_values=out.past_key_values).logits[0, -1]
+
+    with decoding():  # the sampler's decode loop: a one-token step takes the int8 copies
+        step = one_step().float()
     p, q = torch.log_softmax(one, -1), torch.log_softmax(step, -1)
     kl = float((p.exp() * (p - q)).sum())
     assert 0 < kl < 0.05, kl  # it did change, and only by rounding
-    from continualcode.backends.quant import full_weights
-
-    with torch.no_grad(), full_weights():  # the benchmark's switch: the same one-token step on the bf16 weights
-        full = b.model(input_ids=torch.tensor([prompt[-1:]]), past_key_values=b.model(
-            input_ids=torch.tensor([prompt[:-1]]), use_cache=True).past_key_values).logits[0, -1].float()
-    assert float((p.exp() * (p - torch.log_softmax(full, -1))).sum()) < kl / 2  # bf16 cache rounding only
+    outside = one_step()  # outside the decode loop (a one-token KV extension while scoring): full weights
+    with decoding(), full_weights():  # the benchmark's switch overrides the decode loop
+        assert torch.equal(one_step(), outside)
+    assert float((p.exp() * (p - torch.log_softmax(outside.float(), -1))).sum()) < kl / 2  # bf16 cache rounding
+    # sampling with int8 steps leaves only the prompt's KV (full weights) in the store for scoring to reuse
+    b.int8 = True
+    s = b.sample(prompt, max_tokens=5, temperature=0.0)
+    assert len(s.tokens) == 5 and b._kv.entries["live"].ids == tuple(prompt)

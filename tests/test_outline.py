@@ -101,7 +101,8 @@ def test_a_change_that_breaks_a_parsing_file_is_seen_and_mended_when_only_indent
     ws = Workspace(tmp_path)
     (tmp_path / "m.py").write_text("class A:\n    def f(self):\n        return 1\n")
     edit = {"path": "m.py", "start_line": 3, "end_line": 3, "content": "return 2"}
-    assert ws.breaks_syntax("edit_lines", edit) == "line 3: expected an indented block after function definition on line 2"
+    assert ws.breaks_syntax("edit_lines", edit) == (
+        "line 3: expected an indented block after function definition on line 2")
     assert ws.reindented("edit_lines", edit) == {**edit, "content": "        return 2"}
     fine = {**edit, "content": "        return 2"}
     assert ws.breaks_syntax("edit_lines", fine) is None and ws.reindented("edit_lines", fine) is None

@@ -38,6 +38,7 @@ from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token
 from continualcode.backends.decode import Decoded, Drafter, PromptLookup, decode
 from continualcode.backends.kv import PrefixStore, crop
 from continualcode.backends.loading import load_base
+from continualcode.backends.quant import decoding, quantize_for_decode
 from continualcode.backends.train import optimizer_step
 from continualcode.learn.types import LearnConfig, LossSpec, Scores, StepResult, TrainExample
 from continualcode.records import Sample
@@ -118,9 +119,8 @@ class LocalBackend:
         except ValueError as e:
             raise BackendError(f"bad lora_targets {lora_targets!r}: {e}") from None
         self.adapter = AdapterState(self.model, self.lora_config, self.resolved.model_id, optimizer=optimizer)
-        if decode_int8 and self.device.type == "cpu":
-            from continualcode.backends.quant import quantize_for_decode
-
+        self.int8 = decode_int8 and self.device.type == "cpu"
+        if self.int8:
             quantize_for_decode(self.model)
         self._kv = PrefixStore(self._extend)
         if draft not in ("lookup", "off"):
@@ -258,12 +258,15 @@ class LocalBackend:
             past = getattr(o, self._cache_kw)
             return o.logits[0, -len(tokens):]  # (n, V)
 
-        # 2) decode, drafting from the prompt where a guess is to be had
-        d = decode(out.logits[0, -1], forward, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                   stop=set(stop) | set(stop_token_ids(self._tok)),
-                   state=constraint.start() if constraint is not None else None, gen=gen, context=prompt,
-                   drafter=self.drafter, truncate=lambda n: crop(past, past.get_seq_length() - n))
+        # 2) decode, drafting from the prompt where a guess is to be had (int8 steps where configured)
+        with decoding():
+            d = decode(out.logits[0, -1], forward, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                       stop=set(stop) | set(stop_token_ids(self._tok)),
+                       state=constraint.start() if constraint is not None else None, gen=gen, context=prompt,
+                       drafter=self.drafter, truncate=lambda n: crop(past, past.get_seq_length() - n))
         self.last_decode = d
+        if self.int8:  # KV from int8 steps is never reused: scoring must see the full weights' numbers
+            crop(past, len(prompt))
         seen = (prompt + d.tokens)[: past.get_seq_length()]
         self._kv.put("live", seen, past, self.adapter.version)  # the next turn's prompt extends this
         return Sample(tokens=d.tokens, logprobs=d.logprobs, finish_reason=d.finish)

@@ -1,14 +1,16 @@
-"""Weight-only int8 for one-token decode steps on CPU; every other forward keeps the full weights.
+"""Weight-only int8 for the decode steps of sampling on CPU; every other forward keeps the full weights.
 
 A decode step on a CPU reads every weight once, so its time is the weights' bytes over the memory
 bandwidth.  `DecodeInt8` gives each frozen linear layer of the base model (and the LM head) an int8
-copy of its weight with one scale per output row, used by `torch.ops.aten._weight_int8pack_mm` when
-a forward runs one or two tokens without grad: half the bytes of bf16.  Forwards of more tokens
-(prefill, a drafted run, scoring) and every forward with grad (training) use the original weight, so
-the teacher, the reference and the student of a learning step see exactly the numbers they saw
-before; only which tokens sampling picks can change, by the int8 rounding (measured in `bench speed`:
-the KL between the bf16 and the int8 next-token distributions).  The LoRA layers are left alone.
-Memory: the int8 copies add half of the bf16 weights.
+copy of its weight with one scale per output row, used by `torch.ops.aten._weight_int8pack_mm` only
+inside `decoding()` (the sampler's decode loop) for forwards of one or two tokens without grad.
+Everything else uses the original weight: prefill, a drafted run, scoring, every forward with grad,
+and every forward outside the decode loop whatever its size (a KV-prefix extension of one token
+during scoring too).  The sampler also keeps no KV computed by an int8 step (local.py stores the
+prompt's KV only), so the teacher, the reference and the student of a learning step see exactly the
+numbers they saw before; only which tokens sampling picks can change, by the int8 rounding (measured
+in `bench speed`: the KL between the bf16 and the int8 next-token distributions).  The LoRA layers
+are left alone.  Memory: the int8 copies add half of the bf16 weights.
 """
 
 from __future__ import annotations
@@ -21,6 +23,18 @@ import torch
 
 MAX_ROWS = 2  # at most this many tokens in a forward take the int8 path
 _FULL = [False]  # set inside `full_weights()`: every forward takes the full weights
+_DECODING = [False]  # set inside `decoding()`: small no-grad forwards may take the int8 copies
+
+
+@contextmanager
+def decoding() -> Iterator[None]:
+    """The sampler's decode steps: inside it (and only there) the int8 copies serve small forwards."""
+    before = _DECODING[0]
+    _DECODING[0] = True
+    try:
+        yield
+    finally:
+        _DECODING[0] = before
 
 
 @contextmanager
@@ -49,7 +63,8 @@ class DecodeInt8(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
-        if rows > MAX_ROWS or _FULL[0] or torch.is_grad_enabled() or x.device.type != "cpu":
+        if (not _DECODING[0] or _FULL[0] or rows > MAX_ROWS or torch.is_grad_enabled()
+                or x.device.type != "cpu"):
             return torch.nn.functional.linear(x, self.weight, self.bias)
         y = torch.ops.aten._weight_int8pack_mm(x.reshape(rows, -1).to(torch.bfloat16), self.w8, self.scale)
         if self.bias is not None:

@@ -193,7 +193,7 @@ def int8(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], 
     and the KL between the two next-token distributions after each speed prompt."""
     import torch
 
-    from continualcode.backends.quant import DecodeInt8, full_weights, quantize_for_decode
+    from continualcode.backends.quant import DecodeInt8, decoding, full_weights, quantize_for_decode
 
     def dists() -> list[torch.Tensor]:
         out_d = []
@@ -208,7 +208,8 @@ def int8(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], 
     n = quantize_for_decode(backend.model) or sum(isinstance(m, DecodeInt8) for m in backend.model.modules())
     with full_weights():
         d_bf16 = dists()
-    d_int8 = dists()
+    with decoding():
+        d_int8 = dists()
     times: dict[str, list[float]] = {"bf16": [], "int8": []}
     for _ in range(repeats):
         with full_weights():
