@@ -40,11 +40,12 @@ def decoding() -> Iterator[None]:
 @contextmanager
 def full_weights() -> Iterator[None]:
     """Inside it, the int8 copies are not used (a benchmark alternates both paths in one process)."""
+    before = _FULL[0]
     _FULL[0] = True
     try:
         yield
     finally:
-        _FULL[0] = False
+        _FULL[0] = before
 
 
 class DecodeInt8(torch.nn.Module):

@@ -88,19 +88,20 @@ class Workspace(ConfinedDir):
     def reindented(self, name: str, args: Mapping[str, Any]) -> dict[str, Any] | None:
         """An edit_lines that would break a Python file that parses, shifted to the first indentation
         (`syntax.indent_candidates`) at which the file parses; None when it does not break the file or
-        no indentation mends it.  Never raises."""
-        if name != "edit_lines" or self.breaks_syntax(name, args) is None:
+        no indentation mends it.  The file is read once; each candidate is planned on that text.
+        Never raises (a call the tool would refuse has no plan)."""
+        planned = self._planned(name, args) if name == "edit_lines" else None
+        if planned is None:
             return None
-        try:
-            kwargs = validate_args(name, args)
-            old = (self._planned(name, args) or ("", "", ""))[1]
-            lines = old.splitlines()
-            for indent in indent_candidates(lines, kwargs["start_line"], kwargs["end_line"]):
-                fixed = {**kwargs, "content": reindent(kwargs["content"], indent)}
-                if fixed["content"] != kwargs["content"] and self.breaks_syntax(name, fixed) is None:
-                    return fixed
-        except Exception:  # a refused call: the tool itself says why when it runs
+        rel, old, new = planned
+        if syntax_error(old, rel) is not None or syntax_error(new, rel) is None:
             return None
+        kwargs = validate_args(name, args)  # valid: it was planned
+        start, end, content = kwargs["start_line"], kwargs["end_line"], kwargs["content"]
+        for indent in indent_candidates(old.splitlines(), start, end):
+            shifted = reindent(content, indent)
+            if shifted != content and syntax_error(plan_edit(old, start, end, shifted, rel=rel)[0], rel) is None:
+                return {**kwargs, "content": shifted}
         return None
 
     def _planned(self, name: str, args: Mapping[str, Any]) -> tuple[str, str, str] | None:
