@@ -521,23 +521,59 @@ def test_draft_decoding_keeps_the_tokens_and_logprobs(backend, renderer, tempera
     assert torch.allclose(again, fresh, atol=1e-4)
 
 
+def test_one_row_gemv_decode_steps_keep_the_distribution(cache_dir, monkeypatch):
+    """Without int8, a one-token step in the decode loop takes `torch.mv` on the same bf16 weights: the
+    logits agree with `F.linear`'s to bf16 rounding, greedy sampling picks the same tokens with the same
+    logprobs (within bf16 noise), and scoring never takes it."""
+    from continualcode.backends.quant import decoding, full_weights, plain
+
+    b = LocalBackend("smollm2-135m", dtype="bf16", cache=cache_dir, seed=0, warmup=False, threads=1)
+    b.drafter = None  # one token per decode step
+    prompt = list(range(100, 140))
+    head = b.model.get_output_embeddings()
+    x = torch.randn(1, 1, head.in_features, dtype=torch.bfloat16)
+    calls = []
+    real_mv = torch.mv
+    monkeypatch.setattr(torch, "mv", lambda *a: calls.append(1) or real_mv(*a))
+    with torch.no_grad():
+        ref = torch.nn.functional.linear(x, head.weight)
+        outside = head(x)
+        with decoding():
+            mv = head(x)
+        with decoding(), full_weights():  # no int8 copies here: the same kernel
+            assert torch.equal(head(x), mv)
+    assert torch.equal(outside, ref) and len(calls) == 2  # outside the decode loop: F.linear, bit for bit
+    assert torch.allclose(mv.float(), ref.float(), rtol=2e-2, atol=2e-2)  # bf16 rounding of the output
+    with plain():
+        b.clear_cache()
+        want = b.sample(prompt, max_tokens=12, temperature=0.0, stop=())
+    b.clear_cache()
+    calls.clear()
+    got = b.sample(prompt, max_tokens=12, temperature=0.0, stop=())
+    layers = sum(type(m).__name__ == "DecodeLinear" for m in b.model.modules())
+    assert len(calls) == 11 * layers  # each decode step after the prefill: every frozen layer, one row
+    assert got.tokens == want.tokens
+    assert torch.allclose(torch.tensor(got.logprobs), torch.tensor(want.logprobs), atol=0.05)
+
+
 def test_decode_int8_changes_one_token_steps_only(cache_dir):
     """The int8 copies serve one-token no-grad forwards; scoring (many tokens) is bit-identical to bf16,
     and a one-token step stays close (the int8 rounding)."""
-    from continualcode.backends.quant import DecodeInt8, quantize_for_decode
+    from continualcode.backends.quant import DecodeLinear, quantize_for_decode
 
     b = LocalBackend("smollm2-135m", dtype="bf16", cache=cache_dir, seed=0, warmup=False, threads=1)
+    assert b.int8 is False and isinstance(b.model.get_output_embeddings(), DecodeLinear)  # wrapped, no copies
     prompt, completion = list(range(100, 140)), list(range(200, 210))
     with torch.no_grad():
         before_T = b.score(prompt, completion).logprobs
         one = b.model(input_ids=torch.tensor([prompt])).logits[0, -1].float()
     n = quantize_for_decode(b.model)
-    assert n > 100 and isinstance(b.model.get_output_embeddings(), DecodeInt8)
-    assert not any(isinstance(m, DecodeInt8) for name, m in b.model.named_modules() if "lora_" in name)
+    assert n > 100 and isinstance(b.model.get_output_embeddings(), DecodeLinear)
+    assert not any(isinstance(m, DecodeLinear) for name, m in b.model.named_modules() if "lora_" in name)
     b.clear_cache()
     assert torch.equal(b.score(prompt, completion).logprobs, before_T)  # many tokens: the bf16 weights
     b.clear_cache()
-    from continualcode.backends.quant import decoding, full_weights
+    from continualcode.backends.quant import decoding, plain
 
     def one_step() -> torch.Tensor:
         with torch.no_grad():
@@ -550,7 +586,7 @@ def test_decode_int8_changes_one_token_steps_only(cache_dir):
     kl = float((p.exp() * (p - q)).sum())
     assert 0 < kl < 0.05, kl  # it did change, and only by rounding
     outside = one_step()  # outside the decode loop (a one-token KV extension while scoring): full weights
-    with decoding(), full_weights():  # the benchmark's switch overrides the decode loop
+    with decoding(), plain():  # the benchmark's switch overrides the decode loop
         assert torch.equal(one_step(), outside)
     assert float((p.exp() * (p - torch.log_softmax(outside.float(), -1))).sum()) < kl / 2  # bf16 cache rounding
     # sampling with int8 steps leaves only the prompt's KV (full weights) in the store for scoring to reuse

@@ -38,7 +38,7 @@ from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token
 from continualcode.backends.decode import Decoded, Drafter, PromptLookup, decode
 from continualcode.backends.kv import PrefixStore, crop
 from continualcode.backends.loading import load_base
-from continualcode.backends.quant import decoding, quantize_for_decode
+from continualcode.backends.quant import decoding, prepare_for_decode
 from continualcode.backends.train import optimizer_step
 from continualcode.learn.types import LearnConfig, LossSpec, Scores, StepResult, TrainExample
 from continualcode.records import Sample
@@ -120,8 +120,8 @@ class LocalBackend:
             raise BackendError(f"bad lora_targets {lora_targets!r}: {e}") from None
         self.adapter = AdapterState(self.model, self.lora_config, self.resolved.model_id, optimizer=optimizer)
         self.int8 = decode_int8 and self.device.type == "cpu"
-        if self.int8:
-            quantize_for_decode(self.model)
+        if self.device.type == "cpu":
+            prepare_for_decode(self.model, int8=self.int8)
         self._kv = PrefixStore(self._extend)
         if draft not in ("lookup", "off"):
             raise BackendError(f"unknown draft {draft!r}: use lookup or off")

@@ -1,16 +1,26 @@
-"""Weight-only int8 for the decode steps of sampling on CPU; every other forward keeps the full weights.
+"""The decode steps of sampling on CPU: a one-row GEMV kernel, and weight-only int8 where configured.
 
 A decode step on a CPU reads every weight once, so its time is the weights' bytes over the memory
-bandwidth.  `DecodeInt8` gives each frozen linear layer of the base model (and the LM head) an int8
-copy of its weight with one scale per output row, used by `torch.ops.aten._weight_int8pack_mm` only
-inside `decoding()` (the sampler's decode loop) for forwards of one or two tokens without grad.
-Everything else uses the original weight: prefill, a drafted run, scoring, every forward with grad,
-and every forward outside the decode loop whatever its size (a KV-prefix extension of one token
-during scoring too).  The sampler also keeps no KV computed by an int8 step (local.py stores the
-prompt's KV only), so the teacher, the reference and the student of a learning step see exactly the
-numbers they saw before; only which tokens sampling picks can change, by the int8 rounding (measured
-in `bench speed`: the KL between the bf16 and the int8 next-token distributions).  The LoRA layers
-are left alone.  Memory: the int8 copies add half of the bf16 weights.
+bandwidth.  `DecodeLinear` wraps each frozen linear layer of the base model (and the LM head) and
+changes only how the sampler's decode steps (inside `decoding()`, one or two tokens, no grad) compute
+it; every other forward is `F.linear` on the original weight: prefill, a drafted run, scoring, every
+forward with grad, and every forward outside the decode loop whatever its size (a KV-prefix
+extension of one token during scoring too).
+
+- **One-row GEMV** (always on CPU): `F.linear` of one row in bf16 goes through a matrix-matrix kernel
+  that reads the weights at ~70% of the bandwidth `torch.mv` reaches (bench speed, `plain_over_mv`);
+  a one-token step takes `torch.mv` on the same weights instead (fp32 accumulation, the same result to
+  bf16 rounding).
+- **int8** (`decode_int8`): an int8 copy of the weight with one scale per output row, used by
+  `torch.ops.aten._weight_int8pack_mm` for steps of one or two tokens: half the bytes.  Memory: the
+  copies add half of the bf16 weights.
+
+The sampler also keeps no KV computed by an int8 step (local.py stores the prompt's KV only), so the
+teacher, the reference and the student of a learning step see exactly the numbers they saw before;
+only which tokens sampling picks can change, by the int8 rounding (measured in `bench speed`: the KL
+between the bf16 and the int8 next-token distributions).  The LoRA layers are left alone.
+`full_weights()` turns the int8 copies off and `plain()` every decode-path kernel, so that a benchmark
+can alternate the paths in one process.
 """
 
 from __future__ import annotations
@@ -22,63 +32,91 @@ from typing import Any
 import torch
 
 MAX_ROWS = 2  # at most this many tokens in a forward take the int8 path
-_FULL = [False]  # set inside `full_weights()`: every forward takes the full weights
-_DECODING = [False]  # set inside `decoding()`: small no-grad forwards may take the int8 copies
+_FULL = [False]  # set inside `full_weights()`: no forward takes the int8 copies
+_PLAIN = [False]  # set inside `plain()`: every forward is `F.linear`
+_DECODING = [False]  # set inside `decoding()`: small no-grad forwards may take the decode kernels
 
 
 @contextmanager
-def decoding() -> Iterator[None]:
-    """The sampler's decode steps: inside it (and only there) the int8 copies serve small forwards."""
-    before = _DECODING[0]
-    _DECODING[0] = True
+def _flag(flag: list[bool]) -> Iterator[None]:
+    before = flag[0]
+    flag[0] = True
     try:
         yield
     finally:
-        _DECODING[0] = before
+        flag[0] = before
 
 
-@contextmanager
-def full_weights() -> Iterator[None]:
+def decoding() -> Any:
+    """The sampler's decode steps: inside it (and only there) small forwards take the decode kernels."""
+    return _flag(_DECODING)
+
+
+def full_weights() -> Any:
     """Inside it, the int8 copies are not used (a benchmark alternates both paths in one process)."""
-    before = _FULL[0]
-    _FULL[0] = True
-    try:
-        yield
-    finally:
-        _FULL[0] = before
+    return _flag(_FULL)
 
 
-class DecodeInt8(torch.nn.Module):
-    """A frozen `nn.Linear` with an int8 copy of its weight for small no-grad forwards."""
+def plain() -> Any:
+    """Inside it, every forward is `F.linear` on the full weights (the benchmark's reference path)."""
+    return _flag(_PLAIN)
+
+
+class DecodeLinear(torch.nn.Module):
+    """A frozen `nn.Linear` whose small no-grad forwards in the decode loop take a faster kernel."""
 
     def __init__(self, linear: torch.nn.Linear) -> None:
         super().__init__()
         self.weight = linear.weight  # shared: the full-precision path, tied weights and vocab_size see it
         self.bias = linear.bias
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        w = linear.weight.detach().float()
-        scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0  # one scale per output row
-        self.register_buffer("w8", (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous(),
-                             persistent=False)
-        self.register_buffer("scale", scale.to(torch.bfloat16), persistent=False)
+        self.w8: torch.Tensor | None
+        self.scale: torch.Tensor | None
+        self.register_buffer("w8", None, persistent=False)
+        self.register_buffer("scale", None, persistent=False)
+
+    def add_int8(self) -> bool:
+        """Give this layer its int8 copy (one scale per output row); False if it had one."""
+        if self.w8 is not None:
+            return False
+        w = self.weight.detach().float()
+        scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0
+        self.w8 = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
+        self.scale = scale.to(torch.bfloat16)
+        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
-        if (not _DECODING[0] or _FULL[0] or rows > MAX_ROWS or torch.is_grad_enabled()
+        if (not _DECODING[0] or _PLAIN[0] or rows > MAX_ROWS or torch.is_grad_enabled()
                 or x.device.type != "cpu"):
             return torch.nn.functional.linear(x, self.weight, self.bias)
-        y = torch.ops.aten._weight_int8pack_mm(x.reshape(rows, -1).to(torch.bfloat16), self.w8, self.scale)
+        if self.w8 is not None and self.scale is not None and not _FULL[0]:
+            y = torch.ops.aten._weight_int8pack_mm(x.reshape(rows, -1).to(torch.bfloat16), self.w8, self.scale)
+        elif rows == 1:
+            y = torch.mv(self.weight, x.reshape(-1).to(self.weight.dtype)).unsqueeze(0)
+        else:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
-def quantize_for_decode(model: Any) -> int:
-    """Give every frozen `nn.Linear` of `model` (LoRA's own layers excepted) an int8 decode copy; how many."""
+def prepare_for_decode(model: Any, *, int8: bool = False) -> int:
+    """Wrap every frozen `nn.Linear` of `model` (LoRA's own layers excepted) in a `DecodeLinear`, with an
+    int8 copy if `int8` (added to layers wrapped before, too).  Returns how many layers got an int8 copy,
+    or, without `int8`, how many are wrapped."""
     n = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) is torch.nn.Linear and not child.weight.requires_grad and not name.startswith("lora_"):
-                setattr(module, name, DecodeInt8(child))
-                n += 1
+                child = DecodeLinear(child)
+                setattr(module, name, child)
+                n += not int8
+            if int8 and isinstance(child, DecodeLinear):
+                n += child.add_int8()
     return n
+
+
+def quantize_for_decode(model: Any) -> int:
+    """`prepare_for_decode` with int8 copies: how many layers got one now."""
+    return prepare_for_decode(model, int8=True)

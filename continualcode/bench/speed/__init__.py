@@ -80,7 +80,7 @@ def main(args: Sequence[str]) -> int:
     if "bound" in parts:
         per_tok = res["sampling"]["decode_s_per_tok"]["median"] if "sampling" in res else \
             decode.sampler(backend, renderer, 1)["decode_s_per_tok"]["median"]
-        run("bound", lambda: decode.bound(backend, per_tok))
+        run("bound", lambda: {**decode.bound(backend, per_tok), **decode.gemv(backend, renderer, ns.repeats)})
         res["decode_over_bound"] = res["bound"]["decode_over_bound"]
     run("drafts", lambda: decode.drafts(backend, renderer, decode.draft_prompts(*_draft_file(cfg))))
     if "drafts" in res:

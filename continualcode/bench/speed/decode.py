@@ -4,6 +4,7 @@
   thread count).  `weight_bytes`: the bytes a decode step must read once (every weight the forward
   uses: the decoder, the LM head; the embedding table only for the one row it looks up).  Their
   quotient is the fastest a step can be; `decode_over_bound` is the measured step over it.
+- `gemv`: the decode step with the one-row kernel against plain `F.linear` (quant.py), alternating.
 - `sampler`: greedy decoding of the same prompt and token count by the agent's sampler (drafts off,
   grammar on and off) and by `model.generate`: seconds per token and their ratios.
 - `drafts`: real agent prompts on a real file whose next call is a `read`, an `edit_lines` or a
@@ -115,6 +116,21 @@ def bound(backend: Any, decode_s_per_tok: float) -> dict[str, Any]:
             "threads": torch.get_num_threads()}
 
 
+def gemv(backend: Any, renderer: Any, repeats: int) -> dict[str, Any]:
+    """Decode steps with the one-row GEMV kernel against plain `F.linear` on the same weights (quant.py),
+    alternating `repeats` times so that a change in the machine's load hits both."""
+    from continualcode.backends.quant import full_weights, plain
+
+    times: dict[str, list[float]] = {"plain": [], "mv": []}
+    with full_weights():
+        for _ in range(repeats):
+            with plain():
+                times["plain"].append(decode_step_s(backend, renderer))
+            times["mv"].append(decode_step_s(backend, renderer))
+    t_plain, t_mv = statistics.median(times["plain"]), statistics.median(times["mv"])
+    return {"plain_s_per_tok": t_plain, "mv_s_per_tok": t_mv, "plain_over_mv": t_plain / t_mv}
+
+
 def draft_prompts(file_text: str, file_name: str) -> list[tuple[str, list[Any]]]:
     """(intended tool kind, conversation) pairs whose next call copies from the context or not."""
     from continualcode.records import Message, ToolCall
@@ -193,7 +209,7 @@ def int8(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], 
     and the KL between the two next-token distributions after each speed prompt."""
     import torch
 
-    from continualcode.backends.quant import DecodeInt8, decoding, full_weights, quantize_for_decode
+    from continualcode.backends.quant import DecodeLinear, decoding, full_weights, quantize_for_decode
 
     def dists() -> list[torch.Tensor]:
         out_d = []
@@ -205,7 +221,8 @@ def int8(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], 
                 out_d.append(torch.log_softmax(last.logits[0, -1].float(), -1))
         return out_d
 
-    n = quantize_for_decode(backend.model) or sum(isinstance(m, DecodeInt8) for m in backend.model.modules())
+    quantize_for_decode(backend.model)
+    n = sum(isinstance(m, DecodeLinear) and m.w8 is not None for m in backend.model.modules())
     with full_weights():
         d_bf16 = dists()
     with decoding():
