@@ -338,7 +338,13 @@ def test_aggregate_from_synthetic_units() -> None:
     assert s["cross_delta"]["mean"] == 1.0  # baseline non_compliant → compliant on the same task
     assert s["steps"]["mean"] == 4 and s["sec_per_step"]["mean"] == 0.5 and s["sec_per_correction"]["mean"] == 1.0
     assert set(res["per_preference"]["v"]) == {"p", "q"} and set(res["per_scenario"]["v"]) == {"a", "b"}
-    assert res["forgetting"]["v"]["1"] == {"n": 2, "compliance": 0.5, "undecided": 0.0}
+    f1 = res["forgetting"]["v"]["1"]  # a's first fresh task, one scenario later: seed 0 compliant, seed 1 not
+    assert (f1["n"], f1["compliance"], f1["undecided"]) == (2, 0.5, 0.0)
+    assert (f1["paired"]["baseline"], f1["paired"]["up"], f1["paired"]["down"]) == (0.0, 1, 0)
+    assert f1["paired"]["p_value"] == 1.0 and f1["corrected"]["n"] == 2  # a's correction was given
+    assert res["forgetting"]["v"]["later"] == f1  # the only lag ≥ 1
+    f0 = res["forgetting"]["v"]["0"]  # persistence[:1] of a and b in both seeds
+    assert (f0["n"], f0["paired"]["up"], f0["paired"]["down"]) == (4, 2, 0)
     h = res["variants"]["v"]
     assert h["first_retry"] == {"rate": 0.5, "n": 4, "undecided": 0.0} and h["later_retries"]["n"] == 0
     assert h["persistence"]["all"]["n"] == 8 and h["persistence"]["corrected"]["n"] == 8

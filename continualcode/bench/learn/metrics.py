@@ -178,16 +178,39 @@ def spread(values: Sequence[float | None]) -> dict[str, Any]:
             "min": min(xs), "max": max(xs), "n": len(xs), "per_seed": list(values)}
 
 
-def forgetting_curve(units: Sequence[VariantRow], forget: int) -> dict[str, Any]:
-    """Sequential mode: compliance on a scenario's first `forget` fresh tasks by lag (0 = its persistence)."""
-    by_lag: dict[int, list[TaskRecord]] = {}
+def forgetting_curve(units: Sequence[VariantRow], forget: int, baselines: Baselines) -> dict[str, Any]:
+    """Sequential mode: compliance on a scenario's first `forget` fresh tasks by lag (0 = its persistence),
+    each task paired with the baseline's same task (`paired`: up / down / same, sign test); `later` pools
+    every lag ≥ 1, and `corrected` keeps the tasks of scenarios whose correction was given."""
+    by_lag: dict[int, list[dict[str, Any]]] = {}
     pos = {(u["seed"], u["scenario"]): u["position"] for u in units}
+    corrected = {(u["seed"], u["scenario"]) for u in units if u["task"]["retries"]}
+
+    def add(lag: int, u: VariantRow, of: str, index: int, r: TaskRecord) -> None:
+        b = _base(baselines, u, of)["fresh"][index]["decision"]
+        a = r["decision"]
+        up, down = a == "compliant" and b != "compliant", b == "compliant" and a != "compliant"
+        by_lag.setdefault(lag, []).append({"scenario": of, "baseline": b, "after": a,
+                                           "change": "up" if up else "down" if down else "same",
+                                           "corrected": (u["seed"], of) in corrected})
+
     for u in units:
-        by_lag.setdefault(0, []).extend(u["persistence"][:forget])
+        for i, r in enumerate(u["persistence"][:forget]):
+            add(0, u, u["scenario"], i, r)
         for r in u["forgetting"]:
-            by_lag.setdefault(u["position"] - pos[(u["seed"], r["of"])], []).append(r)
-    return {str(lag): {"n": len(rs), "compliance": _rate(rs, "decision", "compliant"),
-                       "undecided": _rate(rs, "decision", "undecided")} for lag, rs in sorted(by_lag.items())}
+            add(u["position"] - pos[(u["seed"], r["of"])], u, r["of"], r["index"], r)
+
+    def row(ps: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        und = sum(p["after"] == "undecided" for p in ps)
+        fix = [p for p in ps if p["corrected"]]
+        return {"n": len(ps), "compliance": paired(ps)["rate"], "undecided": und / len(ps) if ps else None,
+                "paired": paired(ps), "corrected": paired(fix) if fix else None}
+
+    out = {str(lag): row(ps) for lag, ps in sorted(by_lag.items())}
+    later = [p for lag, ps in by_lag.items() if lag >= 1 for p in ps]
+    if later:
+        out["later"] = row(later)
+    return out
 
 
 # --- the headline: paired, over scenarios -------------------------------------------------------
@@ -367,7 +390,7 @@ def aggregate(units: Sequence[UnitRow], variants: Sequence[str], seeds: Sequence
         per_scen[v] = {s.id: metrics([u for u in vu if u["scenario"] == s.id], baselines)
                        for s in scenarios if any(u["scenario"] == s.id for u in vu)}
         if meta.get("mode") == "sequential":
-            forgetting[v] = forgetting_curve(vu, int(meta.get("forget", 1)))
+            forgetting[v] = forgetting_curve(vu, int(meta.get("forget", 1)), baselines)
     return {"meta": meta, "variants": heads, "summary": summary, "per_preference": per_pref,
             "per_scenario": per_scen, "forgetting": forgetting, "suite": suite(base_units, scenarios, split_of),
             "baseline_units": base_units, "units": var_units}

@@ -178,12 +178,20 @@ def _per_preference(best: str, per_pref: dict[str, Any]) -> list[str]:
 
 def _forgetting(forgetting: dict[str, Any]) -> list[str]:
     lines = ["", "## Forgetting curve (sequential)", "",
-             "Compliance on a scenario's fresh tasks, `lag` scenarios after its own corrections "
-             "(lag 0 = persistence).", ""]
+             "Compliance on a scenario's fresh tasks, `lag` scenarios after its own correction "
+             "(lag 0 = persistence; `later` = every lag ≥ 1), each task beside the baseline's same task; "
+             "`corrected`: only scenarios whose correction was given.", ""]
     for v, curve in forgetting.items():
-        lines += [f"### {v}", "", "| lag | n | compliance | undecided |", "|---|---|---|---|"]
-        lines += [f"| {lag} | {c['n']} | {_v(c['compliance'], pct=True)} | {_v(c['undecided'], pct=True)} |"
-                  for lag, c in curve.items()]
+        lines += [f"### {v}", "", "| lag | n | baseline → after | undecided | up / down | p | corrected: n, "
+                  "baseline → after, up / down |", "|---|---|---|---|---|---|---|"]
+        for lag, c in curve.items():
+            q = c.get("paired") or {}
+            k = c.get("corrected") or {}
+            fix = (f"{k['n']}, {_v(k['baseline'], pct=True)} → {_v(k['rate'], pct=True)}, {k['up']} / {k['down']}"
+                   if k else "–")
+            lines.append(f"| {lag} | {c['n']} | {_v(q.get('baseline'), pct=True)} → {_v(c['compliance'], pct=True)} "
+                         f"| {_v(c['undecided'], pct=True)} | {q.get('up', '–')} / {q.get('down', '–')} "
+                         f"| {_v(q.get('p_value'), 2)} | {fix} |")
         lines.append("")
     return lines
 
