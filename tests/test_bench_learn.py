@@ -688,3 +688,39 @@ def load_scenarios_from(rows: list[dict]) -> list[learn.Scenario]:
         return load_scenarios(Path(f.name))
     finally:
         Path(f.name).unlink()
+
+
+def test_task_tries_reruns_the_task_with_the_next_seed_until_a_denial_scripted_runs(
+        tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control flow only (a scripted `run_task`): the scenario's task runs again with the next sampling
+    seed until the user denied a call, at most `tries` times; the kept record says how many ran."""
+    from continualcode.bench.learn import tasks
+    from continualcode.learn.memory import Memory
+
+    sc = load_scenarios_from([GUARD_SCENARIO])[0]
+    seeds: list[int] = []
+
+    def scripted(ctx, sc_, files, text, seed, *, measure, learner=None, score=False):
+        seeds.append(seed)
+        user = "deny" if len(seeds) == 2 else "approve"  # the second attempt goes wrong
+        return {"task": text, "seed": seed, "calls": [{"name": "read", "class": "violates", "user": user}],
+                "decision": "non_compliant", "status": "done"}
+
+    monkeypatch.setattr(tasks, "run_task", scripted)
+    monkeypatch.setattr(tasks, "_from_baseline", lambda *a: {"persistence": []})
+    monkeypatch.setattr(tasks, "_measure", lambda *a, **k: {"persistence": []})
+    ctx = _scripted_ctx(tokenizer)[1]
+    mem = Memory(None)
+    recs, _ = tasks.variant_unit(ctx, sc, None, cross=[], earlier=[], baselines={}, changed_before=False,
+                                 memory=mem, tries=3)
+    assert recs["task"]["tries"] == 2 and recs["task"]["seed"] == seeds[1] and len(seeds) == 2
+    assert seeds == [tasks.task_seed(0, sc.id, "task", i) for i in range(2)] and seeds[0] != seeds[1]
+    assert mem.rules == [sc.correction]  # the denied attempt's correction became the rule
+    seeds.clear()
+    monkeypatch.setattr(tasks, "run_task", lambda *a, **k: seeds.append(a[4]) or {
+        "calls": [{"name": "grep", "class": "complies", "user": "approve"}], "decision": "compliant"})
+    recs, _ = tasks.variant_unit(ctx, sc, None, cross=[], earlier=[], baselines={}, changed_before=False,
+                                 memory=Memory(None), tries=3)
+    assert recs["task"]["tries"] == 3 and len(seeds) == 3 and recs["memory"] == []  # never wrong: no rule
+    with pytest.raises(ValueError, match="task-tries"):
+        learn.parse_args(["--out", "x", "--task-tries", "0"])

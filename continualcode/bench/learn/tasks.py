@@ -286,9 +286,15 @@ class Measured(TypedDict):
 
 def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross: Sequence[Other],
                  earlier: Sequence[Other], baselines: dict[str, BaselineRow], changed_before: bool,
-                 memory: Memory | None = None) -> tuple[VariantRecords, bool]:
+                 memory: Memory | None = None, tries: int = 1) -> tuple[VariantRecords, bool]:
     """One (variant, seed, scenario): learn from the user's corrections, then measure.  Also returns
     whether the adapter now differs from the base (`changed`).
+
+    `tries`: the scenario's task is run again, with the next sampling seed, until the user has denied a
+    call, at most `tries` times (a user corrects the agent the time it goes wrong, not every time it
+    is asked); an attempt without a denial teaches nothing (no step, no rule), and the task record
+    kept is the first one with a denial, else the last, with `tries` = attempts run.  Persistence is
+    measured on the fresh tasks, which never take part in this choice.
 
     `memory` (the variant's project memory; None when it is off): the task's session starts with the
     rules kept so far, each correction the user gives becomes a rule, and every measuring session
@@ -300,8 +306,12 @@ def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross:
     if learner is not None:
         learner.expect(sc.task)
         learner.use_renderer(task_ctx.renderer)
-    task = run_task(task_ctx, sc, sc.files, sc.task, task_seed(ctx.seed, sc.id, "task", 0), measure=False,
-                    learner=learner)
+    for attempt in range(max(1, tries)):
+        task = run_task(task_ctx, sc, sc.files, sc.task, task_seed(ctx.seed, sc.id, "task", attempt),
+                        measure=False, learner=learner)
+        task["tries"] = attempt + 1
+        if any(c["user"] == "deny" for c in task["calls"]):
+            break
     task["retries"] = retries(task, sc, min(sc.max_turns, ctx.cfg.max_turns))
     if memory is not None and any(c["user"] == "deny" for c in task["calls"]):
         memory.add(sc.correction, save=False)  # as the app's Recorder keeps a denial's text
