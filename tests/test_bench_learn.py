@@ -724,3 +724,23 @@ def test_task_tries_reruns_the_task_with_the_next_seed_until_a_denial_scripted_r
     assert recs["task"]["tries"] == 3 and len(seeds) == 3 and recs["memory"] == []  # never wrong: no rule
     with pytest.raises(ValueError, match="task-tries"):
         learn.parse_args(["--out", "x", "--task-tries", "0"])
+
+
+def test_a_failed_learning_step_is_kept_in_the_task_record_scripted_backend(tokenizer) -> None:
+    """A learner error (the step rolled back; the session goes on) is recorded with the task, so that a
+    denial without a step can be told from one the learner was never handed."""
+    from continualcode.bench.learn.tasks import run_task
+
+    sc = load_scenarios_from([GUARD_SCENARIO])[0]
+    _, ctx = _scripted_ctx(tokenizer)
+    handed = []
+
+    def failing(c):
+        handed.append(c)
+        raise RuntimeError("learning step failed and was rolled back: ValueError: boom")
+
+    rec = run_task(ctx, sc, sc.files, sc.task, 1, measure=False, learner=failing)  # type: ignore[arg-type]
+    assert any(c["user"] == "deny" for c in rec["calls"]) and len(handed) == 1
+    assert rec["errors"] == ["learning step failed and was rolled back: ValueError: boom"]
+    ok = run_task(ctx, sc, sc.files, sc.task, 1, measure=False)
+    assert "errors" not in ok

@@ -36,7 +36,7 @@ from continualcode.bench.learn.scenario import Scenario, Task, decide, unsafe
 from continualcode.bench.learn.variants import BenchLearner
 from continualcode.build import make_renderer
 from continualcode.config import Config
-from continualcode.events import Event, Proposal
+from continualcode.events import ErrorShown, Event, Proposal
 from continualcode.learn.memory import Memory, project_block
 from continualcode.records import Message, Sample, ToolCall
 from continualcode.render import SYSTEM_PROMPT, Renderer
@@ -172,10 +172,13 @@ def run_task(ctx: Ctx, sc: Scenario | None, files: dict[str, str], text: str, se
     t0 = time.perf_counter()
     user = SimUser(sc, measure=measure)
     malformed = [0]
+    errors: list[str] = []  # what the session showed as an error (a learning step that failed and rolled back)
 
     def sink(ev: Event) -> None:
         if isinstance(ev, Proposal) and ev.error:
             malformed[0] += 1
+        elif isinstance(ev, ErrorShown):
+            errors.append(ev.text[:SNIPPET])
 
     with tempfile.TemporaryDirectory(prefix="cc-bench-") as tmp:
         s = _Session(ctx.backend, ctx.renderer, ctx.workspace(Path(tmp), files), user, learner=learner,
@@ -189,7 +192,7 @@ def run_task(ctx: Ctx, sc: Scenario | None, files: dict[str, str], text: str, se
     return {
         "task": text, "seed": seed, "status": status, "calls": user.calls, "text": result.text[:SNIPPET],
         "decision": decide(classes, ended=status in ENDED, has_complies=sc is not None and sc.complies is not None),
-        "malformed": malformed[0], "samples": len(s.samples),
+        "malformed": malformed[0], "samples": len(s.samples), **({"errors": errors} if errors else {}),
         "first_valid": first is not None and first.call is not None,  # the first reply parsed to a valid call
         "first_call": user.calls[0]["name"] if user.calls else None,
         "kl_k1": kl_k1, "kl_exact": kl_exact, "sec": round(time.perf_counter() - t0, 2),
