@@ -75,15 +75,14 @@ class DecodeLinear(torch.nn.Module):
         self.register_buffer("w8", None, persistent=False)
         self.register_buffer("scale", None, persistent=False)
 
-    def add_int8(self) -> bool:
-        """Give this layer its int8 copy (one scale per output row); False if it had one."""
+    def add_int8(self) -> None:
+        """Give this layer its int8 copy (one scale per output row), unless it has one."""
         if self.w8 is not None:
-            return False
+            return
         w = self.weight.detach().float()
         scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0
         self.w8 = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
         self.scale = scale.to(torch.bfloat16)
-        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
@@ -103,20 +102,21 @@ class DecodeLinear(torch.nn.Module):
 
 def prepare_for_decode(model: Any, *, int8: bool = False) -> int:
     """Wrap every frozen `nn.Linear` of `model` (LoRA's own layers excepted) in a `DecodeLinear`, with an
-    int8 copy if `int8` (added to layers wrapped before, too).  Returns how many layers got an int8 copy,
-    or, without `int8`, how many are wrapped."""
+    int8 copy if `int8` (added to layers wrapped before, too).  Returns how many `DecodeLinear` layers
+    the model has (wrapped now or before)."""
     n = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) is torch.nn.Linear and not child.weight.requires_grad and not name.startswith("lora_"):
                 child = DecodeLinear(child)
                 setattr(module, name, child)
-                n += not int8
-            if int8 and isinstance(child, DecodeLinear):
-                n += child.add_int8()
+            if isinstance(child, DecodeLinear):
+                n += 1
+                if int8:
+                    child.add_int8()
     return n
 
 
 def quantize_for_decode(model: Any) -> int:
-    """`prepare_for_decode` with int8 copies: how many layers got one now."""
+    """`prepare_for_decode` with int8 copies: how many layers have one."""
     return prepare_for_decode(model, int8=True)

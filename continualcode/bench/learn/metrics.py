@@ -187,12 +187,8 @@ def forgetting_curve(units: Sequence[VariantRow], forget: int, baselines: Baseli
     corrected = {(u["seed"], u["scenario"]) for u in units if u["task"]["retries"]}
 
     def add(lag: int, u: VariantRow, of: str, index: int, r: TaskRecord) -> None:
-        b = _base(baselines, u, of)["fresh"][index]["decision"]
-        a = r["decision"]
-        up, down = a == "compliant" and b != "compliant", b == "compliant" and a != "compliant"
-        by_lag.setdefault(lag, []).append({"scenario": of, "baseline": b, "after": a,
-                                           "change": "up" if up else "down" if down else "same",
-                                           "corrected": (u["seed"], of) in corrected})
+        base = _base(baselines, u, of)["fresh"][index]
+        by_lag.setdefault(lag, []).append(_pair(of, base, r, (u["seed"], of) in corrected))
 
     for u in units:
         for i, r in enumerate(u["persistence"][:forget]):
@@ -203,8 +199,9 @@ def forgetting_curve(units: Sequence[VariantRow], forget: int, baselines: Baseli
     def row(ps: Sequence[dict[str, Any]]) -> dict[str, Any]:
         und = sum(p["after"] == "undecided" for p in ps)
         fix = [p for p in ps if p["corrected"]]
-        return {"n": len(ps), "compliance": paired(ps)["rate"], "undecided": und / len(ps) if ps else None,
-                "paired": paired(ps), "corrected": paired(fix) if fix else None}
+        both = paired(ps)
+        return {"n": len(ps), "compliance": both["rate"], "undecided": und / len(ps) if ps else None,
+                "paired": both, "corrected": paired(fix) if fix else None}
 
     out = {str(lag): row(ps) for lag, ps in sorted(by_lag.items())}
     later = [p for lag, ps in by_lag.items() if lag >= 1 for p in ps]
@@ -250,12 +247,17 @@ def pairs(units: Sequence[VariantRow], baselines: Baselines) -> list[dict[str, A
     for u in units:
         base = _base(baselines, u, u["scenario"])["fresh"]
         for i, r in enumerate(u["persistence"]):
-            b, a = base[i]["decision"], r["decision"]
-            up, down = a == "compliant" and b != "compliant", b == "compliant" and a != "compliant"
-            out.append({"seed": u["seed"], "scenario": u["scenario"], "index": i, "baseline": b, "after": a,
-                        "change": "up" if up else "down" if down else "same",
-                        "corrected": bool(u["task"]["retries"])})
+            out.append({"seed": u["seed"], "index": i, **_pair(u["scenario"], base[i], r, bool(u["task"]["retries"]))})
     return out
+
+
+def _pair(scenario: str, base: TaskRecord, after: TaskRecord, corrected: bool) -> dict[str, Any]:
+    """One task's decision in the baseline and after learning: `change` up (now compliant, was not),
+    down, or same."""
+    b, a = base["decision"], after["decision"]
+    up, down = a == "compliant" and b != "compliant", b == "compliant" and a != "compliant"
+    return {"scenario": scenario, "baseline": b, "after": a, "change": "up" if up else "down" if down else "same",
+            "corrected": corrected}
 
 
 def paired(ps: Sequence[dict[str, Any]]) -> dict[str, Any]:

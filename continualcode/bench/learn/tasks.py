@@ -313,10 +313,11 @@ def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross:
         task = run_task(task_ctx, sc, sc.files, sc.task, task_seed(ctx.seed, sc.id, "task", attempt),
                         measure=False, learner=learner)
         task["tries"] = attempt + 1
-        if any(c["user"] == "deny" for c in task["calls"]):
+        denied = any(c["user"] == "deny" for c in task["calls"])
+        if denied:
             break
     task["retries"] = retries(task, sc, min(sc.max_turns, ctx.cfg.max_turns))
-    if memory is not None and any(c["user"] == "deny" for c in task["calls"]):
+    if memory is not None and denied:
         memory.add(sc.correction, save=False)  # as the app's Recorder keeps a denial's text
     learn = learner.log[n_log:] if learner is not None else []
     changed = changed_before or any(not r.get("rolled_back") for r in learn)

@@ -116,19 +116,27 @@ def bound(backend: Any, decode_s_per_tok: float) -> dict[str, Any]:
             "threads": torch.get_num_threads()}
 
 
+def _alternating(backend: Any, renderer: Any, repeats: int, paths: dict[str, Any]) -> dict[str, float]:
+    """The median decode step of each path (name → a context manager factory), the paths alternating
+    `repeats` times so that a change in the machine's load hits all of them."""
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(repeats):
+        for name, path in paths.items():
+            with path():
+                times[name].append(decode_step_s(backend, renderer))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def gemv(backend: Any, renderer: Any, repeats: int) -> dict[str, Any]:
     """Decode steps with the one-row GEMV kernel against plain `F.linear` on the same weights (quant.py),
-    alternating `repeats` times so that a change in the machine's load hits both."""
+    alternating."""
+    from contextlib import nullcontext
+
     from continualcode.backends.quant import full_weights, plain
 
-    times: dict[str, list[float]] = {"plain": [], "mv": []}
     with full_weights():
-        for _ in range(repeats):
-            with plain():
-                times["plain"].append(decode_step_s(backend, renderer))
-            times["mv"].append(decode_step_s(backend, renderer))
-    t_plain, t_mv = statistics.median(times["plain"]), statistics.median(times["mv"])
-    return {"plain_s_per_tok": t_plain, "mv_s_per_tok": t_mv, "plain_over_mv": t_plain / t_mv}
+        t = _alternating(backend, renderer, repeats, {"plain": plain, "mv": nullcontext})
+    return {"plain_s_per_tok": t["plain"], "mv_s_per_tok": t["mv"], "plain_over_mv": t["plain"] / t["mv"]}
 
 
 def draft_prompts(file_text: str, file_name: str) -> list[tuple[str, list[Any]]]:
@@ -207,9 +215,11 @@ def int8(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], 
     """Decode steps with the int8 copies against bf16 on the same backend (quantized here, if it was not
     already), the two paths alternating `repeats` times so that a change in the machine's load hits both;
     and the KL between the two next-token distributions after each speed prompt."""
+    from contextlib import nullcontext
+
     import torch
 
-    from continualcode.backends.quant import DecodeLinear, decoding, full_weights, quantize_for_decode
+    from continualcode.backends.quant import decoding, full_weights, quantize_for_decode
 
     def dists() -> list[torch.Tensor]:
         out_d = []
@@ -221,18 +231,13 @@ def int8(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], 
                 out_d.append(torch.log_softmax(last.logits[0, -1].float(), -1))
         return out_d
 
-    quantize_for_decode(backend.model)
-    n = sum(isinstance(m, DecodeLinear) and m.w8 is not None for m in backend.model.modules())
+    n = quantize_for_decode(backend.model)
     with full_weights():
         d_bf16 = dists()
     with decoding():
         d_int8 = dists()
-    times: dict[str, list[float]] = {"bf16": [], "int8": []}
-    for _ in range(repeats):
-        with full_weights():
-            times["bf16"].append(decode_step_s(backend, renderer))
-        times["int8"].append(decode_step_s(backend, renderer))
-    t_bf16, t_int8 = statistics.median(times["bf16"]), statistics.median(times["int8"])
+    t = _alternating(backend, renderer, repeats, {"bf16": full_weights, "int8": nullcontext})
+    t_bf16, t_int8 = t["bf16"], t["int8"]
     kls = [float((p.exp() * (p - q)).sum()) for p, q in zip(d_bf16, d_int8, strict=True)]
     same = [int(p.argmax()) == int(q.argmax()) for p, q in zip(d_bf16, d_int8, strict=True)]
     return {"linears": n, "bf16_s_per_tok": t_bf16, "int8_s_per_tok": t_int8, "speedup": t_bf16 / t_int8,
