@@ -91,9 +91,13 @@ class SamplingConfig:
     max_repeats: int = 2  # re-samples of a call the user denied in the task, or of a repeated read-only call
     guard_rails: bool = True  # rails.py: act before answering a change or test-run task; read before changing
     repo_map: int = 0  # characters of the classes-and-functions map in the first task's overview (0: none)
+    remind_task: bool = True  # each tool result ends with the task it serves (TASK_REMINDER)
 
 
 REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated call
+# Closes every tool result when `remind_task` is on.  After a tool result the 0.5B model lost the task:
+# asked to add a function, it read the file, then read it again or wrote "100" into it (docs/agent.md).
+TASK_REMINDER = "\n\n(The task: {task})"
 TEXT_CALL_ERROR = ("a tool call written as text: make the call with <tool_call> tags and a known tool, "
                    "or answer in plain words")
 
@@ -311,7 +315,7 @@ class Session:
         if turn.repeat:  # not run again, not asked about: the answer is already in the conversation
             # text may follow only where the call's own result did (an error result leaves it barred)
             ok = self.rails.readonly_done.get(call.to_text(), True)
-            self._add(Message("assistant", text), Message("tool", LOOP_NOTE, meta={"tool": call.name, "ok": ok}))
+            self._add(Message("assistant", text), self._tool_message(call.name, ok, LOOP_NOTE))
             return None
         decision = self._decide(call)
         if isinstance(decision, Abort):
@@ -351,10 +355,16 @@ class Session:
         self._add(Message("assistant", text))
         result = self.workspace.run(call.name, call.arguments)
         self._emit(ToolOutput(call.name, result.ok, result.output))
-        self._add(Message("tool", result.output, meta={"tool": call.name, "ok": result.ok}))
+        self._add(self._tool_message(call.name, result.ok, result.output))
         t.result.calls.append(call)
         self.rails.ran(call, result.ok, result.output)
         return None
+
+    def _tool_message(self, tool: str, ok: bool, output: str) -> Message:
+        """A tool result as the conversation keeps it: closed by the task it serves when `remind_task`."""
+        if self.sampling.remind_task and self.rails.task:
+            output += TASK_REMINDER.format(task=self.rails.task)
+        return Message("tool", output, meta={"tool": tool, "ok": ok})
 
     def _file_key(self, call: ToolCall) -> str:
         try:

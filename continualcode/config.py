@@ -66,10 +66,12 @@ class Config:
     max_tokens: int = _S.max_tokens
     """Most tokens in one reply (one tool call)."""
     max_turns: int = _S.max_turns
+    """Most tool calls per task before the agent stops and hands back."""
     repo_map: int = _S.repo_map
     """Characters of the map of the project's classes and functions (line, arguments, docstring) put in the first
     task's overview; 0: the file listing only (the 0.5B model found the right file less often with it)."""
-    """Most tool calls per task before the agent stops and hands back."""
+    remind_task: bool = _S.remind_task
+    """End every tool result the model sees with the task it serves (a small model loses the task after a result)."""
     constrained: bool = _S.constrained
     """Grammar-constrained decoding: every call is valid JSON for a known tool."""
 
@@ -219,6 +221,7 @@ CHECKS: dict[str, Check] = {
     "max_tokens": _number(8, 32768),
     "max_turns": _number(1, 1000),
     "repo_map": _number(0, 100_000),
+    "remind_task": _any,
     "constrained": _any,
     "enable_training": _any,
     "distill_loss": _any,

@@ -126,7 +126,9 @@ class Rails:
     must_run: bool = False  # the task asks to run the tests and they have not run since the last change
     must_read: bool = False  # the task asks for an explanation and no file has been read in it yet
     denied: set[str] = field(default_factory=set)  # calls (canonical text) denied in this task
-    readonly_done: dict[str, bool] = field(default_factory=dict)  # read-only calls run since the last change: ok
+    # calls whose result the conversation holds and would come out the same: read-only calls since the last
+    # change, and a bash command that failed (nothing changed since) -> whether it worked
+    readonly_done: dict[str, bool] = field(default_factory=dict)
     rejected: set[str] = field(default_factory=set)  # calls these rails refused in this task
     meant: dict[str, str] = field(default_factory=dict)  # failed read-only call -> the path its error named
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
@@ -226,6 +228,8 @@ class Rails:
                 self.must_run = self.must_run or (self.on and asks_to_run_tests(self.task))
             if call.name == "bash":
                 self.must_run = False
+                if not ok and self.on:  # the same failing command again, with nothing changed, fails again
+                    self.readonly_done[call.to_text()] = False
         if ok and call.name == "read":
             self.must_read = False
         if ok and call.name in ("read", *CHANGING) and (key := self.file_key(call)):

@@ -82,7 +82,8 @@ def make(tokenizer, tmp_path, replies, decisions, **kw):
     events: list[Event] = []
     s = Session(model, Renderer(tokenizer), Workspace(tmp_path), user, learner=learner,
                 sampling=SamplingConfig(constrained=False, max_turns=kw.pop("max_turns", 6),
-                                        guard_rails=kw.pop("guard_rails", False)),
+                                        guard_rails=kw.pop("guard_rails", False),
+                                        remind_task=kw.pop("remind_task", True)),
                 on_event=events.append, **kw)
     return s, model, user, learner, events
 
@@ -271,8 +272,21 @@ def test_scripted_model_repeated_read_is_sampled_again_then_answered_from_the_co
     assert s.run_task("what is in main.py").status == "answered"
     assert [c.name for c, _ in user.seen] == ["read", "glob"]
     assert [e.error for e in events if isinstance(e, Proposal)].count(LOOP_ERROR) == 3
-    assert any(m.role == "tool" and m.content == LOOP_NOTE for m in s.messages)
+    assert any(m.role == "tool" and m.content.startswith(LOOP_NOTE) for m in s.messages)
     assert sum(isinstance(e, ToolOutput) and e.name == "read" for e in events) == 1
+
+
+def test_scripted_model_repeated_failing_bash_is_sampled_again_but_a_passing_one_runs_again(tokenizer, tmp_path):
+    """A bash command that failed, proposed again with nothing changed, is treated like a repeated read (the
+    0.5B model ran `stats.py`, not a command, four times); one that worked may run again (tests, twice)."""
+    bad, ok, gl = call_text("bash", command="exit 3"), call_text("bash", command="true"), call_text("glob", pattern="*.py")
+    s, _, user, _, events = make(tokenizer, tmp_path, [bad, bad, bad, bad, ok, ok, gl, "Two files."],
+                                 [Approve()] * 4, guard_rails=True)
+    assert s.run_task("list the files").status == "answered"
+    assert [c.arguments.get("command", c.name) for c, _ in user.seen] == ["exit 3", "true", "true", "glob"]
+    assert [e.error for e in events if isinstance(e, Proposal)].count(LOOP_ERROR) == 3
+    note = next(m for m in s.messages if m.role == "tool" and m.content.startswith(LOOP_NOTE))
+    assert note.meta["ok"] is False
 
 
 def test_scripted_model_repeating_a_failed_read_gets_a_note_that_bars_text(tokenizer, tmp_path):
@@ -281,7 +295,7 @@ def test_scripted_model_repeating_a_failed_read_gets_a_note_that_bars_text(token
     rd, gl = call_text("read", path="nope.py"), call_text("glob", pattern="*.py")
     s, _, _, _, _ = make(tokenizer, tmp_path, [rd, rd, rd, rd, gl, "It adds."], [Approve(), Approve()])
     assert s.run_task("what is in nope.py").status == "answered"
-    note = next(m for m in s.messages if m.role == "tool" and m.content == LOOP_NOTE)
+    note = next(m for m in s.messages if m.role == "tool" and m.content.startswith(LOOP_NOTE))
     assert note.meta["ok"] is False and not s.rails.allow_text(note)
     # the repeated call's own outcome, not the latest result's: a read that worked comes between
     ok_read = call_text("read", path="main.py")
@@ -289,7 +303,7 @@ def test_scripted_model_repeating_a_failed_read_gets_a_note_that_bars_text(token
     other.mkdir()
     s2, _, _, _, _ = make(tokenizer, other, [rd, ok_read, rd, rd, rd, gl, "It adds."], [Approve()] * 3)
     assert s2.run_task("what is in nope.py").status == "answered"
-    note = next(m for m in s2.messages if m.role == "tool" and m.content == LOOP_NOTE)
+    note = next(m for m in s2.messages if m.role == "tool" and m.content.startswith(LOOP_NOTE))
     assert note.meta["ok"] is False
 
 
@@ -504,3 +518,17 @@ def test_scripted_model_repeating_a_read_of_a_missing_path_reads_the_file_its_er
     assert s.run_task("what does add in main.py do?").status == "answered"
     assert [c.arguments["path"] for c, _ in user.seen] == ["mian.py", "main.py"]
     assert [m.meta.get("ok") for m in s.messages if m.role == "tool"] == [False, True]
+
+
+@pytest.mark.parametrize("remind", [True, False])
+def test_scripted_model_tool_results_end_with_the_task_when_remind_task(tokenizer, tmp_path, remind):
+    """Every tool result the conversation keeps (and so every prompt, the teacher's too) closes with the task
+    it serves; the tool's own output is kept whole in front of it and in the ToolOutput event."""
+    rd = call_text("read", path="main.py")
+    s, model, _, _, events = make(tokenizer, tmp_path, [rd, "It adds."], [Approve()], remind_task=remind)
+    assert s.run_task("what does main.py do?").status == "answered"
+    tool = next(m for m in s.messages if m.role == "tool")
+    output = next(e for e in events if isinstance(e, ToolOutput)).output
+    assert tool.content.startswith(output)
+    assert tool.content.endswith("(The task: what does main.py do?)") is remind
+    assert ("(The task: what does main.py do?)" in model.tokenizer.decode(model.prompts[-1])) is remind
