@@ -39,6 +39,7 @@ BAD: dict[str, list[str]] = {
     "max_tokens": ["0", "4", "100000"],
     "max_turns": ["0", "-1"],
     "repo_map": ["-1", "1e9"],
+    "remind_task": ["perhaps"],
     "constrained": ["maybe"],
     "enable_training": ["yes please"],
     "distill_loss": ["mse"],
