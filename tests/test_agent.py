@@ -279,7 +279,8 @@ def test_scripted_model_repeated_read_is_sampled_again_then_answered_from_the_co
 def test_scripted_model_repeated_failing_bash_is_sampled_again_but_a_passing_one_runs_again(tokenizer, tmp_path):
     """A bash command that failed, proposed again with nothing changed, is treated like a repeated read (the
     0.5B model ran `stats.py`, not a command, four times); one that worked may run again (tests, twice)."""
-    bad, ok, gl = call_text("bash", command="exit 3"), call_text("bash", command="true"), call_text("glob", pattern="*.py")
+    bad, ok = call_text("bash", command="exit 3"), call_text("bash", command="true")
+    gl = call_text("glob", pattern="*.py")
     s, _, user, _, events = make(tokenizer, tmp_path, [bad, bad, bad, bad, ok, ok, gl, "Two files."],
                                  [Approve()] * 4, guard_rails=True)
     assert s.run_task("list the files").status == "answered"
