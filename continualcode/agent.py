@@ -39,9 +39,10 @@ from continualcode.events import (
     ToolOutput,
     UserTask,
 )
-from continualcode.rails import LOOP_ERROR, LOOP_NOTE, REPEAT_ERROR, Rails
+from continualcode.rails import LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails
 from continualcode.records import Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer, call_in_text, looks_like_call
+from continualcode.speculate import Speculation, Warmable
 from continualcode.tools import Workspace
 
 
@@ -92,6 +93,7 @@ class SamplingConfig:
     guard_rails: bool = True  # rails.py: act before answering a change or test-run task; read before changing
     repo_map: int = 0  # characters of the classes-and-functions map in the first task's overview (0: none)
     remind_task: bool = True  # each tool result ends with the task it serves (TASK_REMINDER)
+    speculate: bool = True  # prefill the next prompt while the user reads a proposal (speculate.py)
 
 
 REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated call
@@ -317,7 +319,7 @@ class Session:
             ok = self.rails.readonly_done.get(call.to_text(), True)
             self._add(Message("assistant", text), self._tool_message(call.name, ok, LOOP_NOTE))
             return None
-        decision = self._decide(call)
+        decision = self._decide(call, text)
         if isinstance(decision, Abort):
             self._emit(Decided("abort"))
             return TaskResult(status="aborted", calls=t.result.calls)
@@ -379,12 +381,38 @@ class Session:
         fixed = self.workspace.reindented(call.name, call.arguments)
         return None if fixed is None else ToolCall(call.name, fixed)
 
-    def _decide(self, call: ToolCall) -> Decision:
+    def _decide(self, call: ToolCall, text: str) -> Decision:
+        """The user's decision on `call` (written `text` in the conversation).  While the user reads,
+        the prompt that follows an approval is prefilled (`speculate`): for a read-only call with its
+        result, run now (reading has no effect; the approved call runs again, and only what still
+        matches is reused); for others up to the proposal.  An approval waits for that job, any
+        other answer stops it."""
         if call.name in self.auto_approve:
             return Approve()
-        while True:
-            d = self.approver.decide(call, self.workspace.preview(call.name, call.arguments))
-            if isinstance(d, Feedback):
-                self.add_feedback(d.text)
-                continue
-            return d
+        spec = self._speculate(call, text)
+        d: Decision = Abort()
+        try:
+            while True:
+                d = self.approver.decide(call, self.workspace.preview(call.name, call.arguments))
+                if isinstance(d, Feedback):
+                    self.add_feedback(d.text)
+                    continue
+                return d
+        finally:
+            if spec is not None:
+                spec.finish() if isinstance(d, Approve) else spec.cancel()
+
+    def _speculate(self, call: ToolCall, text: str) -> Speculation | None:
+        backend = self.backend
+        if not self.sampling.speculate or not isinstance(backend, Warmable):
+            return None
+        before = list(self.messages)
+
+        def next_prompt() -> list[int]:
+            msgs = [*before, Message("assistant", text)]
+            if call.name in READ_ONLY:
+                r = self.workspace.run(call.name, call.arguments)
+                msgs.append(self._tool_message(call.name, r.ok, r.output))
+            return self.renderer.prompt_ids(msgs)
+
+        return Speculation(backend, next_prompt)

@@ -3,6 +3,7 @@ and a scripted user.  Model behaviour is not under test here; the loop's bookkee
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,8 @@ def make(tokenizer, tmp_path, replies, decisions, **kw):
     s = Session(model, Renderer(tokenizer), Workspace(tmp_path), user, learner=learner,
                 sampling=SamplingConfig(constrained=False, max_turns=kw.pop("max_turns", 6),
                                         guard_rails=kw.pop("guard_rails", False),
-                                        remind_task=kw.pop("remind_task", True)),
+                                        remind_task=kw.pop("remind_task", True),
+                                        speculate=kw.pop("speculate", True)),
                 on_event=events.append, **kw)
     return s, model, user, learner, events
 
@@ -533,3 +535,72 @@ def test_scripted_model_tool_results_end_with_the_task_when_remind_task(tokenize
     assert tool.content.startswith(output)
     assert tool.content.endswith("(The task: what does main.py do?)") is remind
     assert ("(The task: what does main.py do?)" in model.tokenizer.decode(model.prompts[-1])) is remind
+
+
+class WarmingScriptedModel(ScriptedModel):
+    """The scripted model with a `warm` (speculate.Warmable) that records what it was asked to prefill."""
+
+    def __init__(self, tokenizer, replies: list[str]) -> None:
+        super().__init__(tokenizer, replies)
+        self.warmed: list[tuple[list[int], object]] = []
+        self.called = threading.Event()
+
+    def warm(self, prompt_ids, *, stop=None) -> int:
+        self.warmed.append((list(prompt_ids), stop))
+        self.called.set()
+        return len(prompt_ids)
+
+
+def make_warming(tokenizer, tmp_path, replies, decisions, **kw):
+    s, _, user, learner, events = make(tokenizer, tmp_path, [], decisions, **kw)
+    s.backend = model = WarmingScriptedModel(tokenizer, replies)
+    return s, model, user, learner, events
+
+
+def test_scripted_model_an_approved_read_was_prefilled_with_its_result_while_the_user_read(tokenizer, tmp_path):
+    """While the user decides on a read, the prompt that follows its approval (the read's result
+    included) is prefilled: it is exactly the next sample's prompt; the approval waited for it."""
+    rd = call_text("read", path="main.py")
+    s, model, _, _, _ = make_warming(tokenizer, tmp_path, [rd, "It adds."], [Approve()])
+    assert s.run_task("what does main.py do?").status == "answered"
+    assert len(model.warmed) == 1
+    warmed, stop = model.warmed[0]
+    assert warmed == model.prompts[1]
+    assert not stop.is_set()
+
+
+def test_scripted_model_a_denied_read_stops_the_prefill_and_a_write_is_never_run_ahead(tokenizer, tmp_path):
+    """A denial stops the speculation; its read result never reaches the conversation.  A call that
+    changes something is not run before its approval: only the prompt up to the proposal is prefilled."""
+    rd, wr = call_text("read", path="main.py"), call_text("write", path="main.py", content="x = 1\n")
+    before = "def add(a, b):\n    return a + b\n"
+
+    class Checking(ScriptedUser):  # a user who answers once the prefill has begun
+        def decide(self, call, preview):
+            assert model.called.wait(10)
+            model.called.clear()
+            assert (tmp_path / "main.py").read_text() == before  # nothing ran ahead of the answer
+            return super().decide(call, preview)
+
+    s, model, _, learner, _ = make_warming(tokenizer, tmp_path, [rd, wr], [Deny("no reading"), Deny("")])
+    s.approver = Checking([Deny("no reading"), Deny("")])
+    assert s.run_task("change main.py").status == "denied"
+    assert [stop.is_set() for _, stop in model.warmed] == [True, True]
+    assert not [m for m in s.messages if m.role == "tool"]
+    warmed_write = model.tokenizer.decode(model.warmed[1][0])
+    assert warmed_write.rstrip().endswith(wr.strip()) or wr.strip() in warmed_write
+    assert "return a + b" not in warmed_write.split("Denied. no reading")[-1]
+    assert len(learner.calls) == 1
+
+
+@pytest.mark.parametrize("how", ["speculate=false", "always approved", "no warm"])
+def test_scripted_model_no_prefill_without_a_user_to_wait_for_or_when_off(tokenizer, tmp_path, how):
+    rd = call_text("read", path="main.py")
+    kw = {"speculate": False} if how == "speculate=false" else {}
+    s, model, _, _, _ = make_warming(tokenizer, tmp_path, [rd, "It adds."], [Approve()], **kw)
+    if how == "always approved":
+        s.auto_approve.add("read")
+    if how == "no warm":
+        s.backend = ScriptedModel(tokenizer, [rd, "It adds."])
+    assert s.run_task("what does main.py do?").status == "answered"
+    assert model.warmed == []

@@ -35,3 +35,23 @@ def test_gemv_part_times_both_kernels(cache_dir: Path) -> None:
     res = decode.gemv(b, make_renderer(b), repeats=1)
     assert res["plain_s_per_tok"] > 0 and res["mv_s_per_tok"] > 0
     assert res["plain_over_mv"] == res["plain_s_per_tok"] / res["mv_s_per_tok"]
+
+
+def test_session_report_shows_both_replays_and_the_speculation_ratio() -> None:
+    from continualcode.bench.speed.report import to_markdown
+
+    def replay(spec: bool, waits: list[float], prefilled: int) -> dict:
+        turns = [{"approval_to_proposal_s": w, "tool_s": 0.5, "prompt_tokens": 1000, "prefill_tokens": prefilled,
+                  "decoded_tokens": 40, "kv_hit_rate": 1 - prefilled / 1000} for w in waits]
+        return {"turns": turns, "turn_latency_median_s": sorted(waits)[1], "max_prompt_tokens": 1000,
+                "kv_hit_rate_median": 1 - prefilled / 1000, "read_s": 2.0, "speculate": spec}
+
+    res = {"model": "m", "dtype": "bf16", "date": "d", "machine": "x", "repeats": 1, "command": "c",
+           "session_no_speculation": replay(False, [9.0, 12.0, 15.0], 800),
+           "session": replay(True, [6.0, 8.0, 10.0], 1), "session_decode": "int8"}
+    res["speculation_speedup"] = 12.0 / 8.0
+    md = to_markdown(res)
+    assert "after 2 s of reading" in md
+    assert md.index("### speculate=false") < md.index("### the config's path (speculative prefill")
+    assert "**12.0 s**" in md and "**8.0 s**" in md and "**1.50×** faster" in md
+    assert "| 1 | 9.0 | 0.50 | 1000 | 800 | 40 |" in md and "| 1 | 6.0 | 0.50 | 1000 | 1 | 40 |" in md

@@ -417,6 +417,42 @@ def test_reference_reuses_the_samplers_kv_only_while_the_adapter_is_a_no_op(fres
         hook.remove()
 
 
+class _StopAfter:
+    """A stop flag that reads unset `n` times, then set (the user answers during the n-th chunk)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n < 0
+
+
+def test_warm_prefills_what_the_next_sample_needs_in_chunks_and_stops_between_them(
+        fresh_backend, prompt, sampled, monkeypatch):
+    """`warm` (the speculative prefill) leaves the prompt's prefix in the store: the sample after it
+    prefills one token and draws what a cold sample draws; a stop ends it at a chunk boundary; after a
+    weights change it starts from nothing (a stale entry is never extended)."""
+    import continualcode.backends.local as local
+
+    b = fresh_backend
+    long = prompt + sampled.tokens + prompt  # 2 chunks of 16 and a rest
+    monkeypatch.setattr(local, "WARM_CHUNK", 16)
+    b.clear_cache()
+    cold = b.sample(long, max_tokens=6, temperature=0.0)
+    assert b.last_prefill == len(long)
+    b.clear_cache()
+    assert b.warm(long, stop=_StopAfter(1)) == 16  # stopped after its first chunk
+    assert b.warm(long) == len(long) - 1 - 16  # the rest, from where it stopped
+    assert b.warm(long) == 0
+    warm = b.sample(long, max_tokens=6, temperature=0.0)
+    assert b.last_prefill == 1
+    assert warm.tokens == cold.tokens
+    assert torch.allclose(torch.tensor(warm.logprobs), torch.tensor(cold.logprobs), atol=1e-3)
+    b.train_step([upweight_example(b, prompt, sampled.tokens)], UPWEIGHT, lr=1e-3)
+    assert b.warm(long) == len(long) - 1  # the stored entry was for the old weights
+
+
 def test_load_refuses_another_base_models_checkpoint(fresh_backend, prompt, sampled, tmp_path: Path):
     b = fresh_backend
     ckpt = tmp_path / "other"

@@ -12,7 +12,8 @@ Design:
   grad and its KV cache feeds the completion's forward: gradients then flow through the
   completion positions only (faster; LoRA on k/v of prompt tokens gets no gradient).
 - A KV prefix store (`kv.py`) holds one prompt prefix per mode ("live", "base"), so a pass that
-  shares a prefix with the previous one runs only the rest.
+  shares a prefix with the previous one runs only the rest.  `warm` fills it ahead of a sample, in
+  chunks it can stop between (the session's speculative prefill while the user reads: speculate.py).
 - The loss is not code here: `train_step` hands the completion's [T, V] log-distribution to
   `learn.losses.sdpo_loss` under a `LossSpec`.  A step whose loss, gradient or resulting weights are
   not finite is reported as not taken (`stepped=0`); the learner restores its snapshot.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import threading
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -36,12 +38,14 @@ import torch
 from continualcode.backends.adapter import STATE_FILE, AdapterState
 from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token_ids
 from continualcode.backends.decode import Decoded, Drafter, PromptLookup, decode
-from continualcode.backends.kv import PrefixStore, crop
+from continualcode.backends.kv import PrefixStore, crop, lcp
 from continualcode.backends.loading import load_base
 from continualcode.backends.quant import decoding, prepare_for_decode
 from continualcode.backends.train import optimizer_step
 from continualcode.learn.types import LearnConfig, LossSpec, Scores, StepResult, TrainExample
 from continualcode.records import Sample
+
+WARM_CHUNK = 256  # tokens per forward of a speculative prefill: how long a cancel may wait
 
 __all__ = ["STATE_FILE", "LocalBackend", "cpu_supports_bf16", "pick_device", "pick_dtype"]
 
@@ -270,6 +274,20 @@ class LocalBackend:
         seen = (prompt + d.tokens)[: past.get_seq_length()]
         self._kv.put("live", seen, past, self.adapter.version)  # the next turn's prompt extends this
         return Sample(tokens=d.tokens, logprobs=d.logprobs, finish_reason=d.finish)
+
+    @torch.no_grad()
+    def warm(self, prompt_ids: Sequence[int], *, stop: threading.Event | None = None) -> int:
+        """Prefill what `sample(prompt_ids)` will take from the KV store (all but the last token), under
+        the live weights, `WARM_CHUNK` tokens at a time, returning after the chunk during which `stop`
+        was set; the tokens it prefilled."""
+        want = list(prompt_ids)[:-1]
+        entry = self._kv.entries.get("live")
+        done = lcp(entry.ids, want) if entry is not None and entry.version == self.adapter.version else 0
+        start = done
+        while done < len(want) and not (stop is not None and stop.is_set()):
+            done = min(len(want), done + WARM_CHUNK)
+            self._prefix(want[:done], "live")
+        return done - start
 
     # --- scoring --------------------------------------------------------------------------------
 

@@ -21,7 +21,9 @@ decode against the bf16 bound; the int8 part then quantizes the model, and the s
 on the path the config gives a user (`decode_int8`, on by default on CPU; `session_decode` says which).
 `--parts` picks what to measure.  Writes results.json and results.md to --out.  Absolute seconds on
 a shared machine are noise; the ratios are the result.  Machine-readable: `decode_over_bound`,
-`draft_speedup` (per tool kind and overall) and `turn_latency_median_s` (the replayed session).
+`draft_speedup` (per tool kind and overall) and `turn_latency_median_s` (the replayed session; its
+user reads each proposal for `--read-s` seconds before approving, and with `speculate` on the same
+session is first replayed without it: `speculation_speedup` is the ratio of the two medians).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main(args: Sequence[str]) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--lengths", default="256,1024,4096")
     p.add_argument("--completion", type=int, default=80)
+    p.add_argument("--read-s", type=float, default=2.0, help="seconds the session's user reads each proposal")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}")
     ns, rest = p.parse_known_args(list(args))
     parts = [x for x in ns.parts.split(",") if x]
@@ -96,8 +99,14 @@ def main(args: Sequence[str]) -> int:
 
             quantize_for_decode(backend.model)
         res["session_decode"] = "int8" if cfg.decode_int8 or "int8" in res else "bf16"
-        run("session", lambda: session.replay(backend, renderer, cfg))
+        if cfg.speculate:  # the same session without the speculative prefill, just before: the gain in one run
+            run("session", lambda: session.replay(backend, renderer, cfg, read_s=ns.read_s, speculate=False))
+            res["session_no_speculation"] = res.pop("session")
+        run("session", lambda: session.replay(backend, renderer, cfg, read_s=ns.read_s))
         res["turn_latency_median_s"] = res["session"]["turn_latency_median_s"]
+        if "session_no_speculation" in res:
+            res["speculation_speedup"] = (res["session_no_speculation"]["turn_latency_median_s"]
+                                          / res["turn_latency_median_s"])
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     _write(out, res, to_markdown)
     print(to_markdown(res))

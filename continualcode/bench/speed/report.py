@@ -99,13 +99,24 @@ def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
     s = res.get("session")
     if s:
         how = res.get("session_decode", "bf16")
-        out += ["", f"## Replayed session (xmltodict.py, greedy, every call approved, {how} decode steps)", "",
-                f"- median approval → next proposal: **{s['turn_latency_median_s']:.1f} s** over "
-                f"{len(s['turns'])} turns; largest prompt {s['max_prompt_tokens']} tokens; median KV hit rate "
-                f"{s['kv_hit_rate_median']:.0%}", "",
-                "| turn | approval→proposal s | tool s | prompt tokens | prefilled | decoded |",
-                "|---|---|---|---|---|---|"]
-        for i, t in enumerate(s["turns"], 1):
-            out.append(f"| {i} | {t['approval_to_proposal_s']:.1f} | {t['tool_s']:.2f} | {t['prompt_tokens']} | "
-                       f"{t['prefill_tokens']} | {t['decoded_tokens']} |")
+        read = s.get("read_s", 0.0)
+        out += ["", f"## Replayed session (xmltodict.py, greedy, every call approved after {read:g} s of reading, "
+                f"{how} decode steps)", ""]
+        for name, label in (("session_no_speculation", "speculate=false"), ("session", "the config's path")):
+            r = res.get(name)
+            if not r:
+                continue
+            out += [f"### {label}" + (" (speculative prefill while the user reads)" if r.get("speculate") else ""),
+                    "", f"- median approval → next proposal: **{r['turn_latency_median_s']:.1f} s** over "
+                    f"{len(r['turns'])} turns; largest prompt {r['max_prompt_tokens']} tokens; median KV hit rate "
+                    f"{r['kv_hit_rate_median']:.0%}", "",
+                    "| turn | approval→proposal s | tool s (+ prefill wait) | prompt tokens | prefilled | decoded |",
+                    "|---|---|---|---|---|---|"]
+            for i, t in enumerate(r["turns"], 1):
+                out.append(f"| {i} | {t['approval_to_proposal_s']:.1f} | {t['tool_s']:.2f} | {t['prompt_tokens']} | "
+                           f"{t['prefill_tokens']} | {t['decoded_tokens']} |")
+            out.append("")
+        if "speculation_speedup" in res:
+            out.append(f"- speculative prefill: median turn **{res['speculation_speedup']:.2f}×** faster "
+                       "(the two replays above, one run)")
     return out

@@ -2,9 +2,11 @@
 
 The session is replayed the same way every run: greedy decoding, a fixed list of user tasks on a
 copy of xmltodict 0.14.2 (a 522-line module, fetched and verified like the task benchmark's
-packages), every call inside the workspace approved.  Per turn it records the seconds from the
-approval of the previous call (its tool ran) to the next proposal, the prompt's length, the tokens
-that had to be prefilled (the rest came from the KV store: the hit rate), and the tokens decoded.
+packages), every call inside the workspace approved after the user has read it for `read_s`
+seconds (the time `speculate` may use to prefill the next prompt; 0: an instant approval).  Per turn
+it records the seconds from the user's approval of the previous call to the next proposal (the tool's
+run and any wait for the speculative prefill included), the prompt's length, the tokens the sample
+still had to prefill (the rest came from the KV store: the hit rate), and the tokens decoded.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ MAX_TURNS = 4
 MAX_TOKENS = 256  # a call or a short answer; a model that rambles is cut here, not after cfg.max_tokens
 
 
-def replay(backend: Any, renderer: Any, cfg: Any) -> dict[str, Any]:
-    """Run the scripted session; per-turn figures and their medians."""
+def replay(backend: Any, renderer: Any, cfg: Any, *, read_s: float = 0.0, speculate: bool | None = None
+           ) -> dict[str, Any]:
+    """Run the scripted session (speculative prefill as `speculate`, default the config's); per-turn
+    figures and their medians."""
     from continualcode.agent import Abort, Approve, SamplingConfig, Session
     from continualcode.bench.learn.scenario import unsafe
     from continualcode.bench.tasks.packages import PINS, copy_tree, source
-    from continualcode.events import Decided, Proposal, ToolOutput
+    from continualcode.events import Proposal, ToolOutput
     from continualcode.models import cache_root
     from continualcode.tools import Workspace
 
@@ -39,12 +43,14 @@ def replay(backend: Any, renderer: Any, cfg: Any) -> dict[str, Any]:
 
     class User:
         def decide(self, call: Any, preview: str) -> Any:
-            return Abort() if unsafe(call) else Approve()
+            if unsafe(call):
+                return Abort()
+            time.sleep(read_s)
+            mark["approved"] = time.perf_counter()  # the user's key press: what follows is waited for
+            return Approve()
 
     def on_event(ev: Any) -> None:
-        if isinstance(ev, Decided) and ev.kind == "approve":
-            mark["approved"] = time.perf_counter()
-        elif isinstance(ev, ToolOutput) and "approved" in mark:
+        if isinstance(ev, ToolOutput) and "approved" in mark:
             mark["ran"] = time.perf_counter()
         elif isinstance(ev, Proposal) and "ran" in mark:
             turns.append({"approval_to_proposal_s": time.perf_counter() - mark["approved"],
@@ -57,7 +63,8 @@ def replay(backend: Any, renderer: Any, cfg: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cc-speed-") as d:
         ws = Workspace(copy_tree(src, Path(d) / "xmltodict"), sandbox="off")
         sampling = SamplingConfig(temperature=0.0, top_p=1.0, max_tokens=min(cfg.max_tokens, MAX_TOKENS),
-                                  max_turns=MAX_TURNS)
+                                  max_turns=MAX_TURNS,
+                                  speculate=cfg.speculate if speculate is None else speculate)
         s = Session(backend, renderer, ws, User(), sampling=sampling, on_event=on_event, seed=0)
         query = s.query
 
@@ -75,7 +82,8 @@ def replay(backend: Any, renderer: Any, cfg: Any) -> dict[str, Any]:
         t["kv_hit_rate"] = 1 - t["prefill_tokens"] / t["prompt_tokens"] if t["prompt_tokens"] else None
     waits = [t["approval_to_proposal_s"] for t in turns]
     return {
-        "tasks": list(TASKS), "turns": turns, "seconds": total,
+        "tasks": list(TASKS), "turns": turns, "seconds": total, "read_s": read_s,
+        "speculate": sampling.speculate,
         "turn_latency_median_s": statistics.median(waits) if waits else None,
         "max_prompt_tokens": max((t["prompt_tokens"] for t in turns), default=0),
         "kv_hit_rate_median": statistics.median([t["kv_hit_rate"] for t in turns]) if turns else None,
