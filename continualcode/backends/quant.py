@@ -3,9 +3,9 @@
 A decode step on a CPU reads every weight once, so its time is the weights' bytes over the memory
 bandwidth.  `DecodeLinear` wraps each frozen linear layer of the base model (and the LM head) and
 changes only how the sampler's decode steps (inside `decoding()`, one or two tokens, no grad) compute
-it; every other forward is `F.linear` on the original weight: prefill, a drafted run, scoring, every
-forward with grad, and every forward outside the decode loop whatever its size (a KV-prefix
-extension of one token during scoring too).
+it; every other forward is `F.linear` on the original weight (its input as rows: see `forward`):
+prefill, a drafted run, scoring, every forward with grad, and every forward outside the decode loop
+whatever its size (a KV-prefix extension of one token during scoring too).
 
 - **One-row GEMV** (always on CPU): `F.linear` of one row in bf16 goes through a matrix-matrix kernel
   that reads the weights at ~70% of the bandwidth `torch.mv` reaches (bench speed, `plain_over_mv`);
@@ -88,7 +88,12 @@ class DecodeLinear(torch.nn.Module):
         rows = x.numel() // x.shape[-1]
         if (not _DECODING[0] or _PLAIN[0] or rows > MAX_ROWS or torch.is_grad_enabled()
                 or x.device.type != "cpu"):
-            return torch.nn.functional.linear(x, self.weight, self.bias)
+            # As rows: the LM head's input under `logits_to_keep` is a slice of the hidden states whose
+            # batch stride is the whole sequence's, and `F.linear` of such a 3-D slice goes through a
+            # broadcast bmm that copies the transposed weight first (the 1.5B model's 467 MB LM head:
+            # 1.4 s a call, in every prefill, score and training forward; 2-D: 22 ms, the same numbers).
+            return torch.nn.functional.linear(x.reshape(rows, -1), self.weight, self.bias).reshape(
+                *x.shape[:-1], self.out_features)
         if self.w8 is not None and self.scale is not None and not _FULL[0]:
             y = torch.ops.aten._weight_int8pack_mm(x.reshape(rows, -1).to(torch.bfloat16), self.w8, self.scale)
         elif rows == 1:
