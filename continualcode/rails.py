@@ -35,6 +35,7 @@ UNGROUNDED = ("your answer names {names}, which no tool result of this session s
 NOT_AN_ANSWER = ("answer the task in a sentence or two of your own words (name the file and the function, say what "
                  "the code does); do not paste tool output")
 NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
+FOUND_ELSEWHERE = " it matches:\n"  # how an empty grep goes on to show hits of a wider search (tools/files.py)
 READ_ONLY = frozenset({"read", "glob", "grep"})
 CHANGING = frozenset({"write", "edit_lines"})
 
@@ -141,9 +142,10 @@ class Rails:
 
     def allow_text(self, last: Message | None) -> bool:
         """Text is allowed after a tool result that worked and found something (not after a search with
-        no match: an answer needs evidence), once the task's demands are met."""
+        no match, unless it showed wider hits: an answer needs evidence), once the task's demands are met."""
         return (last is not None and last.role == "tool" and bool(last.meta.get("ok", True))
-                and not last.content.startswith(NOTHING_FOUND) and not self._owed())
+                and not (last.content.startswith(NOTHING_FOUND) and FOUND_ELSEWHERE not in last.content)
+                and not self._owed())
 
     def saw(self, text: str) -> None:
         """Text the model was shown as fact (a tool result, the task, the file listing): what answers

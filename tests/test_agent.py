@@ -419,6 +419,17 @@ def test_scripted_model_may_not_answer_right_after_a_search_that_found_nothing(t
     assert asked == [False, False, True]
 
 
+def test_scripted_model_may_answer_after_an_empty_search_that_showed_wider_hits(tokenizer, tmp_path):
+    (tmp_path / "ops.py").write_text("def sub(a, b):\n    return a - b\n")
+    replies = [call_text("grep", pattern="def sub", path="main.py"), "sub is in ops.py."]
+    s, _, _, _, _ = make(tokenizer, tmp_path, replies, [Approve()], guard_rails=True)
+    asked = spy_allow_text(s)
+    assert s.run_task("where is sub?").status == "answered"
+    assert asked == [False, True]
+    assert next(m for m in s.messages if m.role == "tool").content.startswith(
+        "no matches for 'def sub' in main.py\nin the whole project it matches:\nops.py:1: def sub(a, b):")
+
+
 def test_scripted_model_refused_call_proposed_again_is_sampled_again_then_malformed(tokenizer, tmp_path):
     from continualcode.rails import REJECTED_AGAIN
 

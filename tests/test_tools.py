@@ -448,6 +448,27 @@ def test_grep_format_sorting_include_and_skipping(tree: Workspace) -> None:
     assert "no matches" in ok(tree, "grep", pattern="zzz", include="*.py")  # files matched, no line did
 
 
+def test_an_empty_grep_says_where_the_pattern_matches_in_the_whole_project_or_as_plain_text(ws: Workspace) -> None:
+    """The 0.5B model grepped the wrong file, or the text of a call full of regex characters, and repeated
+    the empty search until its turns ran out: an empty result now shows the wider hits, said as such."""
+    (ws.root / "lib.py").write_text("def search(s):\n    return parse(s)\n")
+    (ws.root / "tests").mkdir()
+    (ws.root / "tests/test_lib.py").write_text("x = parse('{name}', 'bob')\n")
+    assert ok(ws, "grep", pattern="search", path="tests/test_lib.py") == (
+        "no matches for 'search' in tests/test_lib.py\nin the whole project it matches:\nlib.py:1: def search(s):")
+    assert ok(ws, "grep", pattern="def search", include="test_*.py") == (
+        "no matches for 'def search' in .\nin the whole project it matches:\nlib.py:1: def search(s):")
+    assert ok(ws, "grep", pattern="parse('{name}', 'bob')") == (
+        "no matches for 'parse('{name}', 'bob')' in .\nas plain text, in the whole project it matches:\n"
+        "tests/test_lib.py:1: x = parse('{name}', 'bob')")
+    assert ok(ws, "grep", pattern="zzz", path="tests") == "no matches for 'zzz' in tests"  # nowhere: nothing added
+    for i in range(12):
+        (ws.root / f"m{i:02}.py").write_text("needle\n")
+    wide = ok(ws, "grep", pattern="needle", path="tests").splitlines()
+    assert wide[1] == "in the whole project it matches:" and wide[2] == "m00.py:1: needle"
+    assert len(wide) == 13 and wide[-1] == "… and 2 more"
+
+
 def test_grep_dollar_matches_at_the_end_of_crlf_lines(ws: Workspace) -> None:
     (ws.root / "dos.txt").write_bytes(b"alpha\r\nbeta;\r\ngamma\r\n")
     out = ok(ws, "grep", pattern=r";$", path="dos.txt")

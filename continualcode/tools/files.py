@@ -308,6 +308,8 @@ def _glob_match(pat: tuple[str, ...], parts: tuple[str, ...], *, prefix: bool = 
 
 
 def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[bool, str]:
+    """Lines matching `pattern` under `path` (files matching `include`).  An empty search says where it
+    would have found something (`_elsewhere`)."""
     try:
         regex = re.compile(pattern)
     except (re.error, OverflowError, RecursionError) as e:
@@ -315,6 +317,41 @@ def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[b
     base = ws.resolve(path)
     if not base.exists():
         raise missing(ws, base)
+    files, note = _grep_files(ws, base, include)
+    hits, total, skipped = _search(regex, files, single=not base.is_dir())
+    if skipped:
+        note += f"\n[skipped {skipped} files over {GREP_MAX_FILE // 2**20} MiB]"
+    if not hits:
+        return True, f"no matches for {quote(pattern)} in {ws.rel(base)}{note}" + _elsewhere(
+            ws, pattern, regex, narrowed=base != ws.root or include is not None)
+    more = f"\n… and {total - LIST_CAP} more matches" if total > LIST_CAP else ""
+    return True, "\n".join(hits) + more + note
+
+
+ELSEWHERE_CAP = 10  # hits shown from the widened search after an empty one
+
+
+def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed: bool) -> str:
+    """After an empty search: the hits of the same pattern in the whole project (every file), then of the
+    pattern as plain text, the first of these that finds any.  The 0.5B model grepped one wrong file (or a
+    file as `include`), or a call's text full of regex characters, and repeated the empty search until its
+    turns ran out (dev split of `bench tasks`)."""
+    tries: list[tuple[re.Pattern[str], str]] = []
+    if narrowed:
+        tries.append((regex, "in the whole project"))
+    if re.escape(pattern).replace("\\ ", " ") != pattern:
+        tries.append((re.compile(re.escape(pattern)), "as plain text, in the whole project"))
+    files = _grep_files(ws, ws.root, None)[0] if tries else []
+    for rx, where in tries:
+        hits, total, _ = _search(rx, files, single=False, cap=ELSEWHERE_CAP)
+        if hits:
+            more = f"\n… and {total - ELSEWHERE_CAP} more" if total > ELSEWHERE_CAP else ""
+            return f"\n{where} it matches:\n" + "\n".join(hits) + more
+    return ""
+
+
+def _grep_files(ws: Workspace, base: Path, include: str | None) -> tuple[list[tuple[str, Path]], str]:
+    """The files a grep of `base` reads (relative name, real path), sorted, and a note if the walk stopped."""
     note = ""
     if base.is_dir():
         files: list[tuple[str, Path]] = []
@@ -332,6 +369,13 @@ def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[b
         files = [(ws.rel(base), base)]
     else:
         raise ToolError(f"{ws.rel(base)} is not a regular file")
+    return files, note
+
+
+def _search(regex: re.Pattern[str], files: list[tuple[str, Path]], *, single: bool,
+            cap: int = LIST_CAP) -> tuple[list[str], int, int]:
+    """The first `cap` hits as `path:line: text`, the number of hits, the files skipped as too large.
+    A binary file is skipped, or refused when it is the one file asked for (`single`)."""
     hits: list[str] = []
     total, skipped = 0, 0
     for rel, real in files:
@@ -343,23 +387,18 @@ def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[b
         except OSError:
             continue
         if _is_binary(data):
-            if len(files) == 1 and not base.is_dir():
+            if single:
                 raise ToolError(f"{rel} is a binary file")
             continue
         for n, line in enumerate(data.decode("utf-8", "replace").split("\n"), start=1):
             line = line.removesuffix("\r")  # a CRLF line ends before its \r: `$` matches there
             if regex.search(line):
                 total += 1
-                if len(hits) < LIST_CAP:
+                if len(hits) < cap:
                     text = line
                     text = text[:HIT_CAP] + "…" if len(text) > HIT_CAP else text
                     hits.append(f"{rel}:{n}: {text}")
-    if skipped:
-        note += f"\n[skipped {skipped} files over {GREP_MAX_FILE // 2**20} MiB]"
-    if not hits:
-        return True, f"no matches for {quote(pattern)} in {ws.rel(base)}{note}"
-    more = f"\n… and {total - LIST_CAP} more matches" if total > LIST_CAP else ""
-    return True, "\n".join(hits) + more + note
+    return hits, total, skipped
 
 
 def preview_grep(ws: Workspace, pattern: str, path: str, include: str | None) -> str:
