@@ -97,6 +97,10 @@ class SamplingConfig:
 
 
 REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated call
+# The task ends ("looping") when one repeated call comes back for this many notes: on the dev split the 0.5B
+# model, told the result was above, proposed the same grep 25-33 times until max_turns (~80 s of samples).
+MAX_LOOP_NOTES = 3
+LOOPING = "stopped: the model kept repeating {call} after its result was shown; rephrase the task or name the file"
 # Closes every tool result when `remind_task` is on.  After a tool result the 0.5B model lost the task:
 # asked to add a function, it read the file, then read it again or wrote "100" into it (docs/agent.md).
 TASK_REMINDER = "\n\n(The task: {task})"
@@ -119,7 +123,7 @@ class Turn:
 
 @dataclass
 class TaskResult:
-    status: Literal["answered", "max_turns", "denied", "aborted", "malformed"]
+    status: Literal["answered", "max_turns", "denied", "aborted", "malformed", "looping"]
     text: str = ""
     calls: list[ToolCall] = field(default_factory=list)
 
@@ -141,6 +145,7 @@ class _TaskState:
     malformed: int = 0
     turn: int = 0
     pending: Correction | None = None  # the last denial, for learning from an approved retry
+    loops: dict[str, int] = field(default_factory=dict)  # per repeated call: the notes it was answered with
 
 
 class Session:
@@ -318,6 +323,11 @@ class Session:
             # text may follow only where the call's own result did (an error result leaves it barred)
             ok = self.rails.readonly_done.get(call.to_text(), True)
             self._add(Message("assistant", text), self._tool_message(call.name, ok, LOOP_NOTE))
+            n = t.loops[call.to_text()] = t.loops.get(call.to_text(), 0) + 1
+            if n >= MAX_LOOP_NOTES:
+                why = LOOPING.format(call=self.workspace.preview(call.name, call.arguments).splitlines()[0])
+                self._emit(ErrorShown(why))
+                return TaskResult(status="looping", text=why, calls=t.result.calls)
             return None
         decision = self._decide(call, text)
         if isinstance(decision, Abort):

@@ -278,6 +278,24 @@ def test_scripted_model_repeated_read_is_sampled_again_then_answered_from_the_co
     assert sum(isinstance(e, ToolOutput) and e.name == "read" for e in events) == 1
 
 
+def test_scripted_model_that_keeps_repeating_a_read_after_the_notes_ends_the_task_looping(tokenizer, tmp_path):
+    """One call answered with the note three times ends the task, said to the user in one line; other
+    calls between the repeats do not reset the count."""
+    from continualcode.agent import MAX_LOOP_NOTES
+    from continualcode.events import ErrorShown
+
+    rd, gl = call_text("read", path="main.py"), call_text("glob", pattern="*.py")
+    replies = [rd, *[rd] * 3, gl, *[rd] * 3, *[rd] * 3, "unreached"]
+    s, model, user, _, events = make(tokenizer, tmp_path, replies, [Approve(), Approve()], max_turns=12)
+    r = s.run_task("what is in main.py")
+    assert MAX_LOOP_NOTES == 3 and r.status == "looping"
+    assert [c.name for c, _ in user.seen] == ["read", "glob"]
+    assert sum(m.role == "tool" and m.content.startswith(LOOP_NOTE) for m in s.messages) == 3
+    shown = [e.text for e in events if isinstance(e, ErrorShown)]
+    assert shown == [r.text] and r.text.startswith("stopped: the model kept repeating read main.py")
+    assert model.replies == ["unreached"]
+
+
 def test_scripted_model_repeated_failing_bash_is_sampled_again_but_a_passing_one_runs_again(tokenizer, tmp_path):
     """A bash command that failed, proposed again with nothing changed, is treated like a repeated read (the
     0.5B model ran `stats.py`, not a command, four times); one that worked may run again (tests, twice)."""
