@@ -49,6 +49,7 @@ _RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", 
 _WORD = re.compile(r"[\w./-]+")
 _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found error names (tools/paths.py)
 _NUMBERED = re.compile(r"^\s*\d+\t", re.M)  # a line as read shows it
+_HIT = re.compile(r"^[\w./-]+:\d+: ", re.M)  # a line as grep shows it
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
 # what an answer asserts exists: a called name `f(`, or a file path with a common extension
 _NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cfg|toml|json|ya?ml|ini|sh|js|ts))\b")
@@ -104,9 +105,11 @@ def asks_to_run_tests(task: str) -> bool:
 
 def not_an_answer(text: str, question: bool) -> bool:
     """Text that answers nothing: to a question, fewer than two words ('101', 'NULL', '10' were the 0.5B
-    model's answers after a read; after a change 'Done.' is fine); to anything, lines pasted from a read
-    (its numbered lines) instead of an answer."""
-    return (question and len(_LETTERS.findall(text)) < 2) or len(_NUMBERED.findall(text)) >= 2
+    model's answers after a read; after a change 'Done.' is fine); to anything, a tool's output pasted
+    instead of an answer: lines as read or grep show them (two or more), or a search's "no matches"
+    (the 0.5B model answered with a whole grep result, in a hand trial on python-slugify)."""
+    return ((question and len(_LETTERS.findall(text)) < 2) or len(_NUMBERED.findall(text)) >= 2
+            or len(_HIT.findall(text)) >= 2 or text.lstrip().startswith(NOTHING_FOUND))
 
 
 @dataclass

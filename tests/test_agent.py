@@ -85,7 +85,8 @@ def make(tokenizer, tmp_path, replies, decisions, **kw):
                 sampling=SamplingConfig(constrained=False, max_turns=kw.pop("max_turns", 6),
                                         guard_rails=kw.pop("guard_rails", False),
                                         remind_task=kw.pop("remind_task", True),
-                                        speculate=kw.pop("speculate", True)),
+                                        speculate=kw.pop("speculate", True),
+                                        max_malformed=kw.pop("max_malformed", 3)),
                 on_event=events.append, **kw)
     return s, model, user, learner, events
 
@@ -533,11 +534,13 @@ def test_scripted_model_answer_that_pastes_lines_or_says_nothing_is_refused(toke
     assert asks_a_question("Where is add defined?") and asks_a_question("which file has add")
     assert not asks_a_question("swap the operands in main.py")
     read = call_text("read", path="main.py")
-    replies = [read, "101", "     1\tdef add(a, b):\n     2\t    return a + b", "add(a, b) in main.py returns a + b."]
-    s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve()], guard_rails=True)
+    replies = [read, "101", "     1\tdef add(a, b):\n     2\t    return a + b",
+               "main.py:1: def add(a, b):\nmain.py:2: x", "no matches for 'add' in main.py",
+               "add(a, b) in main.py returns a + b."]
+    s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve()], guard_rails=True, max_malformed=5)
     r = s.run_task("which function adds two numbers?")
     assert r.status == "answered" and r.text.startswith("add(a, b) in main.py")
-    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NOT_AN_ANSWER] * 2
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NOT_AN_ANSWER] * 4
 
 
 def test_scripted_model_repeating_a_read_of_a_missing_path_reads_the_file_its_error_named(tokenizer, tmp_path):
