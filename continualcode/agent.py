@@ -11,6 +11,7 @@ One tool call per turn.  For each proposed call the `Approver` answers with one 
 - Feedback:  free-form text kept in the session and handed to the learner with the next
              correction; the same call is then asked about again.
 - Abort:     the task ends here.
+The decisions and the asking (with the speculative prefill while the user reads) are in `decide.py`.
 Learning is one injected callable (`Learner`); the session knows nothing of losses.
 Everything that happens is reported as a typed event (`events.py`) through `on_event` (the journal and the UI).
 """
@@ -20,10 +21,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from functools import partial
+from typing import Any, Literal
 
 from continualcode.backends.base import Backend
 from continualcode.context import ERROR_PREFIX, project_overview
+from continualcode.decide import Abort, Approve, Approver, Decision, Deny, Edit, Feedback, ask
 from continualcode.events import (
     AssistantText,
     CorrectionMade,
@@ -42,41 +45,10 @@ from continualcode.events import (
 from continualcode.rails import LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails
 from continualcode.records import Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer, call_in_text, looks_like_call
-from continualcode.speculate import Speculation, Warmable
+from continualcode.speculate import Warmable
 from continualcode.tools import Workspace
 
-
-@dataclass(frozen=True)
-class Approve:
-    always: bool = False
-
-
-@dataclass(frozen=True)
-class Deny:
-    correction: str = ""
-
-
-@dataclass(frozen=True)
-class Edit:
-    arguments: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Feedback:
-    text: str
-
-
-@dataclass(frozen=True)
-class Abort:
-    pass
-
-
-Decision = Approve | Deny | Edit | Feedback | Abort
-
-
-class Approver(Protocol):
-    def decide(self, call: ToolCall, preview: str) -> Decision: ...
-
+__all__ = ["Abort", "Approve", "Approver", "Decision", "Deny", "Edit", "Feedback", "SamplingConfig", "Session"]
 
 Learner = Callable[[Correction], dict[str, Any] | None]
 
@@ -179,7 +151,8 @@ class Session:
         self.seed = seed
         self.learn_from_approved_retry = learn_from_approved_retry
         self.overview = overview
-        self.rails = Rails(self._file_key, on=self.sampling.guard_rails, breaks=self._breaks, mend=self._mend)
+        self.rails = Rails(partial(_file_key, workspace), on=self.sampling.guard_rails,
+                           breaks=partial(_breaks, workspace), mend=partial(_mend, workspace))
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
 
@@ -378,44 +351,10 @@ class Session:
             output += TASK_REMINDER.format(task=self.rails.task)
         return Message("tool", output, meta={"tool": tool, "ok": ok})
 
-    def _file_key(self, call: ToolCall) -> str:
-        try:
-            return str(self.workspace.resolve(str(call.arguments.get("path", ""))))
-        except Exception:  # an unusable path: the tool itself will refuse it with a clear line
-            return ""
-
-    def _breaks(self, call: ToolCall) -> str | None:
-        return self.workspace.breaks_syntax(call.name, call.arguments)
-
-    def _mend(self, call: ToolCall) -> ToolCall | None:
-        fixed = self.workspace.reindented(call.name, call.arguments)
-        return None if fixed is None else ToolCall(call.name, fixed)
-
     def _decide(self, call: ToolCall, text: str) -> Decision:
-        """The user's decision on `call` (written `text` in the conversation).  While the user reads,
-        the prompt that follows an approval is prefilled (`speculate`): for a read-only call with its
-        result, run now (reading has no effect; the approved call runs again, and only what still
-        matches is reused); for others up to the proposal.  An approval waits for that job, any
-        other answer stops it."""
-        if call.name in self.auto_approve:
-            return Approve()
-        spec = self._speculate(call, text)
-        d: Decision = Abort()
-        try:
-            while True:
-                d = self.approver.decide(call, self.workspace.preview(call.name, call.arguments))
-                if isinstance(d, Feedback):
-                    self.add_feedback(d.text)
-                    continue
-                return d
-        finally:
-            if spec is not None:
-                spec.finish() if isinstance(d, Approve) else spec.cancel()
-
-    def _speculate(self, call: ToolCall, text: str) -> Speculation | None:
-        backend = self.backend
-        if not self.sampling.speculate or not isinstance(backend, Warmable):
-            return None
+        """The user's answer (`decide.ask`).  While they read, the prompt that follows an approval is
+        prefilled (`speculate`; local backend): for a read-only call with its result, run now (reading has
+        no effect; the approved call runs again and only what still matches is reused)."""
         before = list(self.messages)
 
         def next_prompt() -> list[int]:
@@ -425,4 +364,24 @@ class Session:
                 msgs.append(self._tool_message(call.name, r.ok, r.output))
             return self.renderer.prompt_ids(msgs)
 
-        return Speculation(backend, next_prompt)
+        warm = self.backend if self.sampling.speculate and isinstance(self.backend, Warmable) else None
+        return ask(self.approver, call, lambda: self.workspace.preview(call.name, call.arguments),
+                   auto=call.name in self.auto_approve, on_feedback=self.add_feedback, warm=warm,
+                   next_prompt=next_prompt)
+
+
+def _file_key(workspace: Workspace, call: ToolCall) -> str:
+    """The resolved path a call names (rails: which file it reads or changes); "" when unusable."""
+    try:
+        return str(workspace.resolve(str(call.arguments.get("path", ""))))
+    except Exception:  # an unusable path: the tool itself will refuse it with a clear line
+        return ""
+
+
+def _breaks(workspace: Workspace, call: ToolCall) -> str | None:
+    return workspace.breaks_syntax(call.name, call.arguments)
+
+
+def _mend(workspace: Workspace, call: ToolCall) -> ToolCall | None:
+    fixed = workspace.reindented(call.name, call.arguments)
+    return None if fixed is None else ToolCall(call.name, fixed)

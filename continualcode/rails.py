@@ -35,7 +35,7 @@ UNGROUNDED = ("your answer names {names}, which no tool result of this session s
 NOT_AN_ANSWER = ("answer the task in a sentence or two of your own words (name the file and the function, say what "
                  "the code does); do not paste tool output")
 NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
-FOUND_ELSEWHERE = " it matches:\n"  # how an empty grep goes on to show hits of a wider search (tools/files.py)
+FOUND_ELSEWHERE = " it matches:\n"  # how an empty grep goes on to show hits of a wider search (tools/search.py)
 READ_ONLY = frozenset({"read", "glob", "grep"})
 CHANGING = frozenset({"write", "edit_lines"})
 

@@ -68,6 +68,18 @@ class PrefixStore:
             self.entries[mode] = KVEntry(tuple(ids), cache, want)
         return cache
 
+    def fill(self, ids: Sequence[int], version: int, *, chunk: int, stop: Any = None) -> int:
+        """Extend the "live" entry to hold `ids` (from its longest common prefix with them), `chunk` tokens
+        per forward, returning after the chunk during which `stop` (a threading.Event) was set; the
+        tokens it computed."""
+        entry = self.entries.get("live")
+        done = lcp(entry.ids, ids) if entry is not None and entry.version == version else 0
+        start = done
+        while done < len(ids) and not (stop is not None and stop.is_set()):
+            done = min(len(ids), done + chunk)
+            self.prefix(ids[:done], "live", version)
+        return done - start
+
     def extended(self, mode: str, ids: Sequence[int], cache: Any) -> None:
         """The cache handed out for `mode` now holds `ids` (a forward without grad extended it in place)."""
         if mode in self.entries:

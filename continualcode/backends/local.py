@@ -38,7 +38,7 @@ import torch
 from continualcode.backends.adapter import STATE_FILE, AdapterState
 from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token_ids
 from continualcode.backends.decode import Decoded, Drafter, PromptLookup, decode
-from continualcode.backends.kv import PrefixStore, crop, lcp
+from continualcode.backends.kv import PrefixStore, crop
 from continualcode.backends.loading import load_base
 from continualcode.backends.quant import decoding, prepare_for_decode
 from continualcode.backends.train import optimizer_step
@@ -277,17 +277,9 @@ class LocalBackend:
 
     @torch.no_grad()
     def warm(self, prompt_ids: Sequence[int], *, stop: threading.Event | None = None) -> int:
-        """Prefill what `sample(prompt_ids)` will take from the KV store (all but the last token), under
-        the live weights, `WARM_CHUNK` tokens at a time, returning after the chunk during which `stop`
-        was set; the tokens it prefilled."""
-        want = list(prompt_ids)[:-1]
-        entry = self._kv.entries.get("live")
-        done = lcp(entry.ids, want) if entry is not None and entry.version == self.adapter.version else 0
-        start = done
-        while done < len(want) and not (stop is not None and stop.is_set()):
-            done = min(len(want), done + WARM_CHUNK)
-            self._prefix(want[:done], "live")
-        return done - start
+        """Prefill what `sample(prompt_ids)` takes from the KV store (all but the last token), in chunks
+        (`PrefixStore.fill`); the tokens it prefilled."""
+        return self._kv.fill(list(prompt_ids)[:-1], self.adapter.version, chunk=WARM_CHUNK, stop=stop)
 
     # --- scoring --------------------------------------------------------------------------------
 
@@ -326,8 +318,6 @@ class LocalBackend:
                 logits=lambda ex: self._completion_logits(ex.prompt_ids, ex.completion_ids, grad=True))
         finally:
             self.model.eval()
-
-    # --- warm-up ----------------------------------------------------------------------------------
 
     def _warmup(self) -> None:
         """One tiny forward+backward so the first real step does not pay the one-time costs."""

@@ -1,18 +1,15 @@
-"""The file tools (read, write, edit_lines, glob, grep): each one's schema, run and preview together.
+"""The file tools (read, write, edit_lines): each one's schema, run and preview together.
 
 Every path goes through `ConfinedDir.resolve` first (paths.py); the tools then touch only the resolved
 path. Writes go through `fsio.atomic_write` (the old file or the new one survives a kill -9, never a
 mix; the mode is kept), after removing temp files orphaned in that directory by dead writers. Output
 limits (lines, hits, bytes per line) are here; the overall cap is applied by `Workspace.run`.
-Matching rules for glob and grep, and what the previews show, are in docs/tools.md.
+What the previews show is in docs/tools.md; the search tools (glob, grep) are in search.py.
 """
 
 from __future__ import annotations
 
 import difflib
-import fnmatch
-import functools
-import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,17 +17,14 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from continualcode.fsio import atomic_write, remove_orphans
 from continualcode.tools.base import PATH_ARG, Tool, ToolError, function_schema, quote
-from continualcode.tools.paths import WALK_BUDGET, WalkBudget, missing
+from continualcode.tools.paths import missing
 from continualcode.tools.syntax import syntax_error, syntax_note
 
 if TYPE_CHECKING:
     from continualcode.tools.workspace import Workspace
 
 BINARY_SNIFF = 8192  # a NUL byte in this many leading bytes means binary
-LIST_CAP = 200  # glob results / grep hits shown
 LINE_CAP = 2000  # bytes of one line shown by read
-HIT_CAP = 300  # chars of one line shown by grep
-GREP_MAX_FILE = 5 * 2**20
 EDIT_MAX_FILE = 50 * 2**20
 BOM = "\ufeff"
 MIN_READ_LINES = 40  # a read shows at least this many lines: the 0.5B model paged through files 10 lines a turn
@@ -51,7 +45,7 @@ def read(ws: Workspace, path: str, offset: int, limit: int) -> tuple[bool, str]:
         raise ToolError(f"{rel} is not a regular file")
     budget = ws.result_cap - 200
     with open(target, "rb") as f:
-        if _is_binary(f.read(BINARY_SNIFF)):
+        if is_binary(f.read(BINARY_SNIFF)):
             raise ToolError(f"{rel} is a binary file (NUL byte in its first 8 KiB); not shown")
         f.seek(0)
         shown: list[str] = []
@@ -123,7 +117,7 @@ def write(ws: Workspace, path: str, content: str) -> tuple[bool, str]:
 def preview_write(ws: Workspace, path: str, content: str) -> str:
     target = ws.resolve(path)
     rel = ws.rel(target)
-    if target.is_file() and _is_binary(_head(target)):
+    if target.is_file() and is_binary(_head(target)):
         size, n = target.stat().st_size, len(_split_lines(content))
         return f"overwrite binary file {rel} ({size} bytes) with {n} lines"
     old = read_text_for_edit(target, rel)
@@ -233,201 +227,6 @@ def plan_edit(old: str, start: int, end: int, content: str, *, rel: str) -> tupl
     return bom + "".join(result), f"{what} (now {now} line{'s' * (now != 1)})"
 
 
-# -------------------------------------------------------------------------------------------------- glob
-
-
-def glob(ws: Workspace, pattern: str, path: str) -> tuple[bool, str]:
-    pat = _compile_glob(pattern)
-    base = ws.resolve(path)
-    if not base.is_dir():
-        raise ToolError(f"{ws.rel(base)} is not a directory")
-    hits: list[str] = []
-    note = ""
-    try:
-        for rel, below, _ in ws.walk_files(base, lambda parts: _glob_match(pat, parts, prefix=True)):
-            if _glob_match(pat, below):
-                hits.append(rel)
-    except WalkBudget:
-        note = f"\n[stopped after {WALK_BUDGET} files; narrow the path]"
-    if not hits:
-        return True, f"no files match {quote(pattern)} in {ws.rel(base)}{note}"
-    hits.sort()
-    more = f"\n… and {len(hits) - LIST_CAP} more" if len(hits) > LIST_CAP else ""
-    return True, "\n".join(hits[:LIST_CAP]) + more + note
-
-
-def preview_glob(ws: Workspace, pattern: str, path: str) -> str:
-    return f"glob {quote(pattern)} in {ws.rel(ws.resolve(path))}"
-
-
-GLOB = Tool(
-    function_schema(
-        "glob",
-        "List files matching a glob pattern, e.g. **/*.py.",
-        {
-            "pattern": {"type": "string"},
-            "path": {"type": "string", "default": ".", "description": "Directory to search."},
-        },
-        ["pattern"],
-    ),
-    glob,
-    preview_glob,
-)
-
-
-@functools.lru_cache(maxsize=256)
-def _compile_glob(pattern: str) -> tuple[str, ...]:
-    if pattern.startswith("/"):
-        raise ToolError(f"pattern {quote(pattern)} must be relative (put the directory in path)")
-    parts = tuple(p for p in pattern.split("/") if p not in ("", "."))
-    if ".." in parts:
-        raise ToolError(f"pattern {quote(pattern)} must not contain '..'")
-    if not parts:
-        raise ToolError("pattern is empty")
-    return parts
-
-
-def _glob_match(pat: tuple[str, ...], parts: tuple[str, ...], *, prefix: bool = False) -> bool:
-    """Does `parts` match `pat` ('**' = any number of dirs; a trailing '**' also matches files)?
-    With prefix=True: could some path below directory `parts` match?"""
-
-    @functools.cache
-    def go(i: int, j: int) -> bool:
-        if i == len(pat):
-            return j == len(parts)
-        if j == len(parts):
-            return prefix or (all(p == "**" for p in pat[i:]) and j > 0)
-        if pat[i] == "**":
-            return go(i + 1, j) or go(i, j + 1)
-        return fnmatch.fnmatchcase(parts[j], pat[i]) and go(i + 1, j + 1)
-
-    return go(0, 0)
-
-
-# -------------------------------------------------------------------------------------------------- grep
-
-
-def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[bool, str]:
-    """Lines matching `pattern` under `path` (files matching `include`).  An empty search says where it
-    would have found something (`_elsewhere`)."""
-    try:
-        regex = re.compile(pattern)
-    except (re.error, OverflowError, RecursionError) as e:
-        raise ToolError(f"invalid regex: {e}") from None
-    base = ws.resolve(path)
-    if not base.exists():
-        raise missing(ws, base)
-    files, note = _grep_files(ws, base, include)
-    hits, total, skipped = _search(regex, files, single=not base.is_dir())
-    if skipped:
-        note += f"\n[skipped {skipped} files over {GREP_MAX_FILE // 2**20} MiB]"
-    if not hits:
-        return True, f"no matches for {quote(pattern)} in {ws.rel(base)}{note}" + _elsewhere(
-            ws, pattern, regex, narrowed=base != ws.root or include is not None)
-    more = f"\n… and {total - LIST_CAP} more matches" if total > LIST_CAP else ""
-    return True, "\n".join(hits) + more + note
-
-
-ELSEWHERE_CAP = 10  # hits shown from the widened search after an empty one
-
-
-def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed: bool) -> str:
-    """After an empty search: the hits of the same pattern in the whole project (every file), then of the
-    pattern as plain text, the first of these that finds any.  The 0.5B model grepped one wrong file (or a
-    file as `include`), or a call's text full of regex characters, and repeated the empty search until its
-    turns ran out (dev split of `bench tasks`)."""
-    tries: list[tuple[re.Pattern[str], str]] = []
-    if narrowed:
-        tries.append((regex, "in the whole project"))
-    if re.escape(pattern).replace("\\ ", " ") != pattern:
-        tries.append((re.compile(re.escape(pattern)), "as plain text, in the whole project"))
-    files = _grep_files(ws, ws.root, None)[0] if tries else []
-    for rx, where in tries:
-        hits, total, _ = _search(rx, files, single=False, cap=ELSEWHERE_CAP)
-        if hits:
-            more = f"\n… and {total - ELSEWHERE_CAP} more" if total > ELSEWHERE_CAP else ""
-            return f"\n{where} it matches:\n" + "\n".join(hits) + more
-    return ""
-
-
-def _grep_files(ws: Workspace, base: Path, include: str | None) -> tuple[list[tuple[str, Path]], str]:
-    """The files a grep of `base` reads (relative name, real path), sorted, and a note if the walk stopped."""
-    note = ""
-    if base.is_dir():
-        files: list[tuple[str, Path]] = []
-        try:
-            for rel, below, real in ws.walk_files(base):
-                if include is None or _include_match(include, below):
-                    files.append((rel, real))
-        except WalkBudget:
-            note = f"\n[stopped after {WALK_BUDGET} files; narrow the path]"
-        if include is not None and not files and not note:
-            raise ToolError(f"no file in {ws.rel(base)} matches include {quote(include)} (a file-name glob such as "
-                            "*.py); leave include out to search every file")
-        files.sort()
-    elif stat.S_ISREG(base.stat().st_mode):
-        files = [(ws.rel(base), base)]
-    else:
-        raise ToolError(f"{ws.rel(base)} is not a regular file")
-    return files, note
-
-
-def _search(regex: re.Pattern[str], files: list[tuple[str, Path]], *, single: bool,
-            cap: int = LIST_CAP) -> tuple[list[str], int, int]:
-    """The first `cap` hits as `path:line: text`, the number of hits, the files skipped as too large.
-    A binary file is skipped, or refused when it is the one file asked for (`single`)."""
-    hits: list[str] = []
-    total, skipped = 0, 0
-    for rel, real in files:
-        try:
-            if real.stat().st_size > GREP_MAX_FILE:
-                skipped += 1
-                continue
-            data = real.read_bytes()
-        except OSError:
-            continue
-        if _is_binary(data):
-            if single:
-                raise ToolError(f"{rel} is a binary file")
-            continue
-        for n, line in enumerate(data.decode("utf-8", "replace").split("\n"), start=1):
-            line = line.removesuffix("\r")  # a CRLF line ends before its \r: `$` matches there
-            if regex.search(line):
-                total += 1
-                if len(hits) < cap:
-                    text = line
-                    text = text[:HIT_CAP] + "…" if len(text) > HIT_CAP else text
-                    hits.append(f"{rel}:{n}: {text}")
-    return hits, total, skipped
-
-
-def preview_grep(ws: Workspace, pattern: str, path: str, include: str | None) -> str:
-    text = f"grep {quote(pattern)} in {ws.rel(ws.resolve(path))}"
-    return text + (f" (files {quote(include)})" if include else "")
-
-
-GREP = Tool(
-    function_schema(
-        "grep",
-        "Search files for a Python regex. Returns path:line: text.",
-        {
-            "pattern": {"type": "string"},
-            "path": {"type": "string", "default": ".", "description": "File or directory."},
-            "include": {"type": "string", "description": "Only files matching this glob, e.g. *.py."},
-        },
-        ["pattern"],
-    ),
-    grep,
-    preview_grep,
-)
-
-
-def _include_match(include: str, below: tuple[str, ...]) -> bool:
-    if "/" in include:
-        return _glob_match(_compile_glob(include), below)
-    return fnmatch.fnmatchcase(below[-1], include)
-
-
 # ---------------------------------------------------------------------------------------- file plumbing
 
 
@@ -449,7 +248,7 @@ def read_text_for_edit(target: Path, rel: str, *, must_exist: bool = False) -> s
     if st.st_size > EDIT_MAX_FILE:
         raise ToolError(f"{rel} is too large to edit ({st.st_size} bytes)")
     data = target.read_bytes()
-    if _is_binary(data):
+    if is_binary(data):
         raise ToolError(f"{rel} is a binary file")
     return data.decode("utf-8", "surrogateescape")  # bytes outside the edit survive unchanged
 
@@ -486,7 +285,7 @@ def _diff(old: str, new: str, rel: str) -> str:
     return "".join(out).rstrip("\n")
 
 
-def _is_binary(head: bytes) -> bool:
+def is_binary(head: bytes) -> bool:
     return b"\x00" in head[:BINARY_SNIFF]
 
 

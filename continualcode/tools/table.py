@@ -13,7 +13,8 @@ from typing import Any
 
 from continualcode.tools.base import Tool, ToolError, quote, type_name
 from continualcode.tools.bash import BASH
-from continualcode.tools.files import EDIT_LINES, GLOB, GREP, READ, WRITE
+from continualcode.tools.files import EDIT_LINES, READ, WRITE
+from continualcode.tools.search import GLOB, GREP
 
 TOOLS: dict[str, Tool] = {t.name: t for t in (READ, WRITE, EDIT_LINES, GLOB, GREP, BASH)}
 TOOL_NAMES: tuple[str, ...] = tuple(TOOLS)
