@@ -298,7 +298,8 @@ class Session:
             self._add(Message("assistant", text), self._tool_message(call.name, ok, LOOP_NOTE))
             n = t.loops[call.to_text()] = t.loops.get(call.to_text(), 0) + 1
             if n >= MAX_LOOP_NOTES:
-                why = LOOPING.format(call=self.workspace.preview(call.name, call.arguments).splitlines()[0])
+                shown = self.workspace.preview(call.name, call.arguments).splitlines() or [call.name]
+                why = LOOPING.format(call=shown[0])
                 self._emit(ErrorShown(why))
                 return TaskResult(status="looping", text=why, calls=t.result.calls)
             return None
