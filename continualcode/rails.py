@@ -19,6 +19,7 @@ from pathlib import Path
 from continualcode.records import Message, ToolCall
 from continualcode.render import Parsed, placeholder_argument
 from continualcode.tools import ToolError, validate_args
+from continualcode.tools.search import FOUND_ELSEWHERE
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
 LOOP_ERROR = "the model repeated a read-only call whose result it already has"
@@ -35,7 +36,6 @@ UNGROUNDED = ("your answer names {names}, which no tool result of this session s
 NOT_AN_ANSWER = ("answer the task in a sentence or two of your own words (name the file and the function, say what "
                  "the code does); do not paste tool output")
 NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
-FOUND_ELSEWHERE = " it matches:\n"  # how an empty grep goes on to show hits of a wider search (tools/search.py)
 READ_ONLY = frozenset({"read", "glob", "grep"})
 CHANGING = frozenset({"write", "edit_lines"})
 

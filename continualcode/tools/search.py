@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 LIST_CAP = 200  # glob results / grep hits shown
 HIT_CAP = 300  # chars of one line shown by grep
 GREP_MAX_FILE = 5 * 2**20
+FOUND_ELSEWHERE = " it matches:\n"  # how an empty grep goes on to the hits of a wider search (rails read it)
 
 
 # -------------------------------------------------------------------------------------------------- glob
@@ -140,7 +141,7 @@ def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed:
         hits, total, _ = _search(rx, files, single=False, cap=ELSEWHERE_CAP)
         if hits:
             more = f"\n… and {total - ELSEWHERE_CAP} more" if total > ELSEWHERE_CAP else ""
-            return f"\n{where} it matches:\n" + "\n".join(hits) + more
+            return f"\n{where}{FOUND_ELSEWHERE}" + "\n".join(hits) + more
     return ""
 
 
