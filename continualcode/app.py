@@ -38,7 +38,7 @@ from continualcode.events import (
 )
 from continualcode.journal import Journal, latest_session, read_events, read_metrics, state_dir
 from continualcode.learn.memory import HEADER as MEMORY_HEADER
-from continualcode.learn.memory import MEMORY_FILE, Memory, project_block, workspace_notes
+from continualcode.learn.memory import MEMORY_FILE, Memory, project_block, prompt_texts, workspace_notes
 from continualcode.records import Correction, Message
 from continualcode.render import SYSTEM_PROMPT
 from continualcode.tools import Workspace
@@ -199,10 +199,9 @@ class App:
         state = state if state is not None else project_state(cfg)
         memory = Memory(state / MEMORY_FILE) if cfg.memory else None
         root = Path(cfg.workspace).expanduser()
-        system = SYSTEM_PROMPT
-        if memory is not None and (block := project_block(memory.rules, workspace_notes(root))):
-            system += "\n\n" + block
-        parts = build_parts(cfg, backend, system_prompt=system, prompts=lambda c: project_tasks(state, c))
+        block = project_block(memory.rules, workspace_notes(root)) if memory is not None else ""
+        parts = build_parts(cfg, backend, prompts=lambda c: project_tasks(state, c),
+                            **prompt_texts(SYSTEM_PROMPT, block, cfg.memory_at))
         try:
             workspace = Workspace(root, result_cap=cfg.result_cap, bash_timeout=cfg.bash_timeout,
                                   pass_secrets=cfg.pass_secrets, sandbox=cfg.sandbox,

@@ -22,6 +22,7 @@ import chz
 
 from continualcode.agent import SamplingConfig
 from continualcode.backends.base import LORA
+from continualcode.learn.memory import MEMORY_AT
 from continualcode.learn.types import LearnConfig
 from continualcode.models import DEFAULT_MODEL
 from continualcode.tools import DEFAULT_BASH_TIMEOUT, DEFAULT_RESULT_CAP, TOOL_NAMES
@@ -116,7 +117,10 @@ class Config:
 
     memory: bool = True
     """Keep each correction and feedback as a plain-language rule in the project's memory.md (see /memory),
-    and start every session with those rules and the workspace's AGENTS.md / CLAUDE.md in the system prompt."""
+    and start every session with those rules and the workspace's AGENTS.md / CLAUDE.md (see memory_at)."""
+    memory_at: str = "system"
+    """Where a session's rules and notes go: system (the system prompt) or task (the first user turn, just
+    before the first task, where Claude Code puts CLAUDE.md)."""
 
     # --- session -------------------------------------------------------------------------------
     workspace: str = "."
@@ -238,6 +242,7 @@ CHECKS: dict[str, Check] = {
     "ema_rate": _number(0, 1, lo_open=True),
     "teacher_sees_attempt": _any,
     "memory": _any,
+    "memory_at": _one_of(*MEMORY_AT),
     "learn_from_approved_retry": _any,
     "max_kl": _number(0, lo_open=True, allow_inf=True),
     "adaptive": _any,

@@ -209,6 +209,7 @@ class Renderer:
         system_prompt: str = SYSTEM_PROMPT,
         vocab_size: int | None = None,
         keep_results: int = KEEP_RESULTS,
+        task_notes: str = "",
     ) -> None:
         self.tok = tokenizer
         self.tools = list(tools)
@@ -218,6 +219,7 @@ class Renderer:
         native = "tools" in template and "<tool_call>" in template
         self.style = ("native" if native else "fallback") if style == "auto" else style
         self.system_prompt = system_prompt
+        self.task_notes = task_notes  # opens the conversation's first user turn, after the project listing
         self.keep_results = keep_results
         self.vocab_size = vocab_size or len(tokenizer)
         self.stop_ids = stop_token_ids(tokenizer)
@@ -226,7 +228,8 @@ class Renderer:
 
     def to_template_messages(self, messages: Sequence[Message]) -> list[dict[str, str]]:
         """The conversation as the template's dicts: our system prompt first, few-shot if fallback;
-        stale tool results and superseded failed replies shortened (`context.compact`)."""
+        `task_notes` (the project's rules with `memory_at=task`) open the first user turn; stale tool results
+        and superseded failed replies shortened (`context.compact`)."""
         messages = compact(messages, keep_results=self.keep_results)
         out: list[dict[str, str]] = []
         system = self.system_prompt
@@ -241,7 +244,12 @@ class Renderer:
             example = ()  # the conversation has its own calls now; the 0.5B model copied the example's answer
         out.extend({"role": r, "content": c} for r, c in example)
         pending: list[str] = []  # the session's own system text (the project overview): opens the next user turn
+        first_user = True
         for m in messages:
+            if m.role == "user" and first_user:
+                first_user = False
+                if self.task_notes:
+                    pending.append(self.task_notes)
             if m.role == "system":
                 pending.append(m.content)
             elif m.role == "user" and pending:

@@ -53,6 +53,7 @@ BAD: dict[str, list[str]] = {
     "ema_rate": ["5", "0", "nan"],
     "teacher_sees_attempt": ["sometimes"],
     "memory": ["often"],
+    "memory_at": ["user", ""],
     "learn_from_approved_retry": ["2"],
     "max_kl": ["nan", "-1", "0", "-inf"],
     "prefix_grad": ["x"],
@@ -93,6 +94,7 @@ GOOD: dict[str, list[str]] = {
     "save_every": ["0"],
     "threads": ["0"],
     "sandbox": ["auto", "on", "off"],
+    "memory_at": ["system", "task"],
     "sandbox_network": ["true", "false"],
     "task": ["", "add a divide function"],
 }

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from continualcode.events import Decided
-from continualcode.learn.memory import HEADER, MAX_RULES, Memory, parse_rules, project_block, workspace_notes
+from continualcode.learn.memory import (
+    HEADER,
+    MAX_RULES,
+    Memory,
+    parse_rules,
+    project_block,
+    prompt_texts,
+    workspace_notes,
+)
 
 
 def test_rules_are_one_line_deduplicated_and_persisted(tmp_path: Path):
@@ -42,6 +50,14 @@ def test_project_block_and_workspace_notes(tmp_path: Path):
     assert "Project notes:\nRun `make test`" in block and "- use edit_lines" in block
 
 
+def test_prompt_texts_put_the_block_in_the_system_prompt_or_the_first_task():
+    assert prompt_texts("SYS", "- grep first") == {"system_prompt": "SYS\n\n- grep first", "task_notes": ""}
+    assert prompt_texts("SYS", "- grep first", "task") == {"system_prompt": "SYS", "task_notes": "- grep first"}
+    assert prompt_texts("SYS", "", "task") == prompt_texts("SYS", "") == {"system_prompt": "SYS", "task_notes": ""}
+    with pytest.raises(ValueError, match="memory_at"):
+        prompt_texts("SYS", "- x", "user")
+
+
 @pytest.mark.slow
 def test_a_denial_becomes_a_rule_in_the_next_sessions_system_prompt(tmp_path: Path, backend):
     """Through the app: the Recorder keeps the correction; a new App starts with it in its system prompt."""
@@ -74,3 +90,9 @@ def test_a_denial_becomes_a_rule_in_the_next_sessions_system_prompt(tmp_path: Pa
                                   "memory=false", "enable_training=false"]), NoInput(), Display(), backend=backend)
     assert "search with grep" not in off.session.renderer.system_prompt
     off.close()
+    at_task = App.build(parse_config([f"workspace={ws}", f"state_home={tmp_path / 'state'}", "enable_training=false",
+                                      "memory_at=task"]), NoInput(), Display(), backend=backend)
+    r = at_task.session.renderer
+    assert "search with grep" not in r.system_prompt and "- search with grep before reading" in r.task_notes
+    assert "Tabs, not spaces." in r.task_notes
+    at_task.close()

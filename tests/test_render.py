@@ -134,6 +134,27 @@ def test_native_template_has_one_worked_exchange_before_the_conversation(tmp_pat
     assert not any("greet" in m["content"] for m in later)
 
 
+def test_task_notes_open_the_first_user_turn_only(tmp_path) -> None:
+    """`memory_at=task`: the project's rules sit between the file listing and the first task, never in the
+    system prompt, the worked example or a later task's turn."""
+
+    class NativeTok:
+        chat_template = "{{ tools }} <tool_call>"
+
+        def __len__(self) -> int:
+            return 10
+
+    r = Renderer(NativeTok(), task_notes="Rules from the user:\n- grep first")
+    msgs = r.to_template_messages([Message("system", "Files: a.py"), Message("user", "find f"),
+                                   Message("assistant", "f is in a.py"), Message("user", "and g?")])
+    users = [m["content"] for m in msgs if m["role"] == "user"]
+    assert users[-2] == "Files: a.py\n\nRules from the user:\n- grep first\n\nfind f"
+    assert users[-1] == "and g?"
+    assert sum("grep first" in m["content"] for m in msgs) == 1
+    plain = Renderer(NativeTok()).to_template_messages([Message("user", "find f")])
+    assert plain[-1]["content"] == "find f" and msgs[0] == plain[0]
+
+
 def test_a_tool_written_as_a_function_call_is_not_an_answer() -> None:
     from continualcode.render import looks_like_call
 

@@ -4,10 +4,12 @@ The in-context competitor users already have (Claude Code's memory, AGENTS.md / 
 conventions), built in: each correction with text and each piece of free-form feedback becomes
 one rule, a line `- <text>` in `<project state>/memory.md`, a file the user can read and edit
 (`/memory` shows it, `/memory edit` opens it in $EDITOR).  An AGENTS.md or CLAUDE.md in the
-workspace is read as project rules too.  Both go into the system prompt of a session when it
-starts; a rule added during a session reaches the model from the next session on (the correction
-itself is already in the current conversation, and the system prompt stays put so that the
-KV cache of the conversation stays valid).
+workspace is read as project rules too.  Both go into a session's prompt when it starts: the system
+prompt (`memory_at=system`), or the session's first user turn, just before the first task
+(`memory_at=task`, where Claude Code puts CLAUDE.md: next to the task, not ~1k tokens of tool schemas
+above it).  A rule added during a session reaches the model from the next session on (the correction
+itself is already in the current conversation, and the prompt's start stays put so that the KV cache
+of the conversation stays valid).
 
 It is also what the weights can learn from: `project_block` is the same text a teacher sees when
 the learner distils the rules into the adapter (learn/step.py).
@@ -75,6 +77,21 @@ def workspace_notes(root: Path) -> str:
                 continue
     text = "\n\n".join(x for x in parts if x)
     return text[:MAX_PROJECT_CHARS]
+
+
+MEMORY_AT = ("system", "task")
+
+
+def prompt_texts(system: str, block: str, at: str = "system") -> dict[str, str]:
+    """The renderer's `system_prompt` and `task_notes` for a session that starts with `block`: the block
+    appended to the system prompt (`at="system"`) or opening the first user turn (`at="task"`)."""
+    if at not in MEMORY_AT:
+        raise ValueError(f"memory_at must be one of {', '.join(MEMORY_AT)}, got {at!r}")
+    if not block:
+        return {"system_prompt": system, "task_notes": ""}
+    if at == "task":
+        return {"system_prompt": system, "task_notes": block}
+    return {"system_prompt": system + "\n\n" + block, "task_notes": ""}
 
 
 def project_block(rules: Iterable[str], notes: str = "") -> str:

@@ -4,8 +4,8 @@ The real model, the real tools; only the user is simulated (violates → Deny(co
 Approve; a bash command that could leave the workspace is never run).  One task gives a
 `TaskRecord`, one control's first reply a `FirstCallRecord`; a unit is the records of one scenario
 before learning (`baseline_unit`) or under one variant (`variant_unit`).  A variant with project
-memory gives its sessions a system prompt with the rules kept from its corrections (`Ctx.with_rules`),
-exactly as the product does.  This module knows the agent only through `Session` and a backend, and
+memory starts its sessions with the rules kept from its corrections, where `memory_at` puts them
+(`Ctx.with_rules`), exactly as the product does.  This module knows the agent only through `Session` and a backend, and
 nothing of files on disk or of the run's plan.
 """
 
@@ -37,7 +37,7 @@ from continualcode.bench.learn.variants import BenchLearner
 from continualcode.build import make_renderer
 from continualcode.config import Config
 from continualcode.events import ErrorShown, Event, Proposal
-from continualcode.learn.memory import Memory, project_block
+from continualcode.learn.memory import Memory, project_block, prompt_texts
 from continualcode.records import Message, Sample, ToolCall
 from continualcode.render import SYSTEM_PROMPT, Renderer
 from continualcode.tools import Workspace
@@ -95,10 +95,9 @@ def task_seed(seed: int, scenario_id: str, kind: str, index: int) -> int:
     return zlib.crc32(f"{seed}:{scenario_id}:{kind}:{index}".encode()) & 0x7FFFFFFF
 
 
-def system_prompt(rules: Sequence[str]) -> str:
-    """The system prompt of a session that starts with these memory rules (the product's, app.py)."""
-    block = project_block(rules)
-    return SYSTEM_PROMPT + "\n\n" + block if block else SYSTEM_PROMPT
+def prompt_kwargs(rules: Sequence[str], at: str = "system") -> dict[str, str]:
+    """The renderer texts of a session that starts with these memory rules (the product's, app.py)."""
+    return prompt_texts(SYSTEM_PROMPT, project_block(rules), at)
 
 
 @dataclass
@@ -110,14 +109,14 @@ class Ctx:
     cfg: Config
     base: Snapshot  # the adapter snapshot taken right after load
     seed: int
-    rules: tuple[str, ...] = ()  # in the system prompt of every session of this context
+    rules: tuple[str, ...] = ()  # in the prompt of every session of this context (memory_at)
 
     def with_rules(self, rules: Sequence[str]) -> Ctx:
-        """This context with `rules` in its sessions' system prompt (none: the plain SYSTEM_PROMPT)."""
+        """This context with `rules` at the start of its sessions (none: the plain SYSTEM_PROMPT)."""
         rules = tuple(rules)
         if rules == self.rules:
             return self
-        renderer = make_renderer(self.backend, system_prompt=system_prompt(rules))
+        renderer = make_renderer(self.backend, **prompt_kwargs(rules, self.cfg.memory_at))
         return dataclasses.replace(self, renderer=renderer, rules=rules)
 
     def sampling(self, sc: Scenario | None, *, constrained: bool | None = None) -> SamplingConfig:

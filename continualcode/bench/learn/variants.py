@@ -73,6 +73,8 @@ VARIANTS: dict[str, Variant] = {
     "in-context": Variant({"enable_training": "false"}),
     # the correction kept as a rule in the system prompt of later sessions; no weight update
     MEMORY: Variant({"enable_training": "false", MEMORY: "true"}),
+    # the same rules, opening the first user turn instead of closing the system prompt (`memory_at=task`)
+    "memory-task": Variant({"enable_training": "false", MEMORY: "true", "memory_at": "task"}),
     **_LEARNING,
     **{f"{MEMORY}+{n}": v.with_memory() for n, v in _LEARNING.items()},
 }
