@@ -203,9 +203,7 @@ class App:
         parts = build_parts(cfg, backend, prompts=lambda c: project_tasks(state, c),
                             **prompt_texts(SYSTEM_PROMPT, block, cfg.memory_at))
         try:
-            workspace = Workspace(root, result_cap=cfg.result_cap, bash_timeout=cfg.bash_timeout,
-                                  pass_secrets=cfg.pass_secrets, sandbox=cfg.sandbox,
-                                  sandbox_network=cfg.sandbox_network)
+            workspace = Workspace(root, **cfg.tool_settings())
         except ValueError as e:  # sandbox=on where bubblewrap cannot run
             raise ConfigError(str(e)) from None
         journal, resumed = _open_journal(cfg, state, parts, workspace, display)

@@ -141,6 +141,8 @@ class Config:
     """Run this task first."""
     result_cap: int = DEFAULT_RESULT_CAP
     """Most characters of a tool result shown to the model."""
+    read_outline: bool = True
+    """A read from the top of a Python file too long to show whole ends with its classes and functions."""
     bash_timeout: int = DEFAULT_BASH_TIMEOUT
     """Seconds a bash command may run; the model's own `timeout` argument is clamped to it."""
     pass_secrets: bool = False
@@ -153,6 +155,11 @@ class Config:
     seed: int = 0
     threads: int = 0
     """CPU threads (0 = all cores)."""
+
+    def tool_settings(self) -> dict[str, Any]:
+        """The `Workspace` keyword arguments this config sets (callers override what they must)."""
+        return {"result_cap": self.result_cap, "bash_timeout": self.bash_timeout, "pass_secrets": self.pass_secrets,
+                "sandbox": self.sandbox, "sandbox_network": self.sandbox_network, "read_outline": self.read_outline}
 
     def learn_config(self) -> LearnConfig:
         """The learning fields, by name (LearnConfig's own defaults for the few not exposed here)."""
@@ -260,6 +267,7 @@ CHECKS: dict[str, Check] = {
     "interactive": _any,
     "task": _text,
     "result_cap": _number(500, 10_000_000),
+    "read_outline": _any,
     "bash_timeout": _number(1, 3600),
     "pass_secrets": _any,
     "sandbox": _any,

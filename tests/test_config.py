@@ -54,6 +54,7 @@ BAD: dict[str, list[str]] = {
     "teacher_sees_attempt": ["sometimes"],
     "memory": ["often"],
     "memory_at": ["user", ""],
+    "read_outline": ["sometimes"],
     "learn_from_approved_retry": ["2"],
     "max_kl": ["nan", "-1", "0", "-inf"],
     "prefix_grad": ["x"],

@@ -203,6 +203,30 @@ def test_read_stops_at_the_result_cap_and_says_where_to_continue(tmp_path: Path)
     assert len(out) <= 2000 and "line cut" in out
 
 
+def test_a_read_from_the_top_of_a_long_python_file_ends_with_its_definitions(tmp_path: Path) -> None:
+    """The map of classes and functions (`outline.py`) follows the lines when the read cannot show the whole
+    file, takes its room from the lines (the note's offset still names the first line not shown), and is
+    left out for a later window, a file shown whole, a non-Python file and with read_outline off."""
+    ws = Workspace(tmp_path, result_cap=3000)
+    body = "".join(f"X{i} = {i}\n" for i in range(300))
+    src = body + 'def underscore(word):\n    """Make an underscored, lowercase form."""\n    return word\n'
+    (tmp_path / "m.py").write_text(src)
+    out = ws.run("read", {"path": "m.py"}).output
+    lines, _, outline = out.partition("\nClasses and functions in m.py")
+    assert outline.endswith("  301: def underscore(word) \u2014 Make an underscored, lowercase form.")
+    note = lines.splitlines()[-1]
+    first_hidden = int(note.rsplit("offset=", 1)[1].split()[0])
+    assert lines.splitlines()[-2].startswith(f"{first_hidden - 1:6}\t") and len(out) <= 3000
+    assert f"{303 - first_hidden + 1} more lines" in note
+    assert "Classes and functions" not in ws.run("read", {"path": "m.py", "offset": 2}).output
+    (tmp_path / "m.txt").write_text(src)
+    assert "Classes and functions" not in ws.run("read", {"path": "m.txt"}).output
+    (tmp_path / "short.py").write_text('def f():\n    """F."""\n')
+    assert "Classes and functions" not in ws.run("read", {"path": "short.py"}).output
+    off = Workspace(tmp_path, result_cap=3000, read_outline=False)
+    assert "Classes and functions" not in off.run("read", {"path": "m.py"}).output
+
+
 # ------------------------------------------------------------------------------------------------- write
 
 

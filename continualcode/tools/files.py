@@ -28,6 +28,13 @@ LINE_CAP = 2000  # bytes of one line shown by read
 EDIT_MAX_FILE = 50 * 2**20
 BOM = "\ufeff"
 MIN_READ_LINES = 40  # a read shows at least this many lines: the 0.5B model paged through files 10 lines a turn
+# A read from the top of a Python file it cannot show whole ends with the file's classes and functions
+# (`outline.py`), in this many characters at most (and a third of the result's budget): asked which function
+# converts CamelCase to snake_case, the 0.5B model read the first 40 lines of a 426-line file (its regex
+# tables) and answered from them; the map names `underscore` and its docstring's first line.
+READ_OUTLINE_CHARS = 1500
+OUTLINE_MAX_FILE = 2 * 2**20
+OUTLINE_HEAD = "Classes and functions in {rel} (line: name(arguments) \u2014 first line of the docstring):\n"
 
 
 # -------------------------------------------------------------------------------------------------- read
@@ -60,8 +67,13 @@ def read(ws: Workspace, path: str, offset: int, limit: int) -> tuple[bool, str]:
             if len(shown) == limit or (shown and size + len(line) + 1 > budget):
                 rest = 1 + _count_rest(f)
                 why = "" if len(shown) == limit else "output cap reached; "
+                outline = _outline(target, rel, min(READ_OUTLINE_CHARS, budget // 3)) \
+                    if ws.read_outline and offset <= 1 and target.suffix == ".py" else ""
+                while len(shown) > 1 and size + len(outline) > budget:  # the map's room comes from the lines
+                    size -= len(shown.pop()) + 1
+                    n, rest = n - 1, rest + 1
                 shown.append(f"[{why}{rest} more lines; use offset={n} to continue]")
-                return True, "\n".join(shown)
+                return True, "\n".join(shown) + outline
             shown.append(line)
             size += len(line) + 1
     if not shown:
@@ -69,6 +81,17 @@ def read(ws: Workspace, path: str, offset: int, limit: int) -> tuple[bool, str]:
             return True, f"({rel} is empty)"
         raise ToolError(f"offset {offset} is past the end: {rel} has {n} lines")
     return True, "\n".join(shown)
+
+
+def _outline(target: Path, rel: str, budget: int) -> str:
+    """The file's definitions map as `read` appends it ("" for a file without definitions, or too big)."""
+    from continualcode.outline import definitions, render
+
+    if target.stat().st_size > OUTLINE_MAX_FILE:
+        return ""
+    head = OUTLINE_HEAD.format(rel=rel)
+    text = render([(rel, definitions(target.read_text(errors="replace")))], budget - len(head) - 1)
+    return "\n" + head + text.split("\n", 1)[1] if "\n" in text else ""
 
 
 def preview_read(ws: Workspace, path: str, offset: int, limit: int) -> str:

@@ -38,6 +38,7 @@ class Workspace(ConfinedDir):
         pass_secrets: bool = False,
         sandbox: str = "off",
         sandbox_network: bool = False,
+        read_outline: bool = True,
     ) -> None:
         super().__init__(root)
         if result_cap < 500:
@@ -47,6 +48,7 @@ class Workspace(ConfinedDir):
         self.result_cap = result_cap
         self.bash_timeout = bash_timeout
         self.pass_secrets = pass_secrets
+        self.read_outline = read_outline  # a read from the top of a long .py file ends with its definitions
         self.sandbox: Sandbox | None = None  # None: bash runs unconfined
         if sandbox != "off":
             why = unavailable()

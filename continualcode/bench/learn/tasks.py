@@ -131,8 +131,8 @@ class Ctx:
             p = root / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text)
-        return Workspace(root, result_cap=self.cfg.result_cap, bash_timeout=min(self.cfg.bash_timeout,
-                                                                                 BENCH_BASH_TIMEOUT))
+        return Workspace(root, result_cap=self.cfg.result_cap, read_outline=self.cfg.read_outline,
+                         bash_timeout=min(self.cfg.bash_timeout, BENCH_BASH_TIMEOUT))
 
 
 @contextmanager

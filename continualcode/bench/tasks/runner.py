@@ -81,9 +81,7 @@ class Ctx:
     cfg: Config
 
     def workspace(self, root: Path) -> Workspace:
-        c = self.cfg
-        return Workspace(root, result_cap=c.result_cap, bash_timeout=c.bash_timeout, pass_secrets=False,
-                         sandbox=c.sandbox, sandbox_network=c.sandbox_network)
+        return Workspace(root, **{**self.cfg.tool_settings(), "pass_secrets": False})
 
 
 def run_task(ctx: Ctx, task: Task, source: Path, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
