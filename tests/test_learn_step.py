@@ -29,6 +29,13 @@ from continualcode.learn.teacher import privileged_text, teacher_messages
 from continualcode.learn.types import LearnConfig
 from continualcode.records import Correction, Message, Sample, ToolCall
 
+
+def _one_prompt(**kw) -> LearnConfig:
+    """A learn config that distils on the denied prompt alone (`distill_prompts=0`): these tests are about
+    one step; the distillation prompts (the default, 3) have their own tests."""
+    return LearnConfig(**{"distill_prompts": 0, **kw})
+
+
 REPO = Path(__file__).resolve().parents[1]
 CALL = ToolCall("read", {"path": "notes.txt"})
 TASK = (Message("user", "show me what is in notes.txt"),)
@@ -85,7 +92,7 @@ def test_a_step_raises_the_teacher_preferred_tokens_and_is_undoable(fresh_backen
     n = len(c.sample.tokens)
     before = scores(b, c)
     step0 = b.step
-    learner = Learner(b, renderer, LearnConfig(distill_loss=kind, learning_rate=1e-3))
+    learner = Learner(b, renderer, _one_prompt(distill_loss=kind, learning_rate=1e-3))
 
     report = learner(c)
 
@@ -127,7 +134,7 @@ def test_a_nan_loss_is_rolled_back_bit_identically(fresh_backend, renderer, corr
 
     monkeypatch.setattr(losses, "sdpo_loss", nan_loss)
     before, step0 = scores(b, c), b.step
-    learner = Learner(b, renderer, LearnConfig(distill_loss="sampled_token", learning_rate=1e-3))
+    learner = Learner(b, renderer, _one_prompt(distill_loss="sampled_token", learning_rate=1e-3))
 
     report = learner(c)
 
@@ -145,7 +152,7 @@ def test_a_nan_gradient_is_rolled_back_bit_identically(fresh_backend, renderer, 
     param = next(p for n, p in b.model.named_parameters() if "lora_B" in n)
     hook = param.register_hook(lambda g: torch.full_like(g, float("nan")))
     try:
-        report = Learner(b, renderer, LearnConfig(distill_loss="sampled_token", learning_rate=1e-3))(c)
+        report = Learner(b, renderer, _one_prompt(distill_loss="sampled_token", learning_rate=1e-3))(c)
     finally:
         hook.remove()
 
@@ -160,7 +167,7 @@ def test_a_nan_gradient_is_rolled_back_bit_identically(fresh_backend, renderer, 
 def test_a_kl_above_max_kl_is_rolled_back(fresh_backend, renderer, correction):
     b, c = fresh_backend, correction
     before, step0 = scores(b, c), b.step
-    learner = Learner(b, renderer, LearnConfig(distill_loss="sampled_token", learning_rate=1e-3, max_kl=-1.0))
+    learner = Learner(b, renderer, _one_prompt(distill_loss="sampled_token", learning_rate=1e-3, max_kl=-1.0))
 
     report = learner(c)
 
@@ -182,7 +189,7 @@ def test_max_kl_zero_rolls_back_any_step(fresh_backend, renderer, correction, kl
     """
     b, c = fresh_backend, correction
     before, step0 = scores(b, c), b.step
-    cfg = LearnConfig(distill_loss="sampled_token", learning_rate=1e-3, kl_beta=kl_beta, max_kl=0.0)
+    cfg = _one_prompt(distill_loss="sampled_token", learning_rate=1e-3, kl_beta=kl_beta, max_kl=0.0)
 
     report = Learner(b, renderer, cfg)(c)
 
@@ -208,7 +215,7 @@ def test_an_exception_mid_step_restores_the_adapter(fresh_backend, renderer, cor
         return real(*args, **kwargs)
 
     monkeypatch.setattr(losses, "sdpo_loss", fails_the_second_time)
-    learner = Learner(b, renderer, LearnConfig(distill_loss="sampled_token", learning_rate=1e-3,
+    learner = Learner(b, renderer, _one_prompt(distill_loss="sampled_token", learning_rate=1e-3,
                                                steps_per_correction=2))  # fmt: skip
     with pytest.raises(StepError, match="rolled back: ValueError: injected failure"):
         learner(c)
@@ -225,6 +232,7 @@ RESUME = r"""
 import json, sys
 from pathlib import Path
 from continualcode.backends.local import LocalBackend
+
 cache, ckpt, dtype, data = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 b = LocalBackend("smollm2-135m", dtype=dtype, cache=Path(cache), seed=99, warmup=False, threads=data["threads"])
 b.load(Path(ckpt))
@@ -236,7 +244,7 @@ print("RESULT " + json.dumps({"step": b.step, "logprobs": lp, "ema": b.ema is no
 @pytest.mark.slow
 def test_a_saved_adapter_resumes_exactly_in_a_new_process(fresh_backend, renderer, correction, cache_dir, tmp_path):
     b, c = fresh_backend, correction
-    report = Learner(b, renderer, LearnConfig(distill_loss="sampled_token", learning_rate=1e-3))(c)
+    report = Learner(b, renderer, _one_prompt(distill_loss="sampled_token", learning_rate=1e-3))(c)
     assert report["rolled_back"] == ""
     ckpt = tmp_path / "adapter"
     b.save(ckpt)
@@ -265,7 +273,7 @@ def test_the_ema_teacher_moves_at_its_rate(fresh_backend, renderer, correction):
     rate = 0.25
     assert b.ema is None
     old = {n: p.detach().clone() for n, p in b.model.named_parameters() if p.requires_grad}
-    learner = Learner(b, renderer, LearnConfig(distill_loss="sampled_token", learning_rate=1e-3, teacher="ema",
+    learner = Learner(b, renderer, _one_prompt(distill_loss="sampled_token", learning_rate=1e-3, teacher="ema",
                                                ema_rate=rate))  # fmt: skip
 
     report = learner(c)
@@ -361,7 +369,7 @@ def test_adaptive_steps_stop_once_the_student_agrees_at_the_decision(fresh_backe
     from continualcode.learn.examples import build_examples
 
     b = fresh_backend
-    cfg = LearnConfig(distill_loss="topk", learning_rate=2e-3, adaptive=True, steps_per_correction=6, max_kl=10.0)
+    cfg = _one_prompt(distill_loss="topk", learning_rate=2e-3, adaptive=True, steps_per_correction=6, max_kl=10.0)
     (main,), _ = build_examples(b, renderer, cfg, correction)
     report = Learner(b, renderer, cfg)(correction)
     assert report is not None and not report["rolled_back"]
@@ -380,7 +388,7 @@ def test_adaptive_steps_stop_once_the_student_agrees_at_the_decision(fresh_backe
 def test_a_step_beyond_the_trust_region_is_undone(fresh_backend, renderer, correction):
     b = fresh_backend
     before, step = _lora(b), b.step
-    report = Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, step_max_kl=1e-12,
+    report = Learner(b, renderer, _one_prompt(distill_loss="topk", learning_rate=1e-3, step_max_kl=1e-12,
                                               steps_per_correction=3))(correction)
     assert report is not None and report["stop"] == "trust_region" and report["steps_taken"] == 0
     assert report["step_kl"] > 1e-12

@@ -19,6 +19,13 @@ from continualcode.learn.step import Learner, StepError
 from continualcode.learn.types import LearnConfig
 from continualcode.records import Correction, Message, Sample, ToolCall
 
+
+def _one_prompt(**kw) -> LearnConfig:
+    """A learn config that distils on the denied prompt alone (`distill_prompts=0`): these tests are about
+    one step; the distillation prompts (the default, 3) have their own tests."""
+    return LearnConfig(**{"distill_prompts": 0, **kw})
+
+
 pytestmark = pytest.mark.slow
 
 
@@ -42,7 +49,7 @@ def test_exception_mid_step_restores_adapter(fresh_backend, renderer, monkeypatc
 
     monkeypatch.setattr(losses, "sdpo_loss", boom)
     with pytest.raises(StepError, match="rolled back: RuntimeError: injected failure"):
-        Learner(fresh_backend, renderer, LearnConfig())(c)
+        Learner(fresh_backend, renderer, _one_prompt())(c)
     assert fresh_backend.step == step
     fresh_backend.clear_cache()
     assert torch.equal(fresh_backend.score(c.prompt_ids, c.sample.tokens).logprobs, before)
@@ -52,6 +59,7 @@ CHILD = """
 import sys, torch
 from pathlib import Path
 from continualcode.backends.local import LocalBackend
+
 b = LocalBackend("smollm2-135m", dtype="fp32", warmup=False)
 out = Path(sys.argv[1])
 i = 0
@@ -96,7 +104,7 @@ def _lora(b) -> dict[str, torch.Tensor]:
 def test_a_step_that_makes_weights_non_finite_is_rolled_back(fresh_backend, renderer, lr) -> None:
     c = _correction(renderer)
     before, step = _lora(fresh_backend), fresh_backend.step
-    report = Learner(fresh_backend, renderer, LearnConfig(learning_rate=lr))(c)
+    report = Learner(fresh_backend, renderer, _one_prompt(learning_rate=lr))(c)
     assert report is not None and report["rolled_back"], report
     assert fresh_backend.step == step
     after = _lora(fresh_backend)
@@ -108,7 +116,7 @@ def test_the_kl_guard_rejects_nan(monkeypatch, fresh_backend, renderer) -> None:
     import continualcode.learn.step as step_mod
 
     monkeypatch.setattr(step_mod, "_kl_after", lambda after, ref: float("nan"))
-    report = Learner(fresh_backend, renderer, LearnConfig(learning_rate=1e-4))(_correction(renderer))
+    report = Learner(fresh_backend, renderer, _one_prompt(learning_rate=1e-4))(_correction(renderer))
     assert report is not None and report["rolled_back"].startswith("KL to the base nan")
 
 

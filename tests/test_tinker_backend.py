@@ -595,7 +595,8 @@ def test_the_learner_trains_topk_on_tinker(backend, service):
 
     c = Correction("deny", (Message("user", "task"),), PROMPT, Sample(COMPLETION, OLD.tolist(), "stop"),
                    "attempt", "use edit_lines")
-    report = Learner(backend, Renderer(), LearnConfig(distill_loss="topk", distill_topk=4, max_kl=float("inf")))(c)
+    report = Learner(backend, Renderer(), LearnConfig(distill_loss="topk", distill_topk=4, max_kl=float("inf"),
+                                                  distill_prompts=0))(c)
     assert report is not None and not report["rolled_back"] and backend.step == 1
     assert any(call[0] == "forward_backward_custom" for call in service.trainings[0].calls)
 

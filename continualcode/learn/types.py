@@ -37,7 +37,7 @@ class LearnConfig:
     max_kl: float = 1.0
     adaptive: bool = False
     step_max_kl: float = float("inf")
-    distill_prompts: int = 0
+    distill_prompts: int = 3  # chosen on the dense dev scenarios (bench/results/learn/dense/): 4 up / 0 down vs 1 / 0
     distill_tokens: int = 24
     distill_temperature: float = 0.3
     grad_clip: float = 1.0

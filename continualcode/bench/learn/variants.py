@@ -48,7 +48,8 @@ class Variant:
 _LEARNING: dict[str, Variant] = {
     "seed-literal": Variant({"distill_loss": "sampled_token", "teacher": "live", "teacher_sees_attempt": "true",
                              "steps_per_correction": "1"}),
-    "topk": Variant({"distill_loss": "topk"}),
+    # the update on the denied prompt alone (the default before distill_prompts=3)
+    "topk": Variant({"distill_loss": "topk", "distill_prompts": "0"}),
     "topk-no-attempt": Variant({"distill_loss": "topk", "teacher_sees_attempt": "false"}),
     "topk-attempt": Variant({"distill_loss": "topk", "teacher_sees_attempt": "true"}),
     "full": Variant({"distill_loss": "full"}),
