@@ -118,9 +118,10 @@ class Config:
     memory: bool = True
     """Keep each correction and feedback as a plain-language rule in the project's memory.md (see /memory),
     and start every session with those rules and the workspace's AGENTS.md / CLAUDE.md (see memory_at)."""
-    memory_at: str = "system"
-    """Where a session's rules and notes go: system (the system prompt) or task (the first user turn, just
-    before the first task, where Claude Code puts CLAUDE.md)."""
+    memory_at: str = "task"
+    """Where a session's rules and notes go: task (the first user turn, just before the first task, where Claude
+    Code puts CLAUDE.md) or system (the end of the system prompt).  Chosen on the dense dev scenarios: fresh
+    tasks kept the rule 50% (task) vs 17% (system) of the time, from 11% without it."""
 
     # --- session -------------------------------------------------------------------------------
     workspace: str = "."

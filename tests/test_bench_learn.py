@@ -481,7 +481,7 @@ def test_memory_variants_and_explicit_memory_off() -> None:
     v = resolve_variants("memory,topk,memory+topk,memory+learning_rate=1e-3+replay=true")
     assert v["memory"].memory and not v["memory"].learns
     assert not v["topk"].memory and v["memory+topk"].memory and v["memory+topk"].learns
-    assert v["memory+topk"].overrides == {"distill_loss": "topk", "memory": "true"}
+    assert v["memory+topk"].overrides == {"distill_loss": "topk", "distill_prompts": "0", "memory": "true"}
     adhoc = v["memory+learning_rate=1e-3+replay=true"]
     assert adhoc.memory and adhoc.replay and adhoc.overrides["learning_rate"] == "1e-3"
     assert {f"memory+{n}" for n, x in learn.VARIANTS.items() if x.learns and not x.memory} <= set(learn.VARIANTS)
@@ -489,6 +489,9 @@ def test_memory_variants_and_explicit_memory_off() -> None:
     assert o.config_for(o.variants["memory"], 0).memory is True
     assert o.config_for(o.variants["topk"], 0).memory is False  # the product's default is on: set explicitly
     assert o.config_for(o.variants["in-context"], 0).memory is False
+    o = parse_args(["--out", "x", "--variants", "memory,memory-task,memory-system"])
+    assert [o.config_for(o.variants[n], 0).memory_at for n in ("memory", "memory-task", "memory-system")] == [
+        "task", "task", "system"]  # memory: the product's placement (memory_at's default)
     with pytest.raises(ValueError, match="memory is set per variant"):
         parse_args(["--out", "x", "memory=true"])
     o = parse_args(["--out", "x", "--split", "dev", "--baseline-only"])

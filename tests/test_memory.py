@@ -59,8 +59,9 @@ def test_prompt_texts_put_the_block_in_the_system_prompt_or_the_first_task():
 
 
 @pytest.mark.slow
-def test_a_denial_becomes_a_rule_in_the_next_sessions_system_prompt(tmp_path: Path, backend):
-    """Through the app: the Recorder keeps the correction; a new App starts with it in its system prompt."""
+def test_a_denial_becomes_a_rule_in_the_next_sessions_prompt(tmp_path: Path, backend):
+    """Through the app: the Recorder keeps the correction; a new App starts with it in its first user turn
+    (`memory_at=task`, the default) or its system prompt (`memory_at=system`)."""
     from continualcode.app import App
     from continualcode.config import parse_config
     from continualcode.ui.terminal import Display
@@ -75,7 +76,8 @@ def test_a_denial_becomes_a_rule_in_the_next_sessions_system_prompt(tmp_path: Pa
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "CLAUDE.md").write_text("Tabs, not spaces.\n")
-    cfg = parse_config([f"workspace={ws}", f"state_home={tmp_path / 'state'}", "enable_training=false"])
+    cfg = parse_config([f"workspace={ws}", f"state_home={tmp_path / 'state'}", "enable_training=false",
+                        "memory_at=system"])
     app = App.build(cfg, NoInput(), Display(), backend=backend)
     assert "Tabs, not spaces." in app.session.renderer.system_prompt
     app.recorder(Decided("deny", text="search with grep before reading"))
@@ -90,8 +92,8 @@ def test_a_denial_becomes_a_rule_in_the_next_sessions_system_prompt(tmp_path: Pa
                                   "memory=false", "enable_training=false"]), NoInput(), Display(), backend=backend)
     assert "search with grep" not in off.session.renderer.system_prompt
     off.close()
-    at_task = App.build(parse_config([f"workspace={ws}", f"state_home={tmp_path / 'state'}", "enable_training=false",
-                                      "memory_at=task"]), NoInput(), Display(), backend=backend)
+    at_task = App.build(parse_config([f"workspace={ws}", f"state_home={tmp_path / 'state'}", "enable_training=false"]),
+                        NoInput(), Display(), backend=backend)
     r = at_task.session.renderer
     assert "search with grep" not in r.system_prompt and "- search with grep before reading" in r.task_notes
     assert "Tabs, not spaces." in r.task_notes

@@ -15,7 +15,7 @@ NOTE = ("Rates are compliant / all tasks (undecided counted apart); ± is the st
 HEADLINE_NOTE = (
     "Pooled over seeds and scenarios.  First retry: the first decision after each denied task (one per task; n = "
     "denied tasks with a turn left); later retries apart.  Persistence: fresh tasks in a brand-new session (memory "
-    "variants: the rules in its system prompt; never the correction in context), beside the baseline of the same "
+    "variants: the rules where memory_at puts them; never the correction in context), beside the baseline of the same "
     "tasks; *corrected* = the scenarios whose correction was actually given.  up/down/same: paired per task "
     "(seed, task); p: exact two-sided sign test on up vs down; 95% CI: bootstrap of the gain resampling scenarios "
     "(2000 resamples, fixed seed).  Drift: KL exact on the controls + cross tasks of the units whose weights "

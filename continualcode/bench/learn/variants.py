@@ -1,7 +1,7 @@
 """Variants: what is compared.  A variant is config overrides on the base config, plus `replay`.
 
 Every variant says whether project memory is on (config `memory`): `memory` alone (the
-correction written down as a rule and put in later sessions' system prompt, no weight update),
+correction written down as a rule and put in later sessions' prompt (`memory_at`), no weight update),
 each learning variant alone (memory off, set explicitly: the product's default is on), and
 `memory+<variant>` (the rules and the weight update).
 
@@ -72,10 +72,11 @@ _LEARNING: dict[str, Variant] = {
 VARIANTS: dict[str, Variant] = {
     # the retry sees the correction in context; nothing is kept for later sessions
     "in-context": Variant({"enable_training": "false"}),
-    # the correction kept as a rule in the system prompt of later sessions; no weight update
+    # the correction kept as a rule in later sessions' prompt (where memory_at puts it); no weight update
     MEMORY: Variant({"enable_training": "false", MEMORY: "true"}),
-    # the same rules, opening the first user turn instead of closing the system prompt (`memory_at=task`)
+    # the same rules at each place `memory_at` offers: the first user turn (the default) or the system prompt
     "memory-task": Variant({"enable_training": "false", MEMORY: "true", "memory_at": "task"}),
+    "memory-system": Variant({"enable_training": "false", MEMORY: "true", "memory_at": "system"}),
     **_LEARNING,
     **{f"{MEMORY}+{n}": v.with_memory() for n, v in _LEARNING.items()},
 }
@@ -154,8 +155,8 @@ class BenchLearner:
         self.expected = task
 
     def use_renderer(self, renderer: Any) -> None:
-        """The renderer of the session being corrected (its system prompt holds the memory rules, if
-        any), so that the teacher sees what the student saw, as in the product."""
+        """The renderer of the session being corrected (its prompt texts hold the memory rules, if any),
+        so that the teacher sees what the student saw, as in the product."""
         if hasattr(self.learner, "renderer"):
             self.learner.renderer = renderer  # type: ignore[attr-defined]
 
