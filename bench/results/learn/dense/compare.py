@@ -1,0 +1,42 @@
+"""Paired comparison of two variants' persistence on the same fresh tasks (and of each against the baseline).
+
+    python bench/results/learn/dense/compare.py RUN_DIR:VARIANT RUN_DIR:VARIANT
+
+A fresh task is keyed by (scenario, task text, sampling seed): the same in every run of the same
+scenario file and seed, so two runs made side by side pair task by task.  "up" = compliant under the
+second variant and not under the first; exact two-sided sign test on up vs down.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from continualcode.bench.learn.metrics import sign_test
+
+
+def persistence(arg: str) -> dict[tuple[str, str, int], bool]:
+    run, variant = arg.rsplit(":", 1)
+    out: dict[tuple[str, str, int], bool] = {}
+    with open(f"{run}/units.jsonl") as f:
+        for line in f:
+            u = json.loads(line)
+            if u.get("variant", "baseline" if u.get("kind") == "baseline" else None) != variant:
+                continue
+            tasks = u.get("persistence") if u.get("kind") == "variant" else u.get("fresh")
+            for t in tasks or ():
+                out[(u["scenario"], t["task"], t["seed"])] = t["decision"] == "compliant"
+    return out
+
+
+def main(a_arg: str, b_arg: str) -> None:
+    a, b = persistence(a_arg), persistence(b_arg)
+    keys = sorted(set(a) & set(b))
+    up = sum(b[k] and not a[k] for k in keys)
+    down = sum(a[k] and not b[k] for k in keys)
+    print(f"{a_arg} -> {b_arg}: compliant {sum(a[k] for k in keys)} -> {sum(b[k] for k in keys)} of {len(keys)}; "
+          f"up {up}, down {down}; exact sign test p = {sign_test(up, down):.4f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
