@@ -19,10 +19,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_replay_reproduces_steps_and_adapter(tmp_path: Path, cache_dir: Path, renderer) -> None:
-    from continualcode.backends.local import LocalBackend
+    from continualcode.build import build_backend
 
-    cfg = parse_config(["dtype=fp32", f"cache_dir={cache_dir}", "seed=0"])
-    original = LocalBackend("smollm2-135m", dtype="fp32", cache=cache_dir, seed=0)
+    # the original is built from the config exactly as replay builds its backend: with distillation prompts
+    # (the default) the learner samples, and the sampler's settings (int8 decode steps, threads) must match
+    cfg = parse_config(["dtype=fp32", f"cache_dir={cache_dir}", "seed=0", "model_name=smollm2-135m"])
+    original = build_backend(cfg)
     learner = Learner(original, renderer, cfg.learn_config())
     journal = Journal.create(tmp_path / "state", meta={"model": "smollm2-135m"})
     for task, path in [("show me notes.txt", "notes.txt"), ("show me todo.md", "todo.md")]:
