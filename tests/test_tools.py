@@ -207,7 +207,7 @@ def test_a_read_from_the_top_of_a_long_python_file_ends_with_its_definitions(tmp
     """The map of classes and functions (`outline.py`) follows the lines when the read cannot show the whole
     file, takes its room from the lines (the note's offset still names the first line not shown), and is
     left out for a later window, a file shown whole, a non-Python file and with read_outline off."""
-    ws = Workspace(tmp_path, result_cap=3000)
+    ws = Workspace(tmp_path, result_cap=3000, read_outline=True)
     body = "".join(f"X{i} = {i}\n" for i in range(300))
     src = body + 'def underscore(word):\n    """Make an underscored, lowercase form."""\n    return word\n'
     (tmp_path / "m.py").write_text(src)
@@ -223,7 +223,7 @@ def test_a_read_from_the_top_of_a_long_python_file_ends_with_its_definitions(tmp
     assert "Classes and functions" not in ws.run("read", {"path": "m.txt"}).output
     (tmp_path / "short.py").write_text('def f():\n    """F."""\n')
     assert "Classes and functions" not in ws.run("read", {"path": "short.py"}).output
-    off = Workspace(tmp_path, result_cap=3000, read_outline=False)
+    off = Workspace(tmp_path, result_cap=3000)  # the default: off
     assert "Classes and functions" not in off.run("read", {"path": "m.py"}).output
 
 

@@ -38,7 +38,7 @@ class Workspace(ConfinedDir):
         pass_secrets: bool = False,
         sandbox: str = "off",
         sandbox_network: bool = False,
-        read_outline: bool = True,
+        read_outline: bool = False,
     ) -> None:
         super().__init__(root)
         if result_cap < 500:
