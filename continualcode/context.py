@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from continualcode.outline import LEGEND
 from continualcode.records import Message
 
 KEEP_RESULTS = 2
@@ -100,7 +101,7 @@ def project_overview(workspace: Any, limit: int = OVERVIEW_FILES, outline_chars:
     more = f"\n… and {len(files) - limit} more files" if len(files) > limit else ""
     text = "Files in the project (the workspace root is '.'):\n" + "\n".join(shown) + more
     if outline_chars > 0 and (defs := _outline(workspace, files, outline_chars)):
-        text += "\n\nClasses and functions (line: name(arguments) — first line of the docstring):\n" + defs
+        text += f"\n\nClasses and functions {LEGEND}\n" + defs
     return text
 
 

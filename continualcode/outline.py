@@ -18,6 +18,8 @@ import ast
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# how every map is introduced to the model (the first task's overview, a read's outline, the worked example)
+LEGEND = "(line: name(arguments) \u2014 first line of the docstring):"
 DOC_CHARS = 64  # of a docstring's first line
 SIGNATURE_CHARS = 48
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from continualcode.backends.base import stop_token_ids
 from continualcode.constrain import GrammarConstraint, build_constraint
 from continualcode.context import KEEP_RESULTS, compact
+from continualcode.outline import LEGEND
 from continualcode.records import CALL_CLOSE, CALL_OPEN, Message, Role, ToolCall
 from continualcode.tools import TOOL_SCHEMAS, ToolError, validate_args
 
@@ -188,7 +189,7 @@ FALLBACK_EXAMPLE: tuple[tuple[Role, str], ...] = (
 # inflection/__init__.py returns the greeting" about a package that has no greet.
 NATIVE_EXAMPLE: tuple[tuple[Role, str], ...] = (
     ("user", "Files in the project (the workspace root is '.'):\nREADME.md\napp/hello.py\n\n"
-             "Classes and functions (line: name(arguments) \u2014 first line of the docstring):\napp/hello.py\n"
+             f"Classes and functions {LEGEND}\napp/hello.py\n"
              "  3: def greet(name) \u2014 The greeting for a name.\n\nWhat does greet() return?"),
     ("assistant", ToolCall("read", {"path": "app/hello.py", "offset": 3, "limit": 20}).to_text()),
     ("tool", '     3\tdef greet(name):\n     4\t    """The greeting for a name."""\n'

@@ -95,7 +95,7 @@ def prompt_texts(system: str, block: str, at: str = "system") -> dict[str, str]:
 
 
 def project_block(rules: Iterable[str], notes: str = "") -> str:
-    """The system-prompt block for these rules and notes ("" when there are none)."""
+    """The prompt block for these rules and notes ("" when there are none; `prompt_texts` places it)."""
     rules = list(rules)
     parts = []
     if notes:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from continualcode.fsio import atomic_write, remove_orphans
+from continualcode.outline import LEGEND, definitions, render
 from continualcode.tools.base import PATH_ARG, Tool, ToolError, function_schema, quote
 from continualcode.tools.paths import missing
 from continualcode.tools.syntax import syntax_error, syntax_note
@@ -34,7 +35,7 @@ MIN_READ_LINES = 40  # a read shows at least this many lines: the 0.5B model pag
 # tables) and answered from them; the map names `underscore` and its docstring's first line.
 READ_OUTLINE_CHARS = 1500
 OUTLINE_MAX_FILE = 2 * 2**20
-OUTLINE_HEAD = "Classes and functions in {rel} (line: name(arguments) \u2014 first line of the docstring):\n"
+OUTLINE_HEAD = "Classes and functions in {rel} " + LEGEND + "\n"
 
 
 # -------------------------------------------------------------------------------------------------- read
@@ -85,8 +86,6 @@ def read(ws: Workspace, path: str, offset: int, limit: int) -> tuple[bool, str]:
 
 def _outline(target: Path, rel: str, budget: int) -> str:
     """The file's definitions map as `read` appends it ("" for a file without definitions, or too big)."""
-    from continualcode.outline import definitions, render
-
     if target.stat().st_size > OUTLINE_MAX_FILE:
         return ""
     head = OUTLINE_HEAD.format(rel=rel)

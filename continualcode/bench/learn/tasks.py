@@ -95,7 +95,7 @@ def task_seed(seed: int, scenario_id: str, kind: str, index: int) -> int:
     return zlib.crc32(f"{seed}:{scenario_id}:{kind}:{index}".encode()) & 0x7FFFFFFF
 
 
-def prompt_kwargs(rules: Sequence[str], at: str = "system") -> dict[str, str]:
+def prompt_kwargs(rules: Sequence[str], at: str) -> dict[str, str]:
     """The renderer texts of a session that starts with these memory rules (the product's, app.py)."""
     return prompt_texts(SYSTEM_PROMPT, project_block(rules), at)
 
