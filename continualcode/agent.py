@@ -43,7 +43,7 @@ from continualcode.events import (
     UserTask,
 )
 from continualcode.rails import LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails
-from continualcode.records import Correction, Message, Sample, ToolCall
+from continualcode.records import NOTES, Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer, call_in_text, looks_like_call
 from continualcode.speculate import Warmable
 from continualcode.tools import Workspace
@@ -64,7 +64,7 @@ class SamplingConfig:
     max_repeats: int = 2  # re-samples of a call the user denied in the task, or of a repeated read-only call
     guard_rails: bool = True  # rails.py: act before answering a change or test-run task; read before changing
     repo_map: int = 0  # characters of the classes-and-functions map in the first task's overview (0: none)
-    remind_task: bool = True  # each tool result ends with the task it serves (TASK_REMINDER)
+    remind_task: bool = True  # each tool result and denial ends with the task it serves (TASK_REMINDER)
     speculate: bool = True  # prefill the next prompt while the user reads a proposal (speculate.py)
 
 
@@ -73,8 +73,10 @@ REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeate
 # model, told the result was above, proposed the same grep 25-33 times until max_turns (~80 s of samples).
 MAX_LOOP_NOTES = 3
 LOOPING = "stopped: the model kept repeating {call} after its result was shown; rephrase the task or name the file"
-# Closes every tool result when `remind_task` is on.  After a tool result the 0.5B model lost the task:
-# asked to add a function, it read the file, then read it again or wrote "100" into it (docs/agent.md).
+# Closes every tool result and every denial's correction when `remind_task` is on.  After a tool result the
+# 0.5B model lost the task: asked to add a function, it read the file, then read it again or wrote "100"
+# into it; after "run Python scripts with python3 (python3 script.py)" it ran `python3 script.py` when asked
+# to run clean.py (docs/agent.md).
 TASK_REMINDER = "\n\n(The task: {task})"
 TEXT_CALL_ERROR = ("a tool call written as text: make the call with <tool_call> tags and a known tool, "
                    "or answer in plain words")
@@ -98,6 +100,11 @@ class TaskResult:
     status: Literal["answered", "max_turns", "denied", "aborted", "malformed", "looping"]
     text: str = ""
     calls: list[ToolCall] = field(default_factory=list)
+
+
+def reminded(text: str, task: str, on: bool) -> str:
+    """`text` (a tool result, or a denial's correction) closed by the task it serves when `on` (`remind_task`)."""
+    return text + TASK_REMINDER.format(task=task) if on and task else text
 
 
 def args_diff(before: dict[str, Any], after: dict[str, Any]) -> str:
@@ -137,6 +144,7 @@ class Session:
         seed: int | None = None,
         learn_from_approved_retry: bool = False,
         overview: bool = True,
+        notes: Callable[[], str] | None = None,
     ) -> None:
         self.backend = backend
         self.renderer = renderer
@@ -151,6 +159,7 @@ class Session:
         self.seed = seed
         self.learn_from_approved_retry = learn_from_approved_retry
         self.overview = overview
+        self.notes = notes or (lambda: "")  # asked at each task: what opens its user turn (app.py: new rules)
         self.rails = Rails(partial(_file_key, workspace), on=self.sampling.guard_rails,
                            breaks=partial(_breaks, workspace), mend=partial(_mend, workspace))
         self._n_samples = 0
@@ -262,7 +271,7 @@ class Session:
         if not self.messages and self.overview and (
                 listing := project_overview(self.workspace, outline_chars=self.sampling.repo_map)):
             self._add(Message("system", listing))
-        self._add(Message("user", task))
+        self._add(Message("user", task, meta={NOTES: notes} if (notes := self.notes()) else {}))
         self.rails.start_task(task)
         t = _TaskState(TaskResult(status="max_turns"))
         while t.turn < self.sampling.max_turns:
@@ -311,14 +320,14 @@ class Session:
             self._emit(Decided("deny", text=decision.correction))
             self._add(Message("assistant", text))
             self.rails.deny(call)
-            if not decision.correction.strip():
+            if not (fix := decision.correction.strip()):
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)
             if not turn.redirected:  # a redirected call is not what the model wrote: nothing to learn from
-                t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text,
-                                       decision.correction.strip(), tuple(self.feedback))
+                t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text, fix,
+                                       tuple(self.feedback))
                 self._learn(t.pending)
-            self._add(Message("user", f"Denied. {decision.correction.strip()}"))
+            self._add(Message("user", reminded(f"Denied. {fix}", self.rails.task, self.sampling.remind_task)))
             return None
         if isinstance(decision, Edit):
             edited = ToolCall(call.name, decision.arguments)
@@ -348,9 +357,8 @@ class Session:
 
     def _tool_message(self, tool: str, ok: bool, output: str) -> Message:
         """A tool result as the conversation keeps it: closed by the task it serves when `remind_task`."""
-        if self.sampling.remind_task and self.rails.task:
-            output += TASK_REMINDER.format(task=self.rails.task)
-        return Message("tool", output, meta={"tool": tool, "ok": ok})
+        return Message("tool", reminded(output, self.rails.task, self.sampling.remind_task),
+                       meta={"tool": tool, "ok": ok})
 
     def _decide(self, call: ToolCall, text: str) -> Decision:
         """The user's answer (`decide.ask`).  While they read, the prompt that follows an approval is

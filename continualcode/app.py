@@ -38,7 +38,14 @@ from continualcode.events import (
 )
 from continualcode.journal import Journal, latest_session, read_events, read_metrics, state_dir
 from continualcode.learn.memory import HEADER as MEMORY_HEADER
-from continualcode.learn.memory import MEMORY_FILE, Memory, project_block, prompt_texts, workspace_notes
+from continualcode.learn.memory import (
+    MEMORY_FILE,
+    Memory,
+    later_block,
+    project_block,
+    prompt_texts,
+    workspace_notes,
+)
 from continualcode.records import Correction, Message
 from continualcode.render import SYSTEM_PROMPT
 from continualcode.tools import Workspace
@@ -100,7 +107,7 @@ class Recorder:
         if isinstance(ev, Learned):
             self._learned(ev)
         elif isinstance(ev, Decided) and ev.kind in ("deny", "feedback") and ev.text and self.memory is not None:
-            self.memory.add(ev.text)  # for the next sessions: this one has it in context already
+            self.memory.add(ev.text)  # opens this session's later tasks, and every later session
 
     def _learned(self, ev: Learned) -> None:
         self.journal.log_metrics(ev.metrics)
@@ -208,10 +215,12 @@ class App:
             raise ConfigError(str(e)) from None
         journal, resumed = _open_journal(cfg, state, parts, workspace, display)
         recorder = Recorder(cfg, parts.backend, journal, state, display, memory)
+        opening = memory.rules if memory is not None else []
         session = Session(
             parts.backend, parts.renderer, workspace, inp, learner=parts.learner, sampling=cfg.sampling_config(),
             auto_approve=[t.strip() for t in cfg.auto_approve.split(",") if t.strip()],
             on_event=recorder, seed=cfg.seed, learn_from_approved_retry=cfg.learn_from_approved_retry,
+            notes=lambda: later_block(recorder.memory, opening),
         )
         if resumed is not None:
             session.resume(resumed)
@@ -243,11 +252,12 @@ class App:
                 memory.path.write_text(MEMORY_HEADER)
             _edit_file(memory.path)
             self.recorder.memory = Memory(memory.path)
-            c.print(f"{len(self.recorder.memory.rules)} rules; they apply from the next session on")
+            c.print(f"{len(self.recorder.memory.rules)} rules; new ones apply from your next task, "
+                    "changed or removed ones from the next session")
             return
         rules = memory.rules
         c.print("\n".join(f"- {shown(r)}" for r in rules) if rules else "no rules yet")
-        c.print(f"[dim]{shown(str(memory.path))} · /memory edit to change · applies from the next session on[/]")
+        c.print(f"[dim]{shown(str(memory.path))} · /memory edit to change · a new rule applies from your next task[/]")
 
     # --- the loop ---------------------------------------------------------------------------------
 

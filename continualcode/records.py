@@ -29,6 +29,11 @@ class ToolCall:
         return f"{CALL_OPEN}{body}{CALL_CLOSE}"
 
 
+# A user message's meta key: text the renderer puts before the message's content in the same turn (the rules
+# the user gave earlier in the session); the content stays the task itself (journal, distillation prompts).
+NOTES = "notes"
+
+
 @dataclass(frozen=True)
 class Message:
     role: Role

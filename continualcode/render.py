@@ -27,7 +27,7 @@ from continualcode.backends.base import stop_token_ids
 from continualcode.constrain import GrammarConstraint, build_constraint
 from continualcode.context import KEEP_RESULTS, compact
 from continualcode.outline import LEGEND
-from continualcode.records import CALL_CLOSE, CALL_OPEN, Message, Role, ToolCall
+from continualcode.records import CALL_CLOSE, CALL_OPEN, NOTES, Message, Role, ToolCall
 from continualcode.tools import TOOL_SCHEMAS, ToolError, validate_args
 
 SYSTEM_PROMPT = (
@@ -229,8 +229,9 @@ class Renderer:
 
     def to_template_messages(self, messages: Sequence[Message]) -> list[dict[str, str]]:
         """The conversation as the template's dicts: our system prompt first, few-shot if fallback;
-        `task_notes` (the project's rules with `memory_at=task`) open the first user turn; stale tool results
-        and superseded failed replies shortened (`context.compact`)."""
+        `task_notes` (the project's rules with `memory_at=task`) open the first user turn, a user message's own
+        notes (`records.NOTES`: rules given later in the session) open its turn; stale tool results and
+        superseded failed replies shortened (`context.compact`)."""
         messages = compact(messages, keep_results=self.keep_results)
         out: list[dict[str, str]] = []
         system = self.system_prompt
@@ -247,10 +248,12 @@ class Renderer:
         pending: list[str] = []  # the session's own system text (the project overview): opens the next user turn
         first_user = True
         for m in messages:
-            if m.role == "user" and first_user:
-                first_user = False
-                if self.task_notes:
+            if m.role == "user":
+                if first_user and self.task_notes:
                     pending.append(self.task_notes)
+                first_user = False
+                if m.meta.get(NOTES):
+                    pending.append(m.meta[NOTES])
             if m.role == "system":
                 pending.append(m.content)
             elif m.role == "user" and pending:

@@ -119,6 +119,35 @@ def test_scripted_model_deny_with_correction_learns_once_and_retries(tokenizer, 
     assert [e.TYPE for e in events].count("correction") == 1
 
 
+def test_scripted_model_retry_sees_the_correction_then_the_task(tokenizer, tmp_path):
+    """The denial's correction is followed by the task it serves (`remind_task`, as after a tool result):
+    the retry prompt ends with the correction and the task, in that order; off, the correction alone."""
+    bash = call_text("bash", command="python clean.py")
+    for remind in (True, False):
+        s, model, *_ = make(tokenizer, tmp_path, [bash, "ok"], [Deny("use python3 (python3 script.py)")],
+                            remind_task=remind)
+        s.run_task("run the clean.py script")
+        last_user = tokenizer.decode(model.prompts[1]).rsplit("<|im_start|>user\n", 1)[-1]
+        expected = "Denied. use python3 (python3 script.py)" + ("\n\n(The task: run the clean.py script)" if remind else "")
+        assert last_user.startswith(expected + "<|im_end|>")
+
+
+def test_scripted_model_later_tasks_open_with_the_session_notes(tokenizer, tmp_path):
+    """`notes` is asked at each task: what it returns opens that task's user turn, while the conversation
+    keeps the task itself as the message's content (the journal, distillation prompts)."""
+    notes = iter(["", "Rules from the user for this project (follow them):\n- grep first"])
+    s, model, *_ = make(tokenizer, tmp_path, ["one", "two"], [], notes=lambda: next(notes))
+    s.run_task("first task")
+    s.run_task("second task")
+    first, second = (tokenizer.decode(p) for p in model.prompts)
+    assert "grep first" not in first
+    assert second.rsplit("<|im_start|>user\n", 1)[-1].startswith(
+        "Rules from the user for this project (follow them):\n- grep first\n\nsecond task<|im_end|>")
+    assert second.count("grep first") == 1  # the first task's turn is rendered as it was
+    users = [m for m in s.messages if m.role == "user"]
+    assert [m.content for m in users] == ["first task", "second task"] and users[1].meta["notes"].endswith("grep first")
+
+
 def test_scripted_model_approve_never_learns(tokenizer, tmp_path):
     s, _, _, learner, _ = make(tokenizer, tmp_path, [call_text("read", path="main.py"), "It adds."], [Approve()])
     assert s.run_task("what is in main.py").status == "answered"

@@ -622,6 +622,34 @@ def test_memory_variant_gives_the_persistence_session_the_rules(tokenizer) -> No
     assert all(r["reused"] for r in recs_off["persistence"])
 
 
+def test_in_session_persistence_continues_the_task_session_with_the_new_rule_at_each_task(tokenizer) -> None:
+    """--in-session: the fresh tasks follow the scenario's task in its own session (the denial in the
+    conversation); with memory each opens with the new rule, as the app does; without, they do not."""
+    from continualcode.bench.learn.tasks import baseline_unit, variant_unit
+    from continualcode.learn.memory import Memory
+
+    sc = load_scenarios_from([GUARD_SCENARIO])[0]
+    b, ctx = _scripted_ctx(tokenizer, "enable_training=false")
+    row = {**baseline_unit(ctx, sc, floor=False), "scenario": sc.id}
+    for memory in (Memory(None), None):
+        b.prompts.clear()
+        recs, changed = variant_unit(ctx, sc, None, cross=[], earlier=[], baselines={sc.id: row},
+                                     changed_before=False, memory=memory, in_session=True)
+        assert not changed and not any(r.get("reused") for r in recs["persistence"])
+        fresh = [p for p in b.prompts if any(t.task in p for t in sc.fresh)]
+        assert fresh and all(sc.task in p and f"Denied. {sc.correction}" in p for p in fresh)  # one session
+        last_turns = [p.rsplit("<|im_start|>user\n", 1)[-1] for p in fresh if p.rstrip().endswith("assistant")]
+        openers = [t for t in last_turns if any(t.split("<|im_end|>")[0].endswith(f.task) for f in sc.fresh)]
+        assert len(openers) == len(sc.fresh)
+        if memory is not None:  # the rule opens each later task's turn; the scripted model follows it
+            assert all(t.startswith(f"Rules from the user for this project (follow them):\n- {sc.correction}\n\n")
+                       for t in openers)
+            assert [r["decision"] for r in recs["persistence"]] == ["compliant"] * 2
+        else:
+            assert not any("Rules from the user" in p for p in fresh)
+            assert [r["decision"] for r in recs["persistence"]] == ["non_compliant"] * 2
+
+
 def test_guard_no_held_out_prompt_reaches_a_learner(tokenizer) -> None:
     from continualcode.bench.learn.tasks import baseline_unit, run_task, task_seed, variant_unit
 
@@ -695,7 +723,7 @@ def load_scenarios_from(rows: list[dict]) -> list[learn.Scenario]:
 
 def test_task_tries_reruns_the_task_with_the_next_seed_until_a_denial_scripted_runs(
         tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Control flow only (a scripted `run_task`): the scenario's task runs again with the next sampling
+    """Control flow only (a scripted `Live.run`): the scenario's task runs again with the next sampling
     seed until the user denied a call, at most `tries` times; the kept record says how many ran."""
     from continualcode.bench.learn import tasks
     from continualcode.learn.memory import Memory
@@ -703,13 +731,13 @@ def test_task_tries_reruns_the_task_with_the_next_seed_until_a_denial_scripted_r
     sc = load_scenarios_from([GUARD_SCENARIO])[0]
     seeds: list[int] = []
 
-    def scripted(ctx, sc_, files, text, seed, *, measure, learner=None, score=False):
+    def scripted(live, text, seed, *, measure, files=None, score=False):
         seeds.append(seed)
         user = "deny" if len(seeds) == 2 else "approve"  # the second attempt goes wrong
         return {"task": text, "seed": seed, "calls": [{"name": "read", "class": "violates", "user": user}],
                 "decision": "non_compliant", "status": "done"}
 
-    monkeypatch.setattr(tasks, "run_task", scripted)
+    monkeypatch.setattr(tasks.Live, "run", scripted)
     monkeypatch.setattr(tasks, "_from_baseline", lambda *a: {"persistence": []})
     monkeypatch.setattr(tasks, "_measure", lambda *a, **k: {"persistence": []})
     ctx = _scripted_ctx(tokenizer)[1]
@@ -720,7 +748,7 @@ def test_task_tries_reruns_the_task_with_the_next_seed_until_a_denial_scripted_r
     assert seeds == [tasks.task_seed(0, sc.id, "task", i) for i in range(2)] and seeds[0] != seeds[1]
     assert mem.rules == [sc.correction]  # the denied attempt's correction became the rule
     seeds.clear()
-    monkeypatch.setattr(tasks, "run_task", lambda *a, **k: seeds.append(a[4]) or {
+    monkeypatch.setattr(tasks.Live, "run", lambda *a, **k: seeds.append(a[2]) or {
         "calls": [{"name": "grep", "class": "complies", "user": "approve"}], "decision": "compliant"})
     recs, _ = tasks.variant_unit(ctx, sc, None, cross=[], earlier=[], baselines={}, changed_before=False,
                                  memory=Memory(None), tries=3)

@@ -11,6 +11,7 @@ from continualcode.learn.memory import (
     HEADER,
     MAX_RULES,
     Memory,
+    later_block,
     parse_rules,
     project_block,
     prompt_texts,
@@ -58,6 +59,13 @@ def test_prompt_texts_put_the_block_in_the_system_prompt_or_the_first_task():
         prompt_texts("SYS", "- x", "user")
 
 
+def test_later_block_holds_only_the_rules_the_session_did_not_open_with():
+    m = Memory(None, ["grep first", "use python3"])
+    assert later_block(m, ["grep first", "use python3"]) == "" == later_block(None, [])
+    m.add("run the tests with pytest -q")
+    assert later_block(m, ["Grep first", "use python3"]) == project_block(["run the tests with pytest -q"])
+
+
 @pytest.mark.slow
 def test_a_denial_becomes_a_rule_in_the_next_sessions_prompt(tmp_path: Path, backend):
     """Through the app: the Recorder keeps the correction; a new App starts with it in its first user turn
@@ -97,4 +105,8 @@ def test_a_denial_becomes_a_rule_in_the_next_sessions_prompt(tmp_path: Path, bac
     r = at_task.session.renderer
     assert "search with grep" not in r.system_prompt and "- search with grep before reading" in r.task_notes
     assert "Tabs, not spaces." in r.task_notes
+    # during the session: a new rule opens the session's later tasks (the opening rules are not repeated)
+    assert at_task.session.notes is not None and at_task.session.notes() == ""
+    at_task.recorder(Decided("deny", text="run the tests with pytest -q"))
+    assert at_task.session.notes() == project_block(["run the tests with pytest -q"])
     at_task.close()

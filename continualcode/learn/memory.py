@@ -7,9 +7,10 @@ one rule, a line `- <text>` in `<project state>/memory.md`, a file the user can 
 workspace is read as project rules too.  Both go into a session's prompt when it starts: the system
 prompt (`memory_at=system`), or the session's first user turn, just before the first task
 (`memory_at=task`, where Claude Code puts CLAUDE.md: next to the task, not ~1k tokens of tool schemas
-above it).  A rule added during a session reaches the model from the next session on (the correction
-itself is already in the current conversation, and the prompt's start stays put so that the KV cache
-of the conversation stays valid).
+above it).  A rule added during a session opens each later task's user turn of that session
+(`later_block`, put there by the session as the message's notes): the prompt's start stays put, so the
+KV cache of the conversation stays valid, and the rule is next to the task it governs rather than only
+somewhere above in the conversation.
 
 It is also what the weights can learn from: `project_block` is the same text a teacher sees when
 the learner distils the rules into the adapter (learn/step.py).
@@ -92,6 +93,15 @@ def prompt_texts(system: str, block: str, at: str = "system") -> dict[str, str]:
     if at == "task":
         return {"system_prompt": system, "task_notes": block}
     return {"system_prompt": system + "\n\n" + block, "task_notes": ""}
+
+
+def later_block(memory: Memory | None, opening: Iterable[str]) -> str:
+    """The prompt block of the rules `memory` holds now that the session's opening block did not ("" when
+    none): what opens each later task of the session."""
+    if memory is None:
+        return ""
+    seen = {r.lower() for r in opening}
+    return project_block([r for r in memory.rules if r.lower() not in seen])
 
 
 def project_block(rules: Iterable[str], notes: str = "") -> str:

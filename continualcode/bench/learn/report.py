@@ -63,7 +63,7 @@ def _header(meta: dict[str, Any]) -> list[str]:
         f"- command: `{meta['command']}`",
         f"- model: {meta.get('model', '?')} · mode: {meta['mode']} · seeds: {meta['seeds']} · "
         f"scenarios: {meta['n_scenarios']} ({meta['scenarios_file']}) · split: **{meta.get('split', 'all')}** · "
-        f"cross: {meta['cross']}",
+        f"cross: {meta['cross']}" + (" · persistence **in the task's own session**" if meta.get("in_session") else ""),
         f"- date: {meta['date']} · wall time of this invocation: {meta.get('seconds', 0):.0f} s",
         f"- base config: `{' '.join(f'{k}={v}' for k, v in meta['base_overrides'].items()) or '(defaults)'}` "
         f"(temperature {cfg.get('temperature')}, max_tokens {cfg.get('max_tokens')}, "

@@ -89,6 +89,7 @@ class Options:
     split: str = "all"
     baseline_only: bool = False
     task_tries: int = 1
+    in_session: bool = False
 
     def config_for(self, variant: Variant, seed: int) -> Config:
         """A variant's config: the base arguments, its overrides and the seed (checked by parse_config).
@@ -110,6 +111,8 @@ def parse_args(args: Sequence[str]) -> Options:
     p.add_argument("--mode", choices=("independent", "sequential"), default=None)
     p.add_argument("--task-tries", type=int, default=1,
                    help="run the scenario's task again (next seed) until a call is denied, at most N times")
+    p.add_argument("--in-session", action="store_true",
+                   help="persistence in the scenario task's own session, continued (default: brand-new sessions)")
     p.add_argument("--split", choices=SPLITS, default="all",
                    help="dev or test: a fixed half of each preference's scenarios (default all)")
     p.add_argument("--baseline-only", action="store_true",
@@ -135,7 +138,7 @@ def parse_args(args: Sequence[str]) -> Options:
         seeds=ns.seeds if ns.seeds is not None else (1 if ns.quick else 3),
         variants=resolve_variants(ns.variants or (QUICK_VARIANTS if ns.quick else DEFAULT_VARIANTS)),
         limit=ns.limit, cross=ns.cross, forget=ns.forget, mode=mode, base_args=base, argv=list(args),
-        split=ns.split, baseline_only=ns.baseline_only, task_tries=ns.task_tries,
+        split=ns.split, baseline_only=ns.baseline_only, task_tries=ns.task_tries, in_session=ns.in_session,
     )
 
 
@@ -261,6 +264,8 @@ def _claim(opts: Options) -> IO[str]:
         signature["baseline_only"] = True
     if opts.task_tries != 1:
         signature["task_tries"] = opts.task_tries
+    if opts.in_session:
+        signature["in_session"] = True
     return claim(opts.out, signature)
 
 
@@ -271,6 +276,7 @@ def _meta(opts: Options, base_cfg: Config, seeds: list[int], scenarios: list[Sce
         "command": "continualcode bench learn " + shlex.join(opts.argv),
         "date": dt.datetime.now().isoformat(timespec="seconds"), "mode": opts.mode, "seeds": seeds,
         "cross": opts.cross, "forget": opts.forget, "quick": opts.quick, "task_tries": opts.task_tries,
+        "in_session": opts.in_session,
         "split": opts.split, "baseline_only": opts.baseline_only,
         "scenarios_file": _shown_path(opts.scenarios), "n_scenarios": len(scenarios),
         "scenario_ids": [s.id for s in scenarios], "scenario_split": {s.id: of[s.id] for s in scenarios},
@@ -355,7 +361,7 @@ def _run_variant(r: Run, ctx: Ctx, name: str, baseline: Baseline) -> None:
         t0 = time.perf_counter()
         recs, changed = variant_unit(ctx, sc, learner, cross=cross_tasks(scenarios, pos, opts.cross),
                                      earlier=earlier, baselines=baseline.rows, changed_before=changed,
-                                     memory=memory, tries=opts.task_tries)
+                                     memory=memory, tries=opts.task_tries, in_session=opts.in_session)
         if sequential:  # 3) the adapter and replay buffer after this unit, to resume the sequence from
             ck = state_dir / f"after-{pos + 1}"
             b.save(ck)

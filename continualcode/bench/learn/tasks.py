@@ -15,7 +15,7 @@ import dataclasses
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +37,7 @@ from continualcode.bench.learn.variants import BenchLearner
 from continualcode.build import make_renderer
 from continualcode.config import Config
 from continualcode.events import ErrorShown, Event, Proposal
-from continualcode.learn.memory import Memory, project_block, prompt_texts
+from continualcode.learn.memory import Memory, later_block, project_block, prompt_texts
 from continualcode.records import Message, Sample, ToolCall
 from continualcode.render import SYSTEM_PROMPT, Renderer
 from continualcode.tools import Workspace
@@ -127,12 +127,16 @@ class Ctx:
                                    constrained=c.constrained if constrained is None else constrained)
 
     def workspace(self, root: Path, files: dict[str, str]) -> Workspace:
-        for rel, text in files.items():
-            p = root / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text)
+        write_files(root, files)
         return Workspace(root, result_cap=self.cfg.result_cap, read_outline=self.cfg.read_outline,
                          bash_timeout=min(self.cfg.bash_timeout, BENCH_BASH_TIMEOUT))
+
+
+def write_files(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
 
 
 @contextmanager
@@ -165,37 +169,64 @@ def kl_first(ctx: Ctx, prompt_ids: list[int], sample: Sample) -> tuple[float, fl
     return k1, exact
 
 
+class Live:
+    """One simulated session kept open in its temp workspace: the scenario's task, then (in-session
+    persistence) later tasks in the same conversation, each with its own simulated user and sampling seed."""
+
+    def __init__(self, ctx: Ctx, sc: Scenario | None, files: dict[str, str], *,
+                 learner: BenchLearner | None = None, notes: Callable[[], str] | None = None) -> None:
+        self.ctx, self.sc = ctx, sc
+        self._tmp = tempfile.TemporaryDirectory(prefix="cc-bench-")
+        self.malformed = 0
+        self.errors: list[str] = []  # what the session showed as an error (a learning step that failed and rolled back)
+        from_retry = learner is not None and ctx.cfg.learn_from_approved_retry
+        self.session = _Session(ctx.backend, ctx.renderer, ctx.workspace(Path(self._tmp.name), files),
+                                SimUser(sc, measure=True), learner=learner, sampling=ctx.sampling(sc),
+                                on_event=self._sink, notes=notes, learn_from_approved_retry=from_retry)
+
+    def _sink(self, ev: Event) -> None:
+        if isinstance(ev, Proposal) and ev.error:
+            self.malformed += 1
+        elif isinstance(ev, ErrorShown):
+            self.errors.append(ev.text[:SNIPPET])
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def run(self, text: str, seed: int, *, measure: bool, files: dict[str, str] | None = None,
+            score: bool = False) -> TaskRecord:
+        """One task in this session (its `files` written into the workspace first); the per-task record."""
+        t0 = time.perf_counter()
+        s, sc = self.session, self.sc
+        if files:
+            write_files(s.workspace.root, files)
+        user = s.approver = SimUser(sc, measure=measure)
+        s.seed, s._n_samples, first_sample = seed, 0, len(s.samples)  # the task's sampling as in a new session
+        self.malformed, self.errors = 0, []
+        result = s.run_task(text)
+        classes = [c["class"] for c in user.calls]
+        status = "guard" if user.calls and user.calls[-1]["user"] == "guard" else result.status
+        mine = s.samples[first_sample:]
+        first = self.ctx.renderer.parse(self.ctx.renderer.decode(mine[0][1].tokens)) if mine else None
+        kl_k1, kl_exact = kl_first(self.ctx, *mine[0]) if score and mine else (0.0, 0.0)
+        return {
+            "task": text, "seed": seed, "status": status, "calls": user.calls, "text": result.text[:SNIPPET],
+            "decision": decide(classes, ended=status in ENDED, has_complies=sc is not None and sc.complies is not None),
+            "malformed": self.malformed, "samples": len(mine), **({"errors": self.errors} if self.errors else {}),
+            "first_valid": first is not None and first.call is not None,  # the first reply parsed to a valid call
+            "first_call": user.calls[0]["name"] if user.calls else None,
+            "kl_k1": kl_k1, "kl_exact": kl_exact, "sec": round(time.perf_counter() - t0, 2),
+        }
+
+
 def run_task(ctx: Ctx, sc: Scenario | None, files: dict[str, str], text: str, seed: int, *,
              measure: bool, learner: BenchLearner | None = None, score: bool = False) -> TaskRecord:
-    """Run one task with the simulated user; the per-task record."""
-    t0 = time.perf_counter()
-    user = SimUser(sc, measure=measure)
-    malformed = [0]
-    errors: list[str] = []  # what the session showed as an error (a learning step that failed and rolled back)
-
-    def sink(ev: Event) -> None:
-        if isinstance(ev, Proposal) and ev.error:
-            malformed[0] += 1
-        elif isinstance(ev, ErrorShown):
-            errors.append(ev.text[:SNIPPET])
-
-    with tempfile.TemporaryDirectory(prefix="cc-bench-") as tmp:
-        s = _Session(ctx.backend, ctx.renderer, ctx.workspace(Path(tmp), files), user, learner=learner,
-                     sampling=ctx.sampling(sc), on_event=sink, seed=seed,
-                     learn_from_approved_retry=bool(learner is not None and ctx.cfg.learn_from_approved_retry))
-        result = s.run_task(text)
-    classes = [c["class"] for c in user.calls]
-    status = "guard" if user.calls and user.calls[-1]["user"] == "guard" else result.status
-    first = ctx.renderer.parse(ctx.renderer.decode(s.samples[0][1].tokens)) if s.samples else None
-    kl_k1, kl_exact = kl_first(ctx, *s.samples[0]) if score and s.samples else (0.0, 0.0)
-    return {
-        "task": text, "seed": seed, "status": status, "calls": user.calls, "text": result.text[:SNIPPET],
-        "decision": decide(classes, ended=status in ENDED, has_complies=sc is not None and sc.complies is not None),
-        "malformed": malformed[0], "samples": len(s.samples), **({"errors": errors} if errors else {}),
-        "first_valid": first is not None and first.call is not None,  # the first reply parsed to a valid call
-        "first_call": user.calls[0]["name"] if user.calls else None,
-        "kl_k1": kl_k1, "kl_exact": kl_exact, "sec": round(time.perf_counter() - t0, 2),
-    }
+    """Run one task with the simulated user in a brand-new session; the per-task record."""
+    live = Live(ctx, sc, files, learner=learner)
+    try:
+        return live.run(text, seed, measure=measure, score=score)
+    finally:
+        live.close()
 
 
 def retries(rec: TaskRecord, sc: Scenario, max_turns: int) -> list[Retry]:
@@ -288,7 +319,8 @@ class Measured(TypedDict):
 
 def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross: Sequence[Other],
                  earlier: Sequence[Other], baselines: dict[str, BaselineRow], changed_before: bool,
-                 memory: Memory | None = None, tries: int = 1) -> tuple[VariantRecords, bool]:
+                 memory: Memory | None = None, tries: int = 1,
+                 in_session: bool = False) -> tuple[VariantRecords, bool]:
     """One (variant, seed, scenario): learn from the user's corrections, then measure.  Also returns
     whether the adapter now differs from the base (`changed`).
 
@@ -297,6 +329,10 @@ def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross:
     is asked); an attempt without a denial teaches nothing (no step, no rule), and the task record
     kept is the first one with a denial, else the last, with `tries` = attempts run.  Persistence is
     measured on the fresh tasks, which never take part in this choice.
+
+    `in_session`: persistence is measured in the task's own session, continued: the fresh tasks follow it
+    one after another (their files written into its workspace), with the correction in the conversation
+    and, with memory, the new rule opening each later task as the app does (`learn.memory.later_block`).
 
     `memory` (the variant's project memory; None when it is off): the task's session starts with the
     rules kept so far, each correction the user gives becomes a rule, and every measuring session
@@ -308,31 +344,46 @@ def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross:
     if learner is not None:
         learner.expect(sc.task)
         learner.use_renderer(task_ctx.renderer)
-    for attempt in range(max(1, tries)):
-        task = run_task(task_ctx, sc, sc.files, sc.task, task_seed(ctx.seed, sc.id, "task", attempt),
-                        measure=False, learner=learner)
-        task["tries"] = attempt + 1
-        denied = any(c["user"] == "deny" for c in task["calls"])
-        if denied:
-            break
-    task["retries"] = retries(task, sc, min(sc.max_turns, ctx.cfg.max_turns))
-    if memory is not None and denied:
-        memory.add(sc.correction, save=False)  # as the app's Recorder keeps a denial's text
-    learn = learner.log[n_log:] if learner is not None else []
-    changed = changed_before or any(not r.get("rolled_back") for r in learn)
-    # 2–4) measured under the adapter and the rules, or (base weights, no rule) the baseline's records
-    mctx = ctx.with_rules(memory.rules if memory is not None else ())
-    m = _measure(mctx, sc, cross, earlier, score=changed) if changed or mctx.rules \
-        else _from_baseline(sc, cross, earlier, baselines)
+    opening = task_ctx.rules
+    notes = (lambda: later_block(memory, opening)) if memory is not None else None
+    live: Live | None = None
+    try:
+        for attempt in range(max(1, tries)):
+            if live is not None:
+                live.close()
+            live = Live(task_ctx, sc, sc.files, learner=learner, notes=notes)
+            task = live.run(sc.task, task_seed(ctx.seed, sc.id, "task", attempt), measure=False)
+            task["tries"] = attempt + 1
+            denied = any(c["user"] == "deny" for c in task["calls"])
+            if denied:
+                break
+        task["retries"] = retries(task, sc, min(sc.max_turns, ctx.cfg.max_turns))
+        if memory is not None and denied:
+            memory.add(sc.correction, save=False)  # as the app's Recorder keeps a denial's text
+        learn = learner.log[n_log:] if learner is not None else []
+        changed = changed_before or any(not r.get("rolled_back") for r in learn)
+        # 2–4) measured under the adapter and the rules, or (base weights, no rule) the baseline's records;
+        #      in_session: persistence continues the task's session (its later tasks open with the new rules)
+        mctx = ctx.with_rules(memory.rules if memory is not None else ())
+        m = _measure(mctx, sc, cross, earlier, score=changed, live=live if in_session else None) \
+            if changed or mctx.rules or in_session else _from_baseline(sc, cross, earlier, baselines)
+    finally:
+        if live is not None:
+            live.close()
     return {"task": task, "learn": learn, **m, "memory": list(mctx.rules) if memory is not None else None}, changed
 
 
-def _measure(ctx: Ctx, sc: Scenario, cross: Sequence[Other], earlier: Sequence[Other], *, score: bool) -> Measured:
-    """Every measurement, in brand-new sessions without a learner.  `score`: the adapter changed (else
-    KL is exactly 0 and is not computed)."""
+def _measure(ctx: Ctx, sc: Scenario, cross: Sequence[Other], earlier: Sequence[Other], *, score: bool,
+             live: Live | None = None) -> Measured:
+    """Every measurement, in brand-new sessions without a learner, except persistence given `live`: then
+    the fresh tasks follow one another in that session.  `score`: the adapter changed (else KL is
+    exactly 0 and is not computed)."""
     return {
-        # 2) persistence: a brand-new session, no learner, no correction in context (rules: memory's)
-        "persistence": [_fresh(ctx, sc, t, i, score=score) for i, t in enumerate(sc.fresh)],
+        # 2) persistence: a brand-new session, no learner, no correction in context (rules: memory's);
+        #    or the scenario task's own session, continued (the correction and its rule in context)
+        "persistence": [_fresh(ctx, sc, t, i, score=score) for i, t in enumerate(sc.fresh)] if live is None
+        else [live.run(t.task, task_seed(ctx.seed, sc.id, "fresh", i), measure=True, files=t.files, score=score)
+              for i, t in enumerate(sc.fresh)],
         # 3) drift: controls (constrained + unconstrained first calls) and other preferences' fresh tasks
         "controls": _controls(ctx, sc, sc.controls, constrained=True, score=score),
         "controls_unconstrained": _controls(ctx, sc, sc.controls, constrained=False, score=False),

@@ -1,10 +1,13 @@
-"""Paired comparison of two variants' persistence on the same fresh tasks (and of each against the baseline).
+"""Paired comparison of two variants' persistence on the same fresh tasks (and of each against the baseline),
+or (`--retry`) of their first retries on the same denied tasks.
 
-    python bench/results/learn/dense/compare.py RUN_DIR:VARIANT RUN_DIR:VARIANT
+    python bench/results/learn/dense/compare.py [--retry] RUN_DIR:VARIANT RUN_DIR:VARIANT
 
 A fresh task is keyed by (scenario, task text, sampling seed): the same in every run of the same
 scenario file and seed, so two runs made side by side pair task by task.  "up" = compliant under the
-second variant and not under the first; exact two-sided sign test on up vs down.
+second variant and not under the first; exact two-sided sign test on up vs down.  A first retry is
+keyed by (scenario, seed): the decision of the calls after the first denial of the scenario's task,
+where a turn was left to observe it.
 """
 
 from __future__ import annotations
@@ -29,8 +32,23 @@ def persistence(arg: str) -> dict[tuple[str, str, int], bool]:
     return out
 
 
-def main(a_arg: str, b_arg: str) -> None:
-    a, b = persistence(a_arg), persistence(b_arg)
+def first_retries(arg: str) -> dict[tuple[str, str, int], bool]:
+    run, variant = arg.rsplit(":", 1)
+    out: dict[tuple[str, str, int], bool] = {}
+    with open(f"{run}/units.jsonl") as f:
+        for line in f:
+            u = json.loads(line)
+            if u.get("kind") != "variant" or u.get("variant") != variant:
+                continue
+            observed = [r for r in u["task"].get("retries", ()) if r["observed"]]
+            if observed:
+                out[(u["scenario"], "first retry", u["seed"])] = observed[0]["decision"] == "compliant"
+    return out
+
+
+def main(a_arg: str, b_arg: str, *, retry: bool = False) -> None:
+    get = first_retries if retry else persistence
+    a, b = get(a_arg), get(b_arg)
     keys = sorted(set(a) & set(b))
     up = sum(b[k] and not a[k] for k in keys)
     down = sum(a[k] and not b[k] for k in keys)
@@ -39,4 +57,5 @@ def main(a_arg: str, b_arg: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    args = [x for x in sys.argv[1:] if x != "--retry"]
+    main(args[0], args[1], retry="--retry" in sys.argv[1:])
