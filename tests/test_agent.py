@@ -128,7 +128,8 @@ def test_scripted_model_retry_sees_the_correction_then_the_task(tokenizer, tmp_p
                             remind_task=remind)
         s.run_task("run the clean.py script")
         last_user = tokenizer.decode(model.prompts[1]).rsplit("<|im_start|>user\n", 1)[-1]
-        expected = "Denied. use python3 (python3 script.py)" + ("\n\n(The task: run the clean.py script)" if remind else "")
+        reminder = "\n\n(The task: run the clean.py script)" if remind else ""
+        expected = "Denied. use python3 (python3 script.py)" + reminder
         assert last_user.startswith(expected + "<|im_end|>")
 
 
