@@ -589,7 +589,11 @@ def test_one_row_gemv_decode_steps_keep_the_distribution(cache_dir, monkeypatch)
     layers = sum(type(m).__name__ == "DecodeLinear" for m in b.model.modules())
     assert len(calls) == 11 * layers  # each decode step after the prefill: every frozen layer, one row
     assert got.tokens == want.tokens
-    assert torch.allclose(torch.tensor(got.logprobs), torch.tensor(want.logprobs), atol=0.05)
+    diff = (torch.tensor(got.logprobs) - torch.tensor(want.logprobs)).abs()
+    assert diff[0] == 0 and diff[1] < 0.01  # the prefill's token, then the first one-row step: bf16 rounding only
+    # later steps also read the K/V the one-row steps wrote, so the rounding compounds: under 0.05 on the
+    # machine this was written on, 0.053 on an AMD EPYC; a wrong kernel changes the greedy tokens above
+    assert diff.max() < 0.1
 
 
 def test_decode_int8_changes_one_token_steps_only(cache_dir):
