@@ -19,40 +19,30 @@ import sys
 from continualcode.bench.learn.metrics import sign_test
 
 
-def persistence(arg: str) -> dict[tuple[str, str, int], bool]:
+def units(arg: str) -> list[dict]:
+    """The rows of RUN_DIR/units.jsonl for VARIANT ("baseline" names the baseline's rows)."""
     run, variant = arg.rsplit(":", 1)
-    out: dict[tuple[str, str, int], bool] = {}
     with open(f"{run}/units.jsonl") as f:
-        for line in f:
-            u = json.loads(line)
-            if u.get("variant", "baseline" if u.get("kind") == "baseline" else None) != variant:
-                continue
-            tasks = u.get("persistence") if u.get("kind") == "variant" else u.get("fresh")
-            for t in tasks or ():
-                out[(u["scenario"], t["task"], t["seed"])] = t["decision"] == "compliant"
-    return out
+        return [u for u in map(json.loads, f) if u.get("variant") == variant]
+
+
+def persistence(arg: str) -> dict[tuple[str, str, int], bool]:
+    return {(u["scenario"], t["task"], t["seed"]): t["decision"] == "compliant" for u in units(arg)
+            for t in (u.get("persistence") if u.get("kind") == "variant" else u.get("fresh")) or ()}
 
 
 def first_retries(arg: str) -> dict[tuple[str, str, int], bool]:
-    run, variant = arg.rsplit(":", 1)
     out: dict[tuple[str, str, int], bool] = {}
-    with open(f"{run}/units.jsonl") as f:
-        for line in f:
-            u = json.loads(line)
-            if u.get("kind") != "variant" or u.get("variant") != variant:
-                continue
-            observed = [r for r in u["task"].get("retries", ()) if r["observed"]]
-            if observed:
-                out[(u["scenario"], "first retry", u["seed"])] = observed[0]["decision"] == "compliant"
+    for u in units(arg):
+        observed = [r for r in u["task"].get("retries", ()) if r["observed"]] if u.get("kind") == "variant" else []
+        if observed:
+            out[(u["scenario"], "first retry", u["seed"])] = observed[0]["decision"] == "compliant"
     return out
 
 
 def corrected(arg: str) -> set[str]:
-    run, variant = arg.rsplit(":", 1)
-    with open(f"{run}/units.jsonl") as f:
-        rows = [json.loads(line) for line in f]
-    return {u["scenario"] for u in rows if u.get("kind") == "variant" and u.get("variant") == variant
-            and any(c.get("user") == "deny" for c in u["task"]["calls"])}
+    return {u["scenario"] for u in units(arg)
+            if u.get("kind") == "variant" and any(c.get("user") == "deny" for c in u["task"]["calls"])}
 
 
 def main(a_arg: str, b_arg: str, *, retry: bool = False, only_corrected: bool = False) -> None:
