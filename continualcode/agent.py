@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any, Literal
 
 from continualcode.backends.base import Backend
-from continualcode.context import ERROR_PREFIX, project_overview
+from continualcode.context import ERROR_PREFIX, project_overview, task_meta
 from continualcode.decide import Abort, Approve, Approver, Decision, Deny, Edit, Feedback, ask
 from continualcode.events import (
     AssistantText,
@@ -43,7 +43,7 @@ from continualcode.events import (
     UserTask,
 )
 from continualcode.rails import LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails
-from continualcode.records import NOTES, Correction, Message, Sample, ToolCall
+from continualcode.records import FRESH, Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer, call_in_text, looks_like_call
 from continualcode.speculate import Warmable
 from continualcode.tools import Workspace
@@ -66,6 +66,7 @@ class SamplingConfig:
     repo_map: int = 0  # characters of the classes-and-functions map in the first task's overview (0: none)
     remind_task: bool = True  # each tool result and denial ends with the task it serves (TASK_REMINDER)
     speculate: bool = True  # prefill the next prompt while the user reads a proposal (speculate.py)
+    earlier_tasks: str = "whole"  # what a new task sees of the session's earlier ones: whole, recap or none
 
 
 REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated call
@@ -154,7 +155,7 @@ class Session:
         self.sampling = sampling or SamplingConfig()
         self.auto_approve = set(auto_approve)
         self.on_event: EventSink = on_event or (lambda _e: None)
-        self.messages: list[Message] = []
+        self.messages: list[Message] = []  # the whole conversation; the model sees `context.compact` of it
         self.feedback: list[str] = []
         self.seed = seed
         self.learn_from_approved_retry = learn_from_approved_retry
@@ -162,8 +163,7 @@ class Session:
         self.notes = notes or (lambda: "")  # asked at each task: what opens its user turn (app.py: new rules)
         self.rails = Rails(partial(_file_key, workspace), on=self.sampling.guard_rails,
                            breaks=partial(_breaks, workspace), mend=partial(_mend, workspace))
-        self._n_samples = 0
-        self._constraints: dict[bool, Any] = {}
+        self._n_samples, self._constraints = 0, dict[bool, Any]()
 
     # --- pieces ---------------------------------------------------------------------------------
 
@@ -265,13 +265,14 @@ class Session:
     # --- the loop -------------------------------------------------------------------------------
 
     def run_task(self, task: str) -> TaskResult:
-        """Run one user task until a text answer, a denial without correction, an abort or max_turns.
-        A session's first task starts with the project's file listing (`context.project_overview`)."""
+        """Run one user task until a text answer, a denial without correction, an abort or max_turns.  A session's
+        first task, and one that starts a fresh context (`earlier_tasks`), opens with the project's files now."""
         self._emit(UserTask(task))
-        if not self.messages and self.overview and (
+        meta = task_meta(self.messages, self.sampling.earlier_tasks, self.notes())
+        if (not self.messages or FRESH in meta) and self.overview and (
                 listing := project_overview(self.workspace, outline_chars=self.sampling.repo_map)):
             self._add(Message("system", listing))
-        self._add(Message("user", task, meta={NOTES: notes} if (notes := self.notes()) else {}))
+        self._add(Message("user", task, meta=meta))
         self.rails.start_task(task)
         t = _TaskState(TaskResult(status="max_turns"))
         while t.turn < self.sampling.max_turns:

@@ -73,6 +73,9 @@ class Config:
     task's overview; 0: the file listing only (the 0.5B model found the right file less often with it)."""
     remind_task: bool = _S.remind_task
     """End every tool result the model sees with the task it serves (a small model loses the task after a result)."""
+    earlier_tasks: str = _S.earlier_tasks
+    """What a new task of a session sees of the earlier ones: whole (the conversation goes on), recap (one line
+    each: the task and its answer) or none.  The rules given in the session open every task either way."""
     speculate: bool = _S.speculate
     """While the user reads a proposal, prefill the prompt that follows its approval (local backend; for a
     read-only call with its result, read ahead of the approval and never shown unless approved)."""
@@ -239,6 +242,7 @@ CHECKS: dict[str, Check] = {
     "max_turns": _number(1, 1000),
     "repo_map": _number(0, 100_000),
     "remind_task": _any,
+    "earlier_tasks": _one_of("whole", "recap", "none"),
     "speculate": _any,
     "constrained": _any,
     "enable_training": _any,

@@ -10,7 +10,10 @@ drawn away from the task (a long file read three turns ago, a malformed reply it
   the prompt every turn just past the third-last result, so each turn re-ran ~4k prompt tokens
   (replayed session, 0.5B: KV reuse 34%, 16.4 s median turn); in batches the prefix holds for
   `ELIDE_BATCH` turns at a time, at the price of up to `keep_results + ELIDE_BATCH - 1` whole results;
-- a malformed reply and the error message that answered it are dropped once a later reply exists.
+- a malformed reply and the error message that answered it are dropped once a later reply exists;
+- a task marked FRESH (`records.FRESH`, config `earlier_tasks`) starts the model's context with the system
+  text just before it (the session lists the project's files again there): earlier messages are left out.
+  `recap` is the one line per earlier task (the task and its answer) that such a task may open with.
 The journal keeps every message whole; only the rendered prompt is compacted.  The rule depends on
 the messages alone, so the student's prompt and its teacher's (the same messages plus a correction)
 compact the same way, and a result, once elided, stays elided the same way: the rendered prefix
@@ -23,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from continualcode.outline import LEGEND
-from continualcode.records import Message
+from continualcode.records import CALL_OPEN, FRESH, NOTES, TASK, Message
 
 KEEP_RESULTS = 2
 ELIDE_BATCH = 4
@@ -35,6 +38,7 @@ ERROR_PREFIX = "error: "
 def compact(messages: Sequence[Message], *, keep_results: int = KEEP_RESULTS,
             keep_chars: int = KEEP_CHARS) -> list[Message]:
     """The conversation as the model should see it (see the module docstring)."""
+    messages = current(messages)
     tool_idx = [i for i, m in enumerate(messages) if m.role == "tool"]
     n_stale = (max(0, len(tool_idx) - keep_results) // ELIDE_BATCH) * ELIDE_BATCH
     stale = set(tool_idx[:n_stale])
@@ -48,6 +52,51 @@ def compact(messages: Sequence[Message], *, keep_results: int = KEEP_RESULTS,
             m = Message(m.role, shorten(m.content), m.meta)
         out.append(m)
     return out
+
+
+def current(messages: Sequence[Message]) -> list[Message]:
+    """The messages from the last task that starts a fresh context, with the system text just before it (the
+    project listing the session put there); all of them when no task does."""
+    start = max((i for i, m in enumerate(messages) if m.meta.get(FRESH)), default=0)
+    while start > 0 and messages[start - 1].role == "system":
+        start -= 1
+    return list(messages[start:])
+
+
+def task_meta(messages: Sequence[Message], earlier: str, notes: str) -> dict[str, Any]:
+    """The meta of a new task's message after `messages`: marked as a task; with `earlier` (config
+    `earlier_tasks`) other than whole and an earlier task in `messages`, the model's context starts at it
+    (FRESH), opened by the recap of the earlier tasks when `earlier` is recap; then `notes` (the rules given
+    since the session began)."""
+    fresh = earlier != "whole" and any(m.meta.get(TASK) for m in messages)
+    text = "\n\n".join(filter(None, (recap(messages) if fresh and earlier == "recap" else "", notes)))
+    return {TASK: True} | ({FRESH: True} if fresh else {}) | ({NOTES: text} if text else {})
+
+
+RECAP_HEAD = "Earlier tasks in this session (their changes are in the files):"
+RECAP_CHARS = 160
+
+
+def recap(messages: Sequence[Message]) -> str:
+    """One line per task in `messages` (`records.TASK`): the task, then its answer when it ended with one; ""
+    when there is none.  What a task that starts a fresh context keeps of the session's earlier tasks."""
+    done: list[tuple[str, str]] = []
+    task, last = "", None
+    for m in [*messages, Message("user", "", {TASK: True})]:
+        if m.role == "user" and m.meta.get(TASK):
+            if task:
+                answered = last is not None and last.role == "assistant" and not last.content.startswith(CALL_OPEN)
+                done.append((task, last.content if answered and last is not None else ""))
+            task = m.content
+        last = m
+    if not done:
+        return ""
+    return "\n".join([RECAP_HEAD, *(f"- {_line(t)} -> {_line(a) if a else '(no answer)'}" for t, a in done)])
+
+
+def _line(text: str) -> str:
+    one = " ".join(text.split())
+    return one if len(one) <= RECAP_CHARS else one[:RECAP_CHARS - 1] + "…"
 
 
 def shorten(text: str, head_lines: int = HEAD_LINES) -> str:

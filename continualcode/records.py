@@ -32,6 +32,11 @@ class ToolCall:
 # A user message's meta key: text the renderer puts before the message's content in the same turn (the rules
 # the user gave earlier in the session); the content stays the task itself (journal, distillation prompts).
 NOTES = "notes"
+# A user message's meta keys for a task: TASK marks every task the user gave (not a tool result, an error or a
+# denial); FRESH marks a task whose model context starts at it (`earlier_tasks`: the session's earlier tasks are
+# left out of what the model sees, or kept only as a recap in its notes).  The journal keeps every message.
+TASK = "task"
+FRESH = "fresh"
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,8 @@ def make(tokenizer, tmp_path, replies, decisions, **kw):
                                         guard_rails=kw.pop("guard_rails", False),
                                         remind_task=kw.pop("remind_task", True),
                                         speculate=kw.pop("speculate", True),
-                                        max_malformed=kw.pop("max_malformed", 3)),
+                                        max_malformed=kw.pop("max_malformed", 3),
+                                        earlier_tasks=kw.pop("earlier_tasks", "whole")),
                 on_event=events.append, **kw)
     return s, model, user, learner, events
 
@@ -147,6 +148,34 @@ def test_scripted_model_later_tasks_open_with_the_session_notes(tokenizer, tmp_p
     assert second.count("grep first") == 1  # the first task's turn is rendered as it was
     users = [m for m in s.messages if m.role == "user"]
     assert [m.content for m in users] == ["first task", "second task"] and users[1].meta["notes"].endswith("grep first")
+
+
+@pytest.mark.parametrize("earlier", ["whole", "recap", "none"])
+def test_scripted_model_second_task_sees_what_earlier_tasks_says_of_the_first(tokenizer, tmp_path, earlier):
+    """`earlier_tasks`: whole continues the conversation; recap and none start the second task's context at it
+    (the project listing kept), recap opening it with the first task and its answer.  The session keeps every
+    message either way, and the rules (notes) open the second task in each mode."""
+    (tmp_path / "notes.txt").write_text("hello\n")
+    read = call_text("read", path="notes.txt")
+    notes = iter(["", "Rules from the user for this project (follow them):\n- grep first"])
+    s, model, *_ = make(tokenizer, tmp_path, [read, "It says hello.", "two"], [Approve()], earlier_tasks=earlier,
+                        notes=lambda: next(notes))
+    s.run_task("what is in notes.txt")
+    (tmp_path / "later.py").write_text("x = 1\n")
+    s.run_task("second task")
+    second = tokenizer.decode(model.prompts[-1])
+    turn = second.rsplit("<|im_start|>user\n", 1)[-1]
+    assert ("what is in notes.txt" in second) == (earlier != "none")
+    assert ('"notes.txt"' in second) == (earlier == "whole")  # the first task's call
+    assert "notes.txt" in second  # the project listing stays in every mode, as it is now in a fresh context
+    assert ("later.py" in second) == (earlier != "whole")
+    recap = "Earlier tasks in this session (their changes are in the files):\n- what is in notes.txt -> It says hello."
+    assert (recap in turn) == (earlier == "recap")
+    assert turn.startswith("Files in the project") == (earlier != "whole")  # opens as a brand-new session's turn
+    assert turn.endswith("- grep first\n\nsecond task<|im_end|>\n<|im_start|>assistant\n")
+    assert [m.content for m in s.messages if m.role == "user"] == ["what is in notes.txt", "second task"]
+    # listing, task, call, result, answer, (listing,) task, answer: nothing dropped
+    assert len(s.messages) == 7 + (earlier != "whole")
 
 
 def test_scripted_model_approve_never_learns(tokenizer, tmp_path):

@@ -40,6 +40,7 @@ BAD: dict[str, list[str]] = {
     "max_turns": ["0", "-1"],
     "repo_map": ["-1", "1e9"],
     "remind_task": ["perhaps"],
+    "earlier_tasks": ["some", "all"],
     "speculate": ["later"],
     "constrained": ["maybe"],
     "enable_training": ["yes please"],

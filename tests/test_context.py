@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from continualcode.context import compact
-from continualcode.records import Message
+from continualcode.context import RECAP_CHARS, RECAP_HEAD, compact, current, recap, task_meta
+from continualcode.records import FRESH, NOTES, TASK, Message, ToolCall
 
 BIG = "\n".join(f"{i:6}\tline {i} of a long file" for i in range(1, 301))
 
@@ -58,3 +58,40 @@ def test_corrections_are_kept():
     msgs = [Message("user", "t"), Message("assistant", "<w>"), Message("user", "Denied. use edit_lines"),
             Message("assistant", "<e>"), Message("tool", "ok")]
     assert compact(msgs) == msgs
+
+
+def _task(text: str, **meta) -> Message:
+    return Message("user", text, {TASK: True, **meta})
+
+
+def test_a_fresh_task_starts_the_context_with_the_system_text_just_before_it():
+    call = ToolCall("read", {"path": "a.py"}).to_text()
+    msgs = [Message("system", "Files: a.py"), _task("first"), Message("assistant", call), Message("tool", "x"),
+            Message("assistant", "done"), Message("system", "Files: a.py b.py"), _task("second", fresh=True),
+            Message("assistant", call)]
+    assert current(msgs) == msgs[5:]
+    assert compact(msgs) == msgs[5:]
+    assert current(msgs[:5]) == msgs[:5]  # no fresh task: all of it
+    assert current([msgs[0], msgs[6]]) == [msgs[0], msgs[6]]  # the session's first listing, when just before
+
+
+def test_recap_is_each_earlier_task_with_its_answer_or_none():
+    call = ToolCall("read", {"path": "a.py"}).to_text()
+    long = "word " * 60
+    msgs = [_task("first"), Message("assistant", call), Message("tool", "x"), Message("assistant", "It is\nx."),
+            _task(long), Message("assistant", call), Message("tool", "y")]
+    lines = recap(msgs).split("\n")
+    assert lines[0] == RECAP_HEAD
+    assert lines[1] == "- first -> It is x."
+    assert lines[2].endswith("\u2026 -> (no answer)")
+    assert len(lines[2]) == len("- ") + RECAP_CHARS + len(" -> (no answer)")
+    assert recap([Message("user", "untagged"), Message("assistant", "a")]) == ""
+
+
+def test_task_meta_marks_fresh_only_after_an_earlier_task_and_never_when_whole():
+    first = [_task("first"), Message("assistant", "ok")]
+    assert task_meta([], "none", "") == {TASK: True}
+    assert task_meta(first, "whole", "- rule") == {TASK: True, NOTES: "- rule"}
+    assert task_meta(first, "none", "") == {TASK: True, FRESH: True}
+    assert task_meta(first, "recap", "- rule") == {TASK: True, FRESH: True,
+                                                   NOTES: f"{RECAP_HEAD}\n- first -> ok\n\n- rule"}
