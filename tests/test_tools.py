@@ -465,10 +465,11 @@ def test_grep_format_sorting_include_and_skipping(tree: Workspace) -> None:
     one_file = ok(tree, "grep", pattern="import|#", path="src/m.py")
     assert one_file == "src/m.py:1: # src/m.py\nsrc/m.py:2: import os"
     assert "no matches" in ok(tree, "grep", pattern="zzz")
-    # an include that matches no file is said to be the reason (the model passed a file path as include)
-    assert err(tree, "grep", pattern="os", include="src/py.typed") == (
-        "error: no file in . matches include 'src/py.typed' (a file-name glob such as *.py); leave include out "
-        "to search every file")
+    # an include that matches no file is dropped, and said so (the model passed a file path, or `.*`, as include)
+    note = "[no file in . matches include {} (a file-name glob such as *.py): every file was searched]"
+    widened = ok(tree, "grep", pattern="^import", include="src/py.typed").splitlines()
+    assert widened == [*out, note.format("'src/py.typed'")]
+    assert ok(tree, "grep", pattern="zzz", include="") == "no matches for 'zzz' in .\n" + note.format("''")
     assert "no matches" in ok(tree, "grep", pattern="zzz", include="*.py")  # files matched, no line did
 
 

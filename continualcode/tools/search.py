@@ -146,7 +146,9 @@ def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed:
 
 
 def _grep_files(ws: Workspace, base: Path, include: str | None) -> tuple[list[tuple[str, Path]], str]:
-    """The files a grep of `base` reads (relative name, real path), sorted, and a note if the walk stopped."""
+    """The files a grep of `base` reads (relative name, real path), sorted, and a note if the walk stopped.  An
+    `include` that matches no file is dropped, said in the note: the 0.5B model passed file paths (its worked
+    example's, or `pkg/py.typed`) and `.*` as include, and spent its next turns on the error (`bench tasks`)."""
     note = ""
     if base.is_dir():
         files: list[tuple[str, Path]] = []
@@ -157,8 +159,9 @@ def _grep_files(ws: Workspace, base: Path, include: str | None) -> tuple[list[tu
         except WalkBudget:
             note = f"\n[stopped after {WALK_BUDGET} files; narrow the path]"
         if include is not None and not files and not note:
-            raise ToolError(f"no file in {ws.rel(base)} matches include {quote(include)} (a file-name glob such as "
-                            "*.py); leave include out to search every file")
+            files, note = _grep_files(ws, base, None)
+            return files, note + (f"\n[no file in {ws.rel(base)} matches include {quote(include)} (a file-name glob "
+                                  "such as *.py): every file was searched]")
         files.sort()
     elif stat.S_ISREG(base.stat().st_mode):
         files = [(ws.rel(base), base)]
