@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from continualcode.records import Message, ToolCall
-from continualcode.render import Parsed, placeholder_argument
+from continualcode.render import EXAMPLE_FILES, Parsed, placeholder_argument
 from continualcode.tools import ToolError, validate_args
 from continualcode.tools.search import FOUND_ELSEWHERE
 
@@ -30,6 +30,8 @@ RUN_FIRST = "the task asks to run the tests: run them with bash (after your last
 READ_FIRST = "read {path} before you change it (use write only for new files)"
 READ_TO_EXPLAIN = "the task asks what code does: read it before you answer"
 BREAKS_SYNTAX = "the proposed change would leave the file unable to parse as Python"
+EXAMPLE_FILE = ("the {arg} argument names {name}, the worked example's file, which this project does not have: use "
+                "the project's own files (listed above)")
 REJECTED_AGAIN = "the model proposed a call these rails had refused in this task again"
 UNGROUNDED = ("your answer names {names}, which no tool result of this session shows: look it up with a tool, "
               "or answer only with what the results show")
@@ -198,6 +200,8 @@ class Rails:
         elif (arg := placeholder_argument(call)) is not None:
             error = f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value " \
                     "from the project"
+        elif self.on and (named := self._example_file(call)) is not None:
+            error = EXAMPLE_FILE.format(arg=named[0], name=named[1])
         if error is not None:  # refused; refused again when proposed again, and then sampled again, hotter
             again = key in self.rejected
             self.rejected.add(key)
@@ -216,6 +220,16 @@ class Rails:
                 return Verdict(Parsed(call=fixed), redirected=True)
         return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done
                        else None)
+
+    def _example_file(self, call: ToolCall) -> tuple[str, str] | None:
+        """(argument, file) when a call's argument names a worked example's file that the session was never
+        shown (not in the project's listing, a result or the task), else None."""
+        for key, value in call.arguments.items():
+            if key != "content" and isinstance(value, str):
+                for w in _WORD.findall(value):
+                    if (w := w.removeprefix("./").strip(".")) in EXAMPLE_FILES and w not in self.seen:
+                        return key, w
+        return None
 
     def deny(self, call: ToolCall) -> None:
         self.denied.add(call.to_text())

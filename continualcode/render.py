@@ -198,6 +198,12 @@ NATIVE_EXAMPLE: tuple[tuple[Role, str], ...] = (
 )
 
 
+# The files the worked examples name: a call that names one the project does not have copied it from the
+# example (`rails.py`; the 0.5B model ran `bash app/hello.py` for "run greet.py" and grepped with
+# include `app/hello.py` at a session's first call).
+EXAMPLE_FILES = frozenset({"app/hello.py", "hello.py"})
+
+
 class Renderer:
     """Turns a conversation into prompt ids for one tokenizer; builds the matching constraint."""
 

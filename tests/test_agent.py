@@ -21,7 +21,7 @@ from continualcode.agent import (
     args_diff,
 )
 from continualcode.events import AssistantText, Event, Proposal, ToolOutput
-from continualcode.rails import CHANGE_FIRST, LOOP_ERROR, LOOP_NOTE, REPEAT_ERROR, RUN_FIRST
+from continualcode.rails import CHANGE_FIRST, EXAMPLE_FILE, LOOP_ERROR, LOOP_NOTE, REPEAT_ERROR, RUN_FIRST
 from continualcode.records import Sample, ToolCall
 from continualcode.render import Renderer
 from continualcode.tools import Workspace
@@ -418,6 +418,25 @@ def test_scripted_model_placeholder_arguments_are_asked_again(tokenizer, tmp_pat
     assert [c.arguments["path"] for c, _ in user.seen] == ["main.py"]
     errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
     assert len(errors) == 2 and all("placeholder" in e for e in errors)
+
+
+def test_scripted_model_calls_naming_the_worked_examples_file_are_asked_again_unless_the_project_has_it(
+        tokenizer, tmp_path):
+    """The 0.5B model ran `bash app/hello.py` for "run greet.py": a call naming the example's file, which the
+    session was never shown, is refused and asked again; in a project that has that file it runs."""
+    copied = [call_text("bash", command="bash app/hello.py"), call_text("grep", pattern="x", include="./hello.py")]
+    s, _, user, _, events = make(tokenizer, tmp_path, [*copied, call_text("read", path="main.py"), "It adds."],
+                                 [Approve()] * 3, guard_rails=True)
+    assert s.run_task("what is in main.py").status == "answered"
+    assert [c.name for c, _ in user.seen] == ["read"]
+    errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
+    assert errors == [EXAMPLE_FILE.format(arg="command", name="app/hello.py"),
+                      EXAMPLE_FILE.format(arg="include", name="hello.py")]
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "hello.py").write_text("print('hi')\n")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [copied[0], "It printed hi."], [Approve()], guard_rails=True)
+    s.run_task("run the app")
+    assert [c.arguments["command"] for c, _ in user.seen] == ["bash app/hello.py"]
 
 
 def test_scripted_model_may_not_answer_right_after_a_failed_call(tokenizer, tmp_path):
