@@ -66,7 +66,7 @@ class SamplingConfig:
     repo_map: int = 0  # characters of the classes-and-functions map in the first task's overview (0: none)
     remind_task: bool = True  # each tool result and denial ends with the task it serves (TASK_REMINDER)
     speculate: bool = True  # prefill the next prompt while the user reads a proposal (speculate.py)
-    earlier_tasks: str = "whole"  # what a new task sees of the session's earlier ones: whole, recap or none
+    earlier_tasks: str = "none"  # what a new task sees of the session's earlier ones: whole, recap or none
 
 
 REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated call

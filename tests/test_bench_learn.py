@@ -622,14 +622,16 @@ def test_memory_variant_gives_the_persistence_session_the_rules(tokenizer) -> No
     assert all(r["reused"] for r in recs_off["persistence"])
 
 
-def test_in_session_persistence_continues_the_task_session_with_the_new_rule_at_each_task(tokenizer) -> None:
-    """--in-session: the fresh tasks follow the scenario's task in its own session (the denial in the
-    conversation); with memory each opens with the new rule, as the app does; without, they do not."""
+@pytest.mark.parametrize("earlier", ["whole", "none"])
+def test_in_session_persistence_continues_the_task_session_with_the_new_rule_at_each_task(tokenizer, earlier) -> None:
+    """--in-session: the fresh tasks follow the scenario's task in its own session (whole: the denial in the
+    conversation; none: each later task starts a fresh context); with memory each opens with the new rule, as
+    the app does; without, they do not."""
     from continualcode.bench.learn.tasks import baseline_unit, variant_unit
     from continualcode.learn.memory import Memory
 
     sc = load_scenarios_from([GUARD_SCENARIO])[0]
-    b, ctx = _scripted_ctx(tokenizer, "enable_training=false")
+    b, ctx = _scripted_ctx(tokenizer, "enable_training=false", f"earlier_tasks={earlier}")
     row = {**baseline_unit(ctx, sc, floor=False), "scenario": sc.id}
     for memory in (Memory(None), None):
         b.prompts.clear()
@@ -637,13 +639,15 @@ def test_in_session_persistence_continues_the_task_session_with_the_new_rule_at_
                                      changed_before=False, memory=memory, in_session=True)
         assert not changed and not any(r.get("reused") for r in recs["persistence"])
         fresh = [p for p in b.prompts if any(t.task in p for t in sc.fresh)]
-        assert fresh and all(sc.task in p and f"Denied. {sc.correction}" in p for p in fresh)  # one session
+        one_session = [sc.task in p and f"Denied. {sc.correction}" in p for p in fresh]
+        assert fresh and all(one_session) if earlier == "whole" else not any(one_session)
         last_turns = [p.rsplit("<|im_start|>user\n", 1)[-1] for p in fresh if p.rstrip().endswith("assistant")]
         openers = [t for t in last_turns if any(t.split("<|im_end|>")[0].endswith(f.task) for f in sc.fresh)]
         assert len(openers) == len(sc.fresh)
         if memory is not None:  # the rule opens each later task's turn; the scripted model follows it
-            assert all(t.startswith(f"Rules from the user for this project (follow them):\n- {sc.correction}\n\n")
-                       for t in openers)
+            rules = f"Rules from the user for this project (follow them):\n- {sc.correction}\n\n"
+            assert all(t.startswith(rules) if earlier == "whole" else  # none: after the project's files
+                       t.startswith("Files in the project") and rules in t for t in openers)
             assert [r["decision"] for r in recs["persistence"]] == ["compliant"] * 2
         else:
             assert not any("Rules from the user" in p for p in fresh)
