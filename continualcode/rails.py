@@ -201,6 +201,9 @@ class Rails:
             error = f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value " \
                     "from the project"
         elif self.on and (named := self._example_file(call)) is not None:
+            if named[0] == "include":  # the search itself may be right: run it over every file
+                args = {k: v for k, v in call.arguments.items() if k != "include"}
+                return Verdict(Parsed(call=ToolCall(call.name, args)), redirected=True)
             error = EXAMPLE_FILE.format(arg=named[0], name=named[1])
         if error is not None:  # refused; refused again when proposed again, and then sampled again, hotter
             again = key in self.rejected

@@ -487,6 +487,11 @@ def test_an_empty_grep_says_where_the_pattern_matches_in_the_whole_project_or_as
         "no matches for 'parse('{name}', 'bob')' in .\nas plain text, in the whole project it matches:\n"
         "tests/test_lib.py:1: x = parse('{name}', 'bob')")
     assert ok(ws, "grep", pattern="zzz", path="tests") == "no matches for 'zzz' in tests"  # nowhere: nothing added
+    # a pattern that is a file's path: said so (the model grepped for the file the task named)
+    assert ok(ws, "grep", pattern="tests/test_lib.py", include="test_lib.py") == (
+        "no matches for 'tests/test_lib.py' in .\n"
+        "(tests/test_lib.py is a file of the project: read it to see its lines)")
+    assert ok(ws, "grep", pattern="../etc/passwd") == "no matches for '../etc/passwd' in ."
     for i in range(12):
         (ws.root / f"m{i:02}.py").write_text("needle\n")
     wide = ok(ws, "grep", pattern="needle", path="tests").splitlines()

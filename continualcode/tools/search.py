@@ -118,7 +118,7 @@ def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[b
         note += f"\n[skipped {skipped} files over {GREP_MAX_FILE // 2**20} MiB]"
     if not hits:
         return True, f"no matches for {quote(pattern)} in {ws.rel(base)}{note}" + _elsewhere(
-            ws, pattern, regex, narrowed=base != ws.root or include is not None)
+            ws, pattern, regex, narrowed=base != ws.root or include is not None) + _is_a_file(ws, pattern)
     more = f"\n… and {total - LIST_CAP} more matches" if total > LIST_CAP else ""
     return True, "\n".join(hits) + more + note
 
@@ -143,6 +143,18 @@ def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed:
             more = f"\n… and {total - ELSEWHERE_CAP} more" if total > ELSEWHERE_CAP else ""
             return f"\n{where}{FOUND_ELSEWHERE}" + "\n".join(hits) + more
     return ""
+
+
+def _is_a_file(ws: Workspace, pattern: str) -> str:
+    """After an empty search for a pattern that is a file's path: a note saying so.  With "search with grep
+    first" in its rules, the 0.5B model grepped for `slugify/__version__.py` (the file the task named) and
+    repeated the empty search instead of reading it."""
+    try:
+        path = ws.resolve(pattern.strip())
+        is_file = path.is_file()
+    except (ToolError, OSError, ValueError):
+        return ""
+    return f"\n({ws.rel(path)} is a file of the project: read it to see its lines)" if is_file else ""
 
 
 def _grep_files(ws: Workspace, base: Path, include: str | None) -> tuple[list[tuple[str, Path]], str]:
