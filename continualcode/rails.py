@@ -19,7 +19,7 @@ from pathlib import Path
 from continualcode.records import Message, ToolCall
 from continualcode.render import EXAMPLE_FILES, Parsed, placeholder_argument
 from continualcode.tools import ToolError, validate_args
-from continualcode.tools.search import FOUND_ELSEWHERE
+from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
 LOOP_ERROR = "the model repeated a read-only call whose result it already has"
@@ -50,6 +50,7 @@ _RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", 
 
 _WORD = re.compile(r"[\w./-]+")
 _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found error names (tools/paths.py)
+_A_FILE = re.compile(r"^\((\S+)" + re.escape(IS_A_FILE) + r"\)$", re.M)  # an empty grep for a file's path
 _NUMBERED = re.compile(r"^\s*\d+\t", re.M)  # a line as read shows it
 _HIT = re.compile(r"^[\w./-]+:\d+: ", re.M)  # a line as grep shows it
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
@@ -136,7 +137,7 @@ class Rails:
     # change, and a bash command that failed (nothing changed since) -> whether it worked
     readonly_done: dict[str, bool] = field(default_factory=dict)
     rejected: set[str] = field(default_factory=set)  # calls these rails refused in this task
-    meant: dict[str, str] = field(default_factory=dict)  # failed read-only call -> the path its error named
+    meant: dict[str, ToolCall] = field(default_factory=dict)  # read-only call -> what its result said was meant
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
 
     def start_task(self, task: str) -> None:
@@ -217,8 +218,9 @@ class Rails:
                 return Verdict(Parsed(call=mended), redirected=True)
             return Verdict(parsed, BREAKS_SYNTAX)
         if self.on and key in self.meant and key not in self.denied:
-            # a read or search of a missing path again, after its error named the file meant: that file
-            fixed = ToolCall(call.name, {**call.arguments, "path": self.meant[key]})
+            # a read or search of a missing path again, after its error named the file meant: that file; a
+            # search for a file's path again, after its result said it is a file: the read of that file
+            fixed = self.meant[key]
             if fixed.to_text() not in self.readonly_done:
                 return Verdict(Parsed(call=fixed), redirected=True)
         return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done
@@ -242,7 +244,9 @@ class Rails:
         if call.name in READ_ONLY:
             self.readonly_done[call.to_text()] = ok
             if not ok and "path" in call.arguments and (m := _MEANT.search(output)):
-                self.meant[call.to_text()] = m.group(1)
+                self.meant[call.to_text()] = ToolCall(call.name, {**call.arguments, "path": m.group(1)})
+            elif ok and call.name == "grep" and (m := _A_FILE.search(output)):
+                self.meant[call.to_text()] = ToolCall("read", validate_args("read", {"path": m.group(1)}))
         else:  # files may have changed: a read may now show something new
             self.readonly_done.clear()
             if ok and call.name in CHANGING:

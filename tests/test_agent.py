@@ -636,6 +636,19 @@ def test_scripted_model_repeating_a_read_of_a_missing_path_reads_the_file_its_er
     assert [m.meta.get("ok") for m in s.messages if m.role == "tool"] == [False, True]
 
 
+def test_scripted_model_repeating_a_grep_for_a_files_path_reads_that_file(tokenizer, tmp_path):
+    """With "search with grep first" in its rules the 0.5B model grepped for the path of the file the task
+    named, and repeated the empty search: its result says the pattern is a file, and proposed again the
+    search becomes the read of that file."""
+    grep = call_text("grep", pattern="main.py", include="main.py")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [grep, grep, "add(a, b) in main.py returns a + b."],
+                            [Approve(), Approve()], guard_rails=True)
+    assert s.run_task("what does add in main.py do?").status == "answered"
+    assert [c.name for c, _ in user.seen] == ["grep", "read"] and user.seen[1][0].arguments["path"] == "main.py"
+    first = next(m for m in s.messages if m.role == "tool").content
+    assert first.startswith("no matches for 'main.py' in .\n(main.py is a file of the project: read it to see")
+
+
 @pytest.mark.parametrize("remind", [True, False])
 def test_scripted_model_tool_results_end_with_the_task_when_remind_task(tokenizer, tmp_path, remind):
     """Every tool result the conversation keeps (and so every prompt, the teacher's too) closes with the task

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 LIST_CAP = 200  # glob results / grep hits shown
 HIT_CAP = 300  # chars of one line shown by grep
 GREP_MAX_FILE = 5 * 2**20
+IS_A_FILE = " is a file of the project: read it to see its lines"  # an empty grep for a file's path (rails read it)
 FOUND_ELSEWHERE = " it matches:\n"  # how an empty grep goes on to the hits of a wider search (rails read it)
 
 
@@ -154,7 +155,7 @@ def _is_a_file(ws: Workspace, pattern: str) -> str:
         is_file = path.is_file()
     except (ToolError, OSError, ValueError):
         return ""
-    return f"\n({ws.rel(path)} is a file of the project: read it to see its lines)" if is_file else ""
+    return f"\n({ws.rel(path)}{IS_A_FILE})" if is_file else ""
 
 
 def _grep_files(ws: Workspace, base: Path, include: str | None) -> tuple[list[tuple[str, Path]], str]:
