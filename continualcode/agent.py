@@ -163,9 +163,8 @@ class Session:
         self.notes = notes or (lambda: "")  # asked at each task: what opens its user turn (app.py: new rules)
         self.rails = Rails(partial(_file_key, workspace), on=self.sampling.guard_rails,
                            breaks=partial(_breaks, workspace), mend=partial(_mend, workspace))
-        self._n_samples, self._constraints = 0, dict[bool, Any]()
-
-    # --- pieces ---------------------------------------------------------------------------------
+        self._n_samples = 0
+        self._constraints: dict[bool, Any] = {}
 
     def _emit(self, event: Event) -> None:
         self.on_event(event)

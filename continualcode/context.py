@@ -84,9 +84,9 @@ def recap(messages: Sequence[Message]) -> str:
     task, last = "", None
     for m in [*messages, Message("user", "", {TASK: True})]:
         if m.role == "user" and m.meta.get(TASK):
-            if task:
+            if task:  # its answer: the task's last message, when the model wrote it in words
                 answered = last is not None and last.role == "assistant" and not last.content.startswith(CALL_OPEN)
-                done.append((task, last.content if answered and last is not None else ""))
+                done.append((task, last.content if answered and last else ""))
             task = m.content
         last = m
     if not done:
