@@ -202,9 +202,6 @@ class Rails:
             error = f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value " \
                     "from the project"
         elif self.on and (named := self._example_file(call)) is not None:
-            if named[0] == "include":  # the search itself may be right: run it over every file
-                args = {k: v for k, v in call.arguments.items() if k != "include"}
-                return Verdict(Parsed(call=ToolCall(call.name, args)), redirected=True)
             error = EXAMPLE_FILE.format(arg=named[0], name=named[1])
         if error is not None:  # refused; refused again when proposed again, and then sampled again, hotter
             again = key in self.rejected
@@ -228,9 +225,10 @@ class Rails:
 
     def _example_file(self, call: ToolCall) -> tuple[str, str] | None:
         """(argument, file) when a call's argument names a worked example's file that the session was never
-        shown (not in the project's listing, a result or the task), else None."""
+        shown (not in the project's listing, a result or the task), else None.  Not grep's `include`: one
+        that matches no file is dropped by grep itself (the search may be right; refusing it ended a task)."""
         for key, value in call.arguments.items():
-            if key != "content" and isinstance(value, str):
+            if key not in ("content", "include") and isinstance(value, str):
                 for w in _WORD.findall(value):
                     if (w := w.removeprefix("./").strip(".")) in EXAMPLE_FILES and w not in self.seen:
                         return key, w

@@ -423,18 +423,20 @@ def test_scripted_model_placeholder_arguments_are_asked_again(tokenizer, tmp_pat
 def test_scripted_model_calls_naming_the_worked_examples_file_are_asked_again_unless_the_project_has_it(
         tokenizer, tmp_path):
     """The 0.5B model ran `bash app/hello.py` for "run greet.py": a call naming the example's file, which the
-    session was never shown, is refused and asked again, but a search with it as `include` runs over every
-    file (the search may be right); in a project that has that file it runs as proposed."""
+    session was never shown, is refused and asked again, but a search with it as `include` runs (over every
+    file: grep drops an include that matches none); in a project that has that file it runs as proposed."""
     copied = [call_text("bash", command="bash app/hello.py"), call_text("read", path="app/hello.py")]
     grep = call_text("grep", pattern="return", include="./hello.py")
     s, _, user, _, events = make(tokenizer, tmp_path, [*copied, grep, "In main.py, line 2."],
                                  [Approve()] * 3, guard_rails=True)
     assert s.run_task("where is the sum returned?").status == "answered"
-    assert [(c.name, c.arguments.get("include")) for c, _ in user.seen] == [("grep", None)]
+    assert [(c.name, c.arguments.get("include")) for c, _ in user.seen] == [("grep", "./hello.py")]
     errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
     assert errors == [EXAMPLE_FILE.format(arg="command", name="app/hello.py"),
                       EXAMPLE_FILE.format(arg="path", name="app/hello.py")]
     assert "main.py:2:     return a + b" in s.messages[-2].content
+    assert "matches include './hello.py' (a file-name glob such as *.py): every file was searched]" in \
+        s.messages[-2].content
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "hello.py").write_text("print('hi')\n")
     s, _, user, _, _ = make(tokenizer, tmp_path, [copied[0], "It printed hi."], [Approve()], guard_rails=True)
