@@ -44,8 +44,9 @@ from continualcode.events import (
 )
 from continualcode.rails import LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails
 from continualcode.records import FRESH, Correction, Message, Sample, ToolCall
-from continualcode.render import Parsed, Renderer, call_in_text, looks_like_call
+from continualcode.render import Parsed, Renderer
 from continualcode.speculate import Warmable
+from continualcode.textcall import call_in_text, looks_like_call
 from continualcode.tools import Workspace
 
 __all__ = ["Abort", "Approve", "Approver", "Decision", "Deny", "Edit", "Feedback", "SamplingConfig", "Session"]

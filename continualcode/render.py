@@ -95,29 +95,6 @@ def _parse(text: str, tools: Sequence[dict[str, Any]]) -> Parsed:
     return Parsed(call=ToolCall(obj["name"], args))
 
 
-# a tool written as a function call in prose: read("x.py", offset=1) — a plan, not an answer
-_CODE_CALL_RE = re.compile(r"\b(read|write|edit_lines|glob|grep|bash)\(\s*[\"']")
-_FENCE_RE = re.compile(r"```[a-zA-Z]*\s*(\{.*?\})\s*```", re.S)
-_NAME_KEY_RE = re.compile(r'["\']name["\']\s*:\s*["\']')
-_ARGS_KEY_RE = re.compile(r'["\'](arguments|parameters|args)["\']\s*:')
-
-
-def call_in_text(text: str, tools: Sequence[dict[str, Any]] = TOOL_SCHEMAS) -> ToolCall | None:
-    """The tool call a text reply spells out instead of making (a fenced or bare JSON object with a
-    known tool's name and valid arguments), or None."""
-    for candidate in [*_FENCE_RE.findall(text), *_bare_objects(text)]:
-        try:
-            obj = json.loads(candidate)
-        except (json.JSONDecodeError, RecursionError):
-            continue
-        if isinstance(obj, dict) and isinstance(obj.get("name"), str):
-            parsed = _parse(CALL_OPEN + json.dumps({"name": obj["name"], "arguments": obj.get(
-                "arguments", obj.get("parameters", {}))}) + CALL_CLOSE, tools)
-            if parsed.call is not None:
-                return parsed.call
-    return None
-
-
 _PLACEHOLDER_VALUES = frozenset({"string", "str", "path", "file", "filename", "pattern", "regex", "...", "text"})
 _PLACEHOLDER_RE = re.compile(r"^(/?path/to(/|$)|<[^<>]{1,40}>$|your[_-]?(file|path|pattern))", re.I)
 
@@ -131,31 +108,6 @@ def placeholder_argument(call: ToolCall) -> str | None:
                 value.strip().lower() in _PLACEHOLDER_VALUES or _PLACEHOLDER_RE.match(value.strip())):
             return key
     return None
-
-
-def looks_like_call(text: str) -> bool:
-    """Whether a text reply is really a tool call written as text: a fenced JSON block or a JSON
-    object with a "name" and "arguments"/"parameters" key, a `<tool_call>` tag in prose, or a tool
-    written as a function call (`read("x.py")`: a plan narrated instead of made).  Such a reply is
-    never an answer (the session re-asks or takes the call)."""
-    if "<tool_call>" in text or "</tool_call>" in text or _CODE_CALL_RE.search(text):
-        return True
-    return bool(_NAME_KEY_RE.search(text) and _ARGS_KEY_RE.search(text))
-
-
-def _bare_objects(text: str) -> list[str]:
-    """Balanced {...} substrings of `text` (outermost only; strings are not tracked: a heuristic)."""
-    out, depth, start = [], 0, -1
-    for i, ch in enumerate(text):
-        if ch == "{":
-            if depth == 0:
-                start = i
-            depth += 1
-        elif ch == "}" and depth > 0:
-            depth -= 1
-            if depth == 0:
-                out.append(text[start : i + 1])
-    return out
 
 
 def _tool_lines(tools: Sequence[dict[str, Any]]) -> str:

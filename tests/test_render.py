@@ -153,13 +153,3 @@ def test_task_notes_open_the_first_user_turn_only(tmp_path) -> None:
     assert sum("grep first" in m["content"] for m in msgs) == 1
     plain = Renderer(NativeTok()).to_template_messages([Message("user", "find f")])
     assert plain[-1]["content"] == "find f" and msgs[0] == plain[0]
-
-
-def test_a_tool_written_as_a_function_call_is_not_an_answer() -> None:
-    from continualcode.render import looks_like_call
-
-    assert looks_like_call('1. Read it:\n   read("inflection/__init__.py", offset=1, limit=4)')
-    assert looks_like_call("then edit_lines('a.py', 3, 4, 'x')")
-    for answer in ("parse() calls read(stream) and returns a dict.", "The read() method is lazy.",
-                   "greet(name) in app/hello.py returns a greeting."):
-        assert not looks_like_call(answer), answer

@@ -15,7 +15,8 @@ from typing import Any
 from continualcode.bench.tasks.checks import outcome_of
 from continualcode.bench.tasks.taskfile import KINDS, SPLITS
 from continualcode.events import AssistantText, Decided, Proposal
-from continualcode.render import looks_like_call, parse
+from continualcode.render import parse
+from continualcode.textcall import looks_like_call
 
 GROUPS = ("kind", "split", "package")
 
