@@ -188,7 +188,7 @@ class Rails:
         """Text the model was shown as fact (a tool result, the task, the file listing): what answers
         may name.  Paths count whole, without a leading './', by file name and by each part."""
         for w in _WORD.findall(text):
-            w = w.strip(".").removeprefix("./")
+            w = w.removeprefix("./").strip(".")
             self.seen.update((w, w.rsplit("/", 1)[-1], *re.split(r"[./-]", w)))
 
     def ungrounded(self, text: str) -> list[str]:

@@ -604,6 +604,8 @@ def test_ungrounded_names_are_what_no_result_showed() -> None:
     assert r.ungrounded("It lower-cases the word (after the regex).") == []
     # methods of built-in types are free too (the 1.5B model was refused for `.readlines()` / `.strip()`)
     assert r.ungrounded("It calls f.readlines(), then line.strip().startswith('#').") == []
+    r.saw("./pkg/core.py")  # a path shown with './' counts whole, as the answer writes it or not
+    assert r.ungrounded("See pkg/core.py and ./pkg/core.py.") == []
 
 
 def test_scripted_model_answer_naming_what_no_result_showed_is_refused_then_grounded(tokenizer, tmp_path):
