@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from continualcode.backends.base import Backend
+from continualcode.backends.base import Backend, Guided
 from continualcode.context import ERROR_PREFIX, project_overview, task_meta
 from continualcode.decide import Abort, Approve, Approver, Decision, Deny, Edit, Feedback, ask
 from continualcode.events import (
@@ -68,6 +68,7 @@ class SamplingConfig:
     remind_task: bool = True  # each tool result and denial ends with the task it serves (TASK_REMINDER)
     speculate: bool = True  # prefill the next prompt while the user reads a proposal (speculate.py)
     earlier_tasks: str = "none"  # what a new task sees of the session's earlier ones: whole, recap or none
+    retry_guidance: float = 0.0  # the retry after a correction, weighed away from the denied call's prompt
 
 
 REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated call
@@ -166,6 +167,7 @@ class Session:
                            breaks=partial(_breaks, workspace), mend=partial(_mend, workspace))
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
+        self._contrast: list[int] | None = None  # the prompt of the call the user last denied in this task
 
     def _emit(self, event: Event) -> None:
         self.on_event(event)
@@ -180,16 +182,15 @@ class Session:
     def query(self, *, temperature: float | None = None) -> tuple[list[int], Sample, str]:
         """Sample one assistant turn for the current conversation (at `temperature`, default the config's)."""
         prompt_ids = self.renderer.prompt_ids(self.messages)
-        # The model must act before it may answer in text: text is allowed after a tool result that
-        # worked (after a failed call it must try again, not hand the error back as its answer).
+        # text only after a tool result that worked (after a failed call the model must try again: rails)
         allow_text = self.rails.allow_text(self.messages[-1] if self.messages else None)
         seed = None if self.seed is None else self.seed + self._n_samples
         self._n_samples += 1
         s = self.sampling
-        sample = self.backend.sample(
-            prompt_ids, max_tokens=s.max_tokens, temperature=s.temperature if temperature is None else temperature,
-            top_p=s.top_p, stop=self.renderer.stop_ids, constraint=self._constraint(allow_text), seed=seed,
-        )
+        sample = _sample(  # a retry after a correction: weighed away from the denied call's prompt
+            self.backend, prompt_ids, self._contrast, s.retry_guidance, max_tokens=s.max_tokens,
+            temperature=s.temperature if temperature is None else temperature, top_p=s.top_p,
+            stop=self.renderer.stop_ids, constraint=self._constraint(allow_text), seed=seed)
         return prompt_ids, sample, self.renderer.decode(sample.tokens)
 
     def _propose(self) -> Turn | None:
@@ -274,7 +275,7 @@ class Session:
             self._add(Message("system", listing))
         self._add(Message("user", task, meta=meta))
         self.rails.start_task(task)
-        t = _TaskState(TaskResult(status="max_turns"))
+        t, self._contrast = _TaskState(TaskResult(status="max_turns")), None
         while t.turn < self.sampling.max_turns:
             context = tuple(self.messages)
             turn = self._propose()
@@ -324,6 +325,7 @@ class Session:
             if not (fix := decision.correction.strip()):
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)
+            self._contrast = turn.prompt_ids
             if not turn.redirected:  # a redirected call is not what the model wrote: nothing to learn from
                 t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text, fix,
                                        tuple(self.feedback))
@@ -347,7 +349,7 @@ class Session:
             if p is not None and self.learn_from_approved_retry:
                 self._learn(Correction("approved_retry", p.messages, p.prompt_ids, p.sample, p.attempt_text, p.text,
                                        p.feedback, demonstration=text))
-        t.pending = None
+        t.pending = self._contrast = None
         self._add(Message("assistant", text))
         result = self.workspace.run(call.name, call.arguments)
         self._emit(ToolOutput(call.name, result.ok, result.output))
@@ -378,6 +380,13 @@ class Session:
         return ask(self.approver, call, lambda: self.workspace.preview(call.name, call.arguments),
                    auto=call.name in self.auto_approve, on_feedback=self.add_feedback, warm=warm,
                    next_prompt=next_prompt)
+
+
+def _sample(backend: Backend, prompt_ids: list[int], contrast: list[int] | None, weight: float, **kw: Any) -> Sample:
+    """A guided sample (`Guided`: local backend) when there is a contrast and a weight, else a plain one."""
+    if contrast is not None and weight > 0 and isinstance(backend, Guided):
+        return backend.sample_guided(prompt_ids, contrast, guidance=weight, **kw)
+    return backend.sample(prompt_ids, **kw)
 
 
 def _file_key(workspace: Workspace, call: ToolCall) -> str:

@@ -79,6 +79,10 @@ class Config:
     answer) or whole (the conversation goes on).  The rules given in the session open every task either way.
     none chosen on the dense dev scenarios (fresh tasks after a correction, in its session: 9 of 18 kept the
     rule, recap 8, whole 7); held out, 14 vs whole's 10 of 24 (bench/results/learn/fresh/)."""
+    retry_guidance: float = _S.retry_guidance
+    """After a denial with a correction, the retry's tokens are chosen with this weight away from what the model
+    predicted before the correction (context-aware decoding, local backend): log p + w·(log p − log p_before).
+    0: plain sampling."""
     speculate: bool = _S.speculate
     """While the user reads a proposal, prefill the prompt that follows its approval (local backend; for a
     read-only call with its result, read ahead of the approval and never shown unless approved)."""
@@ -246,6 +250,7 @@ CHECKS: dict[str, Check] = {
     "repo_map": _number(0, 100_000),
     "remind_task": _any,
     "earlier_tasks": _one_of("whole", "recap", "none"),
+    "retry_guidance": _number(0, 10),
     "speculate": _any,
     "constrained": _any,
     "enable_training": _any,

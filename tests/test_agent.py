@@ -129,6 +129,43 @@ def test_scripted_model_deny_with_correction_learns_once_and_retries(tokenizer, 
     assert [e.TYPE for e in events].count("correction") == 1
 
 
+class GuidedScriptedModel(ScriptedModel):
+    """The scripted model with the local backend's `sample_guided`: records each sample's contrast (None: plain)."""
+
+    def __init__(self, tokenizer, replies: list[str]) -> None:
+        super().__init__(tokenizer, replies)
+        self.contrasts: list[tuple[list[int], float] | None] = []
+
+    def sample(self, prompt_ids, **kw) -> Sample:
+        self.contrasts.append(None)
+        return super().sample(prompt_ids, **kw)
+
+    def sample_guided(self, prompt_ids, contrast_ids, *, guidance, **kw) -> Sample:
+        out = super().sample(prompt_ids, **kw)
+        self.contrasts.append((list(contrast_ids), guidance))
+        return out
+
+
+@pytest.mark.parametrize("guidance", [0.0, 1.5])
+def test_scripted_model_retry_after_a_correction_is_guided_against_the_denied_calls_prompt(
+        tokenizer, tmp_path, guidance):
+    """`retry_guidance`: the samples after a denial with a correction (the retry, and any re-sample of it) are
+    guided against the prompt that produced the denied call; once a call is approved, plain again, and a
+    new task starts plain.  0 (or a backend without `sample_guided`) samples plainly throughout."""
+    write = call_text("write", path="main.py", content="x = 1\n")
+    read = call_text("read", path="main.py")
+    (tmp_path / "main.py").write_text("def add(a, b):\n    return a + b\n")
+    model = GuidedScriptedModel(tokenizer, [write, write, read, "It adds.", read, "It adds."])
+    user = ScriptedUser([Deny("read it first"), Approve(), Approve()])
+    s = Session(model, Renderer(tokenizer), Workspace(tmp_path), user,  # the denied write again: sampled again
+                sampling=SamplingConfig(constrained=False, guard_rails=False, retry_guidance=guidance))
+    assert s.run_task("change main.py").status == "answered"
+    s.run_task("what does main.py do?")
+    denied = (model.prompts[0], guidance)
+    want = [None, denied, denied, None, None, None] if guidance else [None] * 6
+    assert model.contrasts == want
+
+
 def test_scripted_model_retry_sees_the_correction_then_the_task(tokenizer, tmp_path):
     """The denial's correction is followed by the task it serves (`remind_task`, as after a tool result):
     the retry prompt ends with the correction and the task, in that order; off, the correction alone."""

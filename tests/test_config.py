@@ -41,6 +41,7 @@ BAD: dict[str, list[str]] = {
     "repo_map": ["-1", "1e9"],
     "remind_task": ["perhaps"],
     "earlier_tasks": ["some", "all"],
+    "retry_guidance": ["-1", "11", "x"],
     "speculate": ["later"],
     "constrained": ["maybe"],
     "enable_training": ["yes please"],

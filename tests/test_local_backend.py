@@ -662,3 +662,43 @@ def test_frozen_linear_of_a_sliced_input_is_one_matrix_product_not_a_weight_copy
     if grad:
         rows.float().sum().backward()
         assert hidden.grad is not None and hidden.grad[0, :7].abs().sum() == 0 and hidden.grad[0, 7:].abs().sum() > 0
+
+
+def test_guided_choice_is_logp_plus_weight_times_the_gap_to_the_contrast_and_logprobs_stay_the_models():
+    """Hand-computed: p = (0.5, 0.3, 0.2), contrast p_c = (0.8, 0.1, 0.1).  Greedy plain takes token 0;
+    guided with w = 1 scores 2·log p − log p_c = (−1.163, −0.105, −0.916) and takes token 1, recording the
+    model's own log-prob ln 0.3; w = 0.25 scores (−0.810, −0.929, −1.436) and keeps token 0."""
+    from continualcode.backends.decode import Guide, decode
+
+    logits_V = torch.tensor([0.5, 0.3, 0.2]).log()
+    contrast_V = torch.tensor([0.8, 0.1, 0.1]).log()
+    never = lambda tokens: pytest.fail("one token: no forward")  # noqa: E731
+    kw = dict(max_tokens=1, temperature=0.0, top_p=1.0, stop=(), state=None, gen=torch.Generator())
+    assert decode(logits_V, never, **kw).tokens == [0]
+    guided = decode(logits_V, never, guide=Guide(contrast_V, never, 1.0), **kw)
+    assert guided.tokens == [1] and guided.logprobs == pytest.approx([float(torch.tensor(0.3).log())])
+    assert decode(logits_V, never, guide=Guide(contrast_V, never, 0.25), **kw).tokens == [0]
+
+
+def test_guided_sampling_against_the_same_prompt_is_plain_sampling(backend, renderer):
+    """A contrast equal to the prompt adds nothing (log p − log p_c = 0): the same tokens as plain sampling
+    for the same seed, drafts included; weight 0 is plain sampling too.  Against an earlier prompt of the
+    conversation the first token is the argmax of log p + w·(log p − log p_c), computed here from `score`."""
+    from continualcode.records import Message
+
+    msgs = [Message("user", "Name three colours, one per line.")]
+    prompt = renderer.prompt_ids(msgs)
+    plain = backend.sample(prompt, max_tokens=24, temperature=0.7, seed=3)
+    same = backend.sample_guided(prompt, prompt, guidance=2.0, max_tokens=24, temperature=0.7, seed=3)
+    off = backend.sample_guided(prompt, [1, 2, 3], guidance=0.0, max_tokens=24, temperature=0.7, seed=3)
+    assert same.tokens == plain.tokens and off.tokens == plain.tokens
+    assert torch.allclose(torch.tensor(same.logprobs), torch.tensor(plain.logprobs), atol=1e-3)
+
+    earlier = renderer.prompt_ids([Message("user", "Name three animals, one per line.")])
+    later = renderer.prompt_ids([*msgs, Message("assistant", "Red"), Message("user", "No: name animals.")])
+    guided = backend.sample_guided(later, earlier, guidance=1.0, max_tokens=8, temperature=0.0)
+    first = guided.tokens[:1]
+    own, contrast = backend.score(later, first, full=True), backend.score(earlier, first, full=True)
+    assert own.full_logprobs is not None and contrast.full_logprobs is not None
+    assert int(torch.argmax(2 * own.full_logprobs[0] - contrast.full_logprobs[0])) == first[0]  # (V,)
+    assert guided.logprobs[0] == pytest.approx(float(own.logprobs[0]), abs=1e-3)

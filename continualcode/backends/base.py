@@ -77,6 +77,15 @@ def stop_token_ids(tok: Any) -> list[int]:
 
 
 @runtime_checkable
+@runtime_checkable
+class Guided(Protocol):
+    """A backend that can sample with a contrasting context (decode.Guide): the local one."""
+
+    def sample_guided(self, prompt_ids: Sequence[int], contrast_ids: Sequence[int], *, guidance: float,
+                      max_tokens: int, temperature: float, top_p: float = 1.0, stop: Sequence[int] = (),
+                      constraint: Any = None, seed: int | None = None) -> Sample: ...
+
+
 class Backend(Protocol):
     """What the agent and the learner may ask of a model."""
 

@@ -18,6 +18,13 @@ guess, the logits after it are discarded and the cache is cut back.  Same distri
 random draws: the same tokens as plain decoding for the same seed, up to the float rounding of a
 multi-token forward.  In bf16 that rounding can flip a near-tie: in the speed benchmark 1 of 6
 greedy 0.5B runs took another token partway (fp32 runs in the tests are identical).
+
+Guided decoding (a `Guide`): the same model over a second, contrasting context runs beside the first
+over the same tokens, and each token is chosen from  log p + w·(log p − log p_contrast)  (masked,
+tempered), which amplifies what the first context adds over the second (context-aware decoding,
+Shi et al. 2023).  The session uses it for the retry after a correction: the contrast is the prompt
+that produced the denied call, so what the correction changes is weighed 1 + w times.  The recorded
+log-probabilities stay the model's own over the first context.
 """
 
 from __future__ import annotations
@@ -38,6 +45,16 @@ class Drafter(Protocol):
 
 
 @dataclass
+class Guide:
+    """A contrasting context for guided decoding: its next-token logits before the first token, a
+    forward over new tokens like `decode`'s (sharing its `truncate`), and the weight w."""
+
+    first_V: torch.Tensor
+    forward: Callable[[list[int]], torch.Tensor]
+    weight: float
+
+
+@dataclass
 class Decoded:
     tokens: list[int]
     logprobs: list[float]
@@ -51,14 +68,17 @@ class _Chooser:
     """Chooses one token from next-token logits and applies the stop rules; records what it chose."""
 
     def __init__(self, out: Decoded, *, temperature: float, top_p: float, stop: Collection[int], state: Any,
-                 gen: torch.Generator) -> None:
+                 gen: torch.Generator, weight: float = 0.0) -> None:
         self.out, self.temperature, self.top_p = out, temperature, top_p
-        self.stop, self.state, self.gen = stop, state, gen
+        self.stop, self.state, self.gen, self.weight = stop, state, gen, weight
 
-    def __call__(self, logits_V: torch.Tensor) -> tuple[int, bool]:
+    def __call__(self, logits_V: torch.Tensor, contrast_V: torch.Tensor | None = None) -> tuple[int, bool]:
         """(token, done): `done` when the token ends the completion."""
-        # 1) the model's own log-probs, then the grammar mask, temperature and top-p
+        # 1) the model's own log-probs (guided: shifted away from the contrast's), then the grammar mask,
+        # temperature and top-p
         logp_V = torch.log_softmax(logits_V.float(), dim=-1)
+        if contrast_V is not None:
+            logits_V = logp_V + self.weight * (logp_V - torch.log_softmax(contrast_V.float(), dim=-1))
         masked_V = self.state.mask(logits_V) if self.state is not None else logits_V
         tok = choose(masked_V, self.temperature, self.top_p, self.gen)
         self.out.tokens.append(tok)
@@ -87,26 +107,30 @@ def decode(
     drafter: Drafter | None = None,
     draft_len: int = 8,
     truncate: Callable[[int], None] | None = None,
+    guide: Guide | None = None,
 ) -> Decoded:
     """Choose up to `max_tokens` tokens; `state` is a grammar state (constrain.GrammarState) or None.
 
     `forward(tokens)` appends `tokens` to the caller's cache and returns [len(tokens), V] logits;
-    with a `drafter` (which sees `context` + the tokens so far) `truncate` must be given.
+    with a `drafter` (which sees `context` + the tokens so far) `truncate` must be given, and it
+    cuts the guide's cache too.
     """
     out = Decoded([], [], "length")
-    pick = _Chooser(out, temperature=temperature, top_p=top_p, stop=stop, state=state, gen=gen)
+    pick = _Chooser(out, temperature=temperature, top_p=top_p, stop=stop, state=state, gen=gen,
+                    weight=guide.weight if guide is not None else 0.0)
     ctx = list(context)
-    tok, done = pick(logits_V)
+    tok, done = pick(logits_V, guide.first_V if guide is not None else None)
     while not done and len(out.tokens) < max_tokens:
         # 1) a guess of what follows `tok`, within the token budget
         room = max_tokens - len(out.tokens) - 1
         guess = drafter([*ctx, *out.tokens], min(draft_len, room)) if drafter is not None and room > 0 else []
         # 2) one forward over the chosen token and the guess
         logits_NV = forward([tok, *guess])
+        contrast_NV = guide.forward([tok, *guess]) if guide is not None else None
         out.forwards += 1
         out.drafted += len(guess)
         # 3) choose at each position while the choices follow the guess
-        tok, done = pick(logits_NV[0])
+        tok, done = pick(logits_NV[0], contrast_NV[0] if contrast_NV is not None else None)
         for j, g in enumerate(guess):
             if done or len(out.tokens) >= max_tokens:
                 if truncate is not None:
@@ -117,7 +141,7 @@ def decode(
                 truncate(len(guess) - j)
                 break
             out.accepted += 1
-            tok, done = pick(logits_NV[j + 1])
+            tok, done = pick(logits_NV[j + 1], contrast_NV[j + 1] if contrast_NV is not None else None)
     return out
 
 

@@ -37,8 +37,8 @@ import torch
 
 from continualcode.backends.adapter import STATE_FILE, AdapterState
 from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token_ids
-from continualcode.backends.decode import Decoded, Drafter, PromptLookup, decode
-from continualcode.backends.kv import PrefixStore, crop
+from continualcode.backends.decode import Decoded, Drafter, Guide, PromptLookup, decode
+from continualcode.backends.kv import PrefixStore, crop, lcp
 from continualcode.backends.loading import load_base
 from continualcode.backends.quant import decoding, prepare_for_decode
 from continualcode.backends.train import optimizer_step
@@ -235,18 +235,17 @@ class LocalBackend:
 
     # --- sampling -------------------------------------------------------------------------------
 
+    def sample(self, prompt_ids: Sequence[int], *, max_tokens: int, temperature: float, top_p: float = 1.0,
+               stop: Sequence[int] = (), constraint: Any = None, seed: int | None = None) -> Sample:
+        return self.sample_guided(prompt_ids, (), guidance=0.0, max_tokens=max_tokens, temperature=temperature,
+                                  top_p=top_p, stop=stop, constraint=constraint, seed=seed)
+
     @torch.no_grad()
-    def sample(
-        self,
-        prompt_ids: Sequence[int],
-        *,
-        max_tokens: int,
-        temperature: float,
-        top_p: float = 1.0,
-        stop: Sequence[int] = (),
-        constraint: Any = None,
-        seed: int | None = None,
-    ) -> Sample:
+    def sample_guided(self, prompt_ids: Sequence[int], contrast_ids: Sequence[int], *, guidance: float,
+                      max_tokens: int, temperature: float, top_p: float = 1.0, stop: Sequence[int] = (),
+                      constraint: Any = None, seed: int | None = None) -> Sample:
+        """`sample`, each token chosen with `guidance` weight away from what the model predicts after
+        `contrast_ids` (decode.Guide, `_contrast`; no contrast or weight 0: plain sampling)."""
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
         # 1) prefill the prompt (its longest prefix already in the KV store is not recomputed)
@@ -254,21 +253,18 @@ class LocalBackend:
         past = self._prefix(prompt[:-1], "live")
         self.last_prefill = len(prompt) - self._kv.last_reused  # tokens this sample had to run through
         out = self._forward(prompt[-1:] if past is not None else prompt, past)
-        past = getattr(out, self._cache_kw)
-
-        def forward(tokens: list[int]) -> torch.Tensor:
-            nonlocal past
-            o = self._forward(tokens, past, keep=len(tokens))
-            past = getattr(o, self._cache_kw)
-            return o.logits[0, -len(tokens):]  # (n, V)
-
+        main = _Stream(self._forward, getattr(out, self._cache_kw), self._cache_kw)
+        c = _contrast(main, prompt, list(contrast_ids)) if guidance > 0 and contrast_ids else None  # (logits, stream)
+        guide = Guide(c[0], c[1], guidance) if c is not None else None
+        streams = [main] if c is None else [main, c[1]]
         # 2) decode, drafting from the prompt where a guess is to be had (int8 steps where configured)
         with decoding():
-            d = decode(out.logits[0, -1], forward, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+            d = decode(out.logits[0, -1], main, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                        stop=set(stop) | set(stop_token_ids(self._tok)),
                        state=constraint.start() if constraint is not None else None, gen=gen, context=prompt,
-                       drafter=self.drafter, truncate=lambda n: crop(past, past.get_seq_length() - n))
+                       drafter=self.drafter, truncate=lambda n: [st.cut(n) for st in streams], guide=guide)
         self.last_decode = d
+        past = main.cache
         if self.int8:  # KV from int8 steps is never reused: scoring must see the full weights' numbers
             crop(past, len(prompt))
         seen = (prompt + d.tokens)[: past.get_seq_length()]
@@ -326,3 +322,31 @@ class LocalBackend:
         logits_TV.float().logsumexp(-1).mean().mul(0.0).backward()
         self.adapter.optimizer.zero_grad(set_to_none=True)
         self.sample(ids[:4], max_tokens=2, temperature=0.0, seed=0)
+
+
+class _Stream:
+    """One KV cache that decoding extends: called with new tokens, their next-token logits [n, V]."""
+
+    def __init__(self, forward: Any, cache: Any, cache_kw: str) -> None:
+        self.forward, self.cache, self.cache_kw = forward, cache, cache_kw
+
+    def __call__(self, tokens: list[int]) -> torch.Tensor:
+        o = self.forward(tokens, self.cache, keep=len(tokens))
+        self.cache = getattr(o, self.cache_kw)
+        return o.logits[0, -len(tokens):]  # (n, V)
+
+    def cut(self, n: int) -> None:
+        """Drop the last `n` positions (drafted tokens that were not chosen)."""
+        crop(self.cache, self.cache.get_seq_length() - n)
+
+
+def _contrast(main: _Stream, prompt: list[int], contrast: list[int]) -> tuple[torch.Tensor, _Stream]:
+    """The next-token logits after `contrast` and its stream, for guided sampling of `prompt`: its KV starts
+    as a copy of the prompt's, cut to the prefix they share (the contrast is usually an earlier prompt of
+    the same conversation: only its last token is run)."""
+    keep = min(lcp(prompt, contrast), len(contrast) - 1)
+    cache = copy.deepcopy(main.cache) if keep > 0 else None
+    if cache is not None:
+        crop(cache, keep)
+    first = main.forward(contrast[keep:], cache, keep=1)
+    return first.logits[0, -1], _Stream(main.forward, getattr(first, main.cache_kw), main.cache_kw)
