@@ -68,7 +68,7 @@ class SamplingConfig:
     remind_task: bool = True  # each tool result and denial ends with the task it serves (TASK_REMINDER)
     speculate: bool = True  # prefill the next prompt while the user reads a proposal (speculate.py)
     earlier_tasks: str = "none"  # what a new task sees of the session's earlier ones: whole, recap or none
-    retry_guidance: float = 0.0  # the retry after a correction, weighed away from the denied call's prompt
+    retry_guidance: float = 0.0  # the retry after a correction, weighed towards what the correction says
 
 
 REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated call
@@ -167,7 +167,7 @@ class Session:
                            breaks=partial(_breaks, workspace), mend=partial(_mend, workspace))
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
-        self._contrast: list[int] | None = None  # the prompt of the call the user last denied in this task
+        self._contrast: list[int] | None = None  # after a correction: the retry's prompt without it (_uncorrected)
 
     def _emit(self, event: Event) -> None:
         self.on_event(event)
@@ -187,7 +187,7 @@ class Session:
         seed = None if self.seed is None else self.seed + self._n_samples
         self._n_samples += 1
         s = self.sampling
-        sample = _sample(  # a retry after a correction: weighed away from the denied call's prompt
+        sample = _sample(  # a retry after a correction: weighed towards what the correction says
             self.backend, prompt_ids, self._contrast, s.retry_guidance, max_tokens=s.max_tokens,
             temperature=s.temperature if temperature is None else temperature, top_p=s.top_p,
             stop=self.renderer.stop_ids, constraint=self._constraint(allow_text), seed=seed)
@@ -325,7 +325,7 @@ class Session:
             if not (fix := decision.correction.strip()):
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)
-            self._contrast = turn.prompt_ids
+            self._contrast = _uncorrected(self.renderer, self.messages, self.rails.task, self.sampling.remind_task)
             if not turn.redirected:  # a redirected call is not what the model wrote: nothing to learn from
                 t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text, fix,
                                        tuple(self.feedback))
@@ -380,6 +380,14 @@ class Session:
         return ask(self.approver, call, lambda: self.workspace.preview(call.name, call.arguments),
                    auto=call.name in self.auto_approve, on_feedback=self.add_feedback, warm=warm,
                    next_prompt=next_prompt)
+
+
+def _uncorrected(renderer: Renderer, messages: list[Message], task: str, remind: bool) -> list[int]:
+    """The retry's prompt without the correction's words: the denied call, then a bare "Denied." (closed by
+    the task as the real denial is).  Guided against it (`retry_guidance`), the retry weighs what the
+    correction says; against the prompt before the denied call it would also weigh the denied call, which
+    the retry sees in its context and the earlier prompt does not (copying it would be amplified)."""
+    return renderer.prompt_ids([*messages, Message("user", reminded("Denied.", task, remind))])
 
 
 def _sample(backend: Backend, prompt_ids: list[int], contrast: list[int] | None, weight: float, **kw: Any) -> Sample:

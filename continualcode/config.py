@@ -80,9 +80,9 @@ class Config:
     none chosen on the dense dev scenarios (fresh tasks after a correction, in its session: 9 of 18 kept the
     rule, recap 8, whole 7); held out, 14 vs whole's 10 of 24 (bench/results/learn/fresh/)."""
     retry_guidance: float = _S.retry_guidance
-    """After a denial with a correction, the retry's tokens are chosen with this weight away from what the model
-    predicted before the correction (context-aware decoding, local backend): log p + w·(log p − log p_before).
-    0: plain sampling."""
+    """After a denial with a correction, the retry's tokens are chosen from log p + w·(log p − log p_bare), where
+    p_bare is the model's prediction with the correction's words left out (a bare "Denied."): what the correction
+    says weighs 1 + w times (context-aware decoding; local backend).  0: plain sampling."""
     speculate: bool = _S.speculate
     """While the user reads a proposal, prefill the prompt that follows its approval (local backend; for a
     read-only call with its result, read ahead of the approval and never shown unless approved)."""

@@ -150,8 +150,8 @@ class GuidedScriptedModel(ScriptedModel):
 def test_scripted_model_retry_after_a_correction_is_guided_against_the_denied_calls_prompt(
         tokenizer, tmp_path, guidance):
     """`retry_guidance`: the samples after a denial with a correction (the retry, and any re-sample of it) are
-    guided against the prompt that produced the denied call; once a call is approved, plain again, and a
-    new task starts plain.  0 (or a backend without `sample_guided`) samples plainly throughout."""
+    guided against the same prompt with a bare "Denied." in place of the correction; once a call is approved,
+    plain again, and a new task starts plain.  0 (or a backend without `sample_guided`) samples plainly."""
     write = call_text("write", path="main.py", content="x = 1\n")
     read = call_text("read", path="main.py")
     (tmp_path / "main.py").write_text("def add(a, b):\n    return a + b\n")
@@ -161,8 +161,13 @@ def test_scripted_model_retry_after_a_correction_is_guided_against_the_denied_ca
                 sampling=SamplingConfig(constrained=False, guard_rails=False, retry_guidance=guidance))
     assert s.run_task("change main.py").status == "answered"
     s.run_task("what does main.py do?")
-    denied = (model.prompts[0], guidance)
-    want = [None, denied, denied, None, None, None] if guidance else [None] * 6
+    want = [None, None, None, None, None, None]
+    if guidance:
+        bare = tokenizer.decode(model.contrasts[1][0])
+        assert bare.endswith(tokenizer.decode(model.prompts[1]).split("Denied. read it first")[1])
+        assert "Denied.\n\n(The task: change main.py)" in bare and "read it first" not in bare
+        assert model.prompts[1][: len(model.prompts[0])] == model.prompts[0]  # the retry extends the first prompt
+        want[1:3] = [(model.contrasts[1][0], guidance)] * 2
     assert model.contrasts == want
 
 
