@@ -77,7 +77,6 @@ def stop_token_ids(tok: Any) -> list[int]:
 
 
 @runtime_checkable
-@runtime_checkable
 class Guided(Protocol):
     """A backend that can sample with a contrasting context (decode.Guide): the local one."""
 
@@ -86,6 +85,7 @@ class Guided(Protocol):
                       constraint: Any = None, seed: int | None = None) -> Sample: ...
 
 
+@runtime_checkable
 class Backend(Protocol):
     """What the agent and the learner may ask of a model."""
 
