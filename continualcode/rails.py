@@ -12,7 +12,6 @@ from __future__ import annotations
 import builtins
 import io
 import re
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +32,6 @@ READ_TO_EXPLAIN = "the task asks what code does: read it before you answer"
 BREAKS_SYNTAX = "the proposed change would leave the file unable to parse as Python"
 EXAMPLE_FILE = ("the {arg} argument names {name}, the worked example's file, which this project does not have: use "
                 "the project's own files (listed above)")
-MISSING_SCRIPT = ("the command runs {name}, which is not a file of this project: run the project's own file "
-                  "(the files are listed above)")
 REJECTED_AGAIN = "the model proposed a call these rails had refused in this task again"
 UNGROUNDED = ("your answer names {names}, which no tool result of this session shows: look it up with a tool, "
               "or answer only with what the results show")
@@ -56,7 +53,6 @@ _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found 
 _A_FILE = re.compile(r"^\((\S+)" + re.escape(IS_A_FILE) + r"\)$", re.M)  # an empty grep for a file's path
 _NUMBERED = re.compile(r"^\s*\d+\t", re.M)  # a line as read shows it
 _HIT = re.compile(r"^[\w./-]+:\d+: ", re.M)  # a line as grep shows it
-_RUNNER = re.compile(r"^(python3?(\.\d+)?|pytest|bash|sh)$")  # a program whose first operand is the file it runs
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
 # what an answer asserts exists: a called name `f(`, or a file path with a common extension
 _NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cfg|toml|json|ya?ml|ini|sh|js|ts))\b")
@@ -108,33 +104,6 @@ def asks_a_question(task: str) -> bool:
 def asks_to_run_tests(task: str) -> bool:
     """Whether a task asks to run the tests."""
     return bool(_RUN_TESTS.search(task))
-
-
-def script_of(command: str) -> str | None:
-    """The file a shell command runs, when it plainly names one: `python3 x.py`, `pytest t.py::test_a`,
-    `bash x.sh`, `./x.py` (after a leading `cd . &&`).  None for anything else: a `cd` elsewhere, `-m` or
-    `-c`, a glob, no operand, an operand that is no path (`pytest -k add`: the option's value); only the
-    command's first program is looked at."""
-    command = re.sub(r"^\s*cd\s+\.\s*&&\s*", "", command)
-    if re.search(r"\bcd\b", command):
-        return None
-    try:
-        tokens = shlex.split(command)
-    except ValueError:
-        return None
-    name = None
-    if tokens and tokens[0].startswith("./"):
-        name = tokens[0]
-    elif tokens and _RUNNER.match(tokens[0]):
-        for t in tokens[1:]:
-            if t in ("-m", "-c") or not t.startswith("-"):
-                name = None if t in ("-m", "-c") else t.split("::")[0]
-                break
-    if name is None or not name.strip("./") or any(ch in name for ch in "*?[$`"):
-        return None
-    if not tokens[0].startswith("./") and not re.search(r"/|\.\w+$", name):  # an option's value (`-k name`)
-        return None
-    return name.removeprefix("./")
 
 
 def not_an_answer(text: str, question: bool) -> bool:
@@ -234,8 +203,6 @@ class Rails:
                     "from the project"
         elif self.on and (named := self._example_file(call)) is not None:
             error = EXAMPLE_FILE.format(arg=named[0], name=named[1])
-        elif self.on and (script := self._missing_script(call)) is not None:
-            error = MISSING_SCRIPT.format(name=script)
         if error is not None:  # refused; refused again when proposed again, and then sampled again, hotter
             again = key in self.rejected
             self.rejected.add(key)
@@ -266,15 +233,6 @@ class Rails:
                     if (w := w.removeprefix("./").strip(".")) in EXAMPLE_FILES and w not in self.seen:
                         return key, w
         return None
-
-    def _missing_script(self, call: ToolCall) -> str | None:
-        """The file a bash command runs when it resolves inside the workspace and is not there, else None.
-        The 0.5B model ran `python3 script.py` after the correction "run Python scripts with python3
-        (python3 script.py)": it copies a correction's example; such a command can only fail."""
-        if call.name != "bash" or (name := script_of(str(call.arguments.get("command", "")))) is None:
-            return None
-        key = self.file_key(ToolCall("read", {"path": name}))
-        return name if key and not Path(key).exists() else None
 
     def deny(self, call: ToolCall) -> None:
         self.denied.add(call.to_text())

@@ -21,16 +21,7 @@ from continualcode.agent import (
     args_diff,
 )
 from continualcode.events import AssistantText, Event, Proposal, ToolOutput
-from continualcode.rails import (
-    CHANGE_FIRST,
-    EXAMPLE_FILE,
-    LOOP_ERROR,
-    LOOP_NOTE,
-    MISSING_SCRIPT,
-    REPEAT_ERROR,
-    RUN_FIRST,
-    script_of,
-)
+from continualcode.rails import CHANGE_FIRST, EXAMPLE_FILE, LOOP_ERROR, LOOP_NOTE, REPEAT_ERROR, RUN_FIRST
 from continualcode.records import Sample, ToolCall
 from continualcode.render import Renderer
 from continualcode.tools import Workspace
@@ -493,32 +484,6 @@ def test_scripted_model_calls_naming_the_worked_examples_file_are_asked_again_un
     s, _, user, _, _ = make(tokenizer, tmp_path, [copied[0], "It printed hi."], [Approve()], guard_rails=True)
     s.run_task("run the app")
     assert [c.arguments["command"] for c, _ in user.seen] == ["bash app/hello.py"]
-
-
-@pytest.mark.parametrize(("command", "script"), [
-    ("python3 script.py", "script.py"), ("cd . && ./clean.py", "clean.py"), ("bash run.sh now", "run.sh"),
-    ("pytest tests/test_a.py::test_x -q", "tests/test_a.py"), ("pytest tests/", "tests/"),
-    ("python -m pytest x.py", None), ("python3 -c 'print(1)'", None), ("pytest -q", None),
-    ("pytest -k test_add", None), ("python3 *.py", None), ("cd sub && python3 a.py", None),
-    ("ls a.py", None), ("echo hi && python3 a.py", None), ("python3 'unclosed", None)])
-def test_script_of_names_only_a_file_the_command_plainly_runs(command, script) -> None:
-    assert script_of(command) == script
-
-
-def test_scripted_model_command_running_a_file_the_project_lacks_is_asked_again(tokenizer, tmp_path):
-    """After "run scripts with python3 (python3 script.py)" the 0.5B model ran `python3 script.py`, the
-    correction's example: a command that runs a file the workspace does not have is refused and asked
-    again; the project's own file runs, and so does a file the session has since written."""
-    copied = call_text("bash", command="python3 script.py")
-    s, _, user, _, events = make(tokenizer, tmp_path, [copied, call_text("bash", command="python3 main.py"),
-                                                       "It printed nothing."], [Approve()], guard_rails=True)
-    s.run_task("run main.py")
-    assert [c.arguments["command"] for c, _ in user.seen] == ["python3 main.py"]
-    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [MISSING_SCRIPT.format(name="script.py")]
-    (tmp_path / "script.py").write_text("print('hi')\n")
-    s, _, user, _, _ = make(tokenizer, tmp_path, [copied, "It printed hi."], [Approve()], guard_rails=True)
-    s.run_task("run script.py")
-    assert [c.arguments["command"] for c, _ in user.seen] == ["python3 script.py"]
 
 
 def test_scripted_model_may_not_answer_right_after_a_failed_call(tokenizer, tmp_path):
