@@ -167,7 +167,7 @@ class Session:
                            breaks=partial(_breaks, workspace), mend=partial(_mend, workspace))
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
-        self._contrast: list[int] | None = None  # after a correction: the retry's prompt without it (_uncorrected)
+        self._contrast: Callable[[], list[int]] | None = None  # after a correction: the retry's prompt without it
 
     def _emit(self, event: Event) -> None:
         self.on_event(event)
@@ -188,7 +188,8 @@ class Session:
         self._n_samples += 1
         s = self.sampling
         sample = _sample(  # a retry after a correction: weighed towards what the correction says
-            self.backend, prompt_ids, self._contrast, s.retry_guidance, max_tokens=s.max_tokens,
+            self.backend, prompt_ids, self._contrast if s.retry_guidance > 0 else None, s.retry_guidance,
+            max_tokens=s.max_tokens,
             temperature=s.temperature if temperature is None else temperature, top_p=s.top_p,
             stop=self.renderer.stop_ids, constraint=self._constraint(allow_text), seed=seed)
         return prompt_ids, sample, self.renderer.decode(sample.tokens)
@@ -325,7 +326,8 @@ class Session:
             if not (fix := decision.correction.strip()):
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)
-            self._contrast = _uncorrected(self.renderer, self.messages, self.rails.task, self.sampling.remind_task)
+            self._contrast = partial(_uncorrected, self.renderer, list(self.messages), self.rails.task,
+                                     self.sampling.remind_task)  # rendered only when a retry is guided
             if not turn.redirected:  # a redirected call is not what the model wrote: nothing to learn from
                 t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text, fix,
                                        tuple(self.feedback))
@@ -390,10 +392,11 @@ def _uncorrected(renderer: Renderer, messages: list[Message], task: str, remind:
     return renderer.prompt_ids([*messages, Message("user", reminded("Denied.", task, remind))])
 
 
-def _sample(backend: Backend, prompt_ids: list[int], contrast: list[int] | None, weight: float, **kw: Any) -> Sample:
+def _sample(backend: Backend, prompt_ids: list[int], contrast: Callable[[], list[int]] | None, weight: float,
+            **kw: Any) -> Sample:
     """A guided sample (`Guided`: local backend) when there is a contrast and a weight, else a plain one."""
     if contrast is not None and weight > 0 and isinstance(backend, Guided):
-        return backend.sample_guided(prompt_ids, contrast, guidance=weight, **kw)
+        return backend.sample_guided(prompt_ids, contrast(), guidance=weight, **kw)
     return backend.sample(prompt_ids, **kw)
 
 

@@ -35,7 +35,6 @@ _Q = "[\"']?"  # a key with or without its quotes
 # a tool written as a function call in prose: read("x.py", offset=1) — a plan, not an answer
 _CODE_CALL_RE = re.compile(rf"\b({_TOOLS})\(\s*[\"']")
 _FENCE_RE = re.compile(r"```[a-zA-Z]*\s*(\{.*?\})\s*```", re.S)
-_ANY_FENCE_RE = re.compile(r"```")
 _NAME_KEY_RE = re.compile(rf"{_Q}\bname\b{_Q}\s*:\s*[\"']")
 _ARGS_KEY_RE = re.compile(rf"{_Q}\b(arguments|parameters|args)\b{_Q}\s*:")
 _TOOL_VALUE_RE = re.compile(rf"{_Q}\b({'|'.join(NAME_KEYS)})\b{_Q}\s*:\s*[\"']({_TOOLS})\b")
@@ -52,12 +51,13 @@ def looks_like_call(text: str) -> bool:
     if _TOOL_VALUE_RE.search(text) or (_NAME_KEY_RE.search(text) and _ARGS_KEY_RE.search(text)):
         return True
     narrated = _NARRATED_RE.search(text)
-    return bool(narrated and _ANY_FENCE_RE.search(text, narrated.end()))
+    return bool(narrated and "```" in text[narrated.end():])
 
 
 def call_in_text(text: str, tools: Sequence[dict[str, Any]] = TOOL_SCHEMAS) -> ToolCall | None:
     """The tool call a text reply spells out instead of making (a fenced or bare object, keys quoted or
-    not, naming a known tool with valid arguments), or None."""
+    not, naming a known tool with valid arguments), or None.  `tools` says which names count (the
+    renderer may offer a subset); arguments are checked against the tool table, whose schemas those are."""
     text = text.translate(_QUOTES)
     known = {t["function"]["name"] for t in tools}
     for candidate in [*_FENCE_RE.findall(text), *_bare_objects(text)]:

@@ -142,16 +142,21 @@ def test_scripted_model_retry_after_a_correction_is_guided_against_the_denied_ca
         tokenizer, tmp_path, guidance):
     """`retry_guidance`: the samples after a denial with a correction (the retry, and any re-sample of it) are
     guided against the same prompt with a bare "Denied." in place of the correction; once a call is approved,
-    plain again, and a new task starts plain.  0 (or a backend without `sample_guided`) samples plainly."""
+    plain again, and a new task starts plain.  0 (or a backend without `sample_guided`) samples plainly and
+    never renders the contrast (one prompt rendered per sample)."""
     write = call_text("write", path="main.py", content="x = 1\n")
     read = call_text("read", path="main.py")
     (tmp_path / "main.py").write_text("def add(a, b):\n    return a + b\n")
     model = GuidedScriptedModel(tokenizer, [write, write, read, "It adds.", read, "It adds."])
     user = ScriptedUser([Deny("read it first"), Approve(), Approve()])
-    s = Session(model, Renderer(tokenizer), Workspace(tmp_path), user,  # the denied write again: sampled again
+    renderer, rendered = Renderer(tokenizer), []
+    plain_render = renderer.prompt_ids
+    renderer.prompt_ids = lambda msgs: rendered.append(len(msgs)) or plain_render(msgs)  # type: ignore[method-assign]
+    s = Session(model, renderer, Workspace(tmp_path), user,  # the denied write again: sampled again
                 sampling=SamplingConfig(constrained=False, guard_rails=False, retry_guidance=guidance))
     assert s.run_task("change main.py").status == "answered"
     s.run_task("what does main.py do?")
+    assert len(rendered) == len(model.prompts) + (2 if guidance else 0)
     want = [None, None, None, None, None, None]
     if guidance:
         bare = tokenizer.decode(model.contrasts[1][0])
