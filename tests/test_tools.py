@@ -29,6 +29,7 @@ from continualcode.tools import (
     cap_text,
     validate_args,
 )
+from continualcode.tools.base import quote
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -497,6 +498,28 @@ def test_an_empty_grep_says_where_the_pattern_matches_in_the_whole_project_or_as
     wide = ok(ws, "grep", pattern="needle", path="tests").splitlines()
     assert wide[1] == "in the whole project it matches:" and wide[2] == "m00.py:1: needle"
     assert len(wide) == 13 and wide[-1] == "… and 2 more"
+
+
+def test_an_empty_grep_tries_either_quote_and_the_definition_of_a_dotted_names_last_part(ws: Workspace) -> None:
+    """The 1.5B model grepped `pluralize\\('sheep'\\)` where the code says `pluralize("sheep")`, and
+    `Job.until` for a method written `def until`, then repeated the empty search: the wider search now tries
+    the pattern with either quote, and for a dotted name the definition of its last part."""
+    (ws.root / "pkg").mkdir()
+    (ws.root / "pkg/core.py").write_text(
+        'class Job:\n    def until(self, t):\n        return t\n\nx = pluralize("sheep")\n')
+    assert ok(ws, "grep", pattern=r"pluralize\('sheep'\)", path="pkg/core.py") == (
+        "no matches for 'pluralize\\('sheep'\\)' in pkg/core.py\n"
+        "with either quote, in the whole project it matches:\n"
+        'pkg/core.py:5: x = pluralize("sheep")')
+    assert ok(ws, "grep", pattern="pluralize('sheep')") == (
+        "no matches for 'pluralize('sheep')' in .\nwith either quote, in the whole project it matches:\n"
+        'pkg/core.py:5: x = pluralize("sheep")')
+    for dotted in ("Job.until", r"Job\.until", "pkg.core.Job.until()"):
+        assert ok(ws, "grep", pattern=dotted, path="pkg") == (
+            f"no matches for {quote(dotted)} in pkg\nthe definition of 'until', in the whole project it matches:\n"
+            "pkg/core.py:2:     def until(self, t):")
+    assert ok(ws, "grep", pattern="Job.since") == "no matches for 'Job.since' in ."  # nowhere: nothing added
+    assert ok(ws, "grep", pattern="1.2.3") == "no matches for '1.2.3' in ."  # a version is not a dotted name
 
 
 def test_grep_dollar_matches_at_the_end_of_crlf_lines(ws: Workspace) -> None:

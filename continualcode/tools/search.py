@@ -128,22 +128,39 @@ ELSEWHERE_CAP = 10  # hits shown from the widened search after an empty one
 
 
 def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed: bool) -> str:
-    """After an empty search: the hits of the same pattern in the whole project (every file), then of the
-    pattern as plain text, the first of these that finds any.  The 0.5B model grepped one wrong file (or a
-    file as `include`), or a call's text full of regex characters, and repeated the empty search until its
-    turns ran out (dev split of `bench tasks`)."""
-    tries: list[tuple[re.Pattern[str], str]] = []
+    """After an empty search: the hits of the first of these wider searches that finds any, said as such —
+    the same pattern in the whole project (every file); the pattern as plain text; with either quote
+    character where it has one; for a dotted name (`Job.until`, `Job\\.until()`), the definition of its last
+    name.  The 0.5B model grepped one wrong file (or a file as `include`), or a call's text full of regex
+    characters, and repeated the empty search until its turns ran out; the 1.5B model grepped
+    `pluralize\\('sheep'\\)` where the code says `pluralize("sheep")`, and `Job.until` for a method written
+    `def until` (`bench tasks`)."""
+    tries: list[tuple[str, str]] = []
     if narrowed:
-        tries.append((regex, "in the whole project"))
-    if re.escape(pattern).replace("\\ ", " ") != pattern:
-        tries.append((re.compile(re.escape(pattern)), "as plain text, in the whole project"))
+        tries.append((pattern, "in the whole project"))
+    plain = re.escape(pattern).replace("\\ ", " ")
+    if plain != pattern:
+        tries.append((plain, "as plain text, in the whole project"))
+    if "'" in pattern or '"' in pattern:
+        tries += [(re.sub("[\"']", "[\"']", p), "with either quote, in the whole project") for p in (pattern, plain)]
+    if dotted := _DOTTED.match(pattern.replace("\\", "")):
+        name = dotted.group(1)
+        tries.append((rf"^\s*(?:async\s+)?(?:def|class)\s+{name}\b",
+                      f"the definition of {quote(name)}, in the whole project"))
     files = _grep_files(ws, ws.root, None)[0] if tries else []
     for rx, where in tries:
-        hits, total, _ = _search(rx, files, single=False, cap=ELSEWHERE_CAP)
+        try:
+            compiled = regex if rx == pattern else re.compile(rx)
+        except re.error:
+            continue
+        hits, total, _ = _search(compiled, files, single=False, cap=ELSEWHERE_CAP)
         if hits:
             more = f"\n… and {total - ELSEWHERE_CAP} more" if total > ELSEWHERE_CAP else ""
             return f"\n{where}{FOUND_ELSEWHERE}" + "\n".join(hits) + more
     return ""
+
+
+_DOTTED = re.compile(r"^\s*(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)\s*(?:\(\))?\s*$")  # Job.until, pkg.mod.f()
 
 
 def _is_a_file(ws: Workspace, pattern: str) -> str:
