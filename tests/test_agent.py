@@ -700,6 +700,32 @@ def test_scripted_model_repeating_a_grep_for_a_files_path_reads_that_file(tokeni
     assert first.startswith("no matches for 'main.py' in .\n(main.py is a file of the project: read it to see")
 
 
+def test_scripted_model_repeating_an_empty_grep_that_showed_wider_hits_reads_the_first_python_hit(
+        tokenizer, tmp_path):
+    """The 1.5B model grepped `Job.until` in one file and repeated the empty search nine times although the
+    wider search showed where `until` is defined: proposed again, the search becomes the read of the first
+    Python file's hit, from a few lines above it (asked about like any call)."""
+    from continualcode.rails import HIT_CONTEXT
+
+    (tmp_path / "jobs.py").write_text("".join(f"x{i} = {i}\n" for i in range(20)) + "class Job:\n"
+                                      "    def until(self, t):\n        return t\n")
+    grep = call_text("grep", pattern="Job.until", path="main.py")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [grep, grep, "until(t) in jobs.py returns t."],
+                            [Approve(), Approve()], guard_rails=True)
+    assert s.run_task("what does Job.until do?").status == "answered"
+    first = next(m for m in s.messages if m.role == "tool").content
+    assert "\nthe definition of 'until', in the whole project it matches:\njobs.py:22:     def until" in first
+    assert [c.name for c, _ in user.seen] == ["grep", "read"]
+    assert user.seen[1][0].arguments == {"path": "jobs.py", "offset": 22 - HIT_CONTEXT, "limit": 400}
+    # a Python file's hit before any other; none when the search found nothing anywhere
+    from continualcode.rails import _wider_hit
+
+    wider = "no matches for 'b' in x.py\nin the whole project it matches:\nLICENSE:1: by\npkg/a.py:3: b = 1"
+    assert _wider_hit(wider) == ("pkg/a.py", 3)
+    assert _wider_hit(wider.replace("pkg/a.py:3: b = 1", "")) == ("LICENSE", 1)
+    assert _wider_hit("no matches for 'b' in x.py") is None and _wider_hit("x.py:1: b") is None
+
+
 @pytest.mark.parametrize("remind", [True, False])
 def test_scripted_model_tool_results_end_with_the_task_when_remind_task(tokenizer, tmp_path, remind):
     """Every tool result the conversation keeps (and so every prompt, the teacher's too) closes with the task
