@@ -76,9 +76,22 @@ def test_overview_maps_the_code_before_the_tests(tmp_path: Path) -> None:
     (tmp_path / "setup.py").write_text("def read_file():\n    pass\n")
     text = project_overview(Workspace(tmp_path), outline_chars=OUTLINE_CHARS)
     files, _, defs = text.partition("\n\nClasses and functions")
-    assert files.split("\n")[1:] == ["setup.py", "test_pkg.py", "pkg/__init__.py"]
+    assert files.split("\n")[1:] == ["pkg/__init__.py", "setup.py", "test_pkg.py"]
     assert defs.index("pkg/__init__.py") < defs.index("setup.py") and "1: def test_plural()" in defs
     assert "Classes and functions" not in project_overview(Workspace(tmp_path))  # the default: none
+
+
+def test_overview_lists_the_code_then_tests_and_setup_then_the_rest_each_shallowest_first(tmp_path: Path) -> None:
+    """The 0.5B model opened tasks by reading the listing's first file, LICENSE or AUTHORS.rst (root files,
+    listed before the package by depth and name): the code now comes first."""
+    for rel in ("AUTHORS.rst", "LICENSE", "setup.py", "pkg/__init__.py", "pkg/py.typed", "pkg/sub/deep.py",
+                "tests/test_a.py", "docs/conf.py", "run.sh", "web/app.ts"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x\n")
+    listed = project_overview(Workspace(tmp_path)).split("\n")[1:]
+    assert listed == ["run.sh", "pkg/__init__.py", "web/app.ts", "pkg/sub/deep.py",
+                      "setup.py", "docs/conf.py", "tests/test_a.py",
+                      "AUTHORS.rst", "LICENSE", "pkg/py.typed"]
 
 
 def test_reindent_keeps_relative_indentation() -> None:

@@ -9,7 +9,7 @@ in a temporary cache (the wheels already fetched are linked, nothing is written 
 For each path, the decode step's seconds (greedy, after the same 256-token prompt), the bytes of weights
 one step reads (llama.cpp: every tensor of the file, the embedding table as one row unless the LM head
 shares it; ours: `weight_bytes`) and the quotient by the machine's read bandwidth (`bandwidth`, measured
-once, at the same thread count).  llama.cpp runs the GGUF as shipped (Q4_K_M) and requantized to F16
+once, at the same thread count).  llama.cpp runs the GGUF as shipped (Q4_K_M for the Qwen models) and requantized to F16
 (the bytes of our bf16 path) and Q8_0 (the bytes of our int8 path).
 
     python anchor.py --model qwen2.5-coder-0.5b --threads 2 --out DIR
@@ -66,7 +66,8 @@ def requantize(src: Path, dst: Path, ftype: int, threads: int) -> Path:
 
 
 def llama_decode_s(path: Path, prompt: list[int], threads: int, repeats: int) -> dict[str, Any]:
-    """Seconds per greedy decode step of llama.cpp after `prompt` (its own perf counters), best of repeats."""
+    """Seconds per greedy decode step of llama.cpp after `prompt` (wall time of `eval` of one token and the
+    argmax of its logits, through the Python binding), best of `repeats` after one warm-up."""
     import llama_cpp
 
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
@@ -75,13 +76,12 @@ def llama_decode_s(path: Path, prompt: list[int], threads: int, repeats: int) ->
     for _ in range(repeats + 1):
         llm.reset()
         llm.eval(prompt)
-        llama_cpp.llama_perf_context_reset(llm._ctx.ctx)
         tok = int(llm.scores[llm.n_tokens - 1].argmax())
+        t0 = time.perf_counter()
         for _ in range(N_NEW):
             llm.eval([tok])
             tok = int(llm.scores[llm.n_tokens - 1].argmax())
-        perf = llama_cpp.llama_perf_context(llm._ctx.ctx)
-        per_tok.append(perf.t_eval_ms / 1e3 / max(perf.n_eval, 1))
+        per_tok.append((time.perf_counter() - t0) / N_NEW)
     del llm
     return {"decode_s_per_tok": min(per_tok[1:]), "weight_bytes": gguf_bytes(path), "file_bytes": path.stat().st_size}
 
@@ -126,7 +126,8 @@ def main() -> None:
     rows, prompt = ours(a.model, a.threads, a.repeats)
     with tempfile.TemporaryDirectory() as d:
         shipped = assemble(a.model, a.cache, Path(d))
-        rows["llama.cpp Q4_K_M (as shipped)"] = llama_decode_s(shipped, prompt, a.threads, a.repeats)
+        rows[f"llama.cpp {shipped.stem.rsplit('.', 1)[-1].rsplit('-', 1)[-1].upper()} (as shipped)"] = \
+            llama_decode_s(shipped, prompt, a.threads, a.repeats)
         for name, ftype in FTYPES.items():
             q = requantize(shipped, Path(d) / f"{name}.gguf", ftype, a.threads)
             rows[f"llama.cpp {name}"] = llama_decode_s(q, prompt, a.threads, a.repeats)
