@@ -250,6 +250,9 @@ class Rails:
             elif ok and call.name == "grep" and (hit := _wider_hit(output)) is not None:
                 self.meant[call.to_text()] = ToolCall("read", validate_args("read", {
                     "path": hit[0], "offset": max(1, hit[1] - HIT_CONTEXT)}))
+            elif ok and call.name == "grep" and output.startswith(NOTHING_FOUND[0]) and self._one_file(call):
+                # an empty search of one file, found nowhere else either: repeated, the read of that file
+                self.meant[call.to_text()] = ToolCall("read", validate_args("read", {"path": call.arguments["path"]}))
         else:  # files may have changed: a read may now show something new
             self.readonly_done.clear()
             if ok and call.name in CHANGING:
@@ -263,6 +266,11 @@ class Rails:
             self.must_read = False
         if ok and call.name in ("read", *CHANGING) and (key := self.file_key(call)):
             self.known_files.add(key)
+
+    def _one_file(self, call: ToolCall) -> bool:
+        """Whether a call's path names one existing file (a grep of a file, not of a directory)."""
+        key = self.file_key(call)
+        return bool(key) and Path(key).is_file()
 
     def _may_change(self, call: ToolCall) -> bool:
         """Calls that change nothing, and a write that creates a file, always; an edit, or a write over an

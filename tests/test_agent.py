@@ -726,6 +726,21 @@ def test_scripted_model_repeating_an_empty_grep_that_showed_wider_hits_reads_the
     assert _wider_hit("no matches for 'b' in x.py") is None and _wider_hit("x.py:1: b") is None
 
 
+def test_scripted_model_repeating_an_empty_grep_of_one_file_found_nowhere_reads_that_file(tokenizer, tmp_path):
+    """The 0.5B model grepped parse.py for the task's own words (`'name' in parse('{name}', 'bob')`), found
+    nowhere, and repeated the search until the loop rail ended the task: proposed again, an empty search of
+    one file becomes the read of that file.  A search of a directory is left to the loop rail."""
+    grep = call_text("grep", pattern="zzz", path="main.py")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [grep, grep, "add(a, b) in main.py returns a + b."],
+                            [Approve(), Approve()], guard_rails=True)
+    assert s.run_task("what does add in main.py do?").status == "answered"
+    assert [c.name for c, _ in user.seen] == ["grep", "read"] and user.seen[1][0].arguments["path"] == "main.py"
+    for path in (".", "missing.py"):
+        wide = ToolCall("grep", {"pattern": "zzz", "path": path, "include": None})
+        s.rails.ran(wide, True, f"no matches for 'zzz' in {path}")
+        assert wide.to_text() not in s.rails.meant
+
+
 @pytest.mark.parametrize("remind", [True, False])
 def test_scripted_model_tool_results_end_with_the_task_when_remind_task(tokenizer, tmp_path, remind):
     """Every tool result the conversation keeps (and so every prompt, the teacher's too) closes with the task
