@@ -65,22 +65,29 @@ def requantize(src: Path, dst: Path, ftype: int, threads: int) -> Path:
     return dst
 
 
+def last_argmax(llm: Any) -> int:
+    """The greedy next token: the argmax of the last evaluated position's logits (read in place)."""
+    import numpy as np
+
+    return int(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).argmax())
+
+
 def llama_decode_s(path: Path, prompt: list[int], threads: int, repeats: int) -> dict[str, Any]:
     """Seconds per greedy decode step of llama.cpp after `prompt` (wall time of `eval` of one token and the
     argmax of its logits, through the Python binding), best of `repeats` after one warm-up."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
                           n_batch=512, verbose=False)
     per_tok = []
     for _ in range(repeats + 1):
         llm.reset()
         llm.eval(prompt)
-        tok = int(llm.scores[llm.n_tokens - 1].argmax())
+        tok = last_argmax(llm)
         t0 = time.perf_counter()
         for _ in range(N_NEW):
             llm.eval([tok])
-            tok = int(llm.scores[llm.n_tokens - 1].argmax())
+            tok = last_argmax(llm)
         per_tok.append((time.perf_counter() - t0) / N_NEW)
     del llm
     return {"decode_s_per_tok": min(per_tok[1:]), "weight_bytes": gguf_bytes(path), "file_bytes": path.stat().st_size}
