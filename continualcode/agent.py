@@ -188,8 +188,7 @@ class Session:
         self._n_samples += 1
         s = self.sampling
         sample = _sample(  # a retry after a correction: weighed towards what the correction says
-            self.backend, prompt_ids, self._contrast if s.retry_guidance > 0 else None, s.retry_guidance,
-            max_tokens=s.max_tokens,
+            self.backend, prompt_ids, self._contrast, s.retry_guidance, max_tokens=s.max_tokens,
             temperature=s.temperature if temperature is None else temperature, top_p=s.top_p,
             stop=self.renderer.stop_ids, constraint=self._constraint(allow_text), seed=seed)
         return prompt_ids, sample, self.renderer.decode(sample.tokens)
@@ -326,8 +325,7 @@ class Session:
             if not (fix := decision.correction.strip()):
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)
-            self._contrast = partial(_uncorrected, self.renderer, list(self.messages), self.rails.task,
-                                     self.sampling.remind_task)  # rendered only when a retry is guided
+            self._contrast = partial(_uncorrected, self, [*self.messages])  # rendered when a retry is guided
             if not turn.redirected:  # a redirected call is not what the model wrote: nothing to learn from
                 t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text, fix,
                                        tuple(self.feedback))
@@ -384,12 +382,13 @@ class Session:
                    next_prompt=next_prompt)
 
 
-def _uncorrected(renderer: Renderer, messages: list[Message], task: str, remind: bool) -> list[int]:
+def _uncorrected(session: Session, messages: list[Message]) -> list[int]:
     """The retry's prompt without the correction's words: the denied call, then a bare "Denied." (closed by
     the task as the real denial is).  Guided against it (`retry_guidance`), the retry weighs what the
     correction says; against the prompt before the denied call it would also weigh the denied call, which
     the retry sees in its context and the earlier prompt does not (copying it would be amplified)."""
-    return renderer.prompt_ids([*messages, Message("user", reminded("Denied.", task, remind))])
+    denied = reminded("Denied.", session.rails.task, session.sampling.remind_task)
+    return session.renderer.prompt_ids([*messages, Message("user", denied)])
 
 
 def _sample(backend: Backend, prompt_ids: list[int], contrast: Callable[[], list[int]] | None, weight: float,
