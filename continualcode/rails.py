@@ -51,10 +51,9 @@ _RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", 
 _WORD = re.compile(r"[\w./-]+")
 _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found error names (tools/paths.py)
 _A_FILE = re.compile(r"^\((\S+)" + re.escape(IS_A_FILE) + r"\)$", re.M)  # an empty grep for a file's path
-_WIDER_HIT = re.compile(r"^([\w./-]+):(\d+): ", re.M)  # a hit of the wider search that follows an empty grep
 HIT_CONTEXT = 5  # lines above a wider hit that its read shows
 _NUMBERED = re.compile(r"^\s*\d+\t", re.M)  # a line as read shows it
-_HIT = re.compile(r"^[\w./-]+:\d+: ", re.M)  # a line as grep shows it
+_HIT = re.compile(r"^([\w./-]+):(\d+): ", re.M)  # a line as grep shows it: (file, line)
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
 # what an answer asserts exists: a called name `f(`, or a file path with a common extension
 _NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cfg|toml|json|ya?ml|ini|sh|js|ts))\b")
@@ -289,5 +288,5 @@ def _wider_hit(output: str) -> tuple[str, int] | None:
     in schedule/__init__.py nine times, and the 0.5B model an empty grep 25-33 times (`bench tasks`)."""
     if not output.startswith(NOTHING_FOUND[0]) or FOUND_ELSEWHERE not in output:
         return None
-    hits = [(m.group(1), int(m.group(2))) for m in _WIDER_HIT.finditer(output.split(FOUND_ELSEWHERE, 1)[1])]
+    hits = [(m.group(1), int(m.group(2))) for m in _HIT.finditer(output.split(FOUND_ELSEWHERE, 1)[1])]
     return next((h for h in hits if h[0].endswith(".py")), hits[0] if hits else None)

@@ -142,7 +142,8 @@ def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed:
     if plain != pattern:
         tries.append((plain, "as plain text, in the whole project"))
     if "'" in pattern or '"' in pattern:
-        tries += [(re.sub("[\"']", "[\"']", p), "with either quote, in the whole project") for p in (pattern, plain)]
+        tries += [(re.sub("[\"']", "[\"']", p), "with either quote, in the whole project")
+                  for p in dict.fromkeys((pattern, plain))]  # one search when the pattern is plain text already
     if dotted := _DOTTED.match(pattern.replace("\\", "")):
         name = dotted.group(1)
         tries.append((rf"^\s*(?:async\s+)?(?:def|class)\s+{name}\b",
