@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from continualcode.backends import attention
 from continualcode.backends.adapter import STATE_FILE, AdapterState
 from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token_ids
 from continualcode.backends.decode import Decoded, Drafter, Guide, PromptLookup, decode
@@ -126,6 +127,7 @@ class LocalBackend:
         self.int8 = decode_int8 and self.device.type == "cpu"
         if self.device.type == "cpu":
             prepare_for_decode(self.model, int8=self.int8)
+            attention.use(base)
         self._kv = PrefixStore(self._extend)
         if draft not in ("lookup", "off"):
             raise BackendError(f"unknown draft {draft!r}: use lookup or off")

@@ -52,6 +52,11 @@ def decoding() -> Any:
     return _flag(_DECODING)
 
 
+def in_decode_loop() -> bool:
+    """Whether the current forward is one of the sampler's decode steps (inside `decoding()`)."""
+    return _DECODING[0]
+
+
 def full_weights() -> Any:
     """Inside it, the int8 copies are not used (a benchmark alternates both paths in one process)."""
     return _flag(_FULL)

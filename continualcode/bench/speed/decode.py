@@ -91,9 +91,10 @@ def _decode_only(backend: Any, prompt: list[int], n: int) -> tuple[float, int]:
     return t, len(s.tokens)
 
 
-def decode_step_s(backend: Any, renderer: Any, n_new: int = 48) -> float:
-    """Seconds per greedy decode step (drafts off) after a 256-token prompt: warmed, then timed."""
-    prompt = renderer.prompt_ids(messages_of_length(renderer, 256))
+def decode_step_s(backend: Any, renderer: Any, n_new: int = 48, n_prompt: int = 256) -> float:
+    """Seconds per greedy decode step (drafts off) after a prompt of at least `n_prompt` tokens (the tool
+    schemas alone are ~1k): warmed, then timed."""
+    prompt = renderer.prompt_ids(messages_of_length(renderer, n_prompt))
     drafter, backend.drafter = backend.drafter, None
     try:
         backend.clear_cache()
@@ -116,14 +117,15 @@ def bound(backend: Any, decode_s_per_tok: float) -> dict[str, Any]:
             "threads": torch.get_num_threads()}
 
 
-def _alternating(backend: Any, renderer: Any, repeats: int, paths: dict[str, Any]) -> dict[str, float]:
+def _alternating(backend: Any, renderer: Any, repeats: int, paths: dict[str, Any],
+                 n_prompt: int = 256) -> dict[str, float]:
     """The median decode step of each path (name → a context manager factory), the paths alternating
     `repeats` times so that a change in the machine's load hits all of them."""
     times: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(repeats):
         for name, path in paths.items():
             with path():
-                times[name].append(decode_step_s(backend, renderer))
+                times[name].append(decode_step_s(backend, renderer, n_prompt=n_prompt))
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -137,6 +139,24 @@ def gemv(backend: Any, renderer: Any, repeats: int) -> dict[str, Any]:
     with full_weights():
         t = _alternating(backend, renderer, repeats, {"plain": plain, "mv": nullcontext})
     return {"plain_s_per_tok": t["plain"], "mv_s_per_tok": t["mv"], "plain_over_mv": t["plain"] / t["mv"]}
+
+
+def attention(backend: Any, renderer: Any, repeats: int, lengths: Sequence[int] = (1024, 3072)) -> dict[str, Any]:
+    """Decode steps with the grouped-query decode kernel (attention.py) against transformers' `sdpa` on the
+    same weights, alternating, after prompts of each length (full weights, one-row GEMV both ways)."""
+    from contextlib import nullcontext
+
+    from continualcode.backends.attention import sdpa_only
+    from continualcode.backends.quant import full_weights
+
+    rows = []
+    with full_weights():
+        for n in lengths:
+            t = _alternating(backend, renderer, repeats, {"sdpa": sdpa_only, "grouped": nullcontext}, n_prompt=n)
+            rows.append({"prompt_tokens": len(renderer.prompt_ids(messages_of_length(renderer, n))),
+                         "sdpa_s_per_tok": t["sdpa"], "grouped_s_per_tok": t["grouped"],
+                         "sdpa_over_grouped": t["sdpa"] / t["grouped"]})
+    return {"by_length": rows}
 
 
 def draft_prompts(file_text: str, file_name: str) -> list[tuple[str, list[Any]]]:

@@ -80,6 +80,12 @@ def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
             out.append(f"- the one-row GEMV kernel against plain `F.linear` (alternating): "
                        f"{1000 * b['mv_s_per_tok']:.0f} vs {1000 * b['plain_s_per_tok']:.0f} ms/token → "
                        f"**{b['plain_over_mv']:.2f}×**")
+    a = res.get("attention")
+    if a:
+        out += ["", "## Decode-step attention: the grouped-query kernel against `sdpa` (alternating, bf16)", "",
+                "| prompt tokens | sdpa ms/token | grouped ms/token | speedup |", "|---|---|---|---|"]
+        out += [f"| {r['prompt_tokens']} | {1000 * r['sdpa_s_per_tok']:.0f} | {1000 * r['grouped_s_per_tok']:.0f} | "
+                f"**{r['sdpa_over_grouped']:.2f}×** |" for r in a["by_length"]]
     d = res.get("drafts")
     if d:
         out += ["", "## Draft decoding (prompt lookup), greedy, same tokens checked", "",
