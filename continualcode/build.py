@@ -38,7 +38,7 @@ def build_backend(cfg: Config) -> Backend:
         cfg.model_name, lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_targets=cfg.lora_targets,
         device=cfg.device, dtype=cfg.dtype, grad_clip=cfg.grad_clip, prefix_grad=cfg.prefix_grad,
         seed=cfg.seed, threads=cfg.threads, optimizer=cfg.optimizer, draft=cfg.draft,
-        decode_int8=cfg.decode_int8,
+        decode_int8=cfg.decode_int8, native_kernels=cfg.native_kernels,
         cache=cache_path(cfg),
     )
 

@@ -54,6 +54,10 @@ class Config:
     draft: Literal["lookup", "off"] = "lookup"
     """Draft decoding (local): guess the next tokens by copying from the prompt and check them in one forward;
     the same tokens as plain decoding, fewer passes over the weights when the guesses hold."""
+    native_kernels: bool = True
+    """CPU: decode steps compute the frozen weights' products with a small C kernel (backends/gemv.c, built
+    once with the system's C compiler: ~2x faster than torch's one-row kernels here); without a compiler,
+    or with false, torch's kernels.  The same products, fp32 accumulation.  Ignored on GPU."""
     decode_int8: bool = True
     """CPU: one-token decode steps read an int8 copy of the frozen weights (half the bytes; 2.4x faster decode,
     KL 0.002 nats to bf16); prefill, scoring and training keep the full weights, so learning sees the same
@@ -242,6 +246,7 @@ CHECKS: dict[str, Check] = {
                              "all-linear or comma-separated module names"),
     "draft": _any,
     "decode_int8": _any,
+    "native_kernels": _any,
     "cache_dir": _text,
     "temperature": _number(0, 10),
     "top_p": _number(0, 1, lo_open=True),

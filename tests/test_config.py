@@ -33,6 +33,7 @@ BAD: dict[str, list[str]] = {
     "lora_targets": ["", "1bad", "q_proj,,v_proj"],
     "draft": ["medusa"],
     "decode_int8": ["int4"],
+    "native_kernels": ["maybe"],
     "cache_dir": ["cache\x00dir"],
     "temperature": ["nan", "inf", "-inf", "-0.1", "11"],
     "top_p": ["0", "1.5", "nan"],

@@ -560,8 +560,13 @@ def test_draft_decoding_keeps_the_tokens_and_logprobs(backend, renderer, tempera
 def test_one_row_gemv_decode_steps_keep_the_distribution(cache_dir, monkeypatch):
     """Without int8, a one-token step in the decode loop takes `torch.mv` on the same bf16 weights: the
     logits agree with `F.linear`'s to bf16 rounding, greedy sampling picks the same tokens with the same
-    logprobs (within bf16 noise), and scoring never takes it."""
+    logprobs (within bf16 noise), and scoring never takes it.  (torch's kernels: the native ones, where
+    they are built, replace `torch.mv`; test_native.py.)"""
+    from continualcode.backends import attention, quant
     from continualcode.backends.quant import decoding, full_weights, plain
+
+    monkeypatch.setattr(quant, "_TORCH", [True])  # as inside `quant.torch_kernels()`, for the whole test
+    monkeypatch.setattr(attention, "_SDPA", [True])  # and `attention.sdpa_only()`: only the GEMV differs
 
     b = LocalBackend("smollm2-135m", dtype="bf16", cache=cache_dir, seed=0, warmup=False, threads=1)
     b.drafter = None  # one token per decode step

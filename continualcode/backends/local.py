@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from continualcode.backends import attention
+from continualcode.backends import attention, native
 from continualcode.backends.adapter import STATE_FILE, AdapterState
 from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token_ids
 from continualcode.backends.decode import Decoded, Drafter, Guide, PromptLookup, decode
@@ -44,6 +44,7 @@ from continualcode.backends.loading import load_base
 from continualcode.backends.quant import decoding, prepare_for_decode
 from continualcode.backends.train import optimizer_step
 from continualcode.learn.types import LearnConfig, LossSpec, Scores, StepResult, TrainExample
+from continualcode.models import cache_root
 from continualcode.records import Sample
 
 WARM_CHUNK = 256  # tokens per forward of a speculative prefill: how long a cancel may wait
@@ -97,6 +98,7 @@ class LocalBackend:
         optimizer: str = "adamw",
         draft: str = "lookup",
         decode_int8: bool = False,
+        native_kernels: bool = True,
         warmup: bool = True,
         cache: Path | None = None,
     ) -> None:
@@ -128,6 +130,10 @@ class LocalBackend:
         if self.device.type == "cpu":
             prepare_for_decode(self.model, int8=self.int8)
             attention.use(base)
+            if native_kernels:
+                native.load(cache or cache_root())
+            else:
+                native.disable("native_kernels=false")
         self._kv = PrefixStore(self._extend)
         if draft not in ("lookup", "off"):
             raise BackendError(f"unknown draft {draft!r}: use lookup or off")

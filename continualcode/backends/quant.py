@@ -31,10 +31,13 @@ from typing import Any
 
 import torch
 
+from continualcode.backends import native
+
 MAX_ROWS = 2  # at most this many tokens in a forward take the int8 path
 _FULL = [False]  # set inside `full_weights()`: no forward takes the int8 copies
 _PLAIN = [False]  # set inside `plain()`: every forward is `F.linear`
 _DECODING = [False]  # set inside `decoding()`: small no-grad forwards may take the decode kernels
+_TORCH = [False]  # set inside `torch_kernels()`: the decode kernels are torch's, never the native ones
 
 
 @contextmanager
@@ -53,8 +56,8 @@ def decoding() -> Any:
 
 
 def in_decode_loop() -> bool:
-    """Whether the current forward is one of the sampler's decode steps (inside `decoding()`)."""
-    return _DECODING[0]
+    """Whether the current forward is one of the sampler's decode steps (inside `decoding()`, not `plain()`)."""
+    return _DECODING[0] and not _PLAIN[0]
 
 
 def full_weights() -> Any:
@@ -62,8 +65,14 @@ def full_weights() -> Any:
     return _flag(_FULL)
 
 
+def torch_kernels() -> Any:
+    """Inside it, the decode steps take torch's kernels even where the native ones are loaded (native.py)."""
+    return _flag(_TORCH)
+
+
 def plain() -> Any:
-    """Inside it, every forward is `F.linear` on the full weights (the benchmark's reference path)."""
+    """Inside it, every forward is `F.linear` on the full weights and transformers' attention (the benchmark's
+    reference path)."""
     return _flag(_PLAIN)
 
 
@@ -79,6 +88,7 @@ class DecodeLinear(torch.nn.Module):
         self.scale: torch.Tensor | None
         self.register_buffer("w8", None, persistent=False)
         self.register_buffer("scale", None, persistent=False)
+        self.register_buffer("scale32", None, persistent=False)  # the same (bf16-rounded) scales, fp32: native
 
     def add_int8(self) -> None:
         """Give this layer its int8 copy (one scale per output row), unless it has one."""
@@ -88,6 +98,7 @@ class DecodeLinear(torch.nn.Module):
         scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0
         self.w8 = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8).contiguous()
         self.scale = scale.to(torch.bfloat16)
+        self.scale32 = self.scale.float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
@@ -99,8 +110,14 @@ class DecodeLinear(torch.nn.Module):
             # 1.4 s a call, in every prefill, score and training forward; 2-D: 22 ms, the same numbers).
             return torch.nn.functional.linear(x.reshape(rows, -1), self.weight, self.bias).reshape(
                 *x.shape[:-1], self.out_features)
+        k = None if _TORCH[0] else native.kernels()
         if self.w8 is not None and self.scale is not None and not _FULL[0]:
-            y = torch.ops.aten._weight_int8pack_mm(x.reshape(rows, -1).to(torch.bfloat16), self.w8, self.scale)
+            if k is not None and self.scale32 is not None:
+                y = k.int8(self.w8, self.scale32, x.reshape(rows, -1))
+            else:
+                y = torch.ops.aten._weight_int8pack_mm(x.reshape(rows, -1).to(torch.bfloat16), self.w8, self.scale)
+        elif k is not None and self.weight.dtype == torch.bfloat16 and self.weight.is_contiguous():
+            y = k.bf16(self.weight, x.reshape(rows, -1).to(torch.bfloat16))
         elif rows == 1:
             y = torch.mv(self.weight, x.reshape(-1).to(self.weight.dtype)).unsqueeze(0)
         else:

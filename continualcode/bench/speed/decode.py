@@ -130,15 +130,22 @@ def _alternating(backend: Any, renderer: Any, repeats: int, paths: dict[str, Any
 
 
 def gemv(backend: Any, renderer: Any, repeats: int) -> dict[str, Any]:
-    """Decode steps with the one-row GEMV kernel against plain `F.linear` on the same weights (quant.py),
-    alternating."""
+    """Decode steps on the same bf16 weights, alternating: plain `F.linear`, torch's one-row GEMV
+    (`torch.mv`) and, where built, the native kernels (quant.py, native.py); sdpa attention for all three."""
     from contextlib import nullcontext
 
-    from continualcode.backends.quant import full_weights, plain
+    from continualcode.backends import native
+    from continualcode.backends.attention import sdpa_only
+    from continualcode.backends.quant import full_weights, plain, torch_kernels
 
-    with full_weights():
-        t = _alternating(backend, renderer, repeats, {"plain": plain, "mv": nullcontext})
-    return {"plain_s_per_tok": t["plain"], "mv_s_per_tok": t["mv"], "plain_over_mv": t["plain"] / t["mv"]}
+    paths = {"plain": plain, "mv": torch_kernels, **({"native": nullcontext} if native.kernels() else {})}
+    with full_weights(), sdpa_only():
+        t = _alternating(backend, renderer, repeats, paths)
+    out = {"plain_s_per_tok": t["plain"], "mv_s_per_tok": t["mv"], "plain_over_mv": t["plain"] / t["mv"],
+           "native": native.why_not() or "built"}
+    if "native" in t:
+        out |= {"native_s_per_tok": t["native"], "mv_over_native": t["mv"] / t["native"]}
+    return out
 
 
 def attention(backend: Any, renderer: Any, repeats: int, lengths: Sequence[int] = (1024, 3072)) -> dict[str, Any]:

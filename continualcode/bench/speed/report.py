@@ -80,6 +80,12 @@ def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
             out.append(f"- the one-row GEMV kernel against plain `F.linear` (alternating): "
                        f"{1000 * b['mv_s_per_tok']:.0f} vs {1000 * b['plain_s_per_tok']:.0f} ms/token → "
                        f"**{b['plain_over_mv']:.2f}×**")
+        if "mv_over_native" in b:
+            out.append(f"- the native kernels (backends/gemv.c) against `torch.mv` (alternating): "
+                       f"{1000 * b['native_s_per_tok']:.0f} vs {1000 * b['mv_s_per_tok']:.0f} ms/token → "
+                       f"**{b['mv_over_native']:.2f}×**")
+        elif "native" in b:
+            out.append(f"- native kernels not used: {b['native']}")
     a = res.get("attention")
     if a:
         out += ["", "## Decode-step attention: the grouped-query kernel against `sdpa` (alternating, bf16)", "",

@@ -1,0 +1,81 @@
+/* The decode steps' weight products on CPU (continualcode/backends/native.py compiles and loads this).
+
+   y[r, n] = scale[n] * sum_k W[n, k] * x[r, k]   (no scale for bf16), for a few rows r of x,
+   W row-major [N, K] as bf16 (uint16) or int8, x fp32 [R, K], y fp32 [R, N], fp32 accumulation.
+
+   Why C: torch's kernels for one row (torch.mv, F.linear's matrix kernel, _weight_int8pack_mm) read
+   weights that do not fit in cache at ~10-15 GB/s on the 2-core machine this was written on; this
+   loop reads them at ~25 GB/s.  The rows of W are split over the OpenMP threads (torch's own runtime:
+   the library needs libgomp.so.1, which torch has loaded first); each row of W is read once from
+   memory and stays in L1 for the R rows of x.  With AVX-512, four vector accumulators per dot
+   product (the FMA latency, not the loads, limits one); otherwise the compiler vectorizes the loops. */
+#include <stdint.h>
+#include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
+
+static inline float bf16_to_f32(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+#ifdef __AVX512F__
+static inline __m512 load_bf16(const uint16_t *w) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)w)), 16));
+}
+#endif
+
+static inline float dot_bf16(const uint16_t *w, const float *x, int64_t K) {
+  int64_t k = 0;
+  float acc = 0.f;
+#ifdef __AVX512F__
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (; k + 64 <= K; k += 64) {
+    a0 = _mm512_fmadd_ps(load_bf16(w + k), _mm512_loadu_ps(x + k), a0);
+    a1 = _mm512_fmadd_ps(load_bf16(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
+    a2 = _mm512_fmadd_ps(load_bf16(w + k + 32), _mm512_loadu_ps(x + k + 32), a2);
+    a3 = _mm512_fmadd_ps(load_bf16(w + k + 48), _mm512_loadu_ps(x + k + 48), a3);
+  }
+  acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+#endif
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = k; j < K; j++) acc += bf16_to_f32(w[j]) * x[j];
+  return acc;
+}
+
+static inline float dot_int8(const int8_t *w, const float *x, int64_t K) {
+  int64_t k = 0;
+  float acc = 0.f;
+#ifdef __AVX512F__
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (; k + 64 <= K; k += 64) {
+    __m512i b = _mm512_loadu_si512((const void *)(w + k));
+    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(b))), _mm512_loadu_ps(x + k), a0);
+    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(b, 1))),
+                         _mm512_loadu_ps(x + k + 16), a1);
+    a2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(b, 2))),
+                         _mm512_loadu_ps(x + k + 32), a2);
+    a3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(b, 3))),
+                         _mm512_loadu_ps(x + k + 48), a3);
+  }
+  acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+#endif
+#pragma omp simd reduction(+ : acc)
+  for (int64_t j = k; j < K; j++) acc += (float)w[j] * x[j];
+  return acc;
+}
+
+void cc_gemv_bf16(const uint16_t *W, const float *x, float *y, int64_t R, int64_t N, int64_t K) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t r = 0; r < R; r++) y[r * N + n] = dot_bf16(W + n * K, x + r * K, K);
+}
+
+void cc_gemv_int8(const int8_t *W, const float *scale, const float *x, float *y, int64_t R, int64_t N, int64_t K) {
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t r = 0; r < R; r++) y[r * N + n] = dot_int8(W + n * K, x + r * K, K) * scale[n];
+}
