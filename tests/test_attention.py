@@ -70,9 +70,10 @@ def test_it_runs_only_for_no_grad_decode_steps(monkeypatch):
     class Module:
         num_key_value_groups = 2
 
-    def call(rows: int) -> str:
+    def call(rows: int, mask: bool = False) -> str:
         q, kv = torch.zeros(1, 4, rows, 8), torch.zeros(1, 2, 20, 8)
-        attention._forward(Module(), q, kv, kv, None, scaling=0.1)
+        attention._forward(Module(), q, kv, kv, torch.ones(1, 1, rows, 20, dtype=torch.bool) if mask else None,
+                           scaling=0.1)
         return used.pop()
 
     with torch.no_grad():
@@ -81,8 +82,9 @@ def test_it_runs_only_for_no_grad_decode_steps(monkeypatch):
             assert call(1) == "grouped"
             with quant.plain():  # the benchmark's reference path
                 assert call(1) == "sdpa"
-            assert call(attention.MAX_QUERY_ROWS) == "grouped"
-            assert call(attention.MAX_QUERY_ROWS + 1) == "sdpa"  # a prefill-sized forward
+            assert call(attention.MAX_QUERY_ROWS, mask=True) == "grouped"  # a drafted run, with its causal mask
+            assert call(attention.MAX_QUERY_ROWS + 1, mask=True) == "sdpa"  # a prefill-sized forward
+            assert call(3) == "sdpa"  # several rows and no mask: a cache-less prefill, causal in sdpa
             with sdpa_only():
                 assert call(1) == "sdpa"
     with decoding(), torch.enable_grad():

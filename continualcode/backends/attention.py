@@ -14,7 +14,8 @@ function as the flash kernel (which also accumulates in float32), so tokens and 
 agree to bf16 rounding (test: identical greedy tokens, logits within bf16 noise).
 
 Where: only inside `quant.decoding()` (the sampler's decode loop), without grad, on CPU, for at most
-`MAX_QUERY_ROWS` query rows (a decode step, a short drafted run).  Every other forward — prefill,
+`MAX_QUERY_ROWS` query rows (a decode step, a short drafted run), and for more than one row only with a
+mask (several rows without one are a cache-less prefill, which sdpa runs causally).  Every other forward — prefill,
 scoring, every forward with grad, and every model on another device — goes to transformers' `sdpa`
 unchanged.  `use(model)` registers the kernel with transformers' attention interface and selects it.
 """
@@ -70,7 +71,8 @@ def _forward(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.T
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if (quant.in_decode_loop() and not _SDPA[0] and not torch.is_grad_enabled() and query.device.type == "cpu"
-            and query.shape[2] <= MAX_QUERY_ROWS and dropout == 0.0 and kwargs.get("softcap") is None
+            and query.shape[2] <= MAX_QUERY_ROWS and (attention_mask is not None or query.shape[2] == 1)
+            and dropout == 0.0 and kwargs.get("softcap") is None
             and kwargs.get("position_bias") is None and query.shape[1] % key.shape[1] == 0):
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         return grouped_attention(query, key, value, attention_mask, scale), None

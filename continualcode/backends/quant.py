@@ -7,10 +7,12 @@ it; every other forward is `F.linear` on the original weight (its input as rows:
 prefill, a drafted run, scoring, every forward with grad, and every forward outside the decode loop
 whatever its size (a KV-prefix extension of one token during scoring too).
 
-- **One-row GEMV** (always on CPU): `F.linear` of one row in bf16 goes through a matrix-matrix kernel
-  that reads the weights at ~70% of the bandwidth `torch.mv` reaches (bench speed, `plain_over_mv`);
-  a one-token step takes `torch.mv` on the same weights instead (fp32 accumulation, the same result to
-  bf16 rounding).
+- **Native kernels** (native.py, where they are built): a step of one or two tokens takes the C loop of
+  `gemv.c` on the same bf16 weights or int8 copies (fp32 accumulation; bench speed, `mv_over_native`).
+- **One-row GEMV** (without the native kernels, or inside `torch_kernels()`): `F.linear` of one row in
+  bf16 goes through a matrix-matrix kernel that read the weights at ~70% of the bandwidth `torch.mv`
+  reached on one host (bench speed, `plain_over_mv`; 0.9× of it on another); a one-token step takes
+  `torch.mv` on the same weights instead (fp32 accumulation, the same result to bf16 rounding).
 - **int8** (`decode_int8`): an int8 copy of the weight with one scale per output row, used by
   `torch.ops.aten._weight_int8pack_mm` for steps of one or two tokens: half the bytes.  Memory: the
   copies add half of the bf16 weights.
