@@ -130,10 +130,7 @@ class LocalBackend:
         if self.device.type == "cpu":
             prepare_for_decode(self.model, int8=self.int8)
             attention.use(base)
-            if native_kernels:
-                native.load(cache or cache_root())
-            else:
-                native.disable("native_kernels=false")
+            native.load(cache or cache_root(), enabled=native_kernels)
         self._kv = PrefixStore(self._extend)
         if draft not in ("lookup", "off"):
             raise BackendError(f"unknown draft {draft!r}: use lookup or off")

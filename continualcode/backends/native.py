@@ -76,13 +76,11 @@ def why_not() -> str:
     return "" if _STATE["lib"] is not None else str(_STATE["why_not"])
 
 
-def disable(reason: str) -> None:
-    """Stop using the kernels (the config's `native_kernels=false`)."""
-    _STATE.update(lib=None, why_not=reason)
-
-
-def load(cache: Path) -> Kernels | None:
-    """Build (once) and load the library under `cache`/kernels, self-checked; None where that fails."""
+def load(cache: Path, *, enabled: bool = True) -> Kernels | None:
+    """Build (once) and load the library under `cache`/kernels, self-checked; None where that fails, and
+    None (the kernels unloaded) when not `enabled` (the config's `native_kernels=false`)."""
+    if not enabled:
+        return _fail("native_kernels=false")
     if _STATE["lib"] is not None:
         return _STATE["lib"]
     try:
