@@ -254,7 +254,8 @@ def int8(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], 
             for _, msgs in prompts:
                 ids = renderer.prompt_ids(msgs)
                 out = backend.model(input_ids=torch.tensor([ids[:-1]]), use_cache=True, logits_to_keep=1)
-                last = backend.model(input_ids=torch.tensor([ids[-1:]]), past_key_values=out.past_key_values)
+                kw = backend._cache_kw  # transformers 5.x: `cache`, earlier `past_key_values`
+                last = backend.model(input_ids=torch.tensor([ids[-1:]]), **{kw: getattr(out, kw)})
                 out_d.append(torch.log_softmax(last.logits[0, -1].float(), -1))
         return out_d
 
