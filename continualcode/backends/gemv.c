@@ -23,8 +23,13 @@ static inline float bf16_to_f32(uint16_t h) {
 }
 
 #ifdef __AVX512F__
+/* 16 weights as fp32 */
 static inline __m512 load_bf16(const uint16_t *w) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)w)), 16));
+}
+
+static inline __m512 load_int8(const int8_t *w) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)w)));
 }
 #endif
 
@@ -52,14 +57,10 @@ static inline float dot_int8(const int8_t *w, const float *x, int64_t K) {
 #ifdef __AVX512F__
   __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   for (; k + 64 <= K; k += 64) {
-    __m512i b = _mm512_loadu_si512((const void *)(w + k));
-    a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_castsi512_si128(b))), _mm512_loadu_ps(x + k), a0);
-    a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(b, 1))),
-                         _mm512_loadu_ps(x + k + 16), a1);
-    a2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(b, 2))),
-                         _mm512_loadu_ps(x + k + 32), a2);
-    a3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(b, 3))),
-                         _mm512_loadu_ps(x + k + 48), a3);
+    a0 = _mm512_fmadd_ps(load_int8(w + k), _mm512_loadu_ps(x + k), a0);
+    a1 = _mm512_fmadd_ps(load_int8(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
+    a2 = _mm512_fmadd_ps(load_int8(w + k + 32), _mm512_loadu_ps(x + k + 32), a2);
+    a3 = _mm512_fmadd_ps(load_int8(w + k + 48), _mm512_loadu_ps(x + k + 48), a3);
   }
   acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 #endif
