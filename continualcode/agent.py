@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any, Literal
 
 from continualcode.backends.base import Backend, Guided
-from continualcode.context import ERROR_PREFIX, project_overview, task_meta
+from continualcode.context import ERROR_PREFIX, project_overview, relevant_code, task_meta
 from continualcode.decide import Abort, Approve, Approver, Decision, Deny, Edit, Feedback, ask
 from continualcode.events import (
     AssistantText,
@@ -45,6 +45,7 @@ from continualcode.events import (
 from continualcode.rails import LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails
 from continualcode.records import FRESH, Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer
+from continualcode.retrieve import HEAD as RETRIEVED
 from continualcode.speculate import Warmable
 from continualcode.textcall import call_in_text, looks_like_call
 from continualcode.tools import Workspace
@@ -65,6 +66,7 @@ class SamplingConfig:
     max_repeats: int = 2  # re-samples of a call the user denied in the task, or of a repeated read-only call
     guard_rails: bool = True  # rails.py: act before answering a change or test-run task; read before changing
     repo_map: int = 0  # characters of the classes-and-functions map in the first task's overview (0: none)
+    retrieve: int = 0  # characters of the code matching the task's words shown with the listing (retrieve.py)
     remind_task: bool = True  # each tool result and denial ends with the task it serves (TASK_REMINDER)
     speculate: bool = True  # prefill the next prompt while the user reads a proposal (speculate.py)
     earlier_tasks: str = "none"  # what a new task sees of the session's earlier ones: whole, recap or none
@@ -270,11 +272,12 @@ class Session:
         first task, and one that starts a fresh context (`earlier_tasks`), opens with the project's files now."""
         self._emit(UserTask(task))
         meta = task_meta(self.messages, self.sampling.earlier_tasks, self.notes())
-        if (not self.messages or FRESH in meta) and self.overview and (
-                listing := project_overview(self.workspace, outline_chars=self.sampling.repo_map)):
+        if (not self.messages or FRESH in meta) and self.overview and (listing := "\n\n".join(filter(None, (
+                project_overview(self.workspace, outline_chars=self.sampling.repo_map),
+                relevant_code(self.workspace, task, self.sampling.retrieve))))):
             self._add(Message("system", listing))
         self._add(Message("user", task, meta=meta))
-        self.rails.start_task(task)
+        self.rails.start_task(task, code_shown=len(self.messages) > 1 and RETRIEVED in self.messages[-2].content)
         t, self._contrast = _TaskState(TaskResult(status="max_turns")), None
         while t.turn < self.sampling.max_turns:
             context = tuple(self.messages)

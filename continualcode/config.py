@@ -75,6 +75,9 @@ class Config:
     repo_map: int = _S.repo_map
     """Characters of the map of the project's classes and functions (line, arguments, docstring) put in the first
     task's overview; 0: the file listing only (the 0.5B model found the right file less often with it)."""
+    retrieve: int = _S.retrieve
+    """Characters of the project's code that matches the task's words (its best few functions, numbered as read shows
+    them), shown with the file listing before the model's first call; 0: none (retrieve.py)."""
     remind_task: bool = _S.remind_task
     """End every tool result the model sees with the task it serves (a small model loses the task after a result)."""
     earlier_tasks: str = _S.earlier_tasks
@@ -253,6 +256,7 @@ CHECKS: dict[str, Check] = {
     "max_tokens": _number(8, 32768),
     "max_turns": _number(1, 1000),
     "repo_map": _number(0, 100_000),
+    "retrieve": _number(0, 100_000),
     "remind_task": _any,
     "earlier_tasks": _one_of("whole", "recap", "none"),
     "retry_guidance": _number(0, 10),

@@ -177,6 +177,38 @@ def _is_secondary(rel: str) -> bool:
             or any(p in ("tests", "test", "docs", "doc", "examples") for p in parts))
 
 
+RETRIEVE_FILES = 400
+
+
+def relevant_code(workspace: Any, task: str, budget: int) -> str:
+    """The project's code that matches the task's words (`retrieve.py`) in `budget` characters; "" for none.
+    Source files only (CODE_SUFFIXES), at most RETRIEVE_FILES of them, none over OUTLINE_FILE_BYTES."""
+    from continualcode.retrieve import python_chunks, relevant, window_chunks
+    from continualcode.tools.paths import WalkBudget
+
+    if budget <= 0:
+        return ""
+    chunks: list[Any] = []
+    n = 0
+    try:
+        for rel, parts, real in workspace.walk_files(workspace.root, lambda below: not below[-1].startswith(".")):
+            if not rel.endswith(CODE_SUFFIXES) or any(p.startswith(".") for p in parts):
+                continue
+            try:
+                if real.stat().st_size > OUTLINE_FILE_BYTES:
+                    continue
+                source = real.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            chunks += (python_chunks if rel.endswith(".py") else window_chunks)(rel, source, _is_secondary(rel))
+            n += 1
+            if n >= RETRIEVE_FILES:
+                break
+    except WalkBudget:
+        pass
+    return relevant(task, chunks, budget)
+
+
 def _outline(workspace: Any, files: list[str], budget: int) -> str:
     from continualcode.outline import definitions, render
 

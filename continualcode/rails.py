@@ -141,11 +141,13 @@ class Rails:
     meant: dict[str, ToolCall] = field(default_factory=dict)  # read-only call -> what its result said was meant
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
 
-    def start_task(self, task: str) -> None:
+    def start_task(self, task: str, code_shown: bool = False) -> None:
+        """A new task's demands; with `code_shown` (the code matching its words was put before it: retrieve.py)
+        an explanation may come without a read."""
         self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, set(), {}, set(), {}
         self.must_change = self.on and asks_for_change(task)
         self.must_run = self.on and asks_to_run_tests(task)
-        self.must_read = self.on and asks_to_explain(task)
+        self.must_read = self.on and asks_to_explain(task) and not code_shown
 
     def allow_text(self, last: Message | None) -> bool:
         """Text is allowed after a tool result that worked and found something (not after a search with

@@ -40,6 +40,7 @@ BAD: dict[str, list[str]] = {
     "max_tokens": ["0", "4", "100000"],
     "max_turns": ["0", "-1"],
     "repo_map": ["-1", "1e9"],
+    "retrieve": ["-5", "1e9"],
     "remind_task": ["perhaps"],
     "earlier_tasks": ["some", "all"],
     "retry_guidance": ["-1", "11", "x"],
