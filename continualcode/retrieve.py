@@ -67,9 +67,9 @@ def words(text: str) -> list[str]:
     out = []
     for ident in _IDENT.findall(text.replace("_", " ")):
         for part in _PARTS.findall(ident) or [ident]:
-            w = part.lower()[:STEM]
+            w = part.lower()
             if len(w) > 1 and w not in _FILLER:
-                out.append(w)
+                out.append(w[:STEM])
     return out
 
 

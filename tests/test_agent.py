@@ -87,7 +87,8 @@ def make(tokenizer, tmp_path, replies, decisions, **kw):
                                         remind_task=kw.pop("remind_task", True),
                                         speculate=kw.pop("speculate", True),
                                         max_malformed=kw.pop("max_malformed", 3),
-                                        earlier_tasks=kw.pop("earlier_tasks", "whole")),
+                                        earlier_tasks=kw.pop("earlier_tasks", "whole"),
+                                        retrieve=kw.pop("retrieve", 0)),
                 on_event=events.append, **kw)
     return s, model, user, learner, events
 
@@ -601,6 +602,24 @@ def test_scripted_model_must_read_the_code_it_explains(tokenizer, tmp_path):
     asked = spy_allow_text(s)
     assert s.run_task("what does add do?").status == "answered"
     assert asked == [False, False, True]  # not after the grep alone: after the read
+
+
+def test_scripted_model_with_the_task_s_code_shown_may_explain_after_any_call(tokenizer, tmp_path):
+    """With `retrieve` on, the first prompt holds the definition the task names, numbered as read shows it,
+    after the file listing; an explanation may then follow a grep (no read owed).  Off: the listing alone."""
+    from continualcode.retrieve import HEAD
+
+    replies = [call_text("grep", pattern="def add"), "add(a, b) in main.py returns a + b."]
+    s, model, _, _, _ = make(tokenizer, tmp_path, replies, [Approve()], guard_rails=True, retrieve=2000)
+    asked = spy_allow_text(s)
+    assert s.run_task("what does add do?").status == "answered"
+    assert asked == [False, True]
+    first = tokenizer.decode(model.prompts[0])
+    assert f"main.py\n\n{HEAD}\nmain.py, lines 1-2:\n     1\tdef add(a, b):\n     2\t    return a + b" in first
+    s, model, _, _, _ = make(tokenizer, tmp_path, [call_text("grep", pattern="def add")], [Approve()],
+                             guard_rails=True, max_turns=1)
+    s.run_task("what does add do?")
+    assert HEAD not in tokenizer.decode(model.prompts[0])
 
 
 def test_ungrounded_names_are_what_no_result_showed() -> None:

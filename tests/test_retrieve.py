@@ -1,0 +1,122 @@
+"""retrieve.py: chunks, words, ranking and the shown text, on hand-made sources (pure: no model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from continualcode.context import relevant_code
+from continualcode.retrieve import (
+    CHUNK_LINES,
+    HEAD,
+    WINDOW,
+    Chunk,
+    python_chunks,
+    rank,
+    relevant,
+    window_chunks,
+    words,
+)
+from continualcode.tools import Workspace
+
+SOURCE = '''"""A module."""
+import re
+from os import path
+
+LIMIT = 10
+
+
+@cache
+def pluralize(word):
+    """The plural of a word."""
+    return word + "s"
+
+
+class Scheduler:
+    """Runs jobs."""
+    interval = 1
+
+    def run_pending(self):
+        return [j for j in self.jobs]
+'''
+
+
+def test_words_split_identifiers_stem_and_drop_filler() -> None:
+    assert words("Which function converts DeviceType to device_type?") == ["conver", "device", "type", "device", "type"]
+    assert words("pluralize('sheep') and plurals") == ["plural", "sheep", "plural"]
+    assert words("HTTPServer x 42") == ["http", "server", "42"]  # one-letter words dropped
+
+
+def test_python_chunks_are_definitions_class_heads_and_statements() -> None:
+    chunks = python_chunks("m.py", SOURCE)
+    got = [(c.name, c.start, c.start + len(c.lines) - 1) for c in chunks]
+    # the module docstring is a statement; imports are left out; a decorator opens its function's chunk;
+    # a class's head ends before its first method
+    assert got == [("", 1, 1), ("LIMIT", 5, 5), ("pluralize", 8, 11), ("Scheduler", 14, 17),
+                   ("Scheduler.run_pending", 18, 19)]
+    assert chunks[2].lines[0] == "@cache" and chunks[4].lines[-1].endswith("self.jobs]")
+
+
+def test_unparsable_python_and_other_sources_are_cut_into_windows() -> None:
+    text = "\n".join(f"line {i}" for i in range(1, WINDOW + 6))
+    for chunks in (python_chunks("bad.py", "def (:\n" + text), window_chunks("a.js", text)):
+        assert [c.start for c in chunks] == [1, WINDOW + 1] and all(c.name == "" for c in chunks)
+    assert window_chunks("a.js", text, secondary=True)[0].secondary
+
+
+def test_rank_prefers_the_name_the_task_writes_and_code_over_tests() -> None:
+    ordinal = Chunk("inf.py", 1, ("def ordinal(number):", "    '''The suffix for an ordinal number.'''",
+                                  "    return 'th'  # ordinal ordinal"), "ordinal")
+    ordinalize = Chunk("inf.py", 5, ("def ordinalize(number):", "    return str(number) + ordinal(number)"),
+                       "ordinalize")
+    assert [c.name for _, c in rank("ordinalize(13) returns '13rd'", [ordinal, ordinalize])] == \
+        ["ordinalize", "ordinal"]
+    # the same lines in a test file weigh half
+    code = Chunk("pkg/x.py", 1, ("def humanize(w):", "    return w"), "humanize")
+    test = Chunk("tests/test_x.py", 1, code.lines, "humanize", secondary=True)
+    (s_test, c1), (s_code, c2) = sorted(rank("what does humanize do?", [test, code]), key=lambda r: r[0])
+    assert (c1, c2) == (test, code) and abs(s_test - s_code / 2) < 1e-9
+    assert rank("nothing in common", [code]) == [] and rank("", [code]) == []
+
+
+def test_rank_scores_are_bm25_plus_the_name_weighted() -> None:
+    """Two chunks, the query word in one of them once: idf = ln(1 + (2 - 1 + .5) / (1 + .5)) = ln 2; the chunk
+    is 2 words long as the average is 1.5 (1 and 2); tf part = 1 * 2.2 / (1 + 1.2 * (.25 + .75 * 2 / 1.5))."""
+    import math
+
+    a = Chunk("a.py", 1, ("zebra stripes",), "")
+    b = Chunk("b.py", 1, ("horse",), "")
+    [(score, c)] = rank("zebra", [a, b])
+    assert c is a and abs(score - math.log(2) * 2.2 / (1 + 1.2 * (0.25 + 0.75 * 2 / 1.5))) < 1e-12
+    named = Chunk("a.py", 1, ("zebra stripes",), "zebra")  # + NAME_WEIGHT * idf, then times EXACT_FACTOR
+    [(score2, _)] = rank("zebra", [named, b])
+    assert abs(score2 - 2 * (score + 2 * math.log(2))) < 1e-12
+
+
+def test_relevant_shows_numbered_lines_cut_and_within_the_budget() -> None:
+    body = [f"    x{i} = {i}" for i in range(60)]
+    long = Chunk("pkg/big.py", 10, ("def big_function():", *body), "big_function")
+    text = relevant("what does big_function do?", [long], 5000)
+    lines = text.splitlines()
+    assert lines[0] == HEAD and lines[1] == "pkg/big.py, lines 10-70:" and lines[2] == "    10\tdef big_function():"
+    assert len(lines) == 2 + CHUNK_LINES + 1 and lines[-1] == "[21 more lines; read pkg/big.py with offset=50]"
+    small = relevant("what does big_function do?", [long], 400)
+    assert len(small) <= 400 and small.startswith(HEAD) and small.splitlines()[-1].startswith("[")
+    assert relevant("what does big_function do?", [long], 0) == "" and relevant("unrelated words", [long], 5000) == ""
+
+
+def test_relevant_shows_only_chunks_near_the_best() -> None:
+    best = Chunk("a.py", 1, ("def parse_all(): pass",), "parse_all")
+    weak = Chunk("b.py", 1, ("# all of it", "x = 1", "y = 2", "z = 3", "w = 4"), "")
+    text = relevant("add parse_all", [best, weak], 5000)
+    assert "a.py, lines 1-1" in text and "b.py" not in text
+
+
+def test_relevant_code_reads_source_files_of_the_workspace(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "core.py").write_text(SOURCE)
+    (tmp_path / "README.md").write_text("pluralize pluralize pluralize\n")  # not code: never shown
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "p.py").write_text("def pluralize(): pass\n")
+    text = relevant_code(Workspace(tmp_path), "What does pluralize do?", 2000)
+    assert text.splitlines()[1] == "pkg/core.py, lines 8-11:" and "README" not in text and ".hidden" not in text
+    assert relevant_code(Workspace(tmp_path), "What does pluralize do?", 0) == ""
