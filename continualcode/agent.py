@@ -25,7 +25,7 @@ from functools import partial
 from typing import Any, Literal
 
 from continualcode.backends.base import Backend, Guided
-from continualcode.context import ERROR_PREFIX, project_overview, relevant_code, task_meta
+from continualcode.context import ERROR_PREFIX, task_meta, task_overview
 from continualcode.decide import Abort, Approve, Approver, Decision, Deny, Edit, Feedback, ask
 from continualcode.events import (
     AssistantText,
@@ -272,9 +272,8 @@ class Session:
         first task, and one that starts a fresh context (`earlier_tasks`), opens with the project's files now."""
         self._emit(UserTask(task))
         meta = task_meta(self.messages, self.sampling.earlier_tasks, self.notes())
-        if (not self.messages or FRESH in meta) and self.overview and (listing := "\n\n".join(filter(None, (
-                project_overview(self.workspace, outline_chars=self.sampling.repo_map),
-                relevant_code(self.workspace, task, self.sampling.retrieve))))):
+        if (not self.messages or FRESH in meta) and self.overview and (listing := task_overview(
+                self.workspace, task, outline_chars=self.sampling.repo_map, code_chars=self.sampling.retrieve)):
             self._add(Message("system", listing))
         self._add(Message("user", task, meta=meta))
         self.rails.start_task(task, code_shown=len(self.messages) > 1 and RETRIEVED in self.messages[-2].content)

@@ -180,6 +180,14 @@ def _is_secondary(rel: str) -> bool:
 RETRIEVE_FILES = 400
 
 
+def task_overview(workspace: Any, task: str, outline_chars: int = 0, code_chars: int = 0) -> str:
+    """What opens a task that starts a context: the project's files (`project_overview`), then, in `code_chars`
+    (config `retrieve`), the code that matches the task's words (`relevant_code`); "" for an empty project."""
+    listing = project_overview(workspace, outline_chars=outline_chars)
+    code = relevant_code(workspace, task, code_chars) if listing else ""
+    return f"{listing}\n\n{code}" if code else listing
+
+
 def relevant_code(workspace: Any, task: str, budget: int) -> str:
     """The project's code that matches the task's words (`retrieve.py`) in `budget` characters; "" for none.
     Source files only (CODE_SUFFIXES), at most RETRIEVE_FILES of them, none over OUTLINE_FILE_BYTES."""

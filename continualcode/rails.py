@@ -193,7 +193,9 @@ class Rails:
             return Verdict(parsed)
         key = call.to_text()
         error = None
-        if self.on and not self._may_change(call):
+        if self.on and (named := self._example_file(call)) is not None:  # before the read a change needs:
+            error = EXAMPLE_FILE.format(arg=named[0], name=named[1])  # that read would fail (0.5B, dev split)
+        elif self.on and not self._may_change(call):
             # a change to a file the model has not seen: what it needs first is that file
             try:
                 read = ToolCall("read", validate_args("read", {"path": call.arguments.get("path")}))
@@ -204,8 +206,6 @@ class Rails:
         elif (arg := placeholder_argument(call)) is not None:
             error = f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value " \
                     "from the project"
-        elif self.on and (named := self._example_file(call)) is not None:
-            error = EXAMPLE_FILE.format(arg=named[0], name=named[1])
         if error is not None:  # refused; refused again when proposed again, and then sampled again, hotter
             again = key in self.rejected
             self.rejected.add(key)

@@ -473,14 +473,17 @@ def test_scripted_model_calls_naming_the_worked_examples_file_are_asked_again_un
     """The 0.5B model ran `bash app/hello.py` for "run greet.py": a call naming the example's file, which the
     session was never shown, is refused and asked again, but a search with it as `include` runs (over every
     file: grep drops an include that matches none); in a project that has that file it runs as proposed."""
-    copied = [call_text("bash", command="bash app/hello.py"), call_text("read", path="app/hello.py")]
+    copied = [call_text("bash", command="bash app/hello.py"), call_text("read", path="app/hello.py"),
+              call_text("edit_lines", path="app/hello.py", start_line=3, end_line=4, content="x = 1")]
     grep = call_text("grep", pattern="return", include="./hello.py")
     s, _, user, _, events = make(tokenizer, tmp_path, [*copied, grep, "In main.py, line 2."],
-                                 [Approve()] * 3, guard_rails=True)
+                                 [Approve()] * 3, guard_rails=True, max_malformed=4)
     assert s.run_task("where is the sum returned?").status == "answered"
     assert [(c.name, c.arguments.get("include")) for c, _ in user.seen] == [("grep", "./hello.py")]
     errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
+    # the edit is refused too, not turned into the read of that file first (which would fail: 0.5B, dev split)
     assert errors == [EXAMPLE_FILE.format(arg="command", name="app/hello.py"),
+                      EXAMPLE_FILE.format(arg="path", name="app/hello.py"),
                       EXAMPLE_FILE.format(arg="path", name="app/hello.py")]
     assert "main.py:2:     return a + b" in s.messages[-2].content
     assert "matches include './hello.py' (a file-name glob such as *.py): every file was searched]" in \
