@@ -42,7 +42,7 @@ from continualcode.events import (
     ToolOutput,
     UserTask,
 )
-from continualcode.rails import CHANGING, LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails
+from continualcode.rails import LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails
 from continualcode.records import FRESH, Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer
 from continualcode.retrieve import HEAD as RETRIEVED
@@ -66,7 +66,6 @@ class SamplingConfig:
     max_repeats: int = 2  # re-samples of a call the user denied in the task, or of a repeated read-only call
     guard_rails: bool = True  # rails.py: act before answering a change or test-run task; read before changing
     repo_map: int = 0  # characters of the classes-and-functions map in the first task's overview (0: none)
-    change_on_loop: bool = False  # a repeated read in a task owing a change to a read file: re-sampled as a change
     retrieve: int = 0  # characters of the code matching the task's words shown with the listing (retrieve.py)
     remind_task: bool = True  # each tool result and denial ends with the task it serves (TASK_REMINDER)
     speculate: bool = True  # prefill the next prompt while the user reads a proposal (speculate.py)
@@ -169,18 +168,21 @@ class Session:
         self.rails = Rails(partial(_file_key, workspace), on=self.sampling.guard_rails,
                            breaks=partial(_breaks, workspace), mend=partial(_mend, workspace))
         self._n_samples = 0
+        self._constraints: dict[bool, Any] = {}
         self._contrast: Callable[[], list[int]] | None = None  # after a correction: the retry's prompt without it
 
     def _emit(self, event: Event) -> None:
         self.on_event(event)
 
-    def _constraint(self, allow_text: bool, only: frozenset[str] | None = None) -> Any:
-        return self.renderer.constraint(allow_text=allow_text, only=only) if self.sampling.constrained else None
+    def _constraint(self, allow_text: bool) -> Any:
+        if not self.sampling.constrained:
+            return None
+        if allow_text not in self._constraints:
+            self._constraints[allow_text] = self.renderer.constraint(allow_text=allow_text)
+        return self._constraints[allow_text]
 
-    def query(self, *, temperature: float | None = None, only: frozenset[str] | None = None
-              ) -> tuple[list[int], Sample, str]:
-        """Sample one assistant turn for the current conversation (at `temperature`, default the config's; with
-        `only`, a call of those tools)."""
+    def query(self, *, temperature: float | None = None) -> tuple[list[int], Sample, str]:
+        """Sample one assistant turn for the current conversation (at `temperature`, default the config's)."""
         prompt_ids = self.renderer.prompt_ids(self.messages)
         # text only after a tool result that worked (after a failed call the model must try again: rails)
         allow_text = self.rails.allow_text(self.messages[-1] if self.messages else None)
@@ -190,25 +192,23 @@ class Session:
         sample = _sample(  # a retry after a correction: weighed towards what the correction says
             self.backend, prompt_ids, self._contrast, s.retry_guidance, max_tokens=s.max_tokens,
             temperature=s.temperature if temperature is None else temperature, top_p=s.top_p,
-            stop=self.renderer.stop_ids, constraint=self._constraint(allow_text and not only, only), seed=seed)
+            stop=self.renderer.stop_ids, constraint=self._constraint(allow_text), seed=seed)
         return prompt_ids, sample, self.renderer.decode(sample.tokens)
 
     def _propose(self) -> Turn | None:
         """Sample, parse and report one proposal, reviewed by the rails (`rails.py`).  A call spelled out as
         text is taken as the call when it names a known tool with valid arguments, else it is malformed
         (never shown as an answer).  A call the user denied in this task, or a read-only call whose result
-        the conversation holds, is sampled again, hotter, up to `max_repeats` times (with `change_on_loop`, a
-        repeated read-only call in a task that owes a change to a file already read: as a change); then a denied
-        one ends the task (None), a read-only one is answered from the conversation (`Turn.repeat`), and a call
-        the rails refused before comes back as the malformed turn it is."""
+        the conversation holds, is sampled again, hotter, up to `max_repeats` times; then a denied one ends
+        the task (None), a read-only one is answered from the conversation (`Turn.repeat`), and a call the
+        rails refused before comes back as the malformed turn it is."""
         s = self.sampling
         turn: Turn | None = None
         repeat: str | None = None
         for attempt in range(1 + s.max_repeats):
             self._emit(Thinking())
             prompt_ids, sample, text = self.query(temperature=None if attempt == 0 else min(
-                1.0, max(REPEAT_TEMPERATURE, s.temperature) + 0.15 * (attempt - 1)),
-                only=CHANGING if s.change_on_loop and repeat == LOOP_ERROR and self.rails.owes_change() else None)
+                1.0, max(REPEAT_TEMPERATURE, s.temperature) + 0.15 * (attempt - 1)))
             parsed, message = self.renderer.parse(text), text
             if parsed.text is not None and looks_like_call(parsed.text):
                 call = call_in_text(parsed.text, self.renderer.tools)

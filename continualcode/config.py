@@ -75,9 +75,6 @@ class Config:
     repo_map: int = _S.repo_map
     """Characters of the map of the project's classes and functions (line, arguments, docstring) put in the first
     task's overview; 0: the file listing only (the 0.5B model found the right file less often with it)."""
-    change_on_loop: bool = _S.change_on_loop
-    """When the model repeats a read or search whose result it has, in a task that asks for a change it has not made,
-    after reading a file: its re-samples may only be a change (edit_lines or write), which the user then sees."""
     retrieve: int = _S.retrieve
     """Characters of the project's code that matches the task's words (its best few functions, numbered as read shows
     them), shown with the file listing before the model's first call; 0: none (retrieve.py)."""
@@ -260,7 +257,6 @@ CHECKS: dict[str, Check] = {
     "max_turns": _number(1, 1000),
     "repo_map": _number(0, 100_000),
     "retrieve": _number(0, 100_000),
-    "change_on_loop": _any,
     "remind_task": _any,
     "earlier_tasks": _one_of("whole", "recap", "none"),
     "retry_guidance": _number(0, 10),

@@ -149,10 +149,6 @@ class Rails:
         self.must_run = self.on and asks_to_run_tests(task)
         self.must_read = self.on and asks_to_explain(task) and not code_shown
 
-    def owes_change(self) -> bool:
-        """The task asks for a change, none is made yet, and a file has been read or written in the session."""
-        return self.on and self.must_change and bool(self.known_files)
-
     def allow_text(self, last: Message | None) -> bool:
         """Text is allowed after a tool result that worked and found something (not after a search with
         no match, unless it showed wider hits: an answer needs evidence), once the task's demands are met."""

@@ -252,10 +252,7 @@ class Renderer:
     def parse(self, text: str) -> Parsed:
         return parse(text, self.tools)
 
-    def constraint(self, *, allow_text: bool = True, only: frozenset[str] | None = None) -> GrammarConstraint:
-        """The call-or-text grammar (compiled once per variant: `constrain._compile` caches it); with `only`, calls
-        of those tools alone."""
-        tools = self.tools if only is None else [t for t in self.tools if t["function"]["name"] in only]
+    def constraint(self, *, allow_text: bool = True) -> GrammarConstraint:
         return build_constraint(
-            self.tok, tools, vocab_size=self.vocab_size, stop_ids=self.stop_ids, allow_text=allow_text
+            self.tok, self.tools, vocab_size=self.vocab_size, stop_ids=self.stop_ids, allow_text=allow_text
         )

@@ -1,10 +1,9 @@
 """The code a task is about, found by its words before the model's first call (config `retrieve`).
 
 Why: the 0.5B model's failures on real code come after its first call.  It reads a long file from the
-top and answers from what it saw there: asked how a function treats some input, it read the first 40
-lines (a table of regular expressions) and said the function "simply returns the string unchanged";
-after a grep that found `def smart_truncate(` it answered with a browser user-agent string.  What it
-does well is use code that is in front of it.  So, like the codebase retrieval of IDE assistants, the
+top and answers from what it saw there (the first lines of a module, before the function asked about);
+after a grep that found `def smart_truncate(` it answered with a browser user-agent string (a hand trial
+on python-slugify).  So, like the codebase retrieval of IDE assistants, the
 session searches the project for the task's own words and shows the best few definitions, with their
 line numbers as `read` shows them, before the model's first call.  The model still reads, searches and
 edits through its tools; this only puts the likely place in view.

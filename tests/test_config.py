@@ -41,7 +41,6 @@ BAD: dict[str, list[str]] = {
     "max_turns": ["0", "-1"],
     "repo_map": ["-1", "1e9"],
     "retrieve": ["-5", "1e9"],
-    "change_on_loop": ["sometimes"],
     "remind_task": ["perhaps"],
     "earlier_tasks": ["some", "all"],
     "retry_guidance": ["-1", "11", "x"],

@@ -105,22 +105,6 @@ def test_grammar_admits_valid_calls_and_rejects_invalid(tok) -> None:
     assert not s.accept(tok.encode("The", add_special_tokens=False)[0])
 
 
-def test_grammar_of_some_tools_admits_their_calls_only(tok) -> None:
-    """`only` (the session's change after a loop): calls of those tools, no other call, no text."""
-    r = Renderer(tok)
-    c = r.constraint(allow_text=False, only=frozenset({"edit_lines", "write"}))
-
-    def accepts(text: str) -> bool:
-        s = c.start()
-        return all(s.accept(t) for t in tok.encode(text, add_special_tokens=False)) and \
-            s.accept(r.stop_ids[0]) and s.terminated()
-
-    assert accepts(ToolCall("edit_lines", {"path": "a", "start_line": 1, "end_line": 1, "content": "x\n"}).to_text())
-    assert accepts(ToolCall("write", {"path": "b.py", "content": "x = 1\n"}).to_text())
-    assert not accepts(ToolCall("read", {"path": "a.py"}).to_text())
-    assert not accepts("The task is done.")
-
-
 def test_native_template_has_one_worked_exchange_before_the_conversation(tmp_path) -> None:
     """Qwen's native tool template: the example search and its direct answer come before the user's task,
     until the session's first tool result."""
