@@ -2,7 +2,7 @@
 
 The grammar (compiled once per tokenizer and tool set with xgrammar) is
 
-    root  ::= call | JSON | text
+    root  ::= call | text
     call  ::= "<tool_call>\\n" JSON "\\n</tool_call>"        then the stop token
     JSON  ::= anyOf over tools of {"name": <const>, "arguments": <that tool's argument schema>}
     text  ::= a plain-text answer: it opens with a letter or digit, and holds no "<" and no "{" that
@@ -12,13 +12,9 @@ so a known tool name, schema-valid arguments (no extra properties) and exactly o
 are guaranteed, and the model may instead answer in text to end its turn.  The text rule is what
 keeps calls out of answers: after a tool result Qwen2.5-Coder-0.5B wrote nearly every next call as
 text (a fenced ```json block, '>{"name": …}', '({"name": …}'; 11 of 12 proposals in the first task
-benchmark runs); with prose required to open like prose and JSON objects barred from it, those are
-not answers.  A bare JSON call (no tags) is a call: the parser takes it as one (`textcall.call_in_text`)
-and the conversation keeps it in tags.  Why: barring it did not make the model write the tag.  After a
-denial and a tool result the 0.5B model put 98% of its next token on '{"' and under e^-9 on
-`<tool_call>`; with bare JSON barred the sampler drew from what was left ("NULL", "Mozilla/5.0 …"),
-and that was shown as the answer (a hand trial on python-slugify).  Per-tool `anyOf` matters: a loose
-schema lets a small model call `bash` with invented arguments.
+benchmark runs); with prose required to open like prose and JSON objects barred from it, the
+likeliest way to act left is the `<tool_call>` tag.  Per-tool `anyOf` matters: a loose schema lets a
+small model call `bash` with invented arguments.
 
 A `GrammarConstraint` is immutable and shared; `start()` returns the per-sample state that the
 backend's sampling loop drives: `mask(logits)` → choose → `accept(token)` → `terminated()`.
@@ -120,8 +116,7 @@ def _compile(
         body,
         xg.Grammar.from_ebnf(f"root ::= {json.dumps(CALL_CLOSE)}"),
     )
-    calls = xg.Grammar.union(call, body)  # the tagged call, or the bare JSON the model may write instead
-    grammar = xg.Grammar.union(calls, xg.Grammar.from_ebnf(TEXT_EBNF)) if allow_text else calls
+    grammar = xg.Grammar.union(call, xg.Grammar.from_ebnf(TEXT_EBNF)) if allow_text else call
     info = xg.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_ids))
     compiled = xg.GrammarCompiler(info, max_threads=2).compile_grammar(grammar)
     return GrammarConstraint(compiled, vocab_size)
