@@ -22,7 +22,8 @@ changes only where a result is elided, so the KV cache before it is reused.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from continualcode.outline import LEGEND
@@ -125,25 +126,40 @@ OUTLINE_FILES = 60
 OUTLINE_FILE_BYTES = 400_000
 
 
+def _project_files(workspace: Any) -> Iterator[tuple[str, Path]]:
+    """(path relative to the root, real path) of the project's files in walk order: hidden files and directories
+    and __pycache__ left out; the walk ends quietly at its budget (`paths.WalkBudget`)."""
+    from continualcode.tools.paths import WalkBudget
+
+    def descend(below: tuple[str, ...]) -> bool:
+        return not below[-1].startswith(OVERVIEW_SKIP)
+
+    try:
+        for rel, parts, real in workspace.walk_files(workspace.root, descend):
+            if not any(p.startswith(".") for p in parts):
+                yield rel, real
+    except WalkBudget:
+        return
+
+
+def _source(path: Path) -> str | None:
+    """A source file's text for the definitions map or the task's code; None when it is over OUTLINE_FILE_BYTES
+    or cannot be read."""
+    try:
+        if path.stat().st_size > OUTLINE_FILE_BYTES:
+            return None
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
 def project_overview(workspace: Any, limit: int = OVERVIEW_FILES, outline_chars: int = 0) -> str:
     """A short listing of the project's files for the model's first turn (real paths, so that it need not
     guess them): source code first, then tests and set-up scripts, then everything else (docs, licences,
     metadata), each group shallowest first; hidden files and directories are left out.  Then, in `outline_chars`
     at most, the classes and functions of its Python files with their lines (`outline.py`): the code
     first, tests and set-up scripts after, as far as the budget goes.  "" for an empty project."""
-    from continualcode.tools.paths import WalkBudget
-
-    files: list[str] = []
-
-    def descend(below: tuple[str, ...]) -> bool:
-        return not below[-1].startswith(OVERVIEW_SKIP)
-
-    try:
-        for rel, parts, _ in workspace.walk_files(workspace.root, descend):
-            if not any(p.startswith(".") for p in parts):
-                files.append(rel)
-    except WalkBudget:
-        pass
+    files = [rel for rel, _ in _project_files(workspace)]
     if not files:
         return ""
     files.sort(key=lambda f: (_listing_rank(f), f.count("/"), f))
@@ -192,28 +208,18 @@ def relevant_code(workspace: Any, task: str, budget: int) -> str:
     """The project's code that matches the task's words (`retrieve.py`) in `budget` characters; "" for none.
     Source files only (CODE_SUFFIXES), at most RETRIEVE_FILES of them, none over OUTLINE_FILE_BYTES."""
     from continualcode.retrieve import python_chunks, relevant, window_chunks
-    from continualcode.tools.paths import WalkBudget
 
     if budget <= 0:
         return ""
     chunks: list[Any] = []
     n = 0
-    try:
-        for rel, parts, real in workspace.walk_files(workspace.root, lambda below: not below[-1].startswith(".")):
-            if not rel.endswith(CODE_SUFFIXES) or any(p.startswith(".") for p in parts):
-                continue
-            try:
-                if real.stat().st_size > OUTLINE_FILE_BYTES:
-                    continue
-                source = real.read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                continue
-            chunks += (python_chunks if rel.endswith(".py") else window_chunks)(rel, source, _is_secondary(rel))
-            n += 1
-            if n >= RETRIEVE_FILES:
-                break
-    except WalkBudget:
-        pass
+    for rel, real in _project_files(workspace):
+        if not rel.endswith(CODE_SUFFIXES) or (source := _source(real)) is None:
+            continue
+        chunks += (python_chunks if rel.endswith(".py") else window_chunks)(rel, source, _is_secondary(rel))
+        n += 1
+        if n >= RETRIEVE_FILES:
+            break
     return relevant(task, chunks, budget)
 
 
@@ -223,14 +229,8 @@ def _outline(workspace: Any, files: list[str], budget: int) -> str:
     py = [f for f in files if f.endswith(".py")][:OUTLINE_FILES]
     mapped: dict[bool, list[tuple[str, list[Any]]]] = {False: [], True: []}
     for rel in py:
-        try:
-            path = workspace.root / rel
-            if path.stat().st_size > OUTLINE_FILE_BYTES:
-                continue
-            source = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        mapped[_is_secondary(rel)].append((rel, definitions(source)))
+        if (source := _source(workspace.root / rel)) is not None:
+            mapped[_is_secondary(rel)].append((rel, definitions(source)))
     text = render(mapped[False], budget)
     room = budget - len(text) - 1
     if room > 300 and (extra := render(mapped[True], room)):
