@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
+from continualcode.answer import NOT_MEANT, barely_meant, request
 from continualcode.backends.base import Backend, Guided
 from continualcode.context import ERROR_PREFIX, task_meta, task_overview
 from continualcode.decide import Abort, Approve, Approver, Decision, Deny, Edit, Feedback, ask
@@ -42,7 +43,7 @@ from continualcode.events import (
     ToolOutput,
     UserTask,
 )
-from continualcode.rails import LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails
+from continualcode.rails import LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails, asks_a_question
 from continualcode.records import FRESH, Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer
 from continualcode.retrieve import HEAD as RETRIEVED
@@ -53,6 +54,7 @@ from continualcode.tools import Workspace
 __all__ = ["Abort", "Approve", "Approver", "Decision", "Deny", "Edit", "Feedback", "SamplingConfig", "Session"]
 
 Learner = Callable[[Correction], dict[str, Any] | None]
+Mode = Literal["any", "calls", "text"]  # what the grammar admits: a call or words (as the rails allow), or one
 
 
 @dataclass
@@ -71,6 +73,7 @@ class SamplingConfig:
     speculate: bool = True  # prefill the next prompt while the user reads a proposal (speculate.py)
     earlier_tasks: str = "none"  # what a new task sees of the session's earlier ones: whole, recap or none
     retry_guidance: float = 0.0  # the retry after a correction, weighed towards what the correction says
+    ask_for_answer: bool = False  # a reply in words the model barely meant is asked again (answer.py)
 
 
 REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeated call
@@ -174,42 +177,53 @@ class Session:
     def _emit(self, event: Event) -> None:
         self.on_event(event)
 
-    def _constraint(self, allow_text: bool) -> Any:
+    def _constraint(self, allow_text: bool, allow_calls: bool = True) -> Any:
         if not self.sampling.constrained:
             return None
-        if allow_text not in self._constraints:
-            self._constraints[allow_text] = self.renderer.constraint(allow_text=allow_text)
-        return self._constraints[allow_text]
+        if (allow_text, allow_calls) not in self._constraints:
+            self._constraints[allow_text, allow_calls] = self.renderer.constraint(allow_text=allow_text,
+                                                                                 allow_calls=allow_calls)
+        return self._constraints[allow_text, allow_calls]
 
-    def query(self, *, temperature: float | None = None) -> tuple[list[int], Sample, str]:
+    def query(self, *, temperature: float | None = None, mode: Mode = "any") -> tuple[list[int], Sample, str]:
         """Sample one assistant turn for the current conversation (at `temperature`, default the config's)."""
         prompt_ids = self.renderer.prompt_ids(self.messages)
         # text only after a tool result that worked (after a failed call the model must try again: rails)
-        allow_text = self.rails.allow_text(self.messages[-1] if self.messages else None)
+        allow_text = mode == "text" or (mode == "any" and self.rails.allow_text(self.messages[-1] if self.messages
+                                                                                else None))
+        constraint = self._constraint(True, False) if mode == "text" else self._constraint(allow_text)
         seed = None if self.seed is None else self.seed + self._n_samples
         self._n_samples += 1
         s = self.sampling
         sample = _sample(  # a retry after a correction: weighed towards what the correction says
             self.backend, prompt_ids, self._contrast, s.retry_guidance, max_tokens=s.max_tokens,
             temperature=s.temperature if temperature is None else temperature, top_p=s.top_p,
-            stop=self.renderer.stop_ids, constraint=self._constraint(allow_text), seed=seed)
+            stop=self.renderer.stop_ids, constraint=constraint, seed=seed)
         return prompt_ids, sample, self.renderer.decode(sample.tokens)
 
-    def _propose(self) -> Turn | None:
+    def _propose(self, mode: Mode = "any") -> Turn | None:
         """Sample, parse and report one proposal, reviewed by the rails (`rails.py`).  A call spelled out as
         text is taken as the call when it names a known tool with valid arguments, else it is malformed
-        (never shown as an answer).  A call the user denied in this task, or a read-only call whose result
-        the conversation holds, is sampled again, hotter, up to `max_repeats` times; then a denied one ends
-        the task (None), a read-only one is answered from the conversation (`Turn.repeat`), and a call the
-        rails refused before comes back as the malformed turn it is."""
+        (never shown as an answer).  A reply in words the model barely meant is sampled again (answer.py).
+        A call the user denied in this task, or a read-only call whose result the conversation holds, is
+        sampled again, hotter, up to `max_repeats` times; then a denied one ends the task (None), a
+        read-only one is answered from the conversation (`Turn.repeat`), and a call the rails refused
+        before comes back as the malformed turn it is."""
         s = self.sampling
         turn: Turn | None = None
         repeat: str | None = None
         for attempt in range(1 + s.max_repeats):
             self._emit(Thinking())
             prompt_ids, sample, text = self.query(temperature=None if attempt == 0 else min(
-                1.0, max(REPEAT_TEMPERATURE, s.temperature) + 0.15 * (attempt - 1)))
+                1.0, max(REPEAT_TEMPERATURE, s.temperature) + 0.15 * (attempt - 1)), mode=mode)
             parsed, message = self.renderer.parse(text), text
+            if mode == "any" and s.ask_for_answer and barely_meant(sample, parsed):
+                self._emit(Proposal(text, len(sample.tokens), sample.finish_reason,
+                                    error=NOT_MEANT.format(mass=sample.allowed_mass)))
+                mode = _reask(self)
+                self._emit(Thinking())
+                prompt_ids, sample, text = self.query(mode=mode)
+                parsed, message = self.renderer.parse(text), text
             if parsed.text is not None and looks_like_call(parsed.text):
                 call = call_in_text(parsed.text, self.renderer.tools)
                 parsed = Parsed(call=call) if call is not None else Parsed(error=TEXT_CALL_ERROR)
@@ -299,7 +313,7 @@ class Session:
             end = self._handle_call(t, context, turn)
             if end is not None:
                 return end
-        return t.result
+        return _answer_now(self, t) or t.result
 
     def _handle_call(self, t: _TaskState, context: tuple[Message, ...], turn: Turn) -> TaskResult | None:
         """Ask about one proposed call and act on the answer; a TaskResult when the task ends here."""
@@ -310,13 +324,15 @@ class Session:
             ok = self.rails.readonly_done.get(call.to_text(), True)
             self._add(Message("assistant", text), self._tool_message(call.name, ok, LOOP_NOTE))
             n = t.loops[call.to_text()] = t.loops.get(call.to_text(), 0) + 1
+            if n >= MAX_LOOP_NOTES and (end := _answer_now(self, t)) is not None:
+                return end
             if n >= MAX_LOOP_NOTES:
                 shown = self.workspace.preview(call.name, call.arguments).splitlines() or [call.name]
                 why = LOOPING.format(call=shown[0])
                 self._emit(ErrorShown(why))
                 return TaskResult(status="looping", text=why, calls=t.result.calls)
             return None
-        decision = self._decide(call, text)
+        decision = _decide(self, call, text)
         if isinstance(decision, Abort):
             self._emit(Decided("abort"))
             return TaskResult(status="aborted", calls=t.result.calls)
@@ -365,23 +381,47 @@ class Session:
         return Message("tool", reminded(output, self.rails.task, self.sampling.remind_task),
                        meta={"tool": tool, "ok": ok})
 
-    def _decide(self, call: ToolCall, text: str) -> Decision:
-        """The user's answer (`decide.ask`).  While they read, the prompt that follows an approval is
-        prefilled (`speculate`; local backend): for a read-only call with its result, run now (reading has
-        no effect; the approved call runs again and only what still matches is reused)."""
-        before = list(self.messages)
 
-        def next_prompt() -> list[int]:
-            msgs = [*before, Message("assistant", text)]
-            if call.name in READ_ONLY:
-                r = self.workspace.run(call.name, call.arguments)
-                msgs.append(self._tool_message(call.name, r.ok, r.output))
-            return self.renderer.prompt_ids(msgs)
+def _decide(session: Session, call: ToolCall, text: str) -> Decision:
+    """The user's answer (`decide.ask`).  While they read, the prompt that follows an approval is
+    prefilled (`speculate`; local backend): for a read-only call with its result, run now (reading has
+    no effect; the approved call runs again and only what still matches is reused)."""
+    before = list(session.messages)
 
-        warm = self.backend if self.sampling.speculate and isinstance(self.backend, Warmable) else None
-        return ask(self.approver, call, lambda: self.workspace.preview(call.name, call.arguments),
-                   auto=call.name in self.auto_approve, on_feedback=self.add_feedback, warm=warm,
-                   next_prompt=next_prompt)
+    def next_prompt() -> list[int]:
+        msgs = [*before, Message("assistant", text)]
+        if call.name in READ_ONLY:
+            r = session.workspace.run(call.name, call.arguments)
+            msgs.append(session._tool_message(call.name, r.ok, r.output))
+        return session.renderer.prompt_ids(msgs)
+
+    warm = session.backend if session.sampling.speculate and isinstance(session.backend, Warmable) else None
+    return ask(session.approver, call, lambda: session.workspace.preview(call.name, call.arguments),
+               auto=call.name in session.auto_approve, on_feedback=session.add_feedback, warm=warm,
+               next_prompt=next_prompt)
+
+
+def _reask(session: Session) -> Mode:
+    """After a reply in words the model barely meant: for a question whose demands are met, ask for the
+    answer ("text"); else the call it wanted ("calls")."""
+    if asks_a_question(session.rails.task) and session.rails.owed() is None:
+        session._add(request(session.rails.task))
+        return "text"
+    return "calls"
+
+
+def _answer_now(session: Session, t: _TaskState) -> TaskResult | None:
+    """A question about to end unanswered (a loop, max_turns), asked once for its answer: the answer's
+    result, or None when it is not one (`ask_for_answer`)."""
+    if not (session.sampling.ask_for_answer and asks_a_question(session.rails.task)) or session.rails.owed():
+        return None
+    session._add(request(session.rails.task))
+    turn = session._propose("text")
+    if turn is None or turn.parsed.text is None:
+        return None
+    session._add(Message("assistant", turn.text))
+    session._emit(AssistantText(turn.parsed.text))
+    return TaskResult(status="answered", text=turn.parsed.text, calls=t.result.calls)
 
 
 def _uncorrected(session: Session, messages: list[Message]) -> list[int]:

@@ -90,6 +90,11 @@ class Config:
     """After a denial with a correction, the retry's tokens are chosen from log p + w·(log p − log p_bare), where
     p_bare is the model's prediction with the correction's words left out (a bare "Denied."): what the correction
     says weighs 1 + w times (context-aware decoding; local backend).  0: plain sampling."""
+    ask_for_answer: bool = _S.ask_for_answer
+    """A reply in words whose first token the grammar took from under half of the model's distribution (it wanted
+    to write a call in a form the grammar bars) is not shown: a question is asked for its answer in words, any
+    other task samples the call again; a question that would end unanswered (a loop, max_turns) is asked once.
+    Off: the reply is shown (answer.py)."""
     speculate: bool = _S.speculate
     """While the user reads a proposal, prefill the prompt that follows its approval (local backend; for a
     read-only call with its result, read ahead of the approval and never shown unless approved)."""
@@ -260,6 +265,7 @@ CHECKS: dict[str, Check] = {
     "remind_task": _any,
     "earlier_tasks": _one_of("whole", "recap", "none"),
     "retry_guidance": _number(0, 10),
+    "ask_for_answer": _any,
     "speculate": _any,
     "constrained": _any,
     "enable_training": _any,

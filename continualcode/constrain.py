@@ -95,15 +95,19 @@ def build_constraint(
     vocab_size: int,
     stop_ids: Sequence[int],
     allow_text: bool = True,
+    allow_calls: bool = True,
 ) -> GrammarConstraint:
-    """Compile the call-or-text grammar for this tokenizer and tool set (cached)."""
+    """Compile the call-or-text grammar for this tokenizer and tool set (cached); `allow_text=False` keeps
+    the call alone, `allow_calls=False` the text alone (an answer asked for: agent.py)."""
+    if not (allow_text or allow_calls):
+        raise ValueError("a grammar that allows neither a call nor text allows nothing")
     key = json.dumps([t["function"] for t in tools])  # key order matters: it is the grammar's property order
-    return _compile(tokenizer, key, vocab_size, tuple(stop_ids), allow_text)
+    return _compile(tokenizer, key, vocab_size, tuple(stop_ids), allow_text, allow_calls)
 
 
 @lru_cache(maxsize=8)
 def _compile(
-    tokenizer: Any, tools_key: str, vocab_size: int, stop_ids: tuple[int, ...], allow_text: bool
+    tokenizer: Any, tools_key: str, vocab_size: int, stop_ids: tuple[int, ...], allow_text: bool, allow_calls: bool
 ) -> GrammarConstraint:
     import xgrammar as xg
 
@@ -116,7 +120,8 @@ def _compile(
         body,
         xg.Grammar.from_ebnf(f"root ::= {json.dumps(CALL_CLOSE)}"),
     )
-    grammar = xg.Grammar.union(call, xg.Grammar.from_ebnf(TEXT_EBNF)) if allow_text else call
+    text = xg.Grammar.from_ebnf(TEXT_EBNF)
+    grammar = (xg.Grammar.union(call, text) if allow_calls else text) if allow_text else call
     info = xg.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=list(stop_ids))
     compiled = xg.GrammarCompiler(info, max_threads=2).compile_grammar(grammar)
     return GrammarConstraint(compiled, vocab_size)

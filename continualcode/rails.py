@@ -154,7 +154,7 @@ class Rails:
         no match, unless it showed wider hits: an answer needs evidence), once the task's demands are met."""
         return (last is not None and last.role == "tool" and bool(last.meta.get("ok", True))
                 and not (last.content.startswith(NOTHING_FOUND) and FOUND_ELSEWHERE not in last.content)
-                and not self._owed())
+                and not self.owed())
 
     def saw(self, text: str) -> None:
         """Text the model was shown as fact (a tool result, the task, the file listing): what answers
@@ -173,7 +173,7 @@ class Rails:
                 out.append(name)
         return list(dict.fromkeys(out))
 
-    def _owed(self) -> str | None:
+    def owed(self) -> str | None:
         """What the task still demands before a text answer (the error that says so), or None."""
         return CHANGE_FIRST if self.must_change else RUN_FIRST if self.must_run else \
             READ_TO_EXPLAIN if self.must_read else None
@@ -181,7 +181,7 @@ class Rails:
     def review(self, parsed: Parsed) -> Verdict:
         """The proposal as it stands, or an error in its place, or the read it needs first; with a repeat
         error when it should be sampled again."""
-        if parsed.text is not None and (owed := self._owed()) is not None:  # the grammar bars this too
+        if parsed.text is not None and (owed := self.owed()) is not None:  # the grammar bars this too
             return Verdict(Parsed(error=owed))
         call = parsed.call
         if call is None:

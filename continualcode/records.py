@@ -48,11 +48,14 @@ class Message:
 
 @dataclass(frozen=True)
 class Sample:
-    """One sampled completion. `logprobs[i]` = log π(tokens[i]) at temperature 1, unconstrained."""
+    """One sampled completion. `logprobs[i]` = log π(tokens[i]) at temperature 1, unconstrained;
+    `allowed_mass`: the share of the first token's distribution (temperature 1) that the grammar allowed
+    (None without a grammar): near 0 when the model wanted to write something the grammar bars."""
 
     tokens: list[int]
     logprobs: list[float]
     finish_reason: Literal["stop", "length", "constraint"]
+    allowed_mass: float | None = None
 
 
 @dataclass(frozen=True)

@@ -252,7 +252,6 @@ class Renderer:
     def parse(self, text: str) -> Parsed:
         return parse(text, self.tools)
 
-    def constraint(self, *, allow_text: bool = True) -> GrammarConstraint:
-        return build_constraint(
-            self.tok, self.tools, vocab_size=self.vocab_size, stop_ids=self.stop_ids, allow_text=allow_text
-        )
+    def constraint(self, *, allow_text: bool = True, allow_calls: bool = True) -> GrammarConstraint:
+        return build_constraint(self.tok, self.tools, vocab_size=self.vocab_size, stop_ids=self.stop_ids,
+                                allow_text=allow_text, allow_calls=allow_calls)

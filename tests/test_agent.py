@@ -46,10 +46,11 @@ class ScriptedModel:
         self.step = 0
 
     def sample(self, prompt_ids, **kw) -> Sample:
+        """A reply is its text, or (text, the share of its first token's mass a grammar would have allowed)."""
         self.prompts.append(list(prompt_ids))
-        text = self.replies.pop(0)
+        text, mass = (lambda r: r if isinstance(r, tuple) else (r, None))(self.replies.pop(0))
         toks = [*self.tokenizer.encode(text, add_special_tokens=False), self.tokenizer.eos_token_id]
-        return Sample(toks, [0.0] * len(toks), "stop")
+        return Sample(toks, [0.0] * len(toks), "stop", allowed_mass=mass)
 
 
 class ScriptedUser:
@@ -88,7 +89,8 @@ def make(tokenizer, tmp_path, replies, decisions, **kw):
                                         speculate=kw.pop("speculate", True),
                                         max_malformed=kw.pop("max_malformed", 3),
                                         earlier_tasks=kw.pop("earlier_tasks", "whole"),
-                                        retrieve=kw.pop("retrieve", 0)),
+                                        retrieve=kw.pop("retrieve", 0),
+                                        ask_for_answer=kw.pop("ask_for_answer", False)),
                 on_event=events.append, **kw)
     return s, model, user, learner, events
 
@@ -97,7 +99,7 @@ def spy_allow_text(s: Session) -> list[bool]:
     """Records, per sample, whether the grammar let the model answer in text (the real constraint is used)."""
     asked: list[bool] = []
     real = s._constraint
-    s._constraint = lambda allow_text: asked.append(allow_text) or real(allow_text)  # type: ignore[method-assign]
+    s._constraint = lambda allow_text, calls=True: asked.append(allow_text) or real(allow_text, calls)  # type: ignore
     return asked
 
 
@@ -499,7 +501,7 @@ def test_scripted_model_may_not_answer_right_after_a_failed_call(tokenizer, tmp_
     s, _, _, _, _ = make(tokenizer, tmp_path, [call_text("read", path="nope.py"), call_text("read", path="main.py"),
                                                "It adds."], [Approve(), Approve()])
     asked: list[bool] = []
-    s._constraint = lambda allow_text: asked.append(allow_text)  # type: ignore[method-assign]
+    s._constraint = lambda allow_text, calls=True: asked.append(allow_text)  # type: ignore[method-assign]
     assert s.run_task("what is in main.py").status == "answered"
     assert asked == [False, False, True]  # no text at first, nor after the failed read; after the good one
 
@@ -844,3 +846,58 @@ def test_scripted_model_no_prefill_without_a_user_to_wait_for_or_when_off(tokeni
         s.backend = ScriptedModel(tokenizer, [rd, "It adds."])
     assert s.run_task("what does main.py do?").status == "answered"
     assert model.warmed == []
+
+
+def test_scripted_model_reply_it_barely_meant_to_a_question_is_not_shown_and_the_answer_is_asked_for(tokenizer,
+                                                                                                  tmp_path):
+    """"NULL" drawn from 2% of the first token's mass (the model wanted a call the grammar bars) is not the
+    answer: the session asks for one in words (a user turn) under a text-only grammar, and shows that.  Off
+    (`ask_for_answer=false`), "NULL" is the answer."""
+    from continualcode.answer import ANSWER_NOW, NOT_MEANT
+
+    replies = [call_text("read", path="main.py"), ("NULL", 0.02), ("add in main.py returns a + b.", 0.9)]
+    s, model, _, _, events = make(tokenizer, tmp_path, list(replies), [Approve()], ask_for_answer=True)
+    modes: list[tuple[bool, bool]] = []
+    s._constraint = lambda allow_text, calls=True: modes.append((allow_text, calls))  # type: ignore[method-assign]
+    r = s.run_task("what does add do?")
+    assert (r.status, r.text) == ("answered", "add in main.py returns a + b.")
+    assert modes == [(False, True), (True, True), (True, False)]  # the answer asked for: words only
+    asked = tokenizer.decode(model.prompts[2])
+    assert ANSWER_NOW.split(",")[0] in asked and "NULL" not in asked  # the reply not meant is not kept
+    assert [e.error for e in events if isinstance(e, Proposal)][1] == NOT_MEANT.format(mass=0.02)
+    assert not [e for e in events if isinstance(e, AssistantText) and e.text == "NULL"]
+    s, _, _, _, _ = make(tokenizer, tmp_path, list(replies), [Approve()], ask_for_answer=False)
+    assert s.run_task("what does add do?").text == "NULL"
+
+
+def test_scripted_model_reply_it_barely_meant_in_a_change_task_is_sampled_again_as_a_call(tokenizer, tmp_path):
+    """In a task that is not a question the model that barely meant its words wanted to act: the next sample
+    admits calls only, and no answer is asked for; a reply it meant ("Done.", 80%) ends the task."""
+    edit = call_text("edit_lines", path="main.py", start_line=3, end_line=2, content="def neg(a):\n    return -a\n")
+    s, model, _, _, _ = make(tokenizer, tmp_path, [call_text("read", path="main.py"), ("json", 0.01), edit,
+                                                    ("Done.", 0.8)], [Approve(), Approve()], ask_for_answer=True)
+    modes: list[tuple[bool, bool]] = []
+    real = s._constraint
+    s._constraint = lambda allow_text, calls=True: modes.append((allow_text, calls)) or real(allow_text, calls)  # type: ignore
+    r = s.run_task("add a neg function to main.py")
+    assert (r.status, r.text) == ("answered", "Done.")
+    assert modes == [(False, True), (True, True), (False, True), (True, True)]
+    assert "def neg(a):" in (tmp_path / "main.py").read_text()
+    assert not any("Answer now" in tokenizer.decode(p) for p in model.prompts)
+
+
+def test_scripted_model_question_that_would_end_unanswered_is_asked_for_its_answer_once(tokenizer, tmp_path):
+    """A question that reaches max_turns, or whose model keeps repeating a read, is asked once for its
+    answer; an answer that is then a call (scripted: no grammar) is none, and the task ends as it would."""
+    read, grep = call_text("read", path="main.py"), call_text("grep", pattern="add")
+    s, _, _, _, _ = make(tokenizer, tmp_path, [read, grep, "add returns a + b (main.py)."], [Approve(), Approve()],
+                         ask_for_answer=True, max_turns=2)
+    assert s.run_task("what does add do?").text == "add returns a + b (main.py)."
+    loops = [read] * (1 + 3 * 3)  # the read, then three notes of three samples each
+    s, _, _, _, _ = make(tokenizer, tmp_path, [*loops, "It adds a and b."], [Approve()], ask_for_answer=True)
+    assert (s.run_task("what does add do?").status, s.messages[-1].content) == ("answered", "It adds a and b.")
+    s, _, _, _, _ = make(tokenizer, tmp_path, [read, grep, *[read] * 3], [Approve(), Approve()], ask_for_answer=True,
+                         max_turns=2)  # the read again, sampled again while it repeats
+    assert s.run_task("what does add do?").status == "max_turns"
+    s, _, _, _, _ = make(tokenizer, tmp_path, [read, grep], [Approve(), Approve()], max_turns=2)
+    assert s.run_task("what does add do?").status == "max_turns"  # off: not asked

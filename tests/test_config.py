@@ -44,6 +44,7 @@ BAD: dict[str, list[str]] = {
     "remind_task": ["perhaps"],
     "earlier_tasks": ["some", "all"],
     "retry_guidance": ["-1", "11", "x"],
+    "ask_for_answer": ["if needed"],
     "speculate": ["later"],
     "constrained": ["maybe"],
     "enable_training": ["yes please"],

@@ -685,6 +685,30 @@ def test_guided_choice_is_logp_plus_weight_times_the_gap_to_the_contrast_and_log
     assert decode(logits_V, never, guide=Guide(contrast_V, never, 0.25), **kw).tokens == [0]
 
 
+def test_allowed_mass_is_the_share_of_the_first_tokens_distribution_the_grammar_allowed():
+    """Hand-computed: p = (0.5, 0.3, 0.2) with a grammar that bars token 0: 0.3 + 0.2 = 0.5 of the mass
+    allowed, token 1 chosen (greedy over what is left), its recorded log-prob the model's own ln 0.3.
+    Only the first token's mask is measured; without a grammar there is nothing to measure."""
+    from continualcode.backends.decode import decode
+
+    class BarFirst:  # a grammar state that bars token 0 at every step
+        def mask(self, logits_V):
+            return logits_V.masked_fill(torch.arange(3) == 0, float("-inf"))
+
+        def accept(self, token):
+            return True
+
+        def terminated(self):
+            return False
+
+    logits_V = torch.tensor([0.5, 0.3, 0.2]).log()
+    kw = dict(temperature=0.0, top_p=1.0, stop=(), gen=torch.Generator())
+    d = decode(logits_V, lambda toks: torch.tensor([[0.1, 0.1, 0.8]]).log(), max_tokens=2, state=BarFirst(), **kw)
+    assert d.tokens == [1, 2] and d.allowed_mass == pytest.approx(0.5)
+    assert d.logprobs[0] == pytest.approx(float(torch.tensor(0.3).log()))
+    assert decode(logits_V, lambda toks: logits_V[None], max_tokens=1, state=None, **kw).allowed_mass is None
+
+
 def test_guided_sampling_against_the_same_prompt_is_plain_sampling(backend, renderer):
     """A contrast equal to the prompt adds nothing (log p − log p_c = 0): the same tokens as plain sampling
     for the same seed, drafts included; weight 0 is plain sampling too.  Against an earlier prompt of the

@@ -103,6 +103,12 @@ def test_grammar_admits_valid_calls_and_rejects_invalid(tok) -> None:
     no_text = r.constraint(allow_text=False)
     s = no_text.start()
     assert not s.accept(tok.encode("The", add_special_tokens=False)[0])
+    text_only = r.constraint(allow_calls=False)  # an answer asked for (answer.py): words, never a call
+    s = text_only.start()
+    assert not s.accept(tok.encode("<tool_call>", add_special_tokens=False)[0])
+    assert text_only.start().accept(tok.encode("The", add_special_tokens=False)[0])
+    with pytest.raises(ValueError, match="neither a call nor text"):
+        r.constraint(allow_text=False, allow_calls=False)
 
 
 def test_native_template_has_one_worked_exchange_before_the_conversation(tmp_path) -> None:

@@ -62,6 +62,7 @@ class Decoded:
     drafted: int = 0  # guessed tokens run through the model
     accepted: int = 0  # guessed tokens that were then chosen
     forwards: int = 0  # model forwards after the first logits
+    allowed_mass: float | None = None  # the share of the first token's distribution the grammar allowed
 
 
 class _Chooser:
@@ -80,6 +81,8 @@ class _Chooser:
         if contrast_V is not None:
             logits_V = logp_V + self.weight * (logp_V - torch.log_softmax(contrast_V.float(), dim=-1))
         masked_V = self.state.mask(logits_V) if self.state is not None else logits_V
+        if self.state is not None and not self.out.tokens:  # how much of what the model wanted was allowed
+            self.out.allowed_mass = float(logp_V[torch.isfinite(masked_V)].exp().sum())
         tok = choose(masked_V, self.temperature, self.top_p, self.gen)
         self.out.tokens.append(tok)
         self.out.logprobs.append(float(logp_V[tok]))

@@ -274,7 +274,7 @@ class LocalBackend:
             crop(past, len(prompt))
         seen = (prompt + d.tokens)[: past.get_seq_length()]
         self._kv.put("live", seen, past, self.adapter.version)  # the next turn's prompt extends this
-        return Sample(tokens=d.tokens, logprobs=d.logprobs, finish_reason=d.finish)
+        return Sample(tokens=d.tokens, logprobs=d.logprobs, finish_reason=d.finish, allowed_mass=d.allowed_mass)
 
     @torch.no_grad()
     def warm(self, prompt_ids: Sequence[int], *, stop: threading.Event | None = None) -> int:

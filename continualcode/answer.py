@@ -1,0 +1,39 @@
+"""When a reply in words is not one the model meant, and when a question would end unanswered.
+
+Why.  The grammar (constrain.py) lets the model either call a tool inside `<tool_call>` tags or answer in
+plain words.  After a tool result the 0.5B model put ~98% of its next token on '{"' (a call written as
+bare JSON, which the grammar bars) and under e^-9 on the tag; the sampler then drew the "answer" from the
+2% that was left ("NULL", "PKG-INFO", a browser user-agent string) and the user was shown it.  The
+sampler reports how much of the first token's distribution the grammar allowed (`Sample.allowed_mass`);
+a reply in words whose first token came from less than `SLIVER` of it is a reply the model barely meant.
+It is not shown.  For a question the session asks for the answer in words, as a user would ("answer
+from what you have read"), and samples it under a text-only grammar: asked, the model's words are its
+own likeliest, not the leftovers of a call.  For any other task it samples again under the call grammar
+(the model wanted to act, and the tag is the call's one allowed form).  A question whose task would end
+unanswered (the model kept repeating a call; max_turns) is asked the same way once.
+
+Pure: no model, no session state; agent.py decides when to use it (`ask_for_answer`).
+"""
+
+from __future__ import annotations
+
+from continualcode.records import Message, Sample
+from continualcode.render import Parsed
+
+SLIVER = 0.5  # under half of the first token's mass allowed: the model wanted something else
+NOT_MEANT = ("the model barely meant this reply in words ({mass:.0%} of its first token was allowed; it wanted "
+             "a form the grammar bars)")
+ANSWER_NOW = ("Answer now, without a tool call, from what the tool results above show: in a sentence or two "
+              "of your own words, name the file and the function and say what the code does.\n\n(The task: "
+              "{task})")
+
+
+def barely_meant(sample: Sample, parsed: Parsed) -> bool:
+    """Whether `parsed` is a reply in words whose first token the grammar took from a sliver of the model's
+    distribution (False without a grammar: then nothing was masked)."""
+    return parsed.text is not None and sample.allowed_mass is not None and sample.allowed_mass < SLIVER
+
+
+def request(task: str) -> Message:
+    """The user-role turn that asks for the answer (kept in the conversation, marked as the session's)."""
+    return Message("user", ANSWER_NOW.format(task=task), meta={"asked": True})
