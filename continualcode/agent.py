@@ -405,7 +405,7 @@ def _reask(session: Session) -> Mode:
     """After a reply in words the model barely meant: for a question whose demands are met, ask for the
     answer ("text"); else the call it wanted ("calls")."""
     if asks_a_question(session.rails.task) and session.rails.owed() is None:
-        session._add(request(session.rails.task))
+        session._add(request())
         return "text"
     return "calls"
 
@@ -415,7 +415,7 @@ def _answer_now(session: Session, t: _TaskState) -> TaskResult | None:
     result, or None when it is not one (`ask_for_answer`)."""
     if not (session.sampling.ask_for_answer and asks_a_question(session.rails.task)) or session.rails.owed():
         return None
-    session._add(request(session.rails.task))
+    session._add(request())
     turn = session._propose("text")
     if turn is None or turn.parsed.text is None:
         return None
