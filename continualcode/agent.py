@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from continualcode.answer import NOT_MEANT, barely_meant, request
+from continualcode.answer import ECHOED, NOT_MEANT, barely_meant, echoed, request
 from continualcode.backends.base import Backend, Guided
 from continualcode.context import ERROR_PREFIX, task_meta, task_overview
 from continualcode.decide import Abort, Approve, Approver, Decision, Deny, Edit, Feedback, ask
@@ -217,9 +217,8 @@ class Session:
             prompt_ids, sample, text = self.query(temperature=None if attempt == 0 else min(
                 1.0, max(REPEAT_TEMPERATURE, s.temperature) + 0.15 * (attempt - 1)), mode=mode)
             parsed, message = self.renderer.parse(text), text
-            if mode == "any" and s.ask_for_answer and barely_meant(sample, parsed):
-                self._emit(Proposal(text, len(sample.tokens), sample.finish_reason,
-                                    error=NOT_MEANT.format(mass=sample.allowed_mass)))
+            if mode == "any" and s.ask_for_answer and (why := _not_meant(self, sample, parsed)):
+                self._emit(Proposal(text, len(sample.tokens), sample.finish_reason, error=why))
                 mode = _reask(self)
                 self._emit(Thinking())
                 prompt_ids, sample, text = self.query(mode=mode)
@@ -399,6 +398,14 @@ def _decide(session: Session, call: ToolCall, text: str) -> Decision:
     return ask(session.approver, call, lambda: session.workspace.preview(call.name, call.arguments),
                auto=call.name in session.auto_approve, on_feedback=session.add_feedback, warm=warm,
                next_prompt=next_prompt)
+
+
+def _not_meant(session: Session, sample: Sample, parsed: Parsed) -> str | None:
+    """Why a reply in words is not one the model meant (answer.py), or None."""
+    if barely_meant(sample, parsed):
+        return NOT_MEANT.format(mass=sample.allowed_mass)
+    shown = (m.content for m in session.messages if m.role != "assistant")
+    return ECHOED if parsed.text is not None and echoed(parsed.text, shown) else None
 
 
 def _reask(session: Session) -> Mode:

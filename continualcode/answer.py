@@ -10,12 +10,17 @@ It is not shown.  For a question the session asks for the answer in words, as a 
 from what you have read"), and samples it under a text-only grammar: asked, the model's words are its
 own likeliest, not the leftovers of a call.  For any other task it samples again under the call grammar
 (the model wanted to act, and the tag is the call's one allowed form).  A question whose task would end
-unanswered (the model kept repeating a call; max_turns) is asked the same way once.
+unanswered (the model kept repeating a call; max_turns) is asked the same way once.  A reply that repeats,
+word for word, what the session showed the model (the task reminder, an error) is treated as one it barely
+meant.
 
 Pure: no model, no session state; agent.py decides when to use it (`ask_for_answer`).
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable
 
 from continualcode.records import Message, Sample
 from continualcode.render import Parsed
@@ -23,6 +28,9 @@ from continualcode.render import Parsed
 SLIVER = 0.5  # under half of the first token's mass allowed: the model wanted something else
 NOT_MEANT = ("the model barely meant this reply in words ({mass:.0%} of its first token was allowed; it wanted "
              "a form the grammar bars)")
+ECHOED = "the model repeated, word for word, what the session showed it (a reminder, an error, a result)"
+ECHO_WORDS = 5  # a shorter reply may quote a name or a path and still answer ("xmltodict.py")
+_ERROR = re.compile(r"^(error:\s*)+", re.I)  # how the session's errors open (agent.py), echoed or not
 # Plain, like a user's: a longer request (name the file and the function, the task restated) was echoed back
 # by the 0.5B model as its answer in replays of dev-split transcripts
 ANSWER_NOW = "Answer the question now in your own words, from what you have read. Do not call a tool."
@@ -32,6 +40,15 @@ def barely_meant(sample: Sample, parsed: Parsed) -> bool:
     """Whether `parsed` is a reply in words whose first token the grammar took from a sliver of the model's
     distribution (False without a grammar: then nothing was masked)."""
     return parsed.text is not None and sample.allowed_mass is not None and sample.allowed_mass < SLIVER
+
+
+def echoed(text: str, shown: Iterable[str]) -> bool:
+    """Whether a reply in words repeats something the session showed the model instead of answering: five
+    words or more found whole in one of `shown` (case, spacing and a leading "error:" aside).  The 0.5B
+    model answered "The task: What happens when …?" (the reminder after a result), "error: error:answer the
+    task in a sentence …" and "parse.py is a file of the project: read it …" (dev split, 4 of 16 tasks)."""
+    said = _ERROR.sub("", " ".join(text.split()).lower())
+    return len(said.split()) >= ECHO_WORDS and any(said in " ".join(s.split()).lower() for s in shown)
 
 
 def request() -> Message:

@@ -901,3 +901,28 @@ def test_scripted_model_question_that_would_end_unanswered_is_asked_for_its_answ
     assert s.run_task("what does add do?").status == "max_turns"
     s, _, _, _, _ = make(tokenizer, tmp_path, [read, grep], [Approve(), Approve()], max_turns=2)
     assert s.run_task("what does add do?").status == "max_turns"  # off: not asked
+
+
+def test_a_reply_that_echoes_what_the_session_showed_is_not_an_answer():
+    """Five words or more found whole in a message the session showed (case, spacing, a leading "error:"
+    aside); a short reply that quotes a path is an answer."""
+    from continualcode.answer import echoed
+
+    shown = ["no matches\n\n(The task: What happens when a  job returns CancelJob?)",
+             "error: answer the task in a sentence or two of your own words. Try again.", "Files: xmltodict.py"]
+    assert echoed("The task: what happens when a job returns CancelJob?", shown)
+    assert echoed("error: error:answer the task in a sentence or two", shown)
+    assert not echoed("xmltodict.py", shown)  # short: a name may be the answer
+    assert not echoed("When a job returns CancelJob it is unscheduled.", shown)
+
+
+def test_scripted_model_answer_that_echoes_the_task_reminder_is_asked_for_again(tokenizer, tmp_path):
+    """The 0.5B model answered with the reminder that closes each result; with `ask_for_answer` the session
+    asks for the answer instead (meant by the grammar's measure: 90% allowed)."""
+    from continualcode.answer import ECHOED
+
+    replies = [call_text("read", path="main.py"), ("The task: what does add do in main.py?", 0.9),
+               "add returns the sum of a and b."]
+    s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve()], ask_for_answer=True)
+    assert s.run_task("What does add do in main.py?").text == "add returns the sum of a and b."
+    assert ECHOED in [e.error for e in events if isinstance(e, Proposal)]
