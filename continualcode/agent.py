@@ -189,9 +189,11 @@ class Session:
         """Sample one assistant turn for the current conversation (at `temperature`, default the config's)."""
         prompt_ids = self.renderer.prompt_ids(self.messages)
         # text only after a tool result that worked (after a failed call the model must try again: rails)
-        allow_text = mode == "text" or (mode == "any" and self.rails.allow_text(self.messages[-1] if self.messages
-                                                                                else None))
-        constraint = self._constraint(True, False) if mode == "text" else self._constraint(allow_text)
+        if mode == "text":  # an answer asked for: words, no call
+            constraint = self._constraint(True, False)  # (allow_text, allow_calls)
+        else:
+            last = self.messages[-1] if self.messages else None
+            constraint = self._constraint(mode == "any" and self.rails.allow_text(last))
         seed = None if self.seed is None else self.seed + self._n_samples
         self._n_samples += 1
         s = self.sampling

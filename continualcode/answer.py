@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from continualcode.context import ERROR_PREFIX
 from continualcode.records import Message, Sample
 from continualcode.render import Parsed
 
@@ -30,7 +31,7 @@ NOT_MEANT = ("the model barely meant this reply in words ({mass:.0%} of its firs
              "a form the grammar bars)")
 ECHOED = "the model repeated, word for word, what the session showed it (a reminder, an error, a result)"
 ECHO_WORDS = 5  # a shorter reply may quote a name or a path and still answer ("xmltodict.py")
-_ERROR = re.compile(r"^(error:\s*)+", re.I)  # how the session's errors open (agent.py), echoed or not
+_ERROR = re.compile(rf"^({re.escape(ERROR_PREFIX.strip())}\s*)+", re.I)  # the session's errors' opening, echoed
 # Plain, like a user's: a longer request (name the file and the function, the task restated) was echoed back
 # by the 0.5B model as its answer in replays of dev-split transcripts
 ANSWER_NOW = "Answer the question now in your own words, from what you have read. Do not call a tool."

@@ -873,6 +873,8 @@ def test_scripted_model_reply_it_barely_meant_to_a_question_is_not_shown_and_the
 def test_scripted_model_reply_it_barely_meant_in_a_change_task_is_sampled_again_as_a_call(tokenizer, tmp_path):
     """In a task that is not a question the model that barely meant its words wanted to act: the next sample
     admits calls only, and no answer is asked for; a reply it meant ("Done.", 80%) ends the task."""
+    from continualcode.answer import ANSWER_NOW
+
     edit = call_text("edit_lines", path="main.py", start_line=3, end_line=2, content="def neg(a):\n    return -a\n")
     s, model, _, _, _ = make(tokenizer, tmp_path, [call_text("read", path="main.py"), ("json", 0.01), edit,
                                                     ("Done.", 0.8)], [Approve(), Approve()], ask_for_answer=True)
@@ -883,7 +885,7 @@ def test_scripted_model_reply_it_barely_meant_in_a_change_task_is_sampled_again_
     assert (r.status, r.text) == ("answered", "Done.")
     assert modes == [(False, True), (True, True), (False, True), (True, True)]
     assert "def neg(a):" in (tmp_path / "main.py").read_text()
-    assert not any("Answer now" in tokenizer.decode(p) for p in model.prompts)
+    assert not any(ANSWER_NOW in tokenizer.decode(p) for p in model.prompts)
 
 
 def test_scripted_model_question_that_would_end_unanswered_is_asked_for_its_answer_once(tokenizer, tmp_path):
