@@ -102,7 +102,8 @@ def test_native_kernels_false_turns_them_off(cache_dir, isolated):
 @pytest.mark.parametrize("int8", [False, True])
 def test_a_real_model_decodes_with_them(cache_dir, int8, monkeypatch):
     """SmolLM2 in bf16: the native kernels serve every frozen layer of each one-token step, never scoring.
-    bf16 weights: greedy decoding picks the same tokens as with torch's kernels, logprobs within bf16 noise.
+    bf16 weights: greedy decoding picks the same tokens as with torch's kernels (until a bf16 near-tie),
+    logprobs within bf16 noise, and scoring agrees.
     int8 copies (which round the weights): one step's next-token distribution is as close to the full
     weights' as with torch's int8 kernel (both KL < 0.05, the bound of the int8 test)."""
     from continualcode.backends.local import LocalBackend
@@ -127,12 +128,19 @@ def test_a_real_model_decodes_with_them(cache_dir, int8, monkeypatch):
     layers = sum(type(m).__name__ == "DecodeLinear" for m in b.model.modules())
     assert calls == ["int8" if int8 else "bf16"] * (9 * layers)  # 9 one-token steps after the prefill's token
     if not int8:
-        assert got.tokens == want.tokens
-    # bf16 noise: against the fp32 model's scores of these tokens torch's kernels are off by up to 0.133
-    # nats and the native ones by 0.139 (the two differ by 0.115 at most; `F.linear` there picked other
-    # tokens); a wrong kernel changes the greedy tokens above
-    if not int8:
-        assert (torch.tensor(got.logprobs) - torch.tensor(want.logprobs)).abs().max() < 0.2
+        # bf16 noise: against the fp32 model's scores of these tokens torch's kernels are off by up to 0.133
+        # nats and the native ones by 0.139 (the two differ by 0.115 at most).  Greedy picks the same tokens
+        # until a near-tie that the two roundings break either way (on CPUs without native bf16, where
+        # torch emulates it, one came at the 5th token of this nonsense prompt); the step-by-step
+        # logprobs of the native decode then agree with scoring (a prefill on torch's kernels): a wrong
+        # kernel is off by whole nats.
+        pairs = list(zip(got.tokens, want.tokens, strict=False))
+        same = next((i for i, (x, y) in enumerate(pairs) if x != y), len(pairs))  # tokens alike up to here
+        assert same >= 3, (got.tokens, want.tokens)
+        assert (torch.tensor(got.logprobs[:same]) - torch.tensor(want.logprobs[:same])).abs().max() < 0.2
+        b.clear_cache()
+        diff = (b.score(prompt, got.tokens).logprobs - torch.tensor(got.logprobs)).abs()
+        assert float(diff.mean()) < 6e-2 and float(diff.max()) < 0.3
     calls.clear()
     b.clear_cache()
     b.score(prompt, got.tokens)
