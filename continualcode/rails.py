@@ -22,7 +22,7 @@ from continualcode.tools import ToolError, validate_args
 from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
-LOOP_ERROR = "the model repeated a read-only call whose result it already has"
+LOOP_ERROR = "the model repeated a call whose result it already has (a read-only call, or one that failed)"
 LOOP_NOTE = ("You already made this exact call and its result is above; nothing has changed since. "
              "Use that result: make a different call, or answer.")
 CHANGE_FIRST = "the task asks for a change: make it (write or edit_lines) before you answer"
@@ -135,7 +135,7 @@ class Rails:
     must_read: bool = False  # the task asks for an explanation and no file has been read in it yet
     denied: set[str] = field(default_factory=set)  # calls (canonical text) denied in this task
     # calls whose result the conversation holds and would come out the same: read-only calls since the last
-    # change, and a bash command that failed (nothing changed since) -> whether it worked
+    # change, and a bash command or a change that failed (nothing changed since) -> whether it worked
     readonly_done: dict[str, bool] = field(default_factory=dict)
     rejected: set[str] = field(default_factory=set)  # calls these rails refused in this task
     meant: dict[str, ToolCall] = field(default_factory=dict)  # read-only call -> what its result said was meant
@@ -261,8 +261,8 @@ class Rails:
                 self.must_run = self.must_run or (self.on and asks_to_run_tests(self.task))
             if call.name == "bash":
                 self.must_run = False
-                if not ok and self.on:  # the same failing command again, with nothing changed, fails again
-                    self.readonly_done[call.to_text()] = False
+            if not ok and self.on:  # the same failing command or change again, with nothing changed, fails again
+                self.readonly_done[call.to_text()] = False
         if ok and call.name == "read":
             self.must_read = False
         if ok and call.name in ("read", *CHANGING) and (key := self.file_key(call)):

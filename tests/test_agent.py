@@ -420,6 +420,21 @@ def test_scripted_model_repeated_failing_bash_is_sampled_again_but_a_passing_one
     assert note.meta["ok"] is False
 
 
+def test_scripted_model_repeated_failing_edit_is_sampled_again_not_asked_about_again(tokenizer, tmp_path):
+    """An edit the tool refused, proposed again with nothing changed, is treated like a repeated read: the
+    user is asked about it once (a hand trial: edit_lines of lines 1-400 in an 8-line file, four times)."""
+    bad = call_text("edit_lines", path="main.py", start_line=1, end_line=400, content="x = 1\n")
+    good = call_text("edit_lines", path="main.py", start_line=1, end_line=2, content="x = 1\n")
+    rd = call_text("read", path="main.py")
+    s, _, user, _, events = make(tokenizer, tmp_path, [rd, bad, bad, good, "Done."], [Approve()] * 3,
+                                 guard_rails=True)
+    assert s.run_task("set x to 1 in main.py").status == "answered"
+    assert [(c.name, c.arguments.get("end_line")) for c, _ in user.seen] == [
+        ("read", None), ("edit_lines", 400), ("edit_lines", 2)]
+    assert [e.error for e in events if isinstance(e, Proposal)].count(LOOP_ERROR) == 1
+    assert (tmp_path / "main.py").read_text() == "x = 1\n"
+
+
 def test_scripted_model_repeating_a_failed_read_gets_a_note_that_bars_text(tokenizer, tmp_path):
     """The note for a repeat carries the repeated call's own outcome: after a read of a missing file the
     answer may not come next (the 0.5B model answered 'make a different call', quoting the note)."""
