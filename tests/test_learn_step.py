@@ -421,9 +421,21 @@ def test_paraphrase_lines_are_cleaned_and_deduplicated():
 
     text = "1. add a docstring to utils.py\n- add a docstring to utils.py\n* rename foo to bar in app.py\nok\n" \
            "<tool_call>read</tool_call>\n2) Add a test for parse() in tests/test_parse.py\n"
-    assert parse_lines(text, 5, exclude="rename foo to bar in app.py") == [
+    assert parse_lines(text, 5, exclude=("rename foo to bar in app.py",)) == [
         "add a docstring to utils.py", "Add a test for parse() in tests/test_parse.py"]
     assert parse_lines(text, 1) == ["add a docstring to utils.py"]
     msgs = (Message("user", "fix the bug"), Message("assistant", "<c>"), Message("tool", "out"),
             Message("user", "Denied. use grep"))
     assert task_of(msgs) == "fix the bug"
+
+
+def test_paraphrases_never_copy_the_worked_example():
+    """The 0.5B model's list for "run greet.py" (a hand check): two of its three lines were the worked
+    example's own; only the line about the project's file is kept."""
+    from continualcode.learn.prompts import EXAMPLE_ITEMS, EXAMPLE_TASK, parse_lines
+
+    reply = ("1. Rename the function greet to greet_world in utils.py.\n"
+             "2. Rename the variable n to count in stats.py.\n3. Rename the method run to start in server.py.")
+    assert len(EXAMPLE_ITEMS) == 3 and EXAMPLE_ITEMS[1] == "Rename the variable n to count in stats.py."
+    assert parse_lines(reply, 3, exclude=("run greet.py", EXAMPLE_TASK, *EXAMPLE_ITEMS)) == [
+        "Rename the function greet to greet_world in utils.py."]

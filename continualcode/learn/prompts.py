@@ -28,6 +28,7 @@ EXAMPLE_LIST = ("1. Rename the class Item to Product in models.py.\n2. Rename th
                 "3. Rename the method run to start in server.py.")
 MAX_PROMPT_CHARS = 300
 _NUMBERED = re.compile(r"^\s*\d+[.)]\s+(.*)$")
+EXAMPLE_ITEMS = tuple(m.group(1) for line in EXAMPLE_LIST.splitlines() if (m := _NUMBERED.match(line)))
 
 
 def paraphrases(backend: Any, renderer: Any, task: str, n: int, *, seed: int | None = None,
@@ -43,14 +44,16 @@ def paraphrases(backend: Any, renderer: Any, task: str, n: int, *, seed: int | N
     prompt = list(renderer.tok.encode(text, add_special_tokens=False))  # the reply starts the list: "1."
     sample = backend.sample(prompt, max_tokens=40 * n + 16, temperature=temperature, top_p=0.95,
                             stop=renderer.stop_ids, seed=seed)
-    return parse_lines("1." + renderer.decode(sample.tokens), n, exclude=task)
+    return parse_lines("1." + renderer.decode(sample.tokens), n, exclude=(task, EXAMPLE_TASK, *EXAMPLE_ITEMS))
 
 
-def parse_lines(text: str, n: int, *, exclude: str = "") -> list[str]:
+def parse_lines(text: str, n: int, *, exclude: Sequence[str] = ()) -> list[str]:
     """The first `n` distinct usable requests of a numbered list in a model's reply: numbered lines only,
-    their numbers stripped; no headers (ending in ':'), no code, nothing over MAX_PROMPT_CHARS."""
+    their numbers stripped; no headers (ending in ':'), no code, nothing over MAX_PROMPT_CHARS, none of
+    `exclude` (the task itself, and the worked example's lines: the 0.5B model copied them for "run
+    greet.py", which would teach the correction on requests about files no project has)."""
     out: list[str] = []
-    seen = {_norm(exclude)}
+    seen = {_norm(x) for x in exclude}
     for line in text.splitlines():
         m = _NUMBERED.match(line)
         if m is None:
