@@ -429,13 +429,18 @@ def test_paraphrase_lines_are_cleaned_and_deduplicated():
     assert task_of(msgs) == "fix the bug"
 
 
-def test_paraphrases_never_copy_the_worked_example():
+def test_scripted_model_paraphrases_never_copy_the_worked_example(renderer):
     """The 0.5B model's list for "run greet.py" (a hand check): two of its three lines were the worked
-    example's own; only the line about the project's file is kept."""
-    from continualcode.learn.prompts import EXAMPLE_ITEMS, EXAMPLE_TASK, parse_lines
+    example's own; `paraphrases` keeps only the line about the project's file (a scripted backend returns
+    that reply)."""
+    from continualcode.learn.prompts import paraphrases
 
-    reply = ("1. Rename the function greet to greet_world in utils.py.\n"
+    reply = (" Rename the function greet to greet_world in utils.py.\n"
              "2. Rename the variable n to count in stats.py.\n3. Rename the method run to start in server.py.")
-    assert len(EXAMPLE_ITEMS) == 3 and EXAMPLE_ITEMS[1] == "Rename the variable n to count in stats.py."
-    assert parse_lines(reply, 3, exclude=("run greet.py", EXAMPLE_TASK, *EXAMPLE_ITEMS)) == [
+
+    class Scripted:
+        def sample(self, prompt, **kw):
+            return Sample(renderer.tok.encode(reply, add_special_tokens=False), [], "stop")
+
+    assert paraphrases(Scripted(), renderer, "run greet.py", 3) == [
         "Rename the function greet to greet_world in utils.py."]

@@ -1,4 +1,5 @@
-"""Random-weight model directories of real shapes, for the CUDA check (scratch, not committed)."""
+"""Random-weight model directories of real shapes, for the CUDA check: `mkmodel.py SRC OUT KIND` copies
+SRC's tokenizer and config (KIND qwen15 or qwen3-4b reshapes it) and saves random bf16 weights to OUT."""
 import json
 import shutil
 import sys

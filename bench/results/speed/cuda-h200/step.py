@@ -1,4 +1,4 @@
-"""One SDPO step through the product path on CUDA, timed per part (scratch)."""
+"""bench speed's step part on CUDA with one correction per repeat and its time split: `step.py MODEL_DIR`."""
 import sys
 import time
 
