@@ -39,6 +39,7 @@ def build_backend(cfg: Config) -> Backend:
         device=cfg.device, dtype=cfg.dtype, grad_clip=cfg.grad_clip, prefix_grad=cfg.prefix_grad,
         seed=cfg.seed, threads=cfg.threads, optimizer=cfg.optimizer, draft=cfg.draft,
         decode_int8=cfg.decode_int8, native_kernels=cfg.native_kernels,
+        cuda_graphs=cfg.cuda_graphs,
         cache=cache_path(cfg),
     )
 

@@ -62,6 +62,10 @@ class Config:
     """CPU: one-token decode steps read an int8 copy of the frozen weights (half the bytes; 2.4x faster decode,
     KL 0.002 nats to bf16); prefill, scoring and training keep the full weights, so learning sees the same
     numbers.  Ignored on GPU."""
+    cuda_graphs: bool = True
+    """GPU: each one-token decode step replays a recorded CUDA graph over a static KV cache (backends/graphs.py:
+    eager steps are launch-bound there, ~50 ms a token whatever the model's size); the same modules and
+    numbers.  Ignored on CPU."""
     cache_dir: str = ""
     """Converted built-in models (default $CONTINUALCODE_CACHE or ~/.cache/continualcode)."""
 
@@ -255,6 +259,7 @@ CHECKS: dict[str, Check] = {
     "draft": _any,
     "decode_int8": _any,
     "native_kernels": _any,
+    "cuda_graphs": _any,
     "cache_dir": _text,
     "temperature": _number(0, 10),
     "top_p": _number(0, 1, lo_open=True),

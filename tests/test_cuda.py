@@ -11,7 +11,8 @@ What is checked: the auto dtype on CUDA is bf16 with fp32 LoRA weights, all on t
 log-probs agree with `score` (the bf16 bound of the CPU test); fp32 scores on CUDA equal fp32 scores
 on CPU; a grammar-constrained sample is accepted token by token by the grammar; a positive-advantage
 step raises the completion and touches only LoRA; the product's SDPO step (`Learner` on a denial)
-takes its step; a checkpoint saved on the GPU loads back exactly.
+takes its step; a checkpoint saved on the GPU loads back exactly; the decode steps replay a recorded
+CUDA graph with the eager steps' numbers, and it reads the LoRA weights as they are after a change.
 """
 
 from __future__ import annotations
@@ -165,3 +166,53 @@ def test_a_checkpoint_saved_on_cuda_loads_back_exactly(gpu, prompt, tmp_path: Pa
     gpu.clear_cache()
     assert torch.equal(gpu.score(prompt, completion).logprobs, saved)
     gpu.restore(snap)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def test_decode_steps_replay_a_recorded_cuda_graph_with_the_eager_numbers(gpu, prompt):
+    """The sampler's one-token steps replay a CUDA graph (backends/graphs.py); tokens and log-probabilities
+    are those of the eager steps (greedy, compared up to the first bf16 near-tie)."""
+    assert gpu.graphs is not None
+    gpu.clear_cache()
+    g = gpu.sample(prompt, max_tokens=32, temperature=0.0, stop=())
+    assert gpu.graphs.failed is None and gpu.graphs.graphs, gpu.graphs.failed
+    graphs, gpu.graphs = gpu.graphs, None
+    try:
+        gpu.clear_cache()
+        e = gpu.sample(prompt, max_tokens=32, temperature=0.0, stop=())
+    finally:
+        gpu.graphs = graphs
+    n = _common_prefix(g.tokens, e.tokens)
+    assert n >= 4, (g.tokens, e.tokens)
+    diff = (torch.tensor(g.logprobs[:n]) - torch.tensor(e.logprobs[:n])).abs()
+    assert float(diff.max()) < 0.2, diff
+
+
+def test_a_recorded_graph_reads_the_adapter_as_it_is_now(gpu, prompt):
+    """LoRA weights changed in place after the graph was recorded (as an optimizer step changes them): the
+    replayed steps' log-probabilities are the new weights' (they agree with `score`), not the old ones'."""
+    snap = gpu.snapshot()
+    gpu.clear_cache()
+    before = gpu.sample(prompt, max_tokens=24, temperature=0.0, stop=())
+    assert gpu.graphs is not None and gpu.graphs.graphs
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in gpu.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen).to(p.device) * 0.05)
+    gpu.clear_cache()
+    s = gpu.sample(prompt, max_tokens=24, temperature=0.0, stop=())
+    gpu.clear_cache()
+    scored = gpu.score(prompt, s.tokens).logprobs.cpu()
+    diff = (scored - torch.tensor(s.logprobs)).abs()
+    assert float(diff.mean()) <= 3e-2 and float(diff.max()) <= 0.3, diff
+    moved = gpu.score(prompt, before.tokens).logprobs.cpu() - torch.tensor(before.logprobs)
+    assert float(moved.abs().max()) > 0.05  # the new weights do change these numbers
+    gpu.restore(snap)
+    gpu.clear_cache()

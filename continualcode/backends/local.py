@@ -39,6 +39,7 @@ from continualcode.backends import attention, native
 from continualcode.backends.adapter import STATE_FILE, AdapterState
 from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token_ids
 from continualcode.backends.decode import Decoded, Drafter, Guide, PromptLookup, decode
+from continualcode.backends.graphs import Graphs
 from continualcode.backends.kv import PrefixStore, crop, lcp
 from continualcode.backends.loading import load_base
 from continualcode.backends.quant import decoding, prepare_for_decode
@@ -99,6 +100,7 @@ class LocalBackend:
         draft: str = "lookup",
         decode_int8: bool = False,
         native_kernels: bool = True,
+        cuda_graphs: bool = True,
         warmup: bool = True,
         cache: Path | None = None,
     ) -> None:
@@ -132,6 +134,7 @@ class LocalBackend:
             attention.use(base)
             native.load(cache or cache_root(), enabled=native_kernels)
         self._kv = PrefixStore(self._extend)
+        self.graphs = Graphs.for_model(self.model, self.device) if cuda_graphs else None
         if draft not in ("lookup", "off"):
             raise BackendError(f"unknown draft {draft!r}: use lookup or off")
         self.drafter: Drafter | None = PromptLookup() if draft == "lookup" else None
@@ -258,8 +261,10 @@ class LocalBackend:
         past = self._prefix(prompt[:-1], "live")
         self.last_prefill = len(prompt) - self._kv.last_reused  # tokens this sample had to run through
         out = self._forward(prompt[-1:] if past is not None else prompt, past)
-        main = _Stream(self._forward, getattr(out, self._cache_kw), self._cache_kw)
+        main: Any = _Stream(self._forward, getattr(out, self._cache_kw), self._cache_kw)
         c = _contrast(main, prompt, list(contrast_ids)) if guidance > 0 and contrast_ids else None  # (logits, stream)
+        if c is None and self.graphs is not None:  # GPU: recorded one-token steps over a static KV cache
+            main = self.graphs.stream(main.cache, max_tokens) or main
         guide = Guide(c[0], c[1], guidance) if c is not None else None
         streams = [main] if c is None else [main, c[1]]
         # 2) decode, drafting from the prompt where a guess is to be had (int8 steps where configured)

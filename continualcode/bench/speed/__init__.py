@@ -15,7 +15,8 @@ of `--repeats` with min–max spread:
   waits for the load); a new process → `LocalBackend` ready; warm adapter reload;
 - peak RSS of this process and of the cold-start process;
 - decoding against the memory-bandwidth bound, the decode steps' attention kernel against `sdpa`
-  after 1k- and 3k-token prompts, draft decoding per tool kind, and a replayed
+  after 1k- and 3k-token prompts, (GPU) recorded CUDA-graph decode steps against eager ones, draft
+  decoding per tool kind, and a replayed
   multi-turn session on a real file (`decode.py`, `session.py`).
 Every part but the session runs on the full (bf16) weights, so `decode_over_bound` is the bf16
 decode against the bf16 bound; the int8 part then quantizes the model, and the session replays last,
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 # int8 quantizes; session: the user's path
-PARTS = ("sampling", "bound", "attention", "drafts", "step", "start", "int8", "session")
+PARTS = ("sampling", "bound", "attention", "graphs", "drafts", "step", "start", "int8", "session")
 
 
 def main(args: Sequence[str]) -> int:
@@ -88,6 +89,9 @@ def main(args: Sequence[str]) -> int:
         run("bound", lambda: {**decode.bound(backend, per_tok), **decode.gemv(backend, renderer, ns.repeats)})
         res["decode_over_bound"] = res["bound"]["decode_over_bound"]
     run("attention", lambda: decode.attention(backend, renderer, ns.repeats))
+    run("graphs", lambda: decode.graphs(backend, renderer, cfg, ns.repeats))
+    if "speedup" in res.get("graphs", {}).get("by_length", [{}])[0]:
+        res["graphs_speedup"] = res["graphs"]["graphs_speedup"]
     run("drafts", lambda: decode.drafts(backend, renderer, decode.draft_prompts(*_draft_file(cfg))))
     if "drafts" in res:
         res["draft_speedup"] = {**{k: v["speedup"] for k, v in res["drafts"]["by_kind"].items()},

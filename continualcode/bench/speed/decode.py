@@ -10,6 +10,9 @@
 - `drafts`: real agent prompts on a real file whose next call is a `read`, an `edit_lines` or a
   `write`; greedy, the same seed, drafts off then on: tokens, time per token, drafted/accepted
   tokens, the speedup per tool kind and overall.  Same tokens both ways is checked, not assumed.
+- `graphs` (GPU): decode steps replaying recorded CUDA graphs (graphs.py) against eager steps, alternating,
+  after prompts of each length; and a whole correction (the Learner on a denial, its distillation
+  prompts sampled) both ways.
 """
 
 from __future__ import annotations
@@ -271,3 +274,47 @@ def int8(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], 
     return {"linears": n, "bf16_s_per_tok": t_bf16, "int8_s_per_tok": t_int8, "speedup": t_bf16 / t_int8,
             "kl_mean": sum(kls) / len(kls), "kl_max": max(kls), "same_top_token": sum(same) / len(same),
             "prompts": len(kls)}
+
+
+def graphs(backend: Any, renderer: Any, cfg: Any, repeats: int,
+           lengths: Sequence[int] = (1024, 3072)) -> dict[str, Any]:
+    """See the module docstring: `graphs_speedup` is eager over graphed decode steps after a 1k prompt."""
+    from contextlib import contextmanager, nullcontext
+
+    from continualcode.bench.speed.step import denial
+    from continualcode.learn.step import Learner
+
+    recorded = backend.graphs
+    if recorded is None:
+        return {"skipped": "no CUDA graphs here (a CPU, an unsupported model, or cuda_graphs=false)"}
+
+    @contextmanager
+    def eager() -> Any:
+        backend.graphs = None
+        try:
+            yield
+        finally:
+            backend.graphs = recorded
+
+    rows = []
+    for n in lengths:
+        t = _alternating(backend, renderer, repeats, {"eager": eager, "graphs": nullcontext}, n_prompt=n)
+        rows.append({"prompt_tokens": len(renderer.prompt_ids(messages_of_length(renderer, n))),
+                     "eager_s_per_tok": t["eager"], "graphs_s_per_tok": t["graphs"],
+                     "speedup": t["eager"] / t["graphs"]})
+    learner, c = Learner(backend, renderer, cfg.learn_config()), denial(renderer, 1024, 80)
+    corr: dict[str, dict[str, list[float]]] = {"eager": {"total": [], "distill": []},
+                                                "graphs": {"total": [], "distill": []}}
+    for _ in range(repeats):
+        for name, path in (("eager", eager), ("graphs", nullcontext)):
+            with path():
+                snap = backend.snapshot()
+                backend.clear_cache()
+                backend.sample(list(c.prompt_ids), max_tokens=1, temperature=0.0)  # the proposal's KV, as in the agent
+                t, m = timed(lambda: learner(c))
+                backend.restore(snap)
+            corr[name]["total"].append(t)
+            corr[name]["distill"].append(float((m or {}).get("sec_distill", 0.0)))
+    return {"by_length": rows, "failed": recorded.failed,
+            "correction": {k: {"total": stats(v["total"]), "distill": stats(v["distill"])} for k, v in corr.items()},
+            "graphs_speedup": rows[0]["speedup"]}

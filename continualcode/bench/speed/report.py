@@ -92,6 +92,19 @@ def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
                 "| prompt tokens | sdpa ms/token | grouped ms/token | speedup |", "|---|---|---|---|"]
         out += [f"| {r['prompt_tokens']} | {1000 * r['sdpa_s_per_tok']:.0f} | {1000 * r['grouped_s_per_tok']:.0f} | "
                 f"**{r['sdpa_over_grouped']:.2f}×** |" for r in a["by_length"]]
+    g = res.get("graphs")
+    if g and "by_length" in g:
+        out += ["", "## GPU decode steps: a recorded CUDA graph against eager steps (alternating)", "",
+                "| prompt tokens | eager ms/token | graph ms/token | speedup |", "|---|---|---|---|"]
+        out += [f"| {r['prompt_tokens']} | {1000 * r['eager_s_per_tok']:.1f} | {1000 * r['graphs_s_per_tok']:.1f} | "
+                f"**{r['speedup']:.2f}×** |" for r in g["by_length"]]
+        for name, c in g["correction"].items():
+            out.append(f"- a correction (1k prompt, {name} decode): {f(c['total'], ' s')}, of which sampling the "
+                       f"distillation prompts {f(c['distill'], ' s')}")
+        if g.get("failed"):
+            out.append(f"- recording failed: {g['failed']}")
+    elif g:
+        out += ["", f"GPU decode graphs: {g['skipped']}"]
     d = res.get("drafts")
     if d:
         out += ["", "## Draft decoding (prompt lookup), greedy, same tokens checked", "",

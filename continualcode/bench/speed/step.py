@@ -8,24 +8,31 @@ from typing import Any
 from continualcode.bench.speed.common import completion_of_length, messages_of_length, stats, timed
 
 
+def denial(renderer: Any, n_prompt: int, n_completion: int) -> Any:
+    """A denied ~`n_completion`-token call after a prompt of ≈ `n_prompt` tokens, with its correction."""
+    from continualcode.records import Correction, Sample
+
+    msgs = messages_of_length(renderer, n_prompt)
+    completion = completion_of_length(renderer, n_completion)
+    sample = Sample(completion, [0.0] * len(completion), "stop")
+    return Correction("deny", tuple(msgs), renderer.prompt_ids(msgs), sample, renderer.decode(completion),
+                      "use edit_lines at the end of the file, and add a docstring")
+
+
 def bench_step(backend: Any, renderer: Any, cfg: Any, lengths: Sequence[int], n_completion: int,
                repeats: int) -> dict[str, Any]:
     from continualcode.learn.step import Learner
-    from continualcode.records import Correction, Sample
 
     learner = Learner(backend, renderer, cfg.learn_config())
-    completion = completion_of_length(renderer, n_completion)
     out: dict[str, Any] = {}
     for n in lengths:
-        msgs = messages_of_length(renderer, n)
-        prompt = renderer.prompt_ids(msgs)
-        c = Correction("deny", tuple(msgs), prompt, Sample(completion, [0.0] * len(completion), "stop"),
-                       renderer.decode(completion), "use edit_lines at the end of the file, and add a docstring")
+        c = denial(renderer, n, n_completion)
+        prompt, completion = list(c.prompt_ids), list(c.sample.tokens)
         rows: dict[str, list[float]] = {}
         for rep in range(repeats + 1):  # the first is a warm-up, not recorded
             snap = backend.snapshot()
             backend.clear_cache()
-            t_fwd, _ = timed(lambda p=prompt: backend.score(p, completion))
+            t_fwd, _ = timed(lambda p=prompt, q=completion: backend.score(p, q))
             for label, primed in (("cold", False), ("after_sampling", True)):
                 backend.restore(snap)
                 backend.clear_cache()
