@@ -263,8 +263,11 @@ class LocalBackend:
         out = self._forward(prompt[-1:] if past is not None else prompt, past)
         main: Any = _Stream(self._forward, getattr(out, self._cache_kw), self._cache_kw)
         c = _contrast(main, prompt, list(contrast_ids)) if guidance > 0 and contrast_ids else None  # (logits, stream)
+        drafter = self.drafter
         if c is None and self.graphs is not None:  # GPU: recorded one-token steps over a static KV cache
-            main = self.graphs.stream(main.cache, max_tokens) or main
+            graphed = self.graphs.stream(main.cache, max_tokens)
+            if graphed is not None:  # a drafted run is an eager forward there, ~5x a graphed step: no drafts
+                main, drafter = graphed, None
         guide = Guide(c[0], c[1], guidance) if c is not None else None
         streams = [main] if c is None else [main, c[1]]
         # 2) decode, drafting from the prompt where a guess is to be had (int8 steps where configured)
@@ -272,7 +275,7 @@ class LocalBackend:
             d = decode(out.logits[0, -1], main, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                        stop=set(stop) | set(stop_token_ids(self._tok)),
                        state=constraint.start() if constraint is not None else None, gen=gen, context=prompt,
-                       drafter=self.drafter, truncate=lambda n: [st.cut(n) for st in streams], guide=guide)
+                       drafter=drafter, truncate=lambda n: [st.cut(n) for st in streams], guide=guide)
         self.last_decode = d
         past = main.cache
         if self.int8:  # KV from int8 steps is never reused: scoring must see the full weights' numbers
