@@ -282,9 +282,40 @@ class Session:
 
     # --- the loop -------------------------------------------------------------------------------
 
-    def run_task(self, task: str) -> TaskResult:
+    def run_task(self, task: str, *, settle: bool = True) -> TaskResult:
         """Run one user task until a text answer, a denial without correction, an abort or max_turns.  A session's
-        first task, and one that starts a fresh context (`earlier_tasks`), opens with the project's files now."""
+        first task, and one that starts a fresh context (`earlier_tasks`), opens with the project's files now.
+        When it has ended, the learner's deferred work is done (`settle`; `settle=False`: the caller does it,
+        e.g. on a background thread: settle.py)."""
+        result = self._run_task(task)
+        if settle:
+            self.settle()
+        return result
+
+    def has_pending(self) -> bool:
+        """Whether the learner has deferred work (learn/step.py `Learner.settle`: a correction's distillation)."""
+        return callable(getattr(self.learner, "settle", None)) and bool(getattr(self.learner, "pending", None))
+
+    def settle(self) -> None:
+        """The learner's deferred distillation updates, now, if any are pending."""
+        if not self.has_pending():
+            return
+        self._emit(LearnStarted("correction on more prompts"))
+        try:
+            reports = self.learner.settle()  # type: ignore[union-attr]
+        except RuntimeError as e:  # the learner restored the adapter; the session goes on
+            self._emit(ErrorShown(str(e).splitlines()[0]))
+            return
+        self.settled(reports)
+
+    def settled(self, reports: Sequence[dict[str, Any]], error: str | None = None) -> None:
+        """Show and journal deferred updates done elsewhere (settle.py), or the error that undid one."""
+        if error:
+            self._emit(ErrorShown(error))
+        for report in reports:
+            self._emit(Learned.from_report(report))
+
+    def _run_task(self, task: str) -> TaskResult:
         self._emit(UserTask(task))
         meta = task_meta(self.messages, self.sampling.earlier_tasks, self.notes())
         if (not self.messages or FRESH in meta) and self.overview and (listing := task_overview(

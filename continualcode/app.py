@@ -48,6 +48,7 @@ from continualcode.learn.memory import (
 )
 from continualcode.records import Correction, Message
 from continualcode.render import SYSTEM_PROMPT
+from continualcode.settle import Settling
 from continualcode.tools import Workspace
 from continualcode.ui.terminal import Display
 from continualcode.ui.visible import visible
@@ -199,6 +200,7 @@ class App:
     session: Session
     recorder: Recorder
     learner: Any = None
+    settling: Settling | None = None  # the background job of the last task's deferred learning
 
     @classmethod
     def build(cls, cfg: Config, inp: Input, display: Display, *, state: Path | None = None,
@@ -262,27 +264,43 @@ class App:
     # --- the loop ---------------------------------------------------------------------------------
 
     def run(self, inp: Input, first: str | None = None) -> int:
-        """Tasks and slash commands until /quit or end of input; `first` was read before the model loaded."""
+        """Tasks and slash commands until /quit or end of input; `first` was read before the model loaded.
+        A task's deferred learning runs in the background while the next line is typed (settle.py)."""
         if self.cfg.task:
             self.session.run_task(self.cfg.task)
         for line in itertools.chain([first] if first is not None else [], iter(inp.read_task, None)):
             line = line.strip()
             if not line:
                 continue
+            self.settle_background()
             if line.startswith("/"):
                 if self.command(line) == "quit":
                     break
                 continue
             try:
-                self.session.run_task(line)
+                self.session.run_task(line, settle=False)
             except KeyboardInterrupt:
                 self.display.stop()
                 self.display.console.print("[yellow]interrupted[/]")
                 self.recorder(Decided("abort"))
+            if self.session.has_pending():
+                self.display.show(Info("learning from the correction on more prompts in the background"))
+                self.settling = Settling(self.session.learner)  # type: ignore[arg-type]
         self.close()
         return 0
 
+    def settle_background(self) -> None:
+        """Wait for the background learning, if any, and show what it did."""
+        job, self.settling = self.settling, None
+        while job is not None:
+            try:
+                self.session.settled(*job.finish())
+                return
+            except KeyboardInterrupt:  # an update cannot stop halfway: wait for it
+                self.display.console.print("[yellow]finishing the background learning first[/]")
+
     def close(self) -> None:
+        self.settle_background()
         self.display.stop()
         if self.recorder.steps_since_save:
             self.recorder.save()

@@ -110,10 +110,11 @@ def replay(args: Sequence[str]) -> int:
     learner = Learner(backend, make_renderer(backend), cfg.learn_config())  # replay learns even if training is off
     steps = 0
     for c in corrections:
-        report = learner(c)
-        if report is not None:
+        first = learner(c)
+        for report in [first, *learner.settle()] if first is not None else []:  # settle: deferred distillation
             steps += 1
-            print(f"step {report['step']}: {report['kind']} loss {report.get('loss', 0):.4f} "
+            print(f"step {report['step']}: {report['kind']}{' (distilled)' if report.get('deferred') else ''} "
+                  f"loss {report.get('loss', 0):.4f} "
                   f"kl_after {report['kl_after']:.4f}{'  ROLLED BACK' if report['rolled_back'] else ''}")
     out = Path(outs[0]).expanduser() if outs else d / "replay-adapter"
     backend.save(out)

@@ -134,6 +134,9 @@ class Config:
     distill_prompts: int = _L.distill_prompts
     """Also distil the correction into the student on this many other prompts: the project's earlier tasks,
     then paraphrases of the task the model writes (0: the denied completion only)."""
+    distill_deferred: bool = _L.distill_deferred
+    """Learn on those prompts when the task ends (a second update, while the user reads the answer), not
+    before the retry: the retry after a denial then waits only for the step on the denied call."""
     optimizer: Literal["adamw", "sgd"] = "adamw"
     """adamw: steps of about learning_rate per weight whatever the gradient; sgd: steps that follow the gradient
     (needs a far larger learning_rate)."""
@@ -290,6 +293,7 @@ CHECKS: dict[str, Check] = {
     "adaptive": _any,
     "step_max_kl": _number(0, lo_open=True, allow_inf=True),
     "distill_prompts": _number(0, 16),
+    "distill_deferred": _any,
     "optimizer": _any,
     "prefix_grad": _any,
     "grad_clip": _number(0, lo_open=True, allow_inf=True),

@@ -123,6 +123,42 @@ def test_scripted_model_deny_with_correction_learns_once_and_retries(tokenizer, 
     assert [e.TYPE for e in events].count("correction") == 1
 
 
+class SettlingLearner(RecordingLearner):
+    """RecordingLearner with deferred work: each correction leaves one pending item for `settle`."""
+
+    def __init__(self, order: list[str]) -> None:
+        super().__init__()
+        self.pending: list[Correction] = []
+        self.order = order
+
+    def __call__(self, c: Correction):
+        self.order.append("learn")
+        self.pending.append(c)
+        return super().__call__(c)
+
+    def settle(self):
+        self.order.append("settle")
+        done, self.pending = self.pending, []
+        return [{"step": 10 + i, "kind": c.kind, "deferred": True} for i, c in enumerate(done)]
+
+
+def test_scripted_model_deferred_learning_settles_when_the_task_ends_not_before_the_retry(tokenizer, tmp_path):
+    write = call_text("write", path="main.py", content="x = 1\n")
+    edit = call_text("edit_lines", path="main.py", start_line=3, end_line=2, content="y = 2\n")
+    order: list[str] = []
+    s, model, _, _, events = make(tokenizer, tmp_path, [write, edit, "Done.", "Still done."],
+                                  [Deny("use edit_lines"), Approve()])
+    s.learner = SettlingLearner(order)
+    real = model.sample
+    model.sample = lambda *a, **kw: order.append("sample") or real(*a, **kw)  # type: ignore[method-assign]
+    assert s.run_task("add y to main.py").status == "answered"
+    assert order == ["sample", "learn", "sample", "sample", "settle"]  # the retry came before the settling
+    learned = [e for e in events if e.TYPE == "learn"]
+    assert [e.metrics.get("deferred", False) for e in learned] == [False, True]
+    s.run_task("anything else?")  # nothing pending: no second settle
+    assert order.count("settle") == 1
+
+
 class GuidedScriptedModel(ScriptedModel):
     """The scripted model with the local backend's `sample_guided`: records each sample's contrast (None: plain)."""
 

@@ -408,12 +408,44 @@ def test_distillation_prompts_join_the_batch(fresh_backend, renderer, correction
     monkeypatch.setattr(b, "train_step", spy)
     earlier = ["show me what is in todo.txt", "what does setup.py contain?", "list the python files"]
     asked: list[Correction] = []
-    learner = Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, distill_prompts=2),
+    learner = Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, distill_prompts=2,
+                                               distill_deferred=False),
                       prompts=lambda c: asked.append(c) or earlier)
     report = learner(correction)
     assert report is not None and report["distill_examples"] == 2 and seen == [3]
     assert asked == [correction]
     assert report["sec_distill"] > 0
+    assert not learner.pending and learner.settle() == []
+
+
+@pytest.mark.slow
+def test_deferred_distillation_steps_on_the_denied_call_first_and_on_the_other_prompts_at_settle(
+        fresh_backend, renderer, correction, monkeypatch):
+    """`distill_deferred` (the default): the correction's own update uses the denied call alone (what the
+    retry waits for); `settle` then takes one more update on the distillation examples, and only once."""
+    b = fresh_backend
+    seen: list[int] = []
+    real = b.train_step
+
+    def spy(batch, spec, *, lr):
+        seen.append(len(batch))
+        return real(batch, spec, lr=lr)
+
+    monkeypatch.setattr(b, "train_step", spy)
+    earlier = ["show me what is in todo.txt", "what does setup.py contain?"]
+    asked: list[Correction] = []
+    learner = Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, distill_prompts=2),
+                      prompts=lambda c: asked.append(c) or earlier)
+    assert learner.cfg.distill_deferred
+    step0 = b.step
+    first = learner(correction)
+    assert first is not None and first["distill_examples"] == 0 and seen == [1] and asked == []
+    assert list(learner.pending) == [correction] and b.step == step0 + 1
+    reports = learner.settle()
+    assert seen == [1, 2] and asked == [correction] and not learner.pending
+    assert len(reports) == 1 and reports[0]["deferred"] and reports[0]["distill_examples"] == 2
+    assert b.step == step0 + 2 and len(learner.undo_stack) == 2
+    assert learner.settle() == [] and seen == [1, 2]
 
 
 def test_paraphrase_lines_are_cleaned_and_deduplicated():

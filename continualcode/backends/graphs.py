@@ -26,10 +26,11 @@ the model's forward on CPU in fp32; the replayed graph against eager steps on a 
 
 Where: CUDA (`Graphs.for_model` returns None elsewhere, and for a decoder that is not llama-, qwen2- or
 qwen3-shaped with full attention in every layer); plain sampling only (the guided retry keeps the eager
-stream), without drafts (a drafted run is an eager forward, ~5 graphed steps' time).  The LoRA weights change in place (optimizer steps, `load_state`'s `copy_`), so a captured
-graph always reads the current adapter; `disable_adapter()` changes which kernels run, so a graph is
-recorded per adapter state.  A failed capture (a model whose modules read device values on the host)
-turns graphs off for the process and the sampler goes on eagerly.
+stream), without drafts (a drafted run is an eager forward, ~5 graphed steps' time).  The LoRA weights
+change in place (optimizer steps, `load_state`'s `copy_`), so a captured graph always reads the current
+adapter; `disable_adapter()` changes which kernels run, so a graph is recorded per adapter state.  A
+failed capture (a model whose modules read device values on the host) turns graphs off for the process
+and the sampler goes on eagerly.
 """
 
 from __future__ import annotations

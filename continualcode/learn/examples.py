@@ -46,25 +46,34 @@ class Example:
 
 
 def build_examples(backend: Any, renderer: Any, cfg: LearnConfig, c: Correction, *,
-                   extra_prompts: Sequence[str] = ()) -> tuple[list[Example], dict[str, float]]:
-    """The denied completion's example, then up to `cfg.distill_prompts` distillation examples
-    (the given prompts first, then paraphrases), and the seconds each part took."""
+                   extra_prompts: Sequence[str] = (), distill: bool = True) -> tuple[list[Example], dict[str, float]]:
+    """The denied completion's example, then (with `distill`) up to `cfg.distill_prompts` distillation
+    examples (`distill_examples`), and the seconds each part took."""
     secs: dict[str, float] = {}
     main = _example(backend, renderer, cfg, c, secs)
     t1 = time.perf_counter()
-    out = [main]
-    n = cfg.distill_prompts
-    if n > 0:
-        prompts = [p for p in extra_prompts if p.strip()][:n]
-        task = task_of(c.messages)
-        if len(prompts) < n:
-            prompts += paraphrases(backend, renderer, task, n - len(prompts), seed=_seed(task, -1))
-        for i, p in enumerate(prompts[:n]):
-            ex = _distill_example(backend, renderer, cfg, c, p, seed=_seed(task, i))
-            if ex is not None:
-                out.append(ex)
+    out = [main, *(distill_examples(backend, renderer, cfg, c, extra_prompts) if distill else [])]
     secs["sec_distill"] = time.perf_counter() - t1
     return out, secs
+
+
+def distill_examples(backend: Any, renderer: Any, cfg: LearnConfig, c: Correction,
+                     extra_prompts: Sequence[str] = ()) -> list[Example]:
+    """Up to `cfg.distill_prompts` distillation examples for the correction `c`: the given prompts first,
+    then paraphrases of its task the model writes."""
+    n = cfg.distill_prompts
+    if n <= 0:
+        return []
+    prompts = [p for p in extra_prompts if p.strip()][:n]
+    task = task_of(c.messages)
+    if len(prompts) < n:
+        prompts += paraphrases(backend, renderer, task, n - len(prompts), seed=_seed(task, -1))
+    out = []
+    for i, p in enumerate(prompts[:n]):
+        ex = _distill_example(backend, renderer, cfg, c, p, seed=_seed(task, i))
+        if ex is not None:
+            out.append(ex)
+    return out
 
 
 def _example(backend: Any, renderer: Any, cfg: LearnConfig, c: Correction,

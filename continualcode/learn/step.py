@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from continualcode.backends.base import Backend, CapabilityError, Snapshot
-from continualcode.learn.examples import Example, build_examples
+from continualcode.learn.examples import Example, build_examples, distill_examples
 from continualcode.learn.losses import advantage, kl_to_ref_full
 from continualcode.learn.types import LearnConfig, Scores
 from continualcode.records import Correction
@@ -83,17 +83,49 @@ class Learner:
         if cfg.teacher == "ema" and "ema_teacher" not in backend.capabilities:
             raise CapabilityError("teacher=ema needs weight-level access, which this backend lacks: use teacher=live")
         self.undo_stack: deque[Snapshot] = deque(maxlen=cfg.undo_depth)
+        self.pending: deque[Correction] = deque()  # corrections whose distillation `settle` has yet to do
         self.n_corrections = 0
 
     def __call__(self, c: Correction) -> dict[str, Any] | None:
         if c.kind == "approved_retry" and not self.cfg.learn_from_approved_retry:
             return None
-        cfg, b = self.cfg, self.backend
+        cfg = self.cfg
         self.n_corrections += 1
         t0 = time.perf_counter()
-        # 1) the examples: the denied completion first, then any distillation prompts
-        extra = list(self.prompts(c)) if self.prompts is not None and cfg.distill_prompts > 0 else []
-        examples, secs = build_examples(b, self.renderer, cfg, c, extra_prompts=extra)
+        # 1) the examples: the denied completion first, then any distillation prompts (deferred: `settle`)
+        defer = cfg.distill_deferred and cfg.distill_prompts > 0
+        examples, secs = build_examples(self.backend, self.renderer, cfg, c,
+                                        extra_prompts=() if defer else self._extra(c), distill=not defer)
+        report = self._update(c, examples, secs, t0, distilled=len(examples) - 1)
+        if defer:
+            self.pending.append(c)
+        return report
+
+    def settle(self) -> list[dict[str, Any]]:
+        """The deferred distillation (`distill_deferred`): for each correction learned since the last call,
+        its distillation examples (the project's earlier tasks, paraphrases of its task, each with a short
+        on-policy sample taught by the correction) and one update on them, guarded like the correction's
+        own.  The session calls it when a task has ended, so the retry after a denial waits only for the
+        step on the denied call.  One report per update taken."""
+        reports = []
+        while self.pending:
+            c = self.pending.popleft()
+            t0 = time.perf_counter()
+            examples = distill_examples(self.backend, self.renderer, self.cfg, c, self._extra(c))
+            if examples:
+                secs = {"sec_distill": time.perf_counter() - t0}
+                report = self._update(c, examples, secs, t0, distilled=len(examples))
+                reports.append({**report, "deferred": True})
+        return reports
+
+    def _extra(self, c: Correction) -> list[str]:
+        return list(self.prompts(c)) if self.prompts is not None and self.cfg.distill_prompts > 0 else []
+
+    def _update(self, c: Correction, examples: list[Example], secs: dict[str, float], t0: float, *,
+                distilled: int) -> dict[str, Any]:
+        """Steps on `examples` from a snapshot, the guard on the first one's completion, the report
+        (`distilled`: how many of the examples are distillation examples)."""
+        cfg, b = self.cfg, self.backend
         main = examples[0]
         t1 = time.perf_counter()
         # 2) the steps, from a snapshot
@@ -104,7 +136,7 @@ class Learner:
             metrics, steps, stop, rolled_back = self._steps(examples)
             t2 = time.perf_counter()
             # 3) what the steps did, and the guard: NaN fails `<=`, so a non-finite KL rolls back too
-            after = b.score(c.prompt_ids, main.example.completion_ids,
+            after = b.score(main.example.prompt_ids, main.example.completion_ids,
                             full=main.example.ref is not None and main.example.ref.full_logprobs is not None)
             kl_after = _kl_after(after, main.example.ref)
             if not rolled_back and not (kl_after <= cfg.max_kl):
@@ -124,7 +156,7 @@ class Learner:
         t3 = time.perf_counter()
         secs.update(sec_step=t2 - t1, sec_after=t3 - t2, sec_total=t3 - t0)
         report = self._report(c, main, after.logprobs, metrics, rolled_back, kl_after, secs)
-        report.update(steps_taken=steps, stop=stop, distill_examples=len(examples) - 1)
+        report.update(steps_taken=steps, stop=stop, distill_examples=distilled)
         return report
 
     def _steps(self, examples: list[Example]) -> tuple[dict[str, float], int, str, str]:

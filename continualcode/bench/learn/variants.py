@@ -188,6 +188,19 @@ class BenchLearner:
             self.past.append(c)
         return report
 
+    @property
+    def pending(self) -> Any:
+        return getattr(self.learner, "pending", ())
+
+    def settle(self) -> list[dict[str, Any]]:
+        """The learner's deferred distillation updates, logged like the others."""
+        settle = getattr(self.learner, "settle", None)
+        reports = settle() if settle is not None else []
+        for report in reports:
+            self.log.append({**_scalars(report), "replay": False,
+                             "n_steps": int(self.learner.cfg.steps_per_correction)})
+        return reports
+
     def _one(self, c: Correction, *, replayed: bool) -> dict[str, Any] | None:
         if replayed:
             self.check(c, new=False)

@@ -312,9 +312,11 @@ def graphs(backend: Any, renderer: Any, cfg: Any, repeats: int,
                 backend.clear_cache()
                 backend.sample(list(c.prompt_ids), max_tokens=1, temperature=0.0)  # the proposal's KV, as in the agent
                 t, m = timed(lambda: learner(c))
+                t_settle, _ = timed(learner.settle)  # deferred distillation (distill_deferred): counted in the total
+                t += t_settle
                 backend.restore(snap)
             corr[name]["total"].append(t)
-            corr[name]["distill"].append(float((m or {}).get("sec_distill", 0.0)))
+            corr[name]["distill"].append(float((m or {}).get("sec_distill", 0.0)) + t_settle)
     return {"by_length": rows, "failed": recorded.failed,
             "correction": {k: {"total": stats(v["total"]), "distill": stats(v["distill"])} for k, v in corr.items()},
             "graphs_speedup": rows[0]["speedup"]}

@@ -40,6 +40,10 @@ def _step_lines(step: dict[str, Any]) -> list[str]:
         parts = [r[f"after_sampling.{k}"]["median"] for k in
                  ("sec_teacher", "sec_ref", "sec_student_fwd", "sec_backward", "sec_optimizer", "sec_after")]
         lines.append(f"| {n} | " + " | ".join(f"{p:.3f}" for p in parts) + " |")
+    for n, r in step.items():
+        if "after_sampling.settle" in r and r["after_sampling.settle"]["median"] > 0:
+            lines.append(f"- {n}: the correction's deferred distillation (`Learner.settle`, when the task has "
+                         f"ended) {f(r['after_sampling.settle'], ' s')}; the retry waits for step+check only")
     return lines
 
 

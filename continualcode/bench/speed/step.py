@@ -38,9 +38,11 @@ def bench_step(backend: Any, renderer: Any, cfg: Any, lengths: Sequence[int], n_
                 backend.clear_cache()
                 if primed:  # what sampling the proposal leaves in the store
                     backend._prefix(prompt[:-1], "live")
-                t_total, rep_m = timed(lambda c=c: learner(c))
+                t_total, rep_m = timed(lambda c=c: learner(c))  # what the retry waits for
+                t_settle, _ = timed(learner.settle)  # the deferred distillation (distill_deferred), after the task
                 if rep == 0:
                     continue
+                rows.setdefault(f"{label}.settle", []).append(t_settle)
                 parts = {k: rep_m[k] for k in ("sec_teacher", "sec_ref", "sec_student_fwd", "sec_backward",
                                                "sec_optimizer", "sec_after")}
                 step = sum(v for k, v in parts.items() if k != "sec_after")

@@ -3,6 +3,7 @@ import sys
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from continualcode.backends.local import LocalBackend
 from continualcode.bench.speed.common import messages_of_length
@@ -37,8 +38,6 @@ for _ in range(50):
     v = float(lp[0, tok])
 torch.cuda.synchronize()
 print(f"replay + chooser-like host work: {(time.perf_counter() - t) / 50 * 1000:.2f} ms", flush=True)
-from torch.profiler import ProfilerActivity, profile
-
 b.clear_cache()
 b.sample(prompt, max_tokens=4, temperature=0.0, stop=())
 with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:

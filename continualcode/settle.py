@@ -1,0 +1,51 @@
+"""Deferred learning on a background thread: the learner's `settle` while the user reads and types.
+
+Boundary: one job per ended task, started by the app when the session has deferred learning pending
+(`Session.has_pending`: the distillation of a correction, `distill_deferred`), and the narrow protocol
+of what it runs (`Settleable`).  It knows nothing of learning.
+
+Why: a correction's distillation (paraphrases of its task, a short sample for each, their teacher and
+reference scores, one update) took ~27 s of a 44 s correction on a 2-core AVX2 host
+(bench/results/speed/).  The retry after a denial does not need it (it waits only for the update on the
+denied call); later tasks do.  The time between a task's answer and the next task (reading the answer,
+typing) is idle for the machine, so the job runs there.
+
+Settling: `finish()` waits for the job and hands back its reports (or its error); the app calls it
+before it runs a task or a slash command and before it closes, so the backend is never used by two
+threads at once and a checkpoint is never saved mid-update.  The job's events are emitted by the main
+thread at `finish()` (the display and the journal are not shared with the job's thread; a prompt is
+open while it runs).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+
+class Settleable(Protocol):
+    def settle(self) -> list[dict[str, Any]]:
+        """Do the deferred learning; one report per update taken."""
+        ...
+
+
+class Settling:
+    """One background run of `learner.settle()`."""
+
+    def __init__(self, learner: Settleable) -> None:
+        self._learner = learner
+        self.reports: list[dict[str, Any]] = []
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="continualcode-settle", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.reports = self._learner.settle()
+        except Exception as e:  # the learner restored its snapshot; the session goes on
+            self.error = str(e).splitlines()[0] if str(e) else type(e).__name__
+
+    def finish(self) -> tuple[list[dict[str, Any]], str | None]:
+        """Wait for the job; (its reports, its error or None)."""
+        self._thread.join()
+        return self.reports, self.error
