@@ -300,6 +300,8 @@ class App:
                 self.display.console.print("[yellow]finishing the background learning first[/]")
 
     def close(self) -> None:
+        if self.settling is not None:
+            self.display.show(Info("finishing the learning update before exit"))
         self.settle_background()
         self.display.stop()
         if self.recorder.steps_since_save:

@@ -153,6 +153,9 @@ def _cost(p: _Pool) -> dict[str, Any]:
         "rolled_back": sum(1 for r in learn if r.get("rolled_back")),
         "sec_per_step": (sum(r.get("sec_step", 0.0) for r in learn) / steps) if steps else None,
         "sec_per_correction": (sum(r.get("sec_total", 0.0) for r in learn) / denials) if learn and denials else None,
+        # what the retry after a denial waited for (the deferred distillation's updates run after the task)
+        "sec_before_retry": (sum(r.get("sec_total", 0.0) for r in learn if not r.get("deferred")) / denials)
+        if learn and denials else None,
         "sec_learn": sum(r.get("sec_total", 0.0) for r in learn),
         "sec_unit": sum(u["sec"] for u in p.units),
     }
