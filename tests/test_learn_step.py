@@ -395,17 +395,23 @@ def test_a_step_beyond_the_trust_region_is_undone(fresh_backend, renderer, corre
     assert b.step == step and all(torch.equal(v, _lora(b)[k]) for k, v in before.items())
 
 
-@pytest.mark.slow
-def test_distillation_prompts_join_the_batch(fresh_backend, renderer, correction, monkeypatch):
-    b = fresh_backend
+@pytest.fixture
+def batch_sizes(fresh_backend, monkeypatch) -> list[int]:
+    """The batch size of every `train_step` the shared backend takes in the test, in order."""
     seen: list[int] = []
-    real = b.train_step
+    real = fresh_backend.train_step
 
     def spy(batch, spec, *, lr):
         seen.append(len(batch))
         return real(batch, spec, lr=lr)
 
-    monkeypatch.setattr(b, "train_step", spy)
+    monkeypatch.setattr(fresh_backend, "train_step", spy)
+    return seen
+
+
+@pytest.mark.slow
+def test_distillation_prompts_join_the_batch(fresh_backend, renderer, correction, batch_sizes):
+    b, seen = fresh_backend, batch_sizes
     earlier = ["show me what is in todo.txt", "what does setup.py contain?", "list the python files"]
     asked: list[Correction] = []
     learner = Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, distill_prompts=2,
@@ -420,18 +426,10 @@ def test_distillation_prompts_join_the_batch(fresh_backend, renderer, correction
 
 @pytest.mark.slow
 def test_deferred_distillation_steps_on_the_denied_call_first_and_on_the_other_prompts_at_settle(
-        fresh_backend, renderer, correction, monkeypatch):
+        fresh_backend, renderer, correction, batch_sizes):
     """`distill_deferred` (the default): the correction's own update uses the denied call alone (what the
     retry waits for); `settle` then takes one more update on the distillation examples, and only once."""
-    b = fresh_backend
-    seen: list[int] = []
-    real = b.train_step
-
-    def spy(batch, spec, *, lr):
-        seen.append(len(batch))
-        return real(batch, spec, lr=lr)
-
-    monkeypatch.setattr(b, "train_step", spy)
+    b, seen = fresh_backend, batch_sizes
     earlier = ["show me what is in todo.txt", "what does setup.py contain?"]
     asked: list[Correction] = []
     learner = Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, distill_prompts=2),
