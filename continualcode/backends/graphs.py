@@ -161,7 +161,10 @@ class Graphs:
             cap *= 2
         if self.kv is None or self.kv.capacity < cap or len(self.kv.keys) != len(pairs):
             self.kv, self.graphs = None, {}
-            self.kv = StaticKV(pairs, cap)
+            try:
+                self.kv = StaticKV(pairs, cap)
+            except torch.OutOfMemoryError:  # a long context on a small GPU: this sample decodes eagerly
+                return None
         self.kv.load(pairs)
         return GraphStream(self, n)
 
