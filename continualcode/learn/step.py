@@ -5,7 +5,9 @@
    (the same model with the correction in context: sampled-token log-probs, plus top-K or the full
    distribution when the loss needs them) and by the frozen base (the KL reference); with
    `distill_prompts` > 0 also that many other prompts of the same kind (the project's earlier tasks,
-   then paraphrases the model writes), each with a short on-policy sample and its own teacher;
+   then paraphrases the model writes), each with a short on-policy sample and its own teacher.  With
+   `distill_deferred` (the default) those prompts wait for `settle` (called when the task has ended:
+   their own update, steps 2-4 below), so the retry after a denial waits only for this update;
 2) snapshots the adapter and takes up to `steps_per_correction` optimizer steps on the batch
    (`learn.losses.sdpo_loss` under a `LossSpec`).  With `adaptive`, it stops as soon as the student
    agrees with the teacher at every example's decision point (the first position where their top
