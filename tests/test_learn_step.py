@@ -425,25 +425,42 @@ def test_distillation_prompts_join_the_batch(fresh_backend, renderer, correction
 
 
 @pytest.mark.slow
-def test_deferred_distillation_steps_on_the_denied_call_first_and_on_the_other_prompts_at_settle(
+def test_deferred_distillation_replaces_the_interim_update_with_the_undeferred_one(
         fresh_backend, renderer, correction, batch_sizes):
-    """`distill_deferred` (the default): the correction's own update uses the denied call alone (what the
-    retry waits for); `settle` then takes one more update on the distillation examples, and only once."""
+    """`distill_deferred` (the default): the correction's interim update uses the denied call alone (what the
+    retry waits for); `settle` goes back to the weights before it and takes the update the undeferred path
+    takes (the denied call and the distillation examples, from the same start): the same weights at the
+    end, one undo entry, and `settle` does it once."""
     b, seen = fresh_backend, batch_sizes
     earlier = ["show me what is in todo.txt", "what does setup.py contain?"]
+    start, step0 = b.snapshot(), b.step
+
+    def learner(deferred: bool, asked: list[Correction]) -> Learner:
+        return Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, distill_prompts=2,
+                                                distill_deferred=deferred),
+                       prompts=lambda c: asked.append(c) or earlier)
+
+    undeferred = learner(False, [])
+    undeferred(correction)
+    want = _lora(b)
+    b.restore(start)
+    b.clear_cache()
+    seen.clear()
     asked: list[Correction] = []
-    learner = Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, distill_prompts=2),
-                      prompts=lambda c: asked.append(c) or earlier)
-    assert learner.cfg.distill_deferred
-    step0 = b.step
-    first = learner(correction)
+    deferred = learner(True, asked)
+    first = deferred(correction)
     assert first is not None and first["distill_examples"] == 0 and seen == [1] and asked == []
-    assert list(learner.pending) == [correction] and b.step == step0 + 1
-    reports = learner.settle()
-    assert seen == [1, 2] and asked == [correction] and not learner.pending
+    assert [p.correction for p in deferred.pending] == [correction] and b.step == step0 + 1
+    interim = _lora(b)
+    reports = deferred.settle()
+    assert seen == [1, 3] and asked == [correction] and not deferred.pending
     assert len(reports) == 1 and reports[0]["deferred"] and reports[0]["distill_examples"] == 2
-    assert b.step == step0 + 2 and len(learner.undo_stack) == 2
-    assert learner.settle() == [] and seen == [1, 2]
+    assert b.step == step0 + 1 and len(deferred.undo_stack) == 1
+    now = _lora(b)
+    assert all(torch.allclose(now[k], want[k], atol=1e-6) for k in want)
+    assert any(not torch.allclose(now[k], interim[k], atol=1e-6) for k in want)
+    assert deferred.settle() == [] and seen == [1, 3]
+    assert deferred.undo() and all(torch.equal(v, _lora(b)[k]) for k, v in start.state["lora"].items())
 
 
 def test_paraphrase_lines_are_cleaned_and_deduplicated():

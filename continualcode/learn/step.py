@@ -6,8 +6,9 @@
    distribution when the loss needs them) and by the frozen base (the KL reference); with
    `distill_prompts` > 0 also that many other prompts of the same kind (the project's earlier tasks,
    then paraphrases the model writes), each with a short on-policy sample and its own teacher.  With
-   `distill_deferred` (the default) those prompts wait for `settle` (called when the task has ended:
-   their own update, steps 2-4 below), so the retry after a denial waits only for this update;
+   `distill_deferred` (the default) the update here is interim, on the denied call alone (the retry
+   after the denial waits only for it), and `settle` (called when the task has ended) replaces it with
+   the full update from the same starting weights;
 2) snapshots the adapter and takes up to `steps_per_correction` optimizer steps on the batch
    (`learn.losses.sdpo_loss` under a `LossSpec`).  With `adaptive`, it stops as soon as the student
    agrees with the teacher at every example's decision point (the first position where their top
@@ -60,6 +61,17 @@ def _kl(p: Scores, q: Scores | None) -> float:
 _kl_after = _kl  # the guard's KL to the base: a name the tests patch
 
 
+@dataclasses.dataclass
+class _Pending:
+    """A correction whose distillation is deferred: its denied call's example, the adapter before its
+    interim update, and whether that update was kept (then it is on the undo stack)."""
+
+    correction: Correction
+    main: Example
+    before: Snapshot
+    kept: bool
+
+
 class StepError(RuntimeError):
     """A learning step raised; the adapter was restored to its pre-step snapshot."""
 
@@ -85,7 +97,7 @@ class Learner:
         if cfg.teacher == "ema" and "ema_teacher" not in backend.capabilities:
             raise CapabilityError("teacher=ema needs weight-level access, which this backend lacks: use teacher=live")
         self.undo_stack: deque[Snapshot] = deque(maxlen=cfg.undo_depth)
-        self.pending: deque[Correction] = deque()  # corrections whose distillation `settle` has yet to do
+        self.pending: deque[_Pending] = deque()  # corrections whose distillation `settle` has yet to do
         self.n_corrections = 0
 
     def __call__(self, c: Correction) -> dict[str, Any] | None:
@@ -98,26 +110,37 @@ class Learner:
         defer = cfg.distill_deferred and cfg.distill_prompts > 0
         examples, secs = build_examples(self.backend, self.renderer, cfg, c,
                                         extra_prompts=() if defer else self._extra(c), distill=not defer)
+        before = self.backend.snapshot() if defer else None
         report = self._update(c, examples, secs, t0, distilled=len(examples) - 1)
-        if defer:
-            self.pending.append(c)
+        if before is not None:
+            self.pending.append(_Pending(c, examples[0], before, kept=not report["rolled_back"]))
         return report
 
     def settle(self) -> list[dict[str, Any]]:
-        """The deferred distillation (`distill_deferred`): for each correction learned since the last call,
-        its distillation examples (the project's earlier tasks, paraphrases of its task, each with a short
-        on-policy sample taught by the correction) and one update on them, guarded like the correction's
-        own.  The session calls it when a task has ended, so the retry after a denial waits only for the
-        step on the denied call.  One report per update taken."""
-        reports = []
-        while self.pending:
-            c = self.pending.popleft()
-            t0 = time.perf_counter()
-            examples = distill_examples(self.backend, self.renderer, self.cfg, c, self._extra(c))
-            if examples:
+        """The deferred distillation (`distill_deferred`).  Each correction since the last call took an
+        interim update on its denied call alone (what the retry used); those are replaced: the adapter goes
+        back to the weights before the first of them (their undo entries dropped), and each correction
+        takes the update it would have taken undeferred, on its denied call and its distillation examples
+        (the project's earlier tasks, paraphrases of its task, each with a short on-policy sample taught
+        by the correction), guarded the same way.  The final weights are then those of the undeferred
+        path (the same batches from the same start), and so is the drift.  The session calls it when a
+        task has ended.  One report per update taken."""
+        if not self.pending:
+            return []
+        b, reports = self.backend, []
+        for _ in range(min(sum(p.kept for p in self.pending), len(self.undo_stack))):
+            self.undo_stack.pop()
+        b.restore(self.pending[0].before)
+        try:
+            while self.pending:
+                p = self.pending.popleft()
+                t0 = time.perf_counter()
+                more = distill_examples(b, self.renderer, self.cfg, p.correction, self._extra(p.correction))
                 secs = {"sec_distill": time.perf_counter() - t0}
-                report = self._update(c, examples, secs, t0, distilled=len(examples))
+                report = self._update(p.correction, [p.main, *more], secs, t0, distilled=len(more))
                 reports.append({**report, "deferred": True})
+        finally:
+            self.pending.clear()  # after a failure the adapter is the last good one; nothing is left to redo
         return reports
 
     def _extra(self, c: Correction) -> list[str]:
