@@ -5,9 +5,9 @@ Boundary: one job per ended task, started by the app when the session has deferr
 of what it runs (`Settleable`).  It knows nothing of learning.
 
 Why: a correction's distillation (paraphrases of its task, a short sample for each, their teacher and
-reference scores, one update) took ~27 s of a 44 s correction on a 2-core AVX2 host
-(bench/results/speed/).  The retry after a denial does not need it (it waits only for the update on the
-denied call); later tasks do.  The time between a task's answer and the next task (reading the answer,
+reference scores, the update) took ~27 s of a 44 s correction on a 2-core AVX2 host
+(bench/results/speed/).  The retry after a denial does not need it (it waits only for an interim update
+on the denied call); later tasks do.  The time between a task's answer and the next task (reading the answer,
 typing) is idle for the machine, so the job runs there.
 
 Settling: `finish()` waits for the job and hands back its reports (or its error); the app calls it
