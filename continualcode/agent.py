@@ -47,6 +47,7 @@ from continualcode.rails import LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, 
 from continualcode.records import FRESH, Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer
 from continualcode.retrieve import HEAD as RETRIEVED
+from continualcode.settle import settle_now
 from continualcode.speculate import Warmable
 from continualcode.textcall import call_in_text, looks_like_call
 from continualcode.tools import Workspace
@@ -262,8 +263,7 @@ class Session:
             self.rails.saw(m.content)  # shown as fact (not our error messages, which name what an answer got wrong)
 
     def add_feedback(self, text: str) -> None:
-        text = text.strip()
-        if text:
+        if text := text.strip():
             self.feedback.append(text)
             self._emit(Decided("feedback", text=text))
 
@@ -284,36 +284,10 @@ class Session:
 
     def run_task(self, task: str, *, settle: bool = True) -> TaskResult:
         """Run one user task until a text answer, a denial without correction, an abort or max_turns.  A session's
-        first task, and one that starts a fresh context (`earlier_tasks`), opens with the project's files now.
-        When it has ended, the learner's deferred work is done (`settle`; `settle=False`: the caller does it,
-        e.g. on a background thread: settle.py)."""
+        first task, and one that starts a fresh context, opens with the project's files.  Then deferred learning."""
         result = self._run_task(task)
-        if settle:
-            self.settle()
+        settle_now(self.learner if settle else None, self._emit)  # settle=False: the caller does it (settle.py)
         return result
-
-    def has_pending(self) -> bool:
-        """Whether the learner has deferred work (learn/step.py `Learner.settle`: a correction's distillation)."""
-        return callable(getattr(self.learner, "settle", None)) and bool(getattr(self.learner, "pending", None))
-
-    def settle(self) -> None:
-        """The learner's deferred distillation updates, now, if any are pending."""
-        if not self.has_pending():
-            return
-        self._emit(LearnStarted("correction on more prompts"))
-        try:
-            reports = self.learner.settle()  # type: ignore[union-attr]
-        except RuntimeError as e:  # the learner restored the adapter; the session goes on
-            self._emit(ErrorShown(str(e).splitlines()[0]))
-            return
-        self.settled(reports)
-
-    def settled(self, reports: Sequence[dict[str, Any]], error: str | None = None) -> None:
-        """Show and journal deferred updates done elsewhere (settle.py), or the error that undid one."""
-        if error:
-            self._emit(ErrorShown(error))
-        for report in reports:
-            self._emit(Learned.from_report(report))
 
     def _run_task(self, task: str) -> TaskResult:
         self._emit(UserTask(task))

@@ -48,7 +48,7 @@ from continualcode.learn.memory import (
 )
 from continualcode.records import Correction, Message
 from continualcode.render import SYSTEM_PROMPT
-from continualcode.settle import Settling
+from continualcode.settle import Settling, pending, show
 from continualcode.tools import Workspace
 from continualcode.ui.terminal import Display
 from continualcode.ui.visible import visible
@@ -283,7 +283,7 @@ class App:
                 self.display.stop()
                 self.display.console.print("[yellow]interrupted[/]")
                 self.recorder(Decided("abort"))
-            if self.session.has_pending():
+            if pending(self.session.learner):
                 self.display.show(Info("learning from the correction on more prompts in the background"))
                 self.settling = Settling(self.session.learner)  # type: ignore[arg-type]
         self.close()
@@ -294,7 +294,7 @@ class App:
         job, self.settling = self.settling, None
         while job is not None:
             try:
-                self.session.settled(*job.finish())
+                show(self.recorder, *job.finish())
                 return
             except KeyboardInterrupt:  # an update cannot stop halfway: wait for it
                 self.display.console.print("[yellow]finishing the background learning first[/]")

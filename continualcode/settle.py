@@ -1,7 +1,7 @@
 """Deferred learning on a background thread: the learner's `settle` while the user reads and types.
 
 Boundary: one job per ended task, started by the app when the session has deferred learning pending
-(`Session.has_pending`: the distillation of a correction, `distill_deferred`), and the narrow protocol
+(`pending`: the distillation of a correction, `distill_deferred`), and the narrow protocol
 of what it runs (`Settleable`).  It knows nothing of learning.
 
 Why: a correction's distillation (paraphrases of its task, a short sample for each, their teacher and
@@ -9,6 +9,8 @@ reference scores, the update) took ~27 s of a 44 s correction on a 2-core AVX2 h
 (bench/results/speed/).  The retry after a denial does not need it (it waits only for an interim update
 on the denied call); later tasks do.  The time between a task's answer and the next task (reading the answer,
 typing) is idle for the machine, so the job runs there.
+
+Elsewhere (the benchmarks, `task=`): `settle_now` runs the same work at once on the caller's thread.
 
 Settling: `finish()` waits for the job and hands back its reports (or its error); the app calls it
 before it runs a task or a slash command and before it closes, so the backend is never used by two
@@ -20,13 +22,42 @@ open while it runs).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
+
+from continualcode.events import ErrorShown, Event, Learned, LearnStarted
 
 
 class Settleable(Protocol):
     def settle(self) -> list[dict[str, Any]]:
         """Do the deferred learning; one report per update taken."""
         ...
+
+
+def pending(learner: Any) -> bool:
+    """Whether `learner` has deferred work (learn/step.py `Learner.settle`: a correction's distillation)."""
+    return callable(getattr(learner, "settle", None)) and bool(getattr(learner, "pending", None))
+
+
+def settle_now(learner: Any, emit: Callable[[Event], None]) -> None:
+    """The learner's deferred updates, now, on this thread, if any are pending; their events to `emit`."""
+    if not pending(learner):
+        return
+    emit(LearnStarted("correction on more prompts"))
+    try:
+        reports = learner.settle()
+    except RuntimeError as e:  # the learner restored the adapter; the session goes on
+        emit(ErrorShown(str(e).splitlines()[0]))
+        return
+    show(emit, reports)
+
+
+def show(emit: Callable[[Event], None], reports: Sequence[dict[str, Any]], error: str | None = None) -> None:
+    """Show and journal deferred updates (a job's, on the main thread), or the error that undid one."""
+    if error:
+        emit(ErrorShown(error))
+    for report in reports:
+        emit(Learned.from_report(report))
 
 
 class Settling:

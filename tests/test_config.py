@@ -34,6 +34,8 @@ BAD: dict[str, list[str]] = {
     "draft": ["medusa"],
     "decode_int8": ["int4"],
     "native_kernels": ["maybe"],
+    "cuda_graphs": ["maybe"],
+    "distill_deferred": ["maybe"],
     "cache_dir": ["cache\x00dir"],
     "temperature": ["nan", "inf", "-inf", "-0.1", "11"],
     "top_p": ["0", "1.5", "nan"],

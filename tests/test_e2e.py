@@ -51,8 +51,11 @@ def test_deny_correct_retry_approve_changes_file(tmp_path: Path, cache_dir: Path
     step = events[learn]
     assert step["step"] == 1 and not step["rolled_back"]
     assert len(step["heatmap"]["tokens"]) == len(step["heatmap"]["advantage"]) > 0
+    assert not step.get("deferred")  # the interim update on the denied call, before the retry
+    final = [e for e in events if e["type"] == "learn" and e.get("deferred")]  # the task's end: it is replaced
+    assert len(final) == 1 and final[0]["step"] == 1 and events.index(final[0]) > learn
     metrics = [json.loads(line) for line in (sess / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == 1 and metrics[0]["loss"] == step["loss"]
+    assert len(metrics) == 2 and metrics[0]["loss"] == step["loss"] and metrics[1]["loss"] == final[0]["loss"]
     assert (sess / "heatmaps" / "step-1.html").is_file()
     assert (sess / "heatmaps" / "step-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (proj / "adapter" / "adapter_model.safetensors").is_file()

@@ -35,6 +35,7 @@ def test_replay_reproduces_steps_and_adapter(tmp_path: Path, cache_dir: Path, re
                        renderer.decode(toks), f"use read on {path}, never write")
         journal.append("correction", **c.to_dict())
         assert not learner(c)["rolled_back"]
+        assert all(not r["rolled_back"] for r in learner.settle())  # the task's end: the deferred update
     journal.close()
     original.save(tmp_path / "original")
 

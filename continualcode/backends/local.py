@@ -141,7 +141,7 @@ class LocalBackend:
         self.last_decode: Decoded | None = None  # the last sample's decode counters (drafted, accepted, …)
         self.last_prefill = 0  # prompt tokens the last sample ran (the rest came from the KV store)
         if warmup:
-            self._warmup()
+            _warmup(self)
 
     # --- identity and state ---------------------------------------------------------------------
 
@@ -263,11 +263,9 @@ class LocalBackend:
         out = self._forward(prompt[-1:] if past is not None else prompt, past)
         main: Any = _Stream(self._forward, getattr(out, self._cache_kw), self._cache_kw)
         c = _contrast(main, prompt, list(contrast_ids)) if guidance > 0 and contrast_ids else None  # (logits, stream)
-        drafter = self.drafter
-        if c is None and self.graphs is not None:  # GPU: recorded one-token steps over a static KV cache
-            graphed = self.graphs.stream(main.cache, max_tokens)
-            if graphed is not None:  # a drafted run is an eager forward there, ~5x a graphed step: no drafts
-                main, drafter = graphed, None
+        # GPU: recorded one-token steps over a static KV cache, no drafts (a drafted run is eager there, ~5 steps)
+        graphed = self.graphs.stream(main.cache, max_tokens) if c is None and self.graphs is not None else None
+        main, drafter = (graphed, None) if graphed is not None else (main, self.drafter)
         guide = Guide(c[0], c[1], guidance) if c is not None else None
         streams = [main] if c is None else [main, c[1]]
         # 2) decode, drafting from the prompt where a guess is to be had (int8 steps where configured)
@@ -328,13 +326,15 @@ class LocalBackend:
         finally:
             self.model.eval()
 
-    def _warmup(self) -> None:
-        """One tiny forward+backward so the first real step does not pay the one-time costs."""
-        ids = list(range(1, 9))
-        logits_TV = self._completion_logits(ids[:4], ids[4:], grad=True)
-        logits_TV.float().logsumexp(-1).mean().mul(0.0).backward()
-        self.adapter.optimizer.zero_grad(set_to_none=True)
-        self.sample(ids[:4], max_tokens=2, temperature=0.0, seed=0)
+
+
+def _warmup(b: LocalBackend) -> None:
+    """One tiny forward+backward so the first real step does not pay the one-time costs."""
+    ids = list(range(1, 9))
+    logits_TV = b._completion_logits(ids[:4], ids[4:], grad=True)
+    logits_TV.float().logsumexp(-1).mean().mul(0.0).backward()
+    b.adapter.optimizer.zero_grad(set_to_none=True)
+    b.sample(ids[:4], max_tokens=2, temperature=0.0, seed=0)
 
 
 class _Stream:
