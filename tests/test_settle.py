@@ -96,3 +96,19 @@ def test_scripted_tasks_the_app_settles_in_the_background_and_finishes_before_th
     assert learner.started.is_set() and not learner.pending and app.settling is None
     learned = [e for e in read_events(app.journal.session_dir / "journal.jsonl") if e.get("type") == "learn"]
     assert len(learned) == 1 and learned[0]["deferred"] is True
+
+
+def test_the_terminal_says_a_deferred_update_replaces_the_interim_one():
+    import io
+
+    from rich.console import Console
+
+    from continualcode.ui.terminal import Display
+
+    d = Display()
+    d.console = Console(file=io.StringIO(), width=200, color_system=None)
+    d.learn_summary({"step": 1, "loss": 0.1, "kl_after": 0.01, "sec_total": 19.0})
+    d.learn_summary({"step": 1, "loss": 0.1, "kl_after": 0.01, "sec_total": 40.0, "deferred": True,
+                     "distill_examples": 3})
+    first, second = d.console.file.getvalue().splitlines()
+    assert "interim" not in first and second.endswith("replaces the interim update, with 3 more prompts")

@@ -123,6 +123,8 @@ class Display:
             f"[magenta]update #{m.get('step')}[/] loss {m.get('loss', 0):.3f} · KL→base {m.get('kl_after', 0):.4f} · "
             f"Δlogp reinforced {m.get('logp_shift_pos_adv', 0):+.3f} / suppressed {m.get('logp_shift_neg_adv', 0):+.3f}"
             f" · {m.get('sec_total', 0):.1f}s"
+            + (f" · replaces the interim update, with {m.get('distill_examples', 0)} more prompts"
+               if m.get("deferred") else "")
         )
         if m.get("tokens"):
             self.console.print(render_terminal(m["tokens"], m["advantage"]))
