@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from continualcode.backends.kv import lcp
 from continualcode.learn.types import LossSpec, Scores, TrainExample
 
 pytestmark = [pytest.mark.slow,
@@ -168,13 +169,6 @@ def test_a_checkpoint_saved_on_cuda_loads_back_exactly(gpu, prompt, tmp_path: Pa
     gpu.restore(snap)
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
 def test_decode_steps_replay_a_recorded_cuda_graph_with_the_eager_numbers(gpu, prompt):
     """The sampler's one-token steps replay a CUDA graph (backends/graphs.py); tokens and log-probabilities
     are those of the eager steps (greedy, compared up to the first bf16 near-tie)."""
@@ -188,7 +182,7 @@ def test_decode_steps_replay_a_recorded_cuda_graph_with_the_eager_numbers(gpu, p
         e = gpu.sample(prompt, max_tokens=32, temperature=0.0, stop=())
     finally:
         gpu.graphs = graphs
-    n = _common_prefix(g.tokens, e.tokens)
+    n = lcp(g.tokens, e.tokens)
     assert n >= 4, (g.tokens, e.tokens)
     diff = (torch.tensor(g.logprobs[:n]) - torch.tensor(e.logprobs[:n])).abs()
     assert float(diff.max()) < 0.2, diff

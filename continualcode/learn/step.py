@@ -111,7 +111,7 @@ class Learner:
         examples, secs = build_examples(self.backend, self.renderer, cfg, c,
                                         extra_prompts=() if defer else self._extra(c), distill=not defer)
         before = self.backend.snapshot() if defer else None
-        report = self._update(c, examples, secs, t0, distilled=len(examples) - 1)
+        report = self._update(c, examples, secs, t0, distilled=len(examples) - 1, snap=before)
         if before is not None:
             self.pending.append(_Pending(c, examples[0], before, kept=not report["rolled_back"]))
         return report
@@ -147,14 +147,15 @@ class Learner:
         return list(self.prompts(c)) if self.prompts is not None and self.cfg.distill_prompts > 0 else []
 
     def _update(self, c: Correction, examples: list[Example], secs: dict[str, float], t0: float, *,
-                distilled: int) -> dict[str, Any]:
-        """Steps on `examples` from a snapshot, the guard on the first one's completion, the report
-        (`distilled`: how many of the examples are distillation examples)."""
+                distilled: int, snap: Snapshot | None = None) -> dict[str, Any]:
+        """Steps on `examples` from a snapshot (`snap`, one the caller already took of the current weights,
+        or a new one), the guard on the first one's completion, the report (`distilled`: how many of the
+        examples are distillation examples)."""
         cfg, b = self.cfg, self.backend
         main = examples[0]
         t1 = time.perf_counter()
         # 2) the steps, from a snapshot
-        snap = b.snapshot()
+        snap = snap if snap is not None else b.snapshot()
         metrics: dict[str, float] = {}
         rolled_back, stop, steps = "", "max_steps", 0
         try:
