@@ -40,6 +40,7 @@ def build_backend(cfg: Config) -> Backend:
         seed=cfg.seed, threads=cfg.threads, optimizer=cfg.optimizer, draft=cfg.draft,
         decode_int8=cfg.decode_int8, native_kernels=cfg.native_kernels,
         cuda_graphs=cfg.cuda_graphs,
+        fused_decode=cfg.fused_decode,
         cache=cache_path(cfg),
     )
 

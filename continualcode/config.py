@@ -62,6 +62,10 @@ class Config:
     """CPU: one-token decode steps read an int8 copy of the frozen weights (half the bytes; 2.4x faster decode,
     KL 0.002 nats to bf16); prefill, scoring and training keep the full weights, so learning sees the same
     numbers.  Ignored on GPU."""
+    fused_decode: bool = True
+    """CPU: each decode step (one token, or a drafted run) is one native call through the whole decoder, LoRA
+    included (backends/fused.py, step.c; needs native_kernels): ~2x faster than the step op by op, the same
+    weights and numbers (activations fp32).  Self-checked before use; ignored on GPU."""
     cuda_graphs: bool = True
     """GPU: each one-token decode step replays a recorded CUDA graph over a static KV cache (backends/graphs.py:
     eager steps are launch-bound there, ~50 ms a token whatever the model's size); the same modules and
@@ -263,6 +267,7 @@ CHECKS: dict[str, Check] = {
     "decode_int8": _any,
     "native_kernels": _any,
     "cuda_graphs": _any,
+    "fused_decode": _any,
     "cache_dir": _text,
     "temperature": _number(0, 10),
     "top_p": _number(0, 1, lo_open=True),

@@ -55,3 +55,24 @@ def test_session_report_shows_both_replays_and_the_speculation_ratio() -> None:
     assert md.index("### speculate=false") < md.index("### the config's path (speculative prefill")
     assert "**12.0 s**" in md and "**8.0 s**" in md and "**1.50×** faster" in md
     assert "| 1 | 9.0 | 0.50 | 1000 | 800 | 40 |" in md and "| 1 | 6.0 | 0.50 | 1000 | 1 | 40 |" in md
+
+
+def test_fused_part_times_both_paths_with_full_and_int8_weights(cache_dir: Path) -> None:
+    from continualcode.backends import native
+    from continualcode.backends.local import LocalBackend
+    from continualcode.bench.speed import decode
+    from continualcode.bench.speed.report import to_markdown
+    from continualcode.build import make_renderer
+
+    b = LocalBackend("smollm2-135m", dtype="fp32", cache=cache_dir, seed=0, warmup=False, threads=1)
+    res = decode.fused(b, make_renderer(b), repeats=1, int8=True, lengths=(256,))
+    if native.kernels() is None:
+        assert "skipped" in res
+        return
+    (row,) = res["by_length"]
+    assert row["full_unfused_s_per_tok"] > 0 and row["int8_fused_s_per_tok"] > 0
+    assert res["fused_speedup"] == row["full_unfused_s_per_tok"] / row["full_fused_s_per_tok"]
+    assert row["int8_speedup"] == row["int8_unfused_s_per_tok"] / row["int8_fused_s_per_tok"]
+    md = to_markdown({"model": "m", "dtype": "fp32", "date": "d", "machine": "x", "repeats": 1, "command": "c",
+                      "fused": res})
+    assert f"| {row['prompt_tokens']} | int8 |" in md and f"**{row['full_speedup']:.2f}×**" in md

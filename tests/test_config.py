@@ -35,6 +35,7 @@ BAD: dict[str, list[str]] = {
     "decode_int8": ["int4"],
     "native_kernels": ["maybe"],
     "cuda_graphs": ["maybe"],
+    "fused_decode": ["maybe"],
     "distill_deferred": ["maybe"],
     "cache_dir": ["cache\x00dir"],
     "temperature": ["nan", "inf", "-inf", "-0.1", "11"],

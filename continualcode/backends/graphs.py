@@ -224,6 +224,8 @@ class Graphs:
 class GraphStream:
     """decode.py's stream over a `Graphs` static cache (see the module docstring)."""
 
+    drafts = False  # a drafted run would be an eager forward: the sampler does not draft on this stream
+
     def __init__(self, graphs: Graphs, length: int) -> None:
         self.graphs, self.length = graphs, length
         self._cache: Any = None

@@ -39,6 +39,7 @@ from continualcode.backends import attention, native
 from continualcode.backends.adapter import STATE_FILE, AdapterState
 from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token_ids
 from continualcode.backends.decode import Decoded, Drafter, Guide, PromptLookup, decode
+from continualcode.backends.fused import Fused
 from continualcode.backends.graphs import Graphs
 from continualcode.backends.kv import PrefixStore, crop, lcp
 from continualcode.backends.loading import load_base
@@ -101,6 +102,7 @@ class LocalBackend:
         decode_int8: bool = False,
         native_kernels: bool = True,
         cuda_graphs: bool = True,
+        fused_decode: bool = True,
         warmup: bool = True,
         cache: Path | None = None,
     ) -> None:
@@ -135,6 +137,7 @@ class LocalBackend:
             native.load(cache or cache_root(), enabled=native_kernels)
         self._kv = PrefixStore(self._extend)
         self.graphs = Graphs.for_model(self.model, self.device) if cuda_graphs else None
+        self.fused = Fused.for_model(self.model, self.device) if fused_decode else None
         if draft not in ("lookup", "off"):
             raise BackendError(f"unknown draft {draft!r}: use lookup or off")
         self.drafter: Drafter | None = PromptLookup() if draft == "lookup" else None
@@ -256,28 +259,34 @@ class LocalBackend:
         `contrast_ids` (decode.Guide, `_contrast`; no contrast or weight 0: plain sampling)."""
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
-        # 1) prefill the prompt (its longest prefix already in the KV store is not recomputed)
+        # 1) prefill the prompt (its longest prefix already in the KV store is not recomputed); CPU: where
+        # that prefix is stored, the last token is the fused stream's first step (see `_fast_stream`)
         prompt = list(prompt_ids)
         past = self._prefix(prompt[:-1], "live")
         self.last_prefill = len(prompt) - self._kv.last_reused  # tokens this sample had to run through
-        out = self._forward(prompt[-1:] if past is not None else prompt, past)
-        main: Any = _Stream(self._forward, getattr(out, self._cache_kw), self._cache_kw)
-        c = _contrast(main, prompt, list(contrast_ids)) if guidance > 0 and contrast_ids else None  # (logits, stream)
-        # GPU: recorded one-token steps over a static KV cache, no drafts (a drafted run is eager there, ~5 steps)
-        graphed = self.graphs.stream(main.cache, max_tokens) if c is None and self.graphs is not None else None
-        main, drafter = (graphed, None) if graphed is not None else (main, self.drafter)
+        guided = guidance > 0 and bool(contrast_ids)
+        main: Any = self.fused.stream(past, max_tokens + 1) if self.fused and past is not None and not guided else None
+        ran_last = main is not None  # the prompt's last token went through the fused step
+        if main is not None:
+            first, c = main([prompt[-1]])[0], None
+        else:
+            out = self._forward(prompt[-1:] if past is not None else prompt, past)
+            first, main = out.logits[0, -1], _Stream(self._forward, getattr(out, self._cache_kw), self._cache_kw)
+            c = _contrast(main, prompt, list(contrast_ids)) if guided else None  # (logits, stream)
+            main = (_fast_stream(self, main.cache, max_tokens) if c is None else None) or main
+        drafter = self.drafter if getattr(main, "drafts", True) else None
         guide = Guide(c[0], c[1], guidance) if c is not None else None
         streams = [main] if c is None else [main, c[1]]
         # 2) decode, drafting from the prompt where a guess is to be had (int8 steps where configured)
         with decoding():
-            d = decode(out.logits[0, -1], main, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+            d = decode(first, main, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                        stop=set(stop) | set(stop_token_ids(self._tok)),
                        state=constraint.start() if constraint is not None else None, gen=gen, context=prompt,
                        drafter=drafter, truncate=lambda n: [st.cut(n) for st in streams], guide=guide)
         self.last_decode = d
         past = main.cache
         if self.int8:  # KV from int8 steps is never reused: scoring must see the full weights' numbers
-            crop(past, len(prompt))
+            crop(past, len(prompt) - ran_last)
         seen = (prompt + d.tokens)[: past.get_seq_length()]
         self._kv.put("live", seen, past, self.adapter.version)  # the next turn's prompt extends this
         return Sample(tokens=d.tokens, logprobs=d.logprobs, finish_reason=d.finish, allowed_mass=d.allowed_mass)
@@ -291,15 +300,8 @@ class LocalBackend:
     # --- scoring --------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def score(
-        self,
-        prompt_ids: Sequence[int],
-        completion_ids: Sequence[int],
-        *,
-        topk: int = 0,
-        full: bool = False,
-        adapter: bool | str = True,
-    ) -> Scores:
+    def score(self, prompt_ids: Sequence[int], completion_ids: Sequence[int], *, topk: int = 0, full: bool = False,
+              adapter: bool | str = True) -> Scores:
         mode = {True: "live", "default": "live", False: "base", "base": "base"}.get(adapter, str(adapter))
         with self.adapter.selected(adapter):
             logits_TV = self._completion_logits(prompt_ids, completion_ids, grad=False, mode=mode)
@@ -335,6 +337,16 @@ def _warmup(b: LocalBackend) -> None:
     logits_TV.float().logsumexp(-1).mean().mul(0.0).backward()
     b.adapter.optimizer.zero_grad(set_to_none=True)
     b.sample(ids[:4], max_tokens=2, temperature=0.0, seed=0)
+
+
+def _fast_stream(b: LocalBackend, cache: Any, need: int) -> Any:
+    """The decode stream continuing `cache` where there is one faster than `_Stream` (else None): on a GPU
+    recorded one-token steps (graphs.py; no drafts: a drafted run is eager there, ~5 steps), on CPU one
+    native call a step, drafts included (fused.py)."""
+    for fast in (b.graphs, b.fused):
+        if fast is not None and (stream := fast.stream(cache, need)) is not None:
+            return stream
+    return None
 
 
 class _Stream:

@@ -34,7 +34,9 @@ from typing import Any
 
 import torch
 
-SOURCE = Path(__file__).with_name("gemv.c")
+SOURCE = Path(__file__).with_name("gemv.c")  # the weight products
+STEP = Path(__file__).with_name("step.c")  # the fused decode step (fused.py)
+HEADER = Path(__file__).with_name("dot.h")  # the dot products both use
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 _STATE: dict[str, Any] = {"lib": None, "why_not": "not loaded"}
 
@@ -48,6 +50,10 @@ class Kernels:
         self._bf16.argtypes = [ptr, ptr, ptr, i64, i64, i64]
         self._int8.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64]
         self._bf16.restype = self._int8.restype = None
+        # the fused decode step (step.c): model plan, x, cos, sin, start, rows, logits -> 0 (or -1: no memory)
+        self.step = lib.cc_step
+        self.step.argtypes = [ptr, ptr, ptr, ptr, i64, i64, ptr]
+        self.step.restype = ctypes.c_int
 
     def bf16(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """x [R, K] (any float dtype) times the bf16 weight [N, K]ᵀ: fp32 [R, N]."""
@@ -125,8 +131,9 @@ def _cpu_flags() -> str:
 def _build(folder: Path) -> Path:
     """The library for this source, compiler and CPU, compiled if it is not in `folder` yet."""
     cc = _compiler()
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, " ".join(FLAGS).encode(), cc.encode(), _cpu_flags().encode(),
+    sources = [SOURCE, STEP]
+    texts = [p.read_bytes() for p in [*sources, HEADER]]
+    key = hashlib.sha256(b"\0".join([*texts, " ".join(FLAGS).encode(), cc.encode(), _cpu_flags().encode(),
                                      platform.machine().encode()])).hexdigest()[:16]
     path = folder / f"gemv-{key}.so"
     if path.exists():
@@ -135,13 +142,14 @@ def _build(folder: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gemv-", suffix=".so")
     os.close(fd)
     try:
-        done = subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([cc, *FLAGS, f"-I{HEADER.parent}", *map(str, sources), "-o", tmp, "-lm"],
+                              capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             first = (done.stderr.strip().splitlines() or ["?"])[0]
-            raise _Unavailable(f"{Path(cc).name} could not build gemv.c: {first[:160]}")
+            raise _Unavailable(f"{Path(cc).name} could not build gemv.c/step.c: {first[:160]}")
         os.replace(tmp, path)
     except subprocess.TimeoutExpired:
-        raise _Unavailable(f"{Path(cc).name} took over 120 s to build gemv.c") from None
+        raise _Unavailable(f"{Path(cc).name} took over 120 s to build gemv.c/step.c") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

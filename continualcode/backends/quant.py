@@ -40,6 +40,7 @@ _FULL = [False]  # set inside `full_weights()`: no forward takes the int8 copies
 _PLAIN = [False]  # set inside `plain()`: every forward is `F.linear`
 _DECODING = [False]  # set inside `decoding()`: small no-grad forwards may take the decode kernels
 _TORCH = [False]  # set inside `torch_kernels()`: the decode kernels are torch's, never the native ones
+_UNFUSED = [False]  # set inside `unfused()`: decode steps run op by op (the fused native step is not used)
 
 
 @contextmanager
@@ -70,6 +71,23 @@ def full_weights() -> Any:
 def torch_kernels() -> Any:
     """Inside it, the decode steps take torch's kernels even where the native ones are loaded (native.py)."""
     return _flag(_TORCH)
+
+
+def unfused() -> Any:
+    """Inside it, decode steps run op by op through the model's modules, not as one fused native call (a
+    benchmark alternates both in one process)."""
+    return _flag(_UNFUSED)
+
+
+def fused_allowed() -> bool:
+    """Whether a decode step may be the fused native one (fused.py): not inside `plain()`, `torch_kernels()`
+    or `unfused()`."""
+    return not (_PLAIN[0] or _TORCH[0] or _UNFUSED[0])
+
+
+def full_weights_on() -> bool:
+    """Whether `full_weights()` is in force (no int8 copies)."""
+    return _FULL[0]
 
 
 def plain() -> Any:

@@ -15,7 +15,8 @@ of `--repeats` with min–max spread:
   waits for the load); a new process → `LocalBackend` ready; warm adapter reload;
 - peak RSS of this process and of the cold-start process;
 - decoding against the memory-bandwidth bound, the decode steps' attention kernel against `sdpa`
-  after 1k- and 3k-token prompts, (GPU) recorded CUDA-graph decode steps against eager ones, draft
+  after 1k- and 3k-token prompts, (CPU) fused native decode steps against op-by-op ones, (GPU)
+  recorded CUDA-graph decode steps against eager ones, draft
   decoding per tool kind, and a replayed
   multi-turn session on a real file (`decode.py`, `session.py`).
 Every part but the session runs on the full (bf16) weights, so `decode_over_bound` is the bf16
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 # int8 quantizes; session: the user's path
-PARTS = ("sampling", "bound", "attention", "graphs", "drafts", "step", "start", "int8", "session")
+PARTS = ("sampling", "bound", "attention", "graphs", "drafts", "step", "start", "int8", "fused", "session")
 
 
 def main(args: Sequence[str]) -> int:
@@ -100,6 +101,14 @@ def main(args: Sequence[str]) -> int:
     run("step", lambda: step.bench_step(backend, renderer, cfg, lengths, ns.completion, ns.repeats))
     run("start", lambda: start.bench_start(cfg, backend, ns.repeats))
     run("int8", lambda: decode.int8(backend, renderer, decode.draft_prompts(*_draft_file(cfg)), ns.repeats))
+    run("fused", lambda: decode.fused(backend, renderer, ns.repeats,
+                                      int8=(cfg.decode_int8 or "int8" in res) and backend.device.type == "cpu"))
+    if "fused_speedup" in res.get("fused", {}):
+        res["fused_speedup"] = res["fused"]["fused_speedup"]
+        if "bound" in res:  # the int8 fused step against the full weights' bound (its own bytes are fewer)
+            r0 = res["fused"]["by_length"][0]
+            if "int8_fused_s_per_tok" in r0:
+                res["int8_decode_over_bound"] = r0["int8_fused_s_per_tok"] / res["bound"]["bound_s_per_tok"]
     if "session" in parts:
         if cfg.decode_int8 and "int8" not in res and backend.device.type == "cpu":
             from continualcode.backends.quant import quantize_for_decode

@@ -10,6 +10,9 @@
 - `drafts`: real agent prompts on a real file whose next call is a `read`, an `edit_lines` or a
   `write`; greedy, the same seed, drafts off then on: tokens, time per token, drafted/accepted
   tokens, the speedup per tool kind and overall.  Same tokens both ways is checked, not assumed.
+- `fused` (CPU): decode steps as one native call through the whole decoder (fused.py) against the same
+  steps op by op (`unfused()`, the native weight products and the grouped attention kernel), alternating,
+  after prompts of each length, with the full weights and with the int8 copies.
 - `graphs` (GPU): decode steps replaying recorded CUDA graphs (graphs.py) against eager steps, alternating,
   after prompts of each length; and a whole correction (the Learner on a denial, its distillation
   prompts sampled) both ways.
@@ -139,10 +142,10 @@ def gemv(backend: Any, renderer: Any, repeats: int) -> dict[str, Any]:
 
     from continualcode.backends import native
     from continualcode.backends.attention import sdpa_only
-    from continualcode.backends.quant import full_weights, plain, torch_kernels
+    from continualcode.backends.quant import full_weights, plain, torch_kernels, unfused
 
     paths = {"plain": plain, "mv": torch_kernels, **({"native": nullcontext} if native.kernels() else {})}
-    with full_weights(), sdpa_only():
+    with full_weights(), sdpa_only(), unfused():
         t = _alternating(backend, renderer, repeats, paths)
     out = {"plain_s_per_tok": t["plain"], "mv_s_per_tok": t["mv"], "plain_over_mv": t["plain"] / t["mv"],
            "native": native.why_not() or "built"}
@@ -157,10 +160,10 @@ def attention(backend: Any, renderer: Any, repeats: int, lengths: Sequence[int] 
     from contextlib import nullcontext
 
     from continualcode.backends.attention import sdpa_only
-    from continualcode.backends.quant import full_weights
+    from continualcode.backends.quant import full_weights, unfused
 
     rows = []
-    with full_weights():
+    with full_weights(), unfused():
         for n in lengths:
             t = _alternating(backend, renderer, repeats, {"sdpa": sdpa_only, "grouped": nullcontext}, n_prompt=n)
             rows.append({"prompt_tokens": len(renderer.prompt_ids(messages_of_length(renderer, n))),
@@ -274,6 +277,35 @@ def int8(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], 
     return {"linears": n, "bf16_s_per_tok": t_bf16, "int8_s_per_tok": t_int8, "speedup": t_bf16 / t_int8,
             "kl_mean": sum(kls) / len(kls), "kl_max": max(kls), "same_top_token": sum(same) / len(same),
             "prompts": len(kls)}
+
+
+def fused(backend: Any, renderer: Any, repeats: int, *, int8: bool,
+          lengths: Sequence[int] = (1024, 3072)) -> dict[str, Any]:
+    """See the module docstring: `fused_speedup` is op-by-op over fused decode steps (full weights, 1k prompt).
+    With `int8` the model gets its int8 copies first (if the int8 part has not given them) and both paths
+    are measured with them too."""
+    from contextlib import nullcontext
+
+    from continualcode.backends import fused as fz
+    from continualcode.backends.quant import full_weights, quantize_for_decode, unfused
+
+    if getattr(backend, "fused", None) is None:
+        return {"skipped": fz.why_not() or "no fused decode here (a GPU, no native kernels, or fused_decode=false)"}
+    if int8:
+        quantize_for_decode(backend.model)
+    rows = []
+    for n in lengths:
+        row: dict[str, Any] = {"prompt_tokens": len(renderer.prompt_ids(messages_of_length(renderer, n)))}
+        with full_weights():
+            t = _alternating(backend, renderer, repeats, {"unfused": unfused, "fused": nullcontext}, n_prompt=n)
+        row |= {"full_unfused_s_per_tok": t["unfused"], "full_fused_s_per_tok": t["fused"],
+                "full_speedup": t["unfused"] / t["fused"]}
+        if int8:
+            t = _alternating(backend, renderer, repeats, {"unfused": unfused, "fused": nullcontext}, n_prompt=n)
+            row |= {"int8_unfused_s_per_tok": t["unfused"], "int8_fused_s_per_tok": t["fused"],
+                    "int8_speedup": t["unfused"] / t["fused"]}
+        rows.append(row)
+    return {"by_length": rows, "fused_speedup": rows[0]["full_speedup"]}
 
 
 def graphs(backend: Any, renderer: Any, cfg: Any, repeats: int,

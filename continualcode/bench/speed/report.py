@@ -96,6 +96,19 @@ def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
                 "| prompt tokens | sdpa ms/token | grouped ms/token | speedup |", "|---|---|---|---|"]
         out += [f"| {r['prompt_tokens']} | {1000 * r['sdpa_s_per_tok']:.0f} | {1000 * r['grouped_s_per_tok']:.0f} | "
                 f"**{r['sdpa_over_grouped']:.2f}×** |" for r in a["by_length"]]
+    fz = res.get("fused")
+    if fz and "by_length" in fz:
+        out += ["", "## CPU decode steps: one fused native call against the same step op by op (alternating)", "",
+                "| prompt tokens | weights | op by op ms/token | fused ms/token | speedup |", "|---|---|---|---|---|"]
+        for r in fz["by_length"]:
+            for w in ("full", "int8"):
+                if f"{w}_speedup" in r:
+                    out.append(f"| {r['prompt_tokens']} | {w} | {1000 * r[f'{w}_unfused_s_per_tok']:.1f} | "
+                               f"{1000 * r[f'{w}_fused_s_per_tok']:.1f} | **{r[f'{w}_speedup']:.2f}×** |")
+        if "int8_decode_over_bound" in res:
+            out.append(f"- the int8 fused step over the full weights' bound: **{res['int8_decode_over_bound']:.2f}**")
+    elif fz:
+        out += ["", f"CPU fused decode: {fz['skipped']}"]
     g = res.get("graphs")
     if g and "by_length" in g:
         out += ["", "## GPU decode steps: a recorded CUDA graph against eager steps (alternating)", "",

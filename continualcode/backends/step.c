@@ -1,0 +1,195 @@
+/* The fused decode step on CPU: a few tokens through a whole llama-, qwen2- or qwen3-shaped decoder in one
+   call (continualcode/backends/fused.py builds the plan, loads the KV and calls it; its docstring has the
+   design).
+
+   cc_step(model, x, cos, sin, start, R, logits): x [R, d] are the tokens' embeddings (fp32), at positions
+   start .. start + R - 1, whose rotary cos/sin rows are cos/sin [R, head_dim]; each layer writes their
+   keys and values into its KV buffers [kv_heads, capacity, head_dim] (fp32 or bf16) at those positions;
+   row r attends to positions 0 .. start + r; logits [R, vocab] (fp32) come out.  Every activation is
+   fp32; the weight products are dot.h's (fp32, bf16 or int8 weights with one scale per output row), each
+   with its bias and its LoRA pair where it has them (y += lora_scale * B (A x)).  Each weight product's
+   output rows are split over the OpenMP threads (torch's runtime, as in gemv.c); attention splits
+   (row, head) pairs. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dot.h"
+
+enum { CC_F32 = 0, CC_BF16 = 1, CC_INT8 = 2 };
+
+/* Every field 8 bytes wide, so the ctypes mirror in fused.py has no padding to get wrong. */
+typedef struct {
+  const void *w;        /* [n, k] */
+  const float *scale;   /* int8: [n] */
+  const float *bias;    /* [n] or NULL */
+  const float *lora_a;  /* [rank, k] or NULL */
+  const float *lora_b;  /* [n, rank] */
+  double lora_scale;
+  int64_t kind, rank, n, k;
+} cc_lin;
+
+typedef struct {
+  const float *ln1, *ln2, *q_norm, *k_norm; /* [d], [d], [head_dim] or NULL, [head_dim] or NULL */
+  cc_lin q, k, v, o, gate, up, down;
+  void *keys, *values;                      /* [kv_heads, capacity, head_dim] */
+} cc_layer;
+
+typedef struct {
+  int64_t layers, d, heads, kv_heads, head_dim, inter, capacity, vocab, kv_bf16, max_rank;
+  double eps, attn_scale;
+  const float *norm; /* [d] */
+  const cc_layer *layer;
+  cc_lin head;
+} cc_model;
+
+static inline float row_dot(const cc_lin *L, int64_t n, const float *x) {
+  if (L->kind == CC_BF16) return dot_bf16((const uint16_t *)L->w + n * L->k, x, L->k);
+  if (L->kind == CC_INT8) return dot_int8((const int8_t *)L->w + n * L->k, x, L->k) * L->scale[n];
+  return dot_f32((const float *)L->w + n * L->k, x, L->k);
+}
+
+/* y [R, n] = x [R, k] times the layer (bias and LoRA included); t: scratch [R, rank] */
+static void lin(const cc_lin *L, const float *x, float *y, int64_t R, float *t) {
+  const int64_t N = L->n, K = L->k, rk = L->rank;
+  if (L->lora_a)
+    for (int64_t r = 0; r < R; r++)
+      for (int64_t j = 0; j < rk; j++) t[r * rk + j] = dot_f32(L->lora_a + j * K, x + r * K, K) * (float)L->lora_scale;
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; n++)
+    for (int64_t r = 0; r < R; r++) {
+      float acc = row_dot(L, n, x + r * K);
+      if (L->bias) acc += L->bias[n];
+      if (L->lora_a) acc += dot_f32(L->lora_b + n * rk, t + r * rk, rk);
+      y[r * N + n] = acc;
+    }
+}
+
+/* y = x / sqrt(mean(x^2) + eps) * w  (y may be x) */
+static void rmsnorm(const float *x, const float *w, float *y, int64_t d, float eps) {
+  float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t i = 0; i < d; i++) ss += x[i] * x[i];
+  const float inv = 1.0f / sqrtf(ss / (float)d + eps);
+  for (int64_t i = 0; i < d; i++) y[i] = x[i] * inv * w[i];
+}
+
+/* transformers' rotate-half rotary embedding of one head's vector, in place */
+static void rope(float *v, const float *cos, const float *sin, int64_t hd) {
+  const int64_t h2 = hd / 2;
+  for (int64_t i = 0; i < h2; i++) {
+    const float a = v[i], b = v[i + h2];
+    v[i] = a * cos[i] - b * sin[i];
+    v[i + h2] = b * cos[i + h2] + a * sin[i + h2];
+  }
+}
+
+static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch's .to(bfloat16) */
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+static void kv_store(void *buf, int64_t bf16, int64_t at, const float *src, int64_t hd) {
+  if (bf16)
+    for (int64_t i = 0; i < hd; i++) ((uint16_t *)buf)[at + i] = f32_to_bf16(src[i]);
+  else
+    memcpy((float *)buf + at, src, sizeof(float) * hd);
+}
+
+/* out [R, heads*hd]: each row's heads attend to positions 0 .. start + r of their KV head */
+static void attend(const cc_model *M, const cc_layer *L, const float *q, float *out, int64_t start, int64_t R) {
+  const int64_t H = M->heads, hd = M->head_dim, cap = M->capacity, per = M->heads / M->kv_heads;
+  const float scale = (float)M->attn_scale;
+#pragma omp parallel
+  {
+    float *s = malloc(sizeof(float) * (size_t)(start + R));
+#pragma omp for schedule(static) collapse(2)
+    for (int64_t r = 0; r < R; r++)
+      for (int64_t h = 0; h < H; h++) {
+        const int64_t g = h / per, T = start + r + 1;
+        const float *qv = q + (r * H + h) * hd;
+        float *o = out + (r * H + h) * hd;
+        float mx = -INFINITY, sum = 0.f;
+        for (int64_t t = 0; t < T; t++) {
+          const int64_t at = (g * cap + t) * hd;
+          s[t] = (M->kv_bf16 ? dot_bf16((const uint16_t *)L->keys + at, qv, hd)
+                             : dot_f32((const float *)L->keys + at, qv, hd)) * scale;
+          mx = s[t] > mx ? s[t] : mx;
+        }
+        for (int64_t t = 0; t < T; t++) {
+          s[t] = expf(s[t] - mx);
+          sum += s[t];
+        }
+        memset(o, 0, sizeof(float) * hd);
+        for (int64_t t = 0; t < T; t++) {
+          const float p = s[t] / sum;
+          const int64_t at = (g * cap + t) * hd;
+          if (M->kv_bf16) {
+            const uint16_t *vv = (const uint16_t *)L->values + at;
+            for (int64_t i = 0; i < hd; i++) o[i] += p * bf16_to_f32(vv[i]);
+          } else {
+            const float *vv = (const float *)L->values + at;
+#pragma omp simd
+            for (int64_t i = 0; i < hd; i++) o[i] += p * vv[i];
+          }
+        }
+      }
+    free(s);
+  }
+}
+
+int cc_step(const cc_model *M, const float *x_in, const float *cos, const float *sin, int64_t start, int64_t R,
+            float *logits) {
+  const int64_t d = M->d, H = M->heads, G = M->kv_heads, hd = M->head_dim, I = M->inter;
+  const float eps = (float)M->eps;
+  const int64_t wide = I > d ? I : d;
+  float *x = malloc(sizeof(float) * R * d), *h = malloc(sizeof(float) * R * d);
+  float *q = malloc(sizeof(float) * R * H * hd), *att = malloc(sizeof(float) * R * H * hd);
+  float *k = malloc(sizeof(float) * R * G * hd), *v = malloc(sizeof(float) * R * G * hd);
+  float *a = malloc(sizeof(float) * R * wide), *b = malloc(sizeof(float) * R * wide);
+  float *t = malloc(sizeof(float) * R * (M->max_rank > 0 ? M->max_rank : 1));
+  int ok = x && h && q && att && k && v && a && b && t;
+  if (ok) {
+    memcpy(x, x_in, sizeof(float) * R * d);
+    for (int64_t l = 0; l < M->layers; l++) {
+      const cc_layer *L = M->layer + l;
+      /* attention */
+      for (int64_t r = 0; r < R; r++) rmsnorm(x + r * d, L->ln1, h + r * d, d, eps);
+      lin(&L->q, h, q, R, t);
+      lin(&L->k, h, k, R, t);
+      lin(&L->v, h, v, R, t);
+      for (int64_t r = 0; r < R; r++) {
+        for (int64_t j = 0; j < H; j++) {
+          float *qv = q + (r * H + j) * hd;
+          if (L->q_norm) rmsnorm(qv, L->q_norm, qv, hd, eps);
+          rope(qv, cos + r * hd, sin + r * hd, hd);
+        }
+        for (int64_t g = 0; g < G; g++) {
+          float *kv = k + (r * G + g) * hd;
+          if (L->k_norm) rmsnorm(kv, L->k_norm, kv, hd, eps);
+          rope(kv, cos + r * hd, sin + r * hd, hd);
+          const int64_t at = (g * M->capacity + start + r) * hd;
+          kv_store(L->keys, M->kv_bf16, at, kv, hd);
+          kv_store(L->values, M->kv_bf16, at, v + (r * G + g) * hd, hd);
+        }
+      }
+      attend(M, L, q, att, start, R);
+      lin(&L->o, att, a, R, t);
+      for (int64_t i = 0; i < R * d; i++) x[i] += a[i];
+      /* MLP: down(silu(gate(h)) * up(h)) */
+      for (int64_t r = 0; r < R; r++) rmsnorm(x + r * d, L->ln2, h + r * d, d, eps);
+      lin(&L->gate, h, a, R, t);
+      lin(&L->up, h, b, R, t);
+      for (int64_t i = 0; i < R * I; i++) a[i] = a[i] / (1.0f + expf(-a[i])) * b[i];
+      lin(&L->down, a, b, R, t);
+      for (int64_t i = 0; i < R * d; i++) x[i] += b[i];
+    }
+    for (int64_t r = 0; r < R; r++) rmsnorm(x + r * d, M->norm, h + r * d, d, eps);
+    lin(&M->head, h, logits, R, t);
+  }
+  free(x), free(h), free(q), free(att), free(k), free(v), free(a), free(b), free(t);
+  return ok ? 0 : -1;
+}

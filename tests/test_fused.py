@@ -1,0 +1,206 @@
+"""The fused native decode step (backends/fused.py, backends/step.c): the same logits and KV as the model's own
+forward — LoRA on and off, fp32, bf16 and int8 weights, llama/qwen2/qwen3 shapes, drafted runs and cuts — the
+self-check that keeps a wrong step out, and the sampler's path through it."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import pytest
+import torch
+
+from continualcode.backends import fused, native
+from continualcode.backends.graphs import cache_pairs, decoder_parts
+from continualcode.backends.quant import decoding, prepare_for_decode
+
+pytestmark = pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler here")
+
+PROMPT = [1, 504, 3458, 282, 253, 1345, 314, 1017, 28, 2]
+
+
+@pytest.fixture(scope="module")
+def kernels(backend):
+    k = native.kernels()  # loaded by the backend
+    if k is None:
+        pytest.skip(f"native kernels unavailable: {native.why_not()}")
+    return k
+
+
+@pytest.fixture
+def lora_on(fresh_backend):
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in fresh_backend.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    fresh_backend.clear_cache()
+    return fresh_backend
+
+
+def _cache_of(out):
+    return getattr(out, "cache", None) or out.past_key_values
+
+
+def _prefill(model, ids):
+    with torch.no_grad():
+        return _cache_of(model(input_ids=torch.tensor([ids]), use_cache=True))
+
+
+def _reference(model, cache, tokens):
+    """The model's own forward over `tokens` after a copy of `cache`: logits [n, V] (fp32) and the new cache."""
+    cache = copy.deepcopy(cache)
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([tokens]), use_cache=True, past_key_values=cache)
+    return out.logits[0].float(), _cache_of(out)
+
+
+def _tiny(family: str, dtype=torch.float32, lora: bool = True):
+    """A two-layer random model of `family` (qwen2: q/k/v biases; qwen3: per-head q/k norms), LoRA-wrapped
+    with non-zero B weights, frozen layers ready for decode."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(family, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=300,
+                                  tie_word_embeddings=False, pad_token_id=0)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).to(dtype).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+            elif p.dim() == 1:
+                p.normal_(0, 0.2)
+    if lora:
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.1)
+        model.eval()
+    return model
+
+
+def test_steps_and_a_drafted_run_match_the_model_forward_with_lora(lora_on, kernels, one_thread):
+    b = lora_on
+    f = fused.Fused.for_model(b.model, b.device)
+    assert f is not None, fused.why_not()
+    cache = _prefill(b.model, PROMPT)
+    stream = f.stream(cache, 16)
+    want, ref_cache = _reference(b.model, cache, [42, 77, 9, 310])
+    got = torch.cat([stream([42]), stream([77]), stream([9, 310])])  # two steps, then a two-token drafted run
+    assert got.shape == want.shape
+    assert torch.allclose(got, want, atol=1e-4, rtol=0)
+    assert stream.length == len(PROMPT) + 4
+    for (k, v), (rk, rv) in zip(cache_pairs(stream.cache), cache_pairs(ref_cache), strict=True):
+        assert torch.allclose(k, rk, atol=1e-5) and torch.allclose(v, rv, atol=1e-5)
+    # the LoRA pairs are in those numbers: without the adapter the model says something else
+    with b.model.disable_adapter():
+        base, _ = _reference(b.model, cache, [42])
+        plain = f.stream(cache, 4)([42])
+    assert torch.allclose(plain, base, atol=1e-4, rtol=0)
+    assert (base - want[:1]).abs().max() > 1e-2
+
+
+def test_a_cut_forgets_the_dropped_positions(lora_on, kernels, one_thread):
+    b = lora_on
+    f = fused.Fused.for_model(b.model, b.device)
+    cache = _prefill(b.model, PROMPT)
+    stream = f.stream(cache, 16)
+    stream([5, 6, 7])
+    stream.cut(2)
+    got = stream([8])
+    want, _ = _reference(b.model, cache, [5, 8])
+    assert torch.allclose(got[0], want[1], atol=1e-4, rtol=0)
+    assert stream.cache.get_seq_length() == len(PROMPT) + 2
+    with pytest.raises(RuntimeError, match="static KV cache full"):
+        stream([1] * stream.plan[0].capacity)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+def test_each_family_matches_its_forward_fp32(family, kernels):
+    model = _tiny(family)
+    lm, dec = decoder_parts(model)
+    f = fused.Fused(lm, dec, kernels)
+    prompt = [3, 17, 99, 4, 56, 7]
+    cache = _prefill(model, prompt)
+    want, _ = _reference(model, cache, [11, 12, 13])
+    stream = f.stream(cache, 8)
+    got = torch.cat([stream([11]), stream([12, 13])])
+    assert torch.allclose(got, want, atol=1e-4, rtol=0)
+
+
+def test_int8_copies_give_the_eager_int8_steps_numbers(kernels):
+    """With int8 copies the fused step reads what `DecodeLinear` reads in the decode loop (its int8 kernel)."""
+    model = _tiny("qwen2")
+    prepare_for_decode(model, int8=True)
+    lm, dec = decoder_parts(model)
+    f = fused.Fused(lm, dec, kernels)
+    cache = _prefill(model, [3, 17, 99, 4])
+    with decoding():
+        want, _ = _reference(model, cache, [11])
+    full, _ = _reference(model, cache, [11])
+    got = f.stream(cache, 4)([11])
+    assert torch.allclose(got, want, atol=1e-3, rtol=0)
+    assert (full - want).abs().max() > 1e-5  # the int8 rounding shows: these are not the full weights' numbers
+
+
+def test_bf16_weights_and_kv_within_bf16_noise(kernels):
+    model = _tiny("qwen2", dtype=torch.bfloat16, lora=False)
+    lm, dec = decoder_parts(model)
+    f = fused.Fused(lm, dec, kernels)
+    cache = _prefill(model, [3, 17, 99, 4, 56])
+    assert cache_pairs(cache)[0][0].dtype == torch.bfloat16
+    want, ref_cache = _reference(model, cache, [11, 12])
+    stream = f.stream(cache, 4)
+    got = torch.cat([stream([11]), stream([12])])
+    assert (got - want).abs().max() < 0.05 * want.abs().max()
+    assert torch.equal(got.argmax(-1), want.argmax(-1))
+    k, rk = cache_pairs(stream.cache)[1][0], cache_pairs(ref_cache)[1][0]
+    assert k.dtype == torch.bfloat16 and torch.allclose(k.float(), rk.float(), atol=0.05, rtol=0.02)
+
+
+def test_the_self_check_passes_each_family_and_catches_a_wrong_step(kernels, monkeypatch):
+    for family in ("llama", "qwen2", "qwen3"):
+        lm, _ = decoder_parts(_tiny(family, lora=False))
+        assert fused._self_check(lm, kernels) == ""
+    original = fused.Fused.__init__
+
+    def wrong_scale(self, *a, **kw):
+        original(self, *a, **kw)
+        self.attn_scale *= 1.5
+
+    monkeypatch.setattr(fused.Fused, "__init__", wrong_scale)
+    problem = fused._self_check(lm, kernels)
+    assert problem.startswith("max logit difference")
+
+
+def test_an_unsupported_model_is_refused_in_one_line(kernels, monkeypatch):
+    model = _tiny("llama", lora=False)
+    model.config.hidden_act = "gelu"
+    monkeypatch.setattr(fused, "_STATE", {"why_not": ""})
+    assert fused.Fused.for_model(model, torch.device("cpu")) is None
+    assert fused.why_not() == "unsupported model: activation gelu"
+
+
+def test_the_sampler_through_the_fused_step_gives_the_eager_tokens(lora_on, kernels, one_thread):
+    b = lora_on
+    assert b.fused is not None
+    prompt = PROMPT * 3
+    b.clear_cache()
+    b.sample(prompt, max_tokens=1, temperature=0.0, seed=0)  # the prompt's prefix now in the KV store
+    got = b.sample(prompt, max_tokens=12, temperature=0.0, seed=0, stop=())
+    seen = prompt + got.tokens[:-1]
+    kept = b._kv.prefix(seen, "live", b.adapter.version)
+    reused = b._kv.last_reused
+    fz, b.fused = b.fused, None
+    try:
+        b.clear_cache()
+        b.sample(prompt, max_tokens=1, temperature=0.0, seed=0)
+        want = b.sample(prompt, max_tokens=12, temperature=0.0, seed=0, stop=())
+    finally:
+        b.fused = fz
+    assert got.tokens == want.tokens
+    assert max(abs(x - y) for x, y in zip(got.logprobs, want.logprobs, strict=True)) < 1e-3
+    assert kept is not None and kept.get_seq_length() == reused == len(seen)  # the next turn reuses it all
