@@ -1,4 +1,5 @@
-"""Native weight products for the decode steps on CPU: `gemv.c`, compiled once per machine.
+"""Native weight products for the decode steps on CPU (`gemv.c`) and the fused decode step that uses them
+(`step.c`, fused.py), compiled once per machine.
 
 Why: a decode step reads every weight once, and on a 2-core AMD EPYC torch's one-row kernels read
 weights that do not fit in cache at 9–16 GB/s (`torch.mv`, `F.linear`, `_weight_int8pack_mm`) while a
@@ -6,14 +7,14 @@ sum over memory reads 57 GB/s.  The C loop in `gemv.c` reads them at ~25 GB/s, b
 the 0.5B model's GEMVs of one step took 33–39 ms against torch's 62–107 ms (bf16) and 20–24 ms against
 33–48 ms (int8), in one process, alternating.  `bench speed` measures it on the model (`gemv`).
 
-How: the system's C compiler (`$CC`, else `cc`, else `gcc`) builds `gemv.c` with `-O3 -march=native
--fopenmp` into `<model cache>/kernels/gemv-<hash>.so` (the hash covers the source, the flags, the
-compiler and this CPU's feature flags, so a cache shared between machines never runs code built for
-another CPU), written to a temporary name and renamed, so a crash leaves no half-written library.  The
-library uses torch's OpenMP runtime (its `libgomp.so.1`, loaded by torch first), so its threads are
-torch's threads.  Loaded with ctypes; a call passes data pointers.  Before first use a self-check
-compares both kernels with torch on random weights whose rows are not a multiple of the vector width;
-a library that disagrees is not used.
+How: the system's C compiler (`$CC`, else `cc`, else `gcc`) builds `gemv.c` and `step.c` (sharing the
+dot products of `dot.h`) with `-O3 -march=native -fopenmp` into `<model cache>/kernels/gemv-<hash>.so`
+(the hash covers the sources, the flags, the compiler and this CPU's feature flags, so a cache shared
+between machines never runs code built for another CPU), written to a temporary name and renamed, so a
+crash leaves no half-written library. The library uses torch's OpenMP runtime (its `libgomp.so.1`,
+loaded by torch first), so its threads are torch's threads. Loaded with ctypes; a call passes data
+pointers. Before first use a self-check compares both kernels with torch on random weights whose rows
+are not a multiple of the vector width; a library that disagrees is not used.
 
 Where it is not available — no compiler, a failed build, a failed self-check, `native_kernels=false`
 in the config — `kernels()` is None with the reason in `why_not()`, and the decode steps keep torch's

@@ -17,6 +17,10 @@ whatever its size (a KV-prefix extension of one token during scoring too).
   `torch.ops.aten._weight_int8pack_mm` for steps of one or two tokens: half the bytes.  Memory: the
   copies add half of the bf16 weights.
 
+Where the fused decode step runs (fused.py: the whole decoder in one native call), it reads the same
+weights these layers would — the int8 copy where there is one and `full_weights()` is off — and these
+forwards serve only what it does not (`unfused()`, another model family, the guided retry).
+
 The sampler also keeps no KV computed by an int8 step (local.py stores the prompt's KV only), so the
 teacher, the reference and the student of a learning step see exactly the numbers they saw before;
 only which tokens sampling picks can change, by the int8 rounding (measured in `bench speed`: the KL
