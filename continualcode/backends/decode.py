@@ -19,6 +19,14 @@ random draws: the same tokens as plain decoding for the same seed, up to the flo
 multi-token forward.  In bf16 that rounding can flip a near-tie: in the speed benchmark 1 of 6
 greedy 0.5B runs took another token partway (fp32 runs in the tests are identical).
 
+How many tokens to guess (`DraftBudget`): a guess costs a forward over more rows, and what a row costs
+depends on the machine and the kernel (on a 2-core AVX2 CPU an int8 fused step over 9 rows took 4.3x one
+row's time: the products become compute-bound; on a GPU or with a matrix kernel rows are nearly free).
+So each decode measures it: its first forward runs alone, its first drafted one with the drafter's full
+length, and from then on the guess length is the one with the most expected tokens per second under the
+forwards' measured cost (linear in the rows) and the share of guessed tokens that held so far.  It
+changes only how many logits are computed ahead, never which token is chosen.
+
 Guided decoding (a `Guide`): the same model over a second, contrasting context runs beside the first
 over the same tokens, and each token is chosen from  log p + w·(log p − log p_contrast)  (masked,
 tempered), which amplifies what the first context adds over the second (context-aware decoding,
@@ -29,6 +37,7 @@ log-probabilities stay the model's own over the first context.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -63,6 +72,56 @@ class Decoded:
     accepted: int = 0  # guessed tokens that were then chosen
     forwards: int = 0  # model forwards after the first logits
     allowed_mass: float | None = None  # the share of the first token's distribution the grammar allowed
+
+
+class DraftBudget:
+    """The guess length before each forward (module docstring): `k()` to ask, `record` after each forward.
+
+    A forward over 1 + k rows is modelled as t1 + beta*k seconds (t1: the mean of the one-row forwards, beta:
+    the mean extra time per guessed row of the drafted ones); each guessed token holds with probability a
+    (held over checked, Laplace-smoothed: a token is checked when it held or was the one that did not), so k
+    guesses yield 1 + a + ... + a^k tokens in expectation.  `k()` is the k <= max_k with the most expected
+    tokens per second; 0 before any one-row forward was timed, max_k before a drafted one was.  While it
+    says 0, guesses are still made and checked against the tokens chosen (`shadow`, `observe`: a guess is
+    cheap to make, only running it costs), so that drafting resumes when the guesses start to hold."""
+
+    def __init__(self, max_k: int) -> None:
+        self.max_k = max_k
+        self.one: list[float] = []  # seconds of one-row forwards
+        self.extra: list[float] = []  # seconds per guessed row beyond one, of drafted forwards
+        self.held = self.checked = 0
+        self.shadow: list[int] = []  # a guess not run, checked token by token as the tokens are chosen
+
+    def observe(self, token: int) -> None:
+        """The next chosen token, against the shadow guess (if any)."""
+        if not self.shadow:
+            return
+        if token == self.shadow[0]:
+            self.held += 1
+            self.checked += 1
+            self.shadow = self.shadow[1:]
+        else:
+            self.checked += 1
+            self.shadow = []
+
+    def k(self) -> int:
+        if not self.one:
+            return 0
+        if not self.extra:
+            return self.max_k
+        t1, beta = sum(self.one) / len(self.one), max(sum(self.extra) / len(self.extra), 0.0)
+        a = (self.held + 1) / (self.checked + 2)
+        return max(range(self.max_k + 1), key=lambda k: sum(a**i for i in range(k + 1)) / (t1 + beta * k))
+
+    def record(self, guessed: int, seconds: float, held: int, rejected: bool) -> None:
+        """One forward over 1 + `guessed` rows took `seconds`; `held` of its guesses were chosen, and one more
+        was checked and not chosen if `rejected`."""
+        if guessed == 0:
+            self.one.append(seconds)
+        elif self.one:
+            self.extra.append((seconds - sum(self.one) / len(self.one)) / guessed)
+        self.held += held
+        self.checked += held + int(rejected)
 
 
 class _Chooser:
@@ -111,29 +170,40 @@ def decode(
     draft_len: int = 8,
     truncate: Callable[[int], None] | None = None,
     guide: Guide | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Decoded:
     """Choose up to `max_tokens` tokens; `state` is a grammar state (constrain.GrammarState) or None.
 
     `forward(tokens)` appends `tokens` to the caller's cache and returns [len(tokens), V] logits;
     with a `drafter` (which sees `context` + the tokens so far) `truncate` must be given, and it
-    cuts the guide's cache too.
+    cuts the guide's cache too; how many tokens it may guess is `DraftBudget`'s (at most `draft_len`),
+    timed with `clock`.
     """
     out = Decoded([], [], "length")
     pick = _Chooser(out, temperature=temperature, top_p=top_p, stop=stop, state=state, gen=gen,
                     weight=guide.weight if guide is not None else 0.0)
     ctx = list(context)
+    budget = DraftBudget(draft_len)
     tok, done = pick(logits_V, guide.first_V if guide is not None else None)
     while not done and len(out.tokens) < max_tokens:
-        # 1) a guess of what follows `tok`, within the token budget
-        room = max_tokens - len(out.tokens) - 1
-        guess = drafter([*ctx, *out.tokens], min(draft_len, room)) if drafter is not None and room > 0 else []
+        # 1) a guess of what follows `tok`, within the token budget and the draft budget
+        k = min(budget.k(), max_tokens - len(out.tokens) - 1)
+        guess = drafter([*ctx, *out.tokens], k) if drafter is not None and k > 0 else []
+        if drafter is not None and k == 0 and not budget.shadow and budget.one:
+            budget.shadow = drafter([*ctx, *out.tokens], draft_len)  # checked, not run
+        elif guess:
+            budget.shadow = []
         # 2) one forward over the chosen token and the guess
+        t0 = clock()
         logits_NV = forward([tok, *guess])
         contrast_NV = guide.forward([tok, *guess]) if guide is not None else None
+        seconds = clock() - t0
         out.forwards += 1
         out.drafted += len(guess)
         # 3) choose at each position while the choices follow the guess
         tok, done = pick(logits_NV[0], contrast_NV[0] if contrast_NV is not None else None)
+        budget.observe(tok)
+        held, rejected = 0, False
         for j, g in enumerate(guess):
             if done or len(out.tokens) >= max_tokens:
                 if truncate is not None:
@@ -142,9 +212,12 @@ def decode(
             if tok != g:
                 assert truncate is not None
                 truncate(len(guess) - j)
+                rejected = True
                 break
-            out.accepted += 1
+            held += 1
             tok, done = pick(logits_NV[j + 1], contrast_NV[j + 1] if contrast_NV is not None else None)
+        out.accepted += held
+        budget.record(len(guess), seconds, held, rejected)
     return out
 
 

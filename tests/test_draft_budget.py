@@ -1,0 +1,104 @@
+"""How many tokens the sampler guesses before a forward (decode.DraftBudget): hand-computed choices, and the
+decode loop with a scripted fake model and a fake clock (control flow only: the tokens chosen never depend
+on the budget)."""
+
+from __future__ import annotations
+
+import torch
+
+from continualcode.backends.decode import DraftBudget, decode
+
+V = 16
+TARGET = [3, 5, 7, 9, 11, 13, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13]
+
+
+def test_before_any_timing_the_first_forward_runs_alone_and_the_next_drafts_in_full():
+    b = DraftBudget(8)
+    assert b.k() == 0
+    b.record(0, 1.0, 0, False)
+    assert b.k() == 8
+
+
+def test_the_choice_is_the_most_expected_tokens_per_second():
+    # rows cost as much as the first (beta = 1 s), guesses held 0 of 3 checked: a = 1/5.
+    # k = 0: 1 / 1 = 1;  k = 1: (1 + 1/5) / 2 = 0.6  -> no guess
+    b = DraftBudget(8)
+    b.record(0, 1.0, 0, False)
+    b.record(1, 2.0, 0, True)
+    b.record(0, 1.0, 0, False)
+    b.record(3, 4.0, 0, True)
+    b.record(0, 1.0, 0, False)
+    b.record(0, 1.0, 0, False)
+    b.record(2, 3.0, 0, True)
+    assert (b.held, b.checked) == (0, 3) and b.k() == 0
+    # cheap rows (beta = 0.1 s) and guesses that held 8 of 10: a = 9/12 = 0.75; expected tokens
+    # (1 - a^(k+1)) / (1 - a) over 1 + 0.1 k seconds: k=3 2.103, k=4 2.179, k=5 2.192, k=6 2.166 -> 5
+    c = DraftBudget(8)
+    c.record(0, 1.0, 0, False)
+    c.record(4, 1.4, 4, False)
+    c.record(6, 1.6, 4, True)
+    assert (c.held, c.checked) == (8, 9)
+    c.record(2, 1.2, 0, True)
+    assert (c.held, c.checked) == (8, 10)
+    assert c.k() == 5
+
+
+class _FakeModel:
+    """A scripted fake model: after n tokens its logits pick TARGET[n]; each forward advances a fake clock by
+    `first + per_row * (rows - 1)` seconds."""
+
+    def __init__(self, first: float, per_row: float) -> None:
+        self.n, self.now, self.first, self.per_row = 0, 0.0, first, per_row
+        self.rows: list[int] = []
+
+    def logits(self, n: int) -> torch.Tensor:
+        out = torch.zeros(V)
+        out[TARGET[n % len(TARGET)]] = 5.0
+        return out
+
+    def forward(self, tokens: list[int]) -> torch.Tensor:
+        self.rows.append(len(tokens))
+        self.now += self.first + self.per_row * (len(tokens) - 1)
+        start = self.n + 1  # tokens[0] is the n+1-th token
+        self.n += len(tokens)
+        return torch.stack([self.logits(start + i) for i in range(len(tokens))])
+
+    def cut(self, k: int) -> None:
+        self.n -= k
+
+
+def _run(model: _FakeModel, drafter) -> tuple[list[int], list[int]]:
+    out = decode(model.logits(0), model.forward, max_tokens=18, temperature=0.0, top_p=1.0, stop=(), state=None,
+                 gen=torch.Generator().manual_seed(0), drafter=drafter, truncate=model.cut, clock=lambda: model.now)
+    return out.tokens, model.rows
+
+
+def test_expensive_rows_and_wrong_guesses_stop_the_drafting():
+    wrong = lambda ctx, k: [0] * k  # noqa: E731 - never right
+    tokens, rows = _run(_FakeModel(1.0, 1.0), wrong)
+    assert tokens == TARGET[:18]
+    assert rows[:2] == [1, 9]  # timed alone, then with the full guess
+    assert set(rows[2:]) == {1}  # from then on no guess pays
+
+
+def test_cheap_rows_and_right_guesses_keep_drafting_and_the_tokens_are_the_same():
+    right = lambda ctx, k: [TARGET[(len(ctx) + i) % len(TARGET)] for i in range(k)]  # noqa: E731
+    plain_tokens, plain_rows = _run(_FakeModel(1.0, 0.05), None)
+    tokens, rows = _run(_FakeModel(1.0, 0.05), right)
+    assert tokens == plain_tokens == TARGET[:18]
+    assert len(plain_rows) == 17 and rows[0] == 1 and max(rows[1:]) > 1
+    assert len(rows) < 6  # 17 tokens after the first in a few forwards
+
+
+def test_guesses_checked_while_not_run_bring_the_drafting_back():
+    """Wrong guesses at first stop the drafting; the guesses made meanwhile (checked against the chosen
+    tokens, not run) start to hold, and drafted forwards come back."""
+    def late(ctx, k):
+        if len(ctx) < 4:
+            return [0] * k
+        return [TARGET[(len(ctx) + i) % len(TARGET)] for i in range(k)]
+
+    tokens, rows = _run(_FakeModel(1.0, 0.5), late)
+    assert tokens == TARGET[:18]
+    assert rows[:3] == [1, 9, 1]  # timed alone, drafted in full and wrong, then not worth a guess
+    assert max(rows[3:]) > 1  # the shadow guesses held: drafting again
