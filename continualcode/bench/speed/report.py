@@ -134,7 +134,8 @@ def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
     q = res.get("int8")
     if q:
         out += ["", "## Weight-only int8 for decode steps (`decode_int8=true`)", "",
-                f"- decode step (drafts off): bf16 {1000 * q['bf16_s_per_tok']:.0f} ms/token, int8 "
+                f"- decode step (drafts off): full weights ({res.get('dtype', 'bf16').replace('torch.', '')}) "
+                f"{1000 * q['bf16_s_per_tok']:.0f} ms/token, int8 "
                 f"{1000 * q['int8_s_per_tok']:.0f} ms/token → **{q['speedup']:.2f}×** ({q['linears']} linear layers)",
                 f"- next-token distributions after {q['prompts']} speed prompts: KL(bf16 ‖ int8) mean "
                 f"{q['kl_mean']:.4f}, max {q['kl_max']:.4f} nats; same top token {q['same_top_token']:.0%}"]
