@@ -40,6 +40,7 @@ from continualcode.backends.graphs import MARGIN, MIN_CAPACITY, StaticKV, cache_
 
 _i64, _ptr, _dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
 F32, BF16, INT8 = 0, 1, 2
+MAX_HEAD_DIM = 512  # step.c's CC_MAX_HEAD_DIM
 _PROJ = ("q", "k", "v", "o", "gate", "up", "down")
 
 
@@ -82,6 +83,8 @@ class Fused:
         att = dec.layers[0].self_attn
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim, self.attn_scale = int(att.head_dim), float(att.scaling)
+        if self.head_dim > MAX_HEAD_DIM or self.heads % self.kv_heads:
+            raise Unsupported(f"{self.heads} heads of {self.head_dim} over {self.kv_heads} KV heads")
         self.eps = float(dec.norm.variance_epsilon)
         self.inter = int(_base(dec.layers[0].mlp.up_proj).out_features)
         self._frozen: dict[int, torch.Tensor] = {}  # id(parameter) -> its fp32 copy (norms, biases)
@@ -99,8 +102,8 @@ class Fused:
             return None
         try:
             fused = cls(*parts, k)
-        except (Unsupported, AttributeError) as e:
-            _STATE["why_not"] = f"unsupported model: {e}"
+        except Exception as e:  # a model this cannot serve never stops the backend from loading
+            _STATE["why_not"] = f"unsupported model: {e}".splitlines()[0][:200]
             return None
         if problem := _self_check(parts[0], k):
             _STATE["why_not"] = f"self-check failed ({problem})"
@@ -224,7 +227,7 @@ class FusedStream:
         cos, sin = self.cos[self.length: self.length + r], self.sin[self.length: self.length + r]
         if self.fused.k.step(ctypes.addressof(model), x.data_ptr(), cos.data_ptr(), sin.data_ptr(), self.length, r,
                              logits.data_ptr()) != 0:
-            raise MemoryError("the fused decode step could not allocate its buffers")
+            raise MemoryError("the fused decode step could not allocate its buffers")  # nothing written past `length`
         self.length += r
         self._cache = None
         return logits
