@@ -88,8 +88,11 @@ class Fused:
         self.eps = float(dec.norm.variance_epsilon)
         self.inter = int(_base(dec.layers[0].mlp.up_proj).out_features)
         self._frozen: dict[int, torch.Tensor] = {}  # id(parameter) -> its fp32 copy (norms, biases)
+        if hasattr(dec.embed_tokens, "lora_embedding_A"):
+            raise Unsupported("a LoRA-adapted embedding")
         self.kv: StaticKV | None = None
         self._rotary: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.rotary(MIN_CAPACITY)  # a partial rotary embedding is refused here, not in a stream
         self.failed: str | None = None
 
     @classmethod
@@ -124,7 +127,6 @@ class Fused:
             cap *= 2
         if self.kv is None or self.kv.capacity < cap or self.kv.keys[0].dtype != pairs[0][0].dtype:
             self.kv = StaticKV(pairs, cap)
-            self._rotary = None
         self.kv.load(pairs)
         try:
             plan = self._plan(self.kv)
