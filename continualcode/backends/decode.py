@@ -87,8 +87,8 @@ class DraftBudget:
 
     def __init__(self, max_k: int) -> None:
         self.max_k = max_k
-        self.one: list[float] = []  # seconds of one-row forwards
-        self.extra: list[float] = []  # seconds per guessed row beyond one, of drafted forwards
+        self.one_s, self.ones = 0.0, 0  # one-row forwards: seconds in all, how many
+        self.extra_s, self.extras = 0.0, 0  # drafted forwards: seconds per guessed row beyond one, in all; how many
         self.held = self.checked = 0
         self.shadow: list[int] = []  # a guess not run, checked token by token as the tokens are chosen
 
@@ -105,11 +105,11 @@ class DraftBudget:
             self.shadow = []
 
     def k(self) -> int:
-        if not self.one:
+        if not self.ones:
             return 0
-        if not self.extra:
+        if not self.extras:
             return self.max_k
-        t1, beta = sum(self.one) / len(self.one), max(sum(self.extra) / len(self.extra), 0.0)
+        t1, beta = self.one_s / self.ones, max(self.extra_s / self.extras, 0.0)
         a = (self.held + 1) / (self.checked + 2)
         return max(range(self.max_k + 1), key=lambda k: sum(a**i for i in range(k + 1)) / (t1 + beta * k))
 
@@ -117,9 +117,10 @@ class DraftBudget:
         """One forward over 1 + `guessed` rows took `seconds`; `held` of its guesses were chosen, and one more
         was checked and not chosen if `rejected`."""
         if guessed == 0:
-            self.one.append(seconds)
-        elif self.one:
-            self.extra.append((seconds - sum(self.one) / len(self.one)) / guessed)
+            self.one_s, self.ones = self.one_s + seconds, self.ones + 1
+        elif self.ones:
+            self.extra_s += (seconds - self.one_s / self.ones) / guessed
+            self.extras += 1
         self.held += held
         self.checked += held + int(rejected)
 
@@ -189,7 +190,7 @@ def decode(
         # 1) a guess of what follows `tok`, within the token budget and the draft budget
         k = min(budget.k(), max_tokens - len(out.tokens) - 1)
         guess = drafter([*ctx, *out.tokens], k) if drafter is not None and k > 0 else []
-        if drafter is not None and k == 0 and not budget.shadow and budget.one:
+        if drafter is not None and k == 0 and not budget.shadow and budget.ones:
             budget.shadow = drafter([*ctx, *out.tokens], draft_len)  # checked, not run
         elif guess:
             budget.shadow = []
