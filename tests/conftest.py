@@ -56,3 +56,17 @@ def one_thread(backend):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def lora_on(fresh_backend):
+    """The shared backend with non-zero LoRA B weights, so that the adapter's path is in every number."""
+    import torch
+
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in fresh_backend.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    fresh_backend.clear_cache()
+    return fresh_backend

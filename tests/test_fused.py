@@ -27,17 +27,6 @@ def kernels(backend):
     return k
 
 
-@pytest.fixture
-def lora_on(fresh_backend):
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in fresh_backend.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
-    fresh_backend.clear_cache()
-    return fresh_backend
-
-
 def _cache_of(out):
     return getattr(out, "cache", None) or out.past_key_values
 

@@ -15,18 +15,6 @@ from continualcode.backends.graphs import Graphs, StaticKV, cache_pairs, decoder
 PROMPT = [1, 504, 3458, 282, 253, 1345, 314, 1017, 28, 2]
 
 
-@pytest.fixture
-def lora_on(fresh_backend):
-    """The shared backend with non-zero LoRA B weights, so that the adapter's path is in every number."""
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in fresh_backend.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
-    fresh_backend.clear_cache()
-    return fresh_backend
-
-
 def _prefill(b, ids):
     with torch.no_grad():
         out = b.model(input_ids=torch.tensor([ids]), use_cache=True)

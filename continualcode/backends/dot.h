@@ -61,63 +61,36 @@ static inline float sum8(__m256 v) {
   acc = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
 #endif
 
-static inline float dot_bf16(const uint16_t *w, const float *x, int64_t K) {
-  int64_t k = 0;
-  float acc = 0.f;
+/* The vector part of a dot product: k advanced past what it summed into acc (LOAD16/LOAD8: 16 or 8 weights as
+   fp32, for AVX-512 or AVX2); the caller's scalar loop does the tail. */
 #ifdef __AVX512F__
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (; k + 64 <= K; k += 64) {
-    a0 = _mm512_fmadd_ps(load_bf16(w + k), _mm512_loadu_ps(x + k), a0);
-    a1 = _mm512_fmadd_ps(load_bf16(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
-    a2 = _mm512_fmadd_ps(load_bf16(w + k + 32), _mm512_loadu_ps(x + k + 32), a2);
-    a3 = _mm512_fmadd_ps(load_bf16(w + k + 48), _mm512_loadu_ps(x + k + 48), a3);
-  }
+#define CC_DOT_VEC(LOAD16, LOAD8)                                                     \
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                         \
+  for (; k + 64 <= K; k += 64) {                                                      \
+    a0 = _mm512_fmadd_ps(LOAD16(w + k), _mm512_loadu_ps(x + k), a0);                  \
+    a1 = _mm512_fmadd_ps(LOAD16(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);        \
+    a2 = _mm512_fmadd_ps(LOAD16(w + k + 32), _mm512_loadu_ps(x + k + 32), a2);        \
+    a3 = _mm512_fmadd_ps(LOAD16(w + k + 48), _mm512_loadu_ps(x + k + 48), a3);        \
+  }                                                                                   \
   acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 #elif defined(CC_AVX2)
-  CC_DOT8(load8_bf16)
+#define CC_DOT_VEC(LOAD16, LOAD8) CC_DOT8(LOAD8)
+#else
+#define CC_DOT_VEC(LOAD16, LOAD8)
 #endif
-#pragma omp simd reduction(+ : acc)
-  for (int64_t j = k; j < K; j++) acc += bf16_to_f32(w[j]) * x[j];
-  return acc;
-}
 
-static inline float dot_int8(const int8_t *w, const float *x, int64_t K) {
-  int64_t k = 0;
-  float acc = 0.f;
-#ifdef __AVX512F__
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (; k + 64 <= K; k += 64) {
-    a0 = _mm512_fmadd_ps(load_int8(w + k), _mm512_loadu_ps(x + k), a0);
-    a1 = _mm512_fmadd_ps(load_int8(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
-    a2 = _mm512_fmadd_ps(load_int8(w + k + 32), _mm512_loadu_ps(x + k + 32), a2);
-    a3 = _mm512_fmadd_ps(load_int8(w + k + 48), _mm512_loadu_ps(x + k + 48), a3);
+#define CC_DEFINE_DOT(NAME, T, LOAD16, LOAD8, WIDEN)                    \
+  static inline float NAME(const T *w, const float *x, int64_t K) {     \
+    int64_t k = 0;                                                      \
+    float acc = 0.f;                                                    \
+    CC_DOT_VEC(LOAD16, LOAD8)                                           \
+    _Pragma("omp simd reduction(+ : acc)")                              \
+    for (int64_t j = k; j < K; j++) acc += WIDEN(w[j]) * x[j];          \
+    return acc;                                                         \
   }
-  acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-#elif defined(CC_AVX2)
-  CC_DOT8(load8_int8)
-#endif
-#pragma omp simd reduction(+ : acc)
-  for (int64_t j = k; j < K; j++) acc += (float)w[j] * x[j];
-  return acc;
-}
 
-static inline float dot_f32(const float *w, const float *x, int64_t K) {
-  int64_t k = 0;
-  float acc = 0.f;
-#ifdef __AVX512F__
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (; k + 64 <= K; k += 64) {
-    a0 = _mm512_fmadd_ps(load_f32(w + k), _mm512_loadu_ps(x + k), a0);
-    a1 = _mm512_fmadd_ps(load_f32(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);
-    a2 = _mm512_fmadd_ps(load_f32(w + k + 32), _mm512_loadu_ps(x + k + 32), a2);
-    a3 = _mm512_fmadd_ps(load_f32(w + k + 48), _mm512_loadu_ps(x + k + 48), a3);
-  }
-  acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-#elif defined(CC_AVX2)
-  CC_DOT8(load8_f32)
-#endif
-#pragma omp simd reduction(+ : acc)
-  for (int64_t j = k; j < K; j++) acc += w[j] * x[j];
-  return acc;
-}
+#define CC_AS_F32(v) ((float)(v))
+CC_DEFINE_DOT(dot_bf16, uint16_t, load_bf16, load8_bf16, bf16_to_f32)
+CC_DEFINE_DOT(dot_int8, int8_t, load_int8, load8_int8, CC_AS_F32)
+CC_DEFINE_DOT(dot_f32, float, load_f32, load8_f32, CC_AS_F32)
 #endif

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from continualcode.backends import native, quant
-from continualcode.backends.graphs import MARGIN, MIN_CAPACITY, StaticKV, cache_pairs, decoder_parts, dynamic_cache
+from continualcode.backends.graphs import MARGIN, MIN_CAPACITY, StaticKV, StaticStream, cache_pairs, decoder_parts
 
 _i64, _ptr, _dbl = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
 F32, BF16, INT8 = 0, 1, 2
@@ -209,43 +209,25 @@ def _base(module: Any) -> Any:
     return base
 
 
-class FusedStream:
-    """decode.py's stream over the fused step (the same interface as graphs.GraphStream; drafts allowed)."""
+class FusedStream(StaticStream):
+    """The stream over the fused step (graphs.StaticStream; drafts allowed: a drafted run is one call too)."""
 
     drafts = True
 
     def __init__(self, fused: Fused, plan: tuple[_Model, Any], length: int) -> None:
-        self.fused, self.plan, self.length = fused, plan, length
+        super().__init__(fused, length)
+        self.fused, self.plan = fused, plan
         self.cos, self.sin = fused.rotary(plan[0].capacity)
-        self._cache: Any = None
 
-    def __call__(self, tokens: list[int]) -> torch.Tensor:
-        model = self.plan[0]
-        r = len(tokens)
-        if self.length + r > model.capacity:
-            raise RuntimeError(f"static KV cache full ({model.capacity} positions)")
+    def _run(self, tokens: list[int]) -> torch.Tensor:
+        model, r = self.plan[0], len(tokens)
         x = self.fused.dec.embed_tokens.weight[torch.tensor(tokens)].float().contiguous()
         logits = torch.empty(r, model.vocab)
         cos, sin = self.cos[self.length: self.length + r], self.sin[self.length: self.length + r]
         if self.fused.k.step(ctypes.addressof(model), x.data_ptr(), cos.data_ptr(), sin.data_ptr(), self.length, r,
                              logits.data_ptr()) != 0:
-            raise MemoryError("the fused decode step could not allocate its buffers")  # nothing written past `length`
-        self.length += r
-        self._cache = None
+            raise MemoryError("the fused decode step could not allocate its buffers")  # `length` stays
         return logits
-
-    def cut(self, n: int) -> None:
-        """Drop the last `n` positions (their buffer slots are overwritten by the next tokens)."""
-        self.length -= n
-        self._cache = None
-
-    @property
-    def cache(self) -> Any:
-        """The filled positions as a transformers DynamicCache (a copy: the buffers are reused)."""
-        if self._cache is None:
-            assert self.fused.kv is not None
-            self._cache = dynamic_cache(self.fused.kv.pairs(self.length))
-        return self._cache
 
 
 _STATE: dict[str, str] = {"why_not": ""}

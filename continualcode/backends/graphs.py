@@ -221,27 +221,28 @@ class Graphs:
         self.graphs[key] = (graph, ids, pos, out)
 
 
-class GraphStream:
-    """decode.py's stream over a `Graphs` static cache (see the module docstring)."""
+class StaticStream:
+    """decode.py's stream over an owner's `StaticKV` (`owner.kv`): called with new tokens, their next-token
+    logits [n, V] (a subclass's `_run`); `cut(n)` drops the last n; `cache` hands the filled positions back."""
 
-    drafts = False  # a drafted run would be an eager forward: the sampler does not draft on this stream
+    drafts = False  # whether the sampler may draft on it
 
-    def __init__(self, graphs: Graphs, length: int) -> None:
-        self.graphs, self.length = graphs, length
+    def __init__(self, owner: Any, length: int) -> None:
+        self.owner, self.length = owner, length
         self._cache: Any = None
 
     def __call__(self, tokens: list[int]) -> torch.Tensor:
-        kv = self.graphs.kv
+        kv = self.owner.kv
         assert kv is not None
         if self.length + len(tokens) > kv.capacity:
             raise RuntimeError(f"static KV cache full ({kv.capacity} positions)")
-        if len(tokens) == 1:
-            logits = self.graphs.step(tokens[0], self.length)
-        else:
-            logits = self.graphs.eager(tokens, self.length)
+        logits = self._run(tokens)
         self.length += len(tokens)
         self._cache = None
         return logits
+
+    def _run(self, tokens: list[int]) -> torch.Tensor:
+        raise NotImplementedError
 
     def cut(self, n: int) -> None:
         """Drop the last `n` positions (their buffer slots are overwritten by the next tokens)."""
@@ -252,6 +253,16 @@ class GraphStream:
     def cache(self) -> Any:
         """The filled positions as a transformers DynamicCache (a copy: the buffers are reused)."""
         if self._cache is None:
-            assert self.graphs.kv is not None
-            self._cache = dynamic_cache(self.graphs.kv.pairs(self.length))
+            assert self.owner.kv is not None
+            self._cache = dynamic_cache(self.owner.kv.pairs(self.length))
         return self._cache
+
+
+class GraphStream(StaticStream):
+    """The stream over a `Graphs` static cache (see the module docstring); no drafts: a drafted run would be an
+    eager forward."""
+
+    def _run(self, tokens: list[int]) -> torch.Tensor:
+        if len(tokens) == 1:
+            return self.owner.step(tokens[0], self.length)
+        return self.owner.eager(tokens, self.length)
