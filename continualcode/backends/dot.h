@@ -19,25 +19,33 @@ static inline float bf16_to_f32(uint16_t h) {
   return f;
 }
 
+/* The vector width, as names both dot.h and step.c use: CC_LANES weights a vector; CC_W_BF16/INT8/F32 load that
+   many weights widened to fp32; CC_LOADX loads activations; CC_FMA, CC_ADD, CC_ZERO; CC_SUM adds a vector's
+   lanes.  AVX-512: 16 lanes; AVX2 with FMA: 8 (CC_AVX2); otherwise CC_LANES is not defined. */
 #ifdef __AVX512F__
-/* 16 weights as fp32 */
 static inline __m512 load_bf16(const uint16_t *w) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)w)), 16));
 }
 
-static inline __m512 load_f32(const float *w) { return _mm512_loadu_ps(w); }
-
 static inline __m512 load_int8(const int8_t *w) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)w)));
 }
+
+#define CC_LANES 16
+#define CC_VEC __m512
+#define CC_ZERO _mm512_setzero_ps()
+#define CC_FMA _mm512_fmadd_ps
+#define CC_ADD _mm512_add_ps
+#define CC_LOADX _mm512_loadu_ps
+#define CC_SUM _mm512_reduce_add_ps
+#define CC_W_BF16(p) load_bf16(p)
+#define CC_W_INT8(p) load_int8(p)
+#define CC_W_F32(p) _mm512_loadu_ps(p)
 #elif defined(__AVX2__) && defined(__FMA__)
 #define CC_AVX2 1
-/* 8 weights as fp32 */
 static inline __m256 load8_bf16(const uint16_t *w) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)w)), 16));
 }
-
-static inline __m256 load8_f32(const float *w) { return _mm256_loadu_ps(w); }
 
 static inline __m256 load8_int8(const int8_t *w) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)w)));
@@ -50,47 +58,46 @@ static inline float sum8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-#define CC_DOT8(LOAD)                                                       \
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;               \
-  for (; k + 32 <= K; k += 32) {                                            \
-    a0 = _mm256_fmadd_ps(LOAD(w + k), _mm256_loadu_ps(x + k), a0);           \
-    a1 = _mm256_fmadd_ps(LOAD(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);   \
-    a2 = _mm256_fmadd_ps(LOAD(w + k + 16), _mm256_loadu_ps(x + k + 16), a2); \
-    a3 = _mm256_fmadd_ps(LOAD(w + k + 24), _mm256_loadu_ps(x + k + 24), a3); \
-  }                                                                         \
-  acc = sum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+#define CC_LANES 8
+#define CC_VEC __m256
+#define CC_ZERO _mm256_setzero_ps()
+#define CC_FMA _mm256_fmadd_ps
+#define CC_ADD _mm256_add_ps
+#define CC_LOADX _mm256_loadu_ps
+#define CC_SUM sum8
+#define CC_W_BF16(p) load8_bf16(p)
+#define CC_W_INT8(p) load8_int8(p)
+#define CC_W_F32(p) _mm256_loadu_ps(p)
 #endif
 
-/* The vector part of a dot product: k advanced past what it summed into acc (LOAD16/LOAD8: 16 or 8 weights as
-   fp32, for AVX-512 or AVX2); the caller's scalar loop does the tail. */
-#ifdef __AVX512F__
-#define CC_DOT_VEC(LOAD16, LOAD8)                                                     \
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;                         \
-  for (; k + 64 <= K; k += 64) {                                                      \
-    a0 = _mm512_fmadd_ps(LOAD16(w + k), _mm512_loadu_ps(x + k), a0);                  \
-    a1 = _mm512_fmadd_ps(LOAD16(w + k + 16), _mm512_loadu_ps(x + k + 16), a1);        \
-    a2 = _mm512_fmadd_ps(LOAD16(w + k + 32), _mm512_loadu_ps(x + k + 32), a2);        \
-    a3 = _mm512_fmadd_ps(LOAD16(w + k + 48), _mm512_loadu_ps(x + k + 48), a3);        \
-  }                                                                                   \
-  acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-#elif defined(CC_AVX2)
-#define CC_DOT_VEC(LOAD16, LOAD8) CC_DOT8(LOAD8)
+/* The vector part of a dot product: four accumulators, k advanced past what it summed into acc; the
+   caller's scalar loop does the tail (without vectors, all of it). */
+#ifdef CC_LANES
+#define CC_DOT_VEC(LOADW)                                                                    \
+  CC_VEC a0 = CC_ZERO, a1 = a0, a2 = a0, a3 = a0;                                            \
+  for (; k + 4 * CC_LANES <= K; k += 4 * CC_LANES) {                                         \
+    a0 = CC_FMA(LOADW(w + k), CC_LOADX(x + k), a0);                                          \
+    a1 = CC_FMA(LOADW(w + k + CC_LANES), CC_LOADX(x + k + CC_LANES), a1);                    \
+    a2 = CC_FMA(LOADW(w + k + 2 * CC_LANES), CC_LOADX(x + k + 2 * CC_LANES), a2);            \
+    a3 = CC_FMA(LOADW(w + k + 3 * CC_LANES), CC_LOADX(x + k + 3 * CC_LANES), a3);            \
+  }                                                                                          \
+  acc = CC_SUM(CC_ADD(CC_ADD(a0, a1), CC_ADD(a2, a3)));
 #else
-#define CC_DOT_VEC(LOAD16, LOAD8)
+#define CC_DOT_VEC(LOADW)
 #endif
 
-#define CC_DEFINE_DOT(NAME, T, LOAD16, LOAD8, WIDEN)                    \
+#define CC_DEFINE_DOT(NAME, T, LOADW, WIDEN)                            \
   static inline float NAME(const T *w, const float *x, int64_t K) {     \
     int64_t k = 0;                                                      \
     float acc = 0.f;                                                    \
-    CC_DOT_VEC(LOAD16, LOAD8)                                           \
+    CC_DOT_VEC(LOADW)                                                   \
     _Pragma("omp simd reduction(+ : acc)")                              \
     for (int64_t j = k; j < K; j++) acc += WIDEN(w[j]) * x[j];          \
     return acc;                                                         \
   }
 
 #define CC_AS_F32(v) ((float)(v))
-CC_DEFINE_DOT(dot_bf16, uint16_t, load_bf16, load8_bf16, bf16_to_f32)
-CC_DEFINE_DOT(dot_int8, int8_t, load_int8, load8_int8, CC_AS_F32)
-CC_DEFINE_DOT(dot_f32, float, load_f32, load8_f32, CC_AS_F32)
+CC_DEFINE_DOT(dot_bf16, uint16_t, CC_W_BF16, bf16_to_f32)
+CC_DEFINE_DOT(dot_int8, int8_t, CC_W_INT8, CC_AS_F32)
+CC_DEFINE_DOT(dot_f32, float, CC_W_F32, CC_AS_F32)
 #endif

@@ -51,34 +51,11 @@ static inline float row_dot(const cc_lin *L, int64_t n, const float *x) {
 }
 
 /* Four rows of x against weight row n at once: each group of weights is loaded and widened to fp32 once
-   and multiplied into four rows' accumulators (two per row, so that the FMAs' latency does not bind).  A drafted run (several rows) costs the FMAs of its rows and one
-   conversion of the weights per four rows; one dot product per row would convert the weights once per
-   row, and widening int8 or bf16 is most of a dot product's work on AVX2 (measured: 9 rows took 7.7x one
-   row's time that way).  Rows past `rt` repeat row 0 (computed, not stored). */
-#if defined(__AVX512F__)
-#define CC_LANES 16
-#define CC_VEC __m512
-#define CC_ZERO _mm512_setzero_ps()
-#define CC_FMA _mm512_fmadd_ps
-#define CC_ADD _mm512_add_ps
-#define CC_LOADX _mm512_loadu_ps
-#define CC_SUM _mm512_reduce_add_ps
-#define CC_W_BF16(p) load_bf16(p)
-#define CC_W_INT8(p) load_int8(p)
-#define CC_W_F32(p) _mm512_loadu_ps(p)
-#elif defined(CC_AVX2)
-#define CC_LANES 8
-#define CC_VEC __m256
-#define CC_ZERO _mm256_setzero_ps()
-#define CC_FMA _mm256_fmadd_ps
-#define CC_ADD _mm256_add_ps
-#define CC_LOADX _mm256_loadu_ps
-#define CC_SUM sum8
-#define CC_W_BF16(p) load8_bf16(p)
-#define CC_W_INT8(p) load8_int8(p)
-#define CC_W_F32(p) _mm256_loadu_ps(p)
-#endif
-
+   and multiplied into four rows' accumulators (two per row, so that the FMAs' latency does not bind).
+   A drafted run (several rows) costs the FMAs of its rows and one conversion of the weights per four
+   rows; one dot product per row would convert the weights once per row, and widening int8 or bf16 is
+   most of a dot product's work on AVX2 (measured: 9 rows took 7.7x one row's time that way).  Rows past
+   `rt` repeat row 0 (computed, not stored).  The vector names (CC_LANES, CC_W_*, CC_FMA, ...) are dot.h's. */
 #ifdef CC_LANES
 #define CC_DOT4_LOOP(T, LOADW, TAIL)                                                    \
   {                                                                                     \
@@ -99,8 +76,6 @@ static inline float row_dot(const cc_lin *L, int64_t n, const float *x) {
       t0 += wk * x0[k], t1 += wk * x1[k], t2 += wk * x2[k], t3 += wk * x3[k];           \
     }                                                                                   \
   }
-#define CC_ID(v) (v)
-#define CC_I8(v) ((float)(v))
 
 static void dot4(const cc_lin *L, int64_t n, const float *x, int64_t K, int64_t rt, float *out) {
   const float *x0 = x, *x1 = rt > 1 ? x + K : x, *x2 = rt > 2 ? x + 2 * K : x, *x3 = rt > 3 ? x + 3 * K : x;
@@ -108,8 +83,8 @@ static void dot4(const cc_lin *L, int64_t n, const float *x, int64_t K, int64_t 
   float t0 = 0.f, t1 = 0.f, t2 = 0.f, t3 = 0.f;
   int64_t k = 0;
   if (L->kind == CC_BF16) CC_DOT4_LOOP(uint16_t, CC_W_BF16, bf16_to_f32)
-  else if (L->kind == CC_INT8) CC_DOT4_LOOP(int8_t, CC_W_INT8, CC_I8)
-  else CC_DOT4_LOOP(float, CC_W_F32, CC_ID)
+  else if (L->kind == CC_INT8) CC_DOT4_LOOP(int8_t, CC_W_INT8, CC_AS_F32)
+  else CC_DOT4_LOOP(float, CC_W_F32, CC_AS_F32)
   const float s = L->kind == CC_INT8 ? L->scale[n] : 1.f;
   const float sums[4] = {CC_SUM(CC_ADD(a0, b0)) + t0, CC_SUM(CC_ADD(a1, b1)) + t1, CC_SUM(CC_ADD(a2, b2)) + t2,
                          CC_SUM(CC_ADD(a3, b3)) + t3};
