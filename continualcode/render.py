@@ -252,6 +252,12 @@ class Renderer:
     def parse(self, text: str) -> Parsed:
         return parse(text, self.tools)
 
-    def constraint(self, *, allow_text: bool = True, allow_calls: bool = True) -> GrammarConstraint:
-        return build_constraint(self.tok, self.tools, vocab_size=self.vocab_size, stop_ids=self.stop_ids,
+    def constraint(self, *, allow_text: bool = True, allow_calls: bool = True,
+                   only: Sequence[str] | None = None) -> GrammarConstraint:
+        """The call-or-text grammar; `only` names the tools a call may use (all by default): the prompt still
+        shows every tool, only the grammar narrows (`bench speed`'s drafts part measures each tool kind so)."""
+        tools = self.tools if only is None else [t for t in self.tools if t["function"]["name"] in only]
+        if only is not None and {t["function"]["name"] for t in tools} != set(only):
+            raise ValueError(f"unknown tools {sorted(set(only) - {t['function']['name'] for t in tools})}")
+        return build_constraint(self.tok, tools, vocab_size=self.vocab_size, stop_ids=self.stop_ids,
                                 allow_text=allow_text, allow_calls=allow_calls)

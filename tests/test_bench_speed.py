@@ -76,3 +76,23 @@ def test_fused_part_times_both_paths_with_full_and_int8_weights(cache_dir: Path)
     md = to_markdown({"model": "m", "dtype": "fp32", "date": "d", "machine": "x", "repeats": 1, "command": "c",
                       "fused": res})
     assert f"| {row['prompt_tokens']} | int8 |" in md and f"**{row['full_speedup']:.2f}×**" in md
+
+
+def test_drafts_part_measures_each_prompt_on_its_intended_tool(cache_dir: Path) -> None:
+    """Each draft prompt's call is constrained to its intended tool, so edits and writes are what is timed
+    (unconstrained, the 0.5B model answered them all with a `read`); drafts on and off give the same tokens."""
+    import pytest
+
+    from continualcode.backends.local import LocalBackend
+    from continualcode.bench.speed import decode
+    from continualcode.build import make_renderer
+
+    b = LocalBackend("smollm2-135m", dtype="fp32", cache=cache_dir, seed=0, warmup=False, threads=1)
+    renderer = make_renderer(b)
+    prompts = [p for p in decode.draft_prompts("def f():\n    return 1\n" * 5, "m.py") if p[0] != "read"][::2]
+    res = decode.drafts(b, renderer, prompts, max_tokens=24)
+    assert [r["kind"] for r in res["rows"]] == ["edit_lines", "write"]
+    assert all(r["same_tokens"] and r["tokens"] == 24 and not r["complete"] for r in res["rows"])  # cut at max_tokens
+    assert set(res["by_kind"]) == {"edit_lines", "write"} and res["overall"]["n"] == 2
+    with pytest.raises(ValueError, match="unknown tools"):
+        renderer.constraint(only=("edit",))

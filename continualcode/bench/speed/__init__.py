@@ -17,7 +17,8 @@ of `--repeats` with min–max spread:
 - decoding against the memory-bandwidth bound, the decode steps' attention kernel against `sdpa`
   after 1k- and 3k-token prompts, (CPU) fused native decode steps against op-by-op ones, (GPU)
   recorded CUDA-graph decode steps against eager ones, draft
-  decoding per tool kind, and a replayed
+  decoding per tool kind (each prompt's call constrained to its tool; on CPU again on the int8 copies
+  after the int8 part: `draft_speedup_int8`), and a replayed
   multi-turn session on a real file (`decode.py`, `session.py`).
 Every part but the session runs on the full (bf16) weights, so `decode_over_bound` is the bf16
 decode against the bf16 bound; the int8 part then quantizes the model, and the session replays last,
@@ -103,6 +104,11 @@ def main(args: Sequence[str]) -> int:
     run("int8", lambda: decode.int8(backend, renderer, decode.draft_prompts(*_draft_file(cfg)), ns.repeats))
     run("fused", lambda: decode.fused(backend, renderer, ns.repeats,
                                       int8=(cfg.decode_int8 or "int8" in res) and backend.device.type == "cpu"))
+    if "drafts" in parts and backend.device.type == "cpu" and ("int8" in res or ("fused" in res and cfg.decode_int8)):
+        # the drafts again on the int8 copies (the CPU default): there a drafted run is compute-bound
+        run("drafts_int8", lambda: decode.drafts(backend, renderer, decode.draft_prompts(*_draft_file(cfg))))
+        res["draft_speedup_int8"] = {**{k: v["speedup"] for k, v in res["drafts_int8"]["by_kind"].items()},
+                                     "overall": res["drafts_int8"]["overall"]["speedup"]}
     if "fused_speedup" in res.get("fused", {}):
         res["fused_speedup"] = res["fused"]["fused_speedup"]
         if "bound" in res:  # the int8 fused step against the full weights' bound (its own bytes are fewer)

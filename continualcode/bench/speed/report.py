@@ -122,15 +122,16 @@ def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
             out.append(f"- recording failed: {g['failed']}")
     elif g:
         out += ["", f"GPU decode graphs: {g['skipped']}"]
-    d = res.get("drafts")
-    if d:
-        out += ["", "## Draft decoding (prompt lookup), greedy, same tokens checked", "",
-                "| tool kind | prompts | tokens | speedup | acceptance | tokens per forward | same tokens |",
-                "|---|---|---|---|---|---|---|"]
-        for kind, r in [*d["by_kind"].items(), ("**all**", d["overall"])]:
-            acc = "–" if r["acceptance"] is None else f"{r['acceptance']:.0%}"
-            out.append(f"| {kind} | {r['n']} | {r['tokens']} | {r['speedup']:.2f}× | {acc} | "
-                       f"{r['tokens_per_forward']:.2f} | {r['same_tokens']} |")
+    for key, weights in (("drafts", "full weights"), ("drafts_int8", "int8 copies")):
+        if d := res.get(key):
+            out += ["", f"## Draft decoding (prompt lookup, {weights}), greedy, each call constrained to its tool, "
+                    "same tokens checked", "",
+                    "| tool kind | prompts | tokens | speedup | acceptance | tokens per forward | same tokens |",
+                    "|---|---|---|---|---|---|---|"]
+            for kind, r in [*d["by_kind"].items(), ("**all**", d["overall"])]:
+                acc = "–" if r["acceptance"] is None else f"{r['acceptance']:.0%}"
+                out.append(f"| {kind} | {r['n']} | {r['tokens']} | {r['speedup']:.2f}× | {acc} | "
+                           f"{r['tokens_per_forward']:.2f} | {r['same_tokens']} |")
     q = res.get("int8")
     if q:
         out += ["", "## Weight-only int8 for decode steps (`decode_int8=true`)", "",
