@@ -78,8 +78,8 @@ def main(args: Sequence[str]) -> int:
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    def run(name: str, fn: Any) -> None:
-        if name in parts:
+    def run(name: str, fn: Any, part: str | None = None) -> None:
+        if (part or name) in parts:
             print(f"{name} …", flush=True)
             res[name] = fn()
             _write(out, res, to_markdown)  # a partial result survives an interrupt
@@ -106,7 +106,7 @@ def main(args: Sequence[str]) -> int:
                                       int8=(cfg.decode_int8 or "int8" in res) and backend.device.type == "cpu"))
     if "drafts" in parts and backend.device.type == "cpu" and ("int8" in res or ("fused" in res and cfg.decode_int8)):
         # the drafts again on the int8 copies (the CPU default): there a drafted run is compute-bound
-        run("drafts_int8", lambda: decode.drafts(backend, renderer, decode.draft_prompts(*_draft_file(cfg))))
+        run("drafts_int8", lambda: decode.drafts(backend, renderer, decode.draft_prompts(*_draft_file(cfg))), "drafts")
         res["draft_speedup_int8"] = {**{k: v["speedup"] for k, v in res["drafts_int8"]["by_kind"].items()},
                                      "overall": res["drafts_int8"]["overall"]["speedup"]}
     if "fused_speedup" in res.get("fused", {}):
