@@ -44,14 +44,15 @@ def _reference(model, cache, tokens):
     return out.logits[0].float(), _cache_of(out)
 
 
-def _tiny(family: str, dtype=torch.float32, lora: bool = True):
+def _tiny(family: str, dtype=torch.float32, lora: bool = True, head_dim: int = 16):
     """A two-layer random model of `family` (qwen2: q/k/v biases; qwen3: per-head q/k norms), LoRA-wrapped
-    with non-zero B weights, frozen layers ready for decode."""
+    with non-zero B weights, frozen layers ready for decode.  head_dim 64 (a multiple of 64) takes step.c's
+    vector attention loops (eight positions' scores at once), 16 the plain ones."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.for_model(family, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, vocab_size=300,
+                                  num_attention_heads=4, num_key_value_heads=2, head_dim=head_dim, vocab_size=300,
                                   tie_word_embeddings=False, pad_token_id=0)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).to(dtype).eval()
@@ -107,12 +108,13 @@ def test_a_cut_forgets_the_dropped_positions(lora_on, kernels, one_thread):
         stream([1] * stream.plan[0].capacity)
 
 
+@pytest.mark.parametrize("head_dim", [16, 64])
 @pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
-def test_each_family_matches_its_forward_fp32(family, kernels):
-    model = _tiny(family)
+def test_each_family_matches_its_forward_fp32(family, head_dim, kernels):
+    model = _tiny(family, head_dim=head_dim)
     lm, dec = decoder_parts(model)
     f = fused.Fused(lm, dec, kernels)
-    prompt = [3, 17, 99, 4, 56, 7]
+    prompt = [3, 17, 99, 4, 56, 7, 21, 60, 5, 11, 90, 42, 8, 77, 30, 6, 101]  # two blocks of 8 scores and a tail
     cache = _prefill(model, prompt)
     want, _ = _reference(model, cache, [11, 12, 13])
     stream = f.stream(cache, 8)
@@ -136,10 +138,10 @@ def test_int8_copies_give_the_eager_int8_steps_numbers(kernels):
 
 
 def test_bf16_weights_and_kv_within_bf16_noise(kernels):
-    model = _tiny("qwen2", dtype=torch.bfloat16, lora=False)
+    model = _tiny("qwen2", dtype=torch.bfloat16, lora=False, head_dim=64)
     lm, dec = decoder_parts(model)
     f = fused.Fused(lm, dec, kernels)
-    cache = _prefill(model, [3, 17, 99, 4, 56])
+    cache = _prefill(model, [3, 17, 99, 4, 56, 21, 60, 5, 11, 90, 42])
     assert cache_pairs(cache)[0][0].dtype == torch.bfloat16
     want, ref_cache = _reference(model, cache, [11, 12])
     stream = f.stream(cache, 4)
@@ -151,8 +153,8 @@ def test_bf16_weights_and_kv_within_bf16_noise(kernels):
 
 
 def test_the_self_check_passes_each_family_and_catches_a_wrong_step(kernels, monkeypatch):
-    for family in ("llama", "qwen2", "qwen3"):
-        lm, _ = decoder_parts(_tiny(family, lora=False))
+    for family, head_dim in (("llama", 16), ("qwen2", 64), ("qwen3", 64)):
+        lm, _ = decoder_parts(_tiny(family, lora=False, head_dim=head_dim))
         assert fused._self_check(lm, kernels) == ""
     original = fused.Fused.__init__
 

@@ -527,25 +527,52 @@ def test_prompt_lookup_guesses_what_followed_the_last_ngram():
     assert d([1, 2, 3], 5) == [] and d([], 3) == []
 
 
+def test_text_lookup_follows_a_read_files_lines_into_a_json_string(backend):
+    """The read shows numbered lines; the call's content holds them escaped (`\\n`, `\\"`), without numbers.
+    Token lookup loses the thread at the line end; text lookup guesses the next line's escaped text."""
+    from continualcode.backends.decode import Lookup, PromptLookup, TextLookup
+
+    tok = backend.tokenizer
+    read = '     1\tdef greet(name):\n     2\t    return "hello " + name\n     3\t\n'
+    so_far = '{"name": "write", "arguments": {"path": "g.py", "content": "def greet(name):\\n'
+    ctx = list(tok.encode(read + so_far, add_special_tokens=False))
+    guess = TextLookup(tok)(ctx, 12)
+    assert tok.decode(guess).startswith('    return \\"hello \\" + name\\n')
+    assert not tok.decode(PromptLookup()(ctx, 12)).startswith("    return")  # lost at the line end
+    assert Lookup(tok)(ctx, 12) == guess  # the product's drafter tries the text first
+    # a call's JSON written again: the escaped text holds no raw quotes, so the tokens' guess is taken
+    calls = '{"name": "read", "arguments": {"path": "a.py"}}\n{"name": "read", "arguments": {"'
+    ids = list(tok.encode(calls, add_special_tokens=False))
+    assert TextLookup(tok)(ids, 6) == [] and Lookup(tok)(ids, 6) == PromptLookup()(ids, 6) != []
+    # a tail the context never held: no guess; a new prompt rebuilds the text it searches
+    assert TextLookup(tok)(list(tok.encode("zzqx unrelated words here!", add_special_tokens=False)), 5) == []
+    d = TextLookup(tok)
+    d(ctx, 4)
+    other = list(tok.encode('     1\ty = 1\n     2\tx = "abc def ghi"\n' + '"content": "y = 1\\nx = \\"abc',
+                            add_special_tokens=False))
+    assert tok.decode(d(other, 6)).startswith(" def ghi\\\"")
+
+
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
 def test_draft_decoding_keeps_the_tokens_and_logprobs(backend, renderer, temperature):
     """With drafts copied from the prompt, the same seed gives the same tokens as plain decoding, the
     same log-probs up to the rounding of a multi-token forward, and (greedy) the guesses were used."""
-    from continualcode.backends.decode import PromptLookup
+    from continualcode.backends.decode import Lookup, PromptLookup
     from continualcode.records import Message
 
     text = "\n".join(f"    total += values[{i}] * weights[{i}]" for i in range(12))
     msgs = [Message("user", f"Here is a function body:\n{text}\nRepeat the first six lines of it exactly.")]
     prompt = renderer.prompt_ids(msgs)
     runs = {}
-    for name, drafter in (("plain", None), ("draft", PromptLookup())):
+    product = backend.drafter
+    for name, drafter in (("plain", None), ("draft", PromptLookup()), ("lookup", Lookup(backend.tokenizer))):
         backend.drafter = drafter
         backend.clear_cache()
         s = backend.sample(prompt, max_tokens=60, temperature=temperature, seed=5)
         runs[name] = (s, backend.last_decode)
-    backend.drafter = PromptLookup()
+    backend.drafter = product
     (plain, _), (drafted, d) = runs["plain"], runs["draft"]
-    assert drafted.tokens == plain.tokens
+    assert drafted.tokens == plain.tokens == runs["lookup"][0].tokens
     assert torch.allclose(torch.tensor(drafted.logprobs), torch.tensor(plain.logprobs), atol=1e-3)
     assert d is not None and d.accepted <= d.drafted and d.forwards <= len(drafted.tokens)
     if temperature == 0.0:  # greedy copies the lines, so the guesses are taken; a sampled run may wander

@@ -37,6 +37,8 @@ log-probabilities stay the model's own over the first context.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -233,6 +235,54 @@ def choose(logits_V: torch.Tensor, temperature: float, top_p: float, gen: torch.
         sorted_p = sorted_p * keep
         return int(sorted_i[torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)])
     return int(torch.multinomial(probs_V, 1, generator=gen))
+
+
+# `read`'s line-number column (`     5\t`): a call's content never carries it
+_LINE_NUMBER = re.compile(r"^ *\d+\t", re.MULTILINE)
+
+
+class TextLookup:
+    """Draft by copying text the tokens hide: a call's JSON string holds a file's lines with its newlines and
+    quotes escaped (`\\n`, `\\"`) and without `read`'s line numbers, so the copy's tokens differ from the
+    read's at every line end and token lookup loses the thread there, a few tokens a line.  This matches the
+    context's last characters against the context's own text as a JSON string holds it (line numbers
+    dropped, then escaped; built once per prompt) and guesses the tokens of the text that followed
+    (tokenized afresh: the model's tokens start at a token boundary, as the tail's end is one)."""
+
+    def __init__(self, tokenizer: Any, *, tail_chars: int = 24, min_chars: int = 12) -> None:
+        self.tok, self.tail_chars, self.min_chars = tokenizer, tail_chars, min_chars
+        self._ids: list[int] = []  # the context the corpus was built from
+        self._corpus = ""
+
+    def _text(self, context: Sequence[int]) -> str:
+        n = len(self._ids)
+        if not n or len(context) < n or list(context[:n]) != self._ids:
+            self._ids = list(context)
+            text = _LINE_NUMBER.sub("", self.tok.decode(self._ids, skip_special_tokens=False))
+            self._corpus = json.dumps(text, ensure_ascii=False)[1:-1]
+        return self._corpus
+
+    def __call__(self, context: Sequence[int], k: int) -> list[int]:
+        corpus = self._text(context)
+        tail = self.tok.decode(list(context[-12:]), skip_special_tokens=False)[-self.tail_chars:]
+        for n in range(len(tail), self.min_chars - 1, -4):
+            at = corpus.rfind(tail[-n:])
+            if at >= 0 and at + n < len(corpus):
+                follow = corpus[at + n : at + n + 8 * k]
+                return list(self.tok.encode(follow, add_special_tokens=False))[:k]
+        return []
+
+
+class Lookup:
+    """Text lookup (`TextLookup`: twelve characters or more matched inside a JSON string's escaped text), and
+    where it finds nothing, token lookup (`PromptLookup`: the call's own JSON, or text copied as it was
+    shown): the product's drafter (`draft=lookup`)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokens, self.text = PromptLookup(), TextLookup(tokenizer)
+
+    def __call__(self, context: Sequence[int], k: int) -> list[int]:
+        return self.text(context, k) or self.tokens(context, k)
 
 
 class PromptLookup:

@@ -38,7 +38,7 @@ import torch
 from continualcode.backends import attention, native
 from continualcode.backends.adapter import STATE_FILE, AdapterState
 from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token_ids
-from continualcode.backends.decode import Decoded, Drafter, Guide, PromptLookup, decode
+from continualcode.backends.decode import Decoded, Drafter, Guide, Lookup, decode
 from continualcode.backends.fused import Fused
 from continualcode.backends.graphs import Graphs
 from continualcode.backends.kv import PrefixStore, crop, lcp
@@ -140,7 +140,7 @@ class LocalBackend:
         self.fused = Fused.for_model(self.model, self.device) if fused_decode else None
         if draft not in ("lookup", "off"):
             raise BackendError(f"unknown draft {draft!r}: use lookup or off")
-        self.drafter: Drafter | None = PromptLookup() if draft == "lookup" else None
+        self.drafter: Drafter | None = Lookup(self._tok) if draft == "lookup" else None
         self.last_decode: Decoded | None = None  # the last sample's decode counters (drafted, accepted, …)
         self.last_prefill = 0  # prompt tokens the last sample ran (the rest came from the KV store)
         if warmup:

@@ -204,18 +204,143 @@ static void kv_store(void *buf, int64_t bf16, int64_t at, const float *src, int6
     memcpy((float *)buf + at, src, sizeof(float) * hd);
 }
 
+/* Attention's inner loops with AVX2: eight positions' scores at once, the values summed with the output in
+   registers.  One 64-wide dot product at a time (dot.h's) spent more on its horizontal sum and its two loads
+   per FMA than on the FMAs: `scores8` keeps eight positions' partial sums apart (one query load feeds eight
+   FMAs) and adds their lanes together in one tree; `sum_values` keeps 64 output dims of one head in eight
+   registers over a block of positions (the block's values stay in L1 for the heads that share them), where
+   `o[i] += p * v[i]` loaded and stored the output at every position.  Used when head_dim is a multiple of
+   64; otherwise, and without AVX2, the plain loops. */
+#if defined(__AVX2__) && defined(__FMA__)
+#define CC_ATT_FAST 1
+#define CC_VALUE_BLOCK 64 /* positions whose values are summed per pass over the heads of a KV head */
+
+static inline __m256 att_bf16(const uint16_t *p) { /* eight bf16 as fp32 (dot.h's is AVX2 builds' only) */
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+/* lane u = the sum of a_u's lanes */
+static inline __m256 lanes8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
+  const __m256 s0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  const __m256 s1 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+  return _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31));
+}
+
+/* q . key[t] for the eight keys at k (rows hd apart), fp32 or bf16 keys; hd a multiple of 8 */
+#define CC_SCORES8(NAME, T, LOADK)                                                        \
+  static inline __m256 NAME(const T *k, const float *q, int64_t hd) {                     \
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0; \
+    for (int64_t i = 0; i < hd; i += 8) {                                                 \
+      const __m256 qv = _mm256_loadu_ps(q + i);                                           \
+      a0 = _mm256_fmadd_ps(LOADK(k + i), qv, a0);                                         \
+      a1 = _mm256_fmadd_ps(LOADK(k + hd + i), qv, a1);                                    \
+      a2 = _mm256_fmadd_ps(LOADK(k + 2 * hd + i), qv, a2);                                \
+      a3 = _mm256_fmadd_ps(LOADK(k + 3 * hd + i), qv, a3);                                \
+      a4 = _mm256_fmadd_ps(LOADK(k + 4 * hd + i), qv, a4);                                \
+      a5 = _mm256_fmadd_ps(LOADK(k + 5 * hd + i), qv, a5);                                \
+      a6 = _mm256_fmadd_ps(LOADK(k + 6 * hd + i), qv, a6);                                \
+      a7 = _mm256_fmadd_ps(LOADK(k + 7 * hd + i), qv, a7);                                \
+    }                                                                                     \
+    return lanes8(a0, a1, a2, a3, a4, a5, a6, a7);                                        \
+  }
+CC_SCORES8(scores8_f32, float, _mm256_loadu_ps)
+CC_SCORES8(scores8_bf16, uint16_t, att_bf16)
+
+/* o[c .. c+64) += sum over t in [t0, t1) of p[t] * value[t][c .. c+64), values rows hd apart */
+#define CC_SUM_VALUES(NAME, T, LOADV)                                                     \
+  static inline void NAME(float *o, const float *p, const T *v, int64_t hd, int64_t t0, int64_t t1) { \
+    __m256 o0 = _mm256_loadu_ps(o), o1 = _mm256_loadu_ps(o + 8), o2 = _mm256_loadu_ps(o + 16),    \
+           o3 = _mm256_loadu_ps(o + 24), o4 = _mm256_loadu_ps(o + 32), o5 = _mm256_loadu_ps(o + 40), \
+           o6 = _mm256_loadu_ps(o + 48), o7 = _mm256_loadu_ps(o + 56);                    \
+    for (int64_t t = t0; t < t1; t++) {                                                   \
+      const __m256 pt = _mm256_broadcast_ss(p + t);                                       \
+      const T *vt = v + t * hd;                                                           \
+      o0 = _mm256_fmadd_ps(pt, LOADV(vt), o0);                                            \
+      o1 = _mm256_fmadd_ps(pt, LOADV(vt + 8), o1);                                        \
+      o2 = _mm256_fmadd_ps(pt, LOADV(vt + 16), o2);                                       \
+      o3 = _mm256_fmadd_ps(pt, LOADV(vt + 24), o3);                                       \
+      o4 = _mm256_fmadd_ps(pt, LOADV(vt + 32), o4);                                       \
+      o5 = _mm256_fmadd_ps(pt, LOADV(vt + 40), o5);                                       \
+      o6 = _mm256_fmadd_ps(pt, LOADV(vt + 48), o6);                                       \
+      o7 = _mm256_fmadd_ps(pt, LOADV(vt + 56), o7);                                       \
+    }                                                                                     \
+    _mm256_storeu_ps(o, o0), _mm256_storeu_ps(o + 8, o1), _mm256_storeu_ps(o + 16, o2);   \
+    _mm256_storeu_ps(o + 24, o3), _mm256_storeu_ps(o + 32, o4), _mm256_storeu_ps(o + 40, o5); \
+    _mm256_storeu_ps(o + 48, o6), _mm256_storeu_ps(o + 56, o7);                           \
+  }
+CC_SUM_VALUES(sum_values_f32, float, _mm256_loadu_ps)
+CC_SUM_VALUES(sum_values_bf16, uint16_t, att_bf16)
+#endif
+
+/* s[j*T + t] = scale * q_j . key[t] for the `per` heads j of a KV head, t < T (keys: that KV head's rows) */
+static void scores(const cc_model *M, const void *keys, const float *q0, float *s, int64_t T) {
+  const int64_t hd = M->head_dim, per = M->heads / M->kv_heads;
+  const float scale = (float)M->attn_scale;
+  int64_t t = 0;
+#ifdef CC_ATT_FAST
+  if (hd % 64 == 0) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    for (; t + 8 <= T; t += 8)
+      for (int64_t j = 0; j < per; j++) {
+        const __m256 v = M->kv_bf16 ? scores8_bf16((const uint16_t *)keys + t * hd, q0 + j * hd, hd)
+                                    : scores8_f32((const float *)keys + t * hd, q0 + j * hd, hd);
+        _mm256_storeu_ps(s + j * T + t, _mm256_mul_ps(v, sc));
+      }
+  }
+#endif
+  for (; t < T; t++)
+    for (int64_t j = 0; j < per; j++)
+      s[j * T + t] = (M->kv_bf16 ? dot_bf16((const uint16_t *)keys + t * hd, q0 + j * hd, hd)
+                                 : dot_f32((const float *)keys + t * hd, q0 + j * hd, hd)) * scale;
+}
+
+/* o_j = sum over t < T of s[j*T + t] * value[t], for the `per` heads j of a KV head (o0: their outputs) */
+static void values(const cc_model *M, const void *vals, const float *s, float *o0, int64_t T) {
+  const int64_t hd = M->head_dim, per = M->heads / M->kv_heads;
+  memset(o0, 0, sizeof(float) * per * hd);
+#ifdef CC_ATT_FAST
+  if (hd % 64 == 0) {
+    for (int64_t t0 = 0; t0 < T; t0 += CC_VALUE_BLOCK) {
+      const int64_t t1 = T - t0 < CC_VALUE_BLOCK ? T : t0 + CC_VALUE_BLOCK;
+      for (int64_t j = 0; j < per; j++)
+        for (int64_t c = 0; c < hd; c += 64) {
+          if (M->kv_bf16)
+            sum_values_bf16(o0 + j * hd + c, s + j * T, (const uint16_t *)vals + c, hd, t0, t1);
+          else
+            sum_values_f32(o0 + j * hd + c, s + j * T, (const float *)vals + c, hd, t0, t1);
+        }
+    }
+    return;
+  }
+#endif
+  float v32[CC_MAX_HEAD_DIM];
+  for (int64_t t = 0; t < T; t++) {
+    const float *vv = (const float *)vals + t * hd;
+    if (M->kv_bf16) {
+      const uint16_t *v16 = (const uint16_t *)vals + t * hd;
+      for (int64_t i = 0; i < hd; i++) v32[i] = bf16_to_f32(v16[i]);
+      vv = v32;
+    }
+    for (int64_t j = 0; j < per; j++) {
+      const float p = s[j * T + t];
+      float *o = o0 + j * hd;
+#pragma omp simd
+      for (int64_t i = 0; i < hd; i++) o[i] += p * vv[i];
+    }
+  }
+}
+
 /* out [R, heads*hd]: each row's heads attend to positions 0 .. start + r of their KV head.  The heads that
    share a KV head are done together, so that each key and value row is read once for all of them (a
    step's KV after 3k tokens is ~70 MB for the 0.5B model, read 7 times head by head).  Work: (row, KV
    head) pairs over the threads.  Returns -1 when a thread's score buffer could not be allocated. */
 static int attend(const cc_model *M, const cc_layer *L, const float *q, float *out, int64_t start, int64_t R) {
   const int64_t H = M->heads, G = M->kv_heads, hd = M->head_dim, cap = M->capacity, per = M->heads / M->kv_heads;
-  const float scale = (float)M->attn_scale;
+  const size_t width = M->kv_bf16 ? sizeof(uint16_t) : sizeof(float);
   int failed = 0;
 #pragma omp parallel
   {
     float *s = malloc(sizeof(float) * (size_t)(per * (start + R)));
-    float v32[CC_MAX_HEAD_DIM];
     if (!s) {
 #pragma omp atomic write
       failed = 1;
@@ -225,14 +350,8 @@ static int attend(const cc_model *M, const cc_layer *L, const float *q, float *o
       for (int64_t g = 0; g < G; g++) {
         if (!s) continue;
         const int64_t T = start + r + 1, h0 = r * H + g * per;
-        const float *q0 = q + h0 * hd;
-        float *o0 = out + h0 * hd;
-        for (int64_t t = 0; t < T; t++) {
-          const int64_t at = (g * cap + t) * hd;
-          for (int64_t j = 0; j < per; j++)
-            s[j * T + t] = (M->kv_bf16 ? dot_bf16((const uint16_t *)L->keys + at, q0 + j * hd, hd)
-                                       : dot_f32((const float *)L->keys + at, q0 + j * hd, hd)) * scale;
-        }
+        const size_t at = (size_t)(g * cap * hd) * width;
+        scores(M, (const char *)L->keys + at, q + h0 * hd, s, T);
         for (int64_t j = 0; j < per; j++) {
           float *sj = s + j * T, mx = -INFINITY, sum = 0.f;
           for (int64_t t = 0; t < T; t++) mx = sj[t] > mx ? sj[t] : mx;
@@ -241,22 +360,7 @@ static int attend(const cc_model *M, const cc_layer *L, const float *q, float *o
           const float inv = 1.0f / sum;
           for (int64_t t = 0; t < T; t++) sj[t] *= inv;
         }
-        memset(o0, 0, sizeof(float) * per * hd);
-        for (int64_t t = 0; t < T; t++) {
-          const int64_t at = (g * cap + t) * hd;
-          const float *vv = (const float *)L->values + at;
-          if (M->kv_bf16) {
-            const uint16_t *v16 = (const uint16_t *)L->values + at;
-            for (int64_t i = 0; i < hd; i++) v32[i] = bf16_to_f32(v16[i]);
-            vv = v32;
-          }
-          for (int64_t j = 0; j < per; j++) {
-            const float p = s[j * T + t];
-            float *o = o0 + j * hd;
-#pragma omp simd
-            for (int64_t i = 0; i < hd; i++) o[i] += p * vv[i];
-          }
-        }
+        values(M, (const char *)L->values + at, s, out + h0 * hd, T);
       }
     free(s);
   }

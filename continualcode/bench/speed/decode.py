@@ -198,35 +198,39 @@ def draft_prompts(file_text: str, file_name: str) -> list[tuple[str, list[Any]]]
 
 def drafts(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], *, max_tokens: int = 320,
            repeats: int = 1) -> dict[str, Any]:
-    """Greedy decoding with drafts off, then on, per prompt: time per token, drafted/accepted, speedup.  Each
+    """Greedy decoding with drafts off, with token lookup alone and with the product's drafter (text lookup,
+    then tokens: `decode.Lookup`), per prompt: time per token, drafted/accepted, speedup of each.  Each
     prompt's call is constrained to its intended tool (the agent's prompt, a narrower grammar): without it
     the 0.5B model answered every edit and write prompt with a `read`, and no edit or write was measured."""
-    from continualcode.backends.decode import PromptLookup
+    from continualcode.backends.decode import Lookup, PromptLookup
 
     rows: list[dict[str, Any]] = []
-    drafter = backend.drafter or PromptLookup()
+    drafter = backend.drafter or Lookup(backend.tokenizer)
+    modes = {"off": None, "tokens": PromptLookup(), "on": drafter}
     try:
         for intended, msgs in prompts:
             constraint = renderer.constraint(allow_text=False, only=(intended,))
             prompt = renderer.prompt_ids(msgs)
-            times: dict[str, list[float]] = {"off": [], "on": []}
+            times: dict[str, list[float]] = {m: [] for m in modes}
             samples: dict[str, Any] = {}
             for _ in range(repeats):
-                for mode in ("off", "on"):
-                    backend.drafter = drafter if mode == "on" else None
+                for mode, d in modes.items():
+                    backend.drafter = d
                     backend.clear_cache()
                     backend._prefix(prompt[:-1], "live")  # the prompt in the store, as after the previous turn
                     t0 = time.perf_counter()
                     s = backend.sample(prompt, max_tokens=max_tokens, temperature=0.0, constraint=constraint, seed=0)
                     times[mode].append(time.perf_counter() - t0)
                     samples[mode] = (s, backend.last_decode)
-            (off, _), (on, d) = samples["off"], samples["on"]
+            (off, _), (tk, dt), (on, d) = samples["off"], samples["tokens"], samples["on"]
             parsed = renderer.parse(renderer.decode(on.tokens))
-            t_off, t_on = min(times["off"]), min(times["on"])
+            t_off, t_tk, t_on = min(times["off"]), min(times["tokens"]), min(times["on"])
             rows.append({"intended": intended, "kind": intended, "complete": parsed.call is not None,
-                         "tokens": len(on.tokens), "same_tokens": on.tokens == off.tokens,
+                         "tokens": len(on.tokens), "same_tokens": on.tokens == off.tokens == tk.tokens,
                          "s_off": t_off, "s_on": t_on, "speedup": t_off / t_on,
-                         "drafted": d.drafted, "accepted": d.accepted, "forwards": d.forwards})
+                         "drafted": d.drafted, "accepted": d.accepted, "forwards": d.forwards,
+                         "s_tokens": t_tk, "speedup_tokens": t_off / t_tk,
+                         "drafted_tokens": dt.drafted, "accepted_tokens": dt.accepted})
     finally:
         backend.drafter = drafter
     by_kind: dict[str, Any] = {}
@@ -237,13 +241,16 @@ def drafts(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]]
 
 
 def _pooled(rs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Speedup of the pooled time (Σ off / Σ on) and the acceptance rate over some prompts."""
+    """Speedup of the pooled time (Σ off / Σ on) and the acceptance rate over some prompts; the same for token
+    lookup alone (`*_tokens`)."""
     off, on = sum(r["s_off"] for r in rs), sum(r["s_on"] for r in rs)
     drafted, accepted = sum(r["drafted"] for r in rs), sum(r["accepted"] for r in rs)
+    tk, dt, at = (sum(r.get(f, 0) for r in rs) for f in ("s_tokens", "drafted_tokens", "accepted_tokens"))
     return {"n": len(rs), "tokens": sum(r["tokens"] for r in rs), "speedup": off / on if on else None,
             "acceptance": accepted / drafted if drafted else None,
             "tokens_per_forward": sum(r["tokens"] for r in rs) / max(1, sum(r["forwards"] + 1 for r in rs)),
-            "same_tokens": all(r["same_tokens"] for r in rs)}
+            "same_tokens": all(r["same_tokens"] for r in rs),
+            "speedup_tokens": off / tk if tk else None, "acceptance_tokens": at / dt if dt else None}
 
 
 def int8(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], repeats: int) -> dict[str, Any]:

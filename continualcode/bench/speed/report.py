@@ -126,12 +126,17 @@ def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
         if d := res.get(key):
             out += ["", f"## Draft decoding (prompt lookup, {weights}), greedy, each call constrained to its tool, "
                     "same tokens checked", "",
-                    "| tool kind | prompts | tokens | speedup | acceptance | tokens per forward | same tokens |",
-                    "|---|---|---|---|---|---|---|"]
+                    "| tool kind | prompts | tokens | speedup | acceptance | tokens per forward | token lookup alone: "
+                    "speedup, acceptance | same tokens |", "|---|---|---|---|---|---|---|---|"]
+
+            def pct(x: float | None) -> str:
+                return "–" if x is None else f"{x:.0%}"
+
             for kind, r in [*d["by_kind"].items(), ("**all**", d["overall"])]:
-                acc = "–" if r["acceptance"] is None else f"{r['acceptance']:.0%}"
-                out.append(f"| {kind} | {r['n']} | {r['tokens']} | {r['speedup']:.2f}× | {acc} | "
-                           f"{r['tokens_per_forward']:.2f} | {r['same_tokens']} |")
+                alone = "–" if r.get("speedup_tokens") is None else \
+                    f"{r['speedup_tokens']:.2f}×, {pct(r.get('acceptance_tokens'))}"
+                out.append(f"| {kind} | {r['n']} | {r['tokens']} | {r['speedup']:.2f}× | {pct(r['acceptance'])} | "
+                           f"{r['tokens_per_forward']:.2f} | {alone} | {r['same_tokens']} |")
     q = res.get("int8")
     if q:
         out += ["", "## Weight-only int8 for decode steps (`decode_int8=true`)", "",
