@@ -102,3 +102,37 @@ def test_guesses_checked_while_not_run_bring_the_drafting_back():
     assert tokens == TARGET[:18]
     assert rows[:3] == [1, 9, 1]  # timed alone, drafted in full and wrong, then not worth a guess
     assert max(rows[3:]) > 1  # the shadow guesses held: drafting again
+
+
+def test_the_forwards_costs_carry_to_the_next_decode_and_spare_it_the_full_guess():
+    """Costs measured in one decode (expensive rows) start the next: it never runs the full 9-row guess again,
+    while a decode with fresh costs does.  How often guesses hold is each decode's own."""
+    from continualcode.backends.decode import RowCosts
+
+    wrong = lambda ctx, k: [0] * k  # noqa: E731
+    costs = RowCosts()
+    first = _FakeModel(1.0, 1.0)
+    decode(first.logits(0), first.forward, max_tokens=18, temperature=0.0, top_p=1.0, stop=(), state=None,
+           gen=torch.Generator().manual_seed(0), drafter=wrong, truncate=first.cut, clock=lambda: first.now,
+           costs=costs)
+    assert first.rows[:2] == [1, 9] and costs.ones > 0 and costs.extras == 1
+    assert abs(costs.one_s - 1.0) < 1e-9 and abs(costs.extra_s - 1.0) < 1e-9
+    second = _FakeModel(1.0, 1.0)
+    out = decode(second.logits(0), second.forward, max_tokens=18, temperature=0.0, top_p=1.0, stop=(), state=None,
+                 gen=torch.Generator().manual_seed(0), drafter=wrong, truncate=second.cut, clock=lambda: second.now,
+                 costs=costs)
+    assert out.tokens == TARGET[:18] and set(second.rows) == {1}  # no guess pays at these costs
+
+
+def test_row_costs_are_running_means_over_a_window():
+    from continualcode.backends.decode import RowCosts
+
+    c = RowCosts(window=4)
+    for s in (1.0, 3.0):
+        c.one(s)
+    assert c.one_s == 2.0  # the plain mean while fewer than `window`
+    for _ in range(40):
+        c.one(10.0)
+    assert abs(c.one_s - 10.0) < 1e-3  # old timings fade: the machine's load or the context changed
+    c.extra(0.5)
+    assert (c.extras, c.extra_s) == (1, 0.5)

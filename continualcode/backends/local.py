@@ -38,12 +38,12 @@ import torch
 from continualcode.backends import attention, native
 from continualcode.backends.adapter import STATE_FILE, AdapterState
 from continualcode.backends.base import LORA, BackendError, Snapshot, stop_token_ids
-from continualcode.backends.decode import Decoded, Drafter, Guide, Lookup, decode
+from continualcode.backends.decode import Decoded, Drafter, Guide, Lookup, RowCosts, decode
 from continualcode.backends.fused import Fused
 from continualcode.backends.graphs import Graphs
 from continualcode.backends.kv import PrefixStore, crop, lcp
 from continualcode.backends.loading import load_base
-from continualcode.backends.quant import decoding, prepare_for_decode
+from continualcode.backends.quant import decoding, full_weights_on, prepare_for_decode
 from continualcode.backends.train import optimizer_step
 from continualcode.learn.types import LearnConfig, LossSpec, Scores, StepResult, TrainExample
 from continualcode.models import cache_root
@@ -141,6 +141,7 @@ class LocalBackend:
         if draft not in ("lookup", "off"):
             raise BackendError(f"unknown draft {draft!r}: use lookup or off")
         self.drafter: Drafter | None = Lookup(self._tok) if draft == "lookup" else None
+        self._row_costs: dict[tuple[str, bool], RowCosts] = {}  # per decode path (stream kind, int8): `decode`
         self.last_decode: Decoded | None = None  # the last sample's decode counters (drafted, accepted, …)
         self.last_prefill = 0  # prompt tokens the last sample ran (the rest came from the KV store)
         if warmup:
@@ -282,7 +283,9 @@ class LocalBackend:
             d = decode(first, main, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
                        stop=set(stop) | set(stop_token_ids(self._tok)),
                        state=constraint.start() if constraint is not None else None, gen=gen, context=prompt,
-                       drafter=drafter, truncate=lambda n: [st.cut(n) for st in streams], guide=guide)
+                       drafter=drafter, truncate=lambda n: [st.cut(n) for st in streams], guide=guide,
+                       costs=self._row_costs.setdefault((type(main).__name__, self.int8 and not full_weights_on()),
+                                                        RowCosts()))
         self.last_decode = d
         past = main.cache
         if self.int8:  # KV from int8 steps is never reused: scoring must see the full weights' numbers
