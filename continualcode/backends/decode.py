@@ -77,31 +77,47 @@ class Decoded:
 
 
 class RowCosts:
-    """What a forward over one row costs on one decode path, and each guessed row beyond it: running means over
-    the last `window` forwards of each kind, carried from one decode to the next (the backend keeps one per
-    path).  They are the machine's and the kernel's, unlike how often guesses hold, which each decode measures
-    afresh; carried, a decode need not spend a forward with a full guess to learn them again (with int8 steps
-    on a 2-core AVX2 CPU that forward cost ~4 steps, and short calls decoded 0.90-0.98x as fast as without)."""
+    """What a forward over 1 + k rows costs on one decode path, per k: running means over the last `window`
+    forwards of each size, carried from one decode to the next (the backend keeps one per path).  They are the
+    machine's and the kernel's, unlike how often guesses hold, which each decode measures afresh; carried, a
+    decode need not spend a forward with a full guess to learn them again (with int8 steps on a 2-core AVX2 CPU
+    that forward cost ~4 steps, and short calls decoded 0.90-0.98x as fast as without).  Kept per size, not as
+    a line: there a run of 2 rows cost nearly what 5 did (four rows share each weight group's conversion), so
+    a slope measured at one size misjudged the others.  A size not yet run is interpolated between the
+    measured ones, or beyond the largest along the slope from one row to it."""
 
     def __init__(self, window: int = 32) -> None:
         self.window = window
-        self.one_s, self.ones = 0.0, 0  # mean seconds of a one-row forward; how many were timed
-        self.extra_s, self.extras = 0.0, 0  # mean seconds per guessed row beyond the first; how many forwards
+        self.mean: dict[int, float] = {}  # guessed rows -> mean seconds of the forward
+        self.count: dict[int, int] = {}
 
-    def one(self, seconds: float) -> None:
-        self.ones += 1
-        self.one_s += (seconds - self.one_s) / min(self.ones, self.window)
+    @property
+    def ones(self) -> int:
+        """How many one-row forwards were timed."""
+        return self.count.get(0, 0)
 
-    def extra(self, seconds_per_row: float) -> None:
-        self.extras += 1
-        self.extra_s += (seconds_per_row - self.extra_s) / min(self.extras, self.window)
+    def add(self, guessed: int, seconds: float) -> None:
+        n = self.count[guessed] = self.count.get(guessed, 0) + 1
+        m = self.mean.get(guessed, seconds)
+        self.mean[guessed] = m + (seconds - m) / min(n, self.window)
+
+    def cost(self, k: int) -> float:
+        """Expected seconds of a forward with k guessed rows (one-row forwards must have been timed)."""
+        if k in self.mean:
+            return self.mean[k]
+        lo = max(g for g in self.mean if g < k)  # 0 at least
+        hi = min((g for g in self.mean if g > k), default=None)
+        if hi is None:
+            t1 = self.mean[0]
+            return t1 + (self.mean[lo] - t1) / lo * k if lo else t1
+        return self.mean[lo] + (self.mean[hi] - self.mean[lo]) * (k - lo) / (hi - lo)
 
 
 class DraftBudget:
     """The guess length before each forward (module docstring): `k()` to ask, `record` after each forward.
 
-    A forward over 1 + k rows is modelled as t1 + beta*k seconds (`RowCosts`: t1 the mean one-row forward,
-    beta the mean extra time per guessed row of the drafted ones, possibly measured in earlier decodes); each
+    A forward over 1 + k rows costs what `RowCosts` says (measured per size, possibly in earlier decodes;
+    sizes not yet run interpolated, so a full guess and a single row measured make the cost linear); each
     guessed token holds with probability a (held over checked in this decode, Laplace-smoothed: a token is
     checked when it held or was the one that did not), so k guesses yield 1 + a + ... + a^k tokens in
     expectation.  `k()` is the k <= max_k with the most expected tokens per second; 0 before any one-row
@@ -135,19 +151,16 @@ class DraftBudget:
         c = self.costs
         if not c.ones:
             return 0
-        if not c.extras:
+        if len(c.mean) == 1:
             return self.max_k
-        t1, beta = c.one_s, max(c.extra_s, 0.0)
         a = (self.held + 1) / (self.checked + 2)
-        return max(range(self.max_k + 1), key=lambda k: sum(a**i for i in range(k + 1)) / (t1 + beta * k))
+        return max(range(self.max_k + 1), key=lambda k: sum(a**i for i in range(k + 1)) / c.cost(k))
 
     def record(self, guessed: int, seconds: float, held: int, rejected: bool) -> None:
         """One forward over 1 + `guessed` rows took `seconds`; `held` of its guesses were chosen, and one more
         was checked and not chosen if `rejected`."""
-        if guessed == 0:
-            self.costs.one(seconds)
-        elif self.costs.ones:
-            self.costs.extra((seconds - self.costs.one_s) / guessed)
+        if guessed == 0 or self.costs.ones:
+            self.costs.add(guessed, seconds)
         self.held += held
         self.checked += held + int(rejected)
 
