@@ -551,6 +551,10 @@ def test_text_lookup_follows_a_read_files_lines_into_a_json_string(backend):
     other = list(tok.encode('     1\ty = 1\n     2\tx = "abc def ghi"\n' + '"content": "y = 1\\nx = \\"abc',
                             add_special_tokens=False))
     assert tok.decode(d(other, 6)).startswith(" def ghi\\\"")
+    # the next turn's prompt extends this one with a new read: its text is searched too
+    later = other + list(tok.encode('\n     1\ty = 1\n     2\tz = "mno pqr stu"\n' + '"content": "y = 1\\nz = \\"mno',
+                                    add_special_tokens=False))
+    assert tok.decode(d(later, 6)).startswith(" pqr stu")
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7])

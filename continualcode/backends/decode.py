@@ -276,6 +276,8 @@ def choose(logits_V: torch.Tensor, temperature: float, top_p: float, gen: torch.
     return int(torch.multinomial(probs_V, 1, generator=gen))
 
 
+JUMP = 16  # more new tokens than a decode adds between two calls (1 + a guess of 8): a new prompt
+
 # `read`'s line-number column (`     5\t`): a call's content never carries it
 _LINE_NUMBER = re.compile(r"^ *\d+\t", re.MULTILINE)
 
@@ -292,10 +294,14 @@ class TextLookup:
         self.tok, self.tail_chars, self.min_chars = tokenizer, tail_chars, min_chars
         self._ids: list[int] = []  # the context the corpus was built from
         self._corpus = ""
+        self._last = 0  # the context's length at the last call
 
     def _text(self, context: Sequence[int]) -> str:
-        n = len(self._ids)
-        if not n or len(context) < n or list(context[:n]) != self._ids:
+        """The corpus, rebuilt for a new prompt: one that is not this decode's context grown by the tokens
+        chosen since (a next turn's prompt extends the last one with a tool result: a jump in length)."""
+        n, grew = len(self._ids), len(context) - self._last
+        self._last = len(context)
+        if not n or not 0 <= grew <= JUMP or list(context[:n]) != self._ids:
             self._ids = list(context)
             text = _LINE_NUMBER.sub("", self.tok.decode(self._ids, skip_special_tokens=False))
             self._corpus = json.dumps(text, ensure_ascii=False)[1:-1]
