@@ -153,3 +153,16 @@ def test_a_cost_that_is_not_linear_in_the_rows_is_judged_per_size():
     b = DraftBudget(8, c)
     b.held, b.checked = 78, 98  # a = 79/100
     assert b.k() == 8
+
+
+def test_costs_that_slope_downwards_never_extrapolate_to_nothing():
+    """Under a changing load two rows can time faster than one; extrapolated along that slope a long guess
+    would cost nothing (or less), and the choice would divide by it.  The floor is the cheapest forward seen."""
+    from continualcode.backends.decode import RowCosts
+
+    c = RowCosts()
+    c.add(0, 1.0)
+    c.add(1, 0.5)
+    assert c.cost(8) == 0.5
+    b = DraftBudget(8, c)
+    assert 0 <= b.k() <= 8  # no division by zero

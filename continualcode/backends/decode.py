@@ -102,15 +102,18 @@ class RowCosts:
         self.mean[guessed] = m + (seconds - m) / min(n, self.window)
 
     def cost(self, k: int) -> float:
-        """Expected seconds of a forward with k guessed rows (one-row forwards must have been timed)."""
+        """Expected seconds of a forward with k guessed rows (one-row forwards must have been timed); never
+        below the cheapest measured forward (timings under a changing load can slope downwards)."""
         if k in self.mean:
             return self.mean[k]
         lo = max(g for g in self.mean if g < k)  # 0 at least
         hi = min((g for g in self.mean if g > k), default=None)
         if hi is None:
             t1 = self.mean[0]
-            return t1 + (self.mean[lo] - t1) / lo * k if lo else t1
-        return self.mean[lo] + (self.mean[hi] - self.mean[lo]) * (k - lo) / (hi - lo)
+            guess = t1 + (self.mean[lo] - t1) / lo * k if lo else t1
+        else:
+            guess = self.mean[lo] + (self.mean[hi] - self.mean[lo]) * (k - lo) / (hi - lo)
+        return max(guess, min(self.mean.values()))
 
 
 class DraftBudget:
