@@ -19,9 +19,28 @@ static inline float bf16_to_f32(uint16_t h) {
   return f;
 }
 
+/* Eight weights widened to fp32, and a vector's lanes summed: AVX2's, also where AVX-512 sets the width
+   (step.c's attention loops are eight lanes wide on both). */
+#if defined(__AVX2__) && defined(__FMA__)
+static inline __m256 load8_bf16(const uint16_t *w) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)w)), 16));
+}
+
+static inline __m256 load8_int8(const int8_t *w) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)w)));
+}
+
+static inline float sum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#endif
+
 /* The vector width, as names both dot.h and step.c use: CC_LANES weights a vector; CC_W_BF16/INT8/F32 load that
    many weights widened to fp32; CC_LOADX loads activations; CC_FMA, CC_ADD, CC_ZERO; CC_SUM adds a vector's
-   lanes.  AVX-512: 16 lanes; AVX2 with FMA: 8 (CC_AVX2); otherwise CC_LANES is not defined. */
+   lanes.  AVX-512: 16 lanes; AVX2 with FMA: 8; otherwise CC_LANES is not defined. */
 #ifdef __AVX512F__
 static inline __m512 load_bf16(const uint16_t *w) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)w)), 16));
@@ -42,22 +61,6 @@ static inline __m512 load_int8(const int8_t *w) {
 #define CC_W_INT8(p) load_int8(p)
 #define CC_W_F32(p) _mm512_loadu_ps(p)
 #elif defined(__AVX2__) && defined(__FMA__)
-#define CC_AVX2 1
-static inline __m256 load8_bf16(const uint16_t *w) {
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)w)), 16));
-}
-
-static inline __m256 load8_int8(const int8_t *w) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)w)));
-}
-
-static inline float sum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 #define CC_LANES 8
 #define CC_VEC __m256
 #define CC_ZERO _mm256_setzero_ps()

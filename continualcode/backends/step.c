@@ -215,10 +215,6 @@ static void kv_store(void *buf, int64_t bf16, int64_t at, const float *src, int6
 #define CC_ATT_FAST 1
 #define CC_VALUE_BLOCK 64 /* positions whose values are summed per pass over the heads of a KV head */
 
-static inline __m256 att_bf16(const uint16_t *p) { /* eight bf16 as fp32 (dot.h's is AVX2 builds' only) */
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
-}
-
 /* lane u = the sum of a_u's lanes */
 static inline __m256 lanes8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
   const __m256 s0 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
@@ -244,7 +240,7 @@ static inline __m256 lanes8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a
     return lanes8(a0, a1, a2, a3, a4, a5, a6, a7);                                        \
   }
 CC_SCORES8(scores8_f32, float, _mm256_loadu_ps)
-CC_SCORES8(scores8_bf16, uint16_t, att_bf16)
+CC_SCORES8(scores8_bf16, uint16_t, load8_bf16)
 
 /* o[c .. c+64) += sum over t in [t0, t1) of p[t] * value[t][c .. c+64), values rows hd apart */
 #define CC_SUM_VALUES(NAME, T, LOADV)                                                     \
@@ -269,7 +265,7 @@ CC_SCORES8(scores8_bf16, uint16_t, att_bf16)
     _mm256_storeu_ps(o + 48, o6), _mm256_storeu_ps(o + 56, o7);                           \
   }
 CC_SUM_VALUES(sum_values_f32, float, _mm256_loadu_ps)
-CC_SUM_VALUES(sum_values_bf16, uint16_t, att_bf16)
+CC_SUM_VALUES(sum_values_bf16, uint16_t, load8_bf16)
 #endif
 
 /* s[j*T + t] = scale * q_j . key[t] for the `per` heads j of a KV head, t < T (keys: that KV head's rows) */

@@ -96,8 +96,7 @@ def main(args: Sequence[str]) -> int:
         res["graphs_speedup"] = res["graphs"]["graphs_speedup"]
     run("drafts", lambda: decode.drafts(backend, renderer, decode.draft_prompts(*_draft_file(cfg))))
     if "drafts" in res:
-        res["draft_speedup"] = {**{k: v["speedup"] for k, v in res["drafts"]["by_kind"].items()},
-                                "overall": res["drafts"]["overall"]["speedup"]}
+        res["draft_speedup"] = _speedups(res["drafts"])
     lengths = [int(x) for x in ns.lengths.split(",") if x]
     run("step", lambda: step.bench_step(backend, renderer, cfg, lengths, ns.completion, ns.repeats))
     run("start", lambda: start.bench_start(cfg, backend, ns.repeats))
@@ -107,8 +106,7 @@ def main(args: Sequence[str]) -> int:
     if "drafts" in parts and backend.device.type == "cpu" and ("int8" in res or ("fused" in res and cfg.decode_int8)):
         # the drafts again on the int8 copies (the CPU default): there a drafted run is compute-bound
         run("drafts_int8", lambda: decode.drafts(backend, renderer, decode.draft_prompts(*_draft_file(cfg))), "drafts")
-        res["draft_speedup_int8"] = {**{k: v["speedup"] for k, v in res["drafts_int8"]["by_kind"].items()},
-                                     "overall": res["drafts_int8"]["overall"]["speedup"]}
+        res["draft_speedup_int8"] = _speedups(res["drafts_int8"])
     if "fused_speedup" in res.get("fused", {}):
         res["fused_speedup"] = res["fused"]["fused_speedup"]
         if "bound" in res:  # the int8 fused step against the full weights' bound (its own bytes are fewer)
@@ -133,6 +131,11 @@ def main(args: Sequence[str]) -> int:
     _write(out, res, to_markdown)
     print(to_markdown(res))
     return 0
+
+
+def _speedups(drafts: dict[str, Any]) -> dict[str, float]:
+    """The drafts part's speedup per tool kind and overall (the machine-readable `draft_speedup*`)."""
+    return {**{k: v["speedup"] for k, v in drafts["by_kind"].items()}, "overall": drafts["overall"]["speedup"]}
 
 
 def _draft_file(cfg: Any) -> tuple[str, str]:

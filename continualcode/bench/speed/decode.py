@@ -205,8 +205,8 @@ def drafts(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]]
     from continualcode.backends.decode import Lookup, PromptLookup
 
     rows: list[dict[str, Any]] = []
-    drafter = backend.drafter or Lookup(backend.tokenizer)
-    modes = {"off": None, "tokens": PromptLookup(), "on": drafter}
+    configured = backend.drafter  # put back afterwards: with `draft=off` the later parts run without drafts
+    modes = {"off": None, "tokens": PromptLookup(), "on": configured or Lookup(backend.tokenizer)}
     try:
         for intended, msgs in prompts:
             constraint = renderer.constraint(allow_text=False, only=(intended,))
@@ -232,7 +232,7 @@ def drafts(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]]
                          "s_tokens": t_tk, "speedup_tokens": t_off / t_tk,
                          "drafted_tokens": dt.drafted, "accepted_tokens": dt.accepted})
     finally:
-        backend.drafter = drafter
+        backend.drafter = configured
     by_kind: dict[str, Any] = {}
     for kind in sorted({r["kind"] for r in rows}):
         rs = [r for r in rows if r["kind"] == kind]

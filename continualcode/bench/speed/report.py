@@ -122,16 +122,15 @@ def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
             out.append(f"- recording failed: {g['failed']}")
     elif g:
         out += ["", f"GPU decode graphs: {g['skipped']}"]
+    def pct(x: float | None) -> str:
+        return "–" if x is None else f"{x:.0%}"
+
     for key, weights in (("drafts", "full weights"), ("drafts_int8", "int8 copies")):
         if d := res.get(key):
             out += ["", f"## Draft decoding (prompt lookup, {weights}), greedy, each call constrained to its tool, "
                     "same tokens checked", "",
                     "| tool kind | prompts | tokens | speedup | acceptance | tokens per forward | token lookup alone: "
                     "speedup, acceptance | same tokens |", "|---|---|---|---|---|---|---|---|"]
-
-            def pct(x: float | None) -> str:
-                return "–" if x is None else f"{x:.0%}"
-
             for kind, r in [*d["by_kind"].items(), ("**all**", d["overall"])]:
                 alone = "–" if r.get("speedup_tokens") is None else \
                     f"{r['speedup_tokens']:.2f}×, {pct(r.get('acceptance_tokens'))}"
