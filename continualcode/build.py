@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from continualcode.backends.base import Backend
 from continualcode.config import Config
 from continualcode.render import Renderer
+from continualcode.tools import tool_schemas
 
 if TYPE_CHECKING:
     from continualcode.events import Event
@@ -45,8 +46,11 @@ def build_backend(cfg: Config) -> Backend:
     )
 
 
-def make_renderer(backend: Backend, **kwargs: Any) -> Renderer:
-    """The renderer for this backend's tokenizer and output vocabulary."""
+def make_renderer(backend: Backend, cfg: Config | None = None, **kwargs: Any) -> Renderer:
+    """The renderer for this backend's tokenizer and output vocabulary, showing the tools `cfg` sets
+    (`edit_tool`; the default set without a config)."""
+    if cfg is not None:
+        kwargs.setdefault("tools", tool_schemas(cfg.edit_tool))
     return Renderer(backend.tokenizer, vocab_size=backend.vocab_size, **kwargs)
 
 
@@ -75,7 +79,7 @@ def build_parts(cfg: Config, backend: Backend | None = None, *, prompts: PromptS
                 **renderer_kwargs: Any) -> Parts:
     """Backend (built unless given), renderer (with `renderer_kwargs`, e.g. a system prompt) and learner."""
     backend = backend if backend is not None else build_backend(cfg)
-    renderer = make_renderer(backend, **renderer_kwargs)
+    renderer = make_renderer(backend, cfg, **renderer_kwargs)
     return Parts(cfg, backend, renderer, make_learner(cfg, backend, renderer, prompts=prompts))
 
 

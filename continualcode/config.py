@@ -175,6 +175,9 @@ class Config:
     """Run this task first."""
     result_cap: int = DEFAULT_RESULT_CAP
     """Most characters of a tool result shown to the model."""
+    edit_tool: Literal["lines", "replace", "both"] = "lines"
+    """The edit tool the model is shown: `edit_lines` (lines by number), `replace` (old text quoted, new text in
+    its place, as Claude Code's Edit), or both."""
     read_outline: bool = False
     """A read from the top of a Python file too long to show whole ends with its classes and functions.  Off:
     no gain measured on the 0.5B or the 1.5B model (bench/results/tasks/ANALYSIS.md), and its room comes
@@ -312,6 +315,7 @@ CHECKS: dict[str, Check] = {
     "task": _text,
     "result_cap": _number(500, 10_000_000),
     "read_outline": _any,
+    "edit_tool": _any,  # a Literal: chz refuses other values
     "bash_timeout": _number(1, 3600),
     "pass_secrets": _any,
     "sandbox": _any,

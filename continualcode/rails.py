@@ -25,7 +25,7 @@ REPEAT_ERROR = "the model proposed a call the user had denied in this task again
 LOOP_ERROR = "the model repeated a call whose result it already has (a read-only call, or one that failed)"
 LOOP_NOTE = ("You already made this exact call and its result is above; nothing has changed since. "
              "Use that result: make a different call, or answer.")
-CHANGE_FIRST = "the task asks for a change: make it (write or edit_lines) before you answer"
+CHANGE_FIRST = "the task asks for a change: make it (write, edit_lines or replace) before you answer"
 RUN_FIRST = "the task asks to run the tests: run them with bash (after your last change) before you answer"
 READ_FIRST = "read {path} before you change it (use write only for new files)"
 READ_TO_EXPLAIN = "the task asks what code does: read it before you answer"
@@ -39,7 +39,7 @@ NOT_AN_ANSWER = ("answer the task in a sentence or two of your own words (name t
                  "the code does); do not paste tool output")
 NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
 READ_ONLY = frozenset({"read", "glob", "grep"})
-CHANGING = frozenset({"write", "edit_lines"})
+CHANGING = frozenset({"write", "edit_lines", "replace"})
 
 _CHANGE_VERBS = re.compile(
     r"\b(add|fix|rename|change|bump|update|implement|create|write|remove|delete|replace|refactor|make|move|"

@@ -28,18 +28,34 @@ from continualcode.constrain import GrammarConstraint, build_constraint
 from continualcode.context import KEEP_RESULTS, compact
 from continualcode.outline import LEGEND
 from continualcode.records import CALL_CLOSE, CALL_OPEN, NOTES, Message, Role, ToolCall
-from continualcode.tools import TOOL_SCHEMAS, ToolError, validate_args
+from continualcode.tools import DEFAULT_SCHEMAS, ToolError, validate_args
 
 SYSTEM_PROMPT = (
     "You are a coding agent working inside the user's project directory. "
     "Each reply is exactly one tool call, or, when the task is done, a short plain-text answer for the user "
     "that states the result itself. "
     "Look before you act: find code with grep or glob, then read the lines you need (offset and limit) "
-    "rather than whole large files. To change a file, read the lines first, then replace them with "
-    "edit_lines; use write only for new files. Never claim a change you have not made. "
+    "rather than whole large files. EDIT_HINT Never claim a change you have not made. "
     "Never describe or print a tool call in words: make it. "
     "Follow the user's corrections exactly."
 )
+# How to change a file, for the edit tools the model is shown (`Renderer` fills `EDIT_HINT` in).
+EDIT_HINTS = {
+    frozenset({"edit_lines"}): "To change a file, read the lines first, then replace them with edit_lines; "
+                               "use write only for new files.",
+    frozenset({"replace"}): "To change a file, read the lines first, then change them with replace "
+                            "(old_string copied exactly from the file); use write only for new files.",
+    frozenset({"edit_lines", "replace"}): "To change a file, read the lines first, then change them with "
+                                          "replace (old_string copied exactly from the file) or edit_lines; "
+                                          "use write only for new files.",
+}
+
+
+def edit_hint(system_prompt: str, tools: Sequence[dict[str, Any]]) -> str:
+    """`system_prompt` with its `EDIT_HINT` placeholder saying how to change a file with the edit tools
+    among `tools` (removed when there is none)."""
+    names = frozenset(t["function"]["name"] for t in tools) & {"edit_lines", "replace"}
+    return system_prompt.replace("EDIT_HINT ", EDIT_HINTS[names] + " " if names else "")
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,7 @@ class Parsed:
 _CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
 
 
-def parse(text: str, tools: Sequence[dict[str, Any]] = TOOL_SCHEMAS) -> Parsed:
+def parse(text: str, tools: Sequence[dict[str, Any]] = DEFAULT_SCHEMAS) -> Parsed:
     """Parse one assistant turn; never raises."""
     try:
         return _parse(text, tools)
@@ -163,7 +179,7 @@ class Renderer:
         self,
         tokenizer: Any,
         *,
-        tools: Sequence[dict[str, Any]] = TOOL_SCHEMAS,
+        tools: Sequence[dict[str, Any]] = DEFAULT_SCHEMAS,
         style: Literal["auto", "native", "fallback"] = "auto",
         system_prompt: str = SYSTEM_PROMPT,
         vocab_size: int | None = None,
@@ -177,7 +193,7 @@ class Renderer:
             raise ValueError("the tokenizer has no chat template")
         native = "tools" in template and "<tool_call>" in template
         self.style = ("native" if native else "fallback") if style == "auto" else style
-        self.system_prompt = system_prompt
+        self.system_prompt = edit_hint(system_prompt, self.tools)
         self.task_notes = task_notes  # opens the conversation's first user turn, after the project listing
         self.keep_results = keep_results
         self.vocab_size = vocab_size or len(tokenizer)

@@ -26,14 +26,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from continualcode.records import ToolCall
-from continualcode.tools import TOOL_NAMES, TOOL_SCHEMAS, ToolError, validate_args
+from continualcode.tools import DEFAULT_SCHEMAS, TOOL_NAMES, ToolError, validate_args
 
 _TOOLS = "|".join(TOOL_NAMES)
 NAME_KEYS: tuple[str, ...] = ("name", "call", "tool", "function", "run", "action")
 _Q = "[\"']?"  # a key with or without its quotes
 
-# a tool written as a function call in prose: read("x.py", offset=1) — a plan, not an answer
-_CODE_CALL_RE = re.compile(rf"\b({_TOOLS})\(\s*[\"']")
+# a tool written as a function call in prose: read("x.py", offset=1) — a plan, not an answer (a method,
+# `word.replace("_", "-")`, is code in an answer)
+_CODE_CALL_RE = re.compile(rf"(?<![.\w])({_TOOLS})\(\s*[\"']")
 _FENCE_RE = re.compile(r"```[a-zA-Z]*\s*(\{.*?\})\s*```", re.S)
 _NAME_KEY_RE = re.compile(rf"{_Q}\bname\b{_Q}\s*:\s*[\"']")
 _ARGS_KEY_RE = re.compile(rf"{_Q}\b(arguments|parameters|args)\b{_Q}\s*:")
@@ -54,7 +55,7 @@ def looks_like_call(text: str) -> bool:
     return bool(narrated and "```" in text[narrated.end():])
 
 
-def call_in_text(text: str, tools: Sequence[dict[str, Any]] = TOOL_SCHEMAS) -> ToolCall | None:
+def call_in_text(text: str, tools: Sequence[dict[str, Any]] = DEFAULT_SCHEMAS) -> ToolCall | None:
     """The tool call a text reply spells out instead of making (a fenced or bare object, keys quoted or
     not, naming a known tool with valid arguments), or None.  `tools` says which names count (the
     renderer may offer a subset); arguments are checked against the tool table, whose schemas those are."""

@@ -63,6 +63,7 @@ BAD: dict[str, list[str]] = {
     "memory": ["often"],
     "memory_at": ["user", ""],
     "read_outline": ["sometimes"],
+    "edit_tool": ["patch", ""],
     "learn_from_approved_retry": ["2"],
     "max_kl": ["nan", "-1", "0", "-inf"],
     "prefix_grad": ["x"],

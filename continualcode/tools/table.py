@@ -1,7 +1,8 @@
 """The one table of tools, name -> Tool, and the argument check every call passes first.
 
-`TOOL_SCHEMAS` (what the model is shown, in this order) and `TOOL_NAMES` are read off the table, so
-a tool is added or removed in one place: its module defines the `Tool`, this table lists it.
+`TOOL_NAMES` and `TOOL_SCHEMAS` (in this order) are read off the table, so a tool is added or removed in
+one place: its module defines the `Tool`, this table lists it.  The model is shown the tools of
+`tool_schemas(edit_tool)`: every tool but the edit tool not chosen (`DEFAULT_SCHEMAS`: `edit_lines`).
 `validate_args` checks a call's arguments against the tool's schema (types, bounds, unknown and
 missing keys) and fills in the defaults; its errors are `ToolError`s worded for the model.
 """
@@ -14,11 +15,22 @@ from typing import Any
 from continualcode.tools.base import Tool, ToolError, quote, type_name
 from continualcode.tools.bash import BASH
 from continualcode.tools.files import EDIT_LINES, READ, WRITE
+from continualcode.tools.replace import REPLACE
 from continualcode.tools.search import GLOB, GREP
 
-TOOLS: dict[str, Tool] = {t.name: t for t in (READ, WRITE, EDIT_LINES, GLOB, GREP, BASH)}
+TOOLS: dict[str, Tool] = {t.name: t for t in (READ, WRITE, EDIT_LINES, REPLACE, GLOB, GREP, BASH)}
 TOOL_NAMES: tuple[str, ...] = tuple(TOOLS)
 TOOL_SCHEMAS: list[dict] = [t.schema for t in TOOLS.values()]
+EDIT_TOOLS = {"lines": ("edit_lines",), "replace": ("replace",), "both": ("edit_lines", "replace")}
+
+
+def tool_schemas(edit_tool: str = "lines") -> list[dict]:
+    """The schemas the model is shown when its edit tools are `EDIT_TOOLS[edit_tool]`."""
+    hidden = {"edit_lines", "replace"} - set(EDIT_TOOLS[edit_tool])
+    return [t.schema for t in TOOLS.values() if t.name not in hidden]
+
+
+DEFAULT_SCHEMAS: list[dict] = tool_schemas()
 
 
 def validate_args(name: str, args: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 from continualcode.tools.base import ToolError, ToolResult, cap_text, clean, one_line
 from continualcode.tools.files import plan_edit, read_text_for_edit
 from continualcode.tools.paths import ConfinedDir
+from continualcode.tools.replace import plan_replace
 from continualcode.tools.sandbox import Sandbox, SandboxUnavailable, say_unavailable_once, unavailable
 from continualcode.tools.syntax import indent_candidates, reindent, syntax_error
 from continualcode.tools.table import TOOLS, validate_args
@@ -80,7 +81,7 @@ class Workspace(ConfinedDir):
         return cap_text(clean(text), self.result_cap)
 
     def breaks_syntax(self, name: str, args: Mapping[str, Any]) -> str | None:
-        """For a write or edit_lines that would leave a Python file that parses now unable to parse: why
+        """For a write, edit_lines or replace that would leave a Python file that parses now unable to parse: why
         ("line N: message"); None otherwise, also for a call the tool would refuse.  Never raises."""
         planned = self._planned(name, args)
         if planned is None or syntax_error(planned[1], planned[0]) is not None:
@@ -107,9 +108,9 @@ class Workspace(ConfinedDir):
         return None
 
     def _planned(self, name: str, args: Mapping[str, Any]) -> tuple[str, str, str] | None:
-        """(relative path, text now, text after) of a write or edit_lines; None for other calls and for
-        calls the tool would refuse."""
-        if name not in ("write", "edit_lines"):
+        """(relative path, text now, text after) of a write, edit_lines or replace; None for other calls and
+        for calls the tool would refuse."""
+        if name not in ("write", "edit_lines", "replace"):
             return None
         try:
             kwargs = validate_args(name, args)
@@ -118,6 +119,8 @@ class Workspace(ConfinedDir):
             old = read_text_for_edit(target, rel, must_exist=name == "edit_lines")
             if name == "write":
                 return rel, old, kwargs["content"]
+            if name == "replace":
+                return rel, old, plan_replace(old, kwargs["old_string"], kwargs["new_string"], rel=rel)[0]
             return rel, old, plan_edit(old, kwargs["start_line"], kwargs["end_line"], kwargs["content"], rel=rel)[0]
         except Exception:
             return None

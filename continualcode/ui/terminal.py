@@ -1,7 +1,7 @@
 """The terminal: what the user sees (rich) and how they answer (prompt_toolkit, or stdin lines).
 
 `Display` renders the session's events: a spinner with elapsed seconds while generating and
-while learning, each proposed call with its preview (a unified diff for write/edit_lines, the
+while learning, each proposed call with its preview (a unified diff for write/edit_lines/replace, the
 command for bash), tool results, and a one-line summary plus a token heatmap after each update.
 Every string that comes from a file, a command or the model goes through `visible` (ui/visible.py)
 before it is printed: control characters are shown (ESC as \x1b), never obeyed by the terminal.
@@ -75,7 +75,7 @@ class Display:
         self.stop()
         body: Any
         shown = visible(preview)
-        if call.name in ("write", "edit_lines") and not preview.startswith("error"):
+        if call.name in ("write", "edit_lines", "replace") and not preview.startswith("error"):
             body = Syntax(shown, "diff", theme="ansi_dark", word_wrap=True)
         else:
             body = escape(shown)

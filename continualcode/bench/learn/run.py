@@ -303,7 +303,7 @@ def _run_group(r: Run, seed: int, names: list[str]) -> None:
         raise ValueError(f"backend {first_cfg.backend} cannot snapshot/restore the adapter")
     r.meta["model"] = backend.model_id
     r.meta.setdefault("dtype", str(getattr(backend, "dtype", "")))
-    base = Ctx(backend, make_renderer(backend), first_cfg, backend.snapshot(), seed)
+    base = Ctx(backend, make_renderer(backend, first_cfg), first_cfg, backend.snapshot(), seed)
     # 4) the shared baseline, once per seed (and backend group)
     baseline = _run_baseline(r, base, bname)
     r.reporter.describe(f"seed {seed} · variants")

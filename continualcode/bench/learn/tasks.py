@@ -116,7 +116,7 @@ class Ctx:
         rules = tuple(rules)
         if rules == self.rules:
             return self
-        renderer = make_renderer(self.backend, **prompt_kwargs(rules, self.cfg.memory_at))
+        renderer = make_renderer(self.backend, self.cfg, **prompt_kwargs(rules, self.cfg.memory_at))
         return dataclasses.replace(self, renderer=renderer, rules=rules)
 
     def sampling(self, sc: Scenario | None, *, constrained: bool | None = None) -> SamplingConfig:

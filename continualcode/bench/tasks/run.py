@@ -135,7 +135,7 @@ def run(opts: Options, *, backend: Backend | None = None, reporter: Reporter | N
                 rep.describe(f"loading {cfg.model_name}")
                 backend = backend if backend is not None else build_backend(cfg)
                 meta["model"] = backend.model_id
-                ctx = Ctx(backend, make_renderer(backend), cfg)
+                ctx = Ctx(backend, make_renderer(backend, cfg), cfg)
                 (opts.out / "transcripts").mkdir(exist_ok=True)
             # 4) each task left, with the simulated user; its transcript, then its fsynced unit line
             for task, seed in left:

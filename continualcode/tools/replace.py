@@ -1,0 +1,204 @@
+"""The `replace` tool: change a file by quoting the text to change (`old_string`) and its replacement.
+
+Why: `edit_lines` asks the model for line numbers, and small models get them wrong on real files (the
+1.5B model bumped `SCHEDULE_VERSION = "1.2.2"` at line 5 of setup.py by rewriting line 21, three times;
+docs/tools.md).  Claude Code (Edit), Codex CLI (apply_patch) and aider (SEARCH/REPLACE) all anchor an edit
+on the text itself; this is that tool.  Which edit tools the model is shown is a setting (`edit_tool`).
+
+The rules, pure text in, text out (`plan_replace`), shared by the run and the preview so the diff the
+user approves is the change made:
+- `old_string` must occur exactly once; none or several is refused, the refusal saying where to look
+  (the closest line, or the lines of each occurrence).
+- Read's number column (`%6d<TAB>`) copied into `old_string` (on every line) is dropped, and from
+  `new_string` when every line of it has one too.
+- A file with CRLF line ends gets its strings' LF ends as CRLF.
+- When the text occurs once only with other indentation or trailing spaces on its lines, those lines are
+  replaced, and `new_string` is shifted by the difference in indentation of the first line (said in the
+  result): the model copies code at the wrong depth more often than it copies the wrong code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import TYPE_CHECKING
+
+from continualcode.tools.base import PATH_ARG, Tool, ToolError, function_schema, quote
+from continualcode.tools.files import _diff, _encode, _numbered, _split_lines, _write_file, read_text_for_edit
+from continualcode.tools.syntax import syntax_error, syntax_note
+
+if TYPE_CHECKING:
+    from continualcode.tools.workspace import Workspace
+
+_NUMBER = re.compile(r"^ *\d+\t")
+_INDENT = re.compile(r"[ \t]*")
+SHOW_PLACES = 5  # occurrences listed when old_string is not unique
+
+
+def plan_replace(text: str, old_string: str, new_string: str, *, rel: str) -> tuple[str, str, int, int]:
+    """(the file's new text, a one-line summary, first line changed, lines it now spans) for replacing the
+    one occurrence of `old_string` in `text`; `ToolError` saying where to look otherwise."""
+    if not old_string.strip():
+        raise ToolError("old_string is empty: copy the lines to change from the file (to add lines, "
+                        "copy the line they go after and repeat it in new_string)")
+    old_string, new_string = _unnumbered(old_string, new_string)
+    if old_string == new_string:
+        raise ToolError("old_string and new_string are the same: nothing would change")
+    if "\n" in text and text.split("\n", 1)[0].endswith("\r"):  # the file's line end, read off its first line
+        old_string, new_string = _crlf(old_string), _crlf(new_string)
+    count = text.count(old_string)
+    if count > 1:
+        lines = _lines_of(text, old_string)
+        shown = ", ".join(map(str, lines[:SHOW_PLACES])) + (", …" if count > SHOW_PLACES else "")
+        raise ToolError(f"old_string occurs {count} times in {rel} (at lines {shown}): include more of the "
+                        "lines around the one to change so that it occurs once")
+    note = ""
+    if count == 1:
+        at = text.index(old_string)
+    else:
+        found = _loose_match(text, old_string)
+        if found is None:
+            raise ToolError(_not_found(text, old_string, rel))
+        at, old_string, shift = found
+        new_string = _shift(new_string, shift)
+        note = " (matched ignoring indentation and trailing spaces)"
+    new = text[:at] + new_string + text[at + len(old_string):]
+    first = text.count("\n", 0, at) + 1
+    removed = old_string.count("\n") + (0 if old_string.endswith("\n") else 1)
+    added = len(_split_lines(new_string)) if new_string else 0
+    span = f"line {first}" if removed == 1 else f"lines {first}-{first + removed - 1}"
+    summary = (f"replaced {span} of {rel} with {added} line{'s' if added != 1 else ''}{note} "
+               f"(now {len(_split_lines(new))} lines)")
+    return new, summary, first, max(added, 1)
+
+
+def _unnumbered(old_string: str, new_string: str) -> tuple[str, str]:
+    """The strings without read's number column when every line of `old_string` carries one (and of
+    `new_string` too, for that one)."""
+    def strip(s: str) -> str | None:
+        lines = s.split("\n")
+        body = [ln for ln in lines if ln]
+        if not body or not all(_NUMBER.match(ln) for ln in body):
+            return None
+        return "\n".join(_NUMBER.sub("", ln, count=1) for ln in lines)
+
+    old = strip(old_string)
+    if old is None:
+        return old_string, new_string
+    new = strip(new_string)
+    return old, new if new is not None else new_string
+
+
+def _crlf(s: str) -> str:
+    return re.sub(r"(?<!\r)\n", "\r\n", s)
+
+
+def _lines_of(text: str, needle: str) -> list[int]:
+    out, at = [], text.find(needle)
+    while at != -1:
+        out.append(text.count("\n", 0, at) + 1)
+        at = text.find(needle, at + max(len(needle), 1))
+    return out
+
+
+def _norm(line: str) -> str:
+    return line.rstrip("\r\n").strip()
+
+
+def _loose_match(text: str, old_string: str) -> tuple[int, str, tuple[str, str]] | None:
+    """(offset, the file's text that matched, (indentation in old_string, indentation in the file)) where
+    `old_string`'s lines equal a run of whole lines of the file but for their leading and trailing
+    whitespace, when exactly one run does; None otherwise."""
+    want = [_norm(ln) for ln in old_string.split("\n")]
+    while want and not want[-1]:
+        want.pop()
+    while want and not want[0]:
+        want.pop(0)
+    if not want:
+        return None
+    lines = _split_lines(text)
+    have = [_norm(ln) for ln in lines]
+    hits = [i for i in range(len(lines) - len(want) + 1) if have[i:i + len(want)] == want]
+    if len(hits) != 1:
+        return None
+    i = hits[0]
+    at = sum(len(ln) for ln in lines[:i])
+    matched = "".join(lines[i:i + len(want)])
+    if not old_string.endswith("\n") and matched.endswith("\n"):
+        matched = matched[:-2] if matched.endswith("\r\n") else matched[:-1]
+    first_old = next(ln for ln in old_string.split("\n") if ln.strip())
+    indent_old = _INDENT.match(first_old).group()  # type: ignore[union-attr]
+    indent_file = _INDENT.match(lines[i]).group()  # type: ignore[union-attr]
+    return at, matched, (indent_old, indent_file)
+
+
+def _shift(s: str, shift: tuple[str, str]) -> str:
+    """`s` with each line's leading `shift[0]` made `shift[1]`; a line that does not start with `shift[0]`
+    gains or loses as many whitespace characters as the two differ by."""
+    was, now = shift
+    if was == now:
+        return s
+    delta = len(now) - len(was)
+    pad = (now[-1] if now else " ") * max(delta, 0)
+    out = []
+    for ln in s.split("\n"):
+        if not ln.strip():
+            out.append(ln)
+        elif ln.startswith(was):
+            out.append(now + ln[len(was):])
+        elif delta > 0:
+            out.append(pad + ln)
+        else:
+            lead = len(_INDENT.match(ln).group())  # type: ignore[union-attr]
+            out.append(ln[min(lead, -delta):])
+    return "\n".join(out)
+
+
+def _not_found(text: str, old_string: str, rel: str) -> str:
+    first = next((ln.strip() for ln in old_string.split("\n") if ln.strip()), "")
+    have = [_norm(ln) for ln in _split_lines(text)]
+    close = difflib.get_close_matches(first, have, n=1, cutoff=0.6) if first else []
+    if close:
+        n = have.index(close[0]) + 1
+        return (f"old_string is not in {rel}; its first line is closest to line {n}: {quote(close[0][:200])} "
+                "(read the lines and copy them exactly, without the line numbers)")
+    return f"old_string is not in {rel} (read the lines to change and copy them exactly, without the line numbers)"
+
+
+def replace(ws: Workspace, path: str, old_string: str, new_string: str) -> tuple[bool, str]:
+    target = ws.resolve(path)
+    rel = ws.rel(target)
+    old = read_text_for_edit(target, rel, must_exist=True)
+    new, summary, first, span = plan_replace(old, old_string, new_string, rel=rel)
+    _write_file(target, _encode(new))
+    summary += syntax_note(syntax_error(old, rel), syntax_error(new, rel))
+    lines = _split_lines(new)
+    lo = max(1, first - 2)
+    hi = min(len(lines), first + span + 1)
+    context = _numbered(lines[lo - 1: hi], lo) if lines else "(file is now empty)"
+    return True, f"{summary}\n{context}"
+
+
+def preview_replace(ws: Workspace, path: str, old_string: str, new_string: str) -> str:
+    target = ws.resolve(path)
+    rel = ws.rel(target)
+    old = read_text_for_edit(target, rel, must_exist=True)
+    new = plan_replace(old, old_string, new_string, rel=rel)[0]
+    return _diff(old, new, rel) + syntax_note(syntax_error(old, rel), syntax_error(new, rel))
+
+
+REPLACE = Tool(
+    function_schema(
+        "replace",
+        "Replace old_string, copied exactly from the file (without read's line numbers) and occurring once "
+        "in it, with new_string.",
+        {
+            "path": PATH_ARG,
+            "old_string": {"type": "string", "description": "The exact text to change, as the file has it."},
+            "new_string": {"type": "string", "description": "The text to put in its place."},
+        },
+        ["path", "old_string", "new_string"],
+    ),
+    replace,
+    preview_replace,
+)
