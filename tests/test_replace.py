@@ -1,0 +1,125 @@
+"""Tests for the `replace` tool (tools/replace.py) and the `edit_tool` setting: what the model is shown,
+what it is told, and that a quoted edit lands where the text is, or changes nothing and says where to look."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from continualcode.render import SYSTEM_PROMPT, edit_hint
+from continualcode.textcall import looks_like_call
+from continualcode.tools import DEFAULT_SCHEMAS, TOOL_NAMES, ToolError, Workspace, tool_schemas
+from continualcode.tools.replace import plan_replace
+
+SETUP = 'import codecs\n\n\nVERSION = "1.2.2"\n\n\ndef f():\n    x = 1\n    return x\n'
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "setup.py").write_text(SETUP)
+    return Workspace(root)
+
+
+def run(ws: Workspace, old: str, new: str, path: str = "setup.py") -> tuple[bool, str]:
+    res = ws.run("replace", {"path": path, "old_string": old, "new_string": new})
+    return res.ok, res.output
+
+
+def test_a_unique_quote_is_replaced_and_the_preview_is_that_change(ws: Workspace) -> None:
+    preview = ws.preview("replace", {"path": "setup.py", "old_string": 'VERSION = "1.2.2"',
+                                     "new_string": 'VERSION = "1.2.3"'})
+    assert '-VERSION = "1.2.2"\n+VERSION = "1.2.3"' in preview
+    ok, out = run(ws, 'VERSION = "1.2.2"', 'VERSION = "1.2.3"')
+    assert ok and out.startswith("replaced line 4 of setup.py with 1 line (now 9 lines)\n"), out
+    assert '     4\tVERSION = "1.2.3"' in out  # the region, numbered as read shows it
+    assert (ws.root / "setup.py").read_text() == SETUP.replace("1.2.2", "1.2.3")
+
+
+def test_reads_number_column_copied_into_the_strings_is_dropped(ws: Workspace) -> None:
+    ok, out = run(ws, '     4\tVERSION = "1.2.2"', '     4\tVERSION = "2.0"')
+    assert ok, out
+    assert 'VERSION = "2.0"\n' in (ws.root / "setup.py").read_text()
+    assert "\t" not in (ws.root / "setup.py").read_text()
+
+
+@pytest.mark.parametrize(("old", "why"), [
+    ("x", "old_string occurs 2 times in setup.py (at lines 8, 9): include more of the lines around"),
+    ('VERSON = "1.2.2"', "its first line is closest to line 4: 'VERSION = \"1.2.2\"'"),
+    ("zzzz qqqq", "old_string is not in setup.py (read the lines to change"),
+    ("  \n", "old_string is empty"),
+    ("import codecs", "old_string and new_string are the same"),
+])
+def test_a_quote_that_is_not_there_once_changes_nothing_and_says_where_to_look(ws: Workspace, old: str,
+                                                                                 why: str) -> None:
+    new = old if old == "import codecs" else "y"
+    ok, out = run(ws, old, new)
+    assert not ok and out.startswith("error: ") and "\n" not in out and why in out, out
+    assert (ws.root / "setup.py").read_text() == SETUP
+    assert ws.preview("replace", {"path": "setup.py", "old_string": old, "new_string": new}).startswith("error")
+
+
+def test_text_at_another_indentation_is_matched_once_and_the_new_text_follows_the_file(ws: Workspace) -> None:
+    ok, out = run(ws, "x = 1\nreturn x", "x = 2\nif x:\n    return x")
+    assert ok and "matched ignoring indentation" in out, out
+    assert (ws.root / "setup.py").read_text().endswith("def f():\n    x = 2\n    if x:\n        return x\n")
+
+
+def test_crlf_files_keep_their_line_ends(ws: Workspace) -> None:
+    (ws.root / "w.txt").write_bytes(b"one\r\ntwo\r\nthree\r\n")
+    ok, out = run(ws, "one\ntwo", "one\n1.5\ntwo", path="w.txt")
+    assert ok, out
+    assert (ws.root / "w.txt").read_bytes() == b"one\r\n1.5\r\ntwo\r\nthree\r\n"
+
+
+def test_bytes_that_are_not_utf8_outside_the_quote_survive(ws: Workspace) -> None:
+    (ws.root / "l.txt").write_bytes(b"caf\xe9\nname = 1\n")
+    ok, out = run(ws, "name = 1", "name = 2", path="l.txt")
+    assert ok, out
+    assert (ws.root / "l.txt").read_bytes() == b"caf\xe9\nname = 2\n"
+
+
+def test_a_missing_file_or_a_path_outside_is_one_line_and_nothing_is_written(ws: Workspace, tmp_path: Path) -> None:
+    ok, out = run(ws, "a", "b", path="nope.py")
+    assert not ok and "nope.py does not exist" in out
+    (tmp_path / "out.txt").write_text("a\n")
+    ok, out = run(ws, "a", "b", path="../out.txt")
+    assert not ok and out.startswith("error: ")
+    assert (tmp_path / "out.txt").read_text() == "a\n"
+
+
+def test_a_change_that_breaks_python_is_flagged_before_and_after(ws: Workspace) -> None:
+    args = {"path": "setup.py", "old_string": "def f():", "new_string": "def f(:"}
+    assert ws.breaks_syntax("replace", args) is not None
+    assert "no longer parses as Python" in ws.preview("replace", args)
+    assert ws.breaks_syntax("replace", {**args, "new_string": "def g():"}) is None
+
+
+def test_plan_replace_counts_the_lines_it_replaced_and_wrote() -> None:
+    new, summary, first, span = plan_replace("a\nb\nc\nd\n", "b\nc\n", "B\n", rel="t")
+    assert (new, first, span) == ("a\nB\nd\n", 2, 1)
+    assert summary == "replaced lines 2-3 of t with 1 line (now 3 lines)"
+    with pytest.raises(ToolError, match="occurs 2 times"):
+        plan_replace("a\na\n", "a", "b", rel="t")
+
+
+@pytest.mark.parametrize(("edit_tool", "shown"), [
+    ("lines", {"edit_lines"}), ("replace", {"replace"}), ("both", {"edit_lines", "replace"})])
+def test_the_model_is_shown_and_told_the_edit_tools_the_setting_names(edit_tool: str, shown: set[str]) -> None:
+    tools = tool_schemas(edit_tool)
+    names = [t["function"]["name"] for t in tools]
+    assert {"edit_lines", "replace"} & set(names) == shown
+    assert set(names) - {"edit_lines", "replace"} == {"read", "write", "glob", "grep", "bash"}
+    prompt = edit_hint(SYSTEM_PROMPT, tools)
+    assert "EDIT_HINT" not in prompt
+    assert ("replace (old_string" in prompt) == ("replace" in shown)
+    assert ("edit_lines" in prompt) == ("edit_lines" in shown)
+    assert "replace" in TOOL_NAMES  # every tool runs whatever the model is shown
+    assert [t["function"]["name"] for t in DEFAULT_SCHEMAS] == [t["function"]["name"] for t in tool_schemas()]
+
+
+def test_a_string_method_in_an_answer_is_not_a_call_written_as_text() -> None:
+    assert not looks_like_call("kebabize returns word.replace('_', '-').lower()")
+    assert looks_like_call('replace("setup.py", "1.2.2", "1.2.3")')
