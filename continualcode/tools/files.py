@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -168,21 +168,31 @@ def edit_lines(ws: Workspace, path: str, start_line: int, end_line: int, content
     old = read_text_for_edit(target, rel, must_exist=True)
     new, summary = plan_edit(old, start_line, end_line, content, rel=rel)
     _write_file(target, _encode(new))
+    return True, changed_region(old, new, rel, summary, start_line, len(_split_lines(content)))
+
+
+def changed_region(old: str, new: str, rel: str, summary: str, first: int, added: int) -> str:
+    """An edit's result: its summary, the syntax warning if it broke the file, and the `added` lines from
+    `first` on with two lines of context, numbered as read shows them."""
     summary += syntax_note(syntax_error(old, rel), syntax_error(new, rel))
-    # show a little context around the change, numbered as read would
     lines = _split_lines(new)
-    added = len(_split_lines(content))
-    lo = max(1, start_line - 2)
-    hi = min(len(lines), start_line + max(added, 1) + 1)
+    lo = max(1, first - 2)
+    hi = min(len(lines), first + max(added, 1) + 1)
     context = _numbered(lines[lo - 1 : hi], lo) if lines else "(file is now empty)"
-    return True, f"{summary}\n{context}"
+    return f"{summary}\n{context}"
 
 
 def preview_edit_lines(ws: Workspace, path: str, start_line: int, end_line: int, content: str) -> str:
+    return preview_change(ws, path, lambda old, rel: plan_edit(old, start_line, end_line, content, rel=rel)[0])
+
+
+def preview_change(ws: Workspace, path: str, plan: Callable[[str, str], str]) -> str:
+    """The diff an edit of an existing file would make (`plan(text now, rel) -> text after`), with the
+    syntax warning if it would break the file."""
     target = ws.resolve(path)
     rel = ws.rel(target)
     old = read_text_for_edit(target, rel, must_exist=True)
-    new, _ = plan_edit(old, start_line, end_line, content, rel=rel)
+    new = plan(old, rel)
     return _diff(old, new, rel) + syntax_note(syntax_error(old, rel), syntax_error(new, rel))
 
 

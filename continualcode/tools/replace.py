@@ -24,8 +24,14 @@ import re
 from typing import TYPE_CHECKING
 
 from continualcode.tools.base import PATH_ARG, Tool, ToolError, function_schema, quote
-from continualcode.tools.files import _diff, _encode, _numbered, _split_lines, _write_file, read_text_for_edit
-from continualcode.tools.syntax import syntax_error, syntax_note
+from continualcode.tools.files import (
+    _encode,
+    _split_lines,
+    _write_file,
+    changed_region,
+    preview_change,
+    read_text_for_edit,
+)
 
 if TYPE_CHECKING:
     from continualcode.tools.workspace import Workspace
@@ -171,20 +177,11 @@ def replace(ws: Workspace, path: str, old_string: str, new_string: str) -> tuple
     old = read_text_for_edit(target, rel, must_exist=True)
     new, summary, first, span = plan_replace(old, old_string, new_string, rel=rel)
     _write_file(target, _encode(new))
-    summary += syntax_note(syntax_error(old, rel), syntax_error(new, rel))
-    lines = _split_lines(new)
-    lo = max(1, first - 2)
-    hi = min(len(lines), first + span + 1)
-    context = _numbered(lines[lo - 1: hi], lo) if lines else "(file is now empty)"
-    return True, f"{summary}\n{context}"
+    return True, changed_region(old, new, rel, summary, first, span)
 
 
 def preview_replace(ws: Workspace, path: str, old_string: str, new_string: str) -> str:
-    target = ws.resolve(path)
-    rel = ws.rel(target)
-    old = read_text_for_edit(target, rel, must_exist=True)
-    new = plan_replace(old, old_string, new_string, rel=rel)[0]
-    return _diff(old, new, rel) + syntax_note(syntax_error(old, rel), syntax_error(new, rel))
+    return preview_change(ws, path, lambda old, rel: plan_replace(old, old_string, new_string, rel=rel)[0])
 
 
 REPLACE = Tool(
