@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from continualcode.render import Message, Parsed, Renderer, ToolCall, parse
-from continualcode.tools import TOOL_NAMES
+from continualcode.tools import TOOL_NAMES, tool_schemas
 
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
@@ -100,6 +100,12 @@ def test_grammar_admits_valid_calls_and_rejects_invalid(tok) -> None:
     assert not accepts('<tool_call>\n{"name": "rm", "arguments": {}}\n</tool_call>')
     assert not accepts('<tool_call>\n{"name": "read", "arguments": {"path": "a", "evil": 1}}\n</tool_call>')
     assert not accepts('<tool_call>\n{"name": "read", "arguments": {}}\n</tool_call>')  # path is required
+    assert not accepts(ToolCall("replace", {"path": "a", "old_string": "x", "new_string": "y"}).to_text())  # not shown
+    both = Renderer(tok, tools=tool_schemas("both")).constraint()
+    for call in (ToolCall("replace", {"path": "a", "old_string": "x", "new_string": "y"}),
+                 ToolCall("replace", {"path": "a", "old_string": "x", "new_string": "y", "replace_all": True})):
+        s = both.start()
+        assert all(s.accept(t) for t in tok.encode(call.to_text(), add_special_tokens=False)), call
     no_text = r.constraint(allow_text=False)
     s = no_text.start()
     assert not s.accept(tok.encode("The", add_special_tokens=False)[0])

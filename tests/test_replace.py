@@ -97,6 +97,14 @@ def test_a_change_that_breaks_python_is_flagged_before_and_after(ws: Workspace) 
     assert ws.breaks_syntax("replace", {**args, "new_string": "def g():"}) is None
 
 
+def test_replace_all_changes_every_occurrence_and_says_where(ws: Workspace) -> None:
+    ok, out = run(ws, "x", "y")
+    assert not ok and "or set replace_all to change every one" in out
+    res = ws.run("replace", {"path": "setup.py", "old_string": "x", "new_string": "n", "replace_all": True})
+    assert res.ok and res.output.startswith("replaced 2 occurrences in setup.py (at lines 8, 9; now 9 lines)")
+    assert (ws.root / "setup.py").read_text().endswith("    n = 1\n    return n\n")
+
+
 def test_plan_replace_counts_the_lines_it_replaced_and_wrote() -> None:
     new, summary, first, span = plan_replace("a\nb\nc\nd\n", "b\nc\n", "B\n", rel="t")
     assert (new, first, span) == ("a\nB\nd\n", 2, 1)

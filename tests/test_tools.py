@@ -91,13 +91,16 @@ def test_schemas_are_well_formed() -> None:
         assert set(params["required"]) <= set(params["properties"])
         assert len(s["function"]["description"]) < 160  # a 135M model reads these
         for spec in params["properties"].values():
-            assert spec["type"] in ("string", "integer")
+            assert spec["type"] in ("string", "integer", "boolean")
 
 
 def test_validate_args_checks_and_fills_defaults() -> None:
     assert validate_args("read", {"path": "a"}) == {"path": "a", "offset": 1, "limit": 400}
     assert validate_args("grep", {"pattern": "x"}) == {"pattern": "x", "path": ".", "include": None}
     assert validate_args("bash", {"command": "ls", "timeout": None})["timeout"] is None
+    assert validate_args("replace", {"path": "a", "old_string": "x", "new_string": "y"})["replace_all"] is False
+    with pytest.raises(ToolError, match="argument 'replace_all' of replace must be true or false, got integer"):
+        validate_args("replace", {"path": "a", "old_string": "x", "new_string": "y", "replace_all": 1})
     cases: list[tuple[str, object, str]] = [
         ("nope", {}, "unknown tool 'nope'"),
         ("read", {}, "missing required argument 'path'"),

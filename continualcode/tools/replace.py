@@ -8,7 +8,8 @@ on the text itself; this is that tool.  Which edit tools the model is shown is a
 The rules, pure text in, text out (`plan_replace`), shared by the run and the preview so the diff the
 user approves is the change made:
 - `old_string` must occur exactly once; none or several is refused, the refusal saying where to look
-  (the closest line, or the lines of each occurrence).
+  (the closest line, or the lines of each occurrence).  `replace_all` changes every occurrence (a rename:
+  the 1.5B model's first try at renaming `_irregular` was a replace of that name alone).
 - Read's number column (`%6d<TAB>`) copied into `old_string` (on every line) is dropped, and from
   `new_string` when every line of it has one too.
 - A file with CRLF line ends gets its strings' LF ends as CRLF.
@@ -41,9 +42,11 @@ _INDENT = re.compile(r"[ \t]*")
 SHOW_PLACES = 5  # occurrences listed when old_string is not unique
 
 
-def plan_replace(text: str, old_string: str, new_string: str, *, rel: str) -> tuple[str, str, int, int]:
+def plan_replace(text: str, old_string: str, new_string: str, *, rel: str,
+                 replace_all: bool = False) -> tuple[str, str, int, int]:
     """(the file's new text, a one-line summary, first line changed, lines it now spans) for replacing the
-    one occurrence of `old_string` in `text`; `ToolError` saying where to look otherwise."""
+    one occurrence of `old_string` in `text` (every one with `replace_all`); `ToolError` saying where to
+    look otherwise."""
     if not old_string.strip():
         raise ToolError("old_string is empty: copy the lines to change from the file (to add lines, "
                         "copy the line they go after and repeat it in new_string)")
@@ -55,9 +58,14 @@ def plan_replace(text: str, old_string: str, new_string: str, *, rel: str) -> tu
     count = text.count(old_string)
     if count > 1:
         lines = _lines_of(text, old_string)
-        shown = ", ".join(map(str, lines[:SHOW_PLACES])) + (", …" if count > SHOW_PLACES else "")
+        shown = ", ".join(map(str, lines[:SHOW_PLACES])) + (", …" if len(lines) > SHOW_PLACES else "")
+        if replace_all:
+            new = text.replace(old_string, new_string)
+            return (new, f"replaced {count} occurrences in {rel} (at lines {shown}; now {len(_split_lines(new))} "
+                    "lines)", lines[0], max(len(_split_lines(new_string)), 1))
         raise ToolError(f"old_string occurs {count} times in {rel} (at lines {shown}): include more of the "
-                        "lines around the one to change so that it occurs once")
+                        "lines around the one to change so that it occurs once, or set replace_all to "
+                        "change every one")
     note = ""
     if count == 1:
         at = text.index(old_string)
@@ -171,17 +179,18 @@ def _not_found(text: str, old_string: str, rel: str) -> str:
     return f"old_string is not in {rel} (read the lines to change and copy them exactly, without the line numbers)"
 
 
-def replace(ws: Workspace, path: str, old_string: str, new_string: str) -> tuple[bool, str]:
+def replace(ws: Workspace, path: str, old_string: str, new_string: str, replace_all: bool) -> tuple[bool, str]:
     target = ws.resolve(path)
     rel = ws.rel(target)
     old = read_text_for_edit(target, rel, must_exist=True)
-    new, summary, first, span = plan_replace(old, old_string, new_string, rel=rel)
+    new, summary, first, span = plan_replace(old, old_string, new_string, rel=rel, replace_all=replace_all)
     _write_file(target, _encode(new))
     return True, changed_region(old, new, rel, summary, first, span)
 
 
-def preview_replace(ws: Workspace, path: str, old_string: str, new_string: str) -> str:
-    return preview_change(ws, path, lambda old, rel: plan_replace(old, old_string, new_string, rel=rel)[0])
+def preview_replace(ws: Workspace, path: str, old_string: str, new_string: str, replace_all: bool) -> str:
+    return preview_change(ws, path, lambda old, rel: plan_replace(old, old_string, new_string, rel=rel,
+                                                                  replace_all=replace_all)[0])
 
 
 REPLACE = Tool(
@@ -193,6 +202,8 @@ REPLACE = Tool(
             "path": PATH_ARG,
             "old_string": {"type": "string", "description": "The exact text to change, as the file has it."},
             "new_string": {"type": "string", "description": "The text to put in its place."},
+            "replace_all": {"type": "boolean", "default": False,
+                            "description": "Change every occurrence (a rename), not just one."},
         },
         ["path", "old_string", "new_string"],
     ),

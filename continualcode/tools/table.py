@@ -52,7 +52,10 @@ def validate_args(name: str, args: Any) -> dict[str, Any]:
                 raise ToolError(f"missing required argument {quote(key)} for {name}")
             out[key] = spec.get("default")
             continue
-        if spec["type"] == "integer":
+        if spec["type"] == "boolean":
+            if not isinstance(value, bool):
+                raise ToolError(f"argument {quote(key)} of {name} must be true or false, got {type_name(value)}")
+        elif spec["type"] == "integer":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ToolError(f"argument {quote(key)} of {name} must be an integer, got {type_name(value)}")
             if "minimum" in spec and value < spec["minimum"]:
