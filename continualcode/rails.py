@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from continualcode.records import Message, ToolCall
-from continualcode.render import EXAMPLE_FILES, Parsed, placeholder_argument
+from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_argument
 from continualcode.tools import ToolError, validate_args
 from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE
 
@@ -39,6 +39,8 @@ NOT_AN_ANSWER = ("answer the task in a sentence or two of your own words (name t
                  "the code does); do not paste tool output")
 NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
 READ_ONLY = frozenset({"read", "glob", "grep"})
+STAND_IN = ("the {arg} argument has a line that stands in for the file's own lines (like <original content>): "
+            "the file would hold that line, not them; write out every line, or change only the lines to change")
 CHANGING = frozenset({"write", "edit_lines", "replace"})
 
 _CHANGE_VERBS = re.compile(
@@ -204,8 +206,9 @@ class Rails:
             else:
                 return Verdict(Parsed(call=read), redirected=True)
         elif (arg := placeholder_argument(call)) is not None:
-            error = f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value " \
-                    "from the project"
+            error = STAND_IN.format(arg=arg) if arg in TEXT_ARGS else (
+                f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value from "
+                "the project")
         if error is not None:  # refused; refused again when proposed again, and then sampled again, hotter
             again = key in self.rejected
             self.rejected.add(key)

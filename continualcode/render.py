@@ -115,13 +115,27 @@ _PLACEHOLDER_VALUES = frozenset({"string", "str", "path", "file", "filename", "p
 _PLACEHOLDER_RE = re.compile(r"^(/?path/to(/|$)|<[^<>]{1,40}>$|your[_-]?(file|path|pattern))", re.I)
 
 
+# A file's text in a change: any value may be real ("str", "<root>"), but a line that stands in for the
+# file's own lines is not: the 1.5B model wrote `<original content>` and `<original content of
+# inflection.py>` as a write's first line, over a 426-line module (`bench tasks`, dev and test splits).
+TEXT_ARGS = frozenset({"content", "old_string", "new_string"})
+_STAND_IN_RE = re.compile(
+    r"^(<\s*(the\s+)?(original|existing|rest|previous|remaining|unchanged)\s[^<>=]{1,60}>"
+    r"|(#|//)\s*\.{3}.{0,40}\b(rest|existing|original|unchanged|remaining|previous)\b.{0,40}$)", re.I)
+
+
 def placeholder_argument(call: ToolCall) -> str | None:
     """The name of an argument whose value is a schema word or a template placeholder ("string",
-    "path/to/file", "<path>"), or None.  A small model fills a forced call with such values when it
-    does not know what to do; such a call is asked again, never run."""
+    "path/to/file", "<path>"), or of a file text argument with a line standing in for the file's own lines
+    ("<original content>", "# ... rest of the code ..."); None otherwise.  A small model fills a forced call
+    with such values when it does not know what to do; such a call is asked again, never run."""
     for key, value in call.arguments.items():
-        if isinstance(value, str) and key != "content" and (
-                value.strip().lower() in _PLACEHOLDER_VALUES or _PLACEHOLDER_RE.match(value.strip())):
+        if not isinstance(value, str):
+            continue
+        if key in TEXT_ARGS:
+            if any(_STAND_IN_RE.match(line.strip()) for line in value.splitlines()):
+                return key
+        elif value.strip().lower() in _PLACEHOLDER_VALUES or _PLACEHOLDER_RE.match(value.strip()):
             return key
     return None
 

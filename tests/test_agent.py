@@ -21,7 +21,15 @@ from continualcode.agent import (
     args_diff,
 )
 from continualcode.events import AssistantText, Event, Proposal, ToolOutput
-from continualcode.rails import CHANGE_FIRST, EXAMPLE_FILE, LOOP_ERROR, LOOP_NOTE, REPEAT_ERROR, RUN_FIRST
+from continualcode.rails import (
+    CHANGE_FIRST,
+    EXAMPLE_FILE,
+    LOOP_ERROR,
+    LOOP_NOTE,
+    REPEAT_ERROR,
+    RUN_FIRST,
+    STAND_IN,
+)
 from continualcode.records import Sample, ToolCall
 from continualcode.render import Renderer
 from continualcode.tools import Workspace
@@ -519,6 +527,19 @@ def test_scripted_model_placeholder_arguments_are_asked_again(tokenizer, tmp_pat
     assert [c.arguments["path"] for c, _ in user.seen] == ["main.py"]
     errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
     assert len(errors) == 2 and all("placeholder" in e for e in errors)
+
+
+def test_scripted_model_a_write_standing_in_for_the_files_lines_is_asked_again(tokenizer, tmp_path):
+    """The 1.5B model wrote `<original content>` as a write's first line over a 426-line module: asked again,
+    never run, never shown; a text value that only looks odd ("str", an XML tag) is a real value."""
+    lazy = call_text("write", path="main.py", content="<original content of main.py>\n\ndef kebab(): pass\n")
+    real = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return str(a + b)")
+    s, _, user, _, events = make(tokenizer, tmp_path, [call_text("read", path="main.py"), lazy, real, "Done."],
+                                 [Approve(), Approve()])
+    s.run_task("make it a str")
+    assert [c.name for c, _ in user.seen] == ["read", "edit_lines"]
+    errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
+    assert errors == [STAND_IN.format(arg="content")]
 
 
 def test_scripted_model_calls_naming_the_worked_examples_file_are_asked_again_unless_the_project_has_it(
