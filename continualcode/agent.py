@@ -170,7 +170,8 @@ class Session:
         self.overview = overview
         self.notes = notes or (lambda: "")  # asked at each task: what opens its user turn (app.py: new rules)
         self.rails = Rails(partial(_file_key, workspace), on=self.sampling.guard_rails,
-                           breaks=partial(_breaks, workspace), mend=partial(_mend, workspace))
+                           breaks=partial(_breaks, workspace), mend=partial(_mend, workspace),
+                           cuts=partial(_cuts, workspace))
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
         self._contrast: Callable[[], list[int]] | None = None  # after a correction: the retry's prompt without it
@@ -465,6 +466,10 @@ def _file_key(workspace: Workspace, call: ToolCall) -> str:
 
 def _breaks(workspace: Workspace, call: ToolCall) -> str | None:
     return workspace.breaks_syntax(call.name, call.arguments)
+
+
+def _cuts(workspace: Workspace, call: ToolCall) -> str | None:
+    return workspace.cuts_file(call.name, call.arguments)
 
 
 def _mend(workspace: Workspace, call: ToolCall) -> ToolCall | None:

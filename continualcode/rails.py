@@ -30,6 +30,7 @@ RUN_FIRST = "the task asks to run the tests: run them with bash (after your last
 READ_FIRST = "read {path} before you change it (use write only for new files)"
 READ_TO_EXPLAIN = "the task asks what code does: read it before you answer"
 BREAKS_SYNTAX = "the proposed change would leave the file unable to parse as Python"
+CUTS_FILE = "the proposed write would leave the file with less than half its lines"
 EXAMPLE_FILE = ("the {arg} argument names {name}, the worked example's file, which this project does not have: use "
                 "the project's own files (listed above)")
 REJECTED_AGAIN = "the model proposed a call these rails had refused in this task again"
@@ -65,6 +66,7 @@ _BUILTINS = frozenset(dir(builtins)).union(
 
 FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names ("" when unusable)
 Breaks = Callable[[ToolCall], str | None]  # why a change would leave a parsing Python file unparsable, or None
+Cuts = Callable[[ToolCall], str | None]  # "REL from N lines to M" for a write that drops most of a file, or None
 Mend = Callable[[ToolCall], ToolCall | None]  # the same change re-indented so that the file parses, or None
 
 
@@ -129,6 +131,7 @@ class Rails:
     file_key: FileKey
     on: bool = True
     breaks: Breaks = _never
+    cuts: Cuts = _never
     mend: Mend = _never
     known_files: set[str] = field(default_factory=set)  # read or written in this session: may be changed
     task: str = ""
@@ -220,6 +223,10 @@ class Rails:
             if mended is not None:
                 return Verdict(Parsed(call=mended), redirected=True)
             return Verdict(parsed, BREAKS_SYNTAX)
+        if self.on and call.name == "write" and key not in self.denied and self.cuts(call) is not None:
+            # the one function the model means to add, written over the whole module: sampled again (and
+            # proposed, with the preview's warning, when every sample does it)
+            return Verdict(parsed, CUTS_FILE)
         if self.on and key in self.meant and key not in self.denied:
             # a read or search of a missing path again, after its error named the file meant: that file; a
             # search for a file's path again, after its result said it is a file: the read of that file

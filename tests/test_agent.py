@@ -756,6 +756,34 @@ def test_scripted_model_edit_that_breaks_the_file_is_reindented_or_sampled_again
     assert "no longer parses as Python" in user2.seen[1][1]  # the third sample is proposed, with the warning
 
 
+def test_scripted_model_write_that_drops_most_of_a_file_is_sampled_again(tokenizer, tmp_path):
+    """The 1.5B model wrote the one function it meant to add over a 1,081-line module: a write that leaves an
+    existing file of 20+ lines with less than half of them is sampled again; proposed (the preview and the
+    result warn) when every sample does it; an edit, or a write that keeps the file's lines, is not."""
+    from continualcode.rails import CUTS_FILE
+
+    body = "".join(f"x{i} = {i}\n" for i in range(30))
+    read = call_text("read", path="big.py")
+    cut = call_text("write", path="big.py", content="def parse_all():\n    pass\n")
+    keep = call_text("write", path="big.py", content=body + "def parse_all():\n    pass\n")
+    s, _, user, _, events = make(tokenizer, tmp_path, [read, cut, keep, "Done."], [Approve(), Approve()],
+                                 guard_rails=True)
+    (tmp_path / "big.py").write_text(body)
+    assert s.run_task("add parse_all to big.py").status == "answered"
+    assert "warning" not in user.seen[1][1]
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [CUTS_FILE]
+    assert (tmp_path / "big.py").read_text().startswith(body)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    s2, _, user2, _, events2 = make(tokenizer, other, [read, cut, cut, cut, "Done."], [Approve(), Approve()],
+                                    guard_rails=True)
+    (other / "big.py").write_text(body)
+    assert s2.run_task("add parse_all to big.py").status == "answered"
+    assert [e.error for e in events2 if isinstance(e, Proposal) and e.error] == [CUTS_FILE] * 3
+    assert "would go from 30 lines to 2" in user2.seen[1][1]  # the third sample is proposed, with the warning
+
+
 def test_scripted_model_answer_that_pastes_lines_or_says_nothing_is_refused(tokenizer, tmp_path):
     from continualcode.rails import NOT_AN_ANSWER, asks_a_question
 

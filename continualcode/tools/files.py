@@ -129,22 +129,30 @@ def write(ws: Workspace, path: str, content: str) -> tuple[bool, str]:
     old_text = read_text_for_edit(target, rel) if existed else ""
     before = syntax_error(old_text, rel) if existed else None
     _write_file(target, _encode(content))
-    n = len(_split_lines(content))
-    was = len(_split_lines(old_text)) if existed else 0
-    shrunk = f"\nwarning: {rel} went from {was} lines to {n}" if was >= 20 and n < was // 2 else ""
+    n = len(split_lines(content))
+    was = len(split_lines(old_text)) if existed else 0
+    shrunk = f"\nwarning: {rel} went from {was} lines to {n}" if cuts_most(was, n) else ""
     return True, f"wrote {n} line{'s' * (n != 1)} to {rel}" + ("" if existed else " (new file)") + \
         syntax_note(before, syntax_error(content, rel)) + shrunk
+
+
+def cuts_most(was: int, now: int) -> bool:
+    """Whether a write leaves a file of 20 lines or more with less than half of them (a small model's
+    write of the one function it means to add, over the whole module)."""
+    return was >= 20 and now < was // 2
 
 
 def preview_write(ws: Workspace, path: str, content: str) -> str:
     target = ws.resolve(path)
     rel = ws.rel(target)
     if target.is_file() and is_binary(_head(target)):
-        size, n = target.stat().st_size, len(_split_lines(content))
+        size, n = target.stat().st_size, len(split_lines(content))
         return f"overwrite binary file {rel} ({size} bytes) with {n} lines"
     old = read_text_for_edit(target, rel)
+    was, now = len(split_lines(old)), len(split_lines(content))
     return _diff(old, content, rel) + syntax_note(syntax_error(old, rel) if old else None,
-                                                   syntax_error(content, rel))
+                                                   syntax_error(content, rel)) + \
+        (f"\nwarning: {rel} would go from {was} lines to {now}" if cuts_most(was, now) else "")
 
 
 WRITE = Tool(
@@ -168,14 +176,14 @@ def edit_lines(ws: Workspace, path: str, start_line: int, end_line: int, content
     old = read_text_for_edit(target, rel, must_exist=True)
     new, summary = plan_edit(old, start_line, end_line, content, rel=rel)
     _write_file(target, _encode(new))
-    return True, changed_region(old, new, rel, summary, start_line, len(_split_lines(content)))
+    return True, changed_region(old, new, rel, summary, start_line, len(split_lines(content)))
 
 
 def changed_region(old: str, new: str, rel: str, summary: str, first: int, added: int) -> str:
     """An edit's result: its summary, the syntax warning if it broke the file, and the `added` lines from
     `first` on with two lines of context, numbered as read shows them."""
     summary += syntax_note(syntax_error(old, rel), syntax_error(new, rel))
-    lines = _split_lines(new)
+    lines = split_lines(new)
     lo = max(1, first - 2)
     hi = min(len(lines), first + max(added, 1) + 1)
     context = _numbered(lines[lo - 1 : hi], lo) if lines else "(file is now empty)"
@@ -216,7 +224,7 @@ EDIT_LINES = Tool(
 
 def plan_edit(old: str, start: int, end: int, content: str, *, rel: str) -> tuple[str, str]:
     """The file's new text after replacing lines start..end with content, and a one-line summary."""
-    lines = _split_lines(old)
+    lines = split_lines(old)
     n = len(lines)
     append_hint = f"(use start_line={n + 1}, end_line={n} to append)"
     if start > n + 1:
@@ -233,7 +241,7 @@ def plan_edit(old: str, start: int, end: int, content: str, *, rel: str) -> tupl
     bom = BOM if lines and lines[0].startswith(BOM) else ""
     if bom:
         lines[0] = lines[0][len(BOM) :]
-    new_lines = _split_lines(content.removeprefix(BOM) if bom else content)
+    new_lines = split_lines(content.removeprefix(BOM) if bom else content)
     if eol == "\r\n":
         new_lines = [
             ln.removesuffix("\r\n").removesuffix("\n") + eol if ln.endswith("\n") else ln
@@ -292,7 +300,7 @@ def _encode(content: str) -> bytes:
         raise ToolError("content is not valid Unicode text (lone surrogate)") from None
 
 
-def _split_lines(text: str) -> list[str]:
+def split_lines(text: str) -> list[str]:
     """Split on "\\n" only (never on \\r, \\f, \\u2028 ...), keeping line ends: the numbering read shows."""
     if not text:
         return []
@@ -312,7 +320,7 @@ def _diff(old: str, new: str, rel: str) -> str:
     if old == new:
         return f"(no changes to {rel})"
     out = []
-    for line in difflib.unified_diff(_split_lines(old), _split_lines(new), f"a/{rel}", f"b/{rel}"):
+    for line in difflib.unified_diff(split_lines(old), split_lines(new), f"a/{rel}", f"b/{rel}"):
         out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
     return "".join(out).rstrip("\n")
 

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 from continualcode.tools.base import PATH_ARG, Tool, ToolError, function_schema, quote
 from continualcode.tools.files import (
     _encode,
-    _split_lines,
     _write_file,
     changed_region,
     preview_change,
     read_text_for_edit,
+    split_lines,
 )
 
 if TYPE_CHECKING:
@@ -61,8 +61,8 @@ def plan_replace(text: str, old_string: str, new_string: str, *, rel: str,
         shown = ", ".join(map(str, lines[:SHOW_PLACES])) + (", …" if len(lines) > SHOW_PLACES else "")
         if replace_all:
             new = text.replace(old_string, new_string)
-            return (new, f"replaced {count} occurrences in {rel} (at lines {shown}; now {len(_split_lines(new))} "
-                    "lines)", lines[0], max(len(_split_lines(new_string)), 1))
+            return (new, f"replaced {count} occurrences in {rel} (at lines {shown}; now {len(split_lines(new))} "
+                    "lines)", lines[0], max(len(split_lines(new_string)), 1))
         raise ToolError(f"old_string occurs {count} times in {rel} (at lines {shown}): include more of the "
                         "lines around the one to change so that it occurs once, or set replace_all to "
                         "change every one")
@@ -79,10 +79,10 @@ def plan_replace(text: str, old_string: str, new_string: str, *, rel: str,
     new = text[:at] + new_string + text[at + len(old_string):]
     first = text.count("\n", 0, at) + 1
     removed = old_string.count("\n") + (0 if old_string.endswith("\n") else 1)
-    added = len(_split_lines(new_string)) if new_string else 0
+    added = len(split_lines(new_string)) if new_string else 0
     span = f"line {first}" if removed == 1 else f"lines {first}-{first + removed - 1}"
     summary = (f"replaced {span} of {rel} with {added} line{'s' if added != 1 else ''}{note} "
-               f"(now {len(_split_lines(new))} lines)")
+               f"(now {len(split_lines(new))} lines)")
     return new, summary, first, max(added, 1)
 
 
@@ -130,7 +130,7 @@ def _loose_match(text: str, old_string: str) -> tuple[int, str, tuple[str, str]]
         want.pop(0)
     if not want:
         return None
-    lines = _split_lines(text)
+    lines = split_lines(text)
     have = [_norm(ln) for ln in lines]
     hits = [i for i in range(len(lines) - len(want) + 1) if have[i:i + len(want)] == want]
     if len(hits) != 1:
@@ -170,7 +170,7 @@ def _shift(s: str, shift: tuple[str, str]) -> str:
 
 def _not_found(text: str, old_string: str, rel: str) -> str:
     first = next((ln.strip() for ln in old_string.split("\n") if ln.strip()), "")
-    have = [_norm(ln) for ln in _split_lines(text)]
+    have = [_norm(ln) for ln in split_lines(text)]
     close = difflib.get_close_matches(first, have, n=1, cutoff=0.6) if first else []
     if close:
         n = have.index(close[0]) + 1

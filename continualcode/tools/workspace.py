@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from continualcode.tools.base import ToolError, ToolResult, cap_text, clean, one_line
-from continualcode.tools.files import plan_edit, read_text_for_edit
+from continualcode.tools.files import cuts_most, plan_edit, read_text_for_edit, split_lines
 from continualcode.tools.paths import ConfinedDir
 from continualcode.tools.replace import plan_replace
 from continualcode.tools.sandbox import Sandbox, SandboxUnavailable, say_unavailable_once, unavailable
@@ -87,6 +87,16 @@ class Workspace(ConfinedDir):
         if planned is None or syntax_error(planned[1], planned[0]) is not None:
             return None
         return syntax_error(planned[2], planned[0])
+
+    def cuts_file(self, name: str, args: Mapping[str, Any]) -> str | None:
+        """For a write that would leave an existing file of 20 lines or more with less than half of them:
+        "REL from N lines to M"; None otherwise, also for a call the tool would refuse.  Never raises."""
+        planned = self._planned(name, args) if name == "write" else None
+        if planned is None:
+            return None
+        rel, old, new = planned
+        was, now = len(split_lines(old)), len(split_lines(new))
+        return f"{rel} from {was} lines to {now}" if cuts_most(was, now) else None
 
     def reindented(self, name: str, args: Mapping[str, Any]) -> dict[str, Any] | None:
         """An edit_lines that would break a Python file that parses, shifted to the first indentation
