@@ -94,5 +94,10 @@ def test_drafts_part_measures_each_prompt_on_its_intended_tool(cache_dir: Path) 
     assert [r["kind"] for r in res["rows"]] == ["edit_lines", "write"]
     assert all(r["same_tokens"] and r["tokens"] == 24 and not r["complete"] for r in res["rows"])  # cut at max_tokens
     assert set(res["by_kind"]) == {"edit_lines", "write"} and res["overall"]["n"] == 2
+    # the same edit tasks asked of `replace` when the renderer shows it (`edit_tool=both`), else not at all
+    both = decode.draft_prompts("x = 1\n" * 5, "m.py", ("read", "write", "edit_lines", "replace"))
+    assert [k for k, _ in both] == ["read", "read", "edit_lines", "edit_lines", "write", "write", "replace", "replace"]
+    assert [m for k, m in both if k == "replace"] == [m for k, m in both if k == "edit_lines"]
+    assert "replace" not in {k for k, _ in decode.draft_prompts("x = 1\n" * 5, "m.py")}
     with pytest.raises(ValueError, match="unknown tools"):
         renderer.constraint(only=("edit",))

@@ -67,13 +67,18 @@ def main(args: Sequence[str]) -> int:
         p.error(f"unknown parts {sorted(unknown)}")
     cfg = parse_config(rest)
     backend = build_backend(chz.replace(cfg, decode_int8=False))
-    renderer = make_renderer(backend)
+    renderer = make_renderer(backend, cfg)  # `edit_tool=both` adds `replace` calls to the drafts part
+    shown = [t["function"]["name"] for t in renderer.tools]
+
+    def prompts() -> list[Any]:
+        return decode.draft_prompts(*_draft_file(cfg), shown)
+
     res: dict[str, Any] = {
         "command": "continualcode bench speed " + " ".join(args), "model": backend.model_id,
         "dtype": str(getattr(backend, "dtype", "")), "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "repeats": ns.repeats,
         "config": {"distill_loss": cfg.distill_loss, "kl_beta": cfg.kl_beta, "prefix_grad": cfg.prefix_grad,
-                   "draft": cfg.draft, "threads": cfg.threads},
+                   "draft": cfg.draft, "threads": cfg.threads, "edit_tool": cfg.edit_tool},
     }
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -94,18 +99,18 @@ def main(args: Sequence[str]) -> int:
     run("graphs", lambda: decode.graphs(backend, renderer, cfg, ns.repeats))
     if "speedup" in res.get("graphs", {}).get("by_length", [{}])[0]:
         res["graphs_speedup"] = res["graphs"]["graphs_speedup"]
-    run("drafts", lambda: decode.drafts(backend, renderer, decode.draft_prompts(*_draft_file(cfg))))
+    run("drafts", lambda: decode.drafts(backend, renderer, prompts()))
     if "drafts" in res:
         res["draft_speedup"] = _speedups(res["drafts"])
     lengths = [int(x) for x in ns.lengths.split(",") if x]
     run("step", lambda: step.bench_step(backend, renderer, cfg, lengths, ns.completion, ns.repeats))
     run("start", lambda: start.bench_start(cfg, backend, ns.repeats))
-    run("int8", lambda: decode.int8(backend, renderer, decode.draft_prompts(*_draft_file(cfg)), ns.repeats))
+    run("int8", lambda: decode.int8(backend, renderer, prompts(), ns.repeats))
     run("fused", lambda: decode.fused(backend, renderer, ns.repeats,
                                       int8=(cfg.decode_int8 or "int8" in res) and backend.device.type == "cpu"))
     if "drafts" in parts and backend.device.type == "cpu" and ("int8" in res or ("fused" in res and cfg.decode_int8)):
         # the drafts again on the int8 copies (the CPU default): there a drafted run is compute-bound
-        run("drafts_int8", lambda: decode.drafts(backend, renderer, decode.draft_prompts(*_draft_file(cfg))), "drafts")
+        run("drafts_int8", lambda: decode.drafts(backend, renderer, prompts()), "drafts")
         res["draft_speedup_int8"] = _speedups(res["drafts_int8"])
     if "fused_speedup" in res.get("fused", {}):
         res["fused_speedup"] = res["fused"]["fused_speedup"]

@@ -172,8 +172,10 @@ def attention(backend: Any, renderer: Any, repeats: int, lengths: Sequence[int] 
     return {"by_length": rows}
 
 
-def draft_prompts(file_text: str, file_name: str) -> list[tuple[str, list[Any]]]:
-    """(intended tool kind, conversation) pairs whose next call copies from the context or not."""
+def draft_prompts(file_text: str, file_name: str, kinds: Sequence[str] = ("read", "edit_lines", "write"),
+                  ) -> list[tuple[str, list[Any]]]:
+    """(intended tool kind, conversation) pairs whose next call copies from the context or not, for the
+    `kinds` the renderer shows (the edits are asked of `edit_lines`, and of `replace` when it is shown)."""
     from continualcode.records import Message, ToolCall
 
     lines = file_text.splitlines()
@@ -184,16 +186,19 @@ def draft_prompts(file_text: str, file_name: str) -> list[tuple[str, list[Any]]]
         return [Message("user", task), Message("assistant", read), Message("tool", shown, {"tool": "read"})]
 
     first = next((i for i, line in enumerate(lines[:60]) if line.strip().startswith("def ")), 10)
-    return [
+    edits = [f"In {file_name}, add the comment '# checked' at the end of line {first + 1}, keeping the line "
+             "otherwise as it is.",
+             f"Indent nothing, change nothing else: replace lines 1 to 12 of {file_name} by the same lines, with "
+             "'xml' written as 'XML' in comments."]
+    prompts = [
         ("read", [Message("user", f"Show me the first lines of {file_name}.")]),
         ("read", [Message("user", f"What is in lines 100 to 140 of {file_name}?")]),
-        ("edit_lines", after_read(f"In {file_name}, add the comment '# checked' at the end of line {first + 1}, "
-                                  "keeping the line otherwise as it is.")),
-        ("edit_lines", after_read(f"Indent nothing, change nothing else: replace lines 1 to 12 of {file_name} by the "
-                                  "same lines, with 'xml' written as 'XML' in comments.")),
+        *(("edit_lines", after_read(task)) for task in edits),
         ("write", after_read(f"Create header.py holding exactly lines 1 to 25 of {file_name}.")),
         ("write", after_read("Copy the first 20 lines shown above into a new file notes.txt.")),
+        *(("replace", after_read(task)) for task in edits),
     ]
+    return [(kind, msgs) for kind, msgs in prompts if kind in kinds]
 
 
 def drafts(backend: Any, renderer: Any, prompts: Sequence[tuple[str, list[Any]]], *, max_tokens: int = 320,
