@@ -156,6 +156,10 @@ def test_task_measures_from_a_transcript() -> None:
     rescued = {**_call("read", 0, path="a.py"), "text": f"```json\n{fake}\n```"}
     m = task_measures([rescued, _decide(0.1, "approve")])
     assert m["valid"] == 0 and m["text_calls"] == 1 and m["calls"] == 1 and m["fake_tool_text"] == 0
+    # a call of a tool the default prompt does not show (`edit_tool=both` shows `replace`) is a valid call
+    replaced = _call("replace", 0, path="a.py", old_string="1", new_string="2")
+    m = task_measures([replaced, _decide(0.1, "approve")])
+    assert m["valid"] == 1 and m["text_calls"] == 0 and m["calls"] == 1
 
 
 def test_aggregate_top_level_and_breakdowns() -> None:

@@ -17,6 +17,7 @@ from continualcode.bench.tasks.taskfile import KINDS, SPLITS
 from continualcode.events import AssistantText, Decided, Proposal
 from continualcode.render import parse
 from continualcode.textcall import looks_like_call
+from continualcode.tools import TOOL_SCHEMAS
 
 GROUPS = ("kind", "split", "package")
 
@@ -24,13 +25,14 @@ GROUPS = ("kind", "split", "package")
 def _valid(p: dict[str, Any]) -> bool:
     """A proposal is valid when its raw text parses to a call, or is a text answer that is not a call
     written as text.  Judged on the text as sampled: a call the session recovered from prose (the
-    proposal's `call` set although its text is not a call) counts as invalid, and as a `text_call`."""
-    parsed = parse(str(p.get("text") or ""))
+    proposal's `call` set although its text is not a call) counts as invalid, and as a `text_call`.  A call
+    of any tool counts (the model may have been shown `replace`: `edit_tool`)."""
+    parsed = parse(str(p.get("text") or ""), TOOL_SCHEMAS)
     return parsed.call is not None or (parsed.text is not None and not looks_like_call(parsed.text))
 
 
 def _text_call(p: dict[str, Any]) -> bool:
-    return p.get("call") is not None and parse(str(p.get("text") or "")).call is None
+    return p.get("call") is not None and parse(str(p.get("text") or ""), TOOL_SCHEMAS).call is None
 
 
 def task_measures(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
