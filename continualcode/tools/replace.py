@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 _NUMBER = re.compile(r"^ *\d+\t")
 _INDENT = re.compile(r"[ \t]*")
 SHOW_PLACES = 5  # occurrences listed when old_string is not unique
+CLOSE_LINES = 20_000  # a refusal names the closest line in files up to this long (difflib: slow beyond)
 
 
 def plan_replace(text: str, old_string: str, new_string: str, *, rel: str,
@@ -132,7 +133,7 @@ def _loose_match(text: str, old_string: str) -> tuple[int, str, tuple[str, str]]
         return None
     lines = split_lines(text)
     have = [_norm(ln) for ln in lines]
-    hits = [i for i in range(len(lines) - len(want) + 1) if have[i:i + len(want)] == want]
+    hits = [i for i in range(len(lines) - len(want) + 1) if have[i] == want[0] and have[i:i + len(want)] == want]
     if len(hits) != 1:
         return None
     i = hits[0]
@@ -171,7 +172,7 @@ def _shift(s: str, shift: tuple[str, str]) -> str:
 def _not_found(text: str, old_string: str, rel: str) -> str:
     first = next((ln.strip() for ln in old_string.split("\n") if ln.strip()), "")
     have = [_norm(ln) for ln in split_lines(text)]
-    close = difflib.get_close_matches(first, have, n=1, cutoff=0.6) if first else []
+    close = difflib.get_close_matches(first, have, n=1, cutoff=0.6) if first and len(have) <= CLOSE_LINES else []
     if close:
         n = have.index(close[0]) + 1
         return (f"old_string is not in {rel}; its first line is closest to line {n}: {quote(close[0][:200])} "
