@@ -119,6 +119,7 @@ _PLACEHOLDER_RE = re.compile(r"^(/?path/to(/|$)|<[^<>]{1,40}>$|your[_-]?(file|pa
 # file's own lines is not: the 1.5B model wrote `<original content>` and `<original content of
 # inflection.py>` as a write's first line, over a 426-line module (`bench tasks`, dev and test splits).
 TEXT_ARGS = frozenset({"content", "old_string", "new_string"})
+STAND_IN_ARGS = frozenset({"content", "new_string"})  # old_string quotes the file: a line there is the file's
 _STAND_IN_RE = re.compile(
     r"^(<\s*(the\s+)?(original|existing|rest|previous|remaining|unchanged)\s[^<>=]{1,60}>"
     r"|(#|//)\s*\.{3}.{0,40}\b(rest|existing|original|unchanged|remaining|previous)\b.{0,40}$)", re.I)
@@ -133,7 +134,7 @@ def placeholder_argument(call: ToolCall) -> str | None:
         if not isinstance(value, str):
             continue
         if key in TEXT_ARGS:
-            if any(_STAND_IN_RE.match(line.strip()) for line in value.splitlines()):
+            if key in STAND_IN_ARGS and any(_STAND_IN_RE.match(line.strip()) for line in value.splitlines()):
                 return key
         elif value.strip().lower() in _PLACEHOLDER_VALUES or _PLACEHOLDER_RE.match(value.strip()):
             return key

@@ -128,6 +128,21 @@ def test_the_model_is_shown_and_told_the_edit_tools_the_setting_names(edit_tool:
     assert [t["function"]["name"] for t in DEFAULT_SCHEMAS] == [t["function"]["name"] for t in tool_schemas()]
 
 
+def test_a_line_standing_in_for_the_files_lines_is_a_placeholder_in_new_text_only() -> None:
+    from continualcode.records import ToolCall
+    from continualcode.render import placeholder_argument
+
+    def arg(**kw: str) -> str | None:
+        return placeholder_argument(ToolCall("replace", {"path": "a.py", "old_string": "x", "new_string": "y", **kw}))
+
+    assert arg(new_string="def f():\n    # ... rest of the code ...\n    return 2") == "new_string"
+    assert arg(new_string="<existing code of f>\nreturn 2") == "new_string"
+    assert arg(old_string="# ... rest of the code unchanged") is None  # quoting the file: it has that line
+    assert arg(new_string="str") is None and arg(new_string="<root attr>") is None  # real values
+    assert placeholder_argument(ToolCall("write", {"path": "a.py", "content": "<original content>"})) == "content"
+    assert placeholder_argument(ToolCall("write", {"path": "a.xml", "content": "<original>1</original>"})) is None
+
+
 def test_a_string_method_in_an_answer_is_not_a_call_written_as_text() -> None:
     assert not looks_like_call("kebabize returns word.replace('_', '-').lower()")
     assert looks_like_call('replace("setup.py", "1.2.2", "1.2.3")')
