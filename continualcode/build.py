@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from continualcode.backends.base import Backend
 from continualcode.config import Config
+from continualcode.models import builtin
 from continualcode.render import Renderer
 from continualcode.tools import tool_schemas
 
@@ -46,11 +47,25 @@ def build_backend(cfg: Config) -> Backend:
     )
 
 
+# The models whose committed figures (bench learn, bench tasks) were measured with `edit_lines` alone: with
+# `edit_tool=auto` they keep it; every other model is shown `replace` too (the 1.5B model solved the version
+# bumps with it on both halves of bench tasks, 2 up / 0 down, and never with line numbers; ANALYSIS.md).
+LINES_ONLY = frozenset({"qwen2.5-coder-0.5b", "smollm2-135m"})
+
+
+def edit_tool(cfg: Config) -> str:
+    """The edit tools `cfg` shows the model (`EDIT_TOOLS` key), `auto` resolved by the model."""
+    if cfg.edit_tool != "auto":
+        return cfg.edit_tool
+    model = builtin(cfg.model_name)
+    return "lines" if model is not None and model.name in LINES_ONLY else "both"
+
+
 def make_renderer(backend: Backend, cfg: Config | None = None, **kwargs: Any) -> Renderer:
     """The renderer for this backend's tokenizer and output vocabulary, showing the tools `cfg` sets
     (`edit_tool`; the default set without a config)."""
     if cfg is not None:
-        kwargs.setdefault("tools", tool_schemas(cfg.edit_tool))
+        kwargs.setdefault("tools", tool_schemas(edit_tool(cfg)))
     return Renderer(backend.tokenizer, vocab_size=backend.vocab_size, **kwargs)
 
 

@@ -175,9 +175,10 @@ class Config:
     """Run this task first."""
     result_cap: int = DEFAULT_RESULT_CAP
     """Most characters of a tool result shown to the model."""
-    edit_tool: Literal["lines", "replace", "both"] = "lines"
+    edit_tool: Literal["auto", "lines", "replace", "both"] = "auto"
     """The edit tool the model is shown: `edit_lines` (lines by number), `replace` (old text quoted, new text in
-    its place, as Claude Code's Edit), or both."""
+    its place, as Claude Code's Edit), or both; auto: `lines` for the 0.5B and 135M built-ins (their measured
+    figures), both for every other model (`build.edit_tool`)."""
     read_outline: bool = False
     """A read from the top of a Python file too long to show whole ends with its classes and functions.  Off:
     no gain measured on the 0.5B or the 1.5B model (bench/results/tasks/ANALYSIS.md), and its room comes

@@ -143,6 +143,18 @@ def test_a_line_standing_in_for_the_files_lines_is_a_placeholder_in_new_text_onl
     assert placeholder_argument(ToolCall("write", {"path": "a.xml", "content": "<original>1</original>"})) is None
 
 
+@pytest.mark.parametrize(("model", "setting", "shown"), [
+    ("qwen2.5-coder-0.5b", "auto", "lines"), ("default", "auto", "lines"), ("smollm2", "auto", "lines"),
+    ("qwen2.5-coder-1.5b", "auto", "both"), ("Qwen/Qwen3-4B-Instruct-2507", "auto", "both"),
+    ("qwen2.5-coder-1.5b", "lines", "lines"), ("qwen2.5-coder-0.5b", "replace", "replace")])
+def test_auto_keeps_line_edits_for_the_models_measured_with_them_and_adds_replace_for_others(
+        model: str, setting: str, shown: str) -> None:
+    from continualcode.build import edit_tool
+    from continualcode.config import parse_config
+
+    assert edit_tool(parse_config([f"model_name={model}", f"edit_tool={setting}"])) == shown
+
+
 def test_a_string_method_in_an_answer_is_not_a_call_written_as_text() -> None:
     assert not looks_like_call("kebabize returns word.replace('_', '-').lower()")
     assert looks_like_call('replace("setup.py", "1.2.2", "1.2.3")')
