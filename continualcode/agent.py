@@ -169,9 +169,7 @@ class Session:
         self.learn_from_approved_retry = learn_from_approved_retry
         self.overview = overview
         self.notes = notes or (lambda: "")  # asked at each task: what opens its user turn (app.py: new rules)
-        self.rails = Rails(partial(_file_key, workspace), on=self.sampling.guard_rails,
-                           breaks=partial(_breaks, workspace), mend=partial(_mend, workspace),
-                           cuts=partial(_cuts, workspace))
+        self.rails = _rails(workspace, self.sampling.guard_rails)
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
         self._contrast: Callable[[], list[int]] | None = None  # after a correction: the retry's prompt without it
@@ -462,6 +460,12 @@ def _file_key(workspace: Workspace, call: ToolCall) -> str:
         return str(workspace.resolve(str(call.arguments.get("path", ""))))
     except Exception:  # an unusable path: the tool itself will refuse it with a clear line
         return ""
+
+
+def _rails(workspace: Workspace, on: bool) -> Rails:
+    """A session's rails, judging changes against the workspace's files."""
+    return Rails(partial(_file_key, workspace), on=on, breaks=partial(_breaks, workspace),
+                 mend=partial(_mend, workspace), cuts=partial(_cuts, workspace))
 
 
 def _breaks(workspace: Workspace, call: ToolCall) -> str | None:
