@@ -95,6 +95,9 @@ def test_a_change_that_breaks_python_is_flagged_before_and_after(ws: Workspace) 
     assert ws.breaks_syntax("replace", args) is not None
     assert "no longer parses as Python" in ws.preview("replace", args)
     assert ws.breaks_syntax("replace", {**args, "new_string": "def g():"}) is None
+    # judged as it would run: with replace_all, every occurrence (here: both `x`s become `(`)
+    assert ws.breaks_syntax("replace", {"path": "setup.py", "old_string": "x", "new_string": "(",
+                                        "replace_all": True}) is not None
 
 
 def test_replace_all_changes_every_occurrence_and_says_where(ws: Workspace) -> None:

@@ -126,11 +126,12 @@ class Workspace(ConfinedDir):
             kwargs = validate_args(name, args)
             target = self.resolve(kwargs["path"])
             rel = self.rel(target)
-            old = read_text_for_edit(target, rel, must_exist=name == "edit_lines")
+            old = read_text_for_edit(target, rel, must_exist=name != "write")
             if name == "write":
                 return rel, old, kwargs["content"]
             if name == "replace":
-                return rel, old, plan_replace(old, kwargs["old_string"], kwargs["new_string"], rel=rel)[0]
+                return rel, old, plan_replace(old, kwargs["old_string"], kwargs["new_string"], rel=rel,
+                                              replace_all=kwargs["replace_all"])[0]
             return rel, old, plan_edit(old, kwargs["start_line"], kwargs["end_line"], kwargs["content"], rel=rel)[0]
         except Exception:
             return None
