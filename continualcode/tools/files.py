@@ -130,16 +130,16 @@ def write(ws: Workspace, path: str, content: str) -> tuple[bool, str]:
     before = syntax_error(old_text, rel) if existed else None
     _write_file(target, _encode(content))
     n = len(split_lines(content))
-    was = len(split_lines(old_text)) if existed else 0
-    shrunk = f"\nwarning: {rel} went from {was} lines to {n}" if cuts_most(was, n) else ""
+    shrunk = f"\nwarning: {rel} went from {cut[0]} lines to {cut[1]}" if (cut := cuts_most(old_text, content)) else ""
     return True, f"wrote {n} line{'s' * (n != 1)} to {rel}" + ("" if existed else " (new file)") + \
         syntax_note(before, syntax_error(content, rel)) + shrunk
 
 
-def cuts_most(was: int, now: int) -> bool:
-    """Whether a write leaves a file of 20 lines or more with less than half of them (a small model's
-    write of the one function it means to add, over the whole module)."""
-    return was >= 20 and now < was // 2
+def cuts_most(old: str, new: str) -> tuple[int, int] | None:
+    """(lines before, lines after) when a write leaves a file of 20 lines or more with less than half of them
+    (a small model's write of the one function it means to add, over the whole module); None otherwise."""
+    was, now = len(split_lines(old)), len(split_lines(new))
+    return (was, now) if was >= 20 and now < was // 2 else None
 
 
 def preview_write(ws: Workspace, path: str, content: str) -> str:
@@ -149,10 +149,10 @@ def preview_write(ws: Workspace, path: str, content: str) -> str:
         size, n = target.stat().st_size, len(split_lines(content))
         return f"overwrite binary file {rel} ({size} bytes) with {n} lines"
     old = read_text_for_edit(target, rel)
-    was, now = len(split_lines(old)), len(split_lines(content))
+    cut = cuts_most(old, content)
     return _diff(old, content, rel) + syntax_note(syntax_error(old, rel) if old else None,
                                                    syntax_error(content, rel)) + \
-        (f"\nwarning: {rel} would go from {was} lines to {now}" if cuts_most(was, now) else "")
+        (f"\nwarning: {rel} would go from {cut[0]} lines to {cut[1]}" if cut else "")
 
 
 WRITE = Tool(

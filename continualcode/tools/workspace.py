@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from continualcode.tools.base import ToolError, ToolResult, cap_text, clean, one_line
-from continualcode.tools.files import cuts_most, plan_edit, read_text_for_edit, split_lines
+from continualcode.tools.files import cuts_most, plan_edit, read_text_for_edit
 from continualcode.tools.paths import ConfinedDir
 from continualcode.tools.replace import plan_replace
 from continualcode.tools.sandbox import Sandbox, SandboxUnavailable, say_unavailable_once, unavailable
@@ -95,8 +95,8 @@ class Workspace(ConfinedDir):
         if planned is None:
             return None
         rel, old, new = planned
-        was, now = len(split_lines(old)), len(split_lines(new))
-        return f"{rel} from {was} lines to {now}" if cuts_most(was, now) else None
+        cut = cuts_most(old, new)
+        return f"{rel} from {cut[0]} lines to {cut[1]}" if cut else None
 
     def reindented(self, name: str, args: Mapping[str, Any]) -> dict[str, Any] | None:
         """An edit_lines that would break a Python file that parses, shifted to the first indentation
