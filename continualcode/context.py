@@ -156,10 +156,12 @@ def _source(path: Path) -> str | None:
 def project_overview(workspace: Any, limit: int = OVERVIEW_FILES, outline_chars: int = 0) -> str:
     """A short listing of the project's files for the model's first turn (real paths, so that it need not
     guess them): source code first, then tests and set-up scripts, then everything else (docs, licences,
-    metadata), each group shallowest first; hidden files and directories are left out.  Then, in `outline_chars`
+    metadata), each group shallowest first; hidden files and directories are left out, and so are empty files
+    (nothing to read: both built-in models opened inflection's tasks on its empty `py.typed`, listed last, and
+    the 1.5B model wrote a new function into it).  Then, in `outline_chars`
     at most, the classes and functions of its Python files with their lines (`outline.py`): the code
     first, tests and set-up scripts after, as far as the budget goes.  "" for an empty project."""
-    files = [rel for rel, _ in _project_files(workspace)]
+    files = [rel for rel, real in _project_files(workspace) if not _empty(real)]
     if not files:
         return ""
     files.sort(key=lambda f: (_listing_rank(f), f.count("/"), f))
@@ -169,6 +171,13 @@ def project_overview(workspace: Any, limit: int = OVERVIEW_FILES, outline_chars:
     if outline_chars > 0 and (defs := _outline(workspace, files, outline_chars)):
         text += f"\n\nClasses and functions {LEGEND}\n" + defs
     return text
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 CODE_SUFFIXES = (".py", ".pyi", ".pyx", ".js", ".jsx", ".ts", ".tsx", ".go", ".rs", ".c", ".h", ".cc", ".cpp",

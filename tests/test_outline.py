@@ -94,6 +94,18 @@ def test_overview_lists_the_code_then_tests_and_setup_then_the_rest_each_shallow
                       "AUTHORS.rst", "LICENSE", "pkg/py.typed"]
 
 
+def test_overview_leaves_out_empty_files(tmp_path: Path) -> None:
+    """Both built-in models opened inflection's tasks by reading its empty `py.typed` (listed last); the 1.5B
+    model then wrote the asked-for function into it.  An empty file has nothing to read: not listed."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "core.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "pkg" / "py.typed").write_text("")
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    assert project_overview(Workspace(tmp_path)).split("\n")[1:] == ["pkg/core.py"]
+    (tmp_path / "pkg" / "core.py").write_text("")
+    assert project_overview(Workspace(tmp_path)) == ""  # nothing to show, as for an empty project
+
+
 def test_reindent_keeps_relative_indentation() -> None:
     assert reindent("if x:\n    y()\n\nz()", "        ") == "        if x:\n            y()\n\n        z()"
     assert reindent("        a\n          b", "    ") == "    a\n      b"
