@@ -506,7 +506,8 @@ def test_an_empty_grep_says_where_the_pattern_matches_in_the_whole_project_or_as
 def test_an_empty_grep_tries_either_quote_and_the_definition_of_a_dotted_names_last_part(ws: Workspace) -> None:
     """The 1.5B model grepped `pluralize\\('sheep'\\)` where the code says `pluralize("sheep")`, and
     `Job.until` for a method written `def until`, then repeated the empty search: the wider search now tries
-    the pattern with either quote, and for a dotted name the definition of its last part."""
+    the pattern with either quote, and for a dotted name the definition of its last part (first: grepping
+    `xmltodict.unparse` in *.py, the 1.5B model was shown its use in PKG-INFO and rewrote PKG-INFO)."""
     (ws.root / "pkg").mkdir()
     (ws.root / "pkg/core.py").write_text(
         'class Job:\n    def until(self, t):\n        return t\n\nx = pluralize("sheep")\n')
@@ -521,6 +522,10 @@ def test_an_empty_grep_tries_either_quote_and_the_definition_of_a_dotted_names_l
         assert ok(ws, "grep", pattern=dotted, path="pkg") == (
             f"no matches for {quote(dotted)} in pkg\nthe definition of 'until', in the whole project it matches:\n"
             "pkg/core.py:2:     def until(self, t):")
+    (ws.root / "README.md").write_text("Use it as pkg.until(t) or Job.until(t).\n")
+    assert ok(ws, "grep", pattern="Job.until", include="*.py") == (  # the definition before the docs' use
+        "no matches for 'Job.until' in .\nthe definition of 'until', in the whole project it matches:\n"
+        "pkg/core.py:2:     def until(self, t):")
     assert ok(ws, "grep", pattern="Job.since") == "no matches for 'Job.since' in ."  # nowhere: nothing added
     assert ok(ws, "grep", pattern="1.2.3") == "no matches for '1.2.3' in ."  # a version is not a dotted name
 

@@ -129,13 +129,18 @@ ELSEWHERE_CAP = 10  # hits shown from the widened search after an empty one
 
 def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed: bool) -> str:
     """After an empty search: the hits of the first of these wider searches that finds any, said as such —
-    the same pattern in the whole project (every file); the pattern as plain text; with either quote
-    character where it has one; for a dotted name (`Job.until`, `Job\\.until()`), the definition of its last
-    name.  The 0.5B model grepped one wrong file (or a file as `include`), or a call's text full of regex
+    for a dotted name (`Job.until`, `Job\\.until()`), the definition of its last name; the same pattern in
+    the whole project (every file); the pattern as plain text; with either quote character where it has one.
+    The 0.5B model grepped one wrong file (or a file as `include`), or a call's text full of regex
     characters, and repeated the empty search until its turns ran out; the 1.5B model grepped
     `pluralize\\('sheep'\\)` where the code says `pluralize("sheep")`, and `Job.until` for a method written
-    `def until` (`bench tasks`)."""
+    `def until` (`bench tasks`).  The definition comes first: grepping `xmltodict.unparse` in the Python
+    files, the 1.5B model was shown its use in PKG-INFO's docs, then read and rewrote PKG-INFO."""
     tries: list[tuple[str, str]] = []
+    if dotted := _DOTTED.match(pattern.replace("\\", "")):  # first: its text may be only in the docs
+        name = dotted.group(1)
+        tries.append((rf"^\s*(?:async\s+)?(?:def|class)\s+{name}\b",
+                      f"the definition of {quote(name)}, in the whole project"))
     if narrowed:
         tries.append((pattern, "in the whole project"))
     plain = re.escape(pattern).replace("\\ ", " ")
@@ -144,10 +149,6 @@ def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed:
     if "'" in pattern or '"' in pattern:
         tries += [(re.sub("[\"']", "[\"']", p), "with either quote, in the whole project")
                   for p in dict.fromkeys((pattern, plain))]  # one search when the pattern is plain text already
-    if dotted := _DOTTED.match(pattern.replace("\\", "")):
-        name = dotted.group(1)
-        tries.append((rf"^\s*(?:async\s+)?(?:def|class)\s+{name}\b",
-                      f"the definition of {quote(name)}, in the whole project"))
     files = _grep_files(ws, ws.root, None)[0] if tries else []
     for rx, where in tries:
         try:
