@@ -47,25 +47,40 @@ def build_backend(cfg: Config) -> Backend:
     )
 
 
-# The models whose committed figures (bench learn, bench tasks) were measured with `edit_lines` alone: with
-# `edit_tool=auto` they keep it; every other model is shown `replace` too (the 1.5B model solved the version
-# bumps with it on both halves of bench tasks, 2 up / 0 down, and never with line numbers; ANALYSIS.md).
-LINES_ONLY = frozenset({"qwen2.5-coder-0.5b", "smollm2-135m"})
+# The models whose committed figures (bench learn, bench tasks) were measured with `edit_lines` alone and the
+# worked example that reads: with `auto` they keep both; every other model is shown `replace` too (the 1.5B
+# model solved the version bumps with it on both halves of bench tasks, 2 up / 0 down, and never with line
+# numbers) and the example that searches first (its first call on the right module 8 -> 15 of 16 dev tasks;
+# bench/results/tasks/ANALYSIS.md).
+AS_MEASURED = frozenset({"qwen2.5-coder-0.5b", "smollm2-135m"})
+
+
+def _as_measured(cfg: Config) -> bool:
+    model = builtin(cfg.model_name)
+    return model is not None and model.name in AS_MEASURED
 
 
 def edit_tool(cfg: Config) -> str:
     """The edit tools `cfg` shows the model (`EDIT_TOOLS` key), `auto` resolved by the model."""
     if cfg.edit_tool != "auto":
         return cfg.edit_tool
-    model = builtin(cfg.model_name)
-    return "lines" if model is not None and model.name in LINES_ONLY else "both"
+    return "lines" if _as_measured(cfg) else "both"
+
+
+def worked_example(cfg: Config) -> str:
+    """The worked exchange `cfg` shows a native-template model (`render.EXAMPLES` key), `auto` resolved by the
+    model."""
+    if cfg.worked_example != "auto":
+        return cfg.worked_example
+    return "read" if _as_measured(cfg) else "grep"
 
 
 def make_renderer(backend: Backend, cfg: Config | None = None, **kwargs: Any) -> Renderer:
-    """The renderer for this backend's tokenizer and output vocabulary, showing the tools `cfg` sets
-    (`edit_tool`; the default set without a config)."""
+    """The renderer for this backend's tokenizer and output vocabulary, showing the tools and the worked example
+    `cfg` sets (`edit_tool`, `worked_example`; the default set and the read example without a config)."""
     if cfg is not None:
         kwargs.setdefault("tools", tool_schemas(edit_tool(cfg)))
+        kwargs.setdefault("example", worked_example(cfg))
     return Renderer(backend.tokenizer, vocab_size=backend.vocab_size, **kwargs)
 
 

@@ -107,7 +107,7 @@ def replay(args: Sequence[str]) -> int:
     except BackendError as e:
         print(f"continualcode: {e}")
         return 1
-    learner = Learner(backend, make_renderer(backend), cfg.learn_config())  # replay learns even if training is off
+    learner = Learner(backend, make_renderer(backend, cfg), cfg.learn_config())  # replay learns even if training is off
     steps = 0
     for c in corrections:
         first = learner(c)

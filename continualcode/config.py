@@ -179,6 +179,11 @@ class Config:
     """The edit tool the model is shown: `edit_lines` (lines by number), `replace` (old text quoted, new text in
     its place, as Claude Code's Edit), or both; auto: `lines` for the 0.5B and 135M built-ins (their measured
     figures), both for every other model (`build.edit_tool`)."""
+    worked_example: Literal["auto", "read", "grep"] = "auto"
+    """The worked exchange before a session's first task (native tool templates): `read` (a map of definitions
+    in the listing, a read at the function's line) or `grep` (a search for the definition over the whole
+    project, then the read); auto: `read` for the 0.5B and 135M built-ins (their measured figures), `grep` for
+    every other model (`build.worked_example`)."""
     read_outline: bool = False
     """A read from the top of a Python file too long to show whole ends with its classes and functions.  Off:
     no gain measured on the 0.5B or the 1.5B model (bench/results/tasks/ANALYSIS.md), and its room comes
@@ -317,6 +322,7 @@ CHECKS: dict[str, Check] = {
     "result_cap": _number(500, 10_000_000),
     "read_outline": _any,
     "edit_tool": _any,  # a Literal: chz refuses other values
+    "worked_example": _any,  # a Literal
     "bash_timeout": _number(1, 3600),
     "pass_secrets": _any,
     "sandbox": _any,

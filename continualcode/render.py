@@ -181,10 +181,29 @@ NATIVE_EXAMPLE: tuple[tuple[Role, str], ...] = (
 )
 
 
+# The same question answered by a search first: `grep` for the definition over the whole project, then the read
+# at its line.  The listing has a test and a docs file beside the code, and no map of definitions (the real
+# first turn has none either: `repo_map=0`).  On the dev split's first calls (`bench/results/tasks/first-call/
+# example/`) the 1.5B model opened 15 of 16 tasks on the package's module or a search of the whole project
+# with it, 8 with NATIVE_EXAMPLE (7 up / 0 down, p = 0.016: it grepped `docs/conf.py` or a test file for the
+# function asked about); the 0.5B model 15 of 16 against 13 (2 up / 0 down).
+GREP_EXAMPLE: tuple[tuple[Role, str], ...] = (
+    ("user", "Files in the project (the workspace root is '.'):\napp/hello.py\ntests/test_hello.py\ndocs/conf.py\n"
+             "README.md\n\nWhat does greet() return?"),
+    ("assistant", ToolCall("grep", {"pattern": "def greet", "path": "."}).to_text()),
+    ("tool", "app/hello.py:3: def greet(name):"),
+    NATIVE_EXAMPLE[1],
+    NATIVE_EXAMPLE[2],
+    NATIVE_EXAMPLE[3],
+)
+# config `worked_example` (`build.worked_example` resolves `auto`)
+EXAMPLES: dict[str, tuple[tuple[Role, str], ...]] = {"read": NATIVE_EXAMPLE, "grep": GREP_EXAMPLE}
+
+
 # The files the worked examples name: a call that names one the project does not have copied it from the
 # example (`rails.py`; the 0.5B model ran `bash app/hello.py` for "run greet.py" and grepped with
 # include `app/hello.py` at a session's first call).
-EXAMPLE_FILES = frozenset({"app/hello.py", "hello.py"})
+EXAMPLE_FILES = frozenset({"app/hello.py", "hello.py", "tests/test_hello.py", "test_hello.py", "docs/conf.py"})
 
 
 class Renderer:
@@ -200,6 +219,7 @@ class Renderer:
         vocab_size: int | None = None,
         keep_results: int = KEEP_RESULTS,
         task_notes: str = "",
+        example: str = "read",
     ) -> None:
         self.tok = tokenizer
         self.tools = list(tools)
@@ -210,6 +230,7 @@ class Renderer:
         self.style = ("native" if native else "fallback") if style == "auto" else style
         self.system_prompt = edit_hint(system_prompt, self.tools)
         self.task_notes = task_notes  # opens the conversation's first user turn, after the project listing
+        self.example = EXAMPLES[example]  # the native template's worked exchange (`EXAMPLES`)
         self.keep_results = keep_results
         self.vocab_size = vocab_size or len(tokenizer)
         self.stop_ids = stop_token_ids(tokenizer)
@@ -230,8 +251,8 @@ class Renderer:
                 f'{CALL_OPEN}{{"name": TOOL, "arguments": {{...}}}}{CALL_CLOSE}'
             )
         out.append({"role": "system", "content": system})
-        example = FALLBACK_EXAMPLE if self.style == "fallback" else NATIVE_EXAMPLE if self.tools else ()
-        if example is NATIVE_EXAMPLE and any(m.role == "tool" for m in messages):
+        example = FALLBACK_EXAMPLE if self.style == "fallback" else self.example if self.tools else ()
+        if example is self.example and any(m.role == "tool" for m in messages):
             example = ()  # the conversation has its own calls now; the 0.5B model copied the example's answer
         out.extend({"role": r, "content": c} for r, c in example)
         pending: list[str] = []  # the session's own system text (the project overview): opens the next user turn

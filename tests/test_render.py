@@ -165,3 +165,42 @@ def test_task_notes_open_the_first_user_turn_only(tmp_path) -> None:
     assert sum("grep first" in m["content"] for m in msgs) == 1
     plain = Renderer(NativeTok()).to_template_messages([Message("user", "find f")])
     assert plain[-1]["content"] == "find f" and msgs[0] == plain[0]
+
+
+def test_the_grep_example_searches_the_whole_project_then_reads_at_the_hit_and_goes_after_a_tool_result() -> None:
+    """`worked_example=grep`: the example answers by a search for the definition over the whole project (`.`),
+    then the read at its line; like the read example it is gone once the conversation has a tool result."""
+    from continualcode.render import GREP_EXAMPLE
+
+    class NativeTok:
+        chat_template = "{{ tools }} <tool_call>"
+
+        def __len__(self) -> int:
+            return 10
+
+    r = Renderer(NativeTok(), example="grep")
+    msgs = r.to_template_messages([Message("user", "task")])
+    assert [m["role"] for m in msgs] == ["system", *(role for role, _ in GREP_EXAMPLE), "user"]
+    calls = [m["content"] for m in msgs if m["role"] == "assistant" and "<tool_call>" in m["content"]]
+    assert [c.split('"name": "')[1].split('"')[0] for c in calls] == ["grep", "read"]
+    assert '"path": "."' in calls[0] and '"offset": 3' in calls[1]  # the whole project, then the hit's line
+    assert "tests/test_hello.py" in msgs[1]["content"] and "Classes and functions" not in msgs[1]["content"]
+    later = r.to_template_messages([Message("user", "task"), Message("assistant", "<tool_call>x</tool_call>"),
+                                    Message("tool", "1\tx = 1")])
+    assert not any("greet" in m["content"] for m in later)
+    with pytest.raises(KeyError):
+        Renderer(NativeTok(), example="none")
+
+
+@pytest.mark.parametrize(("model", "setting", "shown"), [
+    ("qwen2.5-coder-0.5b", "auto", "read"), ("smollm2-135m", "auto", "read"),
+    ("qwen2.5-coder-1.5b", "auto", "grep"), ("Qwen/Qwen3-4B-Instruct-2507", "auto", "grep"),
+    ("qwen2.5-coder-0.5b", "grep", "grep"), ("qwen2.5-coder-1.5b", "read", "read")])
+def test_auto_keeps_the_read_example_for_the_models_measured_with_it_and_searches_first_for_others(
+        model: str, setting: str, shown: str) -> None:
+    from continualcode.build import worked_example
+    from continualcode.config import UsageError, parse_config
+
+    assert worked_example(parse_config([f"model_name={model}", f"worked_example={setting}"])) == shown
+    with pytest.raises(UsageError, match="worked_example"):
+        parse_config(["worked_example=map"])

@@ -51,7 +51,7 @@ def main(args: Sequence[str]) -> int:
 
     from continualcode.bench.speed import decode, session, start, step
     from continualcode.bench.speed.report import to_markdown
-    from continualcode.build import build_backend, edit_tool, make_renderer
+    from continualcode.build import build_backend, edit_tool, make_renderer, worked_example
     from continualcode.config import parse_config
 
     p = argparse.ArgumentParser(prog="continualcode bench speed")
@@ -78,7 +78,8 @@ def main(args: Sequence[str]) -> int:
         "dtype": str(getattr(backend, "dtype", "")), "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "repeats": ns.repeats,
         "config": {"distill_loss": cfg.distill_loss, "kl_beta": cfg.kl_beta, "prefix_grad": cfg.prefix_grad,
-                   "draft": cfg.draft, "threads": cfg.threads, "edit_tool": edit_tool(cfg)},
+                   "draft": cfg.draft, "threads": cfg.threads, "edit_tool": edit_tool(cfg),
+                   "worked_example": worked_example(cfg)},
     }
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
