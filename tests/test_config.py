@@ -64,6 +64,7 @@ BAD: dict[str, list[str]] = {
     "memory_at": ["user", ""],
     "read_outline": ["sometimes"],
     "edit_tool": ["patch", ""],
+    "worked_example": ["map", ""],
     "learn_from_approved_retry": ["2"],
     "max_kl": ["nan", "-1", "0", "-inf"],
     "prefix_grad": ["x"],
