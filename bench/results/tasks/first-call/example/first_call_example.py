@@ -1,9 +1,18 @@
-"""First proposal per bench task under worked-example variants.
-    python first_call_example.py MODEL SPLIT VARIANT[,VARIANT] OUT.jsonl
+"""The first proposal on each bench task under worked-example variants (an experiment; README.md beside it).
+
+    python bench/results/tasks/first-call/example/first_call_example.py MODEL SPLIT VARIANT[,VARIANT] OUT.jsonl
+
+Run on acb9ab7's code: it patches `render.NATIVE_EXAMPLE`, which that renderer read (the product now picks its
+example with `worked_example`; `grep` here is `render.GREP_EXAMPLE`).  A record of how the figures were made.
 """
 from __future__ import annotations
-import json, sys, tempfile, time
+
+import json
+import sys
+import tempfile
+import time
 from pathlib import Path
+
 import continualcode.render as render
 from continualcode.agent import Abort, Session
 from continualcode.bench.tasks.packages import PINS, copy_tree, source
@@ -16,9 +25,11 @@ from continualcode.records import ToolCall
 from continualcode.tools import Workspace
 
 NOW = render.NATIVE_EXAMPLE
-LISTING = "Files in the project (the workspace root is '.'):\napp/hello.py\ntests/test_hello.py\ndocs/conf.py\nREADME.md\n\n"
+LISTING = ("Files in the project (the workspace root is '.'):\n"
+           "app/hello.py\ntests/test_hello.py\ndocs/conf.py\nREADME.md\n\n")
 MAP = f"Classes and functions {render.LEGEND}\napp/hello.py\n  3: def greet(name) \u2014 The greeting for a name.\n\n"
-READ = ("tool", '     3\tdef greet(name):\n     4\t    """The greeting for a name."""\n     5\t    return f"Hello, {name}!"')
+READ = ("tool", '     3\tdef greet(name):\n     4\t    """The greeting for a name."""\n'
+               '     5\t    return f"Hello, {name}!"')
 ANSWER = ("assistant", 'greet(name) in app/hello.py (line 3) returns the greeting "Hello, <name>!".')
 DECOYS = (("user", LISTING + MAP + "What does greet() return?"), NOW[1], NOW[2], NOW[3])
 GREP = (("user", LISTING + "What does greet() return?"),
@@ -46,7 +57,8 @@ def main(model, split, variants, out_path):
                     apply_ops(root, t.setup)
                     ws = Workspace(root)
                     events = []
-                    s = Session(backend, renderer, ws, Stop(), sampling=cfg.sampling_config(), on_event=events.append, seed=0)
+                    s = Session(backend, renderer, ws, Stop(), sampling=cfg.sampling_config(),
+                                on_event=events.append, seed=0)
                     t0 = time.time()
                     s.run_task(t.task)
                     props = [e for e in events if isinstance(e, Proposal)]
@@ -54,7 +66,8 @@ def main(model, split, variants, out_path):
                     row = {"variant": v, "task": t.id, "call": first.call if first else None,
                            "text": (first.text or "")[:200] if first else "", "n_props": len(props),
                            "s": round(time.time() - t0, 1)}
-                    out.write(json.dumps(row) + "\n"); out.flush()
+                    out.write(json.dumps(row) + "\n")
+                    out.flush()
                     print(v, t.id, row["call"], round(time.time()-t0), flush=True)
 
 if __name__ == "__main__":
