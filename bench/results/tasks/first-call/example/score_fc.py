@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import sys
-from math import comb
 from pathlib import Path
+
+from continualcode.bench.learn.metrics import sign_test
 
 MAIN = {"inflection": "inflection/__init__.py", "parse": "parse.py", "schedule": "schedule/__init__.py",
         "xmltodict": "xmltodict.py"}
@@ -35,10 +36,8 @@ def main() -> None:
         keys = [k for k in got if k in scores[base]]
         up = sum(got[k] > scores[base][k] for k in keys)
         down = sum(got[k] < scores[base][k] for k in keys)
-        n = up + down
-        p = min(1.0, 2 * sum(comb(n, i) for i in range(min(up, down) + 1)) / 2**n) if n else 1.0
         print(f"{variant:10} n {len(keys)}  on the main module {sum(got[k] for k in keys)}  "
-              f"vs {base}: up {up} down {down} p {p:.3f}")
+              f"vs {base}: up {up} down {down} p {sign_test(up, down):.3f}")
 
 
 if __name__ == "__main__":
