@@ -153,7 +153,7 @@ class Session:
         seed: int | None = None,
         learn_from_approved_retry: bool = False,
         overview: bool = True,
-        notes: Callable[[], str] | None = None,
+        notes: Callable[[str], str] | None = None,
     ) -> None:
         self.backend = backend
         self.renderer = renderer
@@ -168,7 +168,7 @@ class Session:
         self.seed = seed
         self.learn_from_approved_retry = learn_from_approved_retry
         self.overview = overview
-        self.notes = notes or (lambda: "")  # asked at each task: what opens its user turn (app.py: new rules)
+        self.notes = notes or (lambda _task: "")  # asked at each task: what opens its user turn (app.py: its rules)
         self.rails = _rails(workspace, self.sampling.guard_rails)
         self._n_samples = 0
         self._constraints: dict[bool, Any] = {}
@@ -290,7 +290,7 @@ class Session:
 
     def _run_task(self, task: str) -> TaskResult:
         self._emit(UserTask(task))
-        meta = task_meta(self.messages, self.sampling.earlier_tasks, self.notes())
+        meta = task_meta(self.messages, self.sampling.earlier_tasks, self.notes(task))
         if (not self.messages or FRESH in meta) and self.overview and (listing := task_overview(
                 self.workspace, task, outline_chars=self.sampling.repo_map, code_chars=self.sampling.retrieve)):
             self._add(Message("system", listing))

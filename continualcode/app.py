@@ -41,11 +41,11 @@ from continualcode.learn.memory import HEADER as MEMORY_HEADER
 from continualcode.learn.memory import (
     MEMORY_FILE,
     Memory,
-    later_block,
     project_block,
     prompt_texts,
     workspace_notes,
 )
+from continualcode.learn.recall import TaskRules
 from continualcode.records import Correction, Message
 from continualcode.render import SYSTEM_PROMPT
 from continualcode.settle import Settling, pending, show
@@ -97,18 +97,21 @@ class Recorder:
     state: Path
     display: Display
     memory: Memory | None = None
+    task: str = ""  # the task at hand: a rule from a correction is kept with it (learn/recall.py matches on it)
     steps_since_save: int = 0
     heatmaps: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def __call__(self, ev: Event) -> None:
         self.display.show(ev)
+        if isinstance(ev, UserTask):
+            self.task = ev.text
         if not ev.JOURNALED:
             return
         self.journal.append(ev.TYPE, **ev.record())
         if isinstance(ev, Learned):
             self._learned(ev)
         elif isinstance(ev, Decided) and ev.kind in ("deny", "feedback") and ev.text and self.memory is not None:
-            self.memory.add(ev.text)  # opens this session's later tasks, and every later session
+            self.memory.add(ev.text, task=self.task)  # for this session's later tasks, and every later session
 
     def _learned(self, ev: Learned) -> None:
         self.journal.log_metrics(ev.metrics)
@@ -208,7 +211,9 @@ class App:
         state = state if state is not None else project_state(cfg)
         memory = Memory(state / MEMORY_FILE) if cfg.memory else None
         root = Path(cfg.workspace).expanduser()
-        block = project_block(memory.rules, workspace_notes(root)) if memory is not None else ""
+        # the rules: all of them in the system prompt (memory_at=system), or a task's own opening its turn
+        opening = memory.rules if memory is not None and cfg.memory_at == "system" else []
+        block = project_block(opening, workspace_notes(root)) if memory is not None else ""
         parts = build_parts(cfg, backend, prompts=lambda c: project_tasks(state, c),
                             **prompt_texts(SYSTEM_PROMPT, block, cfg.memory_at))
         try:
@@ -217,12 +222,12 @@ class App:
             raise ConfigError(str(e)) from None
         journal, resumed = _open_journal(cfg, state, parts, workspace, display)
         recorder = Recorder(cfg, parts.backend, journal, state, display, memory)
-        opening = memory.rules if memory is not None else []
+        task_rules = TaskRules(cfg.memory_rules, opening)
         session = Session(
             parts.backend, parts.renderer, workspace, inp, learner=parts.learner, sampling=cfg.sampling_config(),
             auto_approve=[t.strip() for t in cfg.auto_approve.split(",") if t.strip()],
             on_event=recorder, seed=cfg.seed, learn_from_approved_retry=cfg.learn_from_approved_retry,
-            notes=lambda: later_block(recorder.memory, opening),
+            notes=lambda task: task_rules(recorder.memory, task),
         )
         if resumed is not None:
             session.resume(resumed)

@@ -155,6 +155,11 @@ class Config:
     """Where a session's rules and notes go: task (the first user turn, just before the first task, where Claude
     Code puts CLAUDE.md) or system (the end of the system prompt).  Chosen on the dense dev scenarios: fresh
     tasks kept the rule 50% (task) vs 17% (system) of the time, from 11% without it."""
+    memory_rules: int = 3
+    """With memory_at=task: at most this many rules open a task, the ones whose words (and the words of the tasks
+    they were given on) match the task best (learn/recall.py); 0 = every rule.  Why: six rules shown together
+    held 30% on fresh tasks where each alone held 70% (0.5B).  3 chosen on the dev half of the public scenarios
+    (22 rules): a task's own rule among those shown 76% of the time (1: 46%, 2: 64%), 2.4 rules shown."""
 
     # --- session -------------------------------------------------------------------------------
     workspace: str = "."
@@ -302,6 +307,7 @@ CHECKS: dict[str, Check] = {
     "teacher_sees_attempt": _any,
     "memory": _any,
     "memory_at": _one_of(*MEMORY_AT),
+    "memory_rules": _number(0, 50),
     "learn_from_approved_retry": _any,
     "max_kl": _number(0, lo_open=True, allow_inf=True),
     "adaptive": _any,

@@ -123,13 +123,9 @@ def rank(task: str, chunks: Sequence[Chunk]) -> list[tuple[float, Chunk]]:
         return []
     docs = [Counter(words("\n".join(c.lines))) for c in chunks]
     names = [set(words(c.name)) for c in chunks]
-    df = Counter(w for d in docs for w in query.intersection(d))
-    n, avg = len(chunks), sum(sum(d.values()) for d in docs) / len(chunks) or 1.0
-    idf = {w: math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5)) for w in query}
+    idf = idfs(query, docs)
     scored = []
-    for i, (c, d, name) in enumerate(zip(chunks, docs, names, strict=True)):
-        size = sum(d.values())
-        s = sum(idf[w] * d[w] * (K1 + 1) / (d[w] + K1 * (1 - B + B * size / avg)) for w in query if d[w])
+    for i, (c, s, name) in enumerate(zip(chunks, bm25(query, docs, idf), names, strict=True)):
         s += NAME_WEIGHT * sum(idf[w] for w in query & name)
         if c.name and c.name.rsplit(".", 1)[-1].lower() in named:
             s *= EXACT_FACTOR
@@ -137,6 +133,26 @@ def rank(task: str, chunks: Sequence[Chunk]) -> list[tuple[float, Chunk]]:
             scored.append((s * (SECONDARY_WEIGHT if c.secondary else 1.0), -i, c))
     scored.sort(reverse=True)
     return [(s, c) for s, _, c in scored]
+
+
+def idfs(query: set[str], docs: Sequence[Counter[str]]) -> dict[str, float]:
+    """BM25's inverse document frequency of each query word over `docs` (bags of `words`)."""
+    df = Counter(w for d in docs for w in query.intersection(d))
+    n = len(docs)
+    return {w: math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5)) for w in query}
+
+
+def bm25(query: set[str], docs: Sequence[Counter[str]], idf: dict[str, float] | None = None) -> list[float]:
+    """Each doc's BM25 score for the query words (0 when it has none of them); `idf` from `idfs`."""
+    if not docs:
+        return []
+    idf = idfs(query, docs) if idf is None else idf
+    avg = sum(sum(d.values()) for d in docs) / len(docs) or 1.0
+    out = []
+    for d in docs:
+        size = sum(d.values())
+        out.append(sum(idf[w] * d[w] * (K1 + 1) / (d[w] + K1 * (1 - B + B * size / avg)) for w in query if d[w]))
+    return out
 
 
 def relevant(task: str, chunks: Iterable[Chunk], budget: int) -> str:

@@ -231,10 +231,12 @@ def test_scripted_model_retry_sees_the_correction_then_the_task(tokenizer, tmp_p
 def test_scripted_model_later_tasks_open_with_the_session_notes(tokenizer, tmp_path):
     """`notes` is asked at each task: what it returns opens that task's user turn, while the conversation
     keeps the task itself as the message's content (the journal, distillation prompts)."""
-    notes = iter(["", "Rules from the user for this project (follow them):\n- grep first"])
-    s, model, *_ = make(tokenizer, tmp_path, ["one", "two"], [], notes=lambda: next(notes))
+    notes, asked = iter(["", "Rules from the user for this project (follow them):\n- grep first"]), []
+    s, model, *_ = make(tokenizer, tmp_path, ["one", "two"], [],
+                        notes=lambda task: asked.append(task) or next(notes))
     s.run_task("first task")
     s.run_task("second task")
+    assert asked == ["first task", "second task"]  # each task's own text: its rules are chosen by it
     first, second = (tokenizer.decode(p) for p in model.prompts)
     assert "grep first" not in first
     assert second.rsplit("<|im_start|>user\n", 1)[-1].startswith(
@@ -253,7 +255,7 @@ def test_scripted_model_second_task_sees_what_earlier_tasks_says_of_the_first(to
     read = call_text("read", path="notes.txt")
     notes = iter(["", "Rules from the user for this project (follow them):\n- grep first"])
     s, model, *_ = make(tokenizer, tmp_path, [read, "It says hello.", "two"], [Approve()], earlier_tasks=earlier,
-                        notes=lambda: next(notes))
+                        notes=lambda _task: next(notes))
     s.run_task("what is in notes.txt")
     (tmp_path / "later.py").write_text("x = 1\n")
     s.run_task("second task")

@@ -62,6 +62,7 @@ BAD: dict[str, list[str]] = {
     "teacher_sees_attempt": ["sometimes"],
     "memory": ["often"],
     "memory_at": ["user", ""],
+    "memory_rules": ["-1", "51", "x"],
     "read_outline": ["sometimes"],
     "edit_tool": ["patch", ""],
     "worked_example": ["map", ""],

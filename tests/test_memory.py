@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from continualcode.events import Decided
+from continualcode.events import Decided, UserTask
 from continualcode.learn.memory import (
     HEADER,
     MAX_RULES,
     Memory,
-    later_block,
+    Rule,
     parse_rules,
     project_block,
     prompt_texts,
@@ -59,11 +59,21 @@ def test_prompt_texts_put_the_block_in_the_system_prompt_or_the_first_task():
         prompt_texts("SYS", "- x", "user")
 
 
-def test_later_block_holds_only_the_rules_the_session_did_not_open_with():
-    m = Memory(None, ["grep first", "use python3"])
-    assert later_block(m, ["grep first", "use python3"]) == "" == later_block(None, [])
-    m.add("run the tests with pytest -q")
-    assert later_block(m, ["Grep first", "use python3"]) == project_block(["run the tests with pytest -q"])
+def test_a_rule_keeps_the_tasks_it_was_given_on_in_its_file(tmp_path: Path):
+    path = tmp_path / "memory.md"
+    m = Memory(path)
+    assert m.add("search with grep first", task="where is total\ndefined?")
+    assert not m.add("Search with grep first", task="which file defines mean?")  # known: one more task
+    assert not m.add("search with grep first", task="which file defines mean?")  # nothing new
+    assert path.read_text() == HEADER + ("- search with grep first\n  from: where is total defined?\n"
+                                         "  from: which file defines mean?\n")
+    assert Memory(path).entries == [Rule("search with grep first",
+                                         ("where is total defined?", "which file defines mean?"))]
+    for i in range(5):
+        m.add("search with grep first", task=f"task {i}", save=False)
+    assert m.entries[0].tasks == ("task 2", "task 3", "task 4")  # the latest MAX_ORIGINS
+    # a `from:` line before any rule is a comment; a rule typed by hand has no tasks
+    assert parse_rules("  from: stray\n- use python3\n") == [Rule("use python3")]
 
 
 @pytest.mark.slow
@@ -103,10 +113,17 @@ def test_a_denial_becomes_a_rule_in_the_next_sessions_prompt(tmp_path: Path, bac
     at_task = App.build(parse_config([f"workspace={ws}", f"state_home={tmp_path / 'state'}", "enable_training=false"]),
                         NoInput(), Display(), backend=backend)
     r = at_task.session.renderer
-    assert "search with grep" not in r.system_prompt and "- search with grep before reading" in r.task_notes
-    assert "Tabs, not spaces." in r.task_notes
-    # during the session: a new rule opens the session's later tasks (the opening rules are not repeated)
-    assert at_task.session.notes is not None and at_task.session.notes() == ""
+    assert "search with grep" not in r.system_prompt + r.task_notes and "Tabs, not spaces." in r.task_notes
+    # memory_at=task: each task opens with its rules (all of them: no more than memory_rules)
+    both = ["search with grep before reading", "the tests live in tests/unit"]
+    assert at_task.session.notes("where is total?") == project_block(both)
+    at_task.recorder(UserTask("is cents.py correct?"))
     at_task.recorder(Decided("deny", text="run the tests with pytest -q"))
-    assert at_task.session.notes() == project_block(["run the tests with pytest -q"])
+    assert at_task.session.notes("next") == project_block([*both, "run the tests with pytest -q"])
+    at_task.recorder(Decided("deny", text="a fourth rule"))  # now 4 > memory_rules: a task gets its own
+    assert "run the tests" in at_task.session.notes("is odd.py correct?")
+    assert "search with grep" not in at_task.session.notes("is odd.py correct?")
     at_task.close()
+    kept = [e for e in at_task.recorder.memory.entries if e.tasks]
+    assert kept == [Rule("run the tests with pytest -q", ("is cents.py correct?",)),
+                    Rule("a fourth rule", ("is cents.py correct?",))]  # the task at hand when it was given

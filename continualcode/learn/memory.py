@@ -4,21 +4,21 @@ The in-context competitor users already have (Claude Code's memory, AGENTS.md / 
 conventions), built in: each correction with text and each piece of free-form feedback becomes
 one rule, a line `- <text>` in `<project state>/memory.md`, a file the user can read and edit
 (`/memory` shows it, `/memory edit` opens it in $EDITOR).  An AGENTS.md or CLAUDE.md in the
-workspace is read as project rules too.  Both go into a session's prompt when it starts: the system
-prompt (`memory_at=system`), or the session's first user turn, just before the first task
-(`memory_at=task`, where Claude Code puts CLAUDE.md: next to the task, not ~1k tokens of tool schemas
-above it).  A rule added during a session opens each later task's user turn of that session
-(`later_block`, put there by the session as the message's notes): the prompt's start stays put, so the
-KV cache of the conversation stays valid, and the rule is next to the task it governs rather than only
-somewhere above in the conversation.
+workspace is read as project rules too.  Where they go in a session's prompt: with `memory_at=system`
+every rule ends the system prompt; with `memory_at=task` (the default, where Claude Code puts CLAUDE.md:
+next to the task, not ~1k tokens of tool schemas above it) the project notes open the session's first
+user turn and each task's user turn opens with the few rules that are about it (`learn/recall.py`: a
+small model follows the wrong rule, or none, when all of them are shown).  A rule keeps the tasks it was
+given on (`  from:` lines under it in the file): they say when it applies better than its own words.
 
-It is also what the weights can learn from: `project_block` is the same text a teacher sees when
-the learner distils the rules into the adapter (learn/step.py).
+The weights learn from the corrections themselves (learn/step.py), not from this file; a task's rules are in
+its messages (the session's notes), so a learning step's student sees them as the model did.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from continualcode.fsio import atomic_write
@@ -28,38 +28,78 @@ PROJECT_FILES = ("AGENTS.md", "CLAUDE.md")
 MAX_RULES = 50  # the oldest go first beyond this: a small model's prompt stays short
 MAX_RULE_CHARS = 300
 MAX_PROJECT_CHARS = 2000
-HEADER = "# continualcode memory: one rule per line, from your corrections; edit freely\n"
+MAX_ORIGINS = 3  # tasks kept per rule
+FROM = "  from: "  # a rule's task line in the file, under the rule
+HEADER = ("# continualcode memory: one rule per line, from your corrections; edit freely\n"
+          "# (a `  from:` line under a rule is a task it was given on: it tells which tasks the rule is for)\n")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule and the tasks it was given on (the latest `MAX_ORIGINS`): what `recall` matches a task against."""
+
+    text: str
+    tasks: tuple[str, ...] = ()
 
 
 class Memory:
     """The project's rules: a list of one-line texts, persisted to `path` (None: kept in memory only)."""
 
-    def __init__(self, path: Path | None = None, rules: Iterable[str] = ()) -> None:
+    def __init__(self, path: Path | None = None, rules: Iterable[str | Rule] = ()) -> None:
         self.path = path
-        self._rules: list[str] = []
+        self._rules: list[Rule] = []
         if path is not None and path.is_file():
             self._rules = parse_rules(path.read_text(errors="replace"))
         for r in rules:
-            self.add(r, save=False)
+            if isinstance(r, Rule):
+                for t in r.tasks or ("",):
+                    self.add(r.text, task=t, save=False)
+            else:
+                self.add(r, save=False)
 
     @property
     def rules(self) -> list[str]:
+        return [r.text for r in self._rules]
+
+    @property
+    def entries(self) -> list[Rule]:
         return list(self._rules)
 
-    def add(self, text: str, *, save: bool = True) -> bool:
-        """Keep `text` as a rule (one line, deduplicated); True when it is new."""
-        rule = one_line(text)
-        if not rule or rule.lower() in (r.lower() for r in self._rules):
+    def add(self, text: str, *, task: str = "", save: bool = True) -> bool:
+        """Keep `text` as a rule (one line, deduplicated), given on `task`; True when the rule is new
+        (a known rule given on another task keeps that task too)."""
+        rule, task = one_line(text), one_line(task)
+        if not rule:
             return False
-        self._rules = [*self._rules, rule][-MAX_RULES:]
+        known = [i for i, r in enumerate(self._rules) if r.text.lower() == rule.lower()]
+        if known:
+            old = self._rules[known[0]]
+            if not task or task in old.tasks:
+                return False
+            self._rules[known[0]] = Rule(old.text, (*old.tasks, task)[-MAX_ORIGINS:])
+        else:
+            self._rules = [*self._rules, Rule(rule, (task,) if task else ())][-MAX_RULES:]
         if save and self.path is not None:
-            atomic_write(self.path, HEADER + "".join(f"- {r}\n" for r in self._rules))
-        return True
+            atomic_write(self.path, format_rules(self._rules))
+        return not known
 
 
-def parse_rules(text: str) -> list[str]:
-    """The rules of a memory file: its `- ` lines (other lines, like the header, are comments)."""
-    return [one_line(line[2:]) for line in text.splitlines() if line.startswith("- ") and one_line(line[2:])]
+def format_rules(rules: Iterable[Rule]) -> str:
+    """The memory file's text: the header, then each rule as `- text` with its tasks as `  from: task` lines."""
+    return HEADER + "".join(f"- {r.text}\n" + "".join(f"{FROM}{t}\n" for t in r.tasks) for r in rules)
+
+
+def parse_rules(text: str) -> list[Rule]:
+    """The rules of a memory file: its `- ` lines, each with the `  from: ` lines under it (other lines,
+    like the header, are comments)."""
+    out: list[Rule] = []
+    for line in text.splitlines():
+        if line.startswith("- ") and one_line(line[2:]):
+            out.append(Rule(one_line(line[2:])))
+        elif line.startswith(FROM) and out and one_line(line[len(FROM):]):
+            last = out[-1]
+            out[-1] = Rule(last.text, (*last.tasks, one_line(line[len(FROM):]))[-MAX_ORIGINS:])
+    return out
 
 
 def one_line(text: str) -> str:
@@ -93,15 +133,6 @@ def prompt_texts(system: str, block: str, at: str = "system") -> dict[str, str]:
     if at == "task":
         return {"system_prompt": system, "task_notes": block}
     return {"system_prompt": system + "\n\n" + block, "task_notes": ""}
-
-
-def later_block(memory: Memory | None, opening: Iterable[str]) -> str:
-    """The prompt block of the rules `memory` holds now that the session's opening block did not ("" when
-    none): what opens each later task of the session."""
-    if memory is None:
-        return ""
-    seen = {r.lower() for r in opening}
-    return project_block([r for r in memory.rules if r.lower() not in seen])
 
 
 def project_block(rules: Iterable[str], notes: str = "") -> str:

@@ -95,6 +95,7 @@ class VariantRecords(TypedDict):
     cross: list[TaskRecord]
     forgetting: list[TaskRecord]
     memory: NotRequired[list[str] | None]  # the rules the measuring sessions started with (None: memory off)
+    memory_tasks: NotRequired[list[list[str]]]  # per rule, the tasks it was given on (learn/recall.py)
 
 
 class BaselineRow(TypedDict):
@@ -135,6 +136,7 @@ class VariantRow(TypedDict):
     cross: list[TaskRecord]
     forgetting: list[TaskRecord]
     memory: NotRequired[list[str] | None]  # the rules the measuring sessions started with (None: memory off)
+    memory_tasks: NotRequired[list[list[str]]]  # per rule, the tasks it was given on (learn/recall.py)
     sec: float
 
 

@@ -54,7 +54,7 @@ from continualcode.bench.rundir import Reporter, Units, claim, key_values
 from continualcode.build import build_backend, make_renderer
 from continualcode.config import Config, UsageError, parse_config
 from continualcode.fsio import atomic_write
-from continualcode.learn.memory import Memory
+from continualcode.learn.memory import Memory, Rule
 from continualcode.records import Correction
 
 DESCRIPTION = "The learning benchmark (`continualcode bench learn`): a simulated user drives the real agent."
@@ -336,7 +336,7 @@ def _run_variant(r: Run, ctx: Ctx, name: str, baseline: Baseline) -> None:
     # 1) the adapter (and memory): the base, or (resuming a sequence) as after the last finished unit
     b.restore(ctx.base)
     past, changed, rules = _resume_sequence(r, b, name, seed, state_dir) if sequential else ([], False, [])
-    memory = Memory(None, rules) if ctx.cfg.memory else None
+    memory = Memory(None, rules) if ctx.cfg.memory else None  # rules with their tasks, resuming
     learner: BenchLearner | None = None
     if ctx.cfg.enable_training:
         from continualcode.learn.step import Learner
@@ -377,7 +377,7 @@ def _run_variant(r: Run, ctx: Ctx, name: str, baseline: Baseline) -> None:
 
 
 def _resume_sequence(r: Run, b: Backend, name: str, seed: int,
-                     state_dir: Path) -> tuple[list[Correction], bool, list[str]]:
+                     state_dir: Path) -> tuple[list[Correction], bool, list[Rule]]:
     """Sequential mode: load the adapter saved after this variant's last finished unit; its replay
     buffer, whether the adapter had changed, and the memory rules after that unit (its row's).
     Nothing done yet: ([], False, [])."""
@@ -390,7 +390,9 @@ def _resume_sequence(r: Run, b: Backend, name: str, seed: int,
     mine = [u for u in r.units.rows if u["kind"] == "variant" and u["variant"] == name and u["seed"] == seed]
     changed = any(u.get("changed") for u in mine)
     last = max(mine, key=lambda u: u["position"])
-    return past, changed, list(last.get("memory") or [])
+    tasks = last.get("memory_tasks") or []
+    rules = last.get("memory") or []
+    return past, changed, [Rule(t, tuple(tasks[i]) if i < len(tasks) else ()) for i, t in enumerate(rules)]
 
 
 # --- files and the command ------------------------------------------------------------------------

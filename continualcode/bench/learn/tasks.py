@@ -5,7 +5,8 @@ Approve; a bash command that could leave the workspace is never run).  One task 
 `TaskRecord`, one control's first reply a `FirstCallRecord`; a unit is the records of one scenario
 before learning (`baseline_unit`) or under one variant (`variant_unit`).  A variant with project
 memory starts its sessions with the rules kept from its corrections, where `memory_at` puts them
-(`Ctx.with_rules`), exactly as the product does.  This module knows the agent only through `Session` and a backend, and
+(`Ctx.with_memory`: all in the system prompt, or each task's own opening its turn, `learn.recall`), exactly as
+the product does.  This module knows the agent only through `Session` and a backend, and
 nothing of files on disk or of the run's plan.
 """
 
@@ -37,8 +38,9 @@ from continualcode.bench.learn.variants import BenchLearner
 from continualcode.build import make_renderer
 from continualcode.config import Config
 from continualcode.events import ErrorShown, Event, Proposal
-from continualcode.learn.memory import Memory, later_block, project_block, prompt_texts
-from continualcode.records import Message, Sample, ToolCall
+from continualcode.learn.memory import Memory, Rule, project_block, prompt_texts
+from continualcode.learn.recall import TaskRules
+from continualcode.records import NOTES, Message, Sample, ToolCall
 from continualcode.render import SYSTEM_PROMPT, Renderer
 from continualcode.tools import Workspace
 
@@ -100,6 +102,9 @@ def prompt_kwargs(rules: Sequence[str], at: str) -> dict[str, str]:
     return prompt_texts(SYSTEM_PROMPT, project_block(rules), at)
 
 
+Notes = Callable[[str], str]  # a session's `notes`: the rules that open a task's user turn
+
+
 @dataclass
 class Ctx:
     """One loaded backend under one variant config (and the memory rules its sessions start with)."""
@@ -109,15 +114,26 @@ class Ctx:
     cfg: Config
     base: Snapshot  # the adapter snapshot taken right after load
     seed: int
-    rules: tuple[str, ...] = ()  # in the prompt of every session of this context (memory_at)
+    rules: tuple[Rule, ...] = ()  # the project memory every session of this context starts with
 
-    def with_rules(self, rules: Sequence[str]) -> Ctx:
-        """This context with `rules` at the start of its sessions (none: the plain SYSTEM_PROMPT)."""
+    def with_memory(self, rules: Sequence[Rule]) -> Ctx:
+        """This context with `rules` as its sessions' project memory, as the app puts it: every rule in the
+        system prompt (`memory_at=system`), or a task's own opening its user turn (`notes`)."""
         rules = tuple(rules)
         if rules == self.rules:
             return self
-        renderer = make_renderer(self.backend, self.cfg, **prompt_kwargs(rules, self.cfg.memory_at))
+        renderer = make_renderer(self.backend, self.cfg, **prompt_kwargs(self._opening(rules), self.cfg.memory_at))
         return dataclasses.replace(self, renderer=renderer, rules=rules)
+
+    def _opening(self, rules: Sequence[Rule]) -> list[str]:
+        return [r.text for r in rules] if self.cfg.memory_at == "system" else []
+
+    def notes(self, memory: Memory | None = None) -> Notes:
+        """A new session's `notes` (`learn.recall.TaskRules`): the rules of `memory`, a live one that may
+        grow during the session, or (None) this context's."""
+        mem = memory if memory is not None else Memory(None, self.rules) if self.rules else None
+        task_rules = TaskRules(self.cfg.memory_rules, self._opening(self.rules))
+        return lambda task: task_rules(mem, task)
 
     def sampling(self, sc: Scenario | None, *, constrained: bool | None = None) -> SamplingConfig:
         """The product's sampling settings (`Config.sampling_config`), with the scenario's turn cap."""
@@ -174,7 +190,7 @@ class Live:
     persistence) later tasks in the same conversation, each with its own simulated user and sampling seed."""
 
     def __init__(self, ctx: Ctx, sc: Scenario | None, files: dict[str, str], *,
-                 learner: BenchLearner | None = None, notes: Callable[[], str] | None = None) -> None:
+                 learner: BenchLearner | None = None, notes: Notes | None = None) -> None:
         self.ctx, self.sc = ctx, sc
         self._tmp = tempfile.TemporaryDirectory(prefix="cc-bench-")
         self.malformed = 0
@@ -182,7 +198,8 @@ class Live:
         from_retry = learner is not None and ctx.cfg.learn_from_approved_retry
         self.session = _Session(ctx.backend, ctx.renderer, ctx.workspace(Path(self._tmp.name), files),
                                 SimUser(sc, measure=True), learner=learner, sampling=ctx.sampling(sc),
-                                on_event=self._sink, notes=notes, learn_from_approved_retry=from_retry)
+                                on_event=self._sink, notes=notes or ctx.notes(),
+                                learn_from_approved_retry=from_retry)
 
     def _sink(self, ev: Event) -> None:
         if isinstance(ev, Proposal) and ev.error:
@@ -250,7 +267,8 @@ def first_call(ctx: Ctx, task: Task, seed: int, *, constrained: bool, score: boo
     with tempfile.TemporaryDirectory(prefix="cc-bench-") as tmp:
         s = _Session(ctx.backend, ctx.renderer, ctx.workspace(Path(tmp), task.files), SimUser(None, measure=True),
                      sampling=ctx.sampling(None, constrained=constrained), seed=seed)
-        s.messages.append(Message("user", task.task))
+        rules = ctx.notes()(task.task)
+        s.messages.append(Message("user", task.task, meta={NOTES: rules} if rules else {}))
         prompt_ids, sample, text = s.query()
     parsed = ctx.renderer.parse(text)
     kl_k1, kl_exact = kl_first(ctx, prompt_ids, sample) if score else (0.0, 0.0)
@@ -332,7 +350,7 @@ def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross:
 
     `in_session`: persistence is measured in the task's own session, continued: the fresh tasks follow it
     one after another (their files written into its workspace), with the correction in the conversation
-    and, with memory, the new rule opening each later task as the app does (`learn.memory.later_block`).
+    and, with memory, the new rule opening each later task it is about as the app does (`learn.recall.TaskRules`).
 
     `memory` (the variant's project memory; None when it is off): the task's session starts with the
     rules kept so far, each correction the user gives becomes a rule, and every measuring session
@@ -340,12 +358,11 @@ def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross:
     n_log = len(learner.log) if learner is not None else 0
     # 1) the scenario's task, with the user's corrections, the variant's learner and the rules so far;
     #    the learner may be handed corrections of this task only (the guard in BenchLearner)
-    task_ctx = ctx.with_rules(memory.rules if memory is not None else ())
+    task_ctx = ctx.with_memory(memory.entries if memory is not None else ())
     if learner is not None:
         learner.expect(sc.task)
         learner.use_renderer(task_ctx.renderer)
-    opening = task_ctx.rules
-    notes = (lambda: later_block(memory, opening)) if memory is not None else None
+    notes = task_ctx.notes(memory)  # the live memory: a rule given now opens the session's later tasks
     live: Live | None = None
     try:
         for attempt in range(max(1, tries)):
@@ -359,18 +376,20 @@ def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross:
                 break
         task["retries"] = retries(task, sc, min(sc.max_turns, ctx.cfg.max_turns))
         if memory is not None and denied:
-            memory.add(sc.correction, save=False)  # as the app's Recorder keeps a denial's text
+            memory.add(sc.correction, task=sc.task, save=False)  # as the app's Recorder keeps a denial's text
         learn = learner.log[n_log:] if learner is not None else []
         changed = changed_before or any(not r.get("rolled_back") for r in learn)
         # 2–4) measured under the adapter and the rules, or (base weights, no rule) the baseline's records;
         #      in_session: persistence continues the task's session (its later tasks open with the new rules)
-        mctx = ctx.with_rules(memory.rules if memory is not None else ())
+        mctx = ctx.with_memory(memory.entries if memory is not None else ())
         m = _measure(mctx, sc, cross, earlier, score=changed, live=live if in_session else None) \
             if changed or mctx.rules or in_session else _from_baseline(sc, cross, earlier, baselines)
     finally:
         if live is not None:
             live.close()
-    return {"task": task, "learn": learn, **m, "memory": list(mctx.rules) if memory is not None else None}, changed
+    kept = {"memory": [r.text for r in mctx.rules], "memory_tasks": [list(r.tasks) for r in mctx.rules]} \
+        if memory is not None else {"memory": None}
+    return {"task": task, "learn": learn, **m, **kept}, changed
 
 
 def _measure(ctx: Ctx, sc: Scenario, cross: Sequence[Other], earlier: Sequence[Other], *, score: bool,

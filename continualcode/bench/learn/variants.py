@@ -77,6 +77,8 @@ VARIANTS: dict[str, Variant] = {
     # the same rules at each place `memory_at` offers: the first user turn (the default) or the system prompt
     "memory-task": Variant({"enable_training": "false", MEMORY: "true", "memory_at": "task"}),
     "memory-system": Variant({"enable_training": "false", MEMORY: "true", "memory_at": "system"}),
+    # every rule before every task (memory_rules=0), as before learn/recall.py picked a task's own
+    "memory-all": Variant({"enable_training": "false", MEMORY: "true", "memory_rules": "0"}),
     **_LEARNING,
     **{f"{MEMORY}+{n}": v.with_memory() for n, v in _LEARNING.items()},
 }
