@@ -259,12 +259,17 @@ class App:
                 memory.path.write_text(MEMORY_HEADER)
             _edit_file(memory.path)
             self.recorder.memory = Memory(memory.path)
-            c.print(f"{len(self.recorder.memory.rules)} rules; new ones apply from your next task, "
-                    "changed or removed ones from the next session")
+            later = " (changed or removed ones in the system prompt: from the next session)" \
+                if self.cfg.memory_at == "system" else ""
+            c.print(f"{len(self.recorder.memory.rules)} rules; they apply from your next task{later}")
             return
         rules = memory.rules
         c.print("\n".join(f"- {shown(r)}" for r in rules) if rules else "no rules yet")
-        c.print(f"[dim]{shown(str(memory.path))} · /memory edit to change · a new rule applies from your next task[/]")
+        k = self.cfg.memory_rules
+        few = f" · each task gets the {k} that fit it best (memory_rules)" \
+            if self.cfg.memory_at == "task" and 0 < k < len(rules) else ""
+        c.print(f"[dim]{shown(str(memory.path))} · /memory edit to change · a new rule applies from your next task"
+                f"{few}[/]")
 
     # --- the loop ---------------------------------------------------------------------------------
 

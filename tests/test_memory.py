@@ -123,6 +123,9 @@ def test_a_denial_becomes_a_rule_in_the_next_sessions_prompt(tmp_path: Path, bac
     at_task.recorder(Decided("deny", text="a fourth rule"))  # now 4 > memory_rules: a task gets its own
     assert "run the tests" in at_task.session.notes("is odd.py correct?")
     assert "search with grep" not in at_task.session.notes("is odd.py correct?")
+    with at_task.display.console.capture() as shown:  # /memory: the rules, and that a task gets a few
+        at_task._memory("")
+    assert "- a fourth rule" in shown.get() and "each task gets the 3 that fit it best" in shown.get()
     at_task.close()
     kept = [e for e in at_task.recorder.memory.entries if e.tasks]
     assert kept == [Rule("run the tests with pytest -q", ("is cents.py correct?",)),
