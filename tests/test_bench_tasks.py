@@ -371,7 +371,9 @@ def test_scripted_model_run_writes_results_and_resumes_from_units(tokenizer, tin
     assert set(res["per_split"]) == {"dev", "test"} and res["per_kind"]["locate"]["n"] == 2
     for key in ("valid_call_rate", "fake_tool_text", "turn_latency_median_s"):
         assert key in res
-    assert json.loads((out / "results.json").read_text())["meta"]["new_units"] == 1
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert meta["new_units"] == 1
+    assert meta["resolved"] == {"edit_tool": "lines", "worked_example": "read"}  # what auto became (the 0.5B)
     assert "| t2 | tiny | locate | test | ✗ |" in (out / "results.md").read_text()
     # 3) nothing left: the model is not even asked; another configuration is refused
     run(opts, backend=ScriptedModel(tokenizer, []))  # type: ignore[arg-type]
