@@ -622,6 +622,31 @@ def test_memory_variant_gives_the_persistence_session_the_rules(tokenizer) -> No
     assert all(r["reused"] for r in recs_off["persistence"])
 
 
+def test_memory_variant_opens_each_task_with_the_rules_it_is_about(tokenizer) -> None:
+    """memory_rules=1: a fresh task gets the rule given on a task like it (by that task's words), not the newest;
+    a control that matches no rule gets the newest.  The unit's row keeps each rule's tasks (to resume from)."""
+    from continualcode.bench.learn.tasks import baseline_unit, variant_unit
+    from continualcode.learn.memory import Memory, Rule
+
+    sc = load_scenarios_from([GUARD_SCENARIO])[0]
+    b, ctx = _scripted_ctx(tokenizer, "enable_training=false", "memory=true", "memory_rules=1")
+    row = {**baseline_unit(ctx, sc, floor=False), "scenario": sc.id}
+    memory = Memory(None)
+    variant_unit(ctx, sc, None, cross=[], earlier=[], baselines={sc.id: row}, changed_before=False, memory=memory)
+    for rule in (Rule("run scripts with python3", ("run greet.py",)),
+                 Rule("use logging, not print", ("report skipped lines in parse.py",))):  # later corrections
+        memory.add(rule.text, task=rule.tasks[0], save=False)
+    b.prompts.clear()
+    recs, _ = variant_unit(ctx, sc, None, cross=[], earlier=[], baselines={sc.id: row}, changed_before=False,
+                           memory=memory)  # the scenario again: its rule is no longer the newest
+    assert recs["memory"] == [sc.correction, "run scripts with python3", "use logging, not print"]
+    assert recs["memory_tasks"] == [[sc.task], ["run greet.py"], ["report skipped lines in parse.py"]]
+    fresh = [p for p in b.prompts if any(t.task in p for t in sc.fresh)]
+    assert fresh and all(f"- {sc.correction}" in p and "use logging" not in p and "python3" not in p for p in fresh)
+    controls = [p for p in b.prompts if sc.controls[0].task in p]
+    assert controls and all("- use logging, not print" in p and sc.correction not in p for p in controls)
+
+
 @pytest.mark.parametrize("earlier", ["whole", "none"])
 def test_in_session_persistence_continues_the_task_session_with_the_new_rule_at_each_task(tokenizer, earlier) -> None:
     """--in-session: the fresh tasks follow the scenario's task in its own session (whole: the denial in the
