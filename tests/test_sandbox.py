@@ -78,6 +78,33 @@ def test_sandbox_auto_without_bwrap_says_so_once_and_runs_unconfined(tmp_path: P
     assert first.run("bash", {"command": "echo hi"}).output == "hi\n[exit code 0]"
 
 
+@needs_bwrap
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a workspace to another uid")
+def test_a_workspace_root_does_not_own_is_named_once_and_really_is_read_only_in_the_sandbox(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    root = tmp_path / "sdist"
+    root.mkdir()
+    os.chown(root, 1000, 1000)  # as `tar x` by root leaves an sdist: its packager's uid
+    ws = Workspace(root, sandbox="on", bash_timeout=20)
+    Workspace(root, sandbox="on")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "belongs to uid 1000" in err[0] and err[0].endswith("or sandbox=off")
+    assert "Permission denied" in sh(ws, "touch made")  # what the line warns of: the sandbox cannot write there
+    assert not (root / "made").exists()
+    os.chown(root, 0, 0)
+    assert "[exit code 0]" in sh(ws, "touch made") and (root / "made").exists()
+
+
+def test_foreign_owner_is_silent_for_root_owned_workspaces_and_for_other_users(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(sandbox_mod.os, "geteuid", lambda: 0)
+    owner = tmp_path.stat().st_uid
+    assert (sandbox_mod.foreign_owner(tmp_path) is None) == (owner == 0)
+    monkeypatch.setattr(sandbox_mod.os, "geteuid", lambda: 1000)
+    assert sandbox_mod.foreign_owner(tmp_path) is None
+    assert sandbox_mod.foreign_owner(tmp_path / "missing") is None
+
+
 def test_sandbox_off_is_the_library_default_and_bad_modes_are_refused(tmp_path: Path):
     assert Workspace(tmp_path).sandbox is None
     assert Workspace(tmp_path, sandbox="off").sandbox is None

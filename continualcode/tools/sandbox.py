@@ -106,6 +106,25 @@ def unavailable() -> str | None:
     return None
 
 
+def foreign_owner(root: Path) -> str | None:
+    """Why sandboxed commands run as root cannot write the workspace, or None: inside its user namespace root
+    is root only for files root owns, and no capability reaches a file whose owner the namespace does not
+    map (an sdist unpacked by root keeps its packager's uid).  Unconfined, the same root writes them."""
+    try:
+        if os.geteuid() != 0 or (owner := root.stat().st_uid) == 0:
+            return None
+    except OSError:
+        return None
+    return (f"bash runs as root in the sandbox, and root there cannot write files root does not own: {root} "
+            f"belongs to uid {owner}; `chown -R 0:0` it, or sandbox=off")
+
+
+@functools.cache
+def say_foreign_owner_once(why: str) -> None:
+    """The workspace's owner: one line on stderr, once per process and workspace."""
+    print(f"continualcode: {why}", file=sys.stderr, flush=True)
+
+
 @functools.cache
 def say_unavailable_once(why: str) -> None:
     """sandbox=auto on a machine without a working bwrap: one line on stderr, once per process."""

@@ -19,7 +19,14 @@ from continualcode.tools.base import ToolError, ToolResult, cap_text, clean, one
 from continualcode.tools.files import cuts_most, plan_edit, read_text_for_edit
 from continualcode.tools.paths import ConfinedDir
 from continualcode.tools.replace import plan_replace
-from continualcode.tools.sandbox import Sandbox, SandboxUnavailable, say_unavailable_once, unavailable
+from continualcode.tools.sandbox import (
+    Sandbox,
+    SandboxUnavailable,
+    foreign_owner,
+    say_foreign_owner_once,
+    say_unavailable_once,
+    unavailable,
+)
 from continualcode.tools.syntax import indent_candidates, reindent, syntax_error
 from continualcode.tools.table import TOOLS, validate_args
 
@@ -55,6 +62,8 @@ class Workspace(ConfinedDir):
             why = unavailable()
             if why is None:
                 self.sandbox = Sandbox(self.root, network=sandbox_network)
+                if (owned := foreign_owner(self.root)) is not None:
+                    say_foreign_owner_once(owned)
             elif sandbox == "on":
                 raise SandboxUnavailable(f"sandbox=on, but {why}")
             else:
