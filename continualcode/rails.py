@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import io
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ READ_ONLY = frozenset({"read", "glob", "grep"})
 STAND_IN = ("the {arg} argument has a line that stands in for the file's own lines (like <original content>): "
             "the file would hold that line, not them; write out every line, or change only the lines to change")
 CHANGING = frozenset({"write", "edit_lines", "replace"})
+PASTED = ("the {arg} argument copies how tool results are shown ({what}), which the file does not hold: write "
+          "only the file's own lines; to add or change a few lines, change just those (replace or edit_lines)")
 
 _CHANGE_VERBS = re.compile(
     r"\b(add|fix|rename|change|bump|update|implement|create|write|remove|delete|replace|refactor|make|move|"
@@ -63,6 +66,29 @@ _NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cf
 # builtins and the methods of built-in types (`.strip(`, `.replace(`): an answer may name them freely
 _BUILTINS = frozenset(dir(builtins)).union(
     *(dir(t) for t in (str, bytes, list, dict, set, tuple, int, float, io.TextIOBase)))
+
+_FRAME_TAG = re.compile(r"</?(tool_response|tool_call)>")  # the chat template's frame of a call or a result
+_READ_LINE = re.compile(r"^( *)(\d+)(\t|\.(?!\d))")  # read: "     7\t" (6 wide), or "     7."
+READ_WIDTH = 6
+
+
+def pasted_argument(call: ToolCall) -> tuple[str, str] | None:
+    """(argument, what) when a file text argument copies the frame tool results are shown in: a first or last
+    line that is a `<tool_response>` tag, or two consecutive lines numbered as read numbers them.  The 1.5B
+    model wrote a test file as `<tool_response>` and `     1.import parse` … (`bench tasks`, test split);
+    a file holding such a tag inside it, or a list numbered `1.`, is left alone."""
+    for key in sorted(TEXT_ARGS):
+        value = call.arguments.get(key)
+        if not isinstance(value, str) or not (lines := value.splitlines()):
+            continue
+        if tags := [line.strip() for line in (lines[0], lines[-1]) if _FRAME_TAG.fullmatch(line.strip())]:
+            return key, f"a {tags[0]} tag"
+        numbers = [int(m.group(2)) if (m := _READ_LINE.match(line)) and len(m.group(1) + m.group(2)) == READ_WIDTH
+                   else None for line in lines]
+        if any(a is not None and b == a + 1 for a, b in itertools.pairwise(numbers)):
+            return key, "read's line numbers"
+    return None
+
 
 FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names ("" when unusable)
 Breaks = Callable[[ToolCall], str | None]  # why a change would leave a parsing Python file unparsable, or None
@@ -212,6 +238,8 @@ class Rails:
             error = STAND_IN.format(arg=arg) if arg in TEXT_ARGS else (
                 f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value from "
                 "the project")
+        elif self.on and (pasted := pasted_argument(call)) is not None:  # before the syntax check: a clearer why
+            error = PASTED.format(arg=pasted[0], what=pasted[1])
         if error is not None:  # refused; refused again when proposed again, and then sampled again, hotter
             again = key in self.rejected
             self.rejected.add(key)

@@ -26,9 +26,11 @@ from continualcode.rails import (
     EXAMPLE_FILE,
     LOOP_ERROR,
     LOOP_NOTE,
+    PASTED,
     REPEAT_ERROR,
     RUN_FIRST,
     STAND_IN,
+    pasted_argument,
 )
 from continualcode.records import Sample, ToolCall
 from continualcode.render import Renderer
@@ -542,6 +544,35 @@ def test_scripted_model_a_write_standing_in_for_the_files_lines_is_asked_again(t
     assert [c.name for c, _ in user.seen] == ["read", "edit_lines"]
     errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
     assert errors == [STAND_IN.format(arg="content")]
+
+
+def test_scripted_model_a_write_copying_reads_line_numbers_is_asked_again_with_why(tokenizer, tmp_path):
+    """The 1.5B model wrote a test file as `<tool_response>` and read's numbered lines (test split): refused with
+    what it copied, never run, the file untouched; the next proposal, the lines alone, runs."""
+    framed = call_text("write", path="main.py", content="<tool_response>\n     1.def add(a, b):\n     2.    pass\n")
+    numbered = call_text("write", path="main.py", content="     1\tdef add(a, b):\n     2\t    return a + b\n")
+    plain = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return str(a + b)")
+    s, _, user, _, events = make(tokenizer, tmp_path, [call_text("read", path="main.py"), framed, numbered, plain,
+                                                       "Done."], [Approve(), Approve()], guard_rails=True)
+    before = (tmp_path / "main.py").read_text()
+    s.run_task("make it a str")
+    assert [c.name for c, _ in user.seen] == ["read", "edit_lines"]
+    errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
+    assert errors == [PASTED.format(arg="content", what="a <tool_response> tag"),
+                      PASTED.format(arg="content", what="read's line numbers")]
+    assert (tmp_path / "main.py").read_text() == before.replace("return a + b", "return str(a + b)")
+
+
+def test_pasted_argument_leaves_real_text_alone():
+    def pasted(**args: str) -> tuple[str, str] | None:
+        return pasted_argument(ToolCall("write", {"path": "f", **args}))
+
+    assert pasted(content="1. install\n2. run\n3. done\n   1. nested\n   2. list\n") is None  # markdown lists
+    assert pasted(content="x = [\n     1.5,\n     2.5,\n]\n") is None  # floats aligned like read's numbers
+    assert pasted(content="TAG = '<tool_response>'\n<tool_response>\nend\n") is None  # a tag inside the file
+    assert pasted(content="     7\tdef f():\n") is None  # one numbered line is not a copy of a read
+    assert pasted(content="a\n    10\tx\n    11\ty\n") == ("content", "read's line numbers")
+    assert pasted(content="x\n</tool_call>") == ("content", "a </tool_call> tag")
 
 
 def test_scripted_model_calls_naming_the_worked_examples_file_are_asked_again_unless_the_project_has_it(
