@@ -40,6 +40,7 @@ UNGROUNDED = ("your answer names {names}, which no tool result of this session s
 NOT_AN_ANSWER = ("answer the task in a sentence or two of your own words (name the file and the function, say what "
                  "the code does); do not paste tool output")
 NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
+NULL_WORDS = frozenset({"null", "none", "nil", "n/a", "undefined", "nan"})  # a reply that stands for no answer
 READ_ONLY = frozenset({"read", "glob", "grep"})
 STAND_IN = ("the {arg} argument has a line that stands in for the file's own lines (like <original content>): "
             "the file would hold that line, not them; write out every line, or change only the lines to change")
@@ -139,11 +140,13 @@ def asks_to_run_tests(task: str) -> bool:
 
 def not_an_answer(text: str, question: bool) -> bool:
     """Text that answers nothing: to a question, fewer than two words ('101', 'NULL', '10' were the 0.5B
-    model's answers after a read; after a change 'Done.' is fine); to anything, a tool's output pasted
-    instead of an answer: lines as read or grep show them (two or more), or a search's "no matches"
-    (the 0.5B model answered with a whole grep result, in a hand trial on python-slugify)."""
-    return ((question and len(_LETTERS.findall(text)) < 2) or len(_NUMBERED.findall(text)) >= 2
-            or len(_HIT.findall(text)) >= 2 or text.lstrip().startswith(NOTHING_FOUND))
+    model's answers after a read; after a change 'Done.' is fine); to anything, a null word alone ('NULL'
+    after running schedule's tests, in a hand trial) or a tool's output pasted instead of an answer: lines as
+    read or grep show them (two or more), or a search's "no matches" (the 0.5B model answered with a whole
+    grep result, in a hand trial on python-slugify)."""
+    return ((question and len(_LETTERS.findall(text)) < 2) or text.strip().rstrip(".").lower() in NULL_WORDS
+            or len(_NUMBERED.findall(text)) >= 2 or len(_HIT.findall(text)) >= 2
+            or text.lstrip().startswith(NOTHING_FOUND))
 
 
 @dataclass

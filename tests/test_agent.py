@@ -830,6 +830,12 @@ def test_scripted_model_answer_that_pastes_lines_or_says_nothing_is_refused(toke
     r = s.run_task("which function adds two numbers?")
     assert r.status == "answered" and r.text.startswith("add(a, b) in main.py")
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NOT_AN_ANSWER] * 4
+    # a null word is no answer to any task (the 0.5B model's reply after running schedule's tests); "Done." is
+    run = call_text("bash", command="python3 -c 'print(2)'")
+    s, _, _, _, events = make(tokenizer, tmp_path, [run, "NULL", "None.", "Done."], [Approve()], guard_rails=True,
+                              max_malformed=5)
+    assert s.run_task("swap the operands in main.py and check it").text == "Done."
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NOT_AN_ANSWER] * 2
 
 
 def test_scripted_model_repeating_a_read_of_a_missing_path_reads_the_file_its_error_named(tokenizer, tmp_path):
