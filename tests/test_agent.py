@@ -838,6 +838,25 @@ def test_scripted_model_answer_that_pastes_lines_or_says_nothing_is_refused(toke
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NOT_AN_ANSWER] * 2
 
 
+def test_scripted_model_reply_telling_how_to_use_the_tools_is_asked_to_act_instead(tokenizer, tmp_path):
+    """The 1.5B model answered a question its grep had just answered with "you can use the `grep` function with
+    the pattern …": asked to make the call or answer from the results; an answer that says what a tool did is
+    an answer.  Off (guard rails off), the narration is the answer."""
+    from continualcode.rails import NARRATED, narrates_tools
+
+    assert narrates_tools("To find it, you can use the `grep` function with the pattern `def add`.")
+    assert narrates_tools("Run the bash command `pytest` to check.")
+    assert not narrates_tools("I used grep: add is defined in main.py, line 1.")
+    assert not narrates_tools("add reads two numbers and returns their sum.")
+    grep = call_text("grep", pattern="def add")
+    replies = [grep, "You can use the `grep` function with the pattern `def add` to find it.", "add is in main.py."]
+    s, _, _, _, events = make(tokenizer, tmp_path, list(replies), [Approve()], guard_rails=True)
+    assert s.run_task("where is add defined?").text == "add is in main.py."
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NARRATED]
+    s, _, _, _, _ = make(tokenizer, tmp_path, list(replies), [Approve()])
+    assert s.run_task("where is add defined?").text.startswith("You can use the `grep` function")
+
+
 def test_scripted_model_repeating_a_read_of_a_missing_path_reads_the_file_its_error_named(tokenizer, tmp_path):
     """The 0.5B model read `app/schedule.py` thirty times after 'did you mean schedule/__init__.py?'.
     Proposed again, such a call becomes the same call on the file named (asked about like any call;
