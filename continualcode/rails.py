@@ -64,11 +64,11 @@ HIT_CONTEXT = 5  # lines above a wider hit that its read shows
 _NUMBERED = re.compile(r"^\s*\d+\t", re.M)  # a line as read shows it
 _HIT = re.compile(r"^([\w./-]+):(\d+): ", re.M)  # a line as grep shows it: (file, line)
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
-# what an answer asserts exists: a called name `f(`, or a file path with a common extension
 # a reply that tells how to use one of the agent's own tools ("you can use the `grep` function with the pattern
 # `def pluralize`"): the 1.5B model's narration instead of acting, in 60 of its 615 text replies in bench tasks
 _NARRATION = re.compile(r"\b(?:use|call|using|calling|run|running)\s+(?:the\s+)?`?(grep|read|glob|write|edit_lines|"
                         r"replace|bash)`?\s+(?:function|tool|command)\b", re.I)
+# what an answer asserts exists: a called name `f(`, or a file path with a common extension
 _NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cfg|toml|json|ya?ml|ini|sh|js|ts))\b")
 # builtins and the methods of built-in types (`.strip(`, `.replace(`): an answer may name them freely
 _BUILTINS = frozenset(dir(builtins)).union(
