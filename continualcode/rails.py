@@ -40,8 +40,8 @@ UNGROUNDED = ("your answer names {names}, which no tool result of this session s
 NOT_AN_ANSWER = ("answer the task in a sentence or two of your own words (name the file and the function, say what "
                  "the code does); do not paste tool output")
 NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
-NARRATED = ("you have the tools: do not tell how to use them.  Make the call yourself, or, if the results above "
-            "already answer the task, answer it from them")
+NARRATED = ("do not tell how to use the tools: you have them.  If the results above answer the task, answer it "
+            "from them in your own words; else make the call yourself")
 NULL_WORDS = frozenset({"null", "none", "nil", "n/a", "undefined", "nan"})  # a reply that stands for no answer
 READ_ONLY = frozenset({"read", "glob", "grep"})
 STAND_IN = ("the {arg} argument has a line that stands in for the file's own lines (like <original content>): "
@@ -187,11 +187,13 @@ class Rails:
     rejected: set[str] = field(default_factory=set)  # calls these rails refused in this task
     meant: dict[str, ToolCall] = field(default_factory=dict)  # read-only call -> what its result said was meant
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
+    narrated: bool = False  # a reply telling how to use the tools was sent back in this task (once is enough)
 
     def start_task(self, task: str, code_shown: bool = False) -> None:
         """A new task's demands; with `code_shown` (the code matching its words was put before it: retrieve.py)
         an explanation may come without a read."""
         self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, set(), {}, set(), {}
+        self.narrated = False
         self.must_change = self.on and asks_for_change(task)
         self.must_run = self.on and asks_to_run_tests(task)
         self.must_read = self.on and asks_to_explain(task) and not code_shown
@@ -237,7 +239,10 @@ class Rails:
                 return Verdict(Parsed(error=UNGROUNDED.format(names=", ".join(names[:3]))))
             if self.on and not_an_answer(parsed.text or "", asks_a_question(self.task)):
                 return Verdict(Parsed(error=NOT_AN_ANSWER))
-            if self.on and narrates_tools(parsed.text or ""):
+            if self.on and not self.narrated and narrates_tools(parsed.text or ""):
+                # once: the 1.5B model's second narration named the file and the function it had been asked
+                # for, and refusing every one ended that task with no answer (dev split)
+                self.narrated = True
                 return Verdict(Parsed(error=NARRATED))
             return Verdict(parsed)
         key = call.to_text()

@@ -853,6 +853,13 @@ def test_scripted_model_reply_telling_how_to_use_the_tools_is_asked_to_act_inste
     s, _, _, _, events = make(tokenizer, tmp_path, list(replies), [Approve()], guard_rails=True)
     assert s.run_task("where is add defined?").text == "add is in main.py."
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NARRATED]
+    # sent back once a task: the second narration is the answer (the 1.5B model's named the file and function)
+    again = "Use the grep tool: it shows add in main.py."
+    s, _, _, _, events = make(tokenizer, tmp_path, [*replies[:2], again, *replies], [Approve(), Approve()],
+                              guard_rails=True)
+    assert s.run_task("where is add defined?").text == again
+    assert s.run_task("where is add defined now?").text == replies[2]  # a new task: sent back again
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NARRATED, NARRATED]
     s, _, _, _, _ = make(tokenizer, tmp_path, list(replies), [Approve()])
     assert s.run_task("where is add defined?").text.startswith("You can use the `grep` function")
 
