@@ -23,7 +23,8 @@ from continualcode.tools import ToolError, validate_args
 from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
-LOOP_ERROR = "the model repeated a call whose result it already has (a read-only call, or one that failed)"
+LOOP_ERROR = ("the model repeated a call whose result it already has (a read-only call, one that failed, or a "
+              "change just made)")
 LOOP_NOTE = ("You already made this exact call and its result is above; nothing has changed since. "
              "Use that result: make a different call, or answer.")
 CHANGE_FIRST = "the task asks for a change: make it (write, edit_lines or replace) before you answer"
@@ -324,6 +325,10 @@ class Rails:
                 self.must_run = False
             if not ok and self.on:  # the same failing command or change again, with nothing changed, fails again
                 self.readonly_done[call.to_text()] = False
+            elif self.on and call.name in CHANGING:  # the same change again, with nothing else changed since: made
+                # already (the 1.5B model ran replace_all `_irregular` -> `_add_irregular` three times over, each
+                # adding a prefix: `_add_add_add_irregular`, dev split)
+                self.readonly_done[call.to_text()] = True
         if ok and call.name == "read":
             self.must_read = False
         if ok and call.name in ("read", *CHANGING) and (key := self.file_key(call)):

@@ -501,6 +501,22 @@ def test_scripted_model_repeating_a_failed_read_gets_a_note_that_bars_text(token
     assert note.meta["ok"] is False
 
 
+def test_scripted_model_a_change_made_again_right_away_is_not_run_again(tokenizer, tmp_path):
+    """The 1.5B model ran replace_all `_irregular` -> `_add_irregular` again after it had worked, and again:
+    `_add_add_add_irregular`.  The same change again, nothing else changed since, is sampled again and then
+    answered from the conversation, never run; after another change it may run."""
+    read = call_text("read", path="main.py")
+    grow = call_text("edit_lines", path="main.py", start_line=3, end_line=2, content="# one more line")
+    other = call_text("edit_lines", path="main.py", start_line=1, end_line=1, content="def plus(a, b):")
+    s, _, user, _, events = make(tokenizer, tmp_path, [read, grow, grow, grow, grow, other, grow, "Done."],
+                                 [Approve()] * 4, guard_rails=True)
+    assert s.run_task("add a line to main.py").status == "answered"
+    assert [c.arguments.get("start_line") for c, _ in user.seen] == [None, 3, 1, 3]
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [LOOP_ERROR] * 3  # 1 + max_repeats
+    assert sum(m.content.startswith(LOOP_NOTE) for m in s.messages if m.role == "tool") == 1  # answered, not run
+    assert (tmp_path / "main.py").read_text() == "def plus(a, b):\n    return a + b\n# one more line\n# one more line\n"
+
+
 def test_scripted_model_read_after_a_write_is_not_a_repeat(tokenizer, tmp_path):
     rd, w = call_text("read", path="main.py"), call_text("write", path="b.py", content="x = 1\n")
     s, _, user, _, events = make(tokenizer, tmp_path, [rd, w, rd, "ok"], [Approve()] * 3)
