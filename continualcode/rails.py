@@ -27,6 +27,7 @@ LOOP_ERROR = ("the model repeated a call whose result it already has (a read-onl
               "change just made)")
 LOOP_NOTE = ("You already made this exact call and its result is above; nothing has changed since. "
              "Use that result: make a different call, or answer.")
+ASKED_ONLY = "the task asks a question, not for a change: answer it in words; do not change files"
 CHANGE_FIRST = "the task asks for a change: make it (write, edit_lines or replace) before you answer"
 RUN_FIRST = "the task asks to run the tests: run them with bash (after your last change) before you answer"
 READ_FIRST = "read {path} before you change it (use write only for new files)"
@@ -179,6 +180,7 @@ class Rails:
     known_files: set[str] = field(default_factory=set)  # read or written in this session: may be changed
     task: str = ""
     must_change: bool = False  # the task asks for a change and no file has been changed yet
+    asks_only: bool = False  # the task is a question that names no change: nothing is to be changed
     must_run: bool = False  # the task asks to run the tests and they have not run since the last change
     must_read: bool = False  # the task asks for an explanation and no file has been read in it yet
     denied: set[str] = field(default_factory=set)  # calls (canonical text) denied in this task
@@ -196,6 +198,7 @@ class Rails:
         self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, set(), {}, set(), {}
         self.narrated = False
         self.must_change = self.on and asks_for_change(task)
+        self.asks_only = self.on and asks_a_question(task) and not _CHANGE_VERBS.search(task)
         self.must_run = self.on and asks_to_run_tests(task)
         self.must_read = self.on and asks_to_explain(task) and not code_shown
 
@@ -250,6 +253,8 @@ class Rails:
         error = None
         if self.on and (named := self._example_file(call)) is not None:  # before the read a change needs:
             error = EXAMPLE_FILE.format(arg=named[0], name=named[1])  # that read would fail (0.5B, dev split)
+        elif self.asks_only and call.name in CHANGING:  # the 1.5B model, asked what humanize() does with
+            error = ASKED_ONLY  # `_id`, replaced `author_id` in its docstring, then explained that (dev split)
         elif self.on and not self._may_change(call):
             # a change to a file the model has not seen: what it needs first is that file
             try:

@@ -517,6 +517,25 @@ def test_scripted_model_a_change_made_again_right_away_is_not_run_again(tokenize
     assert (tmp_path / "main.py").read_text() == "def plus(a, b):\n    return a + b\n# one more line\n# one more line\n"
 
 
+def test_scripted_model_a_question_that_names_no_change_changes_no_file(tokenizer, tmp_path):
+    """Asked what humanize() does with `_id`, the 1.5B model replaced `author_id` in its docstring and explained
+    that: a change is refused while the task is a question naming no change; a question that names one may."""
+    from continualcode.rails import ASKED_ONLY
+
+    read = call_text("read", path="main.py")
+    edit = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return a - b")
+    s, _, user, _, events = make(tokenizer, tmp_path, [read, edit, "add returns a + b."], [Approve(), Approve()],
+                                 guard_rails=True)
+    assert s.run_task("What does the function in main.py return? Give a short example.").text == "add returns a + b."
+    assert [c.name for c, _ in user.seen] == ["read"]
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [ASKED_ONLY]
+    assert "a + b" in (tmp_path / "main.py").read_text()
+    s, _, user, _, _ = make(tokenizer, tmp_path, [read, edit, "add now subtracts."], [Approve(), Approve()],
+                            guard_rails=True)
+    assert s.run_task("Can you change add to subtract?").text == "add now subtracts."
+    assert [c.name for c, _ in user.seen] == ["read", "edit_lines"]
+
+
 def test_scripted_model_read_after_a_write_is_not_a_repeat(tokenizer, tmp_path):
     rd, w = call_text("read", path="main.py"), call_text("write", path="b.py", content="x = 1\n")
     s, _, user, _, events = make(tokenizer, tmp_path, [rd, w, rd, "ok"], [Approve()] * 3)
