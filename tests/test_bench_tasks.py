@@ -373,7 +373,7 @@ def test_scripted_model_run_writes_results_and_resumes_from_units(tokenizer, tin
         assert key in res
     meta = json.loads((out / "results.json").read_text())["meta"]
     assert meta["new_units"] == 1
-    assert meta["resolved"] == {"edit_tool": "lines", "worked_example": "read"}  # what auto became (the 0.5B)
+    assert meta["resolved"] == {"edit_tool": "both", "worked_example": "grep"}  # what auto became (the 1.5B default)
     assert "| t2 | tiny | locate | test | ✗ |" in (out / "results.md").read_text()
     # 3) nothing left: the model is not even asked; another configuration is refused
     run(opts, backend=ScriptedModel(tokenizer, []))  # type: ignore[arg-type]

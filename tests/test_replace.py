@@ -147,7 +147,7 @@ def test_a_line_standing_in_for_the_files_lines_is_a_placeholder_in_new_text_onl
 
 
 @pytest.mark.parametrize(("model", "setting", "shown"), [
-    ("qwen2.5-coder-0.5b", "auto", "lines"), ("default", "auto", "lines"), ("smollm2", "auto", "lines"),
+    ("qwen2.5-coder-0.5b", "auto", "lines"), ("default", "auto", "both"), ("smollm2", "auto", "lines"),
     ("qwen2.5-coder-1.5b", "auto", "both"), ("Qwen/Qwen3-4B-Instruct-2507", "auto", "both"),
     ("qwen2.5-coder-1.5b", "lines", "lines"), ("qwen2.5-coder-0.5b", "replace", "replace")])
 def test_auto_keeps_line_edits_for_the_models_measured_with_them_and_adds_replace_for_others(
