@@ -120,13 +120,11 @@ def foreign_owner(root: Path) -> str | None:
 
 
 @functools.cache
-def say_foreign_owner_once(why: str) -> None:
-    """The workspace's owner: one line on stderr, once per process and workspace."""
-    print(f"continualcode: {why}", file=sys.stderr, flush=True)
+def say_once(line: str) -> None:
+    """One line about the sandbox on stderr, once per process for the same line."""
+    print(f"continualcode: {line}", file=sys.stderr, flush=True)
 
 
-@functools.cache
 def say_unavailable_once(why: str) -> None:
     """sandbox=auto on a machine without a working bwrap: one line on stderr, once per process."""
-    print(f"continualcode: no sandbox for bash ({why}); commands run unconfined (sandbox=off silences this)",
-          file=sys.stderr, flush=True)
+    say_once(f"no sandbox for bash ({why}); commands run unconfined (sandbox=off silences this)")

@@ -23,7 +23,7 @@ from continualcode.tools.sandbox import (
     Sandbox,
     SandboxUnavailable,
     foreign_owner,
-    say_foreign_owner_once,
+    say_once,
     say_unavailable_once,
     unavailable,
 )
@@ -63,7 +63,7 @@ class Workspace(ConfinedDir):
             if why is None:
                 self.sandbox = Sandbox(self.root, network=sandbox_network)
                 if (owned := foreign_owner(self.root)) is not None:
-                    say_foreign_owner_once(owned)
+                    say_once(owned)
             elif sandbox == "on":
                 raise SandboxUnavailable(f"sandbox=on, but {why}")
             else:
