@@ -43,7 +43,7 @@ from continualcode.events import (
     ToolOutput,
     UserTask,
 )
-from continualcode.rails import LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails, asks_a_question
+from continualcode.rails import CHANGING, LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails, asks_a_question
 from continualcode.records import FRESH, Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer
 from continualcode.retrieve import HEAD as RETRIEVED
@@ -171,19 +171,26 @@ class Session:
         self.notes = notes or (lambda _task: "")  # asked at each task: what opens its user turn (app.py: its rules)
         self.rails = _rails(workspace, self.sampling.guard_rails)
         self._n_samples = 0
-        self._constraints: dict[bool, Any] = {}
+        self._constraints: dict[tuple[bool, bool, tuple[str, ...] | None], Any] = {}
         self._contrast: Callable[[], list[int]] | None = None  # after a correction: the retry's prompt without it
 
     def _emit(self, event: Event) -> None:
         self.on_event(event)
 
     def _constraint(self, allow_text: bool, allow_calls: bool = True) -> Any:
+        """The grammar of the next sample; in a task that asks a question naming no change (`Rails.asks_only`)
+        its calls leave out the tools that change files: refused a `replace` of `def search` by `def search` in
+        such a task, the 1.5B model proposed it twice more (the refusal alone; 2 of 4 explain tasks did so,
+        dev split)."""
         if not self.sampling.constrained:
             return None
-        if (allow_text, allow_calls) not in self._constraints:
-            self._constraints[allow_text, allow_calls] = self.renderer.constraint(allow_text=allow_text,
-                                                                                 allow_calls=allow_calls)
-        return self._constraints[allow_text, allow_calls]
+        only = None
+        if allow_calls and self.rails.asks_only:
+            only = tuple(t["function"]["name"] for t in self.renderer.tools if t["function"]["name"] not in CHANGING)
+        if (key := (allow_text, allow_calls, only)) not in self._constraints:
+            self._constraints[key] = self.renderer.constraint(allow_text=allow_text, allow_calls=allow_calls,
+                                                              only=only)
+        return self._constraints[key]
 
     def query(self, *, temperature: float | None = None, mode: Mode = "any") -> tuple[list[int], Sample, str]:
         """Sample one assistant turn for the current conversation (at `temperature`, default the config's)."""

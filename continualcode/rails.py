@@ -64,7 +64,10 @@ _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found 
 _A_FILE = re.compile(r"^\((\S+)" + re.escape(IS_A_FILE) + r"\)$", re.M)  # an empty grep for a file's path
 HIT_CONTEXT = 5  # lines above a wider hit that its read shows
 _NUMBERED = re.compile(r"^\s*\d+\t", re.M)  # a line as read shows it
-_HIT = re.compile(r"^([\w./-]+):(\d+): ", re.M)  # a line as grep shows it: (file, line)
+_HIT = re.compile(r"^([\w./-]+):(\d+): (.*)$", re.M)  # a line as grep shows it: (file, line, text)
+_SHOWN = re.compile(r"^\s*(\d+)\t", re.M)  # the number of a line as read shows it
+_TEST_FILE = re.compile(r"(^|/)(tests?/|test_)|_test\.py$")  # a test's file
+_DEFINES = re.compile(r"^\s*(async\s+def|def|class)\s")  # a hit on a definition
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
 # a reply that tells how to use one of the agent's own tools ("you can use the `grep` function with the pattern
 # `def pluralize`"): the 1.5B model's narration instead of acting, in 60 of its 615 text replies in bench tasks
@@ -191,12 +194,13 @@ class Rails:
     meant: dict[str, ToolCall] = field(default_factory=dict)  # read-only call -> what its result said was meant
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
     narrated: bool = False  # a reply telling how to use the tools was sent back in this task (once is enough)
+    shown: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> lines reads showed since a change
 
     def start_task(self, task: str, code_shown: bool = False) -> None:
         """A new task's demands; with `code_shown` (the code matching its words was put before it: retrieve.py)
         an explanation may come without a read."""
         self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, set(), {}, set(), {}
-        self.narrated = False
+        self.narrated, self.shown = False, {}
         self.must_change = self.on and asks_for_change(task)
         self.asks_only = self.on and asks_a_question(task) and not _CHANGE_VERBS.search(task)
         self.must_run = self.on and asks_to_run_tests(task)
@@ -288,7 +292,7 @@ class Rails:
             # a read or search of a missing path again, after its error named the file meant: that file; a
             # search for a file's path again, after its result said it is a file: the read of that file
             fixed = self.meant[key]
-            if fixed.to_text() not in self.readonly_done:
+            if fixed.to_text() not in self.readonly_done and not self._shows(fixed):
                 return Verdict(Parsed(call=fixed), redirected=True)
         return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done
                        else None)
@@ -321,8 +325,14 @@ class Rails:
             elif ok and call.name == "grep" and output.startswith(NOTHING_FOUND[0]) and self._one_file(call):
                 # an empty search of one file, found nowhere else either: repeated, the read of that file
                 self.meant[call.to_text()] = ToolCall("read", validate_args("read", {"path": call.arguments["path"]}))
+            elif ok and call.name == "grep" and (hit := best_hit(output)) is not None:
+                # a search that found its hits, repeated: the read of the best one (the 1.5B model grepped
+                # `def humanize` four times over after its one hit had named the file and the line, dev split)
+                self.meant[call.to_text()] = ToolCall("read", validate_args("read", {
+                    "path": hit[0], "offset": max(1, hit[1] - HIT_CONTEXT)}))
         else:  # files may have changed: a read may now show something new
             self.readonly_done.clear()
+            self.shown.clear()
             if ok and call.name in CHANGING:
                 self.must_change = False
                 self.must_run = self.must_run or (self.on and asks_to_run_tests(self.task))
@@ -336,8 +346,16 @@ class Rails:
                 self.readonly_done[call.to_text()] = True
         if ok and call.name == "read":
             self.must_read = False
+            if (lines := [int(n) for n in _SHOWN.findall(output)]) and (key := self.file_key(call)):
+                self.shown.setdefault(key, []).append((min(lines), max(lines)))
         if ok and call.name in ("read", *CHANGING) and (key := self.file_key(call)):
             self.known_files.add(key)
+
+    def _shows(self, read: ToolCall) -> bool:
+        """Whether a read since the last change showed the line a redirected read is for (`HIT_CONTEXT`
+        below its offset): that read again would repeat what the conversation holds."""
+        line = int(read.arguments.get("offset") or 1) + HIT_CONTEXT
+        return any(a <= line <= b for a, b in self.shown.get(self.file_key(read) or "", []))
 
     def _one_file(self, call: ToolCall) -> bool:
         """Whether a call's path names one existing file (a grep of a file, not of a directory)."""
@@ -355,11 +373,20 @@ class Rails:
         return call.name == "write" and not Path(key).exists()
 
 
+def best_hit(text: str) -> tuple[str, int] | None:
+    """(file, line) of the grep hit a read should show, or None without hits: a Python file's before any
+    other, then a file's that is not a test's, then a definition's (`def`, `class`); the first of equals."""
+    hits = [(m.group(1), int(m.group(2)), m.group(3)) for m in _HIT.finditer(text)]
+    if not hits:
+        return None
+    best = min(hits, key=lambda h: (not h[0].endswith(".py"), bool(_TEST_FILE.search(h[0])), not _DEFINES.match(h[2])))
+    return best[0], best[1]
+
+
 def _wider_hit(output: str) -> tuple[str, int] | None:
-    """(file, line) of the hit an empty grep's wider search shows first, a Python file's before any other,
-    or None.  Repeated, such a search becomes the read of that place: the 1.5B model repeated `Job.until`
+    """(file, line) of the best hit (`best_hit`) an empty grep's wider search shows, or None.  Repeated,
+    such a search becomes the read of that place: the 1.5B model repeated `Job.until`
     in schedule/__init__.py nine times, and the 0.5B model an empty grep 25-33 times (`bench tasks`)."""
     if not output.startswith(NOTHING_FOUND[0]) or FOUND_ELSEWHERE not in output:
         return None
-    hits = [(m.group(1), int(m.group(2))) for m in _HIT.finditer(output.split(FOUND_ELSEWHERE, 1)[1])]
-    return next((h for h in hits if h[0].endswith(".py")), hits[0] if hits else None)
+    return best_hit(output.split(FOUND_ELSEWHERE, 1)[1])

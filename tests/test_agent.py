@@ -536,6 +536,26 @@ def test_scripted_model_a_question_that_names_no_change_changes_no_file(tokenize
     assert [c.name for c, _ in user.seen] == ["read", "edit_lines"]
 
 
+def test_a_question_that_names_no_change_gets_a_grammar_without_the_tools_that_change_files(tokenizer, tmp_path):
+    """The refusal alone was not enough: refused a no-op `replace` in such a task, the 1.5B model proposed it
+    again and again.  The real grammar of a question naming no change admits reads and text, no change."""
+    import dataclasses
+
+    s, _, _, _, _ = make(tokenizer, tmp_path, [], [], guard_rails=True)
+    s.sampling = dataclasses.replace(s.sampling, constrained=True)
+    write = call_text("write", path="main.py", content="x = 1\n")
+    read = call_text("read", path="main.py")
+
+    def admits(text: str) -> bool:
+        state = s._constraint(True).start()
+        return all(state.accept(t) for t in tokenizer.encode(text, add_special_tokens=False))
+
+    s.rails.start_task("What does the function in main.py return?")
+    assert admits(read) and admits("It adds.") and not admits(write)
+    s.rails.start_task("Can you change add to subtract?")
+    assert admits(read) and admits(write)
+
+
 def test_scripted_model_read_after_a_write_is_not_a_repeat(tokenizer, tmp_path):
     rd, w = call_text("read", path="main.py"), call_text("write", path="b.py", content="x = 1\n")
     s, _, user, _, events = make(tokenizer, tmp_path, [rd, w, rd, "ok"], [Approve()] * 3)
@@ -948,6 +968,47 @@ def test_scripted_model_repeating_an_empty_grep_that_showed_wider_hits_reads_the
     assert _wider_hit(wider) == ("pkg/a.py", 3)
     assert _wider_hit(wider.replace("pkg/a.py:3: b = 1", "")) == ("LICENSE", 1)
     assert _wider_hit("no matches for 'b' in x.py") is None and _wider_hit("x.py:1: b") is None
+
+
+def test_scripted_model_repeating_a_grep_that_found_its_hits_reads_the_best_hit_unless_it_was_read(
+        tokenizer, tmp_path):
+    """The 1.5B model grepped `def humanize` four times over after its one hit had named the file and the line:
+    proposed again, a search with hits becomes the read of its best hit (asked about like any call); once a
+    read has shown that line, the repeat is left to the loop rail."""
+    from continualcode.rails import HIT_CONTEXT, LOOP_ERROR
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "words.py").write_text("".join(f"x{i} = {i}\n" for i in range(30)) + "def humanize(w):\n"
+                                               "    return w.removesuffix('_id')\n")
+    grep = call_text("grep", pattern="humanize", path=".")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [grep, grep, "humanize in pkg/words.py drops _id."],
+                            [Approve(), Approve()], guard_rails=True)
+    assert s.run_task("what does humanize do?").status == "answered"
+    assert [c.name for c, _ in user.seen] == ["grep", "read"]
+    assert user.seen[1][0].arguments == {"path": "pkg/words.py", "offset": 31 - HIT_CONTEXT, "limit": 400}
+    from continualcode.render import Parsed
+
+    s.rails.start_task("what does humanize do with _id?")  # a new task: the read shown in the last one is gone
+    found = ToolCall("grep", {"pattern": "humanize", "path": ".", "include": None})
+    s.rails.ran(found, True, "pkg/words.py:31: def humanize(w):")
+    first = s.rails.review(Parsed(call=found))
+    assert first.redirected and first.parsed.call is not None and first.parsed.call.name == "read"
+    s.rails.ran(ToolCall("read", {"path": "pkg/words.py", "offset": 20, "limit": 20}), True,
+                "".join(f"{n:6d}\tx\n" for n in range(20, 33)))
+    again = s.rails.review(Parsed(call=found))
+    assert not again.redirected and again.parsed.call == found and again.repeat == LOOP_ERROR
+
+
+def test_best_hit_prefers_python_then_not_a_test_then_a_definition():
+    from continualcode.rails import best_hit
+
+    hits = ("README.md:3: def humanize\ntests/test_w.py:9: def test_humanize():\npkg/w.py:40:     humanize(x)\n"
+            "pkg/w.py:12: def humanize(w):\npkg/w.py:50: class Humanize:")
+    assert best_hit(hits) == ("pkg/w.py", 12)
+    assert best_hit(hits.replace("def humanize(w):", "y = humanize")) == ("pkg/w.py", 50)
+    assert best_hit("README.md:3: humanize\ntests/test_w.py:9: x = 1") == ("tests/test_w.py", 9)
+    assert best_hit("README.md:3: humanize\nCHANGES:1: humanize") == ("README.md", 3)
+    assert best_hit("no matches for 'x' in .") is None
 
 
 def test_scripted_model_repeating_an_empty_grep_of_one_file_found_nowhere_reads_that_file(tokenizer, tmp_path):
