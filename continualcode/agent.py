@@ -484,5 +484,10 @@ def _cuts(workspace: Workspace, call: ToolCall) -> str | None:
 
 
 def _mend(workspace: Workspace, call: ToolCall) -> ToolCall | None:
+    """An edit_lines re-indented, or a write of one definition over its module placed, so that the file
+    still parses and keeps its lines; None when neither applies."""
+    if call.name == "write":
+        placed = workspace.placed_write(call.name, call.arguments)
+        return None if placed is None else ToolCall("edit_lines", placed)
     fixed = workspace.reindented(call.name, call.arguments)
     return None if fixed is None else ToolCall(call.name, fixed)

@@ -852,8 +852,8 @@ def test_scripted_model_write_that_drops_most_of_a_file_is_sampled_again(tokeniz
 
     body = "".join(f"x{i} = {i}\n" for i in range(30))
     read = call_text("read", path="big.py")
-    cut = call_text("write", path="big.py", content="def parse_all():\n    pass\n")
-    keep = call_text("write", path="big.py", content=body + "def parse_all():\n    pass\n")
+    cut = call_text("write", path="big.py", content="parse_all = None\n")  # not one definition: not placed
+    keep = call_text("write", path="big.py", content=body + "parse_all = None\n")
     s, _, user, _, events = make(tokenizer, tmp_path, [read, cut, keep, "Done."], [Approve(), Approve()],
                                  guard_rails=True)
     (tmp_path / "big.py").write_text(body)
@@ -869,7 +869,26 @@ def test_scripted_model_write_that_drops_most_of_a_file_is_sampled_again(tokeniz
     (other / "big.py").write_text(body)
     assert s2.run_task("add parse_all to big.py").status == "answered"
     assert [e.error for e in events2 if isinstance(e, Proposal) and e.error] == [CUTS_FILE] * 3
-    assert "would go from 30 lines to 2" in user2.seen[1][1]  # the third sample is proposed, with the warning
+    assert "would go from 30 lines to 1" in user2.seen[1][1]  # the third sample is proposed, with the warning
+
+
+def test_scripted_model_write_of_one_definition_over_its_module_is_placed_in_the_module(tokenizer, tmp_path):
+    """Asked to add parse_all, the 1.5B model wrote the function alone over parse.py, wrapped as a web page
+    shows code: proposed instead, the edit that appends it (a same-named function would be replaced, a class
+    of the same name gets the new methods: test_addition.py); the file keeps its lines and parses."""
+    body = "".join(f"x{i} = {i}\n" for i in range(30))
+    (tmp_path / "big.py").write_text(body)
+    read = call_text("read", path="big.py")
+    html = call_text("write", path="big.py", content="<pre><code>def parse_all(fmt, ss):<br>    return [s for s in "
+                                                      "ss if s &lt; fmt]<br></code></pre>")
+    s, _, user, _, events = make(tokenizer, tmp_path, [read, html, "Done."], [Approve(), Approve()],
+                                 guard_rails=True)
+    assert s.run_task("add parse_all to big.py").status == "answered"
+    placed = user.seen[1][0]
+    assert placed.name == "edit_lines" and (placed.arguments["start_line"], placed.arguments["end_line"]) == (31, 30)
+    added = "\n\ndef parse_all(fmt, ss):\n    return [s for s in ss if s < fmt]\n"
+    assert (tmp_path / "big.py").read_text() == body + added
+    assert not [e.error for e in events if isinstance(e, Proposal) and e.error]
 
 
 def test_scripted_model_answer_that_pastes_lines_or_says_nothing_is_refused(tokenizer, tmp_path):

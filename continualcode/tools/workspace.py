@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from continualcode.tools.addition import placed, unwrap_html
 from continualcode.tools.base import ToolError, ToolResult, cap_text, clean, one_line
 from continualcode.tools.files import cuts_most, plan_edit, read_text_for_edit
 from continualcode.tools.paths import ConfinedDir
@@ -125,6 +126,19 @@ class Workspace(ConfinedDir):
             if shifted != content and syntax_error(plan_edit(old, start, end, shifted, rel=rel)[0], rel) is None:
                 return {**kwargs, "content": shifted}
         return None
+
+    def placed_write(self, name: str, args: Mapping[str, Any]) -> dict[str, Any] | None:
+        """For a write that would leave a Python file that parses with less than half its lines, holding one
+        definition alone (`addition.placed`; a web page's code wrapping undone): the `edit_lines` arguments
+        that put it where it belongs, if the file then parses; None otherwise.  Never raises."""
+        planned = self._planned(name, args) if name == "write" else None
+        if planned is None or cuts_most(planned[1], planned[2]) is None or syntax_error(planned[1], planned[0]):
+            return None
+        rel, old, new = planned
+        where = placed(old, unwrap_html(new)) if rel.endswith(".py") else None
+        if where is None or syntax_error(plan_edit(old, *where, rel=rel)[0], rel) is not None:
+            return None
+        return {"path": args["path"], "start_line": where[0], "end_line": where[1], "content": where[2]}
 
     def _planned(self, name: str, args: Mapping[str, Any]) -> tuple[str, str, str] | None:
         """(relative path, text now, text after) of a write, edit_lines or replace; None for other calls and
