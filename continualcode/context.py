@@ -28,6 +28,7 @@ from typing import Any
 
 from continualcode.outline import LEGEND
 from continualcode.records import CALL_OPEN, FRESH, NOTES, TASK, Message
+from continualcode.tools.kinds import CODE_SUFFIXES, is_secondary, listing_rank
 
 KEEP_RESULTS = 2
 ELIDE_BATCH = 4
@@ -164,7 +165,7 @@ def project_overview(workspace: Any, limit: int = OVERVIEW_FILES, outline_chars:
     files = [rel for rel, real in _project_files(workspace) if not _empty(real)]
     if not files:
         return ""
-    files.sort(key=lambda f: (_listing_rank(f), f.count("/"), f))
+    files.sort(key=lambda f: (listing_rank(f), f.count("/"), f))
     shown = files[:limit]
     more = f"\n… and {len(files) - limit} more files" if len(files) > limit else ""
     text = "Files in the project (the workspace root is '.'):\n" + "\n".join(shown) + more
@@ -178,28 +179,6 @@ def _empty(path: Path) -> bool:
         return path.stat().st_size == 0
     except OSError:
         return False
-
-
-CODE_SUFFIXES = (".py", ".pyi", ".pyx", ".js", ".jsx", ".ts", ".tsx", ".go", ".rs", ".c", ".h", ".cc", ".cpp",
-                 ".hpp", ".java", ".kt", ".rb", ".php", ".cs", ".swift", ".scala", ".sh", ".lua")
-
-
-def _listing_rank(rel: str) -> int:
-    """0 for source code, 1 for tests and set-up scripts, 2 for the rest.  The 0.5B model opened 5 of the
-    16 test tasks of `bench tasks` by reading the first file the listing showed when that was LICENSE or
-    AUTHORS.rst (a root file, listed before the package's code by depth and name)."""
-    if not rel.endswith(CODE_SUFFIXES):
-        return 2
-    return 1 if _is_secondary(rel) else 0
-
-
-def _is_secondary(rel: str) -> bool:
-    """Tests, set-up scripts and docs: mapped after the code, if the budget allows."""
-    name = rel.rsplit("/", 1)[-1]
-    parts = rel.split("/")[:-1]
-    return (name.startswith("test_") or name.endswith("_test.py") or name == "conftest.py"
-            or name.endswith("setup.py")
-            or any(p in ("tests", "test", "docs", "doc", "examples") for p in parts))
 
 
 RETRIEVE_FILES = 400
@@ -225,7 +204,7 @@ def relevant_code(workspace: Any, task: str, budget: int) -> str:
     for rel, real in _project_files(workspace):
         if not rel.endswith(CODE_SUFFIXES) or (source := _source(real)) is None:
             continue
-        chunks += (python_chunks if rel.endswith(".py") else window_chunks)(rel, source, _is_secondary(rel))
+        chunks += (python_chunks if rel.endswith(".py") else window_chunks)(rel, source, is_secondary(rel))
         n += 1
         if n >= RETRIEVE_FILES:
             break
@@ -239,7 +218,7 @@ def _outline(workspace: Any, files: list[str], budget: int) -> str:
     mapped: dict[bool, list[tuple[str, list[Any]]]] = {False: [], True: []}
     for rel in py:
         if (source := _source(workspace.root / rel)) is not None:
-            mapped[_is_secondary(rel)].append((rel, definitions(source)))
+            mapped[is_secondary(rel)].append((rel, definitions(source)))
     text = render(mapped[False], budget)
     room = budget - len(text) - 1
     if room > 300 and (extra := render(mapped[True], room)):

@@ -464,7 +464,8 @@ def test_glob_cap_and_refusals(ws: Workspace, outside: Path) -> None:
 
 def test_grep_format_sorting_include_and_skipping(tree: Workspace) -> None:
     out = ok(tree, "grep", pattern=r"^import").splitlines()
-    assert out == [f"{p}:2: import os" for p in [".hidden.py", "a.py", "b.txt", "src/deep/n.py", "src/m.py"]]
+    # the code first (by name), then the rest: text files, docs (kinds.listing_rank)
+    assert out == [f"{p}:2: import os" for p in [".hidden.py", "a.py", "src/deep/n.py", "src/m.py", "b.txt"]]
     assert ok(tree, "grep", pattern="os", include="*.txt") == "b.txt:2: import os"
     one_file = ok(tree, "grep", pattern="import|#", path="src/m.py")
     assert one_file == "src/m.py:1: # src/m.py\nsrc/m.py:2: import os"
@@ -475,6 +476,16 @@ def test_grep_format_sorting_include_and_skipping(tree: Workspace) -> None:
     assert widened == [*out, note.format("'src/py.typed'")]
     assert ok(tree, "grep", pattern="zzz", include="") == "no matches for 'zzz' in .\n" + note.format("''")
     assert "no matches" in ok(tree, "grep", pattern="zzz", include="*.py")  # files matched, no line did
+
+
+def test_grep_shows_the_code_first_then_tests_and_set_up_then_docs(ws: Workspace) -> None:
+    """Grepping `xmltodict.unparse`, the 1.5B model was shown its uses in PKG-INFO and README.md first (sorted
+    by name) and edited README.md; with 200 hits shown at most, docs could also hide the code altogether."""
+    for rel in ("PKG-INFO", "README.md", "tests/test_pkg.py", "setup.py", "pkg/core.py", "docs/conf.py"):
+        (ws.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (ws.root / rel).write_text("unparse()\n")
+    hits = [line.split(":")[0] for line in ok(ws, "grep", pattern="unparse").splitlines()]
+    assert hits == ["pkg/core.py", "docs/conf.py", "setup.py", "tests/test_pkg.py", "PKG-INFO", "README.md"]
 
 
 def test_an_empty_grep_says_where_the_pattern_matches_in_the_whole_project_or_as_plain_text(ws: Workspace) -> None:

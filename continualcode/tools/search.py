@@ -1,7 +1,7 @@
 """The search tools (glob, grep): each one's schema, run and preview together.
 
 Walks go through `ConfinedDir.walk_files` (paths.py: confined, no symlinked directories, the skipped
-directories, a file budget); hits are listed sorted, capped at `LIST_CAP` with a count of the rest.
+directories, a file budget); hits are listed code first, capped at `LIST_CAP` with a count of the rest.
 An empty grep goes on to say where the pattern does match (`_elsewhere`).  Matching rules are in
 docs/tools.md.
 """
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from continualcode.tools.base import Tool, ToolError, function_schema, quote
 from continualcode.tools.files import is_binary
+from continualcode.tools.kinds import listing_rank
 from continualcode.tools.paths import WALK_BUDGET, WalkBudget, missing
 
 if TYPE_CHECKING:
@@ -178,9 +179,12 @@ def _is_a_file(ws: Workspace, pattern: str) -> str:
 
 
 def _grep_files(ws: Workspace, base: Path, include: str | None) -> tuple[list[tuple[str, Path]], str]:
-    """The files a grep of `base` reads (relative name, real path), sorted, and a note if the walk stopped.  An
-    `include` that matches no file is dropped, said in the note: the 0.5B model passed file paths (its worked
-    example's, or `pkg/py.typed`) and `.*` as include, and spent its next turns on the error (`bench tasks`)."""
+    """The files a grep of `base` reads (relative name, real path), and a note if the walk stopped: the code
+    first, then tests and set-up scripts, then the rest (`kinds.listing_rank`), each by name; grepping
+    `xmltodict.unparse`, the 1.5B model was shown its uses in PKG-INFO and README.md and went on to edit
+    README.md (`bench tasks`, dev split).  An `include` that matches no file is dropped, said in the note:
+    the 0.5B model passed file paths (its worked example's, or `pkg/py.typed`) and `.*` as include, and
+    spent its next turns on the error (`bench tasks`)."""
     note = ""
     if base.is_dir():
         files: list[tuple[str, Path]] = []
@@ -194,7 +198,7 @@ def _grep_files(ws: Workspace, base: Path, include: str | None) -> tuple[list[tu
             files, note = _grep_files(ws, base, None)
             return files, note + (f"\n[no file in {ws.rel(base)} matches include {quote(include)} (a file-name glob "
                                   "such as *.py): every file was searched]")
-        files.sort()
+        files.sort(key=lambda f: (listing_rank(f[0]), f[0]))
     elif stat.S_ISREG(base.stat().st_mode):
         files = [(ws.rel(base), base)]
     else:
