@@ -529,7 +529,7 @@ def test_an_empty_grep_tries_either_quote_and_the_definition_of_a_dotted_names_l
     assert ok(ws, "grep", pattern="pluralize('sheep')") == (
         "no matches for 'pluralize('sheep')' in .\nwith either quote, in the whole project it matches:\n"
         'pkg/core.py:5: x = pluralize("sheep")')
-    for dotted in ("Job.until", r"Job\.until", "pkg.core.Job.until()"):
+    for dotted in ("Job.until", r"Job\.until", "pkg.core.Job.until()", "every(2).until", "s.every(2).until(t)"):
         assert ok(ws, "grep", pattern=dotted, path="pkg") == (
             f"no matches for {quote(dotted)} in pkg\nthe definition of 'until', in the whole project it matches:\n"
             "pkg/core.py:2:     def until(self, t):")

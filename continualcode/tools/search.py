@@ -163,7 +163,8 @@ def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed:
     return ""
 
 
-_DOTTED = re.compile(r"^\s*(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)\s*(?:\(\))?\s*$")  # Job.until, pkg.mod.f()
+# Job.until, pkg.mod.f(), a call chain: schedule.every(2).hours (the 1.5B model grepped that, found nowhere)
+_DOTTED = re.compile(r"^\s*(?:[A-Za-z_]\w*(?:\([^()]*\))?\.)+([A-Za-z_]\w*)\s*(?:\([^()]*\))?\s*$")
 
 
 def _is_a_file(ws: Workspace, pattern: str) -> str:
