@@ -549,7 +549,11 @@ def test_grep_dollar_matches_at_the_end_of_crlf_lines(ws: Workspace) -> None:
 
 
 def test_grep_invalid_regex_cap_and_refusals(ws: Workspace, outside: Path) -> None:
-    assert err(ws, "grep", pattern="(").startswith("error: invalid regex: ")
+    (ws.root / "code.py").write_text('word = re.sub(r"_id$", "", word)\n')
+    assert ok(ws, "grep", pattern='re.sub(r"_id$') == (  # the 1.5B model's grep for code it had seen
+        'code.py:1: word = re.sub(r"_id$", "", word)\n'
+        "[not a valid regex (missing ), unterminated subpattern at position 6): searched as plain text]")
+    assert ok(ws, "grep", pattern="[").startswith("no matches for '[' in .\n[not a valid regex (")
     (ws.root / "many.txt").write_text("hit\n" * 300)
     out = ok(ws, "grep", pattern="hit").splitlines()
     assert len(out) == 201 and out[0] == "many.txt:1: hit" and out[-1] == "… and 100 more matches"

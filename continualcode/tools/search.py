@@ -105,16 +105,20 @@ def _glob_match(pat: tuple[str, ...], parts: tuple[str, ...], *, prefix: bool = 
 
 
 def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[bool, str]:
-    """Lines matching `pattern` under `path` (files matching `include`).  An empty search says where it
-    would have found something (`_elsewhere`)."""
+    """Lines matching `pattern` under `path` (files matching `include`); a pattern that is not a valid regex
+    is searched as plain text, said in a note.  An empty search says where it would have found something
+    (`_elsewhere`)."""
+    plain_note = ""
     try:
         regex = re.compile(pattern)
-    except (re.error, OverflowError, RecursionError) as e:
-        raise ToolError(f"invalid regex: {e}") from None
+    except (re.error, OverflowError, RecursionError) as e:  # the 1.5B model grepped `re.sub(r"_id$` for code
+        regex = re.compile(re.escape(pattern))  # it had seen: what it means is that text
+        plain_note = f"\n[not a valid regex ({e}): searched as plain text]"
     base = ws.resolve(path)
     if not base.exists():
         raise missing(ws, base)
     files, note = _grep_files(ws, base, include)
+    note += plain_note
     hits, total, skipped = _search(regex, files, single=not base.is_dir())
     if skipped:
         note += f"\n[skipped {skipped} files over {GREP_MAX_FILE // 2**20} MiB]"
