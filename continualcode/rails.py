@@ -70,8 +70,9 @@ _TEST_FILE = re.compile(r"(^|/)(tests?/|test_)|_test\.py$")  # a test's file
 _DEFINES = re.compile(r"^\s*(async\s+def|def|class)\s")  # a hit on a definition
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
 # a reply that tells how to use one of the agent's own tools ("you can use the `grep` function with the pattern
-# `def pluralize`"): the 1.5B model's narration instead of acting, in 60 of its 615 text replies in bench tasks
-_NARRATION = re.compile(r"\b(?:use|call|using|calling|run|running)\s+(?:the\s+)?`?(grep|read|glob|write|edit_lines|"
+# `def pluralize`"), or how it used one ("I used the `grep` function to search for …", as its answer): the 1.5B
+# model's narration instead of acting or answering, in 60 of its 615 text replies in bench tasks
+_NARRATION = re.compile(r"\b(?:use|used|call|called|using|calling|run|ran|running)\s+(?:the\s+)?`?(grep|read|glob|write|edit_lines|"
                         r"replace|bash)`?\s+(?:function|tool|command)\b", re.I)
 # what an answer asserts exists: a called name `f(`, or a file path with a common extension
 _NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cfg|toml|json|ya?ml|ini|sh|js|ts))\b")

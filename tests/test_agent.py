@@ -921,6 +921,7 @@ def test_scripted_model_reply_telling_how_to_use_the_tools_is_asked_to_act_inste
     assert narrates_tools("To find it, you can use the `grep` function with the pattern `def add`.")
     assert narrates_tools("Run the bash command `pytest` to check.")
     assert not narrates_tools("I used grep: add is defined in main.py, line 1.")
+    assert narrates_tools("To find it, I used the `grep` function to search for the string \"def next\" in a.py.")
     assert not narrates_tools("add reads two numbers and returns their sum.")
     grep = call_text("grep", pattern="def add")
     replies = [grep, "You can use the `grep` function with the pattern `def add` to find it.", "add is in main.py."]
