@@ -136,6 +136,35 @@ def test_load_scenarios_names_the_bad_line(tmp_path: Path) -> None:
         load_scenarios(p)
 
 
+def test_sim_user_keeps_a_preference_about_order_once_its_complying_call_has_run(tmp_path: Path) -> None:
+    """After `python split.py` in "reproduce before you fix", reading split.py is the next step: approved for a
+    preference about order (`"order": true`), still denied with the correction for any other preference;
+    in measuring mode the first decided call ends the task either way."""
+    import dataclasses
+
+    from continualcode.agent import Approve, Deny
+    from continualcode.bench.learn.tasks import SimUser
+
+    base = scenario(violates={"tool": ["read", "write"]}, complies={"tool": "bash", "args": {"command": "python"}})
+    run, read = ToolCall("bash", {"command": "python split.py"}), ToolCall("read", {"path": "split.py"})
+    for order, after in ((True, Approve), (False, Deny)):
+        user = SimUser(dataclasses.replace(base, order=order), measure=False)
+        assert isinstance(user.decide(read, ""), Deny)  # before the run: the preference is broken
+        assert isinstance(user.decide(run, ""), Approve)
+        assert isinstance(user.decide(read, ""), after)
+        assert [c["class"] for c in user.calls] == ["violates", "complies", "neutral" if order else "violates"]
+    line = {"id": "a", "preference": "p", "task": "t", "correction": "c", "violates": {"tool": "read"}}
+    p = tmp_path / "s.jsonl"
+    p.write_text(json.dumps({**line, "order": True}) + "\n")
+    assert load_scenarios(p)[0].order
+    p.write_text(json.dumps({**line, "order": "yes"}) + "\n")
+    with pytest.raises(ValueError, match=r's\.jsonl:1: .*"order" is true or false'):
+        load_scenarios(p)
+    public = load_scenarios(REPO / "continualcode" / "bench" / "scenarios" / "public.jsonl")
+    assert {s.preference for s in public if s.order} == {
+        "search-before-reading", "reproduce-before-fix", "read-before-edit", "check-by-running-tests"}
+
+
 def test_options_and_variants() -> None:
     o = parse_args(["--out", "x", "--quick", "mode=sequential", "temperature=0.5"])
     assert o.mode == "sequential" and o.seeds == 1 and list(o.variants) == ["in-context", "topk"]

@@ -64,9 +64,12 @@ class Scenario:
     fresh: tuple[Task, ...]
     controls: tuple[Task, ...]
     max_turns: int = 4
+    # a preference about order ("run it first, then read"): once a complying call has run in a task, a call
+    # that matches `violates` is what the preference asks for next, no violation (tasks.SimUser)
+    order: bool = False
 
     def classify(self, call: ToolCall) -> str:
-        """'violates' (takes precedence), 'complies' or 'neutral'."""
+        """'violates' (takes precedence), 'complies' or 'neutral', the call taken alone."""
         if self.violates.matches(call.name, call.arguments):
             return "violates"
         if self.complies is not None and self.complies.matches(call.name, call.arguments):
@@ -87,7 +90,14 @@ def _scenario(d: Any) -> Scenario:
         complies=Matcher.from_json(d["complies"]) if d.get("complies") else None,
         fresh=tuple(_task(t) for t in d.get("fresh", ())),
         controls=tuple(_task(t) for t in d.get("controls", ())), max_turns=int(d.get("max_turns", 4)),
+        order=_flag(d.get("order", False)),
     )
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f'"order" is true or false, got {value!r}')
+    return value
 
 
 def load_scenarios(path: Path) -> list[Scenario]:

@@ -65,7 +65,12 @@ class _Session(Session):
 
 
 class SimUser:
-    """The simulated user: violates → Deny(correction); else Approve.  `measure` stops at the decision."""
+    """The simulated user: violates → Deny(correction); else Approve.  `measure` stops at the decision.
+
+    A preference about order (`Scenario.order`) is kept once its complying call has run: after `python
+    split.py` in "reproduce before you fix", the read of split.py is the next step, approved (the user used to
+    deny it with the correction, so the learner took a step against the very read the preference leads to).
+    """
 
     def __init__(self, scenario: Scenario | None, *, measure: bool) -> None:
         self.sc = scenario
@@ -74,6 +79,9 @@ class SimUser:
 
     def decide(self, call: ToolCall, preview: str) -> Decision:
         cls = self.sc.classify(call) if self.sc is not None else "neutral"
+        if cls == "violates" and self.sc is not None and self.sc.order and any(
+                c["class"] == "complies" and c["user"] == "approve" for c in self.calls):
+            cls = "neutral"
         user, decision = self._answer(call, cls)
         self.calls.append({"name": call.name, "args": _summary(call.arguments), "class": cls, "user": user})
         return decision
