@@ -472,7 +472,8 @@ def _file_key(workspace: Workspace, call: ToolCall) -> str:
 def _rails(workspace: Workspace, on: bool) -> Rails:
     """A session's rails, judging changes against the workspace's files."""
     return Rails(partial(_file_key, workspace), on=on, breaks=partial(_breaks, workspace),
-                 mend=partial(_mend, workspace), cuts=partial(_cuts, workspace))
+                 mend=partial(_mend, workspace), cuts=partial(_cuts, workspace),
+                 idle=lambda call: workspace.changes_nothing(call.name, call.arguments))
 
 
 def _breaks(workspace: Workspace, call: ToolCall) -> str | None:

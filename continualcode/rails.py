@@ -49,6 +49,8 @@ READ_ONLY = frozenset({"read", "glob", "grep"})
 STAND_IN = ("the {arg} argument has a line that stands in for the file's own lines (like <original content>): "
             "the file would hold that line, not them; write out every line, or change only the lines to change")
 CHANGING = frozenset({"write", "edit_lines", "replace"})
+NO_CHANGE = ("the proposed change would leave the file as it is (the same text in place of itself): change "
+             "what the task asks to change, or answer")
 PASTED = ("the {arg} argument copies how tool results are shown ({what}), which the file does not hold: write "
           "only the file's own lines; to add or change a few lines, change just those (replace or edit_lines)")
 
@@ -72,8 +74,8 @@ _LETTERS = re.compile(r"[A-Za-z]{2,}")
 # a reply that tells how to use one of the agent's own tools ("you can use the `grep` function with the pattern
 # `def pluralize`"), or how it used one ("I used the `grep` function to search for …", as its answer): the 1.5B
 # model's narration instead of acting or answering, in 60 of its 615 text replies in bench tasks
-_NARRATION = re.compile(r"\b(?:use|used|call|called|using|calling|run|ran|running)\s+(?:the\s+)?`?(grep|read|glob|write|edit_lines|"
-                        r"replace|bash)`?\s+(?:function|tool|command)\b", re.I)
+_NARRATION = re.compile(r"\b(?:use|used|call|called|using|calling|run|ran|running)\s+(?:the\s+)?"
+                        r"`?(grep|read|glob|write|edit_lines|replace|bash)`?\s+(?:function|tool|command)\b", re.I)
 # what an answer asserts exists: a called name `f(`, or a file path with a common extension
 _NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cfg|toml|json|ya?ml|ini|sh|js|ts))\b")
 # builtins and the methods of built-in types (`.strip(`, `.replace(`): an answer may name them freely
@@ -107,6 +109,7 @@ FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names (
 Breaks = Callable[[ToolCall], str | None]  # why a change would leave a parsing Python file unparsable, or None
 Cuts = Callable[[ToolCall], str | None]  # "REL from N lines to M" for a write that drops most of a file, or None
 Mend = Callable[[ToolCall], ToolCall | None]  # the same change re-indented so that the file parses, or None
+Idle = Callable[[ToolCall], bool]  # whether a change would leave its file as it is
 
 
 def _never(_call: ToolCall) -> None:
@@ -181,6 +184,7 @@ class Rails:
     breaks: Breaks = _never
     cuts: Cuts = _never
     mend: Mend = _never
+    idle: Idle = lambda _call: False
     known_files: set[str] = field(default_factory=set)  # read or written in this session: may be changed
     task: str = ""
     must_change: bool = False  # the task asks for a change and no file has been changed yet
@@ -268,6 +272,8 @@ class Rails:
                 error = READ_FIRST.format(path=call.arguments.get("path"))
             else:
                 return Verdict(Parsed(call=read), redirected=True)
+        elif self.on and call.name in CHANGING and self.idle(call):  # never asked about: the 1.5B model's
+            error = NO_CHANGE  # `replace` of a text by itself: 14 times in 3 of 16 dev tasks (dev split)
         elif (arg := placeholder_argument(call)) is not None:
             error = STAND_IN.format(arg=arg) if arg in TEXT_ARGS else (
                 f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value from "

@@ -127,6 +127,18 @@ class Workspace(ConfinedDir):
                 return {**kwargs, "content": shifted}
         return None
 
+    def changes_nothing(self, name: str, args: Mapping[str, Any]) -> bool:
+        """Whether a write, edit_lines or replace would leave its (existing) file as it is: a `replace` of a
+        text by itself, an edit or write of the lines the file has.  Never raises."""
+        try:
+            kwargs = validate_args(name, args)
+            if name == "replace":
+                return bool(kwargs["old_string"].strip()) and kwargs["old_string"] == kwargs["new_string"]
+            planned = self._planned(name, kwargs)
+            return planned is not None and planned[1] == planned[2] and self.resolve(kwargs["path"]).is_file()
+        except Exception:
+            return False
+
     def placed_write(self, name: str, args: Mapping[str, Any]) -> dict[str, Any] | None:
         """For a write that would leave a Python file that parses with less than half its lines, holding one
         definition alone (`addition.placed`; a web page's code wrapping undone): the `edit_lines` arguments
