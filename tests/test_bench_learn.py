@@ -125,6 +125,18 @@ def test_public_suite_shape() -> None:
     assert len(set(firsts)) == len(prefs)
 
 
+def test_matcher_counts_replace_as_the_edit_tools_it_names_with_new_string_as_content() -> None:
+    hints = Matcher.from_json({"tool": ["write", "edit_lines"], "args": {"content": r"def \w+\(.*\)\s*->"}})
+    call = {"path": "dates.py", "old_string": "def is_weekend(day):", "new_string": "def is_weekend(day) -> bool:"}
+    assert hints.matches("replace", call)
+    assert not hints.matches("replace", {**call, "new_string": "def is_weekend(day):  # x"})
+    assert Matcher.from_json({"tool": "write"}).matches("replace", call)  # an edit, as write is (read-before-edit)
+    assert not Matcher.from_json({"tool": "read"}).matches("replace", call)
+    assert not Matcher.from_json({"tool": "edit_lines", "args": {"start_line": "1"}}).matches("replace", call)
+    tests = Matcher.from_json({"tool": ["write", "edit_lines"], "args": {"path": "(^|/)tests?/"}})
+    assert tests.matches("replace", {**call, "path": "tests/test_a.py"}) and not tests.matches("replace", call)
+
+
 def test_load_scenarios_names_the_bad_line(tmp_path: Path) -> None:
     good = json.dumps({"id": "a", "preference": "p", "task": "t", "correction": "c", "violates": {"tool": "write"}})
     p = tmp_path / "s.jsonl"
