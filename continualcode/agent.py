@@ -178,18 +178,12 @@ class Session:
         self.on_event(event)
 
     def _constraint(self, allow_text: bool, allow_calls: bool = True) -> Any:
-        """The grammar of the next sample; in a task that asks a question naming no change (`Rails.asks_only`)
-        its calls leave out the tools that change files: refused a `replace` of `def search` by `def search` in
-        such a task, the 1.5B model proposed it twice more (the refusal alone; 2 of 4 explain tasks did so,
-        dev split)."""
+        """The grammar of the next sample (no tools that change files in a question: docs/agent.md)."""
         if not self.sampling.constrained:
             return None
-        only = None
-        if allow_calls and self.rails.asks_only:
-            only = tuple(t["function"]["name"] for t in self.renderer.tools if t["function"]["name"] not in CHANGING)
+        only = _unchanging(self.renderer.tools) if allow_calls and self.rails.asks_only else None
         if (key := (allow_text, allow_calls, only)) not in self._constraints:
-            self._constraints[key] = self.renderer.constraint(allow_text=allow_text, allow_calls=allow_calls,
-                                                              only=only)
+            self._constraints[key] = self.renderer.constraint(allow_text=key[0], allow_calls=key[1], only=only)
         return self._constraints[key]
 
     def query(self, *, temperature: float | None = None, mode: Mode = "any") -> tuple[list[int], Sample, str]:
@@ -467,6 +461,11 @@ def _file_key(workspace: Workspace, call: ToolCall) -> str:
         return str(workspace.resolve(str(call.arguments.get("path", ""))))
     except Exception:  # an unusable path: the tool itself will refuse it with a clear line
         return ""
+
+
+def _unchanging(tools: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The names of the tools that change no file."""
+    return tuple(t["function"]["name"] for t in tools if t["function"]["name"] not in CHANGING)
 
 
 def _rails(workspace: Workspace, on: bool) -> Rails:
