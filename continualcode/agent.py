@@ -43,7 +43,15 @@ from continualcode.events import (
     ToolOutput,
     UserTask,
 )
-from continualcode.rails import CHANGING, LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, Rails, asks_a_question
+from continualcode.rails import (
+    CHANGING,
+    LOOP_ERROR,
+    LOOP_NOTE,
+    READ_ONLY,
+    REPEAT_ERROR,
+    asks_a_question,
+    workspace_rails,
+)
 from continualcode.records import FRESH, Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer
 from continualcode.retrieve import HEAD as RETRIEVED
@@ -89,6 +97,8 @@ LOOPING = "stopped: the model kept repeating {call} after its result was shown; 
 TASK_REMINDER = "\n\n(The task: {task})"
 TEXT_CALL_ERROR = ("a tool call written as text: make the call with <tool_call> tags and a known tool, "
                    "or answer in plain words")
+CUT_OFF = ("the reply was cut off at {n} tokens before its call ended: make a shorter call (to change a file, "
+           "change only the lines that change, with replace or edit_lines)")
 
 
 @dataclass(frozen=True)
@@ -169,7 +179,7 @@ class Session:
         self.learn_from_approved_retry = learn_from_approved_retry
         self.overview = overview
         self.notes = notes or (lambda _task: "")  # asked at each task: what opens its user turn (app.py: its rules)
-        self.rails = _rails(workspace, self.sampling.guard_rails)
+        self.rails = workspace_rails(workspace, self.sampling.guard_rails)
         self._n_samples = 0
         self._constraints: dict[tuple[bool, bool, tuple[str, ...] | None], Any] = {}
         self._contrast: Callable[[], list[int]] | None = None  # after a correction: the retry's prompt without it
@@ -226,10 +236,7 @@ class Session:
                 self._emit(Thinking())
                 prompt_ids, sample, text = self.query(mode=mode)
                 parsed, message = self.renderer.parse(text), text
-            if parsed.text is not None and looks_like_call(parsed.text):
-                call = call_in_text(parsed.text, self.renderer.tools)
-                parsed = Parsed(call=call) if call is not None else Parsed(error=TEXT_CALL_ERROR)
-                message = call.to_text() if call is not None else text
+            parsed, message = _taken(parsed, message, self.renderer.tools, sample, s.max_tokens)
             verdict = self.rails.review(parsed)
             parsed, repeat = verdict.parsed, verdict.repeat
             if verdict.redirected and parsed.call is not None:
@@ -455,39 +462,21 @@ def _sample(backend: Backend, prompt_ids: list[int], contrast: Callable[[], list
     return backend.sample(prompt_ids, **kw)
 
 
-def _file_key(workspace: Workspace, call: ToolCall) -> str:
-    """The resolved path a call names (rails: which file it reads or changes); "" when unusable."""
-    try:
-        return str(workspace.resolve(str(call.arguments.get("path", ""))))
-    except Exception:  # an unusable path: the tool itself will refuse it with a clear line
-        return ""
+def _taken(parsed: Parsed, text: str, tools: Sequence[dict[str, Any]], sample: Sample,
+           max_tokens: int) -> tuple[Parsed, str]:
+    """A reply as the session takes it, with the message the conversation keeps: a call spelled out as text
+    is that call when it names a known tool with valid arguments, else malformed (never an answer); a reply
+    that is no call because `max_tokens` cut it off says so (the 1.5B model wrote inflection/__init__.py
+    whole, cut off at 512 tokens, told "not closed with </tool_call>" three times over, dev split)."""
+    if parsed.text is not None and looks_like_call(parsed.text):
+        call = call_in_text(parsed.text, tools)
+        parsed = Parsed(call=call) if call is not None else Parsed(error=TEXT_CALL_ERROR)
+        text = call.to_text() if call is not None else text
+    if parsed.error is not None and sample.finish_reason == "length":
+        parsed = Parsed(error=CUT_OFF.format(n=max_tokens))
+    return parsed, text
 
 
 def _unchanging(tools: Sequence[dict[str, Any]]) -> tuple[str, ...]:
     """The names of the tools that change no file."""
     return tuple(t["function"]["name"] for t in tools if t["function"]["name"] not in CHANGING)
-
-
-def _rails(workspace: Workspace, on: bool) -> Rails:
-    """A session's rails, judging changes against the workspace's files."""
-    return Rails(partial(_file_key, workspace), on=on, breaks=partial(_breaks, workspace),
-                 mend=partial(_mend, workspace), cuts=partial(_cuts, workspace),
-                 idle=lambda call: workspace.changes_nothing(call.name, call.arguments))
-
-
-def _breaks(workspace: Workspace, call: ToolCall) -> str | None:
-    return workspace.breaks_syntax(call.name, call.arguments)
-
-
-def _cuts(workspace: Workspace, call: ToolCall) -> str | None:
-    return workspace.cuts_file(call.name, call.arguments)
-
-
-def _mend(workspace: Workspace, call: ToolCall) -> ToolCall | None:
-    """An edit_lines re-indented, or a write of one definition over its module placed, so that the file
-    still parses and keeps its lines; None when neither applies."""
-    if call.name == "write":
-        placed = workspace.placed_write(call.name, call.arguments)
-        return None if placed is None else ToolCall("edit_lines", placed)
-    fixed = workspace.reindented(call.name, call.arguments)
-    return None if fixed is None else ToolCall(call.name, fixed)

@@ -4,7 +4,9 @@ before it may be answered in words.
 Pure bookkeeping over calls and their results: no model, no terminal.  The `Session` asks `review`
 about each parsed proposal (it returns the proposal, or an error to send back, or a repeat to sample
 again), `allow_text` before each sample (the grammar then bars text), and tells `ran` what each
-executed call did.  Why each rule exists, with the failure it answers: docs/agent.md.
+executed call did.  `workspace_rails` gives a session's rails the workspace's judgement of a change
+(whether it breaks the file, cuts it, changes nothing, or can be mended).  Why each rule exists, with the
+failure it answers: docs/agent.md.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from continualcode.records import Message, ToolCall
 from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_argument
-from continualcode.tools import ToolError, validate_args
+from continualcode.tools import ToolError, Workspace, validate_args
 from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
@@ -400,3 +403,29 @@ def _wider_hit(output: str) -> tuple[str, int] | None:
     if not output.startswith(NOTHING_FOUND[0]) or FOUND_ELSEWHERE not in output:
         return None
     return best_hit(output.split(FOUND_ELSEWHERE, 1)[1])
+
+
+def workspace_rails(workspace: Workspace, on: bool) -> Rails:
+    """A session's rails, judging changes against the workspace's files."""
+    return Rails(partial(_file_key, workspace), on=on, mend=partial(_mend, workspace),
+                 breaks=lambda call: workspace.breaks_syntax(call.name, call.arguments),
+                 cuts=lambda call: workspace.cuts_file(call.name, call.arguments),
+                 idle=lambda call: workspace.changes_nothing(call.name, call.arguments))
+
+
+def _file_key(workspace: Workspace, call: ToolCall) -> str:
+    """The resolved path a call names (rails: which file it reads or changes); "" when unusable."""
+    try:
+        return str(workspace.resolve(str(call.arguments.get("path", ""))))
+    except Exception:  # an unusable path: the tool itself will refuse it with a clear line
+        return ""
+
+
+def _mend(workspace: Workspace, call: ToolCall) -> ToolCall | None:
+    """An edit_lines re-indented, or a write of one definition over its module placed, so that the file
+    still parses and keeps its lines; None when neither applies."""
+    if call.name == "write":
+        placed = workspace.placed_write(call.name, call.arguments)
+        return None if placed is None else ToolCall("edit_lines", placed)
+    fixed = workspace.reindented(call.name, call.arguments)
+    return None if fixed is None else ToolCall(call.name, fixed)

@@ -579,6 +579,27 @@ def test_scripted_model_change_that_would_leave_the_file_as_it_is_is_never_asked
     assert not ws.changes_nothing("replace", {"path": "main.py", "old_string": " ", "new_string": " "})  # the tool's
 
 
+def test_a_reply_cut_off_at_max_tokens_inside_its_call_is_told_so():
+    """The 1.5B model wrote inflection/__init__.py whole, cut off at 512 tokens, and was told the call was
+    not closed, three times over: the error now says it was cut off and what to do instead.  A call that
+    parsed, or a reply that ended by itself, is left as it was."""
+    from continualcode.agent import CUT_OFF, _taken
+    from continualcode.render import Parsed
+    from continualcode.tools import DEFAULT_SCHEMAS
+
+    cut, ended = Sample([1], [0.0], "length"), Sample([1], [0.0], "stop")
+    open_call = '<tool_call>\n{"name": "write", "arguments": {"path": "a.py", "content": "x = 1\\n'
+    assert _taken(Parsed(error="not closed"), open_call, DEFAULT_SCHEMAS, cut, 512) == (
+        Parsed(error=CUT_OFF.format(n=512)), open_call)
+    assert "cut off at 512 tokens" in CUT_OFF.format(n=512)
+    assert _taken(Parsed(error="not closed"), open_call, DEFAULT_SCHEMAS, ended, 512)[0].error == "not closed"
+    call = ToolCall("read", {"path": "a.py"})
+    assert _taken(Parsed(call=call), call.to_text(), DEFAULT_SCHEMAS, cut, 512)[0].call == call
+    as_text = '{"name": "read", "arguments": {"path": "a.py"}}'  # a call spelled out as text: taken as the call
+    taken, message = _taken(Parsed(text=as_text), as_text, DEFAULT_SCHEMAS, ended, 512)
+    assert taken.call is not None and taken.call.name == "read" and message == taken.call.to_text()
+
+
 def test_scripted_model_read_after_a_write_is_not_a_repeat(tokenizer, tmp_path):
     rd, w = call_text("read", path="main.py"), call_text("write", path="b.py", content="x = 1\n")
     s, _, user, _, events = make(tokenizer, tmp_path, [rd, w, rd, "ok"], [Approve()] * 3)
