@@ -287,13 +287,15 @@ class Rails:
             again = key in self.rejected
             self.rejected.add(key)
             return Verdict(Parsed(error=error), REJECTED_AGAIN if again else None)
-        if self.on and call.name == "write" and key not in self.denied and (placed := self.mend(call)) is not None:
-            # one definition written over its whole module: that definition placed in the module instead
+        if self.on and call.name == "write" and key not in self.denied and (placed := self.mend(call)) is not None \
+                and placed.to_text() not in self.denied:
+            # one definition written over its whole module: that definition placed in the module instead (once
+            # the user denied that placement, the write goes on as the model wrote it: a rewrite may be meant)
             return Verdict(Parsed(call=placed), redirected=True)
         if self.on and call.name in CHANGING and key not in self.denied and self.breaks(call) is not None:
             # an edit that would break a file that parses: mended when only its indentation is off, else
             # sampled again (and proposed, with the preview's warning, when every sample breaks it)
-            mended = self.mend(call)
+            mended = self.mend(call) if call.name != "write" else None  # a write: placed above, or not at all
             if mended is not None:
                 return Verdict(Parsed(call=mended), redirected=True)
             return Verdict(parsed, BREAKS_SYNTAX)

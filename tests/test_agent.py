@@ -933,6 +933,16 @@ def test_scripted_model_write_of_one_definition_over_its_module_is_placed_in_the
     added = "\n\ndef parse_all(fmt, ss):\n    return [s for s in ss if s < fmt]\n"
     assert (tmp_path / "big.py").read_text() == body + added
     assert not [e.error for e in events if isinstance(e, Proposal) and e.error]
+    # denied, the placement is not proposed again: the write goes on as written (a rewrite may be meant)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "big.py").write_text(body)
+    s2, _, user2, _, _ = make(tokenizer, other, [read, *[html] * 7], [Approve(), Deny("rewrite it"), Deny("no")],
+                                    guard_rails=True)
+    assert s2.run_task("add parse_all to big.py").status == "denied"
+    assert [c.name for c, _ in user2.seen] == ["read", "edit_lines", "write"]  # the write, with its warnings
+    assert "no longer parses" in user2.seen[2][1] and "would go from 30 lines to 1" in user2.seen[2][1]
+    assert (other / "big.py").read_text() == body
 
 
 def test_scripted_model_answer_that_pastes_lines_or_says_nothing_is_refused(tokenizer, tmp_path):
@@ -1253,4 +1263,5 @@ def test_scripted_model_answer_that_echoes_the_task_reminder_is_asked_for_again(
     s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve()], ask_for_answer=True)
     assert s.run_task("What does add do in main.py?").text == "add returns the sum of a and b."
     assert ECHOED in [e.error for e in events if isinstance(e, Proposal)]
+
 
