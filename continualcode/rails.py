@@ -67,7 +67,8 @@ _RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", 
 _WORD = re.compile(r"[\w./-]+")
 _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found error names (tools/paths.py)
 _A_FILE = re.compile(r"^\((\S+)" + re.escape(IS_A_FILE) + r"\)$", re.M)  # an empty grep for a file's path
-HIT_CONTEXT = 5  # lines above a wider hit that its read shows
+HIT_CONTEXT = 5  # lines above a grep hit that its read shows
+READ_BACK = 150  # lines above a grep hit that its read may start, at the function or statement holding it
 _NUMBERED = re.compile(r"^\s*\d+\t", re.M)  # a line as read shows it
 _HIT = re.compile(r"^([\w./-]+):(\d+): (.*)$", re.M)  # a line as grep shows it: (file, line, text)
 _SHOWN = re.compile(r"^\s*(\d+)\t", re.M)  # the number of a line as read shows it
@@ -113,6 +114,7 @@ Breaks = Callable[[ToolCall], str | None]  # why a change would leave a parsing 
 Cuts = Callable[[ToolCall], str | None]  # "REL from N lines to M" for a write that drops most of a file, or None
 Mend = Callable[[ToolCall], ToolCall | None]  # the same change re-indented so that the file parses, or None
 Idle = Callable[[ToolCall], bool]  # whether a change would leave its file as it is
+Start = Callable[[str, int], int | None]  # the first line of the function or statement holding a file's line
 
 
 def _never(_call: ToolCall) -> None:
@@ -187,6 +189,7 @@ class Rails:
     breaks: Breaks = _never
     cuts: Cuts = _never
     mend: Mend = _never
+    start: Start = lambda _path, _line: None
     idle: Idle = lambda _call: False
     known_files: set[str] = field(default_factory=set)  # read or written in this session: may be changed
     task: str = ""
@@ -203,12 +206,13 @@ class Rails:
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
     narrated: bool = False  # a reply telling how to use the tools was sent back in this task (once is enough)
     shown: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> lines reads showed since a change
+    hit_lines: dict[str, int] = field(default_factory=dict)  # a read meant for a grep hit -> the hit's line
 
     def start_task(self, task: str, code_shown: bool = False) -> None:
         """A new task's demands; with `code_shown` (the code matching its words was put before it: retrieve.py)
         an explanation may come without a read."""
         self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, set(), {}, set(), {}
-        self.narrated, self.shown = False, {}
+        self.narrated, self.shown, self.hit_lines = False, {}, {}
         self.must_change = self.on and asks_for_change(task)
         self.asks_only = self.on and asks_a_question(task) and not _CHANGE_VERBS.search(task)
         self.must_run = self.on and asks_to_run_tests(task)
@@ -335,16 +339,14 @@ class Rails:
             elif ok and call.name == "grep" and (m := _A_FILE.search(output)):
                 self.meant[call.to_text()] = ToolCall("read", validate_args("read", {"path": m.group(1)}))
             elif ok and call.name == "grep" and (hit := _wider_hit(output)) is not None:
-                self.meant[call.to_text()] = ToolCall("read", validate_args("read", {
-                    "path": hit[0], "offset": max(1, hit[1] - HIT_CONTEXT)}))
+                self.meant[call.to_text()] = self._read_at(*hit)
             elif ok and call.name == "grep" and output.startswith(NOTHING_FOUND[0]) and self._one_file(call):
                 # an empty search of one file, found nowhere else either: repeated, the read of that file
                 self.meant[call.to_text()] = ToolCall("read", validate_args("read", {"path": call.arguments["path"]}))
             elif ok and call.name == "grep" and (hit := best_hit(output)) is not None:
                 # a search that found its hits, repeated: the read of the best one (the 1.5B model grepped
                 # `def humanize` four times over after its one hit had named the file and the line, dev split)
-                self.meant[call.to_text()] = ToolCall("read", validate_args("read", {
-                    "path": hit[0], "offset": max(1, hit[1] - HIT_CONTEXT)}))
+                self.meant[call.to_text()] = self._read_at(*hit)
         else:  # files may have changed: a read may now show something new
             self.readonly_done.clear()
             self.shown.clear()
@@ -366,10 +368,19 @@ class Rails:
         if ok and call.name in ("read", *CHANGING) and (key := self.file_key(call)):
             self.known_files.add(key)
 
+    def _read_at(self, path: str, line: int) -> ToolCall:
+        """The read that shows a grep hit: from the first line of the function, class or statement that holds
+        it (`start`), when that is at most READ_BACK lines up, else from HIT_CONTEXT lines above it."""
+        start, near = self.start(path, line), max(1, line - HIT_CONTEXT)
+        offset = min(start, near) if start is not None and line - start <= READ_BACK else near
+        read = ToolCall("read", validate_args("read", {"path": path, "offset": offset}))
+        self.hit_lines[read.to_text()] = line
+        return read
+
     def _shows(self, read: ToolCall) -> bool:
-        """Whether a read since the last change showed the line a redirected read is for (`HIT_CONTEXT`
-        below its offset): that read again would repeat what the conversation holds."""
-        line = int(read.arguments.get("offset") or 1) + HIT_CONTEXT
+        """Whether a read since the last change showed the line a redirected read is for (its hit, or its
+        first line): that read again would repeat what the conversation holds."""
+        line = self.hit_lines.get(read.to_text(), int(read.arguments.get("offset") or 1))
         return any(a <= line <= b for a, b in self.shown.get(self.file_key(read) or "", []))
 
     def _one_file(self, call: ToolCall) -> bool:
@@ -412,7 +423,8 @@ def workspace_rails(workspace: Workspace, on: bool) -> Rails:
     return Rails(partial(_file_key, workspace), on=on, mend=partial(_mend, workspace),
                  breaks=lambda call: workspace.breaks_syntax(call.name, call.arguments),
                  cuts=lambda call: workspace.cuts_file(call.name, call.arguments),
-                 idle=lambda call: workspace.changes_nothing(call.name, call.arguments))
+                 idle=lambda call: workspace.changes_nothing(call.name, call.arguments),
+                 start=workspace.statement_start)
 
 
 def _file_key(workspace: Workspace, call: ToolCall) -> str:

@@ -1,4 +1,5 @@
-"""Where one definition written alone over its module goes (continualcode/tools/addition.py): pure text."""
+"""Where one definition written alone over its module goes (tools/addition.py), and what holds a line
+(tools/syntax.enclosing_start): pure text."""
 
 from __future__ import annotations
 
@@ -45,3 +46,12 @@ def test_unwrap_html_undoes_a_web_pages_code_wrapping_only():
     assert unwrap_html(wrapped) == "def f(a):\n    return a < 1\n"
     assert unwrap_html("<pre>x = 1</pre>\n") == "x = 1"
     assert unwrap_html("x = '<br>' &lt;") == "x = '<br>' &lt;"
+
+
+def test_enclosing_start_is_the_innermost_function_or_class_else_the_top_level_statement():
+    from continualcode.tools.syntax import enclosing_start
+
+    src = ("import re\n\nUNCOUNTABLES = {\n    'a',\n    'sheep',\n}\n\n\nclass A:\n    x = 1\n\n"
+           "    @property\n    def f(self):\n        y = 2\n        return y\n")
+    assert [enclosing_start(src, n) for n in (1, 2, 5, 10, 12, 13, 15, 16)] == [1, None, 3, 9, 12, 12, 12, None]
+    assert enclosing_start("def broken(:\n", 1) is None

@@ -1073,6 +1073,26 @@ def test_scripted_model_repeating_a_grep_that_found_its_hits_reads_the_best_hit_
     assert not again.redirected and again.parsed.call == found and again.repeat == LOOP_ERROR
 
 
+def test_scripted_model_repeated_grep_reads_from_the_statement_that_holds_the_hit(tokenizer, tmp_path):
+    """Sent to 5 lines above `'sheep',` (line 87 of inflection/__init__.py), the 1.5B model never saw the
+    set's name, UNCOUNTABLES, 16 lines up: the read starts at the function, class or statement that holds
+    the hit, when that is at most READ_BACK lines up."""
+    from continualcode.rails import READ_BACK
+
+    words = "".join(f"    'w{i}',\n" for i in range(20))
+    (tmp_path / "words.py").write_text("import re\n\nUNCOUNTABLES = {\n" + words + "    'sheep',\n}\n")
+    grep = call_text("grep", pattern="sheep", path=".")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [grep, grep, "sheep is in UNCOUNTABLES in words.py."],
+                            [Approve(), Approve()], guard_rails=True)
+    assert s.run_task("why does pluralize('sheep') return sheep?").status == "answered"
+    assert user.seen[1][0].arguments == {"path": "words.py", "offset": 3, "limit": 400}
+    far = "x = [\n" + "".join(f"    {i},\n" for i in range(READ_BACK + 10)) + "    'sheep',\n]\n"
+    (tmp_path / "words.py").write_text(far)
+    assert s.workspace.statement_start("words.py", READ_BACK + 12) == 1
+    assert s.rails._read_at("words.py", READ_BACK + 12).arguments["offset"] == READ_BACK + 12 - 5  # too far up
+    assert s.workspace.statement_start("README.md", 1) is None and s.workspace.statement_start("nope.py", 1) is None
+
+
 def test_best_hit_prefers_python_then_not_a_test_then_a_definition():
     from continualcode.rails import best_hit
 

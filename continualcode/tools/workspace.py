@@ -28,11 +28,12 @@ from continualcode.tools.sandbox import (
     say_unavailable_once,
     unavailable,
 )
-from continualcode.tools.syntax import indent_candidates, reindent, syntax_error
+from continualcode.tools.syntax import enclosing_start, indent_candidates, reindent, syntax_error
 from continualcode.tools.table import TOOLS, validate_args
 
 DEFAULT_RESULT_CAP = 12000  # characters of one tool result shown to the model
 DEFAULT_BASH_TIMEOUT = 60  # seconds a bash call may run when the model gives no timeout
+STATEMENT_FILE_BYTES = 2 * 2**20  # a Python file read to find what holds a grep hit (larger: the hit alone)
 
 
 class Workspace(ConfinedDir):
@@ -138,6 +139,18 @@ class Workspace(ConfinedDir):
             return planned is not None and planned[1] == planned[2] and self.resolve(kwargs["path"]).is_file()
         except Exception:
             return False
+
+    def statement_start(self, path: str, line: int) -> int | None:
+        """The first line of the function, class or top-level statement of a Python file that holds `line`
+        (`syntax.enclosing_start`); None for other files and ones that cannot be read or parsed.  Never
+        raises."""
+        try:
+            target = self.resolve(path)
+            if not target.name.endswith(".py") or target.stat().st_size > STATEMENT_FILE_BYTES:
+                return None
+            return enclosing_start(target.read_text(encoding="utf-8", errors="replace"), line)
+        except Exception:
+            return None
 
     def placed_write(self, name: str, args: Mapping[str, Any]) -> dict[str, Any] | None:
         """For a write that would leave a Python file that parses with less than half its lines, holding one
