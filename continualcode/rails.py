@@ -88,20 +88,26 @@ _BUILTINS = frozenset(dir(builtins)).union(
 
 _FRAME_TAG = re.compile(r"</?(tool_response|tool_call)>")  # the chat template's frame of a call or a result
 _READ_LINE = re.compile(r"^( *)(\d+)(\t|\.(?!\d))")  # read: "     7\t" (6 wide), or "     7."
+# the first line of a change tool's own result ("replaced 9 occurrences in x.py (at lines …", "wrote 3 lines to")
+_RESULT_LINE = re.compile(r"(replaced \d+ occurrences in|replaced lines? \d+(-\d+)? of|wrote \d+ lines? to) \S+")
 READ_WIDTH = 6
 
 
 def pasted_argument(call: ToolCall) -> tuple[str, str] | None:
     """(argument, what) when a file text argument copies the frame tool results are shown in: a first or last
-    line that is a `<tool_response>` tag, or two consecutive lines numbered as read numbers them.  The 1.5B
-    model wrote a test file as `<tool_response>` and `     1.import parse` … (`bench tasks`, test split);
-    a file holding such a tag inside it, or a list numbered `1.`, is left alone."""
+    line that is a `<tool_response>` tag, a first line that is a change tool's result ("replaced 9
+    occurrences in …"), or two consecutive lines numbered as read numbers them.  The 1.5B model wrote a test
+    file as `<tool_response>` and `     1.import parse` … (`bench tasks`, test split), and inflection's
+    module as the one line its `replace` had answered (dev split); a file holding such a tag inside it, or a
+    list numbered `1.`, is left alone."""
     for key in sorted(TEXT_ARGS):
         value = call.arguments.get(key)
         if not isinstance(value, str) or not (lines := value.splitlines()):
             continue
         if tags := [line.strip() for line in (lines[0], lines[-1]) if _FRAME_TAG.fullmatch(line.strip())]:
             return key, f"a {tags[0]} tag"
+        if _RESULT_LINE.match(lines[0].strip()):
+            return key, "a change tool's result line"
         numbers = [int(m.group(2)) if (m := _READ_LINE.match(line)) and len(m.group(1) + m.group(2)) == READ_WIDTH
                    else None for line in lines]
         if any(a is not None and b == a + 1 for a, b in itertools.pairwise(numbers)):

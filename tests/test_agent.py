@@ -672,6 +672,11 @@ def test_pasted_argument_leaves_real_text_alone():
     assert pasted(content="     7\tdef f():\n") is None  # one numbered line is not a copy of a read
     assert pasted(content="a\n    10\tx\n    11\ty\n") == ("content", "read's line numbers")
     assert pasted(content="x\n</tool_call>") == ("content", "a </tool_call> tag")
+    # the one line a change tool answered, written as the file (inflection's module, dev split)
+    result = "replaced 9 occurrences in inflection/__init__.py (at lines 91, 419, 420, 421, 422, …; now 426 lines)"
+    assert pasted(content=result) == ("content", "a change tool's result line")
+    assert pasted(content="wrote 3 lines to a.py (new file)\n") == ("content", "a change tool's result line")
+    assert pasted(content="# replaced 9 occurrences in x.py\n") is None  # a comment saying so is real text
 
 
 def test_scripted_model_calls_naming_the_worked_examples_file_are_asked_again_unless_the_project_has_it(
