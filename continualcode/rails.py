@@ -285,8 +285,6 @@ class Rails:
                 error = READ_FIRST.format(path=call.arguments.get("path"))
             else:
                 return Verdict(Parsed(call=read), redirected=True)
-        elif self.on and call.name in CHANGING and self.idle(call):  # never asked about: the 1.5B model's
-            error = NO_CHANGE  # `replace` of a text by itself: 14 times in 3 of 16 dev tasks (dev split)
         elif (arg := placeholder_argument(call)) is not None:
             error = STAND_IN.format(arg=arg) if arg in TEXT_ARGS else (
                 f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value from "
@@ -297,6 +295,10 @@ class Rails:
             again = key in self.rejected
             self.rejected.add(key)
             return Verdict(Parsed(error=error), REJECTED_AGAIN if again else None)
+        if self.on and call.name in CHANGING and key not in self.denied and self.idle(call):
+            # sampled again (proposed only when every sample is so): the 1.5B model's `replace` of a text by
+            # itself, 14 times in 3 of 16 dev tasks, each asked about and then refused by the tool (dev split)
+            return Verdict(parsed, NO_CHANGE)
         if self.on and call.name == "write" and key not in self.denied and (placed := self.mend(call)) is not None \
                 and placed.to_text() not in self.denied:
             # one definition written over its whole module: that definition placed in the module instead (once

@@ -558,8 +558,8 @@ def test_a_question_that_names_no_change_gets_a_grammar_without_the_tools_that_c
 
 def test_scripted_model_change_that_would_leave_the_file_as_it_is_is_never_asked_about(tokenizer, tmp_path):
     """The 1.5B model proposed `replace` of a text by itself 14 times in 3 of 16 dev tasks, each one approved by
-    the user and then refused by the tool: the rails refuse it before the user sees it, like an edit or write
-    of the lines the file has; a real change goes through."""
+    the user and then refused by the tool: such a change (or an edit or write of the lines the file has) is
+    sampled again, and a real change goes through; it reaches the user only when every sample is one."""
     from continualcode.rails import NO_CHANGE
 
     read = call_text("read", path="main.py")
@@ -572,6 +572,11 @@ def test_scripted_model_change_that_would_leave_the_file_as_it_is_is_never_asked
     assert [c.name for c, _ in user.seen] == ["read", "edit_lines"]
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NO_CHANGE, NO_CHANGE]
     assert (tmp_path / "main.py").read_text() == "def add(a, b):\n    return b + a\n"
+    (tmp_path / "x").mkdir()
+    s2, _, user2, _, _ = make(tokenizer, tmp_path / "x", [read, same, same, same, "Done."], [Approve(), Approve()],
+                              guard_rails=True)
+    assert s2.run_task("swap the operands in main.py").status == "answered"
+    assert [c.name for c, _ in user2.seen] == ["read", "write"]  # every sample was the same: proposed
     ws = s.workspace
     assert ws.changes_nothing("replace", {"path": "main.py", "old_string": "a", "new_string": "a"})
     assert not ws.changes_nothing("replace", {"path": "main.py", "old_string": "a", "new_string": "b"})
