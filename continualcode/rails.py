@@ -118,7 +118,7 @@ def pasted_argument(call: ToolCall) -> tuple[str, str] | None:
 FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names ("" when unusable)
 Breaks = Callable[[ToolCall], str | None]  # why a change would leave a parsing Python file unparsable, or None
 Cuts = Callable[[ToolCall], str | None]  # "REL from N lines to M" for a write that drops most of a file, or None
-Mend = Callable[[ToolCall], ToolCall | None]  # the same change re-indented so that the file parses, or None
+Mend = Callable[[ToolCall], ToolCall | None]  # the change mended (re-indented; a write's definition placed), or None
 Idle = Callable[[ToolCall], bool]  # whether a change would leave its file as it is
 Start = Callable[[str, int], int | None]  # the first line of the function or statement holding a file's line
 
