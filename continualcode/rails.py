@@ -233,10 +233,13 @@ class Rails:
 
     def saw(self, text: str) -> None:
         """Text the model was shown as fact (a tool result, the task, the file listing): what answers
-        may name.  Paths count whole, without a leading './', by file name and by each part."""
+        may name.  Paths count whole, without a leading './', by each trailing part (`tomli/_parser.py` of
+        `src/tomli/_parser.py`: the 1.5B model's answer in a user trial was refused for naming it so) and by
+        each part."""
         for w in _WORD.findall(text):
             w = w.removeprefix("./").strip(".")
-            self.seen.update((w, w.rsplit("/", 1)[-1], *re.split(r"[./-]", w)))
+            parts = w.split("/")
+            self.seen.update((w, *("/".join(parts[i:]) for i in range(1, len(parts))), *re.split(r"[./-]", w)))
 
     def ungrounded(self, text: str) -> list[str]:
         """The functions and files an answer names that nothing shown to the model holds (the 0.5B model

@@ -856,6 +856,9 @@ def test_ungrounded_names_are_what_no_result_showed() -> None:
     assert r.ungrounded("It calls f.readlines(), then line.strip().startswith('#').") == []
     r.saw("./pkg/core.py")  # a path shown with './' counts whole, as the answer writes it or not
     assert r.ungrounded("See pkg/core.py and ./pkg/core.py.") == []
+    r.saw("src/tomli/_parser.py:54: def loads(s):")  # a trailing part of a shown path (a user trial, tomli)
+    assert r.ungrounded("loads in tomli/_parser.py parses it.") == []
+    assert r.ungrounded("loads in other/_parser.py parses it.") == ["other/_parser.py"]
 
 
 def test_scripted_model_answer_naming_what_no_result_showed_is_refused_then_grounded(tokenizer, tmp_path):
