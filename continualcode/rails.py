@@ -354,9 +354,11 @@ class Rails:
             elif ok and call.name == "grep" and output.startswith(NOTHING_FOUND[0]) and self._one_file(call):
                 # an empty search of one file, found nowhere else either: repeated, the read of that file
                 self.meant[call.to_text()] = ToolCall("read", validate_args("read", {"path": call.arguments["path"]}))
-            elif ok and call.name == "grep" and (hit := best_hit(output)) is not None:
-                # a search that found its hits, repeated: the read of the best one (the 1.5B model grepped
-                # `def humanize` four times over after its one hit had named the file and the line, dev split)
+            elif ok and call.name == "grep" and (hit := best_hit(output, definitions=True)) is not None:
+                # a search that found a definition, repeated: the read of it (the 1.5B model grepped `def humanize`
+                # four times over after its one hit had named the file and the line, dev split).  Definitions
+                # only: sent to a docstring's example or a set's entry instead, it answered from those lines and
+                # lost two test tasks it had passed without the redirect (read after the test run)
                 self.meant[call.to_text()] = self._read_at(*hit)
         else:  # files may have changed: a read may now show something new
             self.readonly_done.clear()
@@ -410,10 +412,13 @@ class Rails:
         return call.name == "write" and not Path(key).exists()
 
 
-def best_hit(text: str) -> tuple[str, int] | None:
+def best_hit(text: str, definitions: bool = False) -> tuple[str, int] | None:
     """(file, line) of the grep hit a read should show, or None without hits: a Python file's before any
-    other, then a file's that is not a test's, then a definition's (`def`, `class`); the first of equals."""
+    other, then a file's that is not a test's, then a definition's (`def`, `class`); the first of equals.
+    With `definitions`, only a Python file's hit on a definition counts."""
     hits = [(m.group(1), int(m.group(2)), m.group(3)) for m in _HIT.finditer(text)]
+    if definitions:
+        hits = [h for h in hits if h[0].endswith(".py") and _DEFINES.match(h[2])]
     if not hits:
         return None
     best = min(hits, key=lambda h: (not h[0].endswith(".py"), bool(_TEST_FILE.search(h[0])), not _DEFINES.match(h[2])))

@@ -1088,13 +1088,13 @@ def test_scripted_model_repeating_a_grep_that_found_its_hits_reads_the_best_hit_
 
 def test_scripted_model_repeated_grep_reads_from_the_statement_that_holds_the_hit(tokenizer, tmp_path):
     """Sent to 5 lines above `'sheep',` (line 87 of inflection/__init__.py), the 1.5B model never saw the
-    set's name, UNCOUNTABLES, 16 lines up: the read starts at the function, class or statement that holds
-    the hit, when that is at most READ_BACK lines up."""
+    set's name, UNCOUNTABLES, 16 lines up: a hit's read starts at the function, class or statement that holds
+    it, when that is at most READ_BACK lines up (here an empty grep's wider hit, repeated)."""
     from continualcode.rails import READ_BACK
 
     words = "".join(f"    'w{i}',\n" for i in range(20))
     (tmp_path / "words.py").write_text("import re\n\nUNCOUNTABLES = {\n" + words + "    'sheep',\n}\n")
-    grep = call_text("grep", pattern="sheep", path=".")
+    grep = call_text("grep", pattern="sheep", path="main.py")  # empty; the whole project's search finds it
     s, _, user, _, _ = make(tokenizer, tmp_path, [grep, grep, "sheep is in UNCOUNTABLES in words.py."],
                             [Approve(), Approve()], guard_rails=True)
     assert s.run_task("why does pluralize('sheep') return sheep?").status == "answered"
@@ -1116,6 +1116,9 @@ def test_best_hit_prefers_python_then_not_a_test_then_a_definition():
     assert best_hit("README.md:3: humanize\ntests/test_w.py:9: x = 1") == ("tests/test_w.py", 9)
     assert best_hit("README.md:3: humanize\nCHANGES:1: humanize") == ("README.md", 3)
     assert best_hit("no matches for 'x' in .") is None
+    defs = "parse.py:29:         ... def parse_number(text):\nREADME.md:3: def x\npkg/w.py:87:     'sheep',"
+    assert best_hit(defs) == ("parse.py", 29) and best_hit(defs, definitions=True) is None
+    assert best_hit(hits, definitions=True) == ("pkg/w.py", 12)
 
 
 def test_scripted_model_repeating_an_empty_grep_of_one_file_found_nowhere_reads_that_file(tokenizer, tmp_path):
