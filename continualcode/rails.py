@@ -69,9 +69,8 @@ _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found 
 _A_FILE = re.compile(r"^\((\S+)" + re.escape(IS_A_FILE) + r"\)$", re.M)  # an empty grep for a file's path
 HIT_CONTEXT = 5  # lines above a grep hit that its read shows
 READ_BACK = 150  # lines above a grep hit that its read may start, at the function or statement holding it
-_NUMBERED = re.compile(r"^\s*\d+\t", re.M)  # a line as read shows it
+_NUMBERED = re.compile(r"^\s*(\d+)\t", re.M)  # a line as read shows it: (its number)
 _HIT = re.compile(r"^([\w./-]+):(\d+): (.*)$", re.M)  # a line as grep shows it: (file, line, text)
-_SHOWN = re.compile(r"^\s*(\d+)\t", re.M)  # the number of a line as read shows it
 _TEST_FILE = re.compile(r"(^|/)(tests?/|test_)|_test\.py$")  # a test's file
 _DEFINES = re.compile(r"^\s*(async\s+def|def|class)\s")  # a hit on a definition
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
@@ -376,7 +375,7 @@ class Rails:
                 self.readonly_done[call.to_text()] = True
         if ok and call.name == "read":
             self.must_read = False
-            if (lines := [int(n) for n in _SHOWN.findall(output)]) and (key := self.file_key(call)):
+            if (lines := [int(n) for n in _NUMBERED.findall(output)]) and (key := self.file_key(call)):
                 self.shown.setdefault(key, []).append((min(lines), max(lines)))
         if ok and call.name in ("read", *CHANGING) and (key := self.file_key(call)):
             self.known_files.add(key)

@@ -18,11 +18,10 @@ import ast
 import html
 import re
 
-from continualcode.tools.syntax import reindent
+from continualcode.tools.syntax import DEFINITIONS, INDENT, first_line, reindent
 
 _WRAP = re.compile(r"^\s*(<pre[^>]*>\s*)?(<code[^>]*>)?|(</code>)?\s*(</pre>)?\s*$")
 _BREAK = re.compile(r"<br\s*/?>")
-_DEFINITION = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 def unwrap_html(content: str) -> str:
@@ -41,28 +40,26 @@ def placed(module: str, content: str) -> tuple[int, int, str] | None:
         new, old = ast.parse(content), ast.parse(module)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
-    if len(new.body) != 1 or not isinstance(new.body[0], _DEFINITION):
+    if len(new.body) != 1 or not isinstance(new.body[0], DEFINITIONS):
         return None
     node = new.body[0]
     if not isinstance(node, ast.ClassDef) and [a.arg for a in node.args.args[:1]] == ["self"]:
         return None
-    same = next((n for n in old.body if isinstance(n, _DEFINITION) and n.name == node.name), None)
+    same = next((n for n in old.body if isinstance(n, DEFINITIONS) and n.name == node.name), None)
     lines = module.splitlines()
     text = content.strip("\n")
     if same is None:  # a new definition: after the module's last line, two blank lines between
         blank = len(lines) - len(module.rstrip("\n").splitlines())
         return len(lines) + 1, len(lines), "\n" * max(0, 2 - blank) + text
     if not isinstance(same, ast.ClassDef) and not isinstance(node, ast.ClassDef):  # the function rewritten
-        first = min([same.lineno, *(d.lineno for d in same.decorator_list)])
-        return first, same.end_lineno or same.lineno, text
+        return first_line(same), same.end_lineno or same.lineno, text
     if isinstance(same, ast.ClassDef) and isinstance(node, ast.ClassDef):  # new methods for that class
-        have = {n.name for n in same.body if isinstance(n, _DEFINITION)}
-        adds = [n for n in node.body if isinstance(n, _DEFINITION)]
+        have = {n.name for n in same.body if isinstance(n, DEFINITIONS)}
+        adds = [n for n in node.body if isinstance(n, DEFINITIONS)]
         if not adds or any(n.name in have for n in adds) or adds[0].lineno <= node.lineno:
             return None
-        first = min([adds[0].lineno, *(d.lineno for d in adds[0].decorator_list)])
-        body = "\n".join(content.splitlines()[first - 1:node.end_lineno])
-        indent = re.match(r"[ \t]*", lines[same.body[0].lineno - 1]).group()  # type: ignore[union-attr]
+        body = "\n".join(content.splitlines()[first_line(adds[0]) - 1:node.end_lineno])
+        indent = INDENT.match(lines[same.body[0].lineno - 1]).group()  # type: ignore[union-attr]
         end = same.end_lineno or same.lineno
         return end + 1, end, "\n" + reindent(body, indent)
     return None

@@ -33,12 +33,12 @@ from continualcode.tools.files import (
     read_text_for_edit,
     split_lines,
 )
+from continualcode.tools.syntax import INDENT
 
 if TYPE_CHECKING:
     from continualcode.tools.workspace import Workspace
 
 _NUMBER = re.compile(r"^ *\d+\t")
-_INDENT = re.compile(r"[ \t]*")
 SHOW_PLACES = 5  # occurrences listed when old_string is not unique
 CLOSE_LINES = 20_000  # a refusal names the closest line in files up to this long (difflib: slow beyond)
 
@@ -142,8 +142,8 @@ def _loose_match(text: str, old_string: str) -> tuple[int, str, tuple[str, str]]
     if not old_string.endswith("\n") and matched.endswith("\n"):
         matched = matched[:-2] if matched.endswith("\r\n") else matched[:-1]
     first_old = next(ln for ln in old_string.split("\n") if ln.strip())
-    indent_old = _INDENT.match(first_old).group()  # type: ignore[union-attr]
-    indent_file = _INDENT.match(lines[i]).group()  # type: ignore[union-attr]
+    indent_old = INDENT.match(first_old).group()  # type: ignore[union-attr]
+    indent_file = INDENT.match(lines[i]).group()  # type: ignore[union-attr]
     return at, matched, (indent_old, indent_file)
 
 
@@ -164,7 +164,7 @@ def _shift(s: str, shift: tuple[str, str]) -> str:
         elif delta > 0:
             out.append(pad + ln)
         else:
-            lead = len(_INDENT.match(ln).group())  # type: ignore[union-attr]
+            lead = len(INDENT.match(ln).group())  # type: ignore[union-attr]
             out.append(ln[min(lead, -delta):])
     return "\n".join(out)
 

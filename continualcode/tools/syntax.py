@@ -15,7 +15,8 @@ from __future__ import annotations
 import ast
 import re
 
-_INDENT = re.compile(r"[ \t]*")
+INDENT = re.compile(r"[ \t]*")
+DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 def syntax_error(text: str, rel: str) -> str | None:
@@ -46,7 +47,7 @@ def reindent(content: str, indent: str) -> str:
     body = [ln for ln in lines if ln.strip()]
     if not body:
         return content
-    least = min(len(_INDENT.match(ln).group()) for ln in body)  # type: ignore[union-attr]
+    least = min(len(INDENT.match(ln).group()) for ln in body)  # type: ignore[union-attr]
     return "\n".join(indent + ln[least:] if ln.strip() else ln for ln in lines)
 
 
@@ -55,7 +56,7 @@ def indent_candidates(lines: list[str], start: int, end: int) -> list[str]:
     first replaced line's, the next line's, and the previous non-blank line's (one level deeper after a
     line ending with ':'), in that order, without repeats."""
     def indent_of(i: int) -> str | None:  # 1-based, None past the ends
-        return _INDENT.match(lines[i - 1]).group() if 1 <= i <= len(lines) else None  # type: ignore[union-attr]
+        return INDENT.match(lines[i - 1]).group() if 1 <= i <= len(lines) else None  # type: ignore[union-attr]
 
     out: list[str | None] = []
     if end >= start:
@@ -80,19 +81,17 @@ def enclosing_start(source: str, line: int) -> int | None:
     node = next((n for n in tree.body if _holds(n, line)), None)
     if node is None:
         return None
-    while (inner := next((n for n in getattr(node, "body", []) if isinstance(n, _DEFS) and _holds(n, line)),
-                         None)) is not None and isinstance(node, _DEFS):
+    while isinstance(node, DEFINITIONS) and (
+            inner := next((n for n in node.body if isinstance(n, DEFINITIONS) and _holds(n, line)), None)):
         node = inner
-    return _first(node)
-
-
-_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return first_line(node)
 
 
 def _holds(node: ast.stmt, line: int) -> bool:
-    return _first(node) <= line <= (node.end_lineno or node.lineno)
+    return first_line(node) <= line <= (node.end_lineno or node.lineno)
 
 
-def _first(node: ast.stmt) -> int:
+def first_line(node: ast.stmt) -> int:
+    """A statement's first line, its decorators' included."""
     decorators = getattr(node, "decorator_list", [])
     return min([node.lineno, *(d.lineno for d in decorators)])
