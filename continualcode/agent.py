@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from continualcode.answer import ECHOED, NOT_MEANT, barely_meant, echoed, request
 from continualcode.backends.base import Backend, Guided
-from continualcode.context import ERROR_PREFIX, task_meta, task_overview
+from continualcode.context import ERROR_PREFIX, near_miss, task_meta, task_overview
 from continualcode.decide import Abort, Approve, Approver, Decision, Deny, Edit, Feedback, ask
 from continualcode.events import (
     AssistantText,
@@ -335,7 +335,7 @@ class Session:
         if turn.repeat:  # not run again, not asked about: the answer is already in the conversation
             # text may follow only where the call's own result did (an error result leaves it barred)
             ok = self.rails.readonly_done.get(call.to_text(), True)
-            self._add(Message("assistant", text), self._tool_message(call.name, ok, LOOP_NOTE))
+            self._add(Message("assistant", text), self._tool_message(call, ok, LOOP_NOTE))
             n = t.loops[call.to_text()] = t.loops.get(call.to_text(), 0) + 1
             if n >= MAX_LOOP_NOTES and (end := _answer_now(self, t)) is not None:
                 return end
@@ -384,15 +384,17 @@ class Session:
         self._add(Message("assistant", text))
         result = self.workspace.run(call.name, call.arguments)
         self._emit(ToolOutput(call.name, result.ok, result.output))
-        self._add(self._tool_message(call.name, result.ok, result.output))
+        self._add(message := self._tool_message(call, result.ok, result.output))
         t.result.calls.append(call)
-        self.rails.ran(call, result.ok, result.output)
+        self.rails.ran(call, result.ok, message.content)
         return None
 
-    def _tool_message(self, tool: str, ok: bool, output: str) -> Message:
-        """A tool result as the conversation keeps it: closed by the task it serves when `remind_task`."""
+    def _tool_message(self, call: ToolCall, ok: bool, output: str) -> Message:
+        """A tool result as the conversation keeps it: an empty search goes on to the definitions nearest to it
+        and the task (`near_miss`, rails on); closed by the task it serves when `remind_task`."""
+        output += near_miss(self.workspace, call, ok, output, self.rails.task) if self.rails.on else ""
         return Message("tool", reminded(output, self.rails.task, self.sampling.remind_task),
-                       meta={"tool": tool, "ok": ok})
+                       meta={"tool": call.name, "ok": ok})
 
 
 def _decide(session: Session, call: ToolCall, text: str) -> Decision:
@@ -405,7 +407,7 @@ def _decide(session: Session, call: ToolCall, text: str) -> Decision:
         msgs = [*before, Message("assistant", text)]
         if call.name in READ_ONLY:
             r = session.workspace.run(call.name, call.arguments)
-            msgs.append(session._tool_message(call.name, r.ok, r.output))
+            msgs.append(session._tool_message(call, r.ok, r.output))
         return session.renderer.prompt_ids(msgs)
 
     warm = session.backend if session.sampling.speculate and isinstance(session.backend, Warmable) else None

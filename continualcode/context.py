@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from continualcode.outline import LEGEND
-from continualcode.records import CALL_OPEN, FRESH, NOTES, TASK, Message
+from continualcode.records import CALL_OPEN, FRESH, NOTES, TASK, Message, ToolCall
 from continualcode.tools.kinds import CODE_SUFFIXES, is_secondary, listing_rank
 
 KEEP_RESULTS = 2
@@ -182,6 +182,7 @@ def _empty(path: Path) -> bool:
 
 
 RETRIEVE_FILES = 400
+NO_MATCHES = "no matches for "  # how grep says it found nothing
 
 
 def task_overview(workspace: Any, task: str, outline_chars: int = 0, code_chars: int = 0) -> str:
@@ -193,22 +194,41 @@ def task_overview(workspace: Any, task: str, outline_chars: int = 0, code_chars:
 
 
 def relevant_code(workspace: Any, task: str, budget: int) -> str:
-    """The project's code that matches the task's words (`retrieve.py`) in `budget` characters; "" for none.
-    Source files only (CODE_SUFFIXES), at most RETRIEVE_FILES of them, none over OUTLINE_FILE_BYTES."""
-    from continualcode.retrieve import python_chunks, relevant, window_chunks
+    """The project's code that matches the task's words (`retrieve.py`) in `budget` characters; "" for none."""
+    from continualcode.retrieve import relevant
 
-    if budget <= 0:
+    return relevant(task, _code_chunks(workspace), budget) if budget > 0 else ""
+
+
+def near_miss(workspace: Any, call: ToolCall, ok: bool, output: str, task: str) -> str:
+    """What follows a grep that found nothing, not even in its wider searches (`search._elsewhere`): the
+    project's definitions nearest to its pattern's words and the task's (`retrieve.nearest`), under
+    `NEAREST_HEAD`; "" for any other result, or when no definition shares a word with them."""
+    from continualcode.retrieve import NEAREST_HEAD, nearest
+    from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE
+
+    if not ok or call.name != "grep" or not output.startswith(NO_MATCHES) or FOUND_ELSEWHERE in output \
+            or IS_A_FILE in output:
         return ""
+    hits = nearest(f"{call.arguments.get('pattern', '')} {task}", _code_chunks(workspace, python_only=True))
+    return NEAREST_HEAD + "\n".join(hits) if hits else ""
+
+
+def _code_chunks(workspace: Any, python_only: bool = False) -> list[Any]:
+    """The chunks (`retrieve.Chunk`) of the project's source files (CODE_SUFFIXES, or Python files alone), at
+    most RETRIEVE_FILES of them, none over OUTLINE_FILE_BYTES."""
+    from continualcode.retrieve import python_chunks, window_chunks
+
     chunks: list[Any] = []
     n = 0
     for rel, real in _project_files(workspace):
-        if not rel.endswith(CODE_SUFFIXES) or (source := _source(real)) is None:
+        if not rel.endswith(".py" if python_only else CODE_SUFFIXES) or (source := _source(real)) is None:
             continue
         chunks += (python_chunks if rel.endswith(".py") else window_chunks)(rel, source, is_secondary(rel))
         n += 1
         if n >= RETRIEVE_FILES:
             break
-    return relevant(task, chunks, budget)
+    return chunks
 
 
 def _outline(workspace: Any, files: list[str], budget: int) -> str:

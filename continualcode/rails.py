@@ -22,6 +22,7 @@ from pathlib import Path
 
 from continualcode.records import Message, ToolCall
 from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_argument
+from continualcode.retrieve import NEAREST_HEAD
 from continualcode.tools import ToolError, Workspace, validate_args
 from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE
 
@@ -47,6 +48,8 @@ NOT_AN_ANSWER = ("answer the task in a sentence or two of your own words (name t
 NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
 NARRATED = ("do not tell how to use the tools: you have them.  If the results above answer the task, answer it "
             "from them in your own words; else make the call yourself")
+NAME_THE_FILE = ("the task asks where: say in which file (its path, as the results show it) and in which function "
+                 "or class")
 NULL_WORDS = frozenset({"null", "none", "nil", "n/a", "undefined", "nan"})  # a reply that stands for no answer
 READ_ONLY = frozenset({"read", "glob", "grep"})
 STAND_IN = ("the {arg} argument has a line that stands in for the file's own lines (like <original content>): "
@@ -62,6 +65,7 @@ _CHANGE_VERBS = re.compile(
     r"insert|append|convert|correct|repair|set|edit|modify)\b", re.I)
 _EXPLAIN = re.compile(r"\b(what (does|do|is|are)|how (does|do|is)|why|explain|describe|what happens)\b", re.I)
 _QUESTION = re.compile(r"(where|which|what|how|why|who|when|does|do|is|are|can|could)\b", re.I)
+_WHERE = re.compile(r"\bwhere\b|\b(which|what) (file|module)\b", re.I)  # a question about a place in the code
 _RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", re.I)
 
 _WORD = re.compile(r"[\w./-]+")
@@ -163,6 +167,16 @@ def asks_to_run_tests(task: str) -> bool:
     return bool(_RUN_TESTS.search(task))
 
 
+def asks_where(task: str) -> bool:
+    """Whether a task asks where something is (the answer should name its file)."""
+    return bool(_WHERE.search(task))
+
+
+def names_a_file(text: str) -> bool:
+    """Whether an answer names a file by its path or name with a suffix (`schedule/__init__.py`, `parse.py`)."""
+    return any(path for _, path in _NAMED.findall(text))
+
+
 def not_an_answer(text: str, question: bool) -> bool:
     """Text that answers nothing: to a question, fewer than two words ('101', 'NULL', '10' were the 0.5B
     model's answers after a read; after a change 'Done.' is fine); to anything, a null word alone ('NULL'
@@ -210,6 +224,7 @@ class Rails:
     meant: dict[str, ToolCall] = field(default_factory=dict)  # read-only call -> what its result said was meant
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
     narrated: bool = False  # a reply telling how to use the tools was sent back in this task (once is enough)
+    placed: bool = False  # an answer to "where" that named no file was sent back in this task (once is enough)
     shown: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> lines reads showed since a change
     hit_lines: dict[str, int] = field(default_factory=dict)  # a read meant for a grep hit -> the hit's line
 
@@ -217,7 +232,7 @@ class Rails:
         """A new task's demands; with `code_shown` (the code matching its words was put before it: retrieve.py)
         an explanation may come without a read."""
         self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, set(), {}, set(), {}
-        self.narrated, self.shown, self.hit_lines = False, {}, {}
+        self.narrated, self.placed, self.shown, self.hit_lines = False, False, {}, {}
         self.must_change = self.on and asks_for_change(task)
         self.asks_only = self.on and asks_a_question(task) and not _CHANGE_VERBS.search(task)
         self.must_run = self.on and asks_to_run_tests(task)
@@ -227,7 +242,7 @@ class Rails:
         """Text is allowed after a tool result that worked and found something (not after a search with
         no match, unless it showed wider hits: an answer needs evidence), once the task's demands are met."""
         return (last is not None and last.role == "tool" and bool(last.meta.get("ok", True))
-                and not (last.content.startswith(NOTHING_FOUND) and FOUND_ELSEWHERE not in last.content)
+                and not (last.content.startswith(NOTHING_FOUND) and not _widened(last.content))
                 and not self.owed())
 
     def saw(self, text: str) -> None:
@@ -272,6 +287,11 @@ class Rails:
                 # for, and refusing every one ended that task with no answer (dev split)
                 self.narrated = True
                 return Verdict(Parsed(error=NARRATED))
+            if self.on and not self.placed and asks_where(self.task) and not names_a_file(parsed.text or ""):
+                # once: asked which method removes the jobs with a tag and where it is defined, the 1.5B model
+                # answered "the `clear` method of the `Scheduler` class" and no file (`bench tasks`, test split)
+                self.placed = True
+                return Verdict(Parsed(error=NAME_THE_FILE))
             return Verdict(parsed)
         key = call.to_text()
         error = None
@@ -428,9 +448,16 @@ def _wider_hit(output: str) -> tuple[str, int] | None:
     """(file, line) of the best hit (`best_hit`) an empty grep's wider search shows, or None.  Repeated,
     such a search becomes the read of that place: the 1.5B model repeated `Job.until`
     in schedule/__init__.py nine times, and the 0.5B model an empty grep 25-33 times (`bench tasks`)."""
-    if not output.startswith(NOTHING_FOUND[0]) or FOUND_ELSEWHERE not in output:
-        return None
-    return best_hit(output.split(FOUND_ELSEWHERE, 1)[1])
+    return best_hit(wider) if output.startswith(NOTHING_FOUND[0]) and (wider := _widened(output)) else None
+
+
+def _widened(output: str) -> str:
+    """The hits an empty search went on to show: of a wider search (`search._elsewhere`), or the definitions
+    nearest to it and the task (`context.near_miss`); "" when it showed none."""
+    for mark in (FOUND_ELSEWHERE, NEAREST_HEAD):
+        if mark in output:
+            return output.split(mark, 1)[1]
+    return ""
 
 
 def workspace_rails(workspace: Workspace, on: bool) -> Rails:

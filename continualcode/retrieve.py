@@ -20,6 +20,12 @@ How (pure: file texts in, text out; `context.py` walks the files):
 4. Shown: the best chunks that score at least `RELATIVE` of the best, in `budget` characters, at most
    `MAX_CHUNKS`, each cut to `CHUNK_LINES` lines with a note of how to read the rest.
 Nothing is shown when no word of the task is in the project's code.
+
+`nearest` uses the same score for a search that found nothing (agent.py): the 1.5B model grepped names it
+made up (`def camel_to_snake`, `class XMLDictParser`, `def compute_next_job`) and repeated the empty search
+until its turns ran out, in 3 of 8 locate tasks (`bench tasks`, both halves).  After such a search the
+definitions nearest to its words and the task's are listed as grep lists hits, each with its docstring's
+first line, so the model can tell `underscore` ("Make an underscored, lowercase form …") from `camelize`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ HEAD = "Code in this project that matches the task's words (found by a search; r
 WINDOW = 30  # lines of a non-Python source chunk
 CHUNK_LINES = 40  # lines shown of one chunk
 MAX_CHUNKS = 3
+NEAREST = 5  # definitions listed after an empty search
+NEAREST_HEAD = "\nno definition has that name; the definitions nearest to its words and the task's are:\n"
 RELATIVE = 0.5  # a chunk is shown when it scores at least this share of the best one
 STEM = 6
 NAME_WEIGHT = 2.0
@@ -48,7 +56,8 @@ _FILLER_WORDS = (
     "a an and are as at be been but by can could do does did for from has have how i if in into is it its me my not "
     "of on or our please should so such that the their them then there these they this those to us was we were what "
     "when where which while who why will with would you your "
-    "code file files function functions method methods class project find show tell give make")
+    "code file files function functions method methods class project find show tell give make "
+    "def self cls async")  # Python's own words, in every definition (and in a grep for `def name`)
 _FILLER = frozenset(_FILLER_WORDS.split())
 
 
@@ -191,3 +200,38 @@ def _block(c: Chunk, room: int) -> str:
     last = c.start + len(shown) - 1
     tail = f"\n[{end - last} more lines; read {c.path} with offset={last + 1}]" if last < end else ""
     return f"{c.path}, lines {c.start}-{end}:\n" + "\n".join(shown) + tail
+
+
+def nearest(query: str, chunks: Iterable[Chunk], n: int = NEAREST) -> list[str]:
+    """The `n` best-scoring definitions (functions, methods, classes) for `query`, as grep shows a hit:
+    `path:line: def name(args):`, then `  # `, a method's `Class.name` and the docstring's first line."""
+    ranked = rank(query, [c for c in chunks if c.name and _DEF_LINE.match(c.lines[_def_index(c)])])
+    out = []
+    for _, c in ranked[:n]:
+        i = _def_index(c)
+        doc = _doc_line(c.lines[i + 1:])
+        note = ": ".join(x for x in (c.name if "." in c.name else "", doc) if x)
+        out.append(f"{c.path}:{c.start + i}: {c.lines[i].strip()}" + (f"  # {note}" if note else ""))
+    return out
+
+
+_DEF_LINE = re.compile(r"^\s*(?:async\s+def|def|class)\s")
+_DOC_OPEN = re.compile(r"^\s*[rRbBuU]?(\"\"\"|\'\'\'|\"|\')")
+
+
+def _def_index(c: Chunk) -> int:
+    """The index in `c.lines` of its `def`/`class` line (after any decorators); 0 when there is none."""
+    return next((i for i, line in enumerate(c.lines) if _DEF_LINE.match(line)), 0)
+
+
+def _doc_line(body: Sequence[str]) -> str:
+    """The first words of a docstring that opens `body` (after the signature's continuation lines, if any,
+    which end at the line ending in `:`); "" when the body opens with no string."""
+    for i, line in enumerate(body[:4]):
+        if (m := _DOC_OPEN.match(line)) is None:
+            continue
+        text = line[m.end():].strip().rstrip(m.group(1)).strip()
+        if not text and i + 1 < len(body):
+            text = body[i + 1].strip().rstrip(m.group(1)).strip()
+        return text[:100]
+    return ""

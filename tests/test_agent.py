@@ -781,11 +781,45 @@ def test_scripted_model_overwrite_of_an_unread_file_is_read_first_but_a_new_file
 
 
 def test_scripted_model_may_not_answer_right_after_a_search_that_found_nothing(tokenizer, tmp_path):
-    replies = [call_text("grep", pattern="def nowhere"), call_text("grep", pattern="def "), "add is in main.py."]
+    replies = [call_text("grep", pattern="def nowhere"), call_text("grep", pattern="def "), "mul is not in main.py."]
     s, _, _, _, _ = make(tokenizer, tmp_path, replies, [Approve(), Approve()], guard_rails=True)
     asked = spy_allow_text(s)
-    assert s.run_task("where is add?").status == "answered"
+    assert s.run_task("where is mul?").status == "answered"  # no definition shares a word with it: no hint
     assert asked == [False, False, True]
+
+
+def test_scripted_model_empty_search_goes_on_to_the_nearest_definitions_then_their_read(tokenizer, tmp_path):
+    (tmp_path / "names.py").write_text(
+        'def camelize(text):\n    """Convert strings to CamelCase."""\n    return text\n\n\n' + 'X = 1\n' * 10 +
+        'def underscore(word):\n    """Make an underscored, lowercase form: DeviceType -> device_type."""\n'
+        '    return word\n')
+    made_up = call_text("grep", pattern="def camel_to_snake")
+    replies = [made_up, made_up, "underscore, in names.py."]
+    s, _, user, _, _ = make(tokenizer, tmp_path, replies, [Approve(), Approve()], guard_rails=True)
+    asked = spy_allow_text(s)
+    r = s.run_task("Which function turns DeviceType into device_type, and in which file?")
+    assert r.status == "answered" and asked == [False, True, True]
+    first = next(m for m in s.messages if m.role == "tool").content
+    assert first.startswith("no matches for 'def camel_to_snake' in .\nno definition has that name; the definitions "
+                            "nearest to its words and the task's are:\nnames.py:16: def underscore(word):  # Make an "
+                            "underscored, lowercase form: DeviceType -> device_type.\nnames.py:1: def camelize(text):")
+    # the same empty search again: the read of the nearest definition (Python, not a test, listed first), from
+    # HIT_CONTEXT lines above it
+    assert [(c.name, c.arguments.get("path"), c.arguments.get("offset")) for c, _ in user.seen][1] == \
+        ("read", "names.py", 11)
+
+
+def test_scripted_model_answer_to_where_that_names_no_file_is_sent_back_once(tokenizer, tmp_path):
+    from continualcode.rails import NAME_THE_FILE
+
+    replies = [call_text("grep", pattern="def add"), "It is the add function.", "Still the add function."]
+    s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve()], guard_rails=True)
+    r = s.run_task("Where is the function that adds two numbers?")
+    assert r.status == "answered" and r.text == "Still the add function."  # once a task: the second stands
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NAME_THE_FILE]
+    s2, _, _, _, events2 = make(tokenizer, tmp_path, [replies[0], "add, in main.py."], [Approve()], guard_rails=True)
+    assert s2.run_task("Where is the function that adds two numbers?").text == "add, in main.py."
+    assert not [e for e in events2 if isinstance(e, Proposal) and e.error]
 
 
 def test_scripted_model_may_answer_after_an_empty_search_that_showed_wider_hits(tokenizer, tmp_path):

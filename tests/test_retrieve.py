@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from continualcode.context import relevant_code
+from continualcode.context import near_miss, relevant_code
+from continualcode.records import ToolCall
 from continualcode.retrieve import (
     CHUNK_LINES,
     HEAD,
+    NEAREST_HEAD,
     WINDOW,
     Chunk,
+    nearest,
     python_chunks,
     rank,
     relevant,
@@ -120,3 +123,42 @@ def test_relevant_code_reads_source_files_of_the_workspace(tmp_path: Path) -> No
     text = relevant_code(Workspace(tmp_path), "What does pluralize do?", 2000)
     assert text.splitlines()[1] == "pkg/core.py, lines 8-11:" and "README" not in text and ".hidden" not in text
     assert relevant_code(Workspace(tmp_path), "What does pluralize do?", 0) == ""
+
+
+def test_nearest_lists_definitions_as_grep_hits_with_their_docstrings_first_line() -> None:
+    source = SOURCE + '''
+
+def get_next_run(
+    tag=None,
+):
+    r"""
+    When the next job runs.
+    """
+'''
+    test = "def test_run_pending():\n    pass\n"
+    chunks = python_chunks("pkg/core.py", source) + python_chunks("tests/test_core.py", test, secondary=True)
+    # the decorated function's own line, not its decorator's; a method named with its class; a docstring opened on
+    # the line after a signature that spans lines; the words of `def` and `self` count for nothing
+    assert nearest("def run_pending when next plural", chunks) == [
+        "pkg/core.py:18: def run_pending(self):  # Scheduler.run_pending",
+        "pkg/core.py:22: def get_next_run(  # When the next job runs.",
+        "pkg/core.py:9: def pluralize(word):  # The plural of a word.",
+        "tests/test_core.py:1: def test_run_pending():",
+    ]
+    assert nearest("run", chunks, n=1) == ["pkg/core.py:18: def run_pending(self):  # Scheduler.run_pending"]
+    assert nearest("def self", chunks) == [] and nearest("LIMIT", chunks) == []  # statements are no definitions
+
+
+def test_near_miss_follows_only_a_grep_that_found_nothing_anywhere(tmp_path: Path) -> None:
+    (tmp_path / "core.py").write_text(SOURCE)
+    ws = Workspace(tmp_path)
+    grep = ToolCall("grep", {"pattern": "def make_plural", "path": "."})
+    empty = "no matches for 'def make_plural' in ."
+    assert near_miss(ws, grep, True, empty, "where is the plural made?") == \
+        NEAREST_HEAD + "core.py:9: def pluralize(word):  # The plural of a word."
+    total = ToolCall("grep", {"pattern": "def total", "path": "."})
+    assert near_miss(ws, total, True, "no matches for 'def total' in .", "where is the sum?") == ""  # no shared word
+    wider = empty + "\nin the whole project it matches:\ncore.py:9: def pluralize(word):"
+    assert near_miss(ws, grep, True, wider, "plural") == ""
+    assert near_miss(ws, grep, False, empty, "plural") == ""
+    assert near_miss(ws, ToolCall("glob", {"pattern": "plural*"}), True, "no files match 'plural*'", "plural") == ""
