@@ -24,6 +24,7 @@ from continualcode.records import Message, ToolCall
 from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_argument
 from continualcode.retrieve import NEAREST_HEAD
 from continualcode.tools import ToolError, Workspace, validate_args
+from continualcode.tools.kinds import is_secondary
 from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
@@ -75,7 +76,6 @@ HIT_CONTEXT = 5  # lines above a grep hit that its read shows
 READ_BACK = 150  # lines above a grep hit that its read may start, at the function or statement holding it
 _NUMBERED = re.compile(r"^\s*(\d+)\t", re.M)  # a line as read shows it: (its number)
 _HIT = re.compile(r"^([\w./-]+):(\d+): (.*)$", re.M)  # a line as grep shows it: (file, line, text)
-_TEST_FILE = re.compile(r"(^|/)(tests?/|test_)|_test\.py$")  # a test's file
 _DEFINES = re.compile(r"^\s*(async\s+def|def|class)\s")  # a hit on a definition
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
 # a reply that tells how to use one of the agent's own tools ("you can use the `grep` function with the pattern
@@ -433,14 +433,15 @@ class Rails:
 
 def best_hit(text: str, definitions: bool = False) -> tuple[str, int] | None:
     """(file, line) of the grep hit a read should show, or None without hits: a Python file's before any
-    other, then a file's that is not a test's, then a definition's (`def`, `class`); the first of equals.
+    other, then a file's that is code, not a test's, set-up script's or doc's (`kinds.is_secondary`), then a
+    definition's (`def`, `class`); the first of equals.
     With `definitions`, only a Python file's hit on a definition counts."""
     hits = [(m.group(1), int(m.group(2)), m.group(3)) for m in _HIT.finditer(text)]
     if definitions:
         hits = [h for h in hits if h[0].endswith(".py") and _DEFINES.match(h[2])]
     if not hits:
         return None
-    best = min(hits, key=lambda h: (not h[0].endswith(".py"), bool(_TEST_FILE.search(h[0])), not _DEFINES.match(h[2])))
+    best = min(hits, key=lambda h: (not h[0].endswith(".py"), is_secondary(h[0]), not _DEFINES.match(h[2])))
     return best[0], best[1]
 
 

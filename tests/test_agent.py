@@ -1153,6 +1153,9 @@ def test_best_hit_prefers_python_then_not_a_test_then_a_definition():
     defs = "parse.py:29:         ... def parse_number(text):\nREADME.md:3: def x\npkg/w.py:87:     'sheep',"
     assert best_hit(defs) == ("parse.py", 29) and best_hit(defs, definitions=True) is None
     assert best_hit(hits, definitions=True) == ("pkg/w.py", 12)
+    # docs' and set-up scripts' code counts as secondary too (`kinds.is_secondary`), as in the listing
+    assert best_hit("docs/conf.py:5: def humanize(w):\nsetup.py:2: def humanize(w):\npkg/w.py:9: humanize(x)") == \
+        ("pkg/w.py", 9)
 
 
 def test_scripted_model_repeating_an_empty_grep_of_one_file_found_nowhere_reads_that_file(tokenizer, tmp_path):
