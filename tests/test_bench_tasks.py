@@ -151,7 +151,9 @@ def test_task_measures_from_a_transcript() -> None:
     m = task_measures(recs)
     assert m["proposals"] == 4 and m["valid"] == 2 and m["malformed"] == 1
     assert m["calls"] == 2 and m["fake_tool_text"] == 1 and m["text_calls"] == 0
-    assert m["latencies"] == [1.5, 3.0]  # approve at 1.5 → next proposal 3.0; approve at 4.2 → 7.2
+    # proposed at 1.0, approved at 1.5 (after the speculated prefill), next proposal at 3.0: the instant
+    # approver waited 2.0, a reader who read past the prefill 1.5; proposed 4.0, approved 4.2, next 7.2
+    assert m["latencies"] == [2.0, 3.2] and m["latencies_decided"] == [1.5, 3.0]
     # a call written as text that the session took as the call: executed, but not a valid proposal
     rescued = {**_call("read", 0, path="a.py"), "text": f"```json\n{fake}\n```"}
     m = task_measures([rescued, _decide(0.1, "approve")])
@@ -166,11 +168,13 @@ def test_aggregate_top_level_and_breakdowns() -> None:
     def row(task: str, kind: str, split: str, ok: bool) -> dict:
         return {"task": task, "package": "p", "kind": kind, "split": split, "seed": 0, "status": "answered",
                 "success": ok, "calls": 1, "proposals": 2, "valid": 2, "malformed": 0, "fake_tool_text": 0,
-                "latencies": [2.0], "prompt_tokens": [100, 300], "sec": 10.0, "check": {"details": {}}}
+                "latencies": [2.0], "latencies_decided": [0.5], "prompt_tokens": [100, 300], "sec": 10.0,
+                "check": {"details": {}}}
 
     res = aggregate([row("a", "locate", "dev", True), row("b", "edit", "test", False)], ["a", "b"], {})
     assert res["success_rate"] == 0.5 and res["valid_call_rate"] == 1.0 and res["fake_tool_text"] == 0
     assert res["turn_latency_median_s"] == 2.0 and res["prompt_tokens_mean"] == 200
+    assert res["turn_latency_decided_median_s"] == 0.5
     assert res["per_kind"]["locate"]["success_rate"] == 1.0 and res["per_split"]["test"]["success_rate"] == 0.0
     assert res["tasks"]["a"]["package"] == "p"
 
@@ -365,7 +369,8 @@ def test_scripted_model_run_writes_results_and_resumes_from_units(tokenizer, tin
     assert [r["key"] for r in rows] == [["t1", 0]] and rows[0]["success"]
     assert (out / "transcripts" / "t1.s0.json").is_file() and json.loads((out / "run.json").read_text())
     # 2) resumed: only t2 runs
-    res = run(opts, backend=ScriptedModel(tokenizer, ["I could not find it."]))  # type: ignore[arg-type]
+    # (an answer to "where" that names no file is sent back once: the second stands)
+    res = run(opts, backend=ScriptedModel(tokenizer, ["I could not find it."] * 2))  # type: ignore[arg-type]
     assert [json.loads(x)["key"] for x in (out / "units.jsonl").read_text().splitlines()] == [["t1", 0], ["t2", 0]]
     assert res["success_rate"] == 0.5 and res["tasks"]["t1"]["package"] == "tiny"
     assert set(res["per_split"]) == {"dev", "test"} and res["per_kind"]["locate"]["n"] == 2

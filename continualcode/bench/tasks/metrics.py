@@ -38,13 +38,15 @@ def _text_call(p: dict[str, Any]) -> bool:
 def task_measures(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One session's measures from its event records (see the module docstring)."""
     proposals = [r for r in records if r.get("type") == Proposal.TYPE]
-    latencies, approved_at = [], None
+    latencies, decided, approved, proposed_at = [], [], None, None
     for r in records:
-        if r.get("type") == Decided.TYPE and r.get("kind") == "approve":
-            approved_at = r["t"]
-        elif r.get("type") == Proposal.TYPE and approved_at is not None:
-            latencies.append(round(r["t"] - approved_at, 3))  # tool run + prompt + sampling
-            approved_at = None
+        if r.get("type") == Decided.TYPE and r.get("kind") == "approve" and proposed_at is not None:
+            approved = (proposed_at, r["t"])
+        elif r.get("type") == Proposal.TYPE:
+            if approved is not None:  # the simulated user approves at once: its wait starts at the proposal
+                latencies.append(round(r["t"] - approved[0], 3))  # prefill while deciding + tool + prompt + sampling
+                decided.append(round(r["t"] - approved[1], 3))  # after that prefill (a user who read longer)
+            approved, proposed_at = None, r["t"]
     texts = [str(r.get("text") or "") for r in records if r.get("type") == AssistantText.TYPE]
     return {
         "proposals": len(proposals),
@@ -54,6 +56,7 @@ def task_measures(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "calls": len(outcome_of(records).calls),
         "fake_tool_text": sum(looks_like_call(t) for t in texts),
         "latencies": latencies,
+        "latencies_decided": decided,
     }
 
 
@@ -70,6 +73,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     n = len(rows)
     proposals = sum(r["proposals"] for r in rows)
     lat = [x for r in rows for x in r["latencies"]]
+    decided = [x for r in rows for x in r.get("latencies_decided", [])]  # absent from rows before 2026-12-05
     prompt = [x for r in rows for x in r["prompt_tokens"]]
     secs = [r["sec"] for r in rows]
     return {
@@ -79,6 +83,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "fake_tool_text": sum(r["fake_tool_text"] for r in rows),
         "turn_latency_median_s": _median(lat),
         "turn_latency_p90_s": round(statistics.quantiles(lat, n=10)[-1], 3) if len(lat) > 1 else _median(lat),
+        "turn_latency_decided_median_s": _median(decided),
         "sec_per_task_mean": _mean(secs),
         "sec_per_task_median": _median(secs),
         "calls_mean": _mean([r["calls"] for r in rows]),

@@ -7,7 +7,9 @@ from typing import Any
 NOTE = ("success: the task's checker passed (answer keywords, check snippet, the package's own tests, required "
         "calls; docs/bench-tasks.md).  valid: proposals that are a valid call or a text answer that is not a call "
         "written as text, over all proposals.  fake text: text answers shown to the user that look like a tool "
-        "call.  latency: seconds from an approval to the next proposal (tool run + prompt + sampling).  "
+        "call.  latency: seconds from an approved proposal to the next one, the wait of a user who approves at "
+        "once (the prefill speculated while the simulated user decided, the tool run, the prompt, the sampling); "
+        "after decision: from the approval on, the wait of a user who reads longer than that prefill.  "
         "prompt: tokens of the prompt at each query.")
 
 
@@ -23,20 +25,21 @@ def _status(s: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(s.items())) or "–"
 
 
-HEAD = ("| {what} | n | success | valid | fake text | latency median s | latency p90 s | s/task | calls | "
-        "prompt mean / max | status |")
+HEAD = ("| {what} | n | success | valid | fake text | latency median s | latency p90 s | after decision median s | "
+        "s/task | calls | prompt mean / max | status |")
 
 
 def _row(name: str, s: dict[str, Any]) -> str:
     return (f"| {name} | {s['n']} | {_pct(s['success_rate'])} | {_pct(s['valid_call_rate'])} "
             f"| {s['fake_tool_text']} | {_num(s['turn_latency_median_s'])} | {_num(s['turn_latency_p90_s'])} "
+            f"| {_num(s.get('turn_latency_decided_median_s'))} "
             f"| {_num(s['sec_per_task_mean'], 0)} "
             f"| {_num(s['calls_mean'])} | {_num(s['prompt_tokens_mean'], 0)} / {s['prompt_tokens_max'] or '–'} "
             f"| {_status(s['status'])} |")
 
 
 def _table(what: str, groups: dict[str, dict[str, Any]]) -> list[str]:
-    lines = [HEAD.format(what=what), "|" + "---|" * 11]
+    lines = [HEAD.format(what=what), "|" + "---|" * 12]
     return lines + [_row(k, s) for k, s in groups.items()]
 
 
