@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from continualcode.agent import Approver, Session
 from continualcode.backends.base import Backend, BackendError
-from continualcode.build import Parts, build_backend, build_parts, cache_path, load_last_good
+from continualcode.build import Parts, build_backend, build_parts, cache_path, load_last_good, read_cap
 from continualcode.config import Config
 from continualcode.events import (
     Checkpoint,
@@ -217,7 +217,7 @@ class App:
         parts = build_parts(cfg, backend, prompts=lambda c: project_tasks(state, c),
                             **prompt_texts(SYSTEM_PROMPT, block, cfg.memory_at))
         try:
-            workspace = Workspace(root, **cfg.tool_settings())
+            workspace = Workspace(root, **cfg.tool_settings(), read_cap=read_cap(cfg))
         except ValueError as e:  # sandbox=on where bubblewrap cannot run
             raise ConfigError(str(e)) from None
         journal, resumed = _open_journal(cfg, state, parts, workspace, display)

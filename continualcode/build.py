@@ -75,6 +75,26 @@ def worked_example(cfg: Config) -> str:
     return "read" if _as_measured(cfg) else "grep"
 
 
+CPU_READ_CAP = 4000  # characters one read shows a local model on a CPU (`read_cap=0`)
+
+
+def read_cap(cfg: Config) -> int:
+    """The characters one `read` shows (`read_cap`), `auto` (0) resolved by where the model runs: CPU_READ_CAP
+    for a local model on a CPU, where a read's result is most of the next turn's wait (the 1.5B model
+    prefilled ~50 tokens/s on one loaded core, and the turn after a read took a median 130 s of its 31 s
+    median turn in `bench tasks`: 73% of all its turns' time), else `result_cap`."""
+    if cfg.read_cap:
+        return min(cfg.read_cap, cfg.result_cap)
+    if cfg.backend != "local" or cfg.device.startswith("cuda"):
+        return cfg.result_cap
+    if cfg.device == "auto":
+        import torch
+
+        if torch.cuda.is_available():
+            return cfg.result_cap
+    return min(CPU_READ_CAP, cfg.result_cap)
+
+
 def make_renderer(backend: Backend, cfg: Config | None = None, **kwargs: Any) -> Renderer:
     """The renderer for this backend's tokenizer and output vocabulary, showing the tools and the worked example
     `cfg` sets (`edit_tool`, `worked_example`; the default set and the read example without a config)."""

@@ -181,6 +181,10 @@ class Config:
     """Run this task first."""
     result_cap: int = DEFAULT_RESULT_CAP
     """Most characters of a tool result shown to the model."""
+    read_cap: int = 0
+    """Most characters of a file one `read` shows (its later lines are offered from an offset); 0 = auto:
+    build.CPU_READ_CAP for a local model on a CPU, where what a read shows is most of the next turn's wait (prefilled
+    at ~50 tokens/s by the 1.5B model on one loaded core), else result_cap."""
     edit_tool: Literal["auto", "lines", "replace", "both"] = "auto"
     """The edit tool the model is shown: `edit_lines` (lines by number), `replace` (old text quoted, new text in
     its place, as Claude Code's Edit), or both; auto: `lines` for the 0.5B and 135M built-ins (their measured
@@ -327,6 +331,7 @@ CHECKS: dict[str, Check] = {
     "interactive": _any,
     "task": _text,
     "result_cap": _number(500, 10_000_000),
+    "read_cap": lambda v: None if v == 0 or 500 <= v <= 10_000_000 else "must be 0 (auto) or 500 … 10000000",
     "read_outline": _any,
     "edit_tool": _any,  # a Literal: chz refuses other values
     "worked_example": _any,  # a Literal

@@ -207,6 +207,30 @@ def test_read_stops_at_the_result_cap_and_says_where_to_continue(tmp_path: Path)
     assert len(out) <= 2000 and "line cut" in out
 
 
+def test_read_cap_bounds_a_read_alone_and_never_above_the_result_cap(tmp_path: Path) -> None:
+    (tmp_path / "long.py").write_text("".join(f"x{i} = {i}\n" for i in range(1000)))  # 9-10 characters a line
+    (tmp_path / "hits.py").write_text("a = 1\n" * 1000)
+    ws = Workspace(tmp_path, result_cap=12000, read_cap=1000)
+    out = ws.run("read", {"path": "long.py"}).output
+    shown = [line for line in out.splitlines() if not line.startswith("[")]
+    # 800 characters of lines (the cap less 200 for the note): 10 lines of 14 and 41 of 16
+    assert len(out) <= 1000 and len(shown) == 51 and out.endswith("[output cap reached; 949 more lines; use offset=52 "
+                                                                   "to continue]")
+    assert len(ws.run("grep", {"pattern": "a", "path": "hits.py"}).output) > 1000  # other tools: result_cap
+    assert Workspace(tmp_path, result_cap=800, read_cap=5000).read_cap == 800
+    assert Workspace(tmp_path, result_cap=800).read_cap == 800  # 0: the result cap
+
+
+def test_read_cap_auto_is_small_for_a_local_model_on_a_cpu_only() -> None:
+    from continualcode.build import CPU_READ_CAP, read_cap
+    from continualcode.config import parse_config
+
+    assert read_cap(parse_config(["device=cpu"])) == CPU_READ_CAP == 4000
+    assert read_cap(parse_config(["device=cpu", "read_cap=6000"])) == 6000
+    assert read_cap(parse_config(["device=cpu", "read_cap=20000"])) == 12000  # never above result_cap
+    assert read_cap(parse_config(["device=cuda"])) == read_cap(parse_config(["backend=tinker"])) == 12000
+
+
 def test_a_read_from_the_top_of_a_long_python_file_ends_with_its_definitions(tmp_path: Path) -> None:
     """The map of classes and functions (`outline.py`) follows the lines when the read cannot show the whole
     file, takes its room from the lines (the note's offset still names the first line not shown), and is

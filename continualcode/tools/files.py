@@ -51,7 +51,7 @@ def read(ws: Workspace, path: str, offset: int, limit: int) -> tuple[bool, str]:
         raise missing(ws, target)
     if not stat.S_ISREG(target.stat().st_mode):
         raise ToolError(f"{rel} is not a regular file")
-    budget = ws.result_cap - 200
+    budget = ws.read_cap - 200
     with open(target, "rb") as f:
         if is_binary(f.read(BINARY_SNIFF)):
             raise ToolError(f"{rel} is a binary file (NUL byte in its first 8 KiB); not shown")

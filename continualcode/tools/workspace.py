@@ -49,6 +49,7 @@ class Workspace(ConfinedDir):
         sandbox: str = "off",
         sandbox_network: bool = False,
         read_outline: bool = False,
+        read_cap: int = 0,
     ) -> None:
         super().__init__(root)
         if result_cap < 500:
@@ -56,6 +57,7 @@ class Workspace(ConfinedDir):
         if sandbox not in ("auto", "on", "off"):
             raise ValueError(f"sandbox must be auto, on or off, not {sandbox!r}")
         self.result_cap = result_cap
+        self.read_cap = min(read_cap, result_cap) if read_cap > 0 else result_cap  # characters one read shows
         self.bash_timeout = bash_timeout
         self.pass_secrets = pass_secrets
         self.read_outline = read_outline  # a read from the top of a long .py file ends with its definitions

@@ -35,7 +35,7 @@ from continualcode.bench.learn.records import (
 )
 from continualcode.bench.learn.scenario import Scenario, Task, decide, unsafe
 from continualcode.bench.learn.variants import BenchLearner
-from continualcode.build import make_renderer
+from continualcode.build import make_renderer, read_cap
 from continualcode.config import Config
 from continualcode.events import ErrorShown, Event, Proposal
 from continualcode.learn.memory import Memory, Rule, project_block, prompt_texts
@@ -153,7 +153,7 @@ class Ctx:
     def workspace(self, root: Path, files: dict[str, str]) -> Workspace:
         write_files(root, files)
         return Workspace(root, result_cap=self.cfg.result_cap, read_outline=self.cfg.read_outline,
-                         bash_timeout=min(self.cfg.bash_timeout, BENCH_BASH_TIMEOUT))
+                         read_cap=read_cap(self.cfg), bash_timeout=min(self.cfg.bash_timeout, BENCH_BASH_TIMEOUT))
 
 
 def write_files(root: Path, files: dict[str, str]) -> None:

@@ -31,7 +31,7 @@ from continualcode.bench.tasks.packages import PINS, PackageError, source
 from continualcode.bench.tasks.report import to_markdown
 from continualcode.bench.tasks.runner import Ctx, run_task
 from continualcode.bench.tasks.taskfile import SPLITS, TASKS_FILE, Task, load_tasks, select
-from continualcode.build import build_backend, cache_path, edit_tool, make_renderer, worked_example
+from continualcode.build import build_backend, cache_path, edit_tool, make_renderer, read_cap, worked_example
 from continualcode.config import Config, UsageError, parse_config
 from continualcode.fsio import atomic_write
 from continualcode.models import cache_root
@@ -106,7 +106,7 @@ def _meta(opts: Options, cfg: Config, seeds: list[int], tasks: Sequence[Task]) -
         "packages": {t.package: PINS[t.package].version for t in tasks}, "base_overrides": opts.base_args,
         "config": {k: v for k, v in chz.asdict(cfg).items() if isinstance(v, str | int | float | bool)},
         # what `auto` became for this model (build.py): the figures depend on it
-        "resolved": {"edit_tool": edit_tool(cfg), "worked_example": worked_example(cfg)},
+        "resolved": {"edit_tool": edit_tool(cfg), "worked_example": worked_example(cfg), "read_cap": read_cap(cfg)},
     }
 
 

@@ -25,6 +25,7 @@ from continualcode.bench.tasks.checks import check, outcome_of
 from continualcode.bench.tasks.metrics import task_measures
 from continualcode.bench.tasks.packages import copy_tree
 from continualcode.bench.tasks.taskfile import Task, apply_ops
+from continualcode.build import read_cap
 from continualcode.config import Config
 from continualcode.events import Event
 from continualcode.records import Sample, ToolCall
@@ -81,7 +82,7 @@ class Ctx:
     cfg: Config
 
     def workspace(self, root: Path) -> Workspace:
-        return Workspace(root, **{**self.cfg.tool_settings(), "pass_secrets": False})
+        return Workspace(root, **{**self.cfg.tool_settings(), "pass_secrets": False}, read_cap=read_cap(self.cfg))
 
 
 def run_task(ctx: Ctx, task: Task, source: Path, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
