@@ -74,6 +74,7 @@ _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found 
 _A_FILE = re.compile(r"^\((\S+)" + re.escape(IS_A_FILE) + r"\)$", re.M)  # an empty grep for a file's path
 HIT_CONTEXT = 5  # lines above a grep hit that its read shows
 READ_BACK = 150  # lines above a grep hit that its read may start, at the function or statement holding it
+READ_LINE_CHARS = 50  # characters of a numbered line a read's window is reckoned in (`workspace_rails`)
 _NUMBERED = re.compile(r"^\s*(\d+)\t", re.M)  # a line as read shows it: (its number)
 _HIT = re.compile(r"^([\w./-]+):(\d+): (.*)$", re.M)  # a line as grep shows it: (file, line, text)
 _DEFINES = re.compile(r"^\s*(async\s+def|def|class)\s")  # a hit on a definition
@@ -227,6 +228,7 @@ class Rails:
     placed: bool = False  # an answer to "where" that named no file was sent back in this task (once is enough)
     shown: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> lines reads showed since a change
     hit_lines: dict[str, int] = field(default_factory=dict)  # a read meant for a grep hit -> the hit's line
+    read_back: int = READ_BACK  # at most this many lines above a hit (so that the read's window still shows it)
 
     def start_task(self, task: str, code_shown: bool = False) -> None:
         """A new task's demands; with `code_shown` (the code matching its words was put before it: retrieve.py)
@@ -402,9 +404,9 @@ class Rails:
 
     def _read_at(self, path: str, line: int) -> ToolCall:
         """The read that shows a grep hit: from the first line of the function, class or statement that holds
-        it (`start`), when that is at most READ_BACK lines up, else from HIT_CONTEXT lines above it."""
+        it (`start`), when that is at most `read_back` lines up, else from HIT_CONTEXT lines above it."""
         start, near = self.start(path, line), max(1, line - HIT_CONTEXT)
-        offset = min(start, near) if start is not None and line - start <= READ_BACK else near
+        offset = min(start, near) if start is not None and line - start <= self.read_back else near
         read = ToolCall("read", validate_args("read", {"path": path, "offset": offset}))
         self.hit_lines[read.to_text()] = line
         return read
@@ -462,12 +464,15 @@ def _widened(output: str) -> str:
 
 
 def workspace_rails(workspace: Workspace, on: bool) -> Rails:
-    """A session's rails, judging changes against the workspace's files."""
+    """A session's rails, judging changes against the workspace's files; a grep hit's read starts at most
+    `read_cap` / READ_LINE_CHARS lines above it (a numbered line reckoned longer than most), so that the
+    read's window still reaches the hit."""
     return Rails(partial(_file_key, workspace), on=on, mend=partial(_mend, workspace),
                  breaks=lambda call: workspace.breaks_syntax(call.name, call.arguments),
                  cuts=lambda call: workspace.cuts_file(call.name, call.arguments),
                  idle=lambda call: workspace.changes_nothing(call.name, call.arguments),
-                 start=workspace.statement_start)
+                 start=workspace.statement_start,
+                 read_back=min(READ_BACK, workspace.read_cap // READ_LINE_CHARS))
 
 
 def _file_key(workspace: Workspace, call: ToolCall) -> str:

@@ -1138,6 +1138,14 @@ def test_scripted_model_repeated_grep_reads_from_the_statement_that_holds_the_hi
     assert s.workspace.statement_start("words.py", READ_BACK + 12) == 1
     assert s.rails._read_at("words.py", READ_BACK + 12).arguments["offset"] == READ_BACK + 12 - 5  # too far up
     assert s.workspace.statement_start("README.md", 1) is None and s.workspace.statement_start("nope.py", 1) is None
+    # a smaller read window (`read_cap`) starts the read nearer the hit, so that the window reaches it
+    from continualcode.rails import READ_LINE_CHARS, workspace_rails
+
+    assert s.rails.read_back == READ_BACK  # 12,000 characters: 240 lines, at most READ_BACK
+    small = workspace_rails(Workspace(tmp_path, read_cap=2000), on=True)
+    assert small.read_back == 2000 // READ_LINE_CHARS == 40
+    assert small._read_at("words.py", 30).arguments["offset"] == 1  # 29 lines up: from the statement
+    assert small._read_at("words.py", 50).arguments["offset"] == 45  # 49 lines up: 5 lines above the hit
 
 
 def test_best_hit_prefers_python_then_not_a_test_then_a_definition():
