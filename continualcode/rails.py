@@ -14,6 +14,7 @@ from __future__ import annotations
 import builtins
 import io
 import itertools
+import keyword
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,11 +85,15 @@ _LETTERS = re.compile(r"[A-Za-z]{2,}")
 # model's narration instead of acting or answering, in 60 of its 615 text replies in bench tasks
 _NARRATION = re.compile(r"\b(?:use|used|call|called|using|calling|run|ran|running)\s+(?:the\s+)?"
                         r"`?(grep|read|glob|write|edit_lines|replace|bash)`?\s+(?:function|tool|command)\b", re.I)
-# what an answer asserts exists: a called name `f(`, or a file path with a common extension
-_NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cfg|toml|json|ya?ml|ini|sh|js|ts))\b")
+# what an answer asserts exists: a called name `f(`, a file path with a common extension, or a name alone in
+# backticks (`` `compute_next_job` ``, `` `def underscore` ``): the 1.5B model named the function it had made up and
+# grepped for in vain, "I used the `grep` function to search for the `def compute_next_job` function" (dev split)
+_NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cfg|toml|json|ya?ml|ini|sh|js|ts))\b"
+                    r"|`(?:(?:async )?def |class )?([A-Za-z_]\w*)(?:\(\))?`")
 # builtins and the methods of built-in types (`.strip(`, `.replace(`): an answer may name them freely
 _BUILTINS = frozenset(dir(builtins)).union(
-    *(dir(t) for t in (str, bytes, list, dict, set, tuple, int, float, io.TextIOBase)))
+    *(dir(t) for t in (str, bytes, list, dict, set, tuple, int, float, io.TextIOBase)), keyword.kwlist,
+    ("grep", "read", "glob", "write", "edit_lines", "replace", "bash", "self", "cls"))  # and the agent's tools
 
 _FRAME_TAG = re.compile(r"</?(tool_response|tool_call)>")  # the chat template's frame of a call or a result
 _READ_LINE = re.compile(r"^( *)(\d+)(\t|\.(?!\d))")  # read: "     7\t" (6 wide), or "     7."
@@ -175,7 +180,7 @@ def asks_where(task: str) -> bool:
 
 def names_a_file(text: str) -> bool:
     """Whether an answer names a file by its path or name with a suffix (`schedule/__init__.py`, `parse.py`)."""
-    return any(path for _, path in _NAMED.findall(text))
+    return any(path for _, path, _ in _NAMED.findall(text))
 
 
 def not_an_answer(text: str, question: bool) -> bool:
@@ -251,7 +256,10 @@ class Rails:
         """Text the model was shown as fact (a tool result, the task, the file listing): what answers
         may name.  Paths count whole, without a leading './', by each trailing part (`tomli/_parser.py` of
         `src/tomli/_parser.py`: the 1.5B model's answer in a user trial was refused for naming it so) and by
-        each part."""
+        each part.  An empty search's first line is left out: it echoes the pattern, which the search did not find
+        (the 1.5B model answered with the `camel_to_snake` it had grepped for in vain)."""
+        if text.startswith(NOTHING_FOUND):
+            text = text.partition("\n")[2]
         for w in _WORD.findall(text):
             w = w.removeprefix("./").strip(".")
             parts = w.split("/")
@@ -261,8 +269,8 @@ class Rails:
         """The functions and files an answer names that nothing shown to the model holds (the 0.5B model
         answered 'greet(name) in inflection/__init__.py', the worked example's function)."""
         out = []
-        for call, path in _NAMED.findall(text):
-            name = call or path.removeprefix("./")
+        for call, path, ticked in _NAMED.findall(text):
+            name = call or ticked or path.removeprefix("./")
             if name and name not in self.seen and name not in _BUILTINS:
                 out.append(name)
         return list(dict.fromkeys(out))

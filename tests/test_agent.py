@@ -893,6 +893,15 @@ def test_ungrounded_names_are_what_no_result_showed() -> None:
     r.saw("src/tomli/_parser.py:54: def loads(s):")  # a trailing part of a shown path (a user trial, tomli)
     assert r.ungrounded("loads in tomli/_parser.py parses it.") == []
     assert r.ungrounded("loads in other/_parser.py parses it.") == ["other/_parser.py"]
+    # a name alone in backticks counts (not a keyword, a builtin or one of the agent's tools); an empty search's
+    # echo of its pattern shows nothing, what follows it does (the 1.5B model answered with the name it had
+    # made up and grepped for in vain: "the `def compute_next_job` function", dev split)
+    r.saw("no matches for 'def compute_next_job' in .\nno definition has that name; the definitions nearest to its "
+          "words and the task's are:\nsched.py:700: def _schedule_next_run(self) -> None:")
+    assert r.ungrounded("I used the `grep` function to find the `def compute_next_job` function.") == \
+        ["compute_next_job"]
+    assert r.ungrounded("It is `_schedule_next_run()`, a `def` that returns `None`, in `sched.py`.") == []
+    assert r.ungrounded("It is `class Handler` (see `loads`).") == ["Handler"]
 
 
 def test_scripted_model_answer_naming_what_no_result_showed_is_refused_then_grounded(tokenizer, tmp_path):
