@@ -465,10 +465,7 @@ def _wider_hit(output: str) -> tuple[str, int] | None:
 def _widened(output: str) -> str:
     """The hits an empty search went on to show: of a wider search (`search._elsewhere`), or the definitions
     nearest to it and the task (`context.near_miss`); "" when it showed none."""
-    for mark in (FOUND_ELSEWHERE, NEAREST_HEAD):
-        if mark in output:
-            return output.split(mark, 1)[1]
-    return ""
+    return next((output.split(mark, 1)[1] for mark in (FOUND_ELSEWHERE, NEAREST_HEAD) if mark in output), "")
 
 
 def workspace_rails(workspace: Workspace, on: bool) -> Rails:

@@ -378,7 +378,11 @@ def test_scripted_model_run_writes_results_and_resumes_from_units(tokenizer, tin
         assert key in res
     meta = json.loads((out / "results.json").read_text())["meta"]
     assert meta["new_units"] == 1
-    assert meta["resolved"] == {"edit_tool": "both", "worked_example": "grep"}  # what auto became (the 1.5B default)
+    from continualcode.build import read_cap
+    from continualcode.config import parse_config
+
+    # what auto became (the 1.5B default; a read's window by where the model runs: 4,000 characters on a CPU)
+    assert meta["resolved"] == {"edit_tool": "both", "worked_example": "grep", "read_cap": read_cap(parse_config([]))}
     assert "| t2 | tiny | locate | test | ✗ |" in (out / "results.md").read_text()
     # 3) nothing left: the model is not even asked; another configuration is refused
     run(opts, backend=ScriptedModel(tokenizer, []))  # type: ignore[arg-type]
