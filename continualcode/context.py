@@ -182,7 +182,6 @@ def _empty(path: Path) -> bool:
 
 
 RETRIEVE_FILES = 400
-NO_MATCHES = "no matches for "  # how grep says it found nothing
 
 
 def task_overview(workspace: Any, task: str, outline_chars: int = 0, code_chars: int = 0) -> str:
@@ -205,7 +204,7 @@ def near_miss(workspace: Any, call: ToolCall, ok: bool, output: str, task: str) 
     project's definitions nearest to its pattern's words and the task's (`retrieve.nearest`), under
     `NEAREST_HEAD`; "" for any other result, or when no definition shares a word with them."""
     from continualcode.retrieve import NEAREST_HEAD, nearest
-    from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE
+    from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE, NO_MATCHES
 
     if not ok or call.name != "grep" or not output.startswith(NO_MATCHES) or FOUND_ELSEWHERE in output \
             or IS_A_FILE in output:

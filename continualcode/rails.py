@@ -24,9 +24,10 @@ from pathlib import Path
 from continualcode.records import Message, ToolCall
 from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_argument
 from continualcode.retrieve import NEAREST_HEAD
-from continualcode.tools import ToolError, Workspace, validate_args
+from continualcode.tools import TOOL_NAMES, ToolError, Workspace, validate_args
 from continualcode.tools.kinds import is_secondary
-from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE
+from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE, NO_MATCHES
+from continualcode.tools.syntax import DEF_LINE
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
 LOOP_ERROR = ("the model repeated a call whose result it already has (a read-only call, one that failed, or a "
@@ -47,7 +48,7 @@ UNGROUNDED = ("your answer names {names}, which no tool result of this session s
               "or answer only with what the results show")
 NOT_AN_ANSWER = ("answer the task in a sentence or two of your own words (name the file and the function, say what "
                  "the code does); do not paste tool output")
-NOTHING_FOUND = ("no matches for ", "no files match ")  # how grep and glob say they found nothing
+NOTHING_FOUND = (NO_MATCHES, "no files match ")  # how grep and glob say they found nothing
 NARRATED = ("do not tell how to use the tools: you have them.  If the results above answer the task, answer it "
             "from them in your own words; else make the call yourself")
 NAME_THE_FILE = ("the task asks where: say in which file (its path, as the results show it) and in which function "
@@ -78,7 +79,6 @@ READ_BACK = 150  # lines above a grep hit that its read may start, at the functi
 READ_LINE_CHARS = 50  # characters of a numbered line a read's window is reckoned in (`workspace_rails`)
 _NUMBERED = re.compile(r"^\s*(\d+)\t", re.M)  # a line as read shows it: (its number)
 _HIT = re.compile(r"^([\w./-]+):(\d+): (.*)$", re.M)  # a line as grep shows it: (file, line, text)
-_DEFINES = re.compile(r"^\s*(async\s+def|def|class)\s")  # a hit on a definition
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
 # a reply that tells how to use one of the agent's own tools ("you can use the `grep` function with the pattern
 # `def pluralize`"), or how it used one ("I used the `grep` function to search for …", as its answer): the 1.5B
@@ -93,7 +93,7 @@ _NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cf
 # builtins and the methods of built-in types (`.strip(`, `.replace(`): an answer may name them freely
 _BUILTINS = frozenset(dir(builtins)).union(
     *(dir(t) for t in (str, bytes, list, dict, set, tuple, int, float, io.TextIOBase)), keyword.kwlist,
-    ("grep", "read", "glob", "write", "edit_lines", "replace", "bash", "self", "cls"))  # and the agent's tools
+    TOOL_NAMES, ("self", "cls"))  # and the agent's tools
 
 _FRAME_TAG = re.compile(r"</?(tool_response|tool_call)>")  # the chat template's frame of a call or a result
 _READ_LINE = re.compile(r"^( *)(\d+)(\t|\.(?!\d))")  # read: "     7\t" (6 wide), or "     7."
@@ -448,10 +448,10 @@ def best_hit(text: str, definitions: bool = False) -> tuple[str, int] | None:
     With `definitions`, only a Python file's hit on a definition counts."""
     hits = [(m.group(1), int(m.group(2)), m.group(3)) for m in _HIT.finditer(text)]
     if definitions:
-        hits = [h for h in hits if h[0].endswith(".py") and _DEFINES.match(h[2])]
+        hits = [h for h in hits if h[0].endswith(".py") and DEF_LINE.match(h[2])]
     if not hits:
         return None
-    best = min(hits, key=lambda h: (not h[0].endswith(".py"), is_secondary(h[0]), not _DEFINES.match(h[2])))
+    best = min(hits, key=lambda h: (not h[0].endswith(".py"), is_secondary(h[0]), not DEF_LINE.match(h[2])))
     return best[0], best[1]
 
 

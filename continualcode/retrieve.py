@@ -37,6 +37,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from continualcode.tools.syntax import DEF_LINE
+
 HEAD = "Code in this project that matches the task's words (found by a search; read the file for more):"
 WINDOW = 30  # lines of a non-Python source chunk
 CHUNK_LINES = 40  # lines shown of one chunk
@@ -205,7 +207,7 @@ def _block(c: Chunk, room: int) -> str:
 def nearest(query: str, chunks: Iterable[Chunk], n: int = NEAREST) -> list[str]:
     """The `n` best-scoring definitions (functions, methods, classes) for `query`, as grep shows a hit:
     `path:line: def name(args):`, then `  # `, a method's `Class.name` and the docstring's first line."""
-    ranked = rank(query, [c for c in chunks if c.name and _DEF_LINE.match(c.lines[_def_index(c)])])
+    ranked = rank(query, [c for c in chunks if c.name and DEF_LINE.match(c.lines[_def_index(c)])])
     out = []
     for _, c in ranked[:n]:
         i = _def_index(c)
@@ -215,13 +217,12 @@ def nearest(query: str, chunks: Iterable[Chunk], n: int = NEAREST) -> list[str]:
     return out
 
 
-_DEF_LINE = re.compile(r"^\s*(?:async\s+def|def|class)\s")
 _DOC_OPEN = re.compile(r"^\s*[rRbBuU]?(\"\"\"|\'\'\'|\"|\')")
 
 
 def _def_index(c: Chunk) -> int:
     """The index in `c.lines` of its `def`/`class` line (after any decorators); 0 when there is none."""
-    return next((i for i, line in enumerate(c.lines) if _DEF_LINE.match(line)), 0)
+    return next((i for i, line in enumerate(c.lines) if DEF_LINE.match(line)), 0)
 
 
 def _doc_line(body: Sequence[str]) -> str:

@@ -27,6 +27,7 @@ LIST_CAP = 200  # glob results / grep hits shown
 HIT_CAP = 300  # chars of one line shown by grep
 GREP_MAX_FILE = 5 * 2**20
 IS_A_FILE = " is a file of the project: read it to see its lines"  # an empty grep for a file's path (rails read it)
+NO_MATCHES = "no matches for "  # how an empty grep opens its result (context.py, rails read it)
 FOUND_ELSEWHERE = " it matches:\n"  # how an empty grep goes on to the hits of a wider search (rails read it)
 
 
@@ -123,7 +124,7 @@ def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[b
     if skipped:
         note += f"\n[skipped {skipped} files over {GREP_MAX_FILE // 2**20} MiB]"
     if not hits:
-        return True, f"no matches for {quote(pattern)} in {ws.rel(base)}{note}" + _elsewhere(
+        return True, f"{NO_MATCHES}{quote(pattern)} in {ws.rel(base)}{note}" + _elsewhere(
             ws, pattern, regex, narrowed=base != ws.root or include is not None) + _is_a_file(ws, pattern)
     more = f"\n… and {total - LIST_CAP} more matches" if total > LIST_CAP else ""
     return True, "\n".join(hits) + more + note

@@ -17,6 +17,7 @@ import re
 
 INDENT = re.compile(r"[ \t]*")
 DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+DEF_LINE = re.compile(r"^\s*(?:async\s+def|def|class)\s")  # a line that opens a definition (grep hits, chunks)
 
 
 def syntax_error(text: str, rel: str) -> str | None:
