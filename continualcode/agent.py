@@ -43,13 +43,13 @@ from continualcode.events import (
     ToolOutput,
     UserTask,
 )
+from continualcode.intent import asks_a_question
 from continualcode.rails import (
     CHANGING,
     LOOP_ERROR,
     LOOP_NOTE,
     READ_ONLY,
     REPEAT_ERROR,
-    asks_a_question,
     workspace_rails,
 )
 from continualcode.records import FRESH, Correction, Message, Sample, ToolCall

@@ -96,11 +96,13 @@ def read_cap(cfg: Config) -> int:
 
 
 def make_renderer(backend: Backend, cfg: Config | None = None, **kwargs: Any) -> Renderer:
-    """The renderer for this backend's tokenizer and output vocabulary, showing the tools and the worked example
-    `cfg` sets (`edit_tool`, `worked_example`; the default set and the read example without a config)."""
+    """The renderer for this backend's tokenizer and output vocabulary, showing the tools and the worked examples
+    `cfg` sets (`edit_tool`, `worked_example`, `change_example`; without a config: the default set, the read
+    example, no change example)."""
     if cfg is not None:
         kwargs.setdefault("tools", tool_schemas(edit_tool(cfg)))
         kwargs.setdefault("example", worked_example(cfg))
+        kwargs.setdefault("change", cfg.change_example)
     return Renderer(backend.tokenizer, vocab_size=backend.vocab_size, **kwargs)
 
 

@@ -194,6 +194,10 @@ class Config:
     in the listing, a read at the function's line) or `grep` (a search for the definition over the whole
     project, then the read); auto: `read` for the 0.5B and 135M built-ins (their measured figures), `grep` for
     every other model (`build.worked_example`)."""
+    change_example: bool = True
+    """A task that asks for a change is shown a worked fix instead (a bug reported by its symptom, searched,
+    read, changed, tested; `render.change_example`), for the whole task; false: the question example
+    (`worked_example`) for every task, gone after the first tool result."""
     read_outline: bool = False
     """A read from the top of a Python file too long to show whole ends with its classes and functions.  Off:
     no gain measured on the 0.5B or the 1.5B model (bench/results/tasks/ANALYSIS.md), and its room comes
@@ -335,6 +339,7 @@ CHECKS: dict[str, Check] = {
     "read_outline": _any,
     "edit_tool": _any,  # a Literal: chz refuses other values
     "worked_example": _any,  # a Literal
+    "change_example": _any,
     "bash_timeout": _number(1, 3600),
     "pass_secrets": _any,
     "sandbox": _any,

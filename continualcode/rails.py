@@ -21,6 +21,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from continualcode.intent import (
+    asks_a_question,
+    asks_for_change,
+    asks_only_a_question,
+    asks_to_explain,
+    asks_to_run_tests,
+    asks_where,
+)
 from continualcode.records import Message, ToolCall
 from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_argument
 from continualcode.retrieve import NEAREST_HEAD
@@ -62,14 +70,6 @@ NO_CHANGE = ("the proposed change would leave the file as it is (the same text i
              "what the task asks to change, or answer")
 PASTED = ("the {arg} argument copies how tool results are shown ({what}), which the file does not hold: write "
           "only the file's own lines; to add or change a few lines, change just those (replace or edit_lines)")
-
-_CHANGE_VERBS = re.compile(
-    r"\b(add|fix|rename|change|bump|update|implement|create|write|remove|delete|replace|refactor|make|move|"
-    r"insert|append|convert|correct|repair|set|edit|modify)\b", re.I)
-_EXPLAIN = re.compile(r"\b(what (does|do|is|are)|how (does|do|is)|why|explain|describe|what happens)\b", re.I)
-_QUESTION = re.compile(r"(where|which|what|how|why|who|when|does|do|is|are|can|could)\b", re.I)
-_WHERE = re.compile(r"\bwhere\b|\b(which|what) (file|module)\b", re.I)  # a question about a place in the code
-_RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", re.I)
 
 _WORD = re.compile(r"[\w./-]+")
 _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found error names (tools/paths.py)
@@ -151,33 +151,6 @@ class Verdict:
     redirected: bool = False
 
 
-def asks_for_change(task: str) -> bool:
-    """Whether a task asks for a change to the files (an imperative with a change verb, not a question)."""
-    text = task.strip()
-    return bool(text) and not text.endswith("?") and bool(_CHANGE_VERBS.search(text))
-
-
-def asks_to_explain(task: str) -> bool:
-    """Whether a task asks what code does or why (an explanation needs the code read, not just found)."""
-    return bool(_EXPLAIN.search(task))
-
-
-def asks_a_question(task: str) -> bool:
-    """Whether a task is a question (it wants an answer in words, not a change)."""
-    text = task.strip()
-    return text.endswith("?") or asks_to_explain(text) or bool(_QUESTION.match(text))
-
-
-def asks_to_run_tests(task: str) -> bool:
-    """Whether a task asks to run the tests."""
-    return bool(_RUN_TESTS.search(task))
-
-
-def asks_where(task: str) -> bool:
-    """Whether a task asks where something is (the answer should name its file)."""
-    return bool(_WHERE.search(task))
-
-
 def names_a_file(text: str) -> bool:
     """Whether an answer names a file by its path or name with a suffix (`schedule/__init__.py`, `parse.py`)."""
     return any(path for _, path, _ in _NAMED.findall(text))
@@ -241,7 +214,7 @@ class Rails:
         self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, set(), {}, set(), {}
         self.narrated, self.placed, self.shown, self.hit_lines = False, False, {}, {}
         self.must_change = self.on and asks_for_change(task)
-        self.asks_only = self.on and asks_a_question(task) and not _CHANGE_VERBS.search(task)
+        self.asks_only = self.on and asks_only_a_question(task)
         self.must_run = self.on and asks_to_run_tests(task)
         self.must_read = self.on and asks_to_explain(task) and not code_shown
 

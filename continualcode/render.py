@@ -26,8 +26,9 @@ from typing import Any, Literal
 from continualcode.backends.base import stop_token_ids
 from continualcode.constrain import GrammarConstraint, build_constraint
 from continualcode.context import KEEP_RESULTS, compact
+from continualcode.intent import asks_for_change
 from continualcode.outline import LEGEND
-from continualcode.records import CALL_CLOSE, CALL_OPEN, NOTES, Message, Role, ToolCall
+from continualcode.records import CALL_CLOSE, CALL_OPEN, NOTES, TASK, Message, Role, ToolCall
 from continualcode.tools import DEFAULT_SCHEMAS, ToolError, validate_args
 
 SYSTEM_PROMPT = (
@@ -196,6 +197,41 @@ GREP_EXAMPLE: tuple[tuple[Role, str], ...] = (
     NATIVE_EXAMPLE[2],
     NATIVE_EXAMPLE[3],
 )
+def change_example(tool_names: Sequence[str]) -> tuple[tuple[Role, str], ...]:
+    """The worked exchange for a task that asks for a change (config `change_example`): a bug reported by its
+    symptom, the definition found by a search, read at its line, the line changed with the change tool the
+    model is shown (`replace`, else `edit_lines`), the tests run, a one-line report.  With the question
+    examples alone, which end at an answer, the 1.5B model "fixed" the symptom: it put the task's wrong
+    output (`'13rd'`, `<flag>false</flag>`, `schedule.every(2).hours`) in a `replace` as the text to change,
+    in 7 of the 8 fix-and-test tasks of both halves' transcripts (the eighth asked for a new test; one
+    "fixed" `docs/conf.py`).  Unlike them it stays in view for the whole task: the steps it shows come after
+    the first tool result, and a constant prefix keeps the prompt cache."""
+    fixed = '    return f"Hello, {name}!"'
+    if "replace" in tool_names:
+        change = ToolCall("replace", {"path": "app/hello.py", "old_string": '    return f"Hello, {name}"',
+                                      "new_string": fixed})
+    else:
+        change = ToolCall("edit_lines", {"path": "app/hello.py", "start_line": 5, "end_line": 5, "content": fixed})
+    return (
+        ("user", "Files in the project (the workspace root is '.'):\napp/hello.py\ntests/test_hello.py\ndocs/conf.py\n"
+                 "README.md\n\ngreet('Ann') returns 'Hello, Ann' without the '!' at the end. Fix it and run the "
+                 "tests."),
+        GREP_EXAMPLE[1],
+        GREP_EXAMPLE[2],
+        NATIVE_EXAMPLE[1],
+        ("tool", '     3\tdef greet(name):\n     4\t    """The greeting for a name."""\n'
+                 '     5\t    return f"Hello, {name}"'),
+        ("assistant", change.to_text()),
+        ("tool", f"replaced line 5 of app/hello.py with 1 line (now 5 lines)\n     3\tdef greet(name):\n"
+                 f'     4\t    """The greeting for a name."""\n     5\t{fixed}'),
+        ("assistant", ToolCall("bash", {"command": "python -m pytest -q tests/test_hello.py"}).to_text()),
+        ("tool", ".                                                                        [100%]\n"
+                 "1 passed in 0.01s\n[exit code 0]"),
+        ("assistant", "Fixed greet(name) in app/hello.py (line 5): the greeting left out the \"!\"; it now ends "
+                      "with it, and the tests pass."),
+    )
+
+
 # config `worked_example` (`build.worked_example` resolves `auto`)
 EXAMPLES: dict[str, tuple[tuple[Role, str], ...]] = {"read": NATIVE_EXAMPLE, "grep": GREP_EXAMPLE}
 
@@ -220,6 +256,7 @@ class Renderer:
         keep_results: int = KEEP_RESULTS,
         task_notes: str = "",
         example: str = "read",
+        change: bool = False,
     ) -> None:
         self.tok = tokenizer
         self.tools = list(tools)
@@ -231,6 +268,8 @@ class Renderer:
         self.system_prompt = edit_hint(system_prompt, self.tools)
         self.task_notes = task_notes  # opens the conversation's first user turn, after the project listing
         self.example = EXAMPLES[example]  # the native template's worked exchange (`EXAMPLES`)
+        # a task that asks for a change gets `change_example` instead, for the whole task (config `change_example`)
+        self.change = change_example([t["function"]["name"] for t in self.tools]) if change else ()
         self.keep_results = keep_results
         self.vocab_size = vocab_size or len(tokenizer)
         self.stop_ids = stop_token_ids(tokenizer)
@@ -252,7 +291,10 @@ class Renderer:
             )
         out.append({"role": "system", "content": system})
         example = FALLBACK_EXAMPLE if self.style == "fallback" else self.example if self.tools else ()
-        if example is self.example and any(m.role == "tool" for m in messages):
+        task = next((m.content for m in reversed(messages) if m.role == "user" and m.meta.get(TASK)), "")
+        if example is self.example and self.change and asks_for_change(task):
+            example = self.change
+        elif example is self.example and any(m.role == "tool" for m in messages):
             example = ()  # the conversation has its own calls now; the 0.5B model copied the example's answer
         out.extend({"role": r, "content": c} for r, c in example)
         pending: list[str] = []  # the session's own system text (the project overview): opens the next user turn

@@ -721,7 +721,7 @@ def test_scripted_model_may_not_answer_right_after_a_failed_call(tokenizer, tmp_
 
 
 def test_asks_for_change():
-    from continualcode.rails import asks_for_change
+    from continualcode.intent import asks_for_change
 
     assert asks_for_change("Fix the bug in parse.py and run the tests.")
     assert asks_for_change("ordinalize(13) returns '13rd'. Find the bug, fix it.")
@@ -846,7 +846,7 @@ def test_scripted_model_refused_call_proposed_again_is_sampled_again_then_malfor
 
 
 def test_scripted_model_must_read_the_code_it_explains(tokenizer, tmp_path):
-    from continualcode.rails import asks_to_explain
+    from continualcode.intent import asks_to_explain
 
     assert asks_to_explain("What does smart_truncate do?") and asks_to_explain("Why does pluralize('sheep') work?")
     assert not asks_to_explain("Where is the function that adds two numbers defined?")
@@ -1002,7 +1002,8 @@ def test_scripted_model_write_of_one_definition_over_its_module_is_placed_in_the
 
 
 def test_scripted_model_answer_that_pastes_lines_or_says_nothing_is_refused(tokenizer, tmp_path):
-    from continualcode.rails import NOT_AN_ANSWER, asks_a_question
+    from continualcode.intent import asks_a_question
+    from continualcode.rails import NOT_AN_ANSWER
 
     assert asks_a_question("Where is add defined?") and asks_a_question("which file has add")
     assert not asks_a_question("swap the operands in main.py")

@@ -66,6 +66,7 @@ BAD: dict[str, list[str]] = {
     "read_outline": ["sometimes"],
     "edit_tool": ["patch", ""],
     "worked_example": ["map", ""],
+    "change_example": ["sometimes"],
     "learn_from_approved_retry": ["2"],
     "max_kl": ["nan", "-1", "0", "-inf"],
     "prefix_grad": ["x"],
@@ -111,6 +112,7 @@ GOOD: dict[str, list[str]] = {
     "memory_at": ["system", "task"],
     "sandbox_network": ["true", "false"],
     "task": ["", "add a divide function"],
+    "change_example": ["true", "false"],
 }
 
 CASES = [(key, value) for key, values in BAD.items() for value in values]

@@ -192,6 +192,48 @@ def test_the_grep_example_searches_the_whole_project_then_reads_at_the_hit_and_g
         Renderer(NativeTok(), example="none")
 
 
+def test_a_task_that_asks_for_a_change_sees_the_worked_fix_for_the_whole_task_and_a_question_does_not() -> None:
+    """`change_example`: a change task is shown the worked fix (search, read, change, tests, report) in place of
+    the question example, and still after its first tool result; a question keeps the question example, gone
+    after a result; off, a change task gets the question example.  The fix uses the change tool shown."""
+    from continualcode.records import TASK
+    from continualcode.render import GREP_EXAMPLE, change_example
+    from continualcode.tools import DEFAULT_SCHEMAS, tool_schemas
+
+    class NativeTok:
+        chat_template = "{{ tools }} <tool_call>"
+
+        def __len__(self) -> int:
+            return 10
+
+    fix = Message("user", "add() drops its second number. Fix it and run the tests.", {TASK: True})
+    ask = Message("user", "What does add() return?", {TASK: True})
+    after = [Message("assistant", "<tool_call>x</tool_call>"), Message("tool", "1\tx = 1")]
+    r = Renderer(NativeTok(), example="grep", change=True, tools=tool_schemas("both"))
+
+    def names(msgs: list[dict[str, str]]) -> list[str]:
+        calls = [m["content"] for m in msgs if m["role"] == "assistant" and '"name": "' in m["content"]]
+        return [c.split('"name": "')[1].split('"')[0] for c in calls]
+
+    assert names(r.to_template_messages([fix])) == ["grep", "read", "replace", "bash"]
+    later = r.to_template_messages([fix, *after])
+    assert names(later) == ["grep", "read", "replace", "bash"] and len(later) == 1 + 10 + 3  # still in view
+    assert names(r.to_template_messages([ask])) == ["grep", "read"]  # the question example
+    assert r.to_template_messages([ask])[1]["content"] == GREP_EXAMPLE[0][1]
+    assert not any("greet" in m["content"] for m in r.to_template_messages([ask, *after]))
+    assert names(Renderer(NativeTok(), example="grep").to_template_messages([fix])) == ["grep", "read"]
+    lines = Renderer(NativeTok(), example="grep", change=True)  # the default set: edit_lines, no replace
+    assert names(lines.to_template_messages([fix])) == ["grep", "read", "edit_lines", "bash"]
+    # every call of the worked fix is a valid call of the tools it is shown with
+    from continualcode.render import parse
+
+    for tools in (DEFAULT_SCHEMAS, tool_schemas("lines"), tool_schemas("both")):
+        shown = change_example([t["function"]["name"] for t in tools])
+        for role, text in shown:
+            if role == "assistant" and "<tool_call>" in text:
+                assert parse(text, tools).call is not None, text
+
+
 @pytest.mark.parametrize(("model", "setting", "shown"), [
     ("qwen2.5-coder-0.5b", "auto", "read"), ("smollm2-135m", "auto", "read"),
     ("qwen2.5-coder-1.5b", "auto", "grep"), ("Qwen/Qwen3-4B-Instruct-2507", "auto", "grep"),
