@@ -216,17 +216,40 @@ def near_miss(workspace: Any, call: ToolCall, ok: bool, output: str, task: str) 
 def _code_chunks(workspace: Any, python_only: bool = False) -> list[Any]:
     """The chunks (`retrieve.Chunk`) of the project's source files (CODE_SUFFIXES, or Python files alone), at
     most RETRIEVE_FILES of them, none over OUTLINE_FILE_BYTES."""
-    from continualcode.retrieve import python_chunks, window_chunks
-
     chunks: list[Any] = []
     n = 0
     for rel, real in _project_files(workspace):
-        if not rel.endswith(".py" if python_only else CODE_SUFFIXES) or (source := _source(real)) is None:
+        if not rel.endswith(".py" if python_only else CODE_SUFFIXES) or (found := _file_chunks(rel, real)) is None:
             continue
-        chunks += (python_chunks if rel.endswith(".py") else window_chunks)(rel, source, is_secondary(rel))
+        chunks += found
         n += 1
         if n >= RETRIEVE_FILES:
             break
+    return chunks
+
+
+_CHUNKS: dict[tuple[str, str, int, int], list[Any]] = {}  # (file, its name in the project, mtime ns, size)
+CHUNK_CACHE = 2000  # files whose chunks are kept: an empty grep's nearest definitions parse only what changed
+
+
+def _file_chunks(rel: str, real: Path) -> list[Any] | None:
+    """One source file's chunks, kept until the file changes (its mtime or size); None for a file `_source`
+    refuses."""
+    from continualcode.retrieve import python_chunks, window_chunks
+
+    try:
+        st = real.stat()
+    except OSError:
+        return None
+    key = (str(real), rel, st.st_mtime_ns, st.st_size)
+    if (kept := _CHUNKS.get(key)) is not None:
+        return kept
+    if (source := _source(real)) is None:
+        return None
+    if len(_CHUNKS) >= CHUNK_CACHE:
+        _CHUNKS.clear()
+    chunks = (python_chunks if rel.endswith(".py") else window_chunks)(rel, source, is_secondary(rel))
+    _CHUNKS[key] = chunks
     return chunks
 
 

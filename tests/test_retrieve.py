@@ -162,3 +162,30 @@ def test_near_miss_follows_only_a_grep_that_found_nothing_anywhere(tmp_path: Pat
     assert near_miss(ws, grep, True, wider, "plural") == ""
     assert near_miss(ws, grep, False, empty, "plural") == ""
     assert near_miss(ws, ToolCall("glob", {"pattern": "plural*"}), True, "no files match 'plural*'", "plural") == ""
+
+
+def test_a_files_chunks_are_parsed_once_until_the_file_changes(tmp_path: Path, monkeypatch) -> None:
+    """context._file_chunks keeps each file's chunks by (path, mtime, size): an unchanged project is not parsed
+    again for the next empty grep, and a changed file is (its new definition is found)."""
+    import os
+
+    import continualcode.retrieve as retrieve
+
+    parsed: list[str] = []
+    real = retrieve.python_chunks
+
+    def counting(path: str, source: str, secondary: bool = False) -> list[Chunk]:
+        parsed.append(path)
+        return real(path, source, secondary)
+
+    monkeypatch.setattr(retrieve, "python_chunks", counting)
+    (tmp_path / "core.py").write_text(SOURCE)
+    ws = Workspace(tmp_path)
+    grep = ToolCall("grep", {"pattern": "def make_plural", "path": "."})
+    empty = "no matches for 'def make_plural' in ."
+    first = near_miss(ws, grep, True, empty, "where is the plural made?")
+    assert near_miss(ws, grep, True, empty, "where is the plural made?") == first and parsed == ["core.py"]
+    (tmp_path / "core.py").write_text(SOURCE + "\n\ndef make_plurals(words):\n    return words\n")
+    os.utime(tmp_path / "core.py", ns=(1, 1))  # a different mtime even on a coarse clock
+    assert "core.py:22: def make_plurals(words):" in near_miss(ws, grep, True, empty, "plural")
+    assert parsed == ["core.py", "core.py"]
