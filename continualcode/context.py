@@ -228,6 +228,25 @@ def _code_chunks(workspace: Any, python_only: bool = False) -> list[Any]:
     return chunks
 
 
+NOT_IN_FILE = "old_string is not in "  # how replace says its text was not found (tools/replace.py)
+SYMPTOM = ("\n{old} is the task's own words (what it reports the code does), not text of {path}: find the code "
+           "that produces it (grep for the definition of the function the task names, read it) and change that")
+
+
+def symptom_note(call: ToolCall, ok: bool, output: str, task: str) -> str:
+    """What follows a `replace` that failed because its old text is not in the file but is in the task: the
+    model quoted the reported symptom as the code to change (`'13rd'`, `<flag>false</flag>`, `'name' in
+    parse('{name}', 'bob')`, in 7 of the 8 fix-and-test tasks of the 1.5B model's transcripts) and repeated
+    it; "" for any other result."""
+    from continualcode.tools.base import quote
+
+    old = str(call.arguments.get("old_string", "")).strip()
+    if ok or call.name != "replace" or not output.removeprefix(ERROR_PREFIX).startswith(NOT_IN_FILE) \
+            or len(old) < 3 or old not in task:
+        return ""
+    return SYMPTOM.format(old=quote(old[:120]), path=call.arguments.get("path", "the file"))
+
+
 _CHUNKS: dict[tuple[str, str, int, int], list[Any]] = {}  # (file, its name in the project, mtime ns, size)
 CHUNK_CACHE = 2000  # files whose chunks are kept: an empty grep's nearest definitions parse only what changed
 

@@ -92,7 +92,8 @@ def make(tokenizer, tmp_path, replies, decisions, **kw):
     user = ScriptedUser(decisions)
     learner = RecordingLearner()
     events: list[Event] = []
-    s = Session(model, Renderer(tokenizer), Workspace(tmp_path), user, learner=learner,
+    renderer = kw.pop("renderer", None) or Renderer(tokenizer)
+    s = Session(model, renderer, Workspace(tmp_path), user, learner=learner,
                 sampling=SamplingConfig(constrained=False, max_turns=kw.pop("max_turns", 6),
                                         guard_rails=kw.pop("guard_rails", False),
                                         remind_task=kw.pop("remind_task", True),
@@ -466,6 +467,27 @@ def test_scripted_model_repeated_failing_bash_is_sampled_again_but_a_passing_one
     assert [e.error for e in events if isinstance(e, Proposal)].count(LOOP_ERROR) == 3
     note = next(m for m in s.messages if m.role == "tool" and m.content.startswith(LOOP_NOTE))
     assert note.meta["ok"] is False
+
+
+def test_scripted_model_replacing_the_tasks_reported_output_is_told_to_find_the_code_that_makes_it(tokenizer, tmp_path):
+    """A replace of the task's own words that the file does not hold (the symptom quoted as the code) gets the
+    symptom note in its result, with the rails on; without them the tool's error alone."""
+    from continualcode.context import SYMPTOM
+    from continualcode.tools import tool_schemas
+
+    bad = call_text("replace", path="main.py", old_string="returns 5", new_string="returns 6")
+    task = "add(2, 3) returns 5 but should return 6. Fix it."
+    head = SYMPTOM.split("{old}")[1].split("{path}")[0]
+    both = Renderer(tokenizer, tools=tool_schemas("both"))
+    for rails in (True, False):
+        run = tmp_path / str(rails)
+        run.mkdir()
+        s, _, _, _, _ = make(tokenizer, run, [call_text("read", path="main.py"), bad, *["Cannot."] * 6],
+                             [Approve(), Approve()], guard_rails=rails, renderer=both)
+        s.run_task(task)
+        result = next(m for m in s.messages if m.role == "tool" and "old_string" in m.content)
+        assert result.content.startswith("error: old_string is not in main.py")
+        assert (head in result.content) is rails
 
 
 def test_scripted_model_repeated_failing_edit_is_sampled_again_not_asked_about_again(tokenizer, tmp_path):

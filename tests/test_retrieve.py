@@ -189,3 +189,31 @@ def test_a_files_chunks_are_parsed_once_until_the_file_changes(tmp_path: Path, m
     os.utime(tmp_path / "core.py", ns=(1, 1))  # a different mtime even on a coarse clock
     assert "core.py:22: def make_plurals(words):" in near_miss(ws, grep, True, empty, "plural")
     assert parsed == ["core.py", "core.py"]
+
+
+def test_a_failed_replace_of_the_tasks_own_words_is_told_they_are_the_symptom_not_the_code(tmp_path: Path) -> None:
+    """context.symptom_note: a replace refused because its old text is not in the file, when that text is in the
+    task (the reported wrong output), gets a note to find the code that makes it; nothing otherwise."""
+    from continualcode.context import symptom_note
+
+    (tmp_path / "core.py").write_text(SOURCE)
+    ws = Workspace(tmp_path)
+
+    def run(c: ToolCall) -> tuple[bool, str]:
+        r = ws.run(c.name, c.arguments)
+        return r.ok, r.output
+
+    task = "ordinalize(13) returns '13rd' instead of '13th'. Fix it and run the tests."
+    call = ToolCall("replace", {"path": "core.py", "old_string": "13rd", "new_string": "13th"})
+    ok, out = run(call)
+    assert not ok and out.startswith("error: old_string is not in core.py")
+    note = symptom_note(call, ok, out, task)
+    assert note.startswith("\n'13rd' is the task's own words") and "not text of core.py" in note
+    assert "grep for the definition" in note
+    other = ToolCall("replace", {"path": "core.py", "old_string": "13st", "new_string": "13th"})
+    assert symptom_note(other, *run(other), task) == ""  # not the task's words
+    short = ToolCall("replace", {"path": "core.py", "old_string": "13", "new_string": "14"})
+    assert symptom_note(short, False, out, task) == ""  # too short to say
+    found = ToolCall("replace", {"path": "core.py", "old_string": "LIMIT = 10", "new_string": "LIMIT = 13"})
+    assert symptom_note(found, *run(found), "set LIMIT = 10 to 13") == ""  # it was there: changed
+    assert symptom_note(ToolCall("read", {"path": "core.py"}), False, out, task) == ""
