@@ -205,7 +205,9 @@ def change_example(tool_names: Sequence[str]) -> tuple[tuple[Role, str], ...]:
     output (`'13rd'`, `<flag>false</flag>`, `schedule.every(2).hours`) in a `replace` as the text to change,
     in 7 of the 8 fix-and-test tasks of both halves' transcripts (the eighth asked for a new test; one
     "fixed" `docs/conf.py`).  Unlike them it stays in view for the whole task: the steps it shows come after
-    the first tool result, and a constant prefix keeps the prompt cache."""
+    the first tool result, and a constant prefix keeps the prompt cache.  It runs the whole suite: shown
+    `pytest tests/test_hello.py`, the model ran `tests/test_inflection.py` in a project whose tests sit at
+    its root, then wrote that file anew with a `test_greet`."""
     fixed = '    return f"Hello, {name}!"'
     if "replace" in tool_names:
         change = ToolCall("replace", {"path": "app/hello.py", "old_string": '    return f"Hello, {name}"',
@@ -224,7 +226,7 @@ def change_example(tool_names: Sequence[str]) -> tuple[tuple[Role, str], ...]:
         ("assistant", change.to_text()),
         ("tool", f"replaced line 5 of app/hello.py with 1 line (now 5 lines)\n     3\tdef greet(name):\n"
                  f'     4\t    """The greeting for a name."""\n     5\t{fixed}'),
-        ("assistant", ToolCall("bash", {"command": "python -m pytest -q tests/test_hello.py"}).to_text()),
+        ("assistant", ToolCall("bash", {"command": "python -m pytest -q"}).to_text()),
         ("tool", ".                                                                        [100%]\n"
                  "1 passed in 0.01s\n[exit code 0]"),
         ("assistant", "Fixed greet(name) in app/hello.py (line 5): the greeting left out the \"!\"; it now ends "
