@@ -34,6 +34,7 @@ from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_a
 from continualcode.retrieve import NEAREST_HEAD
 from continualcode.tools import TOOL_NAMES, ToolError, Workspace, validate_args
 from continualcode.tools.kinds import is_secondary
+from continualcode.tools.replace import AMBIGUOUS
 from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE, NO_MATCHES
 from continualcode.tools.syntax import DEF_LINE
 
@@ -322,9 +323,10 @@ class Rails:
             return Verdict(parsed, CUTS_FILE)
         if self.on and key in self.meant and key not in self.denied:
             # a read or search of a missing path again, after its error named the file meant: that file; a
-            # search for a file's path again, after its result said it is a file: the read of that file
+            # search for a file's path again, after its result said it is a file: the read of that file; a
+            # replace refused for a text found more than once, again: with replace_all
             fixed = self.meant[key]
-            if fixed.to_text() not in self.readonly_done and not self._shows(fixed):
+            if fixed.to_text() not in self.readonly_done and not (fixed.name == "read" and self._shows(fixed)):
                 return Verdict(Parsed(call=fixed), redirected=True)
         return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done
                        else None)
@@ -372,6 +374,12 @@ class Rails:
                 self.must_run = False
             if not ok and self.on:  # the same failing command or change again, with nothing changed, fails again
                 self.readonly_done[call.to_text()] = False
+                if call.name == "replace" and not call.arguments.get("replace_all") \
+                        and output.removeprefix("error: ").startswith(AMBIGUOUS):
+                    # refused because its text occurs more than once, repeated: every one replaced (the user sees
+                    # them all in the preview); the 1.5B model repeated `replace` `_irregular` -> `_add_irregular`
+                    # up to 11 times after that refusal, on a task that asked to rename every call (dev split)
+                    self.meant[call.to_text()] = ToolCall("replace", {**call.arguments, "replace_all": True})
             elif self.on and call.name in CHANGING:  # the same change again, with nothing else changed since: made
                 # already (the 1.5B model ran replace_all `_irregular` -> `_add_irregular` three times over, each
                 # adding a prefix: `_add_add_add_irregular`, dev split)

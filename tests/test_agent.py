@@ -490,6 +490,32 @@ def test_scripted_model_replacing_the_tasks_reported_output_is_told_to_find_the_
         assert (head in result.content) is rails
 
 
+def test_scripted_model_repeating_a_replace_refused_as_ambiguous_is_proposed_with_replace_all(tokenizer, tmp_path):
+    """A replace refused because its text occurs more than once, proposed again: the user is asked about the
+    same replace with replace_all (every occurrence, shown in the preview), not about the refused one again;
+    without the rails it is the plain repeat."""
+    from continualcode.tools import tool_schemas
+
+    both = Renderer(tokenizer, tools=tool_schemas("both"))
+    source = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2), add(3, 4))\n"
+    rd = call_text("read", path="main.py")
+    rename = call_text("replace", path="main.py", old_string="add", new_string="plus")
+    s, _, user, _, events = make(tokenizer, tmp_path, [rd, rename, rename, "Renamed."],
+                                 [Approve(), Approve(), Approve()], guard_rails=True, renderer=both)
+    (tmp_path / "main.py").write_text(source)
+    assert s.run_task("Rename add to plus everywhere in main.py.").status == "answered"
+    assert [bool(c.arguments.get("replace_all")) for c, _ in user.seen if c.name == "replace"] == [False, True]
+    assert (tmp_path / "main.py").read_text() == source.replace("add", "plus")
+    replaces = [e.call for e in events if isinstance(e, Proposal) and e.call and e.call["name"] == "replace"]
+    assert [bool(c["arguments"].get("replace_all")) for c in replaces] == [False, True]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    s2, _, user2, _, _ = make(tokenizer, plain, [rd, rename, rename, "Renamed."], [Approve()] * 3, renderer=both)
+    (plain / "main.py").write_text(source)
+    s2.run_task("Rename add to plus everywhere in main.py.")
+    assert all(not c.arguments.get("replace_all") for c, _ in user2.seen)
+
+
 def test_scripted_model_repeated_failing_edit_is_sampled_again_not_asked_about_again(tokenizer, tmp_path):
     """An edit the tool refused, proposed again with nothing changed, is treated like a repeated read: the
     user is asked about it once (a hand trial: edit_lines of lines 1-400 in an 8-line file, four times)."""

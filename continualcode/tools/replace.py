@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 _NUMBER = re.compile(r"^ *\d+\t")
 SHOW_PLACES = 5  # occurrences listed when old_string is not unique
+AMBIGUOUS = "old_string occurs "  # how a refusal for a text found more than once begins (`rails` reads it)
 CLOSE_LINES = 20_000  # a refusal names the closest line in files up to this long (difflib: slow beyond)
 
 
@@ -64,7 +65,7 @@ def plan_replace(text: str, old_string: str, new_string: str, *, rel: str,
             new = text.replace(old_string, new_string)
             return (new, f"replaced {count} occurrences in {rel} (at lines {shown}; now {len(split_lines(new))} "
                     "lines)", lines[0], max(len(split_lines(new_string)), 1))
-        raise ToolError(f"old_string occurs {count} times in {rel} (at lines {shown}): include more of the "
+        raise ToolError(f"{AMBIGUOUS}{count} times in {rel} (at lines {shown}): include more of the "
                         "lines around the one to change so that it occurs once, or set replace_all to "
                         "change every one")
     note = ""
