@@ -194,10 +194,12 @@ class Config:
     in the listing, a read at the function's line) or `grep` (a search for the definition over the whole
     project, then the read); auto: `read` for the 0.5B and 135M built-ins (their measured figures), `grep` for
     every other model (`build.worked_example`)."""
-    change_example: bool = True
+    change_example: bool = False
     """A task that asks for a change is shown a worked fix instead (a bug reported by its symptom, searched,
     read, changed, tested; `render.change_example`), for the whole task; false: the question example
-    (`worked_example`) for every task, gone after the first tool result."""
+    (`worked_example`) for every task, gone after the first tool result.  Off: on the 1.5B model's dev
+    change tasks it stopped the model quoting the reported symptom as the code (4 of 4 fix tasks -> 0) and
+    solved fewer (3 -> 1 of 8, 0 up / 2 down; bench/results/tasks/ANALYSIS.md)."""
     read_outline: bool = False
     """A read from the top of a Python file too long to show whole ends with its classes and functions.  Off:
     no gain measured on the 0.5B or the 1.5B model (bench/results/tasks/ANALYSIS.md), and its room comes
