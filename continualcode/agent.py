@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from continualcode.answer import ECHOED, NOT_MEANT, barely_meant, echoed, request
 from continualcode.backends.base import Backend, Guided
-from continualcode.context import ERROR_PREFIX, near_miss, symptom_note, task_meta, task_overview
+from continualcode.context import ERROR_PREFIX, follow_up, task_meta, task_overview
 from continualcode.decide import Abort, Approve, Approver, Decision, Deny, Edit, Feedback, ask
 from continualcode.events import (
     AssistantText,
@@ -390,12 +390,9 @@ class Session:
         return None
 
     def _tool_message(self, call: ToolCall, ok: bool, output: str) -> Message:
-        """A tool result as the conversation keeps it: an empty search goes on to the definitions nearest to it
-        and the task (`near_miss`), a failed replace of the task's own words says so (`symptom_note`; both with
-        the rails on); closed by the task it serves when `remind_task`."""
-        if self.rails.on:
-            output += near_miss(self.workspace, call, ok, output, self.rails.task)
-            output += symptom_note(call, ok, output, self.rails.task)
+        """A tool result as the conversation keeps it: with the rails on, what `context.follow_up` adds (an empty
+        search's nearest definitions, a failed replace of the task's words); closed by the task when `remind_task`."""
+        output += follow_up(self.workspace, call, ok, output, self.rails.task) if self.rails.on else ""
         return Message("tool", reminded(output, self.rails.task, self.sampling.remind_task),
                        meta={"tool": call.name, "ok": ok})
 

@@ -228,6 +228,12 @@ def _code_chunks(workspace: Any, python_only: bool = False) -> list[Any]:
     return chunks
 
 
+def follow_up(workspace: Any, call: ToolCall, ok: bool, output: str, task: str) -> str:
+    """What the rails add after a tool's result: an empty search's nearest definitions (`near_miss`), then a
+    note when a failed replace quoted the task's own words (`symptom_note`); "" for most results."""
+    return near_miss(workspace, call, ok, output, task) + symptom_note(call, ok, output, task)
+
+
 NOT_IN_FILE = "old_string is not in "  # how replace says its text was not found (tools/replace.py)
 SYMPTOM = ("\n{old} is the task's own words (what it reports the code does), not text of {path}: find the code "
            "that produces it (grep for the definition of the function the task names, read it) and change that")
