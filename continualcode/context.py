@@ -234,7 +234,6 @@ def follow_up(workspace: Any, call: ToolCall, ok: bool, output: str, task: str) 
     return near_miss(workspace, call, ok, output, task) + symptom_note(call, ok, output, task)
 
 
-NOT_IN_FILE = "old_string is not in "  # how replace says its text was not found (tools/replace.py)
 SYMPTOM = ("\n{old} is the task's own words (what it reports the code does), not text of {path}: find the code "
            "that produces it (grep for the definition of the function the task names, read it) and change that")
 
@@ -245,6 +244,7 @@ def symptom_note(call: ToolCall, ok: bool, output: str, task: str) -> str:
     parse('{name}', 'bob')`, in 7 of the 8 fix-and-test tasks of the 1.5B model's transcripts) and repeated
     it; "" for any other result."""
     from continualcode.tools.base import quote
+    from continualcode.tools.replace import NOT_IN_FILE
 
     old = str(call.arguments.get("old_string", "")).strip()
     if ok or call.name != "replace" or not output.removeprefix(ERROR_PREFIX).startswith(NOT_IN_FILE) \

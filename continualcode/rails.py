@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from continualcode.context import ERROR_PREFIX
 from continualcode.intent import (
     asks_a_question,
     asks_for_change,
@@ -375,7 +376,7 @@ class Rails:
             if not ok and self.on:  # the same failing command or change again, with nothing changed, fails again
                 self.readonly_done[call.to_text()] = False
                 if call.name == "replace" and not call.arguments.get("replace_all") \
-                        and output.removeprefix("error: ").startswith(AMBIGUOUS):
+                        and output.removeprefix(ERROR_PREFIX).startswith(AMBIGUOUS):
                     # refused because its text occurs more than once, repeated: every one replaced (the user sees
                     # them all in the preview); the 1.5B model repeated `replace` `_irregular` -> `_add_irregular`
                     # up to 11 times after that refusal, on a task that asked to rename every call (dev split)

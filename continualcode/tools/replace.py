@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 _NUMBER = re.compile(r"^ *\d+\t")
 SHOW_PLACES = 5  # occurrences listed when old_string is not unique
 AMBIGUOUS = "old_string occurs "  # how a refusal for a text found more than once begins (`rails` reads it)
+NOT_IN_FILE = "old_string is not in "  # how a refusal for a text not found begins (`context.symptom_note` reads it)
 CLOSE_LINES = 20_000  # a refusal names the closest line in files up to this long (difflib: slow beyond)
 
 
@@ -176,9 +177,9 @@ def _not_found(text: str, old_string: str, rel: str) -> str:
     close = difflib.get_close_matches(first, have, n=1, cutoff=0.6) if first and len(have) <= CLOSE_LINES else []
     if close:
         n = have.index(close[0]) + 1
-        return (f"old_string is not in {rel}; its first line is closest to line {n}: {quote(close[0][:200])} "
+        return (f"{NOT_IN_FILE}{rel}; its first line is closest to line {n}: {quote(close[0][:200])} "
                 "(read the lines and copy them exactly, without the line numbers)")
-    return f"old_string is not in {rel} (read the lines to change and copy them exactly, without the line numbers)"
+    return f"{NOT_IN_FILE}{rel} (read the lines to change and copy them exactly, without the line numbers)"
 
 
 def replace(ws: Workspace, path: str, old_string: str, new_string: str, replace_all: bool) -> tuple[bool, str]:
