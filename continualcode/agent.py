@@ -303,7 +303,8 @@ class Session:
                 self.workspace, task, outline_chars=self.sampling.repo_map, code_chars=self.sampling.retrieve)):
             self._add(Message("system", listing))
         self._add(Message("user", task, meta=meta))
-        self.rails.start_task(task, code_shown=len(self.messages) > 1 and RETRIEVED in self.messages[-2].content)
+        shown = self.messages[-2].content if len(self.messages) > 1 and RETRIEVED in self.messages[-2].content else ""
+        self.rails.start_task(task, code=shown)
         t, self._contrast = _TaskState(TaskResult(status="max_turns")), None
         while t.turn < self.sampling.max_turns:
             context = tuple(self.messages)

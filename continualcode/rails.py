@@ -30,6 +30,7 @@ from continualcode.intent import (
     asks_to_run_tests,
     asks_where,
 )
+from continualcode.reads import GREP_HIT, READ_BACK, READ_LINE_CHARS, READ_NUMBER, FileKey, Reads
 from continualcode.records import Message, ToolCall
 from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_argument
 from continualcode.retrieve import NEAREST_HEAD
@@ -76,12 +77,9 @@ PASTED = ("the {arg} argument copies how tool results are shown ({what}), which 
 _WORD = re.compile(r"[\w./-]+")
 _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found error names (tools/paths.py)
 _A_FILE = re.compile(r"^\((\S+)" + re.escape(IS_A_FILE) + r"\)$", re.M)  # an empty grep for a file's path
-HIT_CONTEXT = 5  # lines above a grep hit that its read shows
-READ_BACK = 150  # lines above a grep hit that its read may start, at the function or statement holding it
-READ_LINE_CHARS = 50  # characters of a numbered line a read's window is reckoned in (`workspace_rails`)
-_NUMBERED = re.compile(r"^\s*(\d+)\t", re.M)  # a line as read shows it: (its number)
-_HIT = re.compile(r"^([\w./-]+):(\d+): (.*)$", re.M)  # a line as grep shows it: (file, line, text)
+_NUMBERED, _HIT = READ_NUMBER, GREP_HIT  # a line as read shows it: (number); as grep does: (file, line, text)
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
+_IDENTIFIER = re.compile(r"_*[A-Za-z]\w*")  # a name: underscores, then a letter
 # a reply that tells how to use one of the agent's own tools ("you can use the `grep` function with the pattern
 # `def pluralize`"), or how it used one ("I used the `grep` function to search for …", as its answer): the 1.5B
 # model's narration instead of acting or answering, in 60 of its 615 text replies in bench tasks
@@ -126,12 +124,10 @@ def pasted_argument(call: ToolCall) -> tuple[str, str] | None:
     return None
 
 
-FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names ("" when unusable)
 Breaks = Callable[[ToolCall], str | None]  # why a change would leave a parsing Python file unparsable, or None
 Cuts = Callable[[ToolCall], str | None]  # "REL from N lines to M" for a write that drops most of a file, or None
 Mend = Callable[[ToolCall], ToolCall | None]  # the change mended (re-indented; a write's definition placed), or None
 Idle = Callable[[ToolCall], bool]  # whether a change would leave its file as it is
-Start = Callable[[str, int], int | None]  # the first line of the function or statement holding a file's line
 
 
 def _never(_call: ToolCall) -> None:
@@ -189,7 +185,6 @@ class Rails:
     breaks: Breaks = _never
     cuts: Cuts = _never
     mend: Mend = _never
-    start: Start = lambda _path, _line: None
     idle: Idle = lambda _call: False
     known_files: set[str] = field(default_factory=set)  # read or written in this session: may be changed
     task: str = ""
@@ -206,19 +201,21 @@ class Rails:
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
     narrated: bool = False  # a reply telling how to use the tools was sent back in this task (once is enough)
     placed: bool = False  # an answer to "where" that named no file was sent back in this task (once is enough)
-    shown: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> lines reads showed since a change
-    hit_lines: dict[str, int] = field(default_factory=dict)  # a read meant for a grep hit -> the hit's line
-    read_back: int = READ_BACK  # at most this many lines above a hit (so that the read's window still shows it)
+    reads: Reads | None = None  # what reads showed, and where they should start (made from `file_key` if None)
 
-    def start_task(self, task: str, code_shown: bool = False) -> None:
-        """A new task's demands; with `code_shown` (the code matching its words was put before it: retrieve.py)
-        an explanation may come without a read."""
+    def __post_init__(self) -> None:
+        self.reads = self.reads or Reads(self.file_key)
+
+    def start_task(self, task: str, code: str = "") -> None:
+        """A new task's demands; with `code` (the code matching its words, put before it: retrieve.py) an
+        explanation may come without a read, and a read of a file it showed starts at the first chunk shown."""
         self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, set(), {}, set(), {}
-        self.narrated, self.placed, self.shown, self.hit_lines = False, False, {}, {}
+        self.narrated, self.placed = False, False
+        self._reads.new_task(code)
         self.must_change = self.on and asks_for_change(task)
         self.asks_only = self.on and asks_only_a_question(task)
         self.must_run = self.on and asks_to_run_tests(task)
-        self.must_read = self.on and asks_to_explain(task) and not code_shown
+        self.must_read = self.on and asks_to_explain(task) and not code
 
     def allow_text(self, last: Message | None) -> bool:
         """Text is allowed after a tool result that worked and found something (not after a search with
@@ -291,7 +288,7 @@ class Rails:
             except ToolError:
                 error = READ_FIRST.format(path=call.arguments.get("path"))
             else:
-                return Verdict(Parsed(call=read), redirected=True)
+                return Verdict(Parsed(call=self._reads.instead_of(read) or read), redirected=True)
         elif (arg := placeholder_argument(call)) is not None:
             error = STAND_IN.format(arg=arg) if arg in TEXT_ARGS else (
                 f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value from "
@@ -322,12 +319,18 @@ class Rails:
             # the one function the model means to add, written over the whole module: sampled again (and
             # proposed, with the preview's warning, when every sample does it)
             return Verdict(parsed, CUTS_FILE)
+        at = self._reads.instead_of(call) if self.on and call.name == "read" and key not in self.denied else None
+        if at is not None and at.to_text() not in self.denied and at.to_text() not in self.readonly_done:
+            # a read from the top of a long file whose definition the task's shown code or the last search named
+            # further down: the read of that definition (the 1.5B model read modules from line 1 right after a
+            # grep had named `def ordinalize` at line 236; the read's window ended near line 80, dev split)
+            return Verdict(Parsed(call=at), redirected=True)
         if self.on and key in self.meant and key not in self.denied:
             # a read or search of a missing path again, after its error named the file meant: that file; a
             # search for a file's path again, after its result said it is a file: the read of that file; a
             # replace refused for a text found more than once, again: with replace_all
             fixed = self.meant[key]
-            if fixed.to_text() not in self.readonly_done and not (fixed.name == "read" and self._shows(fixed)):
+            if fixed.to_text() not in self.readonly_done and not (fixed.name == "read" and self._reads.shows(fixed)):
                 return Verdict(Parsed(call=fixed), redirected=True)
         return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done
                        else None)
@@ -350,12 +353,14 @@ class Rails:
         """What an executed call did to the demands and to what is known."""
         if call.name in READ_ONLY:
             self.readonly_done[call.to_text()] = ok
+            if ok and call.name == "grep" and not output.startswith(NOTHING_FOUND):
+                self._reads.searched(output)
             if not ok and "path" in call.arguments and (m := _MEANT.search(output)):
                 self.meant[call.to_text()] = ToolCall(call.name, {**call.arguments, "path": m.group(1)})
             elif ok and call.name == "grep" and (m := _A_FILE.search(output)):
                 self.meant[call.to_text()] = ToolCall("read", validate_args("read", {"path": m.group(1)}))
             elif ok and call.name == "grep" and (hit := _wider_hit(output)) is not None:
-                self.meant[call.to_text()] = self._read_at(*hit)
+                self.meant[call.to_text()] = self._reads.at(*hit)
             elif ok and call.name == "grep" and output.startswith(NOTHING_FOUND[0]) and self._one_file(call):
                 # an empty search of one file, found nowhere else either: repeated, the read of that file
                 self.meant[call.to_text()] = ToolCall("read", validate_args("read", {"path": call.arguments["path"]}))
@@ -364,10 +369,10 @@ class Rails:
                 # four times over after its one hit had named the file and the line, dev split).  Definitions
                 # only: sent to a docstring's example or a set's entry instead, it answered from those lines and
                 # lost two test tasks it had passed without the redirect (read after the test run)
-                self.meant[call.to_text()] = self._read_at(*hit)
+                self.meant[call.to_text()] = self._reads.at(*hit)
         else:  # files may have changed: a read may now show something new
             self.readonly_done.clear()
-            self.shown.clear()
+            self._reads.changed()
             if ok and call.name in CHANGING:
                 self.must_change = False
                 self.must_run = self.must_run or (self.on and asks_to_run_tests(self.task))
@@ -375,11 +380,13 @@ class Rails:
                 self.must_run = False
             if not ok and self.on:  # the same failing command or change again, with nothing changed, fails again
                 self.readonly_done[call.to_text()] = False
-                if call.name == "replace" and not call.arguments.get("replace_all") \
+                if call.name == "replace" and not call.arguments.get("replace_all") and _renames(call) \
                         and output.removeprefix(ERROR_PREFIX).startswith(AMBIGUOUS):
                     # refused because its text occurs more than once, repeated: every one replaced (the user sees
                     # them all in the preview); the 1.5B model repeated `replace` `_irregular` -> `_add_irregular`
-                    # up to 11 times after that refusal, on a task that asked to rename every call (dev split)
+                    # up to 11 times after that refusal, on a task that asked to rename every call (dev split).
+                    # A rename only: made of any text, it replaced every "1" of a module by "2" (182 of them; a
+                    # user trial on toolz, every call approved)
                     self.meant[call.to_text()] = ToolCall("replace", {**call.arguments, "replace_all": True})
             elif self.on and call.name in CHANGING:  # the same change again, with nothing else changed since: made
                 # already (the 1.5B model ran replace_all `_irregular` -> `_add_irregular` three times over, each
@@ -387,25 +394,14 @@ class Rails:
                 self.readonly_done[call.to_text()] = True
         if ok and call.name == "read":
             self.must_read = False
-            if (lines := [int(n) for n in _NUMBERED.findall(output)]) and (key := self.file_key(call)):
-                self.shown.setdefault(key, []).append((min(lines), max(lines)))
+            self._reads.read(call, output)
         if ok and call.name in ("read", *CHANGING) and (key := self.file_key(call)):
             self.known_files.add(key)
 
-    def _read_at(self, path: str, line: int) -> ToolCall:
-        """The read that shows a grep hit: from the first line of the function, class or statement that holds
-        it (`start`), when that is at most `read_back` lines up, else from HIT_CONTEXT lines above it."""
-        start, near = self.start(path, line), max(1, line - HIT_CONTEXT)
-        offset = min(start, near) if start is not None and line - start <= self.read_back else near
-        read = ToolCall("read", validate_args("read", {"path": path, "offset": offset}))
-        self.hit_lines[read.to_text()] = line
-        return read
-
-    def _shows(self, read: ToolCall) -> bool:
-        """Whether a read since the last change showed the line a redirected read is for (its hit, or its
-        first line): that read again would repeat what the conversation holds."""
-        line = self.hit_lines.get(read.to_text(), int(read.arguments.get("offset") or 1))
-        return any(a <= line <= b for a, b in self.shown.get(self.file_key(read) or "", []))
+    @property
+    def _reads(self) -> Reads:
+        assert self.reads is not None  # set in __post_init__
+        return self.reads
 
     def _one_file(self, call: ToolCall) -> bool:
         """Whether a call's path names one existing file (a grep of a file, not of a directory)."""
@@ -437,6 +433,13 @@ def best_hit(text: str, definitions: bool = False) -> tuple[str, int] | None:
     return best[0], best[1]
 
 
+def _renames(call: ToolCall) -> bool:
+    """Whether a replace swaps one name for another (`_irregular` -> `_add_irregular`), each a whole
+    identifier with a letter in it."""
+    old, new = call.arguments.get("old_string"), call.arguments.get("new_string")
+    return all(isinstance(t, str) and _IDENTIFIER.fullmatch(t) for t in (old, new))
+
+
 def _wider_hit(output: str) -> tuple[str, int] | None:
     """(file, line) of the best hit (`best_hit`) an empty grep's wider search shows, or None.  Repeated,
     such a search becomes the read of that place: the 1.5B model repeated `Job.until`
@@ -458,8 +461,8 @@ def workspace_rails(workspace: Workspace, on: bool) -> Rails:
                  breaks=lambda call: workspace.breaks_syntax(call.name, call.arguments),
                  cuts=lambda call: workspace.cuts_file(call.name, call.arguments),
                  idle=lambda call: workspace.changes_nothing(call.name, call.arguments),
-                 start=workspace.statement_start,
-                 read_back=min(READ_BACK, workspace.read_cap // READ_LINE_CHARS))
+                 reads=Reads(partial(_file_key, workspace), start=workspace.statement_start,
+                             read_back=min(READ_BACK, workspace.read_cap // READ_LINE_CHARS)))
 
 
 def _file_key(workspace: Workspace, call: ToolCall) -> str:

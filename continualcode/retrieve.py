@@ -45,6 +45,8 @@ CHUNK_LINES = 40  # lines shown of one chunk
 MAX_CHUNKS = 3
 NEAREST = 5  # definitions listed after an empty search
 NEAREST_HEAD = "\nno definition has that name; the definitions nearest to its words and the task's are:\n"
+# a shown chunk's first line, as `_block` writes it: (path, first line, last line)
+BLOCK_HEAD = re.compile(r"^(\S+), lines (\d+)-(\d+):$", re.M)
 RELATIVE = 0.5  # a chunk is shown when it scores at least this share of the best one
 STEM = 6
 NAME_WEIGHT = 2.0

@@ -516,6 +516,88 @@ def test_scripted_model_repeating_a_replace_refused_as_ambiguous_is_proposed_wit
     assert all(not c.arguments.get("replace_all") for c, _ in user2.seen)
 
 
+def test_scripted_model_repeating_an_ambiguous_replace_of_text_that_is_no_name_is_not_made_replace_all(
+        tokenizer, tmp_path):
+    """Only a rename becomes replace_all: in a user trial on toolz the repeated `replace` of "1" by "2" was made
+    replace_all by the rails and, approved, changed 182 places of a module."""
+    from continualcode.rails import LOOP_ERROR
+    from continualcode.tools import tool_schemas
+
+    both = Renderer(tokenizer, tools=tool_schemas("both"))
+    source = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2), add(1, 4))\n"
+    rd = call_text("read", path="main.py")
+    digit = call_text("replace", path="main.py", old_string="1", new_string="2")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [rd, digit, digit, *["Cannot."] * 6], [Approve(), Approve()],
+                            guard_rails=True, renderer=both)
+    (tmp_path / "main.py").write_text(source)
+    s.run_task("Fix the second call in main.py.")
+    assert [c.name for c, _ in user.seen] == ["read", "replace"]  # the repeat was not asked about again
+    assert not user.seen[1][0].arguments.get("replace_all")
+    assert any(LOOP_ERROR in str(m.content) or "occurs 2 times" in m.content for m in s.messages)
+    assert (tmp_path / "main.py").read_text() == source
+
+
+def test_renames_is_a_name_for_a_name():
+    from continualcode.rails import _renames
+
+    def rep(old: str, new: str) -> ToolCall:
+        return ToolCall("replace", {"path": "a.py", "old_string": old, "new_string": new})
+
+    assert _renames(rep("_irregular", "_add_irregular")) and _renames(rep("x1", "y2"))
+    assert not _renames(rep("1", "2")) and not _renames(rep("lambda x: None", "lambda x: x"))
+    assert not _renames(rep("_", "__")) and not _renames(rep("add", "add(1)")) and not _renames(rep("a.b", "c"))
+
+
+def test_scripted_model_reading_from_the_top_after_a_grep_named_a_definition_far_down_reads_it(tokenizer, tmp_path):
+    """The 1.5B model read modules from line 1 right after a grep had named `def ordinalize` at line 236 (its
+    window ended near line 80): such a read is asked about as the read of that definition; read from the top
+    again, the file is read from the top (the definition is in view already)."""
+    from continualcode.reads import HIT_CONTEXT
+
+    far = "".join(f"x{i} = {i}\n" for i in range(200)) + "def ordinal(n):\n    return str(n)\n"
+    grep = call_text("grep", pattern="def ordinal", path=".")
+    top = call_text("read", path="words.py", offset=1, limit=400)
+    s, _, user, _, _ = make(tokenizer, tmp_path, [grep, top, top, "ordinal returns str(n) in words.py."],
+                            [Approve()] * 3, guard_rails=True)
+    (tmp_path / "words.py").write_text(far)
+    assert s.run_task("what does ordinal(3) in words.py return?").status == "answered"
+    reads = [c.arguments for c, _ in user.seen if c.name == "read"]
+    assert reads == [{"path": "words.py", "offset": 201 - HIT_CONTEXT, "limit": 400},
+                     {"path": "words.py", "offset": 1, "limit": 400}]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "words.py").write_text(far)
+    s2, _, user2, _, _ = make(tokenizer, plain, [grep, top, "ordinal returns str(n)."], [Approve()] * 2)
+    s2.run_task("what does ordinal(3) in words.py return?")
+    assert [c.arguments.get("offset") for c, _ in user2.seen if c.name == "read"] == [1]  # without the rails
+
+
+def test_reads_locate_one_definition_a_file_from_searches_and_shown_code(tmp_path):
+    """`Reads`: a search that found one definition in a file locates it (two in one file: neither); the code
+    shown before a task locates its first chunk of each file; a read from the top is replaced only when the
+    definition is past the read's window and no read since the last change showed it."""
+    from continualcode.reads import Reads
+
+    r = Reads(lambda c: str(c.arguments.get("path", "")), read_back=80)
+    r.searched("a.py:120: def f(x):\na.py:130:     f(1)\nb.py:90: def g():\nb.py:95: def h():\nc.md:99: def k")
+    assert r.located == {"a.py": 120}
+    top = ToolCall("read", {"path": "a.py", "offset": 1, "limit": 400})
+    at = r.instead_of(top)
+    assert at is not None and at.arguments["offset"] == 115
+    assert r.instead_of(ToolCall("read", {"path": "a.py", "offset": 40, "limit": 400})) is None  # not from the top
+    assert r.instead_of(ToolCall("read", {"path": "b.py", "limit": 400})) is None  # nothing located there
+    r.read(at, "   115\tx\n   190\ty")
+    assert r.instead_of(top) is None  # shown since the last change
+    r.changed()
+    assert r.instead_of(top) is not None
+    r.new_task("Code in this project:\nb.py, lines 300-320:\n   300\tdef g():\nb.py, lines 400-410:\n"
+               "a.py, lines 60-70:\n")
+    assert r.located == {"b.py": 300, "a.py": 60}
+    assert r.instead_of(top) is None  # a.py's chunk is within the window of a read from the top
+    r.searched("b.py:500: class B:")
+    assert r.located["b.py"] == 500  # the latest search wins
+
+
 def test_scripted_model_repeated_failing_edit_is_sampled_again_not_asked_about_again(tokenizer, tmp_path):
     """An edit the tool refused, proposed again with nothing changed, is treated like a repeated read: the
     user is asked about it once (a hand trial: edit_lines of lines 1-400 in an 8-line file, four times)."""
@@ -1128,7 +1210,7 @@ def test_scripted_model_repeating_an_empty_grep_that_showed_wider_hits_reads_the
     """The 1.5B model grepped `Job.until` in one file and repeated the empty search nine times although the
     wider search showed where `until` is defined: proposed again, the search becomes the read of the first
     Python file's hit, from a few lines above it (asked about like any call)."""
-    from continualcode.rails import HIT_CONTEXT
+    from continualcode.reads import HIT_CONTEXT
 
     (tmp_path / "jobs.py").write_text("".join(f"x{i} = {i}\n" for i in range(20)) + "class Job:\n"
                                       "    def until(self, t):\n        return t\n")
@@ -1154,7 +1236,8 @@ def test_scripted_model_repeating_a_grep_that_found_its_hits_reads_the_best_hit_
     """The 1.5B model grepped `def humanize` four times over after its one hit had named the file and the line:
     proposed again, a search with hits becomes the read of its best hit (asked about like any call); once a
     read has shown that line, the repeat is left to the loop rail."""
-    from continualcode.rails import HIT_CONTEXT, LOOP_ERROR
+    from continualcode.rails import LOOP_ERROR
+    from continualcode.reads import HIT_CONTEXT
 
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "words.py").write_text("".join(f"x{i} = {i}\n" for i in range(30)) + "def humanize(w):\n"
@@ -1182,7 +1265,7 @@ def test_scripted_model_repeated_grep_reads_from_the_statement_that_holds_the_hi
     """Sent to 5 lines above `'sheep',` (line 87 of inflection/__init__.py), the 1.5B model never saw the
     set's name, UNCOUNTABLES, 16 lines up: a hit's read starts at the function, class or statement that holds
     it, when that is at most READ_BACK lines up (here an empty grep's wider hit, repeated)."""
-    from continualcode.rails import READ_BACK
+    from continualcode.reads import READ_BACK
 
     words = "".join(f"    'w{i}',\n" for i in range(20))
     (tmp_path / "words.py").write_text("import re\n\nUNCOUNTABLES = {\n" + words + "    'sheep',\n}\n")
@@ -1194,16 +1277,17 @@ def test_scripted_model_repeated_grep_reads_from_the_statement_that_holds_the_hi
     far = "x = [\n" + "".join(f"    {i},\n" for i in range(READ_BACK + 10)) + "    'sheep',\n]\n"
     (tmp_path / "words.py").write_text(far)
     assert s.workspace.statement_start("words.py", READ_BACK + 12) == 1
-    assert s.rails._read_at("words.py", READ_BACK + 12).arguments["offset"] == READ_BACK + 12 - 5  # too far up
+    assert s.rails.reads.at("words.py", READ_BACK + 12).arguments["offset"] == READ_BACK + 12 - 5  # too far up
     assert s.workspace.statement_start("README.md", 1) is None and s.workspace.statement_start("nope.py", 1) is None
     # a smaller read window (`read_cap`) starts the read nearer the hit, so that the window reaches it
-    from continualcode.rails import READ_LINE_CHARS, workspace_rails
+    from continualcode.rails import workspace_rails
+    from continualcode.reads import READ_LINE_CHARS
 
-    assert s.rails.read_back == READ_BACK  # 12,000 characters: 240 lines, at most READ_BACK
+    assert s.rails.reads.read_back == READ_BACK  # 12,000 characters: 240 lines, at most READ_BACK
     small = workspace_rails(Workspace(tmp_path, read_cap=2000), on=True)
-    assert small.read_back == 2000 // READ_LINE_CHARS == 40
-    assert small._read_at("words.py", 30).arguments["offset"] == 1  # 29 lines up: from the statement
-    assert small._read_at("words.py", 50).arguments["offset"] == 45  # 49 lines up: 5 lines above the hit
+    assert small.reads.read_back == 2000 // READ_LINE_CHARS == 40
+    assert small.reads.at("words.py", 30).arguments["offset"] == 1  # 29 lines up: from the statement
+    assert small.reads.at("words.py", 50).arguments["offset"] == 45  # 49 lines up: 5 lines above the hit
 
 
 def test_best_hit_prefers_python_then_not_a_test_then_a_definition():

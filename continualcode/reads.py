@@ -1,0 +1,106 @@
+"""Where a read should start, and what the reads of a task have shown: the rails' memory of reads.
+
+Why (each from `continualcode bench tasks` transcripts of the 1.5B model, docs/agent.md):
+- a read meant for a grep hit (the rails put one in place of a repeated search) starts at the first line of
+  the function, class or statement that holds the hit, when that is at most `read_back` lines up, else
+  HIT_CONTEXT lines above it: sent five lines above `'sheep',`, the model never saw `UNCOUNTABLES`;
+- `read_back` is the read's window reckoned in lines (`read_cap` / READ_LINE_CHARS), so that a read that
+  starts above a hit still shows it;
+- a read from the top of a long file whose one definition the task's shown code (`retrieve.py`) or the
+  last search named further down starts at that definition instead (`instead_of`): the model read modules
+  from line 1 right after a grep had named `def ordinalize` at line 236, and its window ended near line 80;
+- what reads showed since the last change is kept (`shown`), so that a redirect is not made to lines the
+  conversation already holds.
+
+Pure bookkeeping over calls and tool output, with the workspace reached only through `file_key` and `start`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from continualcode.records import ToolCall
+from continualcode.retrieve import BLOCK_HEAD
+from continualcode.tools import validate_args
+from continualcode.tools.syntax import DEF_LINE
+
+FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names ("" when unusable)
+Start = Callable[[str, int], int | None]  # the first line of the function or statement holding a file's line
+
+HIT_CONTEXT = 5  # lines above a grep hit that its read shows
+READ_BACK = 150  # lines above a grep hit that its read may start, at the function or statement holding it
+READ_LINE_CHARS = 50  # characters of a numbered line a read's window is reckoned in (`rails.workspace_rails`)
+GREP_HIT = re.compile(r"^([\w./-]+):(\d+): (.*)$", re.M)  # a line as grep shows it: (file, line, text)
+READ_NUMBER = re.compile(r"^\s*(\d+)\t", re.M)  # a line as read shows it: (its number)
+
+
+@dataclass
+class Reads:
+    """One session's reads: what they showed since the last change, and where a task's reads should start."""
+
+    file_key: FileKey
+    start: Start = lambda _path, _line: None
+    read_back: int = READ_BACK  # at most this many lines above a hit (so that the read's window still shows it)
+    shown: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> lines reads showed since a change
+    hit_lines: dict[str, int] = field(default_factory=dict)  # a read meant for a grep hit -> the hit's line
+    # file -> the line of the definition this task's shown code, or its latest search, found in it (one per file)
+    located: dict[str, int] = field(default_factory=dict)
+
+    def new_task(self, code: str = "") -> None:
+        """Forget the last task's reads; note where the code shown before this task starts, file by file (the
+        first chunk shown of a file)."""
+        self.shown, self.hit_lines, self.located = {}, {}, {}
+        for m in reversed(list(BLOCK_HEAD.finditer(code))):
+            if key := self._key(m.group(1)):
+                self.located[key] = int(m.group(2))
+
+    def changed(self) -> None:
+        """A call that may have changed files ran: what reads showed may be stale."""
+        self.shown.clear()
+
+    def read(self, call: ToolCall, output: str) -> None:
+        """A read that worked: note the lines it showed."""
+        if (lines := [int(n) for n in READ_NUMBER.findall(output)]) and (key := self.file_key(call)):
+            self.shown.setdefault(key, []).append((min(lines), max(lines)))
+
+    def searched(self, output: str) -> None:
+        """A search that found something: note the definition it found in each Python file where it found
+        exactly one (`located`)."""
+        found: dict[str, list[int]] = {}
+        for m in GREP_HIT.finditer(output):
+            if m.group(1).endswith(".py") and DEF_LINE.match(m.group(3)):
+                found.setdefault(m.group(1), []).append(int(m.group(2)))
+        for path, lines in found.items():
+            if len(lines) == 1 and (key := self._key(path)):
+                self.located[key] = lines[0]
+
+    def at(self, path: str, line: int) -> ToolCall:
+        """The read that shows a file's line (a grep hit): from the first line of the function, class or
+        statement that holds it (`start`), when that is at most `read_back` lines up, else from HIT_CONTEXT
+        lines above it."""
+        start, near = self.start(path, line), max(1, line - HIT_CONTEXT)
+        offset = min(start, near) if start is not None and line - start <= self.read_back else near
+        read = ToolCall("read", validate_args("read", {"path": path, "offset": offset}))
+        self.hit_lines[read.to_text()] = line
+        return read
+
+    def shows(self, read: ToolCall) -> bool:
+        """Whether a read since the last change showed the line a redirected read is for (its hit, or its
+        first line): that read again would repeat what the conversation holds."""
+        line = self.hit_lines.get(read.to_text(), int(read.arguments.get("offset") or 1))
+        return any(a <= line <= b for a, b in self.shown.get(self.file_key(read) or "", []))
+
+    def instead_of(self, read: ToolCall) -> ToolCall | None:
+        """The read of the definition `located` in a file, in place of a read from its top whose window would
+        not reach it (more than `read_back` lines down); None for a read that starts further down, a file with
+        no such definition, or one whose definition a read since the last change showed."""
+        line = self.located.get(self.file_key(read))
+        if line is None or line <= self.read_back or int(read.arguments.get("offset") or 1) > 1:
+            return None
+        at = self.at(str(read.arguments["path"]), line)
+        return None if self.shows(at) else at
+
+    def _key(self, path: str) -> str:
+        return self.file_key(ToolCall("read", {"path": path}))
