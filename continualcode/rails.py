@@ -36,7 +36,7 @@ from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_a
 from continualcode.retrieve import NEAREST_HEAD
 from continualcode.tools import TOOL_NAMES, ToolError, Workspace, validate_args
 from continualcode.tools.kinds import is_secondary
-from continualcode.tools.replace import AMBIGUOUS
+from continualcode.tools.replace import AMBIGUOUS, INSIDE_WORDS
 from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE, NO_MATCHES
 from continualcode.tools.syntax import DEF_LINE
 
@@ -186,6 +186,7 @@ class Rails:
     cuts: Cuts = _never
     mend: Mend = _never
     idle: Idle = lambda _call: False
+    embedded: Breaks = _never  # why a replace_all would change parts of longer words (`Workspace.embedded_replace_all`)
     known_files: set[str] = field(default_factory=set)  # read or written in this session: may be changed
     task: str = ""
     must_change: bool = False  # the task asks for a change and no file has been changed yet
@@ -295,6 +296,8 @@ class Rails:
                 "the project")
         elif self.on and (pasted := pasted_argument(call)) is not None:  # before the syntax check: a clearer why
             error = PASTED.format(arg=pasted[0], what=pasted[1])
+        elif self.on and (embedded := self.embedded(call)) is not None:  # the 1.5B model's replace_all of "nd" by
+            error = embedded  # "rd" in inflection's module: 30 places, most inside other words (dev split)
         if error is not None:  # refused; refused again when proposed again, and then sampled again, hotter
             again = key in self.rejected
             self.rejected.add(key)
@@ -381,7 +384,7 @@ class Rails:
             if not ok and self.on:  # the same failing command or change again, with nothing changed, fails again
                 self.readonly_done[call.to_text()] = False
                 if call.name == "replace" and not call.arguments.get("replace_all") and _renames(call) \
-                        and output.removeprefix(ERROR_PREFIX).startswith(AMBIGUOUS):
+                        and output.removeprefix(ERROR_PREFIX).startswith(AMBIGUOUS) and INSIDE_WORDS not in output:
                     # refused because its text occurs more than once, repeated: every one replaced (the user sees
                     # them all in the preview); the 1.5B model repeated `replace` `_irregular` -> `_add_irregular`
                     # up to 11 times after that refusal, on a task that asked to rename every call (dev split).
@@ -461,6 +464,7 @@ def workspace_rails(workspace: Workspace, on: bool) -> Rails:
                  breaks=lambda call: workspace.breaks_syntax(call.name, call.arguments),
                  cuts=lambda call: workspace.cuts_file(call.name, call.arguments),
                  idle=lambda call: workspace.changes_nothing(call.name, call.arguments),
+                 embedded=lambda call: workspace.embedded_replace_all(call.name, call.arguments),
                  reads=Reads(partial(_file_key, workspace), start=workspace.statement_start,
                              read_back=min(READ_BACK, workspace.read_cap // READ_LINE_CHARS)))
 

@@ -537,6 +537,31 @@ def test_scripted_model_repeating_an_ambiguous_replace_of_text_that_is_no_name_i
     assert (tmp_path / "main.py").read_text() == source
 
 
+def test_scripted_model_replace_all_of_a_text_inside_longer_words_is_refused_by_the_rails(tokenizer, tmp_path):
+    """The 1.5B model set replace_all on `nd` -> `rd` in inflection's module (30 places, most inside other
+    words: dev split): with the rails such a call is sent back, never asked about; without them it is asked."""
+    from continualcode.tools import tool_schemas
+
+    both = Renderer(tokenizer, tools=tool_schemas("both"))
+    source = "def second(n):\n    return 'nd' if n == 2 else 'th'\n\n\nand_then = second(2)\n"
+    rd = call_text("read", path="main.py")
+    every = call_text("replace", path="main.py", old_string="nd", new_string="rd", replace_all=True)
+    s, _, user, _, _ = make(tokenizer, tmp_path, [rd, every, *["Cannot."] * 6], [Approve()],
+                            guard_rails=True, renderer=both)
+    (tmp_path / "main.py").write_text(source)
+    s.run_task("Fix second in main.py.")
+    assert [c.name for c, _ in user.seen] == ["read"]
+    refusal = next(m.content for m in s.messages if m.role == "user" and "replace_all would" in m.content)
+    assert refusal.startswith("error: replace_all would also change 'nd' inside longer words (line 1: ")
+    assert (tmp_path / "main.py").read_text() == source
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "main.py").write_text(source)
+    s2, _, user2, _, _ = make(tokenizer, plain, [rd, every, "Done."], [Approve(), Approve()], renderer=both)
+    s2.run_task("Fix second in main.py.")
+    assert [c.name for c, _ in user2.seen] == ["read", "replace"]
+
+
 def test_renames_is_a_name_for_a_name():
     from continualcode.rails import _renames
 

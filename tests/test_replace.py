@@ -161,3 +161,31 @@ def test_auto_keeps_line_edits_for_the_models_measured_with_them_and_adds_replac
 def test_a_string_method_in_an_answer_is_not_a_call_written_as_text() -> None:
     assert not looks_like_call("kebabize returns word.replace('_', '-').lower()")
     assert looks_like_call('replace("setup.py", "1.2.2", "1.2.3")')
+
+
+def test_inside_words_finds_the_occurrences_that_are_parts_of_longer_names() -> None:
+    from continualcode.tools.replace import inside_words
+
+    assert inside_words("a and nd\nsecond", "nd") == [(1, "a and nd"), (2, "second")]  # `nd` alone is whole
+    assert inside_words("_irregular(1)\nx._irregular\n", "_irregular") == []
+    assert inside_words("10 1 x1", "1") == [(1, "10 1 x1"), (1, "10 1 x1")]
+    assert inside_words("f(b) + g(b)", "(b") == []  # starts with no letter, ends with one that is followed by ")"
+    assert inside_words("anything", "") == []
+
+
+def test_a_text_found_inside_longer_words_is_not_offered_replace_all(ws: Workspace) -> None:
+    """Told that "nd" occurs 30 times "… or set replace_all", the 1.5B model set it (dev split): when some
+    occurrences are parts of other names, the refusal says so and offers only more context."""
+    from continualcode.tools.replace import INSIDE_WORDS
+
+    (ws.root / "m.py").write_text("second = 'nd'\nand_ = 2\n")
+    res = ws.run("replace", {"path": "m.py", "old_string": "nd", "new_string": "rd"})
+    assert not res.ok and "occurs 3 times in m.py (at lines 1, 1, 2), 2" + INSIDE_WORDS in res.output
+    assert "(line 1: 'second = 'nd'')" in res.output and "replace_all" not in res.output, res.output
+    assert ws.embedded_replace_all("replace", {"path": "m.py", "old_string": "nd", "new_string": "rd",
+                                               "replace_all": True}).startswith("replace_all would also change 'nd'")
+    assert ws.embedded_replace_all("replace", {"path": "m.py", "old_string": "nd", "new_string": "rd"}) is None
+    assert ws.embedded_replace_all("replace", {"path": "m.py", "old_string": "and_", "new_string": "x",
+                                               "replace_all": True}) is None
+    assert ws.embedded_replace_all("replace", {"path": "nope.py", "old_string": "a", "new_string": "b",
+                                               "replace_all": True}) is None

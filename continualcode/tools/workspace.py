@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from continualcode.tools.addition import placed, unwrap_html
-from continualcode.tools.base import ToolError, ToolResult, cap_text, clean, one_line
+from continualcode.tools.base import ToolError, ToolResult, cap_text, clean, one_line, quote
 from continualcode.tools.files import cuts_most, plan_edit, read_text_for_edit
 from continualcode.tools.paths import ConfinedDir
-from continualcode.tools.replace import plan_replace
+from continualcode.tools.replace import EMBEDDED, inside_words, plan_replace
 from continualcode.tools.sandbox import (
     Sandbox,
     SandboxUnavailable,
@@ -141,6 +141,21 @@ class Workspace(ConfinedDir):
             return planned is not None and planned[1] == planned[2] and self.resolve(kwargs["path"]).is_file()
         except Exception:
             return False
+
+    def embedded_replace_all(self, name: str, args: Mapping[str, Any]) -> str | None:
+        """Why a `replace` with replace_all is refused for a model (`EMBEDDED`): its old text also occurs inside
+        longer words of the file (`replace.inside_words`); None for any other call, or a whole-word rename.
+        Never raises."""
+        try:
+            kwargs = validate_args(name, args)
+            if name != "replace" or not kwargs["replace_all"]:
+                return None
+            text = self.resolve(kwargs["path"]).read_text(encoding="utf-8", errors="replace")
+            inside = inside_words(text, kwargs["old_string"])
+        except Exception:
+            return None
+        return EMBEDDED.format(old=quote(kwargs["old_string"][:40]), where=f"line {inside[0][0]}: "
+                               f"{quote(inside[0][1][:60])}") if inside else None
 
     def statement_start(self, path: str, line: int) -> int | None:
         """The first line of the function, class or top-level statement of a Python file that holds `line`
