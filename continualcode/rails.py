@@ -289,7 +289,7 @@ class Rails:
             except ToolError:
                 error = READ_FIRST.format(path=call.arguments.get("path"))
             else:
-                return Verdict(Parsed(call=self._reads.instead_of(read) or read), redirected=True)
+                return Verdict(Parsed(call=self._reads.before_change(call, read)), redirected=True)
         elif (arg := placeholder_argument(call)) is not None:
             error = STAND_IN.format(arg=arg) if arg in TEXT_ARGS else (
                 f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value from "
@@ -465,7 +465,7 @@ def workspace_rails(workspace: Workspace, on: bool) -> Rails:
                  cuts=lambda call: workspace.cuts_file(call.name, call.arguments),
                  idle=lambda call: workspace.changes_nothing(call.name, call.arguments),
                  embedded=lambda call: workspace.embedded_replace_all(call.name, call.arguments),
-                 reads=Reads(partial(_file_key, workspace), start=workspace.statement_start,
+                 reads=Reads(partial(_file_key, workspace), start=workspace.statement_start, find=workspace.line_of,
                              read_back=min(READ_BACK, workspace.read_cap // READ_LINE_CHARS)))
 
 

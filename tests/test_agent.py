@@ -597,6 +597,46 @@ def test_scripted_model_reading_from_the_top_after_a_grep_named_a_definition_far
     assert [c.arguments.get("offset") for c, _ in user2.seen if c.name == "read"] == [1]  # without the rails
 
 
+def test_scripted_model_changing_an_unseen_file_first_reads_where_the_change_would_go(tokenizer, tmp_path):
+    """The 1.5B model's first call was a change to a file it had not seen in 7 of 8 dev change tasks; the read
+    put in its place starts where the change would go (the line its replace quotes, past the read's window),
+    from the statement holding it; a quote the file does not hold reads from the top."""
+    from continualcode.tools import tool_schemas
+
+    both = Renderer(tokenizer, tools=tool_schemas("both"))
+    far = "".join(f"x{i} = {i}\n" for i in range(200)) + "class Jobs:\n    def __init__(self):\n        self.n = 0\n"
+    quote = call_text("replace", path="jobs.py", old_string="def __init__(self):", new_string="def __init__(s):")
+    symptom = call_text("replace", path="jobs.py", old_string="len(jobs) fails", new_string="len(jobs) works")
+    for change, offset in ((quote, 202 - 5), (symptom, 1)):  # five lines above the line quoted (HIT_CONTEXT)
+        run = tmp_path / str(offset)
+        run.mkdir()
+        (run / "jobs.py").write_text(far)
+        s, _, user, _, _ = make(tokenizer, run, [change, *["Done."] * 6], [Approve()], guard_rails=True,
+                                renderer=both)
+        s.run_task("Rename the argument of Jobs.__init__ in jobs.py.")
+        assert user.seen[0][0].arguments == {"path": "jobs.py", "offset": offset, "limit": 400}
+
+
+def test_reads_before_a_change_starts_where_it_would_go():
+    from continualcode.reads import Reads
+
+    r = Reads(lambda c: str(c.arguments.get("path", "")), read_back=80,
+              find=lambda path, text: {"def f():": 300, "x = 1": 10}.get(text))
+    whole = ToolCall("read", {"path": "a.py", "limit": 400})
+
+    def change(name: str, **args: object) -> ToolCall:
+        return ToolCall(name, {"path": "a.py", **args})
+
+    assert r.before_change(change("replace", old_string="\n  def f():\n    pass", new_string=""), whole
+                           ).arguments["offset"] == 295  # its first line that is not blank, past the window
+    assert r.before_change(change("replace", old_string="x = 1", new_string="x = 2"), whole) is whole  # in view
+    assert r.before_change(change("replace", old_string="f()", new_string="g()"), whole) is whole  # too short
+    assert r.before_change(change("edit_lines", start_line=500, end_line=501, content=""), whole
+                           ).arguments["offset"] == 495
+    r.searched("a.py:900: def g():")
+    assert r.before_change(change("write", content="x"), whole).arguments["offset"] == 895  # the located one
+
+
 def test_reads_locate_one_definition_a_file_from_searches_and_shown_code(tmp_path):
     """`Reads`: a search that found one definition in a file locates it (two in one file: neither); the code
     shown before a task locates its first chunk of each file; a read from the top is replaced only when the

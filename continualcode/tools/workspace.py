@@ -157,6 +157,16 @@ class Workspace(ConfinedDir):
         return EMBEDDED.format(old=quote(kwargs["old_string"][:40]), where=f"line {inside[0][0]}: "
                                f"{quote(inside[0][1][:60])}") if inside else None
 
+    def line_of(self, path: str, text: str) -> int | None:
+        """The line of a file where `text` first occurs; None when it does not, or the file cannot be read.
+        Never raises."""
+        try:
+            content = self.resolve(path).read_text(encoding="utf-8", errors="replace")
+        except Exception:
+            return None
+        at = content.find(text) if text else -1
+        return None if at < 0 else content.count("\n", 0, at) + 1
+
     def statement_start(self, path: str, line: int) -> int | None:
         """The first line of the function, class or top-level statement of a Python file that holds `line`
         (`syntax.enclosing_start`); None for other files and ones that cannot be read or parsed.  Never
