@@ -189,3 +189,19 @@ def test_a_text_found_inside_longer_words_is_not_offered_replace_all(ws: Workspa
                                                "replace_all": True}) is None
     assert ws.embedded_replace_all("replace", {"path": "nope.py", "old_string": "a", "new_string": "b",
                                                "replace_all": True}) is None
+
+
+def test_a_quote_in_the_other_string_quotes_is_matched_once_and_written_in_the_file_s_quotes(ws: Workspace) -> None:
+    """The 1.5B model quoted `__version__ = '0.14.2'` seven times where the file has "0.14.2" (dev split)."""
+    (ws.root / "v.py").write_text('__version__ = "0.14.2"\nname = "x"\n')
+    res = ws.run("replace", {"path": "v.py", "old_string": "__version__ = '0.14.2'",
+                             "new_string": "__version__ = '0.14.3'"})
+    assert res.ok and "(matched with the file's quotes)" in res.output, res.output
+    assert (ws.root / "v.py").read_text() == '__version__ = "0.14.3"\nname = "x"\n'
+    (ws.root / "w.py").write_text("a = 'x'\nb = 'x'\n")  # found twice so: refused as not there
+    res = ws.run("replace", {"path": "w.py", "old_string": 'a = "x"\nb = "x"\nc', "new_string": "y"})
+    assert not res.ok and "old_string is not in w.py" in res.output
+    res = ws.run("replace", {"path": "w.py", "old_string": '"x"', "new_string": '"y"'})
+    assert not res.ok and "old_string is not in w.py" in res.output  # 'x' twice: no guess
+    res = ws.run("replace", {"path": "w.py", "old_string": "a = \"x'", "new_string": "a = 1"})
+    assert not res.ok  # both kinds of quote: not swapped

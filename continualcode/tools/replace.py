@@ -80,12 +80,15 @@ def plan_replace(text: str, old_string: str, new_string: str, *, rel: str,
     if count == 1:
         at = text.index(old_string)
     else:
-        found = _loose_match(text, old_string)
+        found, note = _loose_match(text, old_string), " (matched ignoring indentation and trailing spaces)"
+        if found is None and (requoted := _requoted(old_string)) is not None and text.count(requoted) == 1:
+            # the 1.5B model quoted `__version__ = '0.14.2'` where the file has "0.14.2", seven times (dev split)
+            found, note = (text.index(requoted), requoted, ("", "")), " (matched with the file's quotes)"
+            new_string = new_string.translate(_SWAP_QUOTES)
         if found is None:
             raise ToolError(_not_found(text, old_string, rel))
         at, old_string, shift = found
         new_string = _shift(new_string, shift)
-        note = " (matched ignoring indentation and trailing spaces)"
     new = text[:at] + new_string + text[at + len(old_string):]
     first = text.count("\n", 0, at) + 1
     removed = old_string.count("\n") + (0 if old_string.endswith("\n") else 1)
@@ -145,6 +148,16 @@ def inside_words(text: str, needle: str) -> list[tuple[int, str]]:
 
 def _wordish(ch: str) -> bool:
     return ch.isalnum() or ch == "_"
+
+
+_SWAP_QUOTES = str.maketrans({"'": '"', '"': "'"})
+
+
+def _requoted(old_string: str) -> str | None:
+    """`old_string` with its string quotes swapped (' for " or the other way), when it holds one kind only;
+    None otherwise.  Found once so, the replace goes on with `new_string`'s quotes swapped too, in the file's
+    style."""
+    return old_string.translate(_SWAP_QUOTES) if ("'" in old_string) != ('"' in old_string) else None
 
 
 def _norm(line: str) -> str:
