@@ -11,8 +11,9 @@ Why (each from `continualcode bench tasks` transcripts of the 1.5B model, docs/a
   from line 1 right after a grep had named `def ordinalize` at line 236, and its window ended near line 80;
 - the read the rails put in place of a change to a file the model has not seen starts where that change
   would go (`before_change`: the line a `replace` quotes, an `edit_lines`' first line), else at the located
-  definition: the 1.5B model's first call was such a change in 7 of 8 dev change tasks, and the read from
-  line 1 put in its place showed a module's imports, not `Scheduler.__init__` that its replace quoted;
+  definition: the 1.5B model proposed such a change in each of the 8 dev change tasks (as its first call in
+  4), and the read from line 1 put in its place ended near line 80, far above the `ordinalize(1)` (line
+  243) its replace quoted;
 - what reads showed since the last change is kept (`shown`), so that a redirect is not made to lines the
   conversation already holds.
 
