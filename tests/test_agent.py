@@ -598,7 +598,7 @@ def test_scripted_model_reading_from_the_top_after_a_grep_named_a_definition_far
 
 
 def test_scripted_model_changing_an_unseen_file_first_reads_where_the_change_would_go(tokenizer, tmp_path):
-    """The 1.5B model's first call was a change to a file it had not seen in 7 of 8 dev change tasks; the read
+    """The 1.5B model proposed a change to a file it had not seen in each of the 8 dev change tasks; the read
     put in its place starts where the change would go (the line its replace quotes, past the read's window),
     from the statement holding it; a quote the file does not hold reads from the top."""
     from continualcode.tools import tool_schemas
