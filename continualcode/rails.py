@@ -296,8 +296,9 @@ class Rails:
                 "the project")
         elif self.on and (pasted := pasted_argument(call)) is not None:  # before the syntax check: a clearer why
             error = PASTED.format(arg=pasted[0], what=pasted[1])
-        elif self.on and (embedded := self.embedded(call)) is not None:  # the 1.5B model's replace_all of "nd" by
-            error = embedded  # "rd" in inflection's module: 30 places, most inside other words (dev split)
+        elif self.on and key not in self.readonly_done and (embedded := self.embedded(call)) is not None:
+            # the 1.5B model's replace_all of "nd" by "rd" in inflection's module: 30 places, most inside other words
+            error = embedded  # (dev split); a change just made is the loop rail's ("made already", not this)
         if error is not None:  # refused; refused again when proposed again, and then sampled again, hotter
             again = key in self.rejected
             self.rejected.add(key)
@@ -333,7 +334,8 @@ class Rails:
             # search for a file's path again, after its result said it is a file: the read of that file; a
             # replace refused for a text found more than once, again: with replace_all
             fixed = self.meant[key]
-            if fixed.to_text() not in self.readonly_done and not (fixed.name == "read" and self._reads.shows(fixed)):
+            if fixed.to_text() not in self.readonly_done and not (fixed.name == "read" and self._reads.shows(fixed)) \
+                    and self.embedded(fixed) is None:  # a rename made already: `_emit` is now inside `_emit_element`
                 return Verdict(Parsed(call=fixed), redirected=True)
         return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done
                        else None)
@@ -376,8 +378,8 @@ class Rails:
         else:  # files may have changed: a read may now show something new
             self.readonly_done.clear()
             self._reads.changed()
-            if ok and call.name in CHANGING:
-                self.must_change = False
+            if ok and call.name in CHANGING:  # a change meant by an earlier refusal may be made already, or moot
+                self.must_change, self.meant = False, {k: v for k, v in self.meant.items() if v.name not in CHANGING}
                 self.must_run = self.must_run or (self.on and asks_to_run_tests(self.task))
             if call.name == "bash":
                 self.must_run = False

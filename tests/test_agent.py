@@ -562,6 +562,36 @@ def test_scripted_model_replace_all_of_a_text_inside_longer_words_is_refused_by_
     assert [c.name for c, _ in user2.seen] == ["read", "replace"]
 
 
+def test_scripted_model_renaming_to_a_longer_name_is_not_renamed_twice(tokenizer, tmp_path):
+    """A rename made (`_emit` -> `_emit_element`, replace_all), the model proposed the plain replace again: the
+    rule that had meant replace_all for it, from before the rename, made it `_emit_element_element` (test
+    split).  A change that worked drops what earlier refusals meant, and a meant replace_all is checked
+    like the model's own."""
+    from continualcode.tools import tool_schemas
+
+    both = Renderer(tokenizer, tools=tool_schemas("both"))
+    source = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2), add(3, 4))\n"
+    rd = call_text("read", path="main.py")
+    plain = call_text("replace", path="main.py", old_string="add", new_string="add_two")
+    every = call_text("replace", path="main.py", old_string="add", new_string="add_two", replace_all=True)
+    s, _, user, _, _ = make(tokenizer, tmp_path, [rd, plain, every, plain, plain, *["Renamed."] * 6],
+                            [Approve()] * 5, guard_rails=True, renderer=both)
+    (tmp_path / "main.py").write_text(source)
+    s.run_task("Rename add to add_two everywhere in main.py.")
+    assert (tmp_path / "main.py").read_text() == source.replace("add", "add_two")
+    assert [bool(c.arguments.get("replace_all")) for c, _ in user.seen if c.name == "replace"] == [False, True, False]
+    # the replace_all proposed again right after it worked is the loop rail's (made already), not a refusal
+    again = tmp_path / "again"
+    again.mkdir()
+    s2, _, user2, _, _ = make(tokenizer, again, [rd, every, every, *["Renamed."] * 6], [Approve()] * 3,
+                              guard_rails=True, renderer=both)
+    (again / "main.py").write_text(source)
+    s2.run_task("Rename add to add_two everywhere in main.py.")
+    assert not any("replace_all would" in m.content for m in s2.messages)
+    assert [c.name for c, _ in user2.seen] == ["read", "replace"]
+    assert (again / "main.py").read_text() == source.replace("add", "add_two")
+
+
 def test_renames_is_a_name_for_a_name():
     from continualcode.rails import _renames
 
