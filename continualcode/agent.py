@@ -412,9 +412,13 @@ def _decide(session: Session, call: ToolCall, text: str) -> Decision:
         return session.renderer.prompt_ids(msgs)
 
     warm = session.backend if session.sampling.speculate and isinstance(session.backend, Warmable) else None
-    return ask(session.approver, call, lambda: session.workspace.preview(call.name, call.arguments),
-               auto=call.name in session.auto_approve, on_feedback=session.add_feedback, warm=warm,
-               next_prompt=next_prompt)
+    # a change the preview warns about is always asked (a user trial with every tool auto-approved: a write
+    # left a 785-line module with 5 lines that do not parse)
+    ws, args = session.workspace, call.arguments
+    auto = call.name in session.auto_approve and ws.breaks_syntax(call.name, args) is None \
+        and ws.cuts_file(call.name, args) is None
+    return ask(session.approver, call, lambda: ws.preview(call.name, args), auto=auto,
+               on_feedback=session.add_feedback, warm=warm, next_prompt=next_prompt)
 
 
 def _not_meant(session: Session, sample: Sample, parsed: Parsed) -> str | None:

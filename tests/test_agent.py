@@ -1446,6 +1446,23 @@ class WarmingScriptedModel(ScriptedModel):
         return len(prompt_ids)
 
 
+def test_scripted_model_a_change_the_preview_warns_about_is_asked_even_when_its_tool_is_auto_approved(
+        tokenizer, tmp_path):
+    """In a user trial with every tool auto-approved, a write left a 785-line module with 5 lines that do
+    not parse (the rails had sampled it again and then proposed it with the preview's warning): such a change
+    is asked about; a harmless one is still approved without asking."""
+    big = "".join(f"x{i} = {i}\n" for i in range(40))
+    cut = call_text("write", path="big.py", content="x0 = 0\n")
+    ok = call_text("write", path="new.py", content="y = 1\n")
+    rd = call_text("read", path="big.py")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [rd, ok, cut, "Done."], [Deny()],
+                            auto_approve=("read", "write"))
+    (tmp_path / "big.py").write_text(big)
+    s.run_task("Write new.py with y = 1.")
+    assert [c.name for c, _ in user.seen] == ["write"] and user.seen[0][0].arguments["path"] == "big.py"
+    assert (tmp_path / "big.py").read_text() == big and (tmp_path / "new.py").read_text() == "y = 1\n"
+
+
 def make_warming(tokenizer, tmp_path, replies, decisions, **kw):
     s, _, user, learner, events = make(tokenizer, tmp_path, [], decisions, **kw)
     s.backend = model = WarmingScriptedModel(tokenizer, replies)
