@@ -17,7 +17,8 @@ Why (each from `continualcode bench tasks` transcripts of the 1.5B model, docs/a
 - what reads showed since the last change is kept (`shown`), so that a redirect is not made to lines the
   conversation already holds.
 
-Pure bookkeeping over calls and tool output, with the workspace reached only through `file_key` and `start`.
+Pure bookkeeping over calls and tool output, with the workspace reached only through `file_key`, `start` and
+`find`.
 """
 
 from __future__ import annotations
