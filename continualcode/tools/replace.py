@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from continualcode.tools.base import PATH_ARG, Tool, ToolError, function_schema, quote
@@ -120,12 +121,20 @@ def _crlf(s: str) -> str:
     return re.sub(r"(?<!\r)\n", "\r\n", s)
 
 
-def _lines_of(text: str, needle: str) -> list[int]:
-    out, at = [], text.find(needle)
+def _occurrences(text: str, needle: str) -> Iterator[int]:
+    """The offsets of `needle` in `text`, each after the one before it ends (as `str.count` counts them)."""
+    at = text.find(needle)
     while at != -1:
-        out.append(text.count("\n", 0, at) + 1)
+        yield at
         at = text.find(needle, at + max(len(needle), 1))
-    return out
+
+
+def _line_at(text: str, at: int) -> int:
+    return text.count("\n", 0, at) + 1
+
+
+def _lines_of(text: str, needle: str) -> list[int]:
+    return [_line_at(text, at) for at in _occurrences(text, needle)]
 
 
 def inside_words(text: str, needle: str) -> list[tuple[int, str]]:
@@ -135,14 +144,13 @@ def inside_words(text: str, needle: str) -> list[tuple[int, str]]:
     replace_all (dev split), and "1" -> "2" changed 182 places of a module (a user trial)."""
     if not needle:
         return []
-    head, tail = _wordish(needle[0]), _wordish(needle[-1])
-    out, lines, at = [], text.split("\n"), text.find(needle)
-    while at != -1:
+    head, tail, lines = _wordish(needle[0]), _wordish(needle[-1]), text.split("\n")
+    out = []
+    for at in _occurrences(text, needle):
         end = at + len(needle)
         if (head and at > 0 and _wordish(text[at - 1])) or (tail and end < len(text) and _wordish(text[end])):
-            n = text.count("\n", 0, at) + 1
+            n = _line_at(text, at)
             out.append((n, lines[n - 1].strip()))
-        at = text.find(needle, end)
     return out
 
 
