@@ -140,8 +140,9 @@ class Verdict:
 
     parsed:      the proposal to go on with (the model's, an error in its place, or a read in its place);
     repeat:      why it should be sampled again (a denied, repeated or refused call), or None;
-    redirected:  `parsed` is not the model's own tokens (nothing to learn from): the read of a file the
-                 model wanted to change unseen, or its edit re-indented so that the file still parses.
+    redirected:  `parsed` is not the model's own tokens: the read of a file the model wanted to change
+                 unseen, or its edit re-indented so that the file still parses (a denial of it still
+                 teaches: the step scores the tokens the model wrote).
     """
 
     parsed: Parsed

@@ -969,8 +969,8 @@ def test_scripted_model_may_not_answer_a_change_task_before_changing_a_file(toke
 
 def test_scripted_model_edit_of_an_unread_file_becomes_the_read_of_it(tokenizer, tmp_path):
     """A change to a file the session has not seen is turned into the read of that file (asked about like
-    any read); the model then proposes its edit again, with the lines in view.  Denying the read teaches
-    nothing: it is not what the model wrote."""
+    any read); the model then proposes its edit again, with the lines in view.  Denying the read teaches from
+    what the model wrote: the step's completion is the model's own edit, its correction the user's words."""
     edit = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return b + a\n")
     s, _, user, _, events = make(tokenizer, tmp_path, [edit, edit, "Done."], [Approve(), Approve()],
                                  guard_rails=True)
@@ -982,7 +982,16 @@ def test_scripted_model_edit_of_an_unread_file_becomes_the_read_of_it(tokenizer,
     other.mkdir()
     s2, _, _, learner2, _ = make(tokenizer, other, [edit, "ok"], [Deny("no reading now")], guard_rails=True)
     s2.run_task("swap the operands in main.py")
-    assert learner2.calls == []
+    assert [(c.kind, c.attempt_text, c.text) for c in learner2.calls] == [("deny", edit, "no reading now")]
+    assert learner2.calls[0].messages[-1].role == "user"  # the context before the attempt: the task
+    third = tmp_path / "edited"
+    third.mkdir()
+    s3, _, _, learner3, _ = make(tokenizer, third, [edit, "ok"], [Edit({"path": "main.py", "offset": 2})],
+                                 guard_rails=True)
+    s3.run_task("swap the operands in main.py")
+    [c] = learner3.calls
+    assert (c.kind, c.attempt_text) == ("edit", edit)
+    assert c.demonstration is not None and '"offset": 2' in c.demonstration
 
 
 def test_scripted_model_must_run_the_tests_after_its_change_when_asked(tokenizer, tmp_path):
