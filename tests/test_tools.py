@@ -565,6 +565,28 @@ def test_an_empty_grep_tries_either_quote_and_the_definition_of_a_dotted_names_l
     assert ok(ws, "grep", pattern="1.2.3") == "no matches for '1.2.3' in ."  # a version is not a dotted name
 
 
+def test_a_grep_of_a_dotted_name_that_found_only_its_uses_goes_on_to_its_definition(ws: Workspace) -> None:
+    """Grepping `xmltodict.unparse`, the 1.5B model was shown its uses in the docs, answered from those and
+    repeated the search: a dotted name's search whose hits hold no definition of its last name goes on to
+    that definition (the whole project); one whose hits hold it, or a plain name, is left as it is."""
+    (ws.root / "pkg").mkdir()
+    (ws.root / "pkg/core.py").write_text("def unparse(d):\n    return str(d)\n")
+    (ws.root / "README.md").write_text(">>> print(xmltodict.unparse(doc))\n")
+    assert ok(ws, "grep", pattern="xmltodict.unparse") == (
+        "README.md:1: >>> print(xmltodict.unparse(doc))\n"
+        "its definition ('unparse'), in the whole project:\npkg/core.py:1: def unparse(d):")
+    assert ok(ws, "grep", pattern="xmltodict.unparse", path="README.md").endswith("pkg/core.py:1: def unparse(d):")
+    (ws.root / "pkg/use.py").write_text("core.unparse(x)\n")
+    assert ok(ws, "grep", pattern="unparse") == (  # a plain name: its own hits, nothing added
+        "pkg/core.py:1: def unparse(d):\npkg/use.py:1: core.unparse(x)\nREADME.md:1: >>> print(xmltodict.unparse(doc))")
+    (ws.root / "pkg/core.py").write_text("def unparse_all(d):\n    return core.unparse(d)\n")
+    assert ok(ws, "grep", pattern="core.unparse") == (  # defined nowhere (unparse_all is another name)
+        "pkg/core.py:2:     return core.unparse(d)\npkg/use.py:1: core.unparse(x)")
+    (ws.root / "pkg/core.py").write_text("class unparse:\n    pass\n")
+    assert ok(ws, "grep", pattern=r"(core|pkg)\.unparse") == "pkg/use.py:1: core.unparse(x)"  # not a dotted name
+    assert ok(ws, "grep", pattern="core.unparse").endswith("in the whole project:\npkg/core.py:1: class unparse:")
+
+
 def test_grep_dollar_matches_at_the_end_of_crlf_lines(ws: Workspace) -> None:
     (ws.root / "dos.txt").write_bytes(b"alpha\r\nbeta;\r\ngamma\r\n")
     out = ok(ws, "grep", pattern=r";$", path="dos.txt")

@@ -127,7 +127,7 @@ def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[b
         return True, f"{NO_MATCHES}{quote(pattern)} in {ws.rel(base)}{note}" + _elsewhere(
             ws, pattern, regex, narrowed=base != ws.root or include is not None) + _is_a_file(ws, pattern)
     more = f"\n… and {total - LIST_CAP} more matches" if total > LIST_CAP else ""
-    return True, "\n".join(hits) + more + note
+    return True, "\n".join(hits) + more + note + _its_definition(ws, pattern, hits)
 
 
 ELSEWHERE_CAP = 10  # hits shown from the widened search after an empty one
@@ -143,10 +143,8 @@ def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed:
     `def until` (`bench tasks`).  The definition comes first: grepping `xmltodict.unparse` in the Python
     files, the 1.5B model was shown its use in PKG-INFO's docs, then read and rewrote PKG-INFO."""
     tries: list[tuple[str, str]] = []
-    if dotted := _DOTTED.match(pattern.replace("\\", "")):  # first: its text may be only in the docs
-        name = dotted.group(1)
-        tries.append((rf"^\s*(?:async\s+)?(?:def|class)\s+{name}\b",
-                      f"the definition of {quote(name)}, in the whole project"))
+    if name := _dotted_name(pattern):  # first: its text may be only in the docs
+        tries.append((_DEFINITION.format(name=name), f"the definition of {quote(name)}, in the whole project"))
     if narrowed:
         tries.append((pattern, "in the whole project"))
     plain = re.escape(pattern).replace("\\ ", " ")
@@ -170,6 +168,28 @@ def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed:
 
 # Job.until, pkg.mod.f(), a call chain: schedule.every(2).hours (the 1.5B model grepped that, found nowhere)
 _DOTTED = re.compile(r"^\s*(?:[A-Za-z_]\w*(?:\([^()]*\))?\.)+([A-Za-z_]\w*)\s*(?:\([^()]*\))?\s*$")
+_DEFINITION = r"^\s*(?:async\s+)?(?:def|class)\s+{name}\b"  # a Python def or class line of that name
+DEFINED_AT = "\nits definition ({name}), in the whole project:\n"  # how a dotted name's search goes on
+
+
+def _dotted_name(pattern: str) -> str | None:
+    """The last name of a dotted pattern (`Job.until`, `xmltodict\\.unparse(`), or None."""
+    return m.group(1) if (m := _DOTTED.match(pattern.replace("\\", ""))) else None
+
+
+def _its_definition(ws: Workspace, pattern: str, hits: list[str]) -> str:
+    """After a search of a dotted name that found only its uses: where its last name is defined, from the whole
+    project, as an IDE's "go to definition" would add.  Grepping `xmltodict.unparse`, the 1.5B model was shown
+    its uses in the docs (PKG-INFO, README.md), answered from those, and repeated the search four times; the
+    `def unparse` line it needed was in none of the hits (`bench tasks`, dev split)."""
+    if not (name := _dotted_name(pattern)):
+        return ""
+    definition = re.compile(_DEFINITION.format(name=name))
+    if any(definition.search(h.split(": ", 1)[-1]) for h in hits):
+        return ""
+    found, total, _ = _search(definition, _grep_files(ws, ws.root, None)[0], single=False, cap=ELSEWHERE_CAP)
+    more = f"\n… and {total - ELSEWHERE_CAP} more" if total > ELSEWHERE_CAP else ""
+    return DEFINED_AT.format(name=quote(name)) + "\n".join(found) + more if found else ""
 
 
 def _is_a_file(ws: Workspace, pattern: str) -> str:
