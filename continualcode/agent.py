@@ -417,7 +417,7 @@ def _decide(session: Session, call: ToolCall, text: str) -> Decision:
     # left a 785-line module with 5 lines that do not parse)
     ws, args = session.workspace, call.arguments
     auto = call.name in session.auto_approve and ws.breaks_syntax(call.name, args) is None \
-        and ws.cuts_file(call.name, args) is None
+        and ws.cuts_file(call.name, args) is None and ws.redefines(call.name, args) is None
     return ask(session.approver, call, lambda: ws.preview(call.name, args), auto=auto,
                on_feedback=session.add_feedback, warm=warm, next_prompt=next_prompt)
 

@@ -34,7 +34,7 @@ from continualcode.rails import (
 )
 from continualcode.records import Sample, ToolCall
 from continualcode.render import Renderer
-from continualcode.tools import Workspace
+from continualcode.tools import Workspace, tool_schemas
 
 
 @pytest.fixture(scope="module")
@@ -473,7 +473,6 @@ def test_scripted_model_replacing_the_tasks_reported_output_is_told_to_find_the_
     """A replace of the task's own words that the file does not hold (the symptom quoted as the code) gets the
     symptom note in its result, with the rails on; without them the tool's error alone."""
     from continualcode.context import SYMPTOM
-    from continualcode.tools import tool_schemas
 
     bad = call_text("replace", path="main.py", old_string="returns 5", new_string="returns 6")
     task = "add(2, 3) returns 5 but should return 6. Fix it."
@@ -1470,6 +1469,17 @@ def test_scripted_model_a_change_the_preview_warns_about_is_asked_even_when_its_
     s.run_task("Write new.py with y = 1.")
     assert [c.name for c, _ in user.seen] == ["write"] and user.seen[0][0].arguments["path"] == "big.py"
     assert (tmp_path / "big.py").read_text() == big and (tmp_path / "new.py").read_text() == "y = 1\n"
+    other = tmp_path / "twice"
+    other.mkdir()
+    pad = "def _padleft(w):\n    return 1\n\n\ndef _padright(w):\n    return 2\n"
+    (other / "t.py").write_text(pad)
+    swap = call_text("replace", path="t.py", old_string="_padleft", new_string="_padright", replace_all=True)
+    s2, _, user2, _, _ = make(tokenizer, other, [call_text("read", path="t.py"), swap, "Done."], [Deny()],
+                              auto_approve=("read", "replace"),
+                              renderer=Renderer(tokenizer, tools=tool_schemas("both")))
+    s2.run_task("Numbers are padded on the wrong side in t.py.")
+    assert [c.name for c, _ in user2.seen] == ["replace"] and "defined twice" in user2.seen[0][1]
+    assert (other / "t.py").read_text() == pad
 
 
 def make_warming(tokenizer, tmp_path, replies, decisions, **kw):

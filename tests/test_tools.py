@@ -1023,6 +1023,40 @@ def test_a_python_edit_that_breaks_the_syntax_says_so_in_preview_and_result(ws: 
     assert "no longer parses" in ws.run("write", {"path": "new2.py", "content": "x = (\n"}).output
 
 
+def test_redefined_names_the_first_function_or_class_a_change_defines_twice_in_one_scope() -> None:
+    from continualcode.tools.syntax import redefined
+    pad = "def _padleft(w, s):\n    return 1\n\n\ndef _padright(w, s):\n    return 2\n\nx = _padleft(1, 2)\n"
+    assert redefined(pad, pad.replace("_padleft", "_padright"), "t.py") == "_padright at lines 1 and 5"
+    assert redefined(pad, pad + "\nclass _padleft:\n    pass\n", "t.py") == "_padleft at lines 1 and 10"
+    assert redefined(pad, pad + "y = 2\n", "t.py") is None  # nothing defined twice
+    assert redefined(pad, pad.replace("_padleft", "_padright"), "t.txt") is None  # not Python
+    assert redefined(pad, pad + "def (:\n", "t.py") is None  # does not parse after: the syntax warning's
+    twice = pad + "def f():\n    pass\n\ndef f():\n    pass\n"
+    assert redefined(twice, twice + "z = 3\n", "t.py") is None  # already twice before: not this change's doing
+    cls = "class A:\n    @property\n    def x(self):\n        return 1\n"
+    assert redefined(cls, cls + "\n    @x.setter\n    def x(self, v):\n        pass\n", "t.py") is None  # a setter
+    assert redefined(cls, cls + "\n    def x(self):\n        return 2\n", "t.py") == "x at lines 3 and 6"
+    assert redefined(cls, cls + "\n\ndef x():\n    pass\n", "t.py") is None  # another scope: the module's
+    branches = "if a:\n    def g():\n        pass\nelse:\n    def g():\n        pass\n"
+    assert redefined("", branches, "t.py") is None  # conditional definitions are not one scope's
+
+
+def test_a_change_that_defines_a_name_twice_says_so_in_preview_and_result(ws: Workspace) -> None:
+    """A rename of `_padleft` to the existing `_padright` (a user trial on tabulate) leaves a file that parses,
+    with the later definition replacing the earlier: the preview and the result say so."""
+    (ws.root / "t.py").write_text("def _padleft(w):\n    return 1\n\n\ndef _padright(w):\n    return 2\n")
+    args = {"path": "t.py", "old_string": "_padleft", "new_string": "_padright", "replace_all": True}
+    warning = "warning: after this change a name is defined twice, the later one replacing the earlier: " \
+              "_padright at lines 1 and 5"
+    assert warning in ws.preview("replace", args) and ws.redefines("replace", args) == "_padright at lines 1 and 5"
+    edit = {"path": "t.py", "start_line": 6, "end_line": 6, "content": "    return 2\n\n\ndef _padleft(w):\n    pass"}
+    assert "_padleft at lines 1 and 9" in ws.preview("edit_lines", edit)
+    assert ws.redefines("read", {"path": "t.py"}) is None
+    out = ws.run("replace", args)
+    assert out.ok and warning in out.output
+    assert "defined twice" not in ws.run("write", {"path": "t.py", "content": "def a():\n    pass\n"}).output
+
+
 def test_a_write_that_drops_most_of_a_file_says_so(ws: Workspace) -> None:
     (ws.root / "big.txt").write_text("".join(f"line {i}\n" for i in range(40)))
     out = ws.run("write", {"path": "big.txt", "content": "x\n"})

@@ -19,7 +19,7 @@ from continualcode.fsio import atomic_write, remove_orphans
 from continualcode.outline import LEGEND, definitions, render
 from continualcode.tools.base import PATH_ARG, Tool, ToolError, function_schema, quote
 from continualcode.tools.paths import missing
-from continualcode.tools.syntax import syntax_error, syntax_note
+from continualcode.tools.syntax import redefinition_note, syntax_error, syntax_note
 
 if TYPE_CHECKING:
     from continualcode.tools.workspace import Workspace
@@ -132,7 +132,7 @@ def write(ws: Workspace, path: str, content: str) -> tuple[bool, str]:
     n = len(split_lines(content))
     shrunk = f"\nwarning: {rel} went from {cut[0]} lines to {cut[1]}" if (cut := cuts_most(old_text, content)) else ""
     return True, f"wrote {n} line{'s' * (n != 1)} to {rel}" + ("" if existed else " (new file)") + \
-        syntax_note(before, syntax_error(content, rel)) + shrunk
+        syntax_note(before, syntax_error(content, rel)) + redefinition_note(old_text, content, rel) + shrunk
 
 
 def cuts_most(old: str, new: str) -> tuple[int, int] | None:
@@ -150,9 +150,9 @@ def preview_write(ws: Workspace, path: str, content: str) -> str:
         return f"overwrite binary file {rel} ({size} bytes) with {n} lines"
     old = read_text_for_edit(target, rel)
     cut = cuts_most(old, content)
-    return _diff(old, content, rel) + syntax_note(syntax_error(old, rel) if old else None,
-                                                   syntax_error(content, rel)) + \
-        (f"\nwarning: {rel} would go from {cut[0]} lines to {cut[1]}" if cut else "")
+    shrunk = f"\nwarning: {rel} would go from {cut[0]} lines to {cut[1]}" if cut else ""
+    return _diff(old, content, rel) + syntax_note(syntax_error(old, rel) if old else None, syntax_error(content, rel)) \
+        + redefinition_note(old, content, rel) + shrunk
 
 
 WRITE = Tool(
@@ -182,7 +182,7 @@ def edit_lines(ws: Workspace, path: str, start_line: int, end_line: int, content
 def changed_region(old: str, new: str, rel: str, summary: str, first: int, added: int) -> str:
     """An edit's result: its summary, the syntax warning if it broke the file, and the `added` lines from
     `first` on with two lines of context, numbered as read shows them."""
-    summary += syntax_note(syntax_error(old, rel), syntax_error(new, rel))
+    summary += syntax_note(syntax_error(old, rel), syntax_error(new, rel)) + redefinition_note(old, new, rel)
     lines = split_lines(new)
     lo = max(1, first - 2)
     hi = min(len(lines), first + max(added, 1) + 1)
@@ -196,12 +196,13 @@ def preview_edit_lines(ws: Workspace, path: str, start_line: int, end_line: int,
 
 def preview_change(ws: Workspace, path: str, plan: Callable[[str, str], str]) -> str:
     """The diff an edit of an existing file would make (`plan(text now, rel) -> text after`), with the
-    syntax warning if it would break the file."""
+    syntax warning if it would break the file, and the warning if it would define a name twice."""
     target = ws.resolve(path)
     rel = ws.rel(target)
     old = read_text_for_edit(target, rel, must_exist=True)
     new = plan(old, rel)
-    return _diff(old, new, rel) + syntax_note(syntax_error(old, rel), syntax_error(new, rel))
+    return _diff(old, new, rel) + syntax_note(syntax_error(old, rel), syntax_error(new, rel)) + \
+        redefinition_note(old, new, rel)
 
 
 EDIT_LINES = Tool(

@@ -41,6 +41,53 @@ def syntax_note(before: str | None, after: str | None) -> str:
     return f"\nwarning: after this change the file no longer parses as Python ({after})"
 
 
+def redefined(old: str, new: str, rel: str) -> str | None:
+    """For a Python file that parses before and after a change: the first function or class the change makes
+    defined twice in one scope (the module, or a class body) where it was defined once, said as "NAME at
+    lines A and B"; None otherwise.  The later definition silently replaces the earlier one, and the file
+    still parses, so no other warning catches it: the 1.5B model, asked why numbers were padded on the wrong
+    side, proposed renaming `_padleft` to `_padright` in tabulate (a user trial), which would have left two
+    `def _padright`.  A decorated second definition (a property's setter, an overload) is not counted."""
+    if not rel.endswith((".py", ".pyi")):
+        return None
+    before, after = _scopes(old), _scopes(new)
+    if before is None or after is None:
+        return None
+    for scope, names in after.items():
+        for name, lines in names.items():
+            if len(lines) > 1 and len(before.get(scope, {}).get(name, [])) < len(lines):
+                return f"{name} at lines {lines[0]} and {lines[1]}"
+    return None
+
+
+def redefinition_note(old: str, new: str, rel: str) -> str:
+    """A warning line when a change defines a function or class a second time in one scope (`redefined`)."""
+    twice = redefined(old, new, rel)
+    return f"\nwarning: after this change a name is defined twice, the later one replacing the earlier: {twice}" \
+        if twice else ""
+
+
+def _scopes(source: str) -> dict[str, dict[str, list[int]]] | None:
+    """Per scope (the module "", or a class's dotted path), each undecorated function or class name defined
+    in it, with its lines; None when `source` does not parse."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    out: dict[str, dict[str, list[int]]] = {}
+
+    def walk(body: list[ast.stmt], scope: str) -> None:
+        for node in body:
+            if isinstance(node, DEFINITIONS):
+                if not node.decorator_list or not out.get(scope, {}).get(node.name):
+                    out.setdefault(scope, {}).setdefault(node.name, []).append(node.lineno)
+                if isinstance(node, ast.ClassDef):
+                    walk(node.body, f"{scope}.{node.name}" if scope else node.name)
+
+    walk(tree.body, "")
+    return out
+
+
 def reindent(content: str, indent: str) -> str:
     """`content` shifted so that its least-indented non-blank line starts with `indent`; the lines keep
     their indentation relative to each other, blank lines stay blank."""

@@ -28,7 +28,7 @@ from continualcode.tools.sandbox import (
     say_unavailable_once,
     unavailable,
 )
-from continualcode.tools.syntax import enclosing_start, indent_candidates, reindent, syntax_error
+from continualcode.tools.syntax import enclosing_start, indent_candidates, redefined, reindent, syntax_error
 from continualcode.tools.table import TOOLS, validate_args
 
 DEFAULT_RESULT_CAP = 12000  # characters of one tool result shown to the model
@@ -110,6 +110,12 @@ class Workspace(ConfinedDir):
         rel, old, new = planned
         cut = cuts_most(old, new)
         return f"{rel} from {cut[0]} lines to {cut[1]}" if cut else None
+
+    def redefines(self, name: str, args: Mapping[str, Any]) -> str | None:
+        """For a write, edit_lines or replace that would define a function or class a second time in one scope
+        of a Python file (`syntax.redefined`): "NAME at lines A and B"; None otherwise.  Never raises."""
+        planned = self._planned(name, args)
+        return None if planned is None else redefined(planned[1], planned[2], planned[0])
 
     def reindented(self, name: str, args: Mapping[str, Any]) -> dict[str, Any] | None:
         """An edit_lines that would break a Python file that parses, shifted to the first indentation
