@@ -358,10 +358,8 @@ class Session:
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)
             self._contrast = partial(_uncorrected, self, [*self.messages])  # rendered when a retry is guided
-            # a redirected call (the read the rails put in place of a change to an unseen file) is not what the
-            # model wrote, but the step scores what it wrote: the teacher, told the correction, weighs the model's
-            # own tokens.  Skipped, a third of the denials in the correction benchmark taught nothing
-            # (21 of 58 denied tasks of the weight variants, bench/results/learn/dense/)
+            # a redirected call is not what the model wrote, but the step scores what it wrote (skipped, 21 of 58
+            # denied tasks of the correction benchmark's weight variants took no step: bench/results/learn/dense/)
             t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text, fix, tuple(self.feedback))
             self._learn(t.pending)
             self._add(Message("user", reminded(f"Denied. {fix}", self.rails.task, self.sampling.remind_task)))
