@@ -416,6 +416,10 @@ def _decide(session: Session, call: ToolCall, text: str) -> Decision:
     ws, args = session.workspace, call.arguments
     auto = call.name in session.auto_approve and ws.breaks_syntax(call.name, args) is None \
         and ws.cuts_file(call.name, args) is None and ws.redefines(call.name, args) is None
+    # a call the tool refuses (its preview is the error it would return) is not asked about: it fails, changing
+    # nothing, and the error goes to the model, as Claude Code checks an edit before asking (a user trial: a
+    # `replace` whose text occurs 5 times waited for an approval that could only run it into that error)
+    auto = auto or ws.preview(call.name, args).startswith(ERROR_PREFIX)
     return ask(session.approver, call, lambda: ws.preview(call.name, args), auto=auto,
                on_feedback=session.add_feedback, warm=warm, next_prompt=next_prompt)
 

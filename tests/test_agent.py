@@ -490,8 +490,8 @@ def test_scripted_model_replacing_the_tasks_reported_output_is_told_to_find_the_
 
 
 def test_scripted_model_repeating_a_replace_refused_as_ambiguous_is_proposed_with_replace_all(tokenizer, tmp_path):
-    """A replace refused because its text occurs more than once, proposed again: the user is asked about the
-    same replace with replace_all (every occurrence, shown in the preview), not about the refused one again;
+    """A replace refused because its text occurs more than once (not asked about: the tool refuses it), proposed
+    again: the user is asked about the same replace with replace_all (every occurrence, shown in the preview);
     without the rails it is the plain repeat."""
     from continualcode.tools import tool_schemas
 
@@ -503,7 +503,8 @@ def test_scripted_model_repeating_a_replace_refused_as_ambiguous_is_proposed_wit
                                  [Approve(), Approve(), Approve()], guard_rails=True, renderer=both)
     (tmp_path / "main.py").write_text(source)
     assert s.run_task("Rename add to plus everywhere in main.py.").status == "answered"
-    assert [bool(c.arguments.get("replace_all")) for c, _ in user.seen if c.name == "replace"] == [False, True]
+    assert [bool(c.arguments.get("replace_all")) for c, _ in user.seen if c.name == "replace"] == [True]
+    assert any(m.content.startswith("error: old_string occurs 3 times") for m in s.messages)  # not asked: it fails
     assert (tmp_path / "main.py").read_text() == source.replace("add", "plus")
     replaces = [e.call for e in events if isinstance(e, Proposal) and e.call and e.call["name"] == "replace"]
     assert [bool(c["arguments"].get("replace_all")) for c in replaces] == [False, True]
@@ -530,8 +531,7 @@ def test_scripted_model_repeating_an_ambiguous_replace_of_text_that_is_no_name_i
                             guard_rails=True, renderer=both)
     (tmp_path / "main.py").write_text(source)
     s.run_task("Fix the second call in main.py.")
-    assert [c.name for c, _ in user.seen] == ["read", "replace"]  # the repeat was not asked about again
-    assert not user.seen[1][0].arguments.get("replace_all")
+    assert [c.name for c, _ in user.seen] == ["read"]  # refused by the tool: neither it nor its repeat asked
     assert any(LOOP_ERROR in str(m.content) or "occurs 2 times" in m.content for m in s.messages)
     assert (tmp_path / "main.py").read_text() == source
 
@@ -555,8 +555,8 @@ def test_scripted_model_replace_all_of_a_text_inside_longer_words_is_refused_by_
     assert (tmp_path / "main.py").read_text() == source
     plain = tmp_path / "plain"
     plain.mkdir()
-    (plain / "main.py").write_text(source)
     s2, _, user2, _, _ = make(tokenizer, plain, [rd, every, "Done."], [Approve(), Approve()], renderer=both)
+    (plain / "main.py").write_text(source)
     s2.run_task("Fix second in main.py.")
     assert [c.name for c, _ in user2.seen] == ["read", "replace"]
 
@@ -578,7 +578,8 @@ def test_scripted_model_renaming_to_a_longer_name_is_not_renamed_twice(tokenizer
     (tmp_path / "main.py").write_text(source)
     s.run_task("Rename add to add_two everywhere in main.py.")
     assert (tmp_path / "main.py").read_text() == source.replace("add", "add_two")
-    assert [bool(c.arguments.get("replace_all")) for c, _ in user.seen if c.name == "replace"] == [False, True, False]
+    # the plain replaces, ambiguous before the rename and after it, fail without being asked about
+    assert [bool(c.arguments.get("replace_all")) for c, _ in user.seen if c.name == "replace"] == [True]
     # the replace_all proposed again right after it worked is the loop rail's (made already), not a refusal
     again = tmp_path / "again"
     again.mkdir()
@@ -693,16 +694,18 @@ def test_reads_locate_one_definition_a_file_from_searches_and_shown_code(tmp_pat
 
 
 def test_scripted_model_repeated_failing_edit_is_sampled_again_not_asked_about_again(tokenizer, tmp_path):
-    """An edit the tool refused, proposed again with nothing changed, is treated like a repeated read: the
-    user is asked about it once (a hand trial: edit_lines of lines 1-400 in an 8-line file, four times)."""
+    """An edit the tool refuses is not asked about (its error goes to the model); proposed again with nothing
+    changed, it is treated like a repeated read (a hand trial: edit_lines of lines 1-400 in an 8-line file, four
+    times)."""
     bad = call_text("edit_lines", path="main.py", start_line=1, end_line=400, content="x = 1\n")
     good = call_text("edit_lines", path="main.py", start_line=1, end_line=2, content="x = 1\n")
     rd = call_text("read", path="main.py")
     s, _, user, _, events = make(tokenizer, tmp_path, [rd, bad, bad, good, "Done."], [Approve()] * 3,
                                  guard_rails=True)
     assert s.run_task("set x to 1 in main.py").status == "answered"
-    assert [(c.name, c.arguments.get("end_line")) for c, _ in user.seen] == [
-        ("read", None), ("edit_lines", 400), ("edit_lines", 2)]
+    assert [(c.name, c.arguments.get("end_line")) for c, _ in user.seen] == [("read", None), ("edit_lines", 2)]
+    refused = [m.content for m in s.messages if m.role == "tool" and m.content.startswith("error: ")]
+    assert len(refused) == 1 and "400" in refused[0]  # the tool's own error, as the model's result
     assert [e.error for e in events if isinstance(e, Proposal)].count(LOOP_ERROR) == 1
     assert (tmp_path / "main.py").read_text() == "x = 1\n"
 
