@@ -35,6 +35,7 @@ from continualcode.events import (
     ErrorShown,
     Event,
     EventSink,
+    Info,
     Learned,
     LearnStarted,
     MessageAdded,
@@ -419,8 +420,11 @@ def _decide(session: Session, call: ToolCall, text: str) -> Decision:
     # a call the tool refuses (its preview is the error it would return) is not asked about: it fails, changing
     # nothing, and the error goes to the model, as Claude Code checks an edit before asking (a user trial: a
     # `replace` whose text occurs 5 times waited for an approval that could only run it into that error)
-    auto = auto or ws.preview(call.name, args).startswith(ERROR_PREFIX)
-    return ask(session.approver, call, lambda: ws.preview(call.name, args), auto=auto,
+    refused = ws.preview(call.name, args).startswith(ERROR_PREFIX)
+    if auto or refused:  # the user still sees what ran (its result follows)
+        shown = json.dumps(call.arguments, ensure_ascii=False)[:150]
+        session._emit(Info(f"{call.name} {shown} · {'refused by the tool' if refused else 'auto-approved'}"))
+    return ask(session.approver, call, lambda: ws.preview(call.name, args), auto=auto or refused,
                on_feedback=session.add_feedback, warm=warm, next_prompt=next_prompt)
 
 

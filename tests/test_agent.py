@@ -706,6 +706,10 @@ def test_scripted_model_repeated_failing_edit_is_sampled_again_not_asked_about_a
     assert [(c.name, c.arguments.get("end_line")) for c, _ in user.seen] == [("read", None), ("edit_lines", 2)]
     refused = [m.content for m in s.messages if m.role == "tool" and m.content.startswith("error: ")]
     assert len(refused) == 1 and "400" in refused[0]  # the tool's own error, as the model's result
+    from continualcode.events import Info
+    said = [e.text for e in events if isinstance(e, Info)]
+    assert said == ['edit_lines {"path": "main.py", "start_line": 1, "end_line": 400, "content": "x = 1\\n"} · '
+                    'refused by the tool']  # what ran unasked is still shown
     assert [e.error for e in events if isinstance(e, Proposal)].count(LOOP_ERROR) == 1
     assert (tmp_path / "main.py").read_text() == "x = 1\n"
 
