@@ -359,7 +359,7 @@ class Session:
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)
             self._contrast = partial(_uncorrected, self, [*self.messages])  # rendered when a retry is guided
-            # a redirected call is not what the model wrote, but the step scores what it wrote (skipped, 21 of 58
+            # a redirected call is not what the model wrote, but the step scores what it wrote (skipped, 10 of 47
             # denied tasks of the correction benchmark's weight variants took no step: bench/results/learn/dense/)
             t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text, fix, tuple(self.feedback))
             self._learn(t.pending)
