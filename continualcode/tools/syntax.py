@@ -68,8 +68,8 @@ def redefinition_note(old: str, new: str, rel: str) -> str:
 
 
 def _scopes(source: str) -> dict[str, dict[str, list[int]]] | None:
-    """Per scope (the module "", or a class's dotted path), each undecorated function or class name defined
-    in it, with its lines; None when `source` does not parse."""
+    """Per scope (the module "", or a class's dotted path), each function or class name defined in it, with its
+    lines (a decorated definition counted only as the first of its name); None when `source` does not parse."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
