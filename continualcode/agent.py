@@ -412,19 +412,19 @@ def _decide(session: Session, call: ToolCall, text: str) -> Decision:
         return session.renderer.prompt_ids(msgs)
 
     warm = session.backend if session.sampling.speculate and isinstance(session.backend, Warmable) else None
-    # a change the preview warns about is always asked (a user trial with every tool auto-approved: a write
-    # left a 785-line module with 5 lines that do not parse)
     ws, args = session.workspace, call.arguments
-    auto = call.name in session.auto_approve and ws.breaks_syntax(call.name, args) is None \
-        and ws.cuts_file(call.name, args) is None and ws.redefines(call.name, args) is None
+    preview = ws.preview(call.name, args)  # once: what the user is shown, and whether the tool refuses the call
     # a call the tool refuses (its preview is the error it would return) is not asked about: it fails, changing
     # nothing, and the error goes to the model, as Claude Code checks an edit before asking (a user trial: a
     # `replace` whose text occurs 5 times waited for an approval that could only run it into that error)
-    refused = ws.preview(call.name, args).startswith(ERROR_PREFIX)
+    refused = preview.startswith(ERROR_PREFIX)
+    # a change the preview warns about is always asked (a user trial with every tool auto-approved: a write
+    # left a 785-line module with 5 lines that do not parse)
+    auto = not refused and call.name in session.auto_approve and not ws.warns(call.name, args)
     if auto or refused:  # the user still sees what ran (its result follows)
         shown = json.dumps(call.arguments, ensure_ascii=False)[:150]
         session._emit(Info(f"{call.name} {shown} · {'refused by the tool' if refused else 'auto-approved'}"))
-    return ask(session.approver, call, lambda: ws.preview(call.name, args), auto=auto or refused,
+    return ask(session.approver, call, lambda: preview, auto=auto or refused,
                on_feedback=session.add_feedback, warm=warm, next_prompt=next_prompt)
 
 

@@ -97,25 +97,24 @@ class Workspace(ConfinedDir):
         """For a write, edit_lines or replace that would leave a Python file that parses now unable to parse: why
         ("line N: message"); None otherwise, also for a call the tool would refuse.  Never raises."""
         planned = self._planned(name, args)
-        if planned is None or syntax_error(planned[1], planned[0]) is not None:
-            return None
-        return syntax_error(planned[2], planned[0])
+        return None if planned is None else _breaks(*planned)
 
     def cuts_file(self, name: str, args: Mapping[str, Any]) -> str | None:
         """For a write that would leave an existing file of 20 lines or more with less than half of them:
         "REL from N lines to M"; None otherwise, also for a call the tool would refuse.  Never raises."""
         planned = self._planned(name, args) if name == "write" else None
-        if planned is None:
-            return None
-        rel, old, new = planned
-        cut = cuts_most(old, new)
-        return f"{rel} from {cut[0]} lines to {cut[1]}" if cut else None
+        return None if planned is None else _cuts(*planned)
 
-    def redefines(self, name: str, args: Mapping[str, Any]) -> str | None:
-        """For a write, edit_lines or replace that would define a function or class a second time in one scope
-        of a Python file (`syntax.redefined`): "NAME at lines A and B"; None otherwise.  Never raises."""
+    def warns(self, name: str, args: Mapping[str, Any]) -> bool:
+        """Whether the preview of a write, edit_lines or replace carries a warning: it would break a Python file
+        that parses (`breaks_syntax`), leave a file with less than half its lines (`cuts_file`), or define a
+        function or class a second time in one scope (`syntax.redefined`).  The change is planned once.  Never
+        raises."""
         planned = self._planned(name, args)
-        return None if planned is None else redefined(planned[1], planned[2], planned[0])
+        if planned is None:
+            return False
+        return _breaks(*planned) is not None or (name == "write" and _cuts(*planned) is not None) \
+            or redefined(planned[1], planned[2], planned[0]) is not None
 
     def reindented(self, name: str, args: Mapping[str, Any]) -> dict[str, Any] | None:
         """An edit_lines that would break a Python file that parses, shifted to the first indentation
@@ -236,3 +235,14 @@ def _refuse_invalid_text(name: str, kwargs: Mapping[str, Any]) -> None:
         except UnicodeEncodeError as e:
             raise ToolError(f"argument {key!r} of {name} holds a lone surrogate (\\u{ord(value[e.start]):04x} at "
                             f"position {e.start}), which is not valid text") from None
+
+
+def _breaks(rel: str, old: str, new: str) -> str | None:
+    """Why `new` does not parse as Python when `old` does ("line N: message"); else None."""
+    return None if syntax_error(old, rel) is not None else syntax_error(new, rel)
+
+
+def _cuts(rel: str, old: str, new: str) -> str | None:
+    """"REL from N lines to M" when `new` keeps less than half of the 20 or more lines of `old`; else None."""
+    cut = cuts_most(old, new)
+    return f"{rel} from {cut[0]} lines to {cut[1]}" if cut else None
