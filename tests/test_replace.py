@@ -181,7 +181,7 @@ def test_a_text_found_inside_longer_words_is_not_offered_replace_all(ws: Workspa
     (ws.root / "m.py").write_text("second = 'nd'\nand_ = 2\n")
     res = ws.run("replace", {"path": "m.py", "old_string": "nd", "new_string": "rd"})
     assert not res.ok and "occurs 3 times in m.py (at lines 1, 1, 2), 2" + INSIDE_WORDS in res.output
-    assert "(line 1: 'second = 'nd'')" in res.output and "replace_all" not in res.output, res.output
+    assert "(line 1: \"second = 'nd'\")" in res.output and "replace_all" not in res.output, res.output
     assert ws.embedded_replace_all("replace", {"path": "m.py", "old_string": "nd", "new_string": "rd",
                                                "replace_all": True}).startswith("replace_all would also change 'nd'")
     assert ws.embedded_replace_all("replace", {"path": "m.py", "old_string": "nd", "new_string": "rd"}) is None
@@ -189,6 +189,35 @@ def test_a_text_found_inside_longer_words_is_not_offered_replace_all(ws: Workspa
                                                "replace_all": True}) is None
     assert ws.embedded_replace_all("replace", {"path": "nope.py", "old_string": "a", "new_string": "b",
                                                "replace_all": True}) is None
+
+
+def test_a_name_found_only_in_strings_and_comments_is_not_offered_replace_all(ws: Workspace) -> None:
+    """Told that "decimal" occurs 3 times "… or set replace_all", the 1.5B model set it to swap the dict key
+    `"decimal"` for `"binary"` (humanize's filesize.py, a user trial): the dict then had "binary" twice.  Where a
+    Python file has the name only in strings and comments, replace_all is no rename: not offered, and refused
+    for a model; a name the code uses, and other files, keep it."""
+    from continualcode.tools.replace import IN_TEXT_ONLY, in_text_only
+    from continualcode.tools.syntax import name_lines
+
+    source = 'S = {"decimal": 1, "binary": 2}  # decimal\n"""decimal docs"""\nx = S["decimal"]\n'
+    (ws.root / "s.py").write_text(source)
+    (ws.root / "s.txt").write_text(source)
+    assert name_lines(source, "decimal", "s.py") == [] and name_lines(source, "S", "s.py") == [1, 3]
+    assert name_lines(source, "S", "s.txt") is None and name_lines('x = """', "x", "u.py") is None
+    assert in_text_only(source, "decimal", "s.py") and not in_text_only(source, "S", "s.py")
+    assert not in_text_only(source, '"decimal"', "s.py") and not in_text_only(source, "decimal", "s.txt")
+    res = ws.run("replace", {"path": "s.py", "old_string": "decimal", "new_string": "binary"})
+    assert not res.ok and "occurs 4 times in s.py (at lines 1, 1, 2, 3)," + IN_TEXT_ONLY in res.output, res.output
+    assert "replace_all" not in res.output
+    everywhere = {"path": "s.py", "old_string": "decimal", "new_string": "binary", "replace_all": True}
+    assert ws.embedded_replace_all("replace", everywhere) == (
+        "replace_all renames a name, and 'decimal' is no name in the code of s.py (it occurs only in strings and "
+        "comments): change only the place the task is about, with enough of its line that it occurs once")
+    assert ws.embedded_replace_all("replace", {**everywhere, "old_string": "S"}) is None  # a rename
+    assert ws.embedded_replace_all("replace", {**everywhere, "path": "s.txt"}) is None
+    assert "set replace_all" in ws.run("replace", {"path": "s.txt", "old_string": "decimal",
+                                                   "new_string": "binary"}).output
+    assert ws.run("replace", everywhere).ok  # the tool itself (a user's edit) still does it
 
 
 def test_a_quote_in_the_other_string_quotes_is_matched_once_and_written_in_the_file_s_quotes(ws: Workspace) -> None:

@@ -112,3 +112,16 @@ def test_visible_shows_every_control_and_keeps_text():
     assert visible("\ud800") == "\\ud800"  # a lone surrogate cannot be printed at all
     text = "café 漢字 ✓ — “quotes” ñ"
     assert visible(text) == text
+
+
+def test_line_input_says_when_it_waits_for_an_answer() -> None:
+    """Piped, the session gave no sign that a call waited for an answer (a user trial): each decision now
+    ends its proposal with the answers a line may hold, once, and reads the next line."""
+    from continualcode.decide import Approve, Deny
+    from continualcode.ui.terminal import LINE_HELP
+
+    c = console()
+    answers = LineInput(Display(c), io.StringIO("n grep first\ny\n"))
+    assert answers.decide(ToolCall("read", {"path": "f.py"}), "read f.py") == Deny("grep first")
+    assert answers.decide(ToolCall("read", {"path": "g.py"}), "read g.py") == Approve()
+    assert output(c).count(LINE_HELP) == 2 and output(c).index("f.py") < output(c).index(LINE_HELP)

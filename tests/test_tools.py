@@ -523,7 +523,7 @@ def test_an_empty_grep_says_where_the_pattern_matches_in_the_whole_project_or_as
     assert ok(ws, "grep", pattern="def search", include="test_*.py") == (
         "no matches for 'def search' in .\nin the whole project it matches:\nlib.py:1: def search(s):")
     assert ok(ws, "grep", pattern="parse('{name}', 'bob')") == (
-        "no matches for 'parse('{name}', 'bob')' in .\nas plain text, in the whole project it matches:\n"
+        "no matches for \"parse('{name}', 'bob')\" in .\nas plain text, in the whole project it matches:\n"
         "tests/test_lib.py:1: x = parse('{name}', 'bob')")
     assert ok(ws, "grep", pattern="zzz", path="tests") == "no matches for 'zzz' in tests"  # nowhere: nothing added
     # a pattern that is a file's path: said so (the model grepped for the file the task named)
@@ -547,11 +547,11 @@ def test_an_empty_grep_tries_either_quote_and_the_definition_of_a_dotted_names_l
     (ws.root / "pkg/core.py").write_text(
         'class Job:\n    def until(self, t):\n        return t\n\nx = pluralize("sheep")\n')
     assert ok(ws, "grep", pattern=r"pluralize\('sheep'\)", path="pkg/core.py") == (
-        "no matches for 'pluralize\\('sheep'\\)' in pkg/core.py\n"
+        "no matches for \"pluralize\\('sheep'\\)\" in pkg/core.py\n"
         "with either quote, in the whole project it matches:\n"
         'pkg/core.py:5: x = pluralize("sheep")')
     assert ok(ws, "grep", pattern="pluralize('sheep')") == (
-        "no matches for 'pluralize('sheep')' in .\nwith either quote, in the whole project it matches:\n"
+        "no matches for \"pluralize('sheep')\" in .\nwith either quote, in the whole project it matches:\n"
         'pkg/core.py:5: x = pluralize("sheep")')
     for dotted in ("Job.until", r"Job\.until", "pkg.core.Job.until()", "every(2).until", "s.every(2).until(t)"):
         assert ok(ws, "grep", pattern=dotted, path="pkg") == (
@@ -664,6 +664,20 @@ def test_bash_long_output_keeps_head_and_tail(tmp_path: Path) -> None:
     assert out.startswith("1\n2\n") and out.endswith("99999\n100000\n[exit code 0]") and len(out) <= 2000
     assert "bytes elided …]" in out
 
+
+def test_bash_output_loses_its_terminal_escapes_also_across_chunks(ws: Workspace) -> None:
+    """A project's pytest set to `--color=yes` (humanize) gave the model `\\x1b[31m` around its lines (a user
+    trial); colours, titles and charset switches are dropped, an escape split between two reads too, and an
+    escape never closed leaves its text."""
+    from continualcode.tools.bash import _HeadTail, strip_escapes
+
+    out = ok(ws, "bash", command=r"printf '\033[31m\033[1mFAILED\033[0m t.py\n\033]0;title\007\033(Bdone\n'")
+    assert out == "FAILED t.py\ndone\n[exit code 0]", out
+    buf = _HeadTail(100, 100)
+    for chunk in (b"a\x1b[3", b"1mred\x1b", b"[0m b\x1b", b"[2"):
+        buf.feed(chunk)
+    assert buf.text() == "ared b[2" and buf.raw == 18 and buf.total == 8
+    assert strip_escapes(b"x\x1b[1") == (b"x", b"\x1b[1") and strip_escapes(b"\x1b[1;32mok") == (b"ok", b"")
 
 def test_bash_binary_output(ws: Workspace) -> None:
     out = ok(ws, "bash", command=r"printf 'a\xff\xfeb'")

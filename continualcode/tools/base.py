@@ -72,10 +72,12 @@ def type_name(value: Any) -> str:
 
 
 def quote(text: str, limit: int = 120) -> str:
-    """Quote a user-supplied string for an error message, shortened."""
+    """Quote a user-supplied string for an error message, shortened; in double quotes when it holds a single
+    quote and no double one (a line `'-4.0 KiB'` was shown as `''-4.0 KiB''`, for a model to copy exactly)."""
     if len(text) > limit:
         text = text[: limit // 2] + "…" + text[-limit // 2 :]
-    return "'" + text.replace("\n", "\\n").replace("\x00", "\\x00") + "'"
+    mark = '"' if "'" in text and '"' not in text else "'"
+    return mark + text.replace("\n", "\\n").replace("\x00", "\\x00") + mark
 
 
 def cap_text(text: str, cap: int) -> str:

@@ -7,11 +7,12 @@ the agent's processes. Either way: it runs in its own session (process group) wi
 `pass_secrets` (names holding KEY, SECRET, TOKEN, PASSWORD, PASSWD or CREDENTIAL, names ending in
 _PAT or _PWD, and the password of any user:password@ URL). Unconfined, the agent process makes itself
 non-dumpable first so that a command cannot read its environment through /proc/$PPID/environ.
-Output goes through a bounded head/tail buffer; past `BASH_BYTE_BUDGET` bytes the command is
-killed. On timeout (the model's `timeout`, clamped to the workspace's `bash_timeout`), and again once
-it has finished, its process group is SIGKILLed, and so is every process carrying this command's
-marker variable in /proc/<pid>/environ (those that left the group). The limits of this, and the
-status line format, are in docs/tools.md and docs/security.md.
+Output goes through a bounded head/tail buffer, its terminal escape sequences (colours, cursor moves)
+dropped on the way in; past `BASH_BYTE_BUDGET` bytes the command is killed. On timeout (the model's
+`timeout`, clamped to the workspace's `bash_timeout`), and again once it has finished, its process
+group is SIGKILLed, and so is every process carrying this command's marker variable in
+/proc/<pid>/environ (those that left the group). The limits of this, and the status line format, are
+in docs/tools.md and docs/security.md.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def bash(ws: Workspace, command: str, timeout: int | None) -> tuple[bool, str]:
                 break
             last_data = time.monotonic()
             out.feed(chunk)
-            if out.total > BASH_BYTE_BUDGET:
+            if out.raw > BASH_BYTE_BUDGET:
                 status = f"output exceeded {BASH_BYTE_BUDGET // 2**20} MiB, killed"
                 break
     finally:
@@ -173,15 +174,38 @@ BASH = Tool(
 )
 
 
+# CSI (colours, cursor moves), OSC (titles, links; ended by BEL or ESC \\), and the others (`ESC ( B`, `ESC =`)
+ESCAPES = re.compile(rb"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[ -/]*[0-Z\\^-~]")
+ESCAPE_CARRY = 256  # bytes of an escape sequence left open at a chunk's end, kept for the next chunk
+
+
+def strip_escapes(data: bytes) -> tuple[bytes, bytes]:
+    """(`data` without its terminal escape sequences, an escape left open at its end to join the next chunk).
+    A project's pytest set to `--color=yes` (humanize's) gave the model `\\x1b[31m\\x1b[1m` around every line
+    (a user trial): a dozen tokens each, read by a model as part of the message."""
+    data = ESCAPES.sub(b"", data)
+    at = data.rfind(b"\x1b")
+    if at < 0 or len(data) - at > ESCAPE_CARRY:
+        return data, b""
+    return data[:at], data[at:]
+
+
 class _HeadTail:
-    """Keeps the first `head` and last `tail` bytes of a stream, counting the rest."""
+    """Keeps the first `head` and last `tail` bytes of a stream, its escape sequences dropped, counting the
+    rest; `raw` counts the bytes fed."""
 
     def __init__(self, head: int, tail: int) -> None:
         self.head, self.tail = bytearray(), bytearray()
         self.head_cap, self.tail_cap = head, tail
-        self.total = 0
+        self.total = self.raw = 0
+        self.open = b""  # an escape sequence begun at the end of the last chunk
 
     def feed(self, chunk: bytes) -> None:
+        self.raw += len(chunk)
+        chunk, self.open = strip_escapes(self.open + chunk)
+        self._keep(chunk)
+
+    def _keep(self, chunk: bytes) -> None:
         self.total += len(chunk)
         room = self.head_cap - len(self.head)
         if room > 0:
@@ -193,6 +217,9 @@ class _HeadTail:
                 del self.tail[: -self.tail_cap]
 
     def text(self) -> str:
+        if self.open:  # never closed: what follows its escape byte is text
+            self._keep(self.open[1:])
+            self.open = b""
         tail = bytes(self.tail[-self.tail_cap :]) if self.tail_cap else b""
         elided = self.total - len(self.head) - len(tail)
         mid = f"\n[… {elided} bytes elided …]\n" if elided else ""

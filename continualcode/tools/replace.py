@@ -34,7 +34,7 @@ from continualcode.tools.files import (
     read_text_for_edit,
     split_lines,
 )
-from continualcode.tools.syntax import INDENT
+from continualcode.tools.syntax import INDENT, name_lines
 
 if TYPE_CHECKING:
     from continualcode.tools.workspace import Workspace
@@ -46,6 +46,9 @@ NOT_IN_FILE = "old_string is not in "  # how a refusal for a text not found begi
 INSIDE_WORDS = " of them inside longer words"  # how a refusal says some occurrences are parts of other names
 EMBEDDED = ("replace_all would also change {old} inside longer words ({where}): change only the place the task "
             "is about, with enough of its line that it occurs once")
+IN_TEXT_ONLY = " none of them a name in the code (each is in a string or a comment)"  # how a refusal says so
+NO_RENAME = ("replace_all renames a name, and {old} is no name in the code of {rel} (it occurs only in strings "
+             "and comments): change only the place the task is about, with enough of its line that it occurs once")
 CLOSE_LINES = 20_000  # a refusal names the closest line in files up to this long (difflib: slow beyond)
 
 
@@ -74,6 +77,9 @@ def plan_replace(text: str, old_string: str, new_string: str, *, rel: str,
             raise ToolError(f"{AMBIGUOUS}{count} times in {rel} (at lines {shown}), {len(inside)}{INSIDE_WORDS} "
                             f"(line {inside[0][0]}: {quote(inside[0][1][:80])}): include more of the line to "
                             "change so that it occurs once")
+        if in_text_only(text, old_string, rel):  # replace_all would be no rename: not offered
+            raise ToolError(f"{AMBIGUOUS}{count} times in {rel} (at lines {shown}),{IN_TEXT_ONLY}: include more "
+                            "of the line to change so that it occurs once")
         raise ToolError(f"{AMBIGUOUS}{count} times in {rel} (at lines {shown}): include more of the "
                         "lines around the one to change so that it occurs once, or set replace_all to "
                         "change every one")
@@ -152,6 +158,12 @@ def inside_words(text: str, needle: str) -> list[tuple[int, str]]:
             n = _line_at(text, at)
             out.append((n, lines[n - 1].strip()))
     return out
+
+
+def in_text_only(text: str, needle: str, rel: str) -> bool:
+    """Whether `needle`, a name, occurs in a Python file only inside strings and comments: replacing every
+    occurrence would be no rename (`syntax.name_lines`); False for other text and other files."""
+    return needle.isidentifier() and name_lines(text, needle, rel) == []
 
 
 def _wordish(ch: str) -> bool:

@@ -13,7 +13,9 @@ Pure text in, text out; the workspace supplies the file (workspace.py).
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 
 INDENT = re.compile(r"[ \t]*")
 DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
@@ -143,3 +145,18 @@ def first_line(node: ast.stmt) -> int:
     """A statement's first line, its decorators' included."""
     decorators = getattr(node, "decorator_list", [])
     return min([node.lineno, *(d.lineno for d in decorators)])
+
+
+def name_lines(text: str, name: str, rel: str) -> list[int] | None:
+    """For a Python file: the lines where `name` occurs as a name of the code (a NAME token: not inside a
+    string, docstring or comment); None for other files, or a file that does not tokenize.  A `replace_all`
+    is a rename only where the code uses the name: the 1.5B model set it for `"decimal"` -> `"binary"` in
+    humanize's filesize.py (a dict key, a docstring and a subscript, no name) and made the dict's `"binary"`
+    key twice (a user trial)."""
+    if not rel.endswith((".py", ".pyi")):
+        return None
+    try:
+        return [t.start[0] for t in tokenize.generate_tokens(io.StringIO(text).readline)
+                if t.type == tokenize.NAME and t.string == name]
+    except (tokenize.TokenError, SyntaxError, ValueError, RecursionError):
+        return None

@@ -19,7 +19,7 @@ from continualcode.tools.addition import placed, unwrap_html
 from continualcode.tools.base import ToolError, ToolResult, cap_text, clean, one_line, quote
 from continualcode.tools.files import cuts_most, plan_edit, read_text_for_edit
 from continualcode.tools.paths import ConfinedDir
-from continualcode.tools.replace import EMBEDDED, inside_words, plan_replace
+from continualcode.tools.replace import EMBEDDED, NO_RENAME, in_text_only, inside_words, plan_replace
 from continualcode.tools.sandbox import (
     Sandbox,
     SandboxUnavailable,
@@ -148,18 +148,22 @@ class Workspace(ConfinedDir):
             return False
 
     def embedded_replace_all(self, name: str, args: Mapping[str, Any]) -> str | None:
-        """Why a `replace` with replace_all is refused for a model (`EMBEDDED`): its old text also occurs inside
-        longer words of the file (`replace.inside_words`); None for any other call, or a whole-word rename.
+        """Why a `replace` with replace_all is refused for a model: its old text also occurs inside longer words
+        of the file (`EMBEDDED`, `replace.inside_words`), or it is a name that a Python file has only in strings
+        and comments (`NO_RENAME`, `replace.in_text_only`); None for any other call, or a whole-word rename.
         Never raises."""
         try:
             kwargs = validate_args(name, args)
             if name != "replace" or not kwargs["replace_all"]:
                 return None
-            text = self.resolve(kwargs["path"]).read_text(encoding="utf-8", errors="replace")
-            inside = inside_words(text, kwargs["old_string"])
+            path = self.resolve(kwargs["path"])
+            text, old = path.read_text(encoding="utf-8", errors="replace"), kwargs["old_string"]
+            inside = inside_words(text, old)
+            if not inside and in_text_only(text, old, path.name):
+                return NO_RENAME.format(old=quote(old[:40]), rel=self.rel(path))
         except Exception:
             return None
-        return EMBEDDED.format(old=quote(kwargs["old_string"][:40]), where=f"line {inside[0][0]}: "
+        return EMBEDDED.format(old=quote(old[:40]), where=f"line {inside[0][0]}: "
                                f"{quote(inside[0][1][:60])}") if inside else None
 
     def line_of(self, path: str, text: str) -> int | None:

@@ -12,7 +12,8 @@ Two ways to answer, one `Approver` protocol:
   e edit the arguments ($EDITOR when set, else inline JSON), f feedback, Esc / Ctrl-C abort.
 - `LineInput` (non-interactive, for scripts and tests): one line per answer on stdin —
   `y`, `a`, `n`, `n CORRECTION`, `e {JSON ARGUMENTS}`, `f FEEDBACK`, `q`; tasks and slash commands
-  are lines too (a slash command where a decision is expected aborts that call first); end of
+  are lines too (a slash command where a decision is expected aborts that call first); each
+  proposal ends with a line listing those answers (`LINE_HELP`), the sign that it waits; end of
   input quits.
 """
 
@@ -48,6 +49,8 @@ from continualcode.records import ToolCall
 from continualcode.ui.visible import visible
 
 KEYS_HELP = "y approve · a always · n deny+correct · e edit · f feedback · esc abort"
+# shown by `LineInput` when it waits for an answer: piped, the session gave no sign that it was waiting (a user trial)
+LINE_HELP = "answer (one line): y · a · n [correction] · f [feedback] · e {json arguments} · q"
 
 
 class Display:
@@ -232,6 +235,7 @@ class LineInput:
 
     def decide(self, call: ToolCall, preview: str) -> Decision:
         self.display.proposal(call, preview)
+        self.display.console.print(f"[dim]{escape(LINE_HELP)}[/]")
         while (line := self._next()) is not None:
             cmd, _, rest = line.strip().partition(" ")
             rest = rest.strip()
