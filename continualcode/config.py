@@ -142,6 +142,9 @@ class Config:
     distill_deferred: bool = _L.distill_deferred
     """Learn on those prompts when the task ends (a second update, while the user reads the answer), not
     before the retry: the retry after a denial then waits only for the step on the denied call."""
+    carry_prefix: bool = _L.carry_prefix
+    """After an update, the retry and the rest of that conversation reuse the corrected prompt's KV computed
+    before it (false: re-run the whole prompt under the new weights first, a prefill of the conversation)."""
     optimizer: Literal["adamw", "sgd"] = "adamw"
     """adamw: steps of about learning_rate per weight whatever the gradient; sgd: steps that follow the gradient
     (needs a far larger learning_rate)."""
@@ -325,6 +328,7 @@ CHECKS: dict[str, Check] = {
     "step_max_kl": _number(0, lo_open=True, allow_inf=True),
     "distill_prompts": _number(0, 16),
     "distill_deferred": _any,
+    "carry_prefix": _any,
     "optimizer": _any,
     "prefix_grad": _any,
     "grad_clip": _number(0, lo_open=True, allow_inf=True),

@@ -37,6 +37,7 @@ BAD: dict[str, list[str]] = {
     "cuda_graphs": ["maybe"],
     "fused_decode": ["maybe"],
     "distill_deferred": ["maybe"],
+    "carry_prefix": ["sometimes"],
     "cache_dir": ["cache\x00dir"],
     "temperature": ["nan", "inf", "-inf", "-0.1", "11"],
     "top_p": ["0", "1.5", "nan"],
@@ -97,6 +98,7 @@ BAD: dict[str, list[str]] = {
 GOOD: dict[str, list[str]] = {
     "temperature": ["0", "10"],
     "max_kl": ["inf", "0.5"],
+    "carry_prefix": ["false", "true"],
     "grad_clip": ["inf"],
     "ema_rate": ["1"],
     "bash_timeout": ["1", "3600"],

@@ -92,7 +92,7 @@ def test_a_step_raises_the_teacher_preferred_tokens_and_is_undoable(fresh_backen
     n = len(c.sample.tokens)
     before = scores(b, c)
     step0 = b.step
-    learner = Learner(b, renderer, _one_prompt(distill_loss=kind, learning_rate=1e-3))
+    learner = Learner(b, renderer, _one_prompt(distill_loss=kind, learning_rate=1e-3, carry_prefix=False))
 
     report = learner(c)
 
@@ -117,6 +117,50 @@ def test_a_step_raises_the_teacher_preferred_tokens_and_is_undoable(fresh_backen
     assert torch.equal(scores(b, c), before)
     assert b.step == step0
     assert learner.undo() is False
+
+
+@pytest.mark.slow
+def test_the_retry_reuses_the_corrected_prompts_kv_from_before_the_update(fresh_backend, renderer, correction):
+    """`carry_prefix` (the default): after the step, the guard's score of the denied completion, and the retry
+    that extends its prompt, run no prompt token again; they see the prompt's KV from before the update (the
+    prefix the step itself was taken on), and the update's shift of the completion is kept to within 5%.
+    A prompt that shares only part of it runs from scratch, exactly under the new weights."""
+    b, c = fresh_backend, correction
+    before = scores(b, c)
+    ran: list[int] = []
+    hook = b.model.register_forward_pre_hook(lambda m, args, kw: ran.append(kw["input_ids"].shape[1]),
+                                             with_kwargs=True)
+    learner = Learner(b, renderer, _one_prompt(learning_rate=1e-3))
+    original = b.train_step
+
+    def step(*args, **kw):  # what runs after the step is what the retry waits for
+        result = original(*args, **kw)
+        ran.clear()
+        return result
+
+    b.train_step = step
+    try:
+        report = learner(c)
+        after_check = list(ran)
+        ran.clear()
+        retry = [*c.prompt_ids, *c.sample.tokens]
+        b.score(retry, c.sample.tokens[:2])
+        assert ran == [2], ran  # the completion's last token and the retry's first: no prompt token again
+        part = c.prompt_ids[: len(c.prompt_ids) // 2]
+        assert torch.allclose(b.score(part, c.sample.tokens).logprobs, exact_scores(b, part, c.sample.tokens),
+                              atol=1e-4, rtol=0)
+    finally:
+        hook.remove()
+        b.train_step = original
+    assert report["rolled_back"] == "" and sum(after_check) == len(c.sample.tokens), after_check
+    exact_after = scores(b, c)
+    shift, kept = float(exact_after.sum() - before.sum()), report["seq_logp_after"] - float(before.sum())
+    assert shift > 0.1 and abs(kept - shift) < 0.05 * shift, (shift, kept)
+
+
+def exact_scores(b, prompt, completion) -> torch.Tensor:
+    b.clear_cache()
+    return b.score(prompt, completion).logprobs
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -101,9 +101,11 @@ class Backend(Protocol):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        """Subset of {"full_distribution", "topk_distribution", "ema_teacher", "snapshot", "on_policy_forward"}.
+        """Subset of {"full_distribution", "topk_distribution", "ema_teacher", "snapshot", "on_policy_forward",
+        "prefix_carry"}.
 
-        on_policy_forward: `train_step` accepts `old_logprobs=None` (π_old from its own forward)."""
+        on_policy_forward: `train_step` accepts `old_logprobs=None` (π_old from its own forward).
+        prefix_carry: `carry_prefix(prompt_ids)` keeps a corrected prompt's KV across an update (local.py)."""
         ...
 
     @property

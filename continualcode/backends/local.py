@@ -81,6 +81,15 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
+def lora_config(rank: int, alpha: int, targets: str) -> Any:
+    """peft's LoraConfig for the adapter: `targets` is "all-linear" or module names separated by commas."""
+    from peft import LoraConfig
+
+    names: str | list[str] = "all-linear" if targets == "all-linear" else [
+        t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=names, bias="none")
+
+
 class LocalBackend:
     """transformers + peft.  See the module docstring for the design."""
 
@@ -106,7 +115,7 @@ class LocalBackend:
         warmup: bool = True,
         cache: Path | None = None,
     ) -> None:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         torch.set_num_threads(threads or os.cpu_count() or 1)
         torch.manual_seed(seed)
@@ -119,12 +128,7 @@ class LocalBackend:
         base.eval()
         # transformers 5.x renamed `past_key_values` to `cache` (argument and output field).
         self._cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-        targets: str | list[str] = "all-linear" if lora_targets == "all-linear" else [
-            t.strip() for t in lora_targets.split(",") if t.strip()
-        ]
-        self.lora_config = LoraConfig(
-            r=lora_rank, lora_alpha=lora_alpha, lora_dropout=0.0, target_modules=targets, bias="none"
-        )
+        self.lora_config = lora_config(lora_rank, lora_alpha, lora_targets)
         try:
             self.model = get_peft_model(base, self.lora_config)
         except ValueError as e:
@@ -159,7 +163,8 @@ class LocalBackend:
 
     @property
     def capabilities(self) -> frozenset[str]:
-        return frozenset({"full_distribution", "topk_distribution", "ema_teacher", "snapshot", "on_policy_forward"})
+        return frozenset({"full_distribution", "topk_distribution", "ema_teacher", "snapshot", "on_policy_forward",
+                          "prefix_carry"})
 
     @property
     def step(self) -> int:
@@ -198,6 +203,11 @@ class LocalBackend:
     def clear_cache(self) -> None:
         """Drop the stored KV prefixes (scores then come from one cold forward: bit-reproducible)."""
         self._kv.clear()
+
+    def carry_prefix(self, prompt_ids: Sequence[int]) -> int:
+        """After an update: keep the stored KV of `prompt_ids` (a corrected call's prompt, computed under the
+        weights before it) for the conversation that extends it (kv.py `PrefixStore.carry`); tokens kept."""
+        return self._kv.carry(prompt_ids, self.adapter.version)
 
     # --- forwards -----------------------------------------------------------------------------
 

@@ -153,6 +153,7 @@ class Learner:
         examples are distillation examples)."""
         cfg, b = self.cfg, self.backend
         main = examples[0]
+        carry = cfg.carry_prefix and not distilled and "prefix_carry" in b.capabilities
         t1 = time.perf_counter()
         # 2) the steps, from a snapshot
         snap = snap if snap is not None else b.snapshot()
@@ -161,6 +162,8 @@ class Learner:
         try:
             metrics, steps, stop, rolled_back = self._steps(examples)
             t2 = time.perf_counter()
+            if carry and steps and not rolled_back:  # the retry extends this prompt: its KV from before serves
+                b.carry_prefix(main.example.prompt_ids)  # type: ignore[attr-defined]
             # 3) what the steps did, and the guard: NaN fails `<=`, so a non-finite KL rolls back too
             after = b.score(main.example.prompt_ids, main.example.completion_ids,
                             full=main.example.ref is not None and main.example.ref.full_logprobs is not None)

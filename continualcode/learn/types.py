@@ -39,6 +39,7 @@ class LearnConfig:
     step_max_kl: float = float("inf")
     distill_prompts: int = 3  # chosen on the dense dev scenarios (bench/results/learn/dense/): 4 up / 0 down vs 1 / 0
     distill_deferred: bool = True  # the distillation's update when the task ends (Learner.settle), not before the retry
+    carry_prefix: bool = True  # the retry reuses the corrected prompt's KV from before the update (kv.py)
     distill_tokens: int = 24
     distill_temperature: float = 0.3
     grad_clip: float = 1.0

@@ -41,6 +41,16 @@ def _step_lines(step: dict[str, Any]) -> list[str]:
                  ("sec_teacher", "sec_ref", "sec_student_fwd", "sec_backward", "sec_optimizer", "sec_after")]
         lines.append(f"| {n} | " + " | ".join(f"{p:.3f}" for p in parts) + " |")
     for n, r in step.items():
+        if "carried.step_plus_check" in r:
+            ratio = r["after_sampling.step_plus_check"]["median"] / max(r["carried.step_plus_check"]["median"], 1e-9)
+            lines.append(f"- {n}: the wait from a denial to the retry's sampling, the prompt re-run under the new "
+                         f"weights first (`carry_prefix=false`) {f(r['after_sampling.step_plus_check'], ' s')}, "
+                         f"its KV carried across the update (the default) {f(r['carried.step_plus_check'], ' s')}: "
+                         f"**{ratio:.2f}×** less" + (
+                             f"; the update's shift of the denied completion's log-prob {f(r['carried.shift_exact'])} "
+                             f"nats exact, carried keeps {f(r['carried.shift_kept'])} of it"
+                             if "carried.shift_kept" in r else " (every carried update rolled back)"))
+    for n, r in step.items():
         if "after_sampling.settle" in r and r["after_sampling.settle"]["median"] > 0:
             lines.append(f"- {n}: the correction's deferred distillation (`Learner.settle`, when the task has "
                          f"ended) {f(r['after_sampling.settle'], ' s')}; the retry waits for step+check only")

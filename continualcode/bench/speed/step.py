@@ -19,8 +19,16 @@ def denial(renderer: Any, n_prompt: int, n_completion: int) -> Any:
                       "use edit_lines at the end of the file, and add a docstring")
 
 
+# (label, the prompt's KV stored as sampling leaves it, the corrected prompt's KV carried across the update)
+RUNS = (("cold", False, False), ("after_sampling", True, False), ("carried", True, True))
+
+
 def bench_step(backend: Any, renderer: Any, cfg: Any, lengths: Sequence[int], n_completion: int,
                repeats: int) -> dict[str, Any]:
+    """Per prompt length: the step cold, after sampling with the whole prompt re-run under the new weights
+    before the retry (`carry_prefix=false`), and after sampling with the prompt's KV carried across the
+    update (`carry_prefix`, the default); with the update's shift of the denied completion's log-prob, exact
+    (from scratch under the new weights) and as the carried prefix scores it (`carried.shift_kept`)."""
     from continualcode.learn.step import Learner
 
     learner = Learner(backend, renderer, cfg.learn_config())
@@ -32,13 +40,21 @@ def bench_step(backend: Any, renderer: Any, cfg: Any, lengths: Sequence[int], n_
         for rep in range(repeats + 1):  # the first is a warm-up, not recorded
             snap = backend.snapshot()
             backend.clear_cache()
-            t_fwd, _ = timed(lambda p=prompt, q=completion: backend.score(p, q))
-            for label, primed in (("cold", False), ("after_sampling", True)):
+            t_fwd, before = timed(lambda p=prompt, q=completion: backend.score(p, q))
+            for label, primed, carry in RUNS:
                 backend.restore(snap)
                 backend.clear_cache()
                 if primed:  # what sampling the proposal leaves in the store
                     backend._prefix(prompt[:-1], "live")
+                learner.cfg.carry_prefix = carry
                 t_total, rep_m = timed(lambda c=c: learner(c))  # what the retry waits for
+                if carry and rep > 0 and not rep_m["rolled_back"]:
+                    backend.clear_cache()
+                    exact = float(backend.score(prompt, completion).logprobs.sum())
+                    shift = exact - float(before.logprobs.sum())
+                    rows.setdefault("carried.shift_exact", []).append(shift)
+                    rows.setdefault("carried.shift_kept", []).append(
+                        (rep_m["seq_logp_after"] - float(before.logprobs.sum())) / shift if shift else 1.0)
                 t_settle, _ = timed(learner.settle)  # the deferred distillation (distill_deferred), after the task
                 if rep == 0:
                     continue
@@ -51,6 +67,7 @@ def bench_step(backend: Any, renderer: Any, cfg: Any, lengths: Sequence[int], n_
                 rows.setdefault(f"{label}.ratio_step_to_forward", []).append(step / t_fwd)
                 rows.setdefault(f"{label}.ratio_total_to_forward", []).append(t_total / t_fwd)
             backend.restore(snap)
+            learner.cfg.carry_prefix = cfg.learn_config().carry_prefix
             if rep > 0:
                 rows.setdefault("forward", []).append(t_fwd)
         out[str(n)] = {"prompt_tokens": len(prompt), "completion_tokens": len(completion),
