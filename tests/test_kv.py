@@ -90,3 +90,21 @@ def test_a_warm_fill_takes_a_carried_prompt_only_where_it_holds_all_of_it():
     store.carry([1, 2, 3, 4, 5, 6], 1)
     assert store.fill([1, 2, 9], 1, chunk=8) == 3  # shares only the start: all of it, under the new weights
     assert store.entries["live"].cache.held == [(1, 1), (2, 1), (9, 1)]
+
+
+def test_what_the_sampler_stores_after_a_carried_prompt_stays_stale_as_far_as_it_was():
+    """The sampler extends the cache `prefix` gave it and stores it back (`put`): the retry's sample keeps the
+    mark, so the next task's prompt, sharing only the system text, still runs from scratch."""
+    model = Model()
+    store = PrefixStore(model)
+    store.prefix([1, 2, 3, 4], "live", 0)
+    model.version = 1
+    store.carry([1, 2, 3, 4], 1)
+    cache = store.prefix([1, 2, 3, 4, 5], "live", 1)  # the retry's prompt
+    store.put("live", [1, 2, 3, 4, 5, 6, 7], cache, 1)  # its sampled tokens
+    assert store.entries["live"].stale == 4
+    model.ran.clear()
+    store.prefix([1, 2, 9], "live", 1)
+    assert model.ran == [3]
+    store.put("live", [1, 2, 9, 10], store.entries["live"].cache, 1)
+    assert store.entries["live"].stale == 0

@@ -110,7 +110,11 @@ class PrefixStore:
             self.entries[mode] = KVEntry(tuple(ids), cache, entry.version, entry.stale)
 
     def put(self, mode: str, ids: Sequence[int], cache: Any, version: int) -> None:
-        self.entries[mode] = KVEntry(tuple(ids), cache, version)
+        """Store `cache` as holding `ids` (the sampler's prompt and tokens, built on the entry its `prefix` call
+        left): stale as far as that entry was, when `ids` extend it."""
+        cur = self.entries.get(mode)
+        stale = cur.stale if cur is not None and cur.version == version and lcp(cur.ids, ids) >= cur.stale else 0
+        self.entries[mode] = KVEntry(tuple(ids), cache, version, stale)
 
     def clear(self) -> None:
         self.entries.clear()
