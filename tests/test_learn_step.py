@@ -146,6 +146,8 @@ def test_the_retry_reuses_the_corrected_prompts_kv_from_before_the_update(fresh_
         retry = [*c.prompt_ids, *c.sample.tokens]
         b.score(retry, c.sample.tokens[:2])
         assert ran == [2], ran  # the completion's last token and the retry's first: no prompt token again
+        b.sample(retry, max_tokens=2, temperature=0.0)  # the retry's sample stores its KV still marked stale
+        assert b._kv.entries["live"].stale >= len(c.prompt_ids) - 1
         part = c.prompt_ids[: len(c.prompt_ids) // 2]
         assert torch.allclose(b.score(part, c.sample.tokens).logprobs, exact_scores(b, part, c.sample.tokens),
                               atol=1e-4, rtol=0)
