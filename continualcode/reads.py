@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from continualcode.records import ToolCall
 from continualcode.retrieve import BLOCK_HEAD
 from continualcode.tools import validate_args
+from continualcode.tools.search import GREP_HIT
 from continualcode.tools.syntax import DEF_LINE
 
 FileKey = Callable[[ToolCall], str]  # the resolved path a call's `path` names ("" when unusable)
@@ -40,7 +41,6 @@ HIT_CONTEXT = 5  # lines above a grep hit that its read shows
 READ_BACK = 150  # lines above a grep hit that its read may start, at the function or statement holding it
 READ_LINE_CHARS = 50  # characters of a numbered line a read's window is reckoned in (`rails.workspace_rails`)
 MIN_QUOTE = 4  # characters of a replace's first line that are enough to find where it goes
-GREP_HIT = re.compile(r"^([\w./-]+):(\d+): (.*)$", re.M)  # a line as grep shows it: (file, line, text)
 READ_NUMBER = re.compile(r"^\s*(\d+)\t", re.M)  # a line as read shows it: (its number)
 
 

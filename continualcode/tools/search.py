@@ -131,6 +131,7 @@ def grep(ws: Workspace, pattern: str, path: str, include: str | None) -> tuple[b
 
 
 ELSEWHERE_CAP = 10  # hits shown from the widened search after an empty one
+GREP_HIT = re.compile(r"^([\w./-]+):(\d+): (.*)$", re.M)  # a line as `_search` shows a hit: (file, line, text)
 
 
 def _elsewhere(ws: Workspace, pattern: str, regex: re.Pattern[str], *, narrowed: bool) -> str:
@@ -185,7 +186,7 @@ def _its_definition(ws: Workspace, pattern: str, hits: list[str]) -> str:
     if not (name := _dotted_name(pattern)):
         return ""
     definition = re.compile(_DEFINITION.format(name=name))
-    if any(definition.search(h.split(": ", 1)[-1]) for h in hits):
+    if any(definition.search(m.group(3) if (m := GREP_HIT.match(h)) else h) for h in hits):
         return ""
     found, total, _ = _search(definition, _grep_files(ws, ws.root, None)[0], single=False, cap=ELSEWHERE_CAP)
     more = f"\n… and {total - ELSEWHERE_CAP} more" if total > ELSEWHERE_CAP else ""
