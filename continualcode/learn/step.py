@@ -15,9 +15,11 @@
    tokens differed; there the student's top token must become the teacher's).  A step whose own KL
    (before ‖ after, mean per token on the denied completion) exceeds `step_max_kl` is undone and ends
    the stepping: a trust region per step, not only a bound on the total drift;
-3) re-scores the denied completion under the updated adapter: the per-token log-prob shift is
-   reported, and a non-finite loss, gradient or weight, or a KL to the base that is not ≤ `max_kl`
-   (NaN included) restores the snapshot; so does any exception or Ctrl-C during 2)–3);
+3) re-scores the denied completion under the updated adapter — with `carry_prefix` (the default) on the
+   prompt's KV from before the update, which the retry then extends (backends/kv.py `PrefixStore.carry`),
+   so neither re-runs the conversation: the per-token log-prob shift is reported, and a non-finite loss,
+   gradient or weight, or a KL to the base that is not ≤ `max_kl` (NaN included) restores the snapshot;
+   so does any exception or Ctrl-C during 2)–3);
 4) updates the EMA teacher when one is configured.
 It returns a metrics dict (also the heatmap's data); every update's snapshot is kept for `/undo`.
 """
