@@ -113,7 +113,9 @@ class PrefixStore:
         """Store `cache` as holding `ids` (the sampler's prompt and tokens, built on the entry its `prefix` call
         left): stale as far as that entry was, when `ids` extend it."""
         cur = self.entries.get(mode)
-        stale = cur.stale if cur is not None and cur.version == version and lcp(cur.ids, ids) >= cur.stale else 0
+        stale = 0  # the common case, no carried prompt: the whole conversation's ids are not compared
+        if cur is not None and cur.stale and cur.version == version and lcp(cur.ids, ids) >= cur.stale:
+            stale = cur.stale
         self.entries[mode] = KVEntry(tuple(ids), cache, version, stale)
 
     def clear(self) -> None:

@@ -32,6 +32,7 @@ def bench_step(backend: Any, renderer: Any, cfg: Any, lengths: Sequence[int], n_
     from continualcode.learn.step import Learner
 
     learner = Learner(backend, renderer, cfg.learn_config())
+    default_carry = learner.cfg.carry_prefix
     out: dict[str, Any] = {}
     for n in lengths:
         c = denial(renderer, n, n_completion)
@@ -40,7 +41,8 @@ def bench_step(backend: Any, renderer: Any, cfg: Any, lengths: Sequence[int], n_
         for rep in range(repeats + 1):  # the first is a warm-up, not recorded
             snap = backend.snapshot()
             backend.clear_cache()
-            t_fwd, before = timed(lambda p=prompt, q=completion: backend.score(p, q))
+            t_fwd, scored = timed(lambda p=prompt, q=completion: backend.score(p, q))
+            before = float(scored.logprobs.sum())
             for label, primed, carry in RUNS:
                 backend.restore(snap)
                 backend.clear_cache()
@@ -51,10 +53,10 @@ def bench_step(backend: Any, renderer: Any, cfg: Any, lengths: Sequence[int], n_
                 if carry and rep > 0 and not rep_m["rolled_back"]:
                     backend.clear_cache()
                     exact = float(backend.score(prompt, completion).logprobs.sum())
-                    shift = exact - float(before.logprobs.sum())
+                    shift = exact - before
                     rows.setdefault("carried.shift_exact", []).append(shift)
                     rows.setdefault("carried.shift_kept", []).append(
-                        (rep_m["seq_logp_after"] - float(before.logprobs.sum())) / shift if shift else 1.0)
+                        (rep_m["seq_logp_after"] - before) / shift if shift else 1.0)
                 t_settle, _ = timed(learner.settle)  # the deferred distillation (distill_deferred), after the task
                 if rep == 0:
                     continue
@@ -67,7 +69,7 @@ def bench_step(backend: Any, renderer: Any, cfg: Any, lengths: Sequence[int], n_
                 rows.setdefault(f"{label}.ratio_step_to_forward", []).append(step / t_fwd)
                 rows.setdefault(f"{label}.ratio_total_to_forward", []).append(t_total / t_fwd)
             backend.restore(snap)
-            learner.cfg.carry_prefix = cfg.learn_config().carry_prefix
+            learner.cfg.carry_prefix = default_carry
             if rep > 0:
                 rows.setdefault("forward", []).append(t_fwd)
         out[str(n)] = {"prompt_tokens": len(prompt), "completion_tokens": len(completion),
