@@ -257,6 +257,54 @@ def test_a_positive_advantage_step_raises_the_completion_and_touches_only_lora(f
     assert not same_state(lora_state(b), lora_before)
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_the_first_step_is_lr_times_the_sign_for_adamw_and_lr_times_the_gradient_for_sgd(
+        fresh_backend, prompt, sampled, optimizer):
+    """What `optimizer` means for a first correction.  LoRA's B starts at zero, so only B moves (A's gradient
+    is zero) and the clipped gradient g is the gradient at the start.  AdamW's first update is
+    lr·m̂/(√v̂+ε) = lr·g/(|g|+ε): every moved entry by ~lr whatever |g| (so beta, the clip and the advantage's
+    size cannot change it); SGD's is exactly −lr·g: twice the lr, exactly twice the change, and entries
+    moved in proportion to their gradients.  g's sign is checked against the step: an advantage of +1 on
+    every token raises the completion, so each entry moves against its gradient."""
+    b = fresh_backend
+    sgd = optimizer == "sgd"
+    adam = b.adapter.optimizer
+    if sgd:
+        b.adapter.optimizer = torch.optim.SGD(b.adapter.params, lr=0.0)
+    try:
+        snap = b.snapshot()
+        names = [n for n, p in b.model.named_parameters() if p.requires_grad]
+        before = lora_state(b)
+        grads: dict[str, torch.Tensor] = {}
+        hooks = [p.register_post_accumulate_grad_hook(lambda p, n=n: grads.__setitem__(n, p.grad.clone()))
+                 for n, p in b.model.named_parameters() if p.requires_grad]
+        lr = 1e-3 if not sgd else 0.5
+        b.train_step([upweight_example(b, prompt, sampled.tokens)], UPWEIGHT, lr=lr)
+        for h in hooks:
+            h.remove()
+        moved = {n: v - before[n] for n, v in lora_state(b).items()}
+        scale = min(1.0, 1.0 / float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads.values()))))
+        a_names = [n for n in names if "lora_A" in n]
+        b_names = [n for n in names if "lora_B" in n]
+        assert all(not moved[n].any() for n in a_names)
+        g_B = torch.cat([grads[n].flatten() * scale for n in b_names])
+        d_B = torch.cat([moved[n].flatten() for n in b_names])
+        nz = g_B.abs() > 1e-6
+        assert nz.sum() > 1000
+        assert bool((torch.sign(d_B[nz]) == -torch.sign(g_B[nz])).all())  # each entry against its gradient
+        if sgd:
+            assert torch.allclose(d_B, -lr * g_B, rtol=1e-4, atol=1e-9)
+            b.restore(snap)
+            b.train_step([upweight_example(b, prompt, sampled.tokens)], UPWEIGHT, lr=2 * lr)
+            d2 = torch.cat([(v - before[n]).flatten() for n, v in lora_state(b).items() if "lora_B" in n])
+            assert torch.allclose(d2, 2 * d_B, rtol=1e-5, atol=1e-9)
+            assert float(d_B[nz].abs().max()) > 10 * float(d_B[nz].abs().median())  # follows |g|
+        else:
+            assert torch.allclose(d_B[nz].abs(), torch.full_like(d_B[nz], lr), rtol=0.02)  # ~lr, any |g|
+    finally:
+        b.adapter.optimizer = adam
+
+
 def test_prefix_grad_changes_gradients_not_the_forward(fresh_backend, prompt, sampled):
     b = fresh_backend
     comp = sampled.tokens
