@@ -714,6 +714,22 @@ def test_scripted_model_repeated_failing_edit_is_sampled_again_not_asked_about_a
     assert (tmp_path / "main.py").read_text() == "x = 1\n"
 
 
+def test_scripted_model_a_read_after_a_failed_change_is_a_repeat_and_after_a_made_one_runs(tokenizer, tmp_path):
+    """A change the tool refused changed nothing, so the read before it still shows the file: the same read
+    again is sampled again (the loop rule), not run (the 1.5B model re-read files after a failed `replace`, 97
+    times in the committed task transcripts).  After a change that worked the same read runs again."""
+    rd = call_text("read", path="main.py")
+    bad = call_text("edit_lines", path="main.py", start_line=1, end_line=400, content="x = 1\n")
+    good = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return b + a")
+    s, _, user, _, events = make(tokenizer, tmp_path, [rd, bad, rd, good, rd, "Done."], [Approve()] * 4,
+                                 guard_rails=True)
+    assert s.run_task("swap the operands in main.py").status == "answered"
+    assert [c.name for c, _ in user.seen] == ["read", "edit_lines", "read"]  # the refused edit ran unasked
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [LOOP_ERROR]
+    reads = [m.content for m in s.messages if m.role == "tool" and m.meta.get("tool") == "read"]
+    assert len(reads) == 2 and "return b + a" in reads[1]  # the second read ran, after the change
+
+
 def test_scripted_model_repeating_a_failed_read_gets_a_note_that_bars_text(tokenizer, tmp_path):
     """The note for a repeat carries the repeated call's own outcome: after a read of a missing file the
     answer may not come next (the 0.5B model answered 'make a different call', quoting the note)."""
