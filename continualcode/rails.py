@@ -377,11 +377,8 @@ class Rails:
                 # lost two test tasks it had passed without the redirect (read after the test run)
                 self.meant[call.to_text()] = self._reads.at(*hit)
         else:  # files may have changed: a read may now show something new
-            if ok or call.name not in CHANGING:
-                # a change that failed changed nothing (the tools write whole files or nothing), so what the
-                # reads showed still holds: the 1.5B model read a file it had read, unchanged, again after its
-                # `replace` there failed (97 such read-only calls in 794 committed task transcripts)
-                self.readonly_done.clear()
+            if ok or call.name not in CHANGING:  # a failed change changed nothing (a tool writes a whole file or
+                self.readonly_done.clear()  # nothing): the reads still hold (97 repeats after one, task transcripts)
                 self._reads.changed()
             if ok and call.name in CHANGING:  # a change meant by an earlier refusal may be made already, or moot
                 self.must_change, self.meant = False, {k: v for k, v in self.meant.items() if v.name not in CHANGING}
