@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from continualcode.answer import ECHOED, NOT_MEANT, barely_meant, echoed, request
+from continualcode.answer import ECHOED, NOT_MEANT, barely_meant, echoed, out_of_turns, request
 from continualcode.backends.base import Backend, Guided
 from continualcode.context import ERROR_PREFIX, follow_up, task_meta, task_overview
 from continualcode.decide import Abort, Approve, Approver, Decision, Deny, Edit, Feedback, ask
@@ -328,7 +328,7 @@ class Session:
             end = self._handle_call(t, context, turn)
             if end is not None:
                 return end
-        return _answer_now(self, t) or t.result
+        return _answer_now(self, t) or out_of_turns(self._emit, t.result, self.sampling.max_turns)
 
     def _handle_call(self, t: _TaskState, context: tuple[Message, ...], turn: Turn) -> TaskResult | None:
         """Ask about one proposed call and act on the answer; a TaskResult when the task ends here."""

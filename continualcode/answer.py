@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TypeVar
 
 from continualcode.context import ERROR_PREFIX
+from continualcode.events import ErrorShown, EventSink
 from continualcode.records import Message, Sample
 from continualcode.render import Parsed
 
+T = TypeVar("T")
 SLIVER = 0.5  # under half of the first token's mass allowed: the model wanted something else
 NOT_MEANT = ("the model barely meant this reply in words ({mass:.0%} of its first token was allowed; it wanted "
              "a form the grammar bars)")
@@ -35,6 +38,8 @@ _ERROR = re.compile(rf"^({re.escape(ERROR_PREFIX.strip())}\s*)+", re.I)  # the s
 # Plain, like a user's: a longer request (name the file and the function, the task restated) was echoed back
 # by the 0.5B model as its answer in replays of dev-split transcripts
 ANSWER_NOW = "Answer the question now in your own words, from what you have read. Do not call a tool."
+OUT_OF_TURNS = ("stopped after {n} tool calls without an answer (max_turns={n}): type a follow-up to go on, or raise "
+                "max_turns")
 
 
 def barely_meant(sample: Sample, parsed: Parsed) -> bool:
@@ -55,3 +60,11 @@ def echoed(text: str, shown: Iterable[str]) -> bool:
 def request() -> Message:
     """The user-role turn that asks for the answer (kept in the conversation, marked as the session's)."""
     return Message("user", ANSWER_NOW, meta={"asked": True})
+
+
+def out_of_turns(emit: EventSink, result: T, max_turns: int) -> T:
+    """`result` (a task that ran out of turns), after one line that says so: the task had ended in silence
+    (a user trial on cachetools: the fix made on the twelfth call, the tests the task asked for never run, and
+    the prompt simply came back)."""
+    emit(ErrorShown(OUT_OF_TURNS.format(n=max_turns)))
+    return result

@@ -338,9 +338,13 @@ def test_scripted_model_gives_up_after_repeated_malformed(tokenizer, tmp_path):
 
 def test_scripted_model_max_turns(tokenizer, tmp_path):
     rd = [call_text("read", path="main.py", offset=k) for k in (1, 2, 3)]
-    s, _, _, _, _ = make(tokenizer, tmp_path, rd, [Approve()] * 3, max_turns=2)
+    s, _, _, _, events = make(tokenizer, tmp_path, rd, [Approve()] * 3, max_turns=2)
     r = s.run_task("loop")
     assert r.status == "max_turns" and len(r.calls) == 2
+    from continualcode.events import ErrorShown
+    said = [e.text for e in events if isinstance(e, ErrorShown)]  # the task does not end in silence
+    assert said == ["stopped after 2 tool calls without an answer (max_turns=2): type a follow-up to go on, or "
+                    "raise max_turns"]
 
 
 def test_scripted_model_approved_retry_is_offered_to_learner(tokenizer, tmp_path):
