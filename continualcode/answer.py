@@ -14,7 +14,9 @@ unanswered (the model kept repeating a call; max_turns) is asked the same way on
 word for word, what the session showed the model (the task reminder, an error) is treated as one it barely
 meant.
 
-Pure: no model, no session state; agent.py decides when to use it (`ask_for_answer`).
+A task that runs out of turns without an answer says so in one line (`out_of_turns`), never in silence.
+
+No model, no session state; agent.py decides when to use it (`ask_for_answer`).
 """
 
 from __future__ import annotations
