@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from continualcode.answer import ECHOED, NOT_MEANT, barely_meant, echoed, out_of_turns, request
+from continualcode.answer import ECHOED, NOT_MEANT, barely_meant, echoed, gave_up, out_of_turns, request
 from continualcode.backends.base import Backend, Guided
 from continualcode.context import ERROR_PREFIX, follow_up, task_meta, task_overview
 from continualcode.decide import Abort, Approve, Approver, Decision, Deny, Edit, Feedback, ask
@@ -318,7 +318,7 @@ class Session:
                 t.malformed += 1
                 self._add(Message("assistant", turn.text), Message("user", f"error: {parsed.error}. Try again."))
                 if t.malformed >= self.sampling.max_malformed:
-                    return TaskResult(status="malformed", text=parsed.error, calls=t.result.calls)
+                    return gave_up(self._emit, TaskResult("malformed", parsed.error, t.result.calls), t.malformed)
                 continue
             if parsed.text is not None:
                 self._add(Message("assistant", turn.text))

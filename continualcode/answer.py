@@ -14,7 +14,8 @@ unanswered (the model kept repeating a call; max_turns) is asked the same way on
 word for word, what the session showed the model (the task reminder, an error) is treated as one it barely
 meant.
 
-A task that runs out of turns without an answer says so in one line (`out_of_turns`), never in silence.
+A task that runs out of turns without an answer, or that ends on refused replies, says so in one line
+(`out_of_turns`, `gave_up`), never in silence.
 
 No model, no session state; agent.py decides when to use it (`ask_for_answer`).
 """
@@ -42,6 +43,8 @@ _ERROR = re.compile(rf"^({re.escape(ERROR_PREFIX.strip())}\s*)+", re.I)  # the s
 ANSWER_NOW = "Answer the question now in your own words, from what you have read. Do not call a tool."
 OUT_OF_TURNS = ("stopped after {n} tool calls without an answer (max_turns={n}): type a follow-up to go on, or raise "
                 "max_turns")
+GAVE_UP = ("stopped: {n} replies in this task were neither a call that could run nor an answer (the last: {why}): "
+           "type a follow-up to go on")
 
 
 def barely_meant(sample: Sample, parsed: Parsed) -> bool:
@@ -69,4 +72,12 @@ def out_of_turns(emit: EventSink, result: T, max_turns: int) -> T:
     (a user trial on cachetools: the fix made on the twelfth call, the tests the task asked for never run, and
     the prompt simply came back)."""
     emit(ErrorShown(OUT_OF_TURNS.format(n=max_turns)))
+    return result
+
+
+def gave_up(emit: EventSink, result: T, n: int) -> T:
+    """`result` (a task ended by its `n`th malformed reply), after one line that says so and why: that end was
+    silent too (a user trial on tomli: after its change the 1.5B model's replies were refused three times, and
+    the prompt came back with nothing said)."""
+    emit(ErrorShown(GAVE_UP.format(n=n, why=result.text)))
     return result

@@ -201,7 +201,7 @@ class Rails:
     rejected: set[str] = field(default_factory=set)  # calls these rails refused in this task
     meant: dict[str, ToolCall] = field(default_factory=dict)  # read-only call -> what its result said was meant
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
-    narrated: bool = False  # a reply telling how to use the tools was sent back in this task (once is enough)
+    narrated: bool = False  # a reply telling how to use the tools was sent back, or a change made, in this task
     placed: bool = False  # an answer to "where" that named no file was sent back in this task (once is enough)
     reads: Reads | None = None  # what reads showed, and where they should start (made from `file_key` if None)
 
@@ -267,8 +267,7 @@ class Rails:
             if self.on and not_an_answer(parsed.text or "", asks_a_question(self.task)):
                 return Verdict(Parsed(error=NOT_AN_ANSWER))
             if self.on and not self.narrated and narrates_tools(parsed.text or ""):
-                # once: the 1.5B model's second narration named the file and the function it had been asked
-                # for, and refusing every one ended that task with no answer (dev split)
+                # once: its second narration named the file and function asked for; refusing it ended a task
                 self.narrated = True
                 return Verdict(Parsed(error=NARRATED))
             if self.on and not self.placed and asks_where(self.task) and not names_a_file(parsed.text or ""):
@@ -382,6 +381,7 @@ class Rails:
                 self._reads.changed()
             if ok and call.name in CHANGING:  # a change meant by an earlier refusal may be made already, or moot
                 self.must_change, self.meant = False, {k: v for k, v in self.meant.items() if v.name not in CHANGING}
+                self.narrated = True  # then "I used the `replace` function to update …" reports it (tomli trial)
                 self.must_run = self.must_run or (self.on and asks_to_run_tests(self.task))
             if call.name == "bash":
                 self.must_run = False

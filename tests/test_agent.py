@@ -331,9 +331,14 @@ def test_scripted_model_malformed_reply_becomes_retry_message(tokenizer, tmp_pat
     assert any(m.role == "user" and m.content.startswith("error: unknown tool") for m in s.messages)
 
 
-def test_scripted_model_gives_up_after_repeated_malformed(tokenizer, tmp_path):
-    s, _, _, _, _ = make(tokenizer, tmp_path, ["<tool_call>"] * 3, [])
+def test_scripted_model_gives_up_after_repeated_malformed_and_says_why(tokenizer, tmp_path):
+    from continualcode.events import ErrorShown
+
+    s, _, _, _, events = make(tokenizer, tmp_path, [call_text("nope")] * 3, [])
     assert s.run_task("x").status == "malformed"
+    said = [e.text for e in events if isinstance(e, ErrorShown)]  # not in silence (tomli trial)
+    assert len(said) == 1 and said[0].startswith("stopped: 3 replies in this task were neither a call that could "
+                                                 "run nor an answer (the last: unknown tool") and "follow-up" in said[0]
 
 
 def test_scripted_model_max_turns(tokenizer, tmp_path):
@@ -1308,6 +1313,14 @@ def test_scripted_model_reply_telling_how_to_use_the_tools_is_asked_to_act_inste
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NARRATED, NARRATED]
     s, _, _, _, _ = make(tokenizer, tmp_path, list(replies), [Approve()])
     assert s.run_task("where is add defined?").text.startswith("You can use the `grep` function")
+    # after the change the task asked for, saying which tool made it is the report (tomli trial: refused, the 1.5B
+    # model's next replies were refused too, and the task ended on them)
+    read = call_text("read", path="main.py")
+    fix = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return b + a\n")
+    report = "I used the `edit_lines` tool to swap the operands in main.py."
+    s, _, _, _, events = make(tokenizer, tmp_path, [read, fix, report], [Approve(), Approve()], guard_rails=True)
+    assert s.run_task("swap the operands of add in main.py").text == report
+    assert not [e.error for e in events if isinstance(e, Proposal) and e.error]
 
 
 def test_scripted_model_repeating_a_read_of_a_missing_path_reads_the_file_its_error_named(tokenizer, tmp_path):
