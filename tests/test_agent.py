@@ -20,7 +20,7 @@ from continualcode.agent import (
     Session,
     args_diff,
 )
-from continualcode.events import AssistantText, Event, Proposal, ToolOutput
+from continualcode.events import AssistantText, Event, Info, Proposal, ToolOutput
 from continualcode.rails import (
     CHANGE_FIRST,
     EXAMPLE_FILE,
@@ -654,6 +654,13 @@ def test_scripted_model_changing_an_unseen_file_first_reads_where_the_change_wou
                                 renderer=both)
         s.run_task("Rename the argument of Jobs.__init__ in jobs.py.")
         assert user.seen[0][0].arguments == {"path": "jobs.py", "offset": offset, "limit": 400}
+    # denied, the read in its place teaches from the tokens the model wrote, and the user is told so
+    s, _, _, learner, events = make(tokenizer, run, [quote, *["Done."] * 6], [Deny("grep first")], guard_rails=True,
+                                    renderer=both)
+    s.run_task("Rename the argument of Jobs.__init__ in jobs.py.")
+    assert [c.attempt_text for c in learner.calls] == [quote]
+    said = [e.text for e in events if isinstance(e, Info)]
+    assert said[:1] == [f"learning on the call the model wrote, which the rails replaced: {quote[:150]}"]
 
 
 def test_reads_before_a_change_starts_where_it_would_go():
