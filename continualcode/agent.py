@@ -359,10 +359,9 @@ class Session:
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)
             self._contrast = partial(_uncorrected, self, [*self.messages])  # rendered when a retry is guided
-            # a redirected call is not what the model wrote, but the step scores what it wrote (skipped, 10 of 47
-            # denied tasks of the correction benchmark's weight variants took no step: bench/results/learn/dense/)
+            # a redirected call's step scores the tokens the model wrote (skipped, 10 of 47 denied tasks took none)
             t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text, fix, tuple(self.feedback))
-            if turn.redirected:  # the update's line shows the tokens it learned on: say whose they are (tomli trial)
+            if turn.redirected:  # the update's line shows those tokens: say whose they are (tomli trial)
                 self._emit(Info(f"learning on the call the model wrote, which the rails replaced: {turn.text[:150]}"))
             self._learn(t.pending)
             self._add(Message("user", reminded(f"Denied. {fix}", self.rails.task, self.sampling.remind_task)))

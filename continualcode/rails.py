@@ -43,8 +43,8 @@ from continualcode.tools.syntax import DEF_LINE
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
 LOOP_ERROR = ("the model repeated a call whose result it already has (a read-only call, one that failed, or a "
               "change just made)")
-LOOP_NOTE = ("You already made this exact call and its result is above; nothing has changed since. "
-             "Use that result: make a different call, or answer.")
+LOOP_NOTE = ("You already made this call (or read these lines through the file's end) and its result is above; "
+             "nothing has changed since. Use that result: make a different call, or answer.")
 ASKED_ONLY = "the task asks a question, not for a change: answer it in words; do not change files"
 CHANGE_FIRST = "the task asks for a change: make it (write, edit_lines or replace) before you answer"
 RUN_FIRST = "the task asks to run the tests: run them with bash (after your last change) before you answer"
@@ -337,8 +337,8 @@ class Rails:
             if fixed.to_text() not in self.readonly_done and not (fixed.name == "read" and self._reads.shows(fixed)) \
                     and self.embedded(fixed) is None:  # a rename made already: `_emit` is now inside `_emit_element`
                 return Verdict(Parsed(call=fixed), redirected=True)
-        return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if key in self.readonly_done
-                       else None)
+        held = key in self.readonly_done or (self.on and call.name == "read" and self._reads.holds(call))
+        return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if held else None)
 
     def _example_file(self, call: ToolCall) -> tuple[str, str] | None:
         """(argument, file) when a call's argument names a worked example's file that the session was never

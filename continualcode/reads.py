@@ -15,7 +15,10 @@ Why (each from `continualcode bench tasks` transcripts of the 1.5B model, docs/a
   4), and the read from line 1 put in its place ended near line 80, far above the `ordinalize(1)` (line
   243) its replace quoted;
 - what reads showed since the last change is kept (`shown`), so that a redirect is not made to lines the
-  conversation already holds.
+  conversation already holds; and which of them ran through the file's end (`whole`), so that a read starting
+  inside one (it can show nothing new) is a repeat: asked to add a function at the end of a 691-line module, the
+  1.5B model read lines 650, 651 and 691 on after a read had shown 649 to the end (a user trial on tomli; 45 of
+  the 1,358 reads in the committed task transcripts started so).
 
 Pure bookkeeping over calls and tool output, with the workspace reached only through `file_key`, `start` and
 `find`.
@@ -42,6 +45,7 @@ READ_BACK = 150  # lines above a grep hit that its read may start, at the functi
 READ_LINE_CHARS = 50  # characters of a numbered line a read's window is reckoned in (`rails.workspace_rails`)
 MIN_QUOTE = 4  # characters of a replace's first line that are enough to find where it goes
 READ_NUMBER = re.compile(r"^\s*(\d+)\t", re.M)  # a line as read shows it: (its number)
+CONTINUE = " to continue]"  # how `read` ends a window that stops before the file's end ("use offset=N to continue]")
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Reads:
     read_back: int = READ_BACK  # at most this many lines above a hit (so that the read's window still shows it)
     find: Find = lambda _path, _text: None
     shown: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # file -> lines reads showed since a change
+    whole: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # those of them that ran to the file's end
     hit_lines: dict[str, int] = field(default_factory=dict)  # a read meant for a grep hit -> the hit's line
     # file -> the line of the definition this task's shown code, or its latest search, found in it (one per file)
     located: dict[str, int] = field(default_factory=dict)
@@ -60,7 +65,7 @@ class Reads:
     def new_task(self, code: str = "") -> None:
         """Forget the last task's reads; note where the code shown before this task starts, file by file (the
         first chunk shown of a file)."""
-        self.shown, self.hit_lines, self.located = {}, {}, {}
+        self.shown, self.whole, self.hit_lines, self.located = {}, {}, {}, {}
         for m in reversed(list(BLOCK_HEAD.finditer(code))):
             if key := self._key(m.group(1)):
                 self.located[key] = int(m.group(2))
@@ -68,11 +73,21 @@ class Reads:
     def changed(self) -> None:
         """A call that may have changed files ran: what reads showed may be stale."""
         self.shown.clear()
+        self.whole.clear()
 
     def read(self, call: ToolCall, output: str) -> None:
-        """A read that worked: note the lines it showed."""
+        """A read that worked: note the lines it showed, and whether they ran to the file's end (no `read`
+        note of more lines to continue with)."""
         if (lines := [int(n) for n in READ_NUMBER.findall(output)]) and (key := self.file_key(call)):
             self.shown.setdefault(key, []).append((min(lines), max(lines)))
+            if CONTINUE not in output:
+                self.whole.setdefault(key, []).append((min(lines), max(lines)))
+
+    def holds(self, read: ToolCall) -> bool:
+        """Whether a read since the last change showed all that `read` would: its first line lies in lines shown
+        through the file's end."""
+        first = int(read.arguments.get("offset") or 1)
+        return any(a <= first <= b for a, b in self.whole.get(self.file_key(read) or "", []))
 
     def searched(self, output: str) -> None:
         """A search that found something: note the definition it found in each Python file where it found
