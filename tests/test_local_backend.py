@@ -415,6 +415,20 @@ def test_load_in_process_restores_weights_optimizer_and_step(fresh_backend, prom
     assert torch.equal(exact(b, prompt, comp), after_next_step)
 
 
+def test_a_prefill_in_chunks_scores_as_one_forward(backend, prompt, sampled, monkeypatch):
+    """Prompts run PREFILL_CHUNK tokens per forward (a lower peak RSS): the scores are those of one forward over
+    the whole prompt, and so is the sample that follows (greedy)."""
+    import continualcode.backends.local as local
+
+    whole = exact(backend, prompt, sampled.tokens)
+    greedy = (backend.clear_cache(), backend.sample(prompt, max_tokens=6, temperature=0.0))[1]
+    monkeypatch.setattr(local, "PREFILL_CHUNK", 3)  # the 8-token prompt in three forwards
+    assert len(prompt) > 2 * local.PREFILL_CHUNK
+    assert torch.allclose(exact(backend, prompt, sampled.tokens), whole, atol=1e-4, rtol=0)
+    backend.clear_cache()
+    assert backend.sample(prompt, max_tokens=6, temperature=0.0).tokens == greedy.tokens
+
+
 def test_stored_prefix_kv_is_never_stale(fresh_backend, prompt, sampled, tmp_path: Path):
     """After every change of the weights (a step, a restore, a load) the KV store serves the new weights."""
     b = fresh_backend

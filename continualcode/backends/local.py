@@ -50,6 +50,9 @@ from continualcode.models import cache_root
 from continualcode.records import Sample
 
 WARM_CHUNK = 256  # tokens per forward of a speculative prefill: how long a cancel may wait
+# tokens per forward of any other prefill: a 3,000-token prompt at once raised the 1.5B model's peak RSS by 0.69 GiB,
+# in 512-token chunks by 0.25 GiB, in the same time (its attention and MLP activations grow with the chunk)
+PREFILL_CHUNK = 512
 
 __all__ = ["STATE_FILE", "LocalBackend", "cpu_supports_bf16", "pick_device", "pick_dtype"]
 
@@ -221,8 +224,11 @@ class LocalBackend:
 
     @torch.no_grad()
     def _extend(self, ids: Sequence[int], cache: Any) -> Any:
-        """The KV store's forward: `cache` extended by `ids`, without grad."""
-        return getattr(self._forward(ids, cache), self._cache_kw)
+        """The KV store's forward: `cache` extended by `ids`, without grad, PREFILL_CHUNK tokens at a time."""
+        ids = list(ids)
+        for i in range(0, len(ids), PREFILL_CHUNK):
+            cache = getattr(self._forward(ids[i:i + PREFILL_CHUNK], cache), self._cache_kw)
+        return cache
 
     def _prefix(self, ids: Sequence[int], mode: str) -> Any:
         share = mode == "base" and self.adapter.is_noop()
