@@ -36,6 +36,7 @@ from continualcode.events import (
     Undone,
     UserTask,
 )
+from continualcode.heap import release
 from continualcode.journal import Journal, latest_session, read_events, read_metrics, state_dir
 from continualcode.learn.memory import HEADER as MEMORY_HEADER
 from continualcode.learn.memory import (
@@ -293,6 +294,7 @@ class App:
                 self.display.stop()
                 self.display.console.print("[yellow]interrupted[/]")
                 self.recorder(Decided("abort"))
+            release()  # what the task's prefills and updates freed, the speculative prefill's thread included
             if pending(self.session.learner):
                 self.display.show(Info("learning from the correction on more prompts in the background"))
                 self.settling = Settling(self.session.learner)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from continualcode.events import ErrorShown, Event, Learned, LearnStarted
+from continualcode.heap import release
 
 
 class Settleable(Protocol):
@@ -75,6 +76,8 @@ class Settling:
             self.reports = self._learner.settle()
         except Exception as e:  # the learner restored its snapshot; the session goes on
             self.error = str(e).splitlines()[0] if str(e) else type(e).__name__
+        finally:
+            release()  # what the update freed, this thread's arena included (heap.py)
 
     def finish(self) -> tuple[list[dict[str, Any]], str | None]:
         """Wait for the job; (its reports, its error or None)."""

@@ -12,8 +12,9 @@ Design:
   grad and its KV cache feeds the completion's forward: gradients then flow through the
   completion positions only (faster; LoRA on k/v of prompt tokens gets no gradient).
 - A KV prefix store (`kv.py`) holds one prompt prefix per mode ("live", "base"), so a pass that
-  shares a prefix with the previous one runs only the rest.  `warm` fills it ahead of a sample, in
-  chunks it can stop between (the session's speculative prefill while the user reads: speculate.py).
+  shares a prefix with the previous one runs only the rest, PREFILL_CHUNK tokens per forward (a lower peak
+  RSS in the same time).  `warm` fills it ahead of a sample, in chunks it can stop between (the session's
+  speculative prefill while the user reads: speculate.py).
 - The loss is not code here: `train_step` hands the completion's [T, V] log-distribution to
   `learn.losses.sdpo_loss` under a `LossSpec`.  A step whose loss, gradient or resulting weights are
   not finite is reported as not taken (`stepped=0`); the learner restores its snapshot.
@@ -30,6 +31,7 @@ import os
 import threading
 from collections.abc import Sequence
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +144,7 @@ class LocalBackend:
             prepare_for_decode(self.model, int8=self.int8)
             attention.use(base)
             native.load(cache or cache_root(), enabled=native_kernels)
-        self._kv = PrefixStore(self._extend)
+        self._kv = PrefixStore(partial(_extend, self))
         self.graphs = Graphs.for_model(self.model, self.device) if cuda_graphs else None
         self.fused = Fused.for_model(self.model, self.device) if fused_decode else None
         if draft not in ("lookup", "off"):
@@ -221,14 +223,6 @@ class LocalBackend:
         """One forward over `ids` after `cache` (None: from scratch); returns the model output."""
         kw = {self._cache_kw: cache} if cache is not None else {}
         return self.model(input_ids=self._ids(ids), use_cache=True, logits_to_keep=keep, **kw)
-
-    @torch.no_grad()
-    def _extend(self, ids: Sequence[int], cache: Any) -> Any:
-        """The KV store's forward: `cache` extended by `ids`, without grad, PREFILL_CHUNK tokens at a time."""
-        ids = list(ids)
-        for i in range(0, len(ids), PREFILL_CHUNK):
-            cache = getattr(self._forward(ids[i:i + PREFILL_CHUNK], cache), self._cache_kw)
-        return cache
 
     def _prefix(self, ids: Sequence[int], mode: str) -> Any:
         share = mode == "base" and self.adapter.is_noop()
@@ -347,6 +341,15 @@ class LocalBackend:
         finally:
             self.model.eval()
 
+
+
+@torch.no_grad()
+def _extend(b: LocalBackend, ids: Sequence[int], cache: Any) -> Any:
+    """The KV store's forward: `cache` extended by `ids`, without grad, PREFILL_CHUNK tokens at a time."""
+    ids = list(ids)
+    for i in range(0, len(ids), PREFILL_CHUNK):
+        cache = getattr(b._forward(ids[i:i + PREFILL_CHUNK], cache), b._cache_kw)
+    return cache
 
 
 def _warmup(b: LocalBackend) -> None:
