@@ -142,7 +142,15 @@ def test_read_offset_limit_and_remaining_note(ws: Workspace) -> None:
     assert len(small) == 41 and small[-2] == "    42\tl42" and small[-1] == "[58 more lines; use offset=43 to continue]"
     assert ok(ws, "read", path="f.txt", offset=97, limit=4).splitlines()[-1] == "   100\tl100"
     assert "offset 101 is past the end: f.txt has 100 lines" in err(ws, "read", path="f.txt", offset=101)
-    assert ws.preview("read", {"path": "f.txt", "offset": 3, "limit": 4}) == "read f.txt (lines 3-42)"
+    assert ws.preview("read", {"path": "f.txt", "offset": 3, "limit": 4}) == "read f.txt (lines 3-42 of 100)"
+    # the preview says what the read will show: the output cap's cut, the file's end, or the tool's refusal
+    assert ws.preview("read", {"path": "f.txt", "offset": 97}) == "read f.txt (lines 97-100 of 100)"
+    capped = Workspace(ws.root, read_cap=260)
+    assert capped.preview("read", {"path": "f.txt"}) == "read f.txt (lines 1-6 of 100)"
+    assert ws.preview("read", {"path": "f.txt", "offset": 101}) == ("read f.txt: offset 101 is past the end: f.txt "
+                                                                    "has 100 lines")  # asked about: not "error: …"
+    (ws.root / "e.txt").write_text("")
+    assert ws.preview("read", {"path": "e.txt"}) == "read e.txt (empty)"
 
 
 def test_read_default_limit_is_400(ws: Workspace) -> None:

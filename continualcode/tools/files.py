@@ -10,6 +10,7 @@ What the previews show is in docs/tools.md; the search tools (glob, grep) are in
 from __future__ import annotations
 
 import difflib
+import re
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,7 +95,25 @@ def _outline(target: Path, rel: str, budget: int) -> str:
 
 
 def preview_read(ws: Workspace, path: str, offset: int, limit: int) -> str:
-    return f"read {ws.rel(ws.resolve(path))} (lines {offset}-{offset + max(limit, MIN_READ_LINES) - 1})"
+    """The lines the read will show, as the output cap cuts them, of how many: "read x.py (lines 64-113 of 691)".
+    The window asked for overstated it (a user trial on tomli: "lines 64-463" for a read that showed 64-113 under
+    the 4,000-character cap).  A read the tool would refuse (a missing file, an offset past the end) says why, and
+    is still asked about: you may edit its path."""
+    rel = ws.rel(ws.resolve(path))
+    try:
+        shown = read(ws, path, offset, limit)[1]
+    except ToolError as e:
+        return f"read {rel}: {e}"
+    numbers = [int(n) for n in _SHOWN_LINE.findall(shown)]
+    if not numbers:
+        return f"read {rel} (empty)"
+    more = _MORE.search(shown)
+    total = numbers[-1] + (int(more.group(1)) if more else 0)
+    return f"read {rel} (lines {numbers[0]}-{numbers[-1]} of {total})"
+
+
+_SHOWN_LINE = re.compile(r"^ *(\d+)\t", re.M)  # a numbered line as `read` shows it
+_MORE = re.compile(r"(\d+) more lines; use offset=\d+ to continue\]$", re.M)  # its note of the lines after it
 
 
 READ = Tool(

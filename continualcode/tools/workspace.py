@@ -84,7 +84,7 @@ class Workspace(ConfinedDir):
         return ToolResult(ok, cap_text(clean(output), self.result_cap))
 
     def preview(self, name: str, args: Mapping[str, Any]) -> str:
-        """What the user sees before approving the call; computed without touching disk. Never raises."""
+        """What the user sees before approving the call; computed without changing the disk. Never raises."""
         try:
             kwargs = validate_args(name, args)
             _refuse_invalid_text(name, kwargs)
