@@ -1,28 +1,44 @@
-import sys, time, torch
-from continualcode.config import parse_config
+"""One prefill's peak RSS over the loaded 1.5B model, whole or in chunks (README.md here).
+
+`python prefillmem.py TOKENS CHUNK` (CHUNK 0: the whole prompt in one forward).
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
 from continualcode.build import build_backend
-def hwm():
-    for l in open("/proc/self/status"):
-        if l.startswith("VmHWM"): return int(l.split()[1]) / 1024 / 1024
-def rss():
-    for l in open("/proc/self/status"):
-        if l.startswith("VmRSS"): return int(l.split()[1]) / 1024 / 1024
-cfg = parse_config(["threads=1"])
-b = build_backend(cfg)
-print("loaded", round(rss(), 2), round(hwm(), 2), "attn", b.model.config._attn_implementation, flush=True)
-ids = torch.randint(1000, 20000, (1, int(sys.argv[1])))
-chunk = int(sys.argv[2])
-import ctypes; ctypes.CDLL("libc.so.6").malloc_trim(0)
-base = rss()
-# reset HWM
-open("/proc/self/clear_refs", "w").write("5")
-t = time.time()
-with torch.no_grad():
-    if chunk == 0:
-        out = b.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-    else:
+from continualcode.config import parse_config
+from continualcode.heap import release
+
+
+def status(key: str) -> float:
+    """A /proc/self/status figure, GiB."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key))
+    return int(line.split()[1]) / 2**20
+
+
+def main() -> None:
+    b = build_backend(parse_config(["threads=1"]))
+    print("loaded", round(status("VmRSS"), 2), round(status("VmHWM"), 2), flush=True)
+    n, chunk = int(sys.argv[1]), int(sys.argv[2])
+    ids = torch.randint(1000, 20000, (1, n))
+    release()
+    base = status("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from here
+    t = time.time()
+    with torch.no_grad():
         cache = None
-        for i in range(0, ids.shape[1], chunk):
-            out = b.model(input_ids=ids[:, i:i+chunk], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        for i in range(0, n, chunk or n):
+            out = b.model(input_ids=ids[:, i:i + (chunk or n)], past_key_values=cache, use_cache=True,
+                          logits_to_keep=1)
             cache = out.past_key_values
-print(f"n={ids.shape[1]} chunk={chunk}: {time.time()-t:.1f}s, RSS before {base:.2f}, peak {hwm():.2f} GiB (+{hwm()-base:.2f})", flush=True)
+    peak = status("VmHWM")
+    print(f"n={n} chunk={chunk}: {time.time() - t:.1f}s, RSS before {base:.2f}, peak {peak:.2f} GiB "
+          f"(+{peak - base:.2f})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
