@@ -251,6 +251,31 @@ def test_kl_to_ref_full_and_entropy_values() -> None:
     assert ent.tolist() == pytest.approx([-sum(x * math.log(x) for x in p[t]) for t in range(T)], abs=1e-12)
 
 
+def test_kl_to_ref_full_gradient_by_hand_and_as_autograd_of_the_expression() -> None:
+    """The KL's own backward (it keeps only the two log-distributions): by hand on p = (1/2, 1/2), r = (1/4, 3/4)
+    through the log-softmax, ∂KL/∂z_v = p_v·(s_v − r_v − KL): raising z_0 moves p away from r (positive), z_1
+    toward it (negative); and equal to autograd of Σ e^s (s − r) on random inputs, second argument constant."""
+    z = torch.zeros(1, 2, dtype=torch.float64, requires_grad=True)
+    r = torch.log(torch.tensor([[0.25, 0.75]], dtype=torch.float64))
+    kl = kl_to_ref_full(torch.log_softmax(z, -1), r)
+    assert kl.item() == pytest.approx(0.5 * math.log(4 / 3), abs=1e-12)
+    kl.sum().backward()
+    want = [0.5 * (math.log(2) - 0.5 * math.log(4 / 3)), 0.5 * (math.log(2 / 3) - 0.5 * math.log(4 / 3))]
+    assert z.grad[0].tolist() == pytest.approx(want, abs=1e-12) and want[0] > 0 > want[1]
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 11, dtype=torch.float64, generator=gen, requires_grad=True)
+    ref = torch.log_softmax(torch.randn(5, 11, dtype=torch.float64, generator=gen), -1)
+    weights = torch.rand(5, dtype=torch.float64, generator=gen)
+    (kl_to_ref_full(torch.log_softmax(logits, -1), ref) * weights).sum().backward()
+    mine = logits.grad.clone()
+    logits.grad = None
+    s = torch.log_softmax(logits, -1)
+    ((s.exp() * (s - ref)).sum(-1) * weights).sum().backward()
+    assert torch.allclose(mine, logits.grad, atol=1e-12, rtol=0)
+    assert torch.autograd.gradcheck(lambda x: kl_to_ref_full(torch.log_softmax(x, -1), ref), (logits.detach()
+                                                                                              .requires_grad_(),))
+
+
 # ---------------------------------------------------------------------------------------------------
 # Distribution losses: properties
 
