@@ -60,6 +60,7 @@ from continualcode.settle import settle_now
 from continualcode.speculate import Warmable
 from continualcode.textcall import call_in_text, looks_like_call
 from continualcode.tools import Workspace
+from continualcode.tools.base import one_line
 
 __all__ = ["Abort", "Approve", "Approver", "Decision", "Deny", "Edit", "Feedback", "SamplingConfig", "Session"]
 
@@ -359,10 +360,10 @@ class Session:
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)
             self._contrast = partial(_uncorrected, self, [*self.messages])  # rendered when a retry is guided
-            # a redirected call's step scores the tokens the model wrote (skipped, 10 of 47 denied tasks took none)
             t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text, fix, tuple(self.feedback))
-            if turn.redirected:  # the update's line shows those tokens: say whose they are (tomli trial)
-                self._emit(Info(f"learning on the call the model wrote, which the rails replaced: {turn.text[:150]}"))
+            if turn.redirected:  # its step scores what the model wrote (skipped, 10 of 47 denied tasks took none)
+                wrote = one_line(turn.text)[:99]
+                self._emit(Info(f"learning on what the model wrote (the rails replaced it): {wrote}"))
             self._learn(t.pending)
             self._add(Message("user", reminded(f"Denied. {fix}", self.rails.task, self.sampling.remind_task)))
             return None

@@ -681,7 +681,7 @@ def test_scripted_model_changing_an_unseen_file_first_reads_where_the_change_wou
     s.run_task("Rename the argument of Jobs.__init__ in jobs.py.")
     assert [c.attempt_text for c in learner.calls] == [quote]
     said = [e.text for e in events if isinstance(e, Info)]
-    assert said[:1] == [f"learning on the call the model wrote, which the rails replaced: {quote[:150]}"]
+    assert said[:1] == ["learning on what the model wrote (the rails replaced it): " + " ".join(quote.split())[:99]]
 
 
 def test_reads_before_a_change_starts_where_it_would_go():
