@@ -26,13 +26,13 @@ Pure bookkeeping over calls and tool output, with the workspace reached only thr
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from continualcode.records import ToolCall
 from continualcode.retrieve import BLOCK_HEAD
 from continualcode.tools import validate_args
+from continualcode.tools.files import MORE_LINES, READ_LINE
 from continualcode.tools.search import GREP_HIT
 from continualcode.tools.syntax import DEF_LINE
 
@@ -44,8 +44,7 @@ HIT_CONTEXT = 5  # lines above a grep hit that its read shows
 READ_BACK = 150  # lines above a grep hit that its read may start, at the function or statement holding it
 READ_LINE_CHARS = 50  # characters of a numbered line a read's window is reckoned in (`rails.workspace_rails`)
 MIN_QUOTE = 4  # characters of a replace's first line that are enough to find where it goes
-READ_NUMBER = re.compile(r"^\s*(\d+)\t", re.M)  # a line as read shows it: (its number)
-CONTINUE = " to continue]"  # how `read` ends a window that stops before the file's end ("use offset=N to continue]")
+READ_NUMBER = READ_LINE  # a line as read shows it: (its number)
 
 
 @dataclass
@@ -80,7 +79,7 @@ class Reads:
         note of more lines to continue with)."""
         if (lines := [int(n) for n in READ_NUMBER.findall(output)]) and (key := self.file_key(call)):
             self.shown.setdefault(key, []).append((min(lines), max(lines)))
-            if CONTINUE not in output:
+            if MORE_LINES.search(output) is None:
                 self.whole.setdefault(key, []).append((min(lines), max(lines)))
 
     def holds(self, read: ToolCall) -> bool:

@@ -42,6 +42,11 @@ OUTLINE_HEAD = "Classes and functions in {rel} " + LEGEND + "\n"
 # -------------------------------------------------------------------------------------------------- read
 
 
+READ_LINE = re.compile(r"^\s*(\d+)\t", re.M)  # a line as `read` shows it: (its number)
+# the note that ends a window stopping before the file's end: (how many lines follow)
+MORE_LINES = re.compile(r"(\d+) more lines; use offset=\d+ to continue\]$", re.M)
+
+
 def read(ws: Workspace, path: str, offset: int, limit: int) -> tuple[bool, str]:
     limit = max(limit, MIN_READ_LINES)
     target = ws.resolve(path)
@@ -104,16 +109,13 @@ def preview_read(ws: Workspace, path: str, offset: int, limit: int) -> str:
         shown = read(ws, path, offset, limit)[1]
     except ToolError as e:
         return f"read {rel}: {e}"
-    numbers = [int(n) for n in _SHOWN_LINE.findall(shown)]
+    numbers = [int(n) for n in READ_LINE.findall(shown)]
     if not numbers:
         return f"read {rel} (empty)"
-    more = _MORE.search(shown)
+    more = MORE_LINES.search(shown)
     total = numbers[-1] + (int(more.group(1)) if more else 0)
     return f"read {rel} (lines {numbers[0]}-{numbers[-1]} of {total})"
 
-
-_SHOWN_LINE = re.compile(r"^ *(\d+)\t", re.M)  # a numbered line as `read` shows it
-_MORE = re.compile(r"(\d+) more lines; use offset=\d+ to continue\]$", re.M)  # its note of the lines after it
 
 
 READ = Tool(
