@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from continualcode.backends.kv import PrefixStore
+import torch
+from transformers import DynamicCache
+
+from continualcode.backends.kv import PrefixStore, read_only
 
 
 class FakeCache:
@@ -108,3 +111,19 @@ def test_what_the_sampler_stores_after_a_carried_prompt_stays_stale_as_far_as_it
     assert model.ran == [3]
     store.put("live", [1, 2, 9, 10], store.entries["live"].cache, 1)
     assert store.entries["live"].stale == 0
+
+
+def test_a_read_only_view_appends_to_what_the_store_holds_and_writes_nothing():
+    """The grad forward's view of a stored prefix: every update (the forward's and a checkpointed layer's
+    replay alike) returns the stored keys and values with the new ones appended, and the stored cache keeps
+    its length and its tensors."""
+    stored = DynamicCache()
+    k0, v0 = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)
+    stored.update(k0, v0, 0)
+    view = read_only(stored)
+    k1, v1 = torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4)
+    for _ in range(2):  # the forward, then the backward's replay of the layer
+        keys, values = view.update(k1, v1, 0)
+        assert torch.equal(keys, torch.cat([k0, k1], dim=-2)) and torch.equal(values, torch.cat([v0, v1], dim=-2))
+    assert view.get_seq_length() == stored.get_seq_length() == 5
+    assert torch.equal(stored.layers[0].keys, k0) and torch.equal(stored.layers[0].values, v0)

@@ -23,8 +23,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from continualcode.backends import train
 from continualcode.backends.base import BackendError
 from continualcode.backends.local import STATE_FILE, LocalBackend, cpu_supports_bf16
+from continualcode.backends.train import checkpoint_layers
 from continualcode.fsio import previous_of
 from continualcode.learn.types import LossSpec, Scores, TrainExample
 
@@ -327,6 +329,78 @@ def test_prefix_grad_changes_gradients_not_the_forward(fresh_backend, prompt, sa
     assert m0["stepped"] == m1["stepped"] == 1.0
     # With prefix_grad the LoRA on k/v also learns from the prompt positions: the gradients differ.
     assert m0["grad_norm"] != m1["grad_norm"]
+
+
+def test_layer_checkpointing_replays_each_layer_and_takes_the_same_step(fresh_backend, prompt, sampled):
+    """With the decoder layers checkpointed the step's backward replays each layer's forward (two calls a
+    step instead of one) on a read-only view of the stored prompt KV: the loss, the log-probs and the weights
+    after the step equal those without, and the store holds the prompt's KV only, as it was."""
+    b = fresh_backend
+    comp = sampled.tokens
+    snap = b.snapshot()
+    mlp = b.model.base_model.model.model.layers[3].mlp  # inside the layer: a replay calls it again
+    calls: list[int] = []
+    hook = mlp.register_forward_pre_hook(lambda *_: calls.append(1))  # a replay stops once it has what it needs
+    results = {}
+    try:
+        for on in (False, True):
+            b.restore(snap)
+            checkpoint_layers(b.model, on)
+            ex = upweight_example(b, prompt, comp)
+            held = b._kv.entries["live"].cache.layers[0].keys.clone()  # the prompt and completion, scored
+            calls.clear()
+            result = b.train_step([ex], UPWEIGHT, lr=1e-3)
+            results[on] = (result.metrics, result.logp_T[0], lora_state(b), len(calls))
+            after = b._kv.entries["live"]  # the prefix the step asked for (the prompt but its last token), no more
+            n = len(prompt) - 1
+            assert after.cache.get_seq_length() == len(after.ids) == n
+            assert torch.equal(after.cache.layers[0].keys, held[:, :, :n])
+    finally:
+        hook.remove()
+        checkpoint_layers(b.model, True)  # the backend's default
+        b.restore(snap)
+    (m0, lp0, w0, n0), (m1, lp1, w1, n1) = results[False], results[True]
+    assert (n0, n1) == (1, 2)
+    assert m0["loss"] == m1["loss"] and m0["grad_norm"] == m1["grad_norm"] and m1["stepped"] == 1.0
+    assert torch.equal(lp0, lp1) and same_state(w0, w1)
+
+
+@pytest.mark.parametrize("kind", ["sampled_token", "topk", "full"])
+def test_the_loss_in_chunks_of_positions_takes_the_whole_losss_step(fresh_backend, prompt, sampled, monkeypatch, kind):
+    """`train._loss_grad` takes the loss VOCAB_ROWS positions at a time: the loss, its metrics (means weighted by
+    the chunks' shares, min of mins, max of maxes) and the LoRA gradients are those of one chunk, up to float32
+    rounding (AdamW's first step, lr·sign(g), would turn that rounding into lr wherever g is ~0)."""
+    b = fresh_backend
+    comp = sampled.tokens
+    snap = b.snapshot()
+    own = b.score(prompt, comp, topk=8, full=True)
+    teacher = Scores(own.logprobs + torch.linspace(-1.0, 1.0, len(comp)), own.topk_ids, own.topk_logprobs + 0.1,
+                     torch.log_softmax(own.full_logprobs * 0.9, -1))
+    ref = b.score(prompt, comp, full=True, adapter=False)
+    ex = TrainExample(prompt, comp, old_logprobs=None, teacher=teacher, ref=ref)
+    spec = LossSpec(kind=kind, topk=8, beta=0.1)
+    results = {}
+    try:
+        for chunk in (len(comp), 3):
+            b.restore(snap)
+            monkeypatch.setattr(train, "VOCAB_ROWS", chunk)
+            grads: dict[str, torch.Tensor] = {}
+            hooks = [p.register_post_accumulate_grad_hook(lambda p, n=n, g=grads: g.__setitem__(n, p.grad.clone()))
+                     for n, p in b.model.named_parameters() if p.requires_grad]
+            result = b.train_step([ex], spec, lr=1e-3)
+            for h in hooks:
+                h.remove()
+            results[chunk] = (result.metrics, result.logp_T[0], grads)
+    finally:
+        b.restore(snap)
+    (m0, lp0, g0), (m1, lp1, g1) = results[len(comp)], results[3]
+    assert m1["stepped"] == 1.0 and m1["tokens"] == len(comp)
+    for key in ("loss", "pg_loss", "kl_loss", "adv_mean", "adv_min", "adv_max", "student_entropy", "grad_norm"):
+        assert m1[key] == pytest.approx(m0[key], rel=1e-4, abs=1e-6), key
+    assert torch.equal(lp0, lp1)
+    top = max(float(g.abs().max()) for g in g0.values())
+    assert top > 0 and g0.keys() == g1.keys()
+    assert all(torch.allclose(g0[k], g1[k], rtol=1e-3, atol=1e-5 * top) for k in g0)
 
 
 def test_train_step_refuses_an_empty_batch(backend):

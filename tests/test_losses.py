@@ -18,6 +18,7 @@ from continualcode.learn.losses import (
     distribution_loss,
     entropy,
     kl_to_ref_full,
+    merge_chunks,
     sampled_token_loss,
     sdpo_loss,
 )
@@ -455,3 +456,10 @@ def test_bf16_inputs_are_computed_in_float32() -> None:
     assert out.loss.dtype == torch.float32
     out.loss.backward()
     assert logp_TV.grad is not None and logp_TV.grad.dtype == torch.bfloat16
+
+
+def test_chunk_metrics_merge_as_the_whole_completions():
+    """Two chunks of 1 and 3 tokens: means weigh by share (¼, ¾), `*_min` / `*_max` take the extreme, tokens add."""
+    parts = [(0.25, {"loss": 2.0, "adv_min": -1.0, "adv_max": 0.5, "tokens": 1.0}),
+             (0.75, {"loss": 6.0, "adv_min": -0.2, "adv_max": 3.0, "tokens": 3.0})]
+    assert merge_chunks(parts) == {"loss": 5.0, "adv_min": -1.0, "adv_max": 3.0, "tokens": 4.0}

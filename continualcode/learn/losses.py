@@ -402,6 +402,24 @@ def _check_T(logp_T: torch.Tensor, **others: torch.Tensor | None) -> None:
             raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {tuple(logp_T.shape)}")
 
 
+def merge_chunks(parts: Sequence[tuple[float, dict[str, float]]]) -> dict[str, float]:
+    """One completion's metrics from those of `sdpo_loss` on its position chunks, each given with its share of
+    the tokens: a min of the chunks' `*_min`, a max of their `*_max`, the sum of `tokens`, and a share-weighted
+    sum of every other key (all means over tokens, `loss` included: the chunked loss is the whole one)."""
+    out: dict[str, float] = {}
+    for key in parts[0][1]:
+        vals = [m[key] for _, m in parts]
+        if key.endswith("_min"):
+            out[key] = min(vals)
+        elif key.endswith("_max"):
+            out[key] = max(vals)
+        elif key == "tokens":
+            out[key] = sum(vals)
+        else:
+            out[key] = sum(share * v for (share, _), v in zip(parts, vals, strict=True))
+    return out
+
+
 def _metrics(
     *,
     loss: torch.Tensor,

@@ -88,6 +88,12 @@ class Scores:
     topk_logprobs: torch.Tensor | None = None
     full_logprobs: torch.Tensor | None = None
 
+    def rows(self, start: int, end: int) -> Scores:
+        """The scores of positions start..end-1 (views, no copies)."""
+        def cut(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x[start:end]
+        return Scores(self.logprobs[start:end], cut(self.topk_ids), cut(self.topk_logprobs), cut(self.full_logprobs))
+
 
 @dataclass(frozen=True)
 class TrainExample:

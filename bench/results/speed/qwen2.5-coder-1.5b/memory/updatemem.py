@@ -1,8 +1,9 @@
 """One correction's update: its peak RSS over the loaded 1.5B model, by the denied completion's length (README.md).
 
-`python updatemem.py`: a 1.5k-token prompt, completions of ~80 and ~400 tokens.
+`python updatemem.py [N ...]`: a 1.5k-token prompt, completions of ~N tokens (default 80 and 400).
 """
 
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def status(key: str) -> float:
 def main() -> None:
     parts = build_parts(parse_config(["threads=1"]))
     b, r, learner = parts.backend, parts.renderer, parts.learner
-    for n in (80, 400):
+    for n in [int(a) for a in sys.argv[1:]] or (80, 400):
         c = denial(r, 1500, n)
         b.sample(list(c.prompt_ids), max_tokens=4, temperature=0.0)
         release()
