@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,7 +22,6 @@ from continualcode.agent import Approver, Session
 from continualcode.backends.base import Backend, BackendError
 from continualcode.build import Parts, build_backend, build_parts, cache_path, load_last_good, read_cap
 from continualcode.config import Config
-from continualcode.context import next_task_start
 from continualcode.events import (
     Checkpoint,
     Cleared,
@@ -52,7 +50,6 @@ from continualcode.learn.recall import TaskRules
 from continualcode.records import Correction, Message
 from continualcode.render import SYSTEM_PROMPT
 from continualcode.settle import Settling, pending, show
-from continualcode.speculate import Warmable
 from continualcode.tools import Workspace
 from continualcode.ui.terminal import Display
 from continualcode.ui.visible import visible
@@ -298,22 +295,11 @@ class App:
                 self.display.console.print("[yellow]interrupted[/]")
                 self.recorder(Decided("abort"))
             release()  # what the task's prefills and updates freed, the speculative prefill's thread included
-            learn = pending(self.session.learner)
-            if learn:
+            if pending(self.session.learner):
                 self.display.show(Info("learning from the correction on more prompts in the background"))
-            warm = self.next_prefix_warm()
-            if learn or warm is not None:
-                self.settling = Settling(self.session.learner if learn else None, then=warm)  # type: ignore[arg-type]
+                self.settling = Settling(self.session.learner)  # type: ignore[arg-type]
         self.close()
         return 0
-
-    def next_prefix_warm(self) -> Callable[[threading.Event], object] | None:
-        """The prefill of the next task's prompt start (settle.py), where the backend can (`speculate`)."""
-        session, backend = self.session, self.session.backend
-        if not (session.sampling.speculate and isinstance(backend, Warmable)):
-            return None
-        start = [*next_task_start(session.messages, session.sampling.earlier_tasks), Message("user", "")]
-        return lambda stop: backend.warm(session.renderer.prompt_ids(start), stop=stop)
 
     def settle_background(self) -> None:
         """Wait for the background learning, if any, and show what it did."""
@@ -326,7 +312,7 @@ class App:
                 self.display.console.print("[yellow]finishing the background learning first[/]")
 
     def close(self) -> None:
-        if self.settling is not None and self.settling.learner is not None:
+        if self.settling is not None:
             self.display.show(Info("finishing the learning update before exit"))
         self.settle_background()
         self.display.stop()

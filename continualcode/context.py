@@ -75,13 +75,6 @@ def task_meta(messages: Sequence[Message], earlier: str, notes: str) -> dict[str
     return {TASK: True} | ({FRESH: True} if fresh else {}) | ({NOTES: text} if text else {})
 
 
-def next_task_start(messages: Sequence[Message], earlier: str) -> list[Message]:
-    """What the next task's prompt holds before its user turn, as far as it is known before the task is typed:
-    the conversation so far when the next task continues it (`earlier` whole), else nothing (a FRESH task's
-    context is the system text, then its user turn: the project listing and the recap go in there)."""
-    return list(messages) if earlier == "whole" else []
-
-
 RECAP_HEAD = "Earlier tasks in this session (their changes are in the files):"
 RECAP_CHARS = 160
 

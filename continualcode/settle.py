@@ -1,5 +1,4 @@
-"""Between tasks, on a background thread: the learner's deferred `settle`, then the next task's prompt prefix
-prefilled, while the user reads the answer and types.
+"""Deferred learning on a background thread: the learner's `settle` while the user reads and types.
 
 Boundary: one job per ended task, started by the app when the session has deferred learning pending
 (`pending`: the distillation of a correction, `distill_deferred`), and the narrow protocol
@@ -10,13 +9,6 @@ reference scores, the update) took ~27 s of a 44 s correction on a 2-core AVX2 h
 (bench/results/speed/).  The retry after a denial does not need it (it waits only for an interim update
 on the denied call); later tasks do.  The time between a task's answer and the next task (reading the answer,
 typing) is idle for the machine, so the job runs there.
-
-Then (`then`, the app's: the local backend's `warm`) the start of the next task's prompt is prefilled: after
-any update every stored KV is out of date, and a task's prompt opens with ~1,300 tokens that are known before
-it is typed (the system text, the tools, the worked example; the whole conversation when tasks continue it):
-~20 s of prefill for the 1.5B model on 2 cores before the first proposal.  When nothing changed, they are in the
-KV store already and it computes nothing.  `finish()` stops it at its next chunk (what it computed is the next
-prompt's, and is reused).
 
 Elsewhere (the benchmarks, `task=`): `settle_now` runs the same work at once on the caller's thread.
 
@@ -70,12 +62,10 @@ def show(emit: Callable[[Event], None], reports: Sequence[dict[str, Any]], error
 
 
 class Settling:
-    """One background run of `learner.settle()` (None: nothing to learn), then of `then(stop)`."""
+    """One background run of `learner.settle()`."""
 
-    def __init__(self, learner: Settleable | None, then: Callable[[threading.Event], object] | None = None) -> None:
-        self.learner = learner
-        self._then = then
-        self._stop = threading.Event()
+    def __init__(self, learner: Settleable) -> None:
+        self._learner = learner
         self.reports: list[dict[str, Any]] = []
         self.error: str | None = None
         self._thread = threading.Thread(target=self._run, name="continualcode-settle", daemon=True)
@@ -83,20 +73,13 @@ class Settling:
 
     def _run(self) -> None:
         try:
-            if self.learner is not None:
-                self.reports = self.learner.settle()
+            self.reports = self._learner.settle()
         except Exception as e:  # the learner restored its snapshot; the session goes on
             self.error = str(e).splitlines()[0] if str(e) else type(e).__name__
-        try:
-            if self._then is not None and not self._stop.is_set():
-                self._then(self._stop)
-        except Exception:  # a prefill that failed only leaves the next sample more to compute
-            pass
         finally:
             release()  # what the update freed, this thread's arena included (heap.py)
 
     def finish(self) -> tuple[list[dict[str, Any]], str | None]:
-        """Stop `then` at its next chunk, wait for the job; (the update's reports, its error or None)."""
-        self._stop.set()
+        """Wait for the job; (its reports, its error or None)."""
         self._thread.join()
         return self.reports, self.error

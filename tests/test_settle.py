@@ -92,71 +92,10 @@ def test_scripted_tasks_the_app_settles_in_the_background_and_finishes_before_th
 
     monkeypatch.setattr(Settling, "finish", finish)
     app.run(app.session.approver)  # type: ignore[arg-type]
-    # the last "finish": closing, after the job that prefilled the next task's prompt start
-    assert order == ["first task (job running: False)", "finish", "second task (job running: False)", "finish"]
+    assert order == ["first task (job running: False)", "finish", "second task (job running: False)"]
     assert learner.started.is_set() and not learner.pending and app.settling is None
     learned = [e for e in read_events(app.journal.session_dir / "journal.jsonl") if e.get("type") == "learn"]
     assert len(learned) == 1 and learned[0]["deferred"] is True
-
-
-def test_then_runs_after_the_update_and_finish_stops_it():
-    learner = SlowLearner()
-    learner.pending = ["c1"]
-    ran: list[str] = []
-    chunks = threading.Event()
-
-    def warm(stop: threading.Event) -> None:  # a prefill in chunks that returns once told to stop
-        ran.append(f"warm after settle: {not learner.pending}")
-        chunks.set()
-        while not stop.wait(0.01):
-            pass
-        ran.append("stopped")
-
-    job = Settling(learner, then=warm)
-    learner.release.set()
-    assert chunks.wait(5)
-    reports, error = job.finish()
-    assert ran == ["warm after settle: True", "stopped"] and error is None and len(reports) == 1
-    quiet = Settling(None, then=lambda stop: ran.append("only warm"))  # nothing to learn: only the prefill
-    quiet._thread.join(5)
-    assert ran[-1] == "only warm" and quiet.finish() == ([], None)
-
-
-@pytest.mark.slow
-def test_after_a_task_the_app_prefills_the_next_tasks_prompt_start(tmp_path: Path, backend, monkeypatch):
-    """The job after a task puts the next task's known start (the system text, the tools, the worked example)
-    into the KV store: the next task's first sample prefills only what follows it."""
-    from continualcode.app import App
-    from continualcode.backends.kv import lcp
-    from continualcode.config import parse_config
-    from continualcode.records import Message
-    from continualcode.ui.terminal import Display
-
-    class Lines:
-        def __init__(self, lines):
-            self.lines = list(lines)
-
-        def read_task(self):
-            if len(self.lines) == 1:  # the job is done before the next line is typed
-                assert app.settling is not None and app.settling._thread.join(60) is None
-            return self.lines.pop(0) if self.lines else None
-
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    cfg = parse_config([f"workspace={ws}", f"state_home={tmp_path / 'state'}", "save_every=0"])
-    app = App.build(cfg, Lines(["first task", "second task"]), Display(), backend=backend)
-    backend.clear_cache()
-    seen: list[int] = []
-
-    def scripted_task(task):  # no sampling: whatever the store holds, the job put there
-        entry = backend._kv.entries.get("live")
-        seen.append(lcp(entry.ids, app.session.renderer.prompt_ids([Message("user", task)])) if entry else 0)
-        return TaskResult(status="answered", text="ok")
-
-    monkeypatch.setattr(app.session, "_run_task", scripted_task)
-    app.run(app.session.approver)  # type: ignore[arg-type]
-    start = app.session.renderer.prompt_ids([Message("user", "")])
-    assert seen[0] == 0 and seen[1] > 0.9 * len(start) and len(start) > 300
 
 
 def test_the_terminal_says_a_deferred_update_replaces_the_interim_one():
