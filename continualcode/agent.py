@@ -348,7 +348,7 @@ class Session:
                 self._emit(ErrorShown(why))
                 return TaskResult(status="looping", text=why, calls=t.result.calls)
             return None
-        decision = _decide(self, call, text)
+        decision = _decide(self, call, text, turn.prompt_ids)
         if isinstance(decision, Abort):
             self._emit(Decided("abort"))
             return TaskResult(status="aborted", calls=t.result.calls)
@@ -400,10 +400,10 @@ class Session:
                        meta={"tool": call.name, "ok": ok})
 
 
-def _decide(session: Session, call: ToolCall, text: str) -> Decision:
-    """The user's answer (`decide.ask`).  While they read, the prompt that follows an approval is
-    prefilled (`speculate`; local backend): for a read-only call with its result, run now (reading has
-    no effect; the approved call runs again and only what still matches is reused)."""
+def _decide(session: Session, call: ToolCall, text: str, prompt: list[int]) -> Decision:
+    """The user's answer (`decide.ask`).  While they read, the prompt that follows an approval is prefilled
+    (`speculate`; local backend): for a read-only call with its result, run now (reading has no effect; the
+    approved call runs again and only what still matches is reused); then the base's KV of `prompt` (learning)."""
     before = list(session.messages)
 
     def next_prompt() -> list[int]:
@@ -427,7 +427,8 @@ def _decide(session: Session, call: ToolCall, text: str) -> Decision:
         shown = json.dumps(call.arguments, ensure_ascii=False)[:150]
         session._emit(Info(f"{call.name} {shown} · {'refused by the tool' if refused else 'auto-approved'}"))
     return ask(session.approver, call, lambda: preview, auto=auto or refused,
-               on_feedback=session.add_feedback, warm=warm, next_prompt=next_prompt)
+               on_feedback=session.add_feedback, warm=warm, next_prompt=next_prompt,
+               prompt=prompt if session.learner is not None else None)
 
 
 def _not_meant(session: Session, sample: Sample, parsed: Parsed) -> str | None:

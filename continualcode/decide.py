@@ -56,12 +56,13 @@ class Approver(Protocol):
 
 def ask(approver: Approver, call: ToolCall, preview: Callable[[], str], *, auto: bool,
         on_feedback: Callable[[str], None], warm: Warmable | None = None,
-        next_prompt: Callable[[], Sequence[int]] | None = None) -> Decision:
+        next_prompt: Callable[[], Sequence[int]] | None = None, prompt: Sequence[int] | None = None) -> Decision:
     """The decision on `call`; with `warm`, `next_prompt()` (the prompt that follows an approval) is
-    prefilled on a background thread while the approver decides."""
+    prefilled on a background thread while the approver decides, then the base's KV of `prompt` (the call's
+    own prompt: a denial's reference, speculate.py)."""
     if auto:
         return Approve()
-    spec = Speculation(warm, next_prompt) if warm is not None and next_prompt is not None else None
+    spec = Speculation(warm, next_prompt, prompt) if warm is not None and next_prompt is not None else None
     d: Decision = Abort()
     try:
         while True:

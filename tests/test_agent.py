@@ -1513,12 +1513,14 @@ class WarmingScriptedModel(ScriptedModel):
 
     def __init__(self, tokenizer, replies: list[str]) -> None:
         super().__init__(tokenizer, replies)
-        self.warmed: list[tuple[list[int], object]] = []
+        self.warmed: list[tuple[list[int], object]] = []  # the next prompts' prefills
+        self.warmed_base: list[tuple[list[int], object]] = []  # the base's, of the proposals' own prompts
         self.called = threading.Event()
+        self.called_base = threading.Event()
 
-    def warm(self, prompt_ids, *, stop=None) -> int:
-        self.warmed.append((list(prompt_ids), stop))
-        self.called.set()
+    def warm(self, prompt_ids, *, stop=None, base=False) -> int:
+        (self.warmed_base if base else self.warmed).append((list(prompt_ids), stop))
+        (self.called_base if base else self.called).set()
         return len(prompt_ids)
 
 
@@ -1590,6 +1592,27 @@ def test_scripted_model_a_denied_read_stops_the_prefill_and_a_write_is_never_run
     assert warmed_write.rstrip().endswith(wr.strip()) or wr.strip() in warmed_write
     assert "return a + b" not in warmed_write.split("Denied. no reading")[-1]
     assert len(learner.calls) == 1
+
+
+@pytest.mark.parametrize("answer", ["deny", "approve"])
+def test_scripted_model_while_the_user_reads_the_proposals_own_prompt_is_prefilled_for_the_base(
+        tokenizer, tmp_path, answer):
+    """After the next prompt, the job prefills the base's KV of the proposal's own prompt (a denial's update
+    scores the denied call under the base): exactly the prompt that was sampled; the answer stops it."""
+    rd = call_text("read", path="main.py")
+
+    class Reading(ScriptedUser):  # a user who answers once the base's prefill has begun
+        def decide(self, call, preview):
+            assert model.called_base.wait(10)
+            return super().decide(call, preview)
+
+    decision = Deny("no reading") if answer == "deny" else Approve()
+    s, model, _, learner, _ = make_warming(tokenizer, tmp_path, [rd, "It adds."], [decision, Deny("")])
+    s.approver = Reading([decision, Deny("")])
+    s.run_task("what does main.py do?")
+    warmed, stop = model.warmed_base[0]
+    assert warmed == model.prompts[0] and stop.is_set()
+    assert len(learner.calls) == (answer == "deny")
 
 
 @pytest.mark.parametrize("how", ["speculate=false", "always approved", "no warm"])

@@ -589,6 +589,32 @@ def test_warm_prefills_what_the_next_sample_needs_in_chunks_and_stops_between_th
     assert b.warm(long) == len(long) - 1  # the stored entry was for the old weights
 
 
+def test_warm_for_the_base_prefills_what_a_reference_score_takes_once_the_adapter_moved(
+        fresh_backend, prompt, sampled, monkeypatch):
+    """`warm(base=True)`: nothing while the adapter is a no-op; after a step, the base's KV of the prompt in
+    BASE_CHUNK-token chunks, which the base's `score` of a completion after it then reuses whole, with the
+    scores of a cold base score; the live entry is left as it was."""
+    import continualcode.backends.local as local
+
+    b = fresh_backend
+    monkeypatch.setattr(local, "BASE_CHUNK", 4)
+    long = prompt + sampled.tokens[:10] + prompt
+    b.clear_cache()
+    assert b.warm(long, base=True) == 0
+    b.train_step([upweight_example(b, prompt, sampled.tokens)], UPWEIGHT, lr=1e-3)
+    b.sample(long, max_tokens=2, temperature=0.0)
+    live = b._kv.entries["live"].ids
+    assert b.warm(long, stop=_StopAfter(1), base=True) == 4  # stopped after its first chunk
+    assert b.warm(long, base=True) == len(long) - 1 - 4
+    assert b._kv.entries["live"].ids == live
+    warm = b.score(long, sampled.tokens, adapter=False).logprobs
+    assert b._kv.last_reused == len(long) - 1
+    b.clear_cache()
+    cold = b.score(long, sampled.tokens, adapter=False).logprobs
+    assert torch.allclose(warm, cold, atol=1e-4)
+    assert not torch.allclose(cold, b.score(long, sampled.tokens).logprobs, atol=1e-4)  # the base, not the live
+
+
 def test_load_refuses_another_base_models_checkpoint(fresh_backend, prompt, sampled, tmp_path: Path):
     b = fresh_backend
     ckpt = tmp_path / "other"

@@ -93,16 +93,17 @@ class PrefixStore:
         self.entries["live"] = KVEntry(tuple(prompt[:m]), entry.cache, version, m)
         return m
 
-    def fill(self, ids: Sequence[int], version: int, *, chunk: int, stop: Any = None) -> int:
-        """Extend the "live" entry to hold `ids` (from its longest common prefix with them), `chunk` tokens
+    def fill(self, ids: Sequence[int], version: int, *, chunk: int, stop: Any = None, mode: str = "live") -> int:
+        """Extend `mode`'s entry to hold `ids` (from its longest common prefix with them), `chunk` tokens
         per forward, returning after the chunk during which `stop` (a threading.Event) was set; the
-        tokens it computed."""
-        entry = self.entries.get("live")
-        done = usable(entry, ids) if entry is not None and entry.version == version else 0
+        tokens it computed.  The caller runs it under `mode`'s weights."""
+        entry = self.entries.get(mode)
+        want = 0 if mode == "base" else version
+        done = usable(entry, ids) if entry is not None and entry.version == want else 0
         start = done
         while done < len(ids) and not (stop is not None and stop.is_set()):
             done = min(len(ids), done + chunk)
-            self.prefix(ids[:done], "live", version)
+            self.prefix(ids[:done], mode, version)
         return done - start
 
     def extended(self, mode: str, ids: Sequence[int], cache: Any) -> None:
