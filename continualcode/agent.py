@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-from continualcode.answer import ECHOED, NOT_MEANT, barely_meant, echoed, gave_up, out_of_turns, request
+from continualcode.answer import ECHOED, NOT_MEANT, barely_meant, denied_again, echoed, gave_up, out_of_turns, request
 from continualcode.backends.base import Backend, Guided
 from continualcode.context import ERROR_PREFIX, follow_up, task_meta, task_overview
 from continualcode.decide import Abort, Approve, Approver, Decision, Deny, Edit, Feedback, ask
@@ -45,14 +45,7 @@ from continualcode.events import (
     UserTask,
 )
 from continualcode.intent import asks_a_question
-from continualcode.rails import (
-    CHANGING,
-    LOOP_ERROR,
-    LOOP_NOTE,
-    READ_ONLY,
-    REPEAT_ERROR,
-    workspace_rails,
-)
+from continualcode.rails import CHANGING, DENIED, LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, workspace_rails
 from continualcode.records import FRESH, Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer
 from continualcode.retrieve import HEAD as RETRIEVED
@@ -311,9 +304,8 @@ class Session:
         while t.turn < self.sampling.max_turns:
             context = tuple(self.messages)
             turn = self._propose()
-            if turn is None:
-                self._add(Message("user", "The user denied this call. Wait for instructions."))
-                return TaskResult(status="denied", text=REPEAT_ERROR, calls=t.result.calls)
+            if turn is None:  # the denied call kept coming back
+                return _after_denied_repeats(self, t)
             parsed = turn.parsed
             if parsed.error is not None:
                 t.malformed += 1
@@ -365,7 +357,7 @@ class Session:
                 wrote = one_line(turn.text)[:99]
                 self._emit(Info(f"learning on what the model wrote (the rails replaced it): {wrote}"))
             self._learn(t.pending)
-            self._add(Message("user", reminded(f"Denied. {fix}", self.rails.task, self.sampling.remind_task)))
+            self._add(Message("user", reminded(f"{DENIED} {fix}", self.rails.task, self.sampling.remind_task)))
             return None
         if isinstance(decision, Edit):
             edited = ToolCall(call.name, decision.arguments)
@@ -462,12 +454,21 @@ def _answer_now(session: Session, t: _TaskState) -> TaskResult | None:
     return TaskResult(status="answered", text=turn.parsed.text, calls=t.result.calls)
 
 
+def _after_denied_repeats(session: Session, t: _TaskState) -> TaskResult:
+    """A question is asked for its answer once; else the task ends, and says so."""
+    if (end := _answer_now(session, t)) is not None:
+        return end
+    session._add(Message("user", "The user denied this call. Wait for instructions."))
+    result = TaskResult("denied", REPEAT_ERROR, t.result.calls)
+    return denied_again(session._emit, result, 1 + session.sampling.max_repeats)
+
+
 def _uncorrected(session: Session, messages: list[Message]) -> list[int]:
     """The retry's prompt without the correction's words: the denied call, then a bare "Denied." (closed by
     the task as the real denial is).  Guided against it (`retry_guidance`), the retry weighs what the
     correction says; against the prompt before the denied call it would also weigh the denied call, which
     the retry sees in its context and the earlier prompt does not (copying it would be amplified)."""
-    denied = reminded("Denied.", session.rails.task, session.sampling.remind_task)
+    denied = reminded(DENIED, session.rails.task, session.sampling.remind_task)
     return session.renderer.prompt_ids([*messages, Message("user", denied)])
 
 

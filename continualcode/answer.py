@@ -14,8 +14,8 @@ unanswered (the model kept repeating a call; max_turns) is asked the same way on
 word for word, what the session showed the model (the task reminder, an error) is treated as one it barely
 meant.
 
-A task that runs out of turns without an answer, or that ends on refused replies, says so in one line
-(`out_of_turns`, `gave_up`), never in silence.
+A task that runs out of turns without an answer, that ends on refused replies, or on a denied call the model
+keeps proposing, says so in one line (`out_of_turns`, `gave_up`, `denied_again`), never in silence.
 
 No model, no session state; agent.py decides when to use it (`ask_for_answer`).
 """
@@ -43,6 +43,8 @@ _ERROR = re.compile(rf"^({re.escape(ERROR_PREFIX.strip())}\s*)+", re.I)  # the s
 ANSWER_NOW = "Answer the question now in your own words, from what you have read. Do not call a tool."
 OUT_OF_TURNS = ("stopped after {n} tool calls without an answer (max_turns={n}): type a follow-up to go on, or raise "
                 "max_turns")
+DENIED_AGAIN = ("stopped: the model proposed the call you denied again, {n} times: type what to do instead to go "
+                "on")
 GAVE_UP = ("stopped: {n} replies in this task were neither a call that could run nor an answer (the last: {why}): "
            "type a follow-up to go on")
 
@@ -80,4 +82,12 @@ def gave_up(emit: EventSink, result: T, n: int) -> T:
     silent too (a user trial on tomli: after its change the 1.5B model's replies were refused three times, and
     the prompt came back with nothing said)."""
     emit(ErrorShown(GAVE_UP.format(n=n, why=result.text)))
+    return result
+
+
+def denied_again(emit: EventSink, result: T, n: int) -> T:
+    """`result` (a task ended because the model proposed a call the user denied `n` times more), after one line
+    that says so: that end was silent (a user trial on iso8601: the retry after "answer in one sentence" was the
+    denied read, three times, and the prompt came back with nothing said)."""
+    emit(ErrorShown(DENIED_AGAIN.format(n=n)))
     return result

@@ -41,6 +41,7 @@ from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE, NO_MATCHES
 from continualcode.tools.syntax import DEF_LINE
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
+DENIED = "Denied."  # how the user turn after a denied call opens (agent.py): what follows is the correction
 LOOP_ERROR = ("the model repeated a call whose result it already has (a read-only call, one that failed, or a "
               "change just made)")
 LOOP_NOTE = ("You already made this call (or read these lines through the file's end) and its result is above; "
@@ -128,6 +129,16 @@ Breaks = Callable[[ToolCall], str | None]  # why a change would leave a parsing 
 Cuts = Callable[[ToolCall], str | None]  # "REL from N lines to M" for a write that drops most of a file, or None
 Mend = Callable[[ToolCall], ToolCall | None]  # the change mended (re-indented; a write's definition placed), or None
 Idle = Callable[[ToolCall], bool]  # whether a change would leave its file as it is
+
+
+def _evidence(last: Message | None, readonly_done: dict[str, bool]) -> bool:
+    """Whether an answer may follow `last`: a tool result that worked and found something (not a search with no
+    match, unless it showed wider hits), or a denial once a read-only call has worked in the task (a user trial,
+    iso8601: "… answer in one sentence what it returns", and the grammar barred words: the denied read, 3 times)."""
+    if last is not None and last.role == "user" and last.content.startswith(DENIED):
+        return any(readonly_done.values())
+    return (last is not None and last.role == "tool" and bool(last.meta.get("ok", True))
+            and not (last.content.startswith(NOTHING_FOUND) and not _widened(last.content)))
 
 
 def _never(_call: ToolCall) -> None:
@@ -220,11 +231,9 @@ class Rails:
         self.must_read = self.on and asks_to_explain(task) and not code
 
     def allow_text(self, last: Message | None) -> bool:
-        """Text is allowed after a tool result that worked and found something (not after a search with
-        no match, unless it showed wider hits: an answer needs evidence), once the task's demands are met."""
-        return (last is not None and last.role == "tool" and bool(last.meta.get("ok", True))
-                and not (last.content.startswith(NOTHING_FOUND) and not _widened(last.content))
-                and not self.owed())
+        """Text is allowed after evidence (`_evidence`: a tool result that found something, or a denial once a
+        read-only call has worked in the task: the correction may ask for the answer), once the demands are met."""
+        return _evidence(last, self.readonly_done) and not self.owed()
 
     def saw(self, text: str) -> None:
         """Text the model was shown as fact (a tool result, the task, the file listing): what answers

@@ -20,7 +20,7 @@ from continualcode.agent import (
     Session,
     args_diff,
 )
-from continualcode.events import AssistantText, Event, Info, Proposal, ToolOutput
+from continualcode.events import AssistantText, ErrorShown, Event, Info, Proposal, ToolOutput
 from continualcode.rails import (
     CHANGE_FIRST,
     EXAMPLE_FILE,
@@ -31,6 +31,7 @@ from continualcode.rails import (
     RUN_FIRST,
     STAND_IN,
     pasted_argument,
+    workspace_rails,
 )
 from continualcode.records import Sample, ToolCall
 from continualcode.render import Renderer
@@ -427,12 +428,31 @@ def test_scripted_model_denied_call_is_never_proposed_again(tokenizer, tmp_path)
     assert len(model.prompts) == 4
 
 
-def test_scripted_model_that_keeps_repeating_a_denied_call_ends_the_task(tokenizer, tmp_path):
+def test_scripted_model_that_keeps_repeating_a_denied_call_ends_the_task_and_says_so(tokenizer, tmp_path):
+    from continualcode.answer import DENIED_AGAIN
+
     w = call_text("write", path="main.py", content="x = 1\n")
-    s, _, user, _, _ = make(tokenizer, tmp_path, [w] * 4, [Deny("use edit_lines")])
+    s, _, user, _, events = make(tokenizer, tmp_path, [w] * 4, [Deny("use edit_lines")])
     r = s.run_task("add y")
     assert r.status == "denied" and r.text == REPEAT_ERROR
     assert len(user.seen) == 1
+    assert [e.text for e in events if isinstance(e, ErrorShown)] == [DENIED_AGAIN.format(n=3)]
+
+
+def test_scripted_model_a_question_whose_denied_read_keeps_coming_back_is_asked_for_its_answer(tokenizer, tmp_path):
+    """A user trial on iso8601: after a read, "you already read it: answer in one sentence" denied the next read;
+    the grammar barred words after a denial, and the retry was the denied read three times, then silence.  Now
+    words are allowed after a denial once a read has worked, and a question whose denied call keeps coming back
+    is asked for its answer once."""
+    rd, again = call_text("read", path="main.py"), call_text("grep", pattern="add")
+    replies = [rd, again, again, again, again, "add returns a + b."]  # asked, denied, then 3 times more
+    s, _, user, _, events = make(tokenizer, tmp_path, replies, [Approve(), Deny("answer in one sentence")],
+                                 ask_for_answer=True, guard_rails=True)
+    asked = spy_allow_text(s)
+    r = s.run_task("what does add in main.py return?")
+    assert (r.status, r.text) == ("answered", "add returns a + b.")
+    assert len(user.seen) == 2 and asked[:3] == [False, True, True]  # words allowed after the read and the denial
+    assert not [e for e in events if isinstance(e, ErrorShown)]
 
 
 def test_scripted_model_repeated_read_is_sampled_again_then_answered_from_the_conversation(tokenizer, tmp_path):
@@ -765,6 +785,20 @@ def test_scripted_model_a_read_after_a_failed_change_is_a_repeat_and_after_a_mad
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [LOOP_ERROR]
     reads = [m.content for m in s.messages if m.role == "tool" and m.meta.get("tool") == "read"]
     assert len(reads) == 2 and "return b + a" in reads[1]  # the second read ran, after the change
+
+
+def test_words_may_follow_a_denial_only_once_a_read_only_call_has_worked_in_the_task(tmp_path):
+    from continualcode.rails import DENIED
+    from continualcode.records import Message
+
+    rails = workspace_rails(Workspace(tmp_path), True)
+    rails.start_task("what does add return?")
+    denial = Message("user", f"{DENIED} answer in one sentence")
+    assert not rails.allow_text(denial)  # no evidence yet
+    rails.ran(ToolCall("read", {"path": "nope.py"}), False, "error: no such file")
+    assert not rails.allow_text(denial)
+    rails.ran(ToolCall("read", {"path": "main.py"}), True, "1\tdef add(a, b):")
+    assert rails.allow_text(denial) and not rails.allow_text(Message("user", "answer in one sentence"))
 
 
 def test_scripted_model_repeating_a_failed_read_gets_a_note_that_bars_text(tokenizer, tmp_path):
