@@ -292,13 +292,13 @@ class Rails:
         elif self.asks_only and call.name in CHANGING:  # the 1.5B model, asked what humanize() does with
             error = ASKED_ONLY  # `_id`, replaced `author_id` in its docstring, then explained that (dev split)
         elif self.on and not self._may_change(call):
-            # a change to a file the model has not seen: what it needs first is that file
-            try:
+            try:  # a change to a file the model has not seen: what it needs first is that file
                 read = ToolCall("read", validate_args("read", {"path": call.arguments.get("path")}))
             except ToolError:
                 error = READ_FIRST.format(path=call.arguments.get("path"))
-            else:
-                return Verdict(Parsed(call=self._reads.before_change(call, read)), redirected=True)
+            else:  # a read the user denied is not put in its place again (a user trial on iso8601)
+                first = self._reads.before_change(call, read)
+                return Verdict(Parsed(call=first), REPEAT_ERROR if first.to_text() in self.denied else None, True)
         elif (arg := placeholder_argument(call)) is not None:
             error = STAND_IN.format(arg=arg) if arg in TEXT_ARGS else (
                 f"the {arg} argument {str(call.arguments[arg])[:40]!r} is a placeholder: use a real value from "

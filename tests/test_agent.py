@@ -439,6 +439,19 @@ def test_scripted_model_that_keeps_repeating_a_denied_call_ends_the_task_and_say
     assert [e.text for e in events if isinstance(e, ErrorShown)] == [DENIED_AGAIN.format(n=3)]
 
 
+def test_scripted_model_a_read_the_user_denied_is_not_put_in_place_of_a_change_again(tokenizer, tmp_path):
+    """The rails put the read of a file in place of a change to it unseen; once the user denied that read ("do
+    not read files"), the same change again is sampled again, not turned into the denied read (iso8601 trial)."""
+    (tmp_path / "util.py").write_text("def inc(x):\n    return x + 1\n")
+    ed = call_text("edit_lines", path="util.py", start_line=2, end_line=2, content="    return x + 2\n")
+    run = call_text("bash", command="echo checked")
+    s, _, user, _, events = make(tokenizer, tmp_path, [ed, ed, run, *["Done."] * 3],
+                                 [Deny("do not read files"), Approve()], guard_rails=True)
+    s.run_task("make inc in util.py add 2")
+    assert [(c.name, c.arguments.get("path")) for c, _ in user.seen] == [("read", "util.py"), ("bash", None)]
+    assert [e.error for e in events if isinstance(e, Proposal)].count(REPEAT_ERROR) == 1
+
+
 def test_scripted_model_a_question_whose_denied_read_keeps_coming_back_is_asked_for_its_answer(tokenizer, tmp_path):
     """A user trial on iso8601: after a read, "you already read it: answer in one sentence" denied the next read;
     the grammar barred words after a denial, and the retry was the denied read three times, then silence.  Now
