@@ -7,17 +7,13 @@ import sys
 import time
 from pathlib import Path
 
+from updatemem import status  # this folder's: a /proc/self/status figure, GiB
+
 from continualcode.backends.train import checkpoint_layers
 from continualcode.bench.speed.step import denial
 from continualcode.build import build_parts
 from continualcode.config import parse_config
 from continualcode.heap import release
-
-
-def status(key: str) -> float:
-    """A /proc/self/status figure, GiB."""
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key))
-    return int(line.split()[1]) / 2**20
 
 
 def main() -> None:

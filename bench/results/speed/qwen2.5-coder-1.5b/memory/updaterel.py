@@ -8,16 +8,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from updatemem import status  # this folder's: a /proc/self/status figure, GiB
+
 from continualcode.bench.speed.step import denial
 from continualcode.build import build_parts
 from continualcode.config import parse_config
 from continualcode.heap import release
-
-
-def status(key: str) -> float:
-    """A /proc/self/status figure, GiB."""
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(key))
-    return int(line.split()[1]) / 2**20
 
 
 def main() -> None:
