@@ -830,6 +830,7 @@ def test_task_tries_reruns_the_task_with_the_next_seed_until_a_denial_scripted_r
 def test_a_failed_learning_step_is_kept_in_the_task_record_scripted_backend(tokenizer) -> None:
     """A learner error (the step rolled back; the session goes on) is recorded with the task, so that a
     denial without a step can be told from one the learner was never handed."""
+    from continualcode.answer import DENIED_AGAIN
     from continualcode.bench.learn.tasks import run_task
 
     sc = load_scenarios_from([GUARD_SCENARIO])[0]
@@ -842,6 +843,8 @@ def test_a_failed_learning_step_is_kept_in_the_task_record_scripted_backend(toke
 
     rec = run_task(ctx, sc, sc.files, sc.task, 1, measure=False, learner=failing)  # type: ignore[arg-type]
     assert any(c["user"] == "deny" for c in rec["calls"]) and len(handed) == 1
-    assert rec["errors"] == ["learning step failed and was rolled back: ValueError: boom"]
+    # then the line the task ended on (the scripted model proposes the denied call again: `answer.denied_again`)
+    stopped = DENIED_AGAIN.format(n=3)
+    assert rec["errors"] == ["learning step failed and was rolled back: ValueError: boom", stopped]
     ok = run_task(ctx, sc, sc.files, sc.task, 1, measure=False)
-    assert "errors" not in ok
+    assert ok["errors"] == [stopped]
