@@ -347,7 +347,7 @@ class Session:
         if isinstance(decision, Deny):
             self._emit(Decided("deny", text=decision.correction))
             self._add(Message("assistant", text))
-            self.rails.deny(call)
+            self.rails.deny(call, decision.correction)
             if not (fix := decision.correction.strip()):
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)

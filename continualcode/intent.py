@@ -15,6 +15,10 @@ CHANGE_VERBS = re.compile(
 _EXPLAIN = re.compile(r"\b(what (does|do|is|are)|how (does|do|is)|why|explain|describe|what happens)\b", re.I)
 _QUESTION = re.compile(r"(where|which|what|how|why|who|when|does|do|is|are|can|could)\b", re.I)
 _WHERE = re.compile(r"\bwhere\b|\b(which|what) (file|module)\b", re.I)  # a question about a place in the code
+# a correction that asks for words: "answer in one sentence", "just tell me", "explain it", "stop and say which";
+# not "run the test suite to answer that" (a call, for a purpose)
+_WORDS = re.compile(r"(?<!to )\b(answer|tell me|explain|describe|summari[sz]e|say|in (one|a|two|a few) sentences?|"
+                    r"in words)\b", re.I)
 _RUN_TESTS = re.compile(r"\b(run|rerun|execute)\b[^.!?]*\btests?\b|\bpytest\b", re.I)
 
 
@@ -48,3 +52,9 @@ def asks_to_run_tests(task: str) -> bool:
 def asks_where(task: str) -> bool:
     """Whether a task asks where something is (the answer should name its file)."""
     return bool(_WHERE.search(task))
+
+
+def asks_for_words(correction: str) -> bool:
+    """Whether a user's correction asks for an answer in words (after it the model may answer instead of calling
+    a tool: `rails._evidence`).  "use grep first" or "run the tests with bash" asks for a call."""
+    return bool(_WORDS.search(correction))

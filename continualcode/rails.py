@@ -25,6 +25,7 @@ from continualcode.context import ERROR_PREFIX
 from continualcode.intent import (
     asks_a_question,
     asks_for_change,
+    asks_for_words,
     asks_only_a_question,
     asks_to_explain,
     asks_to_run_tests,
@@ -131,12 +132,12 @@ Mend = Callable[[ToolCall], ToolCall | None]  # the change mended (re-indented; 
 Idle = Callable[[ToolCall], bool]  # whether a change would leave its file as it is
 
 
-def _evidence(last: Message | None, readonly_done: dict[str, bool]) -> bool:
-    """Whether an answer may follow `last`: a tool result that worked and found something (not a search with no
-    match, unless it showed wider hits), or a denial once a read-only call has worked in the task (a user trial,
-    iso8601: "… answer in one sentence what it returns", and the grammar barred words: the denied read, 3 times)."""
+def _evidence(last: Message | None, readonly_done: dict[str, bool], worded: bool) -> bool:
+    """Whether an answer may follow `last`: a tool result that worked and found something (not an empty search
+    without wider hits), or a denial whose correction asks for words, once a read-only call has worked (iso8601
+    trial: "answer in one sentence …", words barred, the denied read 3 times); "use grep first" asks for a call."""
     if last is not None and last.role == "user" and last.content.startswith(DENIED):
-        return any(readonly_done.values())
+        return worded and any(readonly_done.values())
     return (last is not None and last.role == "tool" and bool(last.meta.get("ok", True))
             and not (last.content.startswith(NOTHING_FOUND) and not _widened(last.content)))
 
@@ -214,6 +215,7 @@ class Rails:
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
     narrated: bool = False  # a reply telling how to use the tools was sent back, or a change made, in this task
     placed: bool = False  # an answer to "where" that named no file was sent back in this task (once is enough)
+    worded: bool = False  # the last denial's correction asked for words (an answer, an explanation)
     reads: Reads | None = None  # what reads showed, and where they should start (made from `file_key` if None)
 
     def __post_init__(self) -> None:
@@ -223,7 +225,7 @@ class Rails:
         """A new task's demands; with `code` (the code matching its words, put before it: retrieve.py) an
         explanation may come without a read, and a read of a file it showed starts at the first chunk shown."""
         self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, set(), {}, set(), {}
-        self.narrated, self.placed = False, False
+        self.narrated, self.placed, self.worded = False, False, False
         self._reads.new_task(code)
         self.must_change = self.on and asks_for_change(task)
         self.asks_only = self.on and asks_only_a_question(task)
@@ -231,9 +233,8 @@ class Rails:
         self.must_read = self.on and asks_to_explain(task) and not code
 
     def allow_text(self, last: Message | None) -> bool:
-        """Text is allowed after evidence (`_evidence`: a tool result that found something, or a denial once a
-        read-only call has worked in the task: the correction may ask for the answer), once the demands are met."""
-        return _evidence(last, self.readonly_done) and not self.owed()
+        """Text is allowed after evidence (`_evidence`), once the task's demands are met."""
+        return _evidence(last, self.readonly_done, self.worded) and not self.owed()
 
     def saw(self, text: str) -> None:
         """Text the model was shown as fact (a tool result, the task, the file listing): what answers
@@ -285,8 +286,7 @@ class Rails:
                 self.placed = True
                 return Verdict(Parsed(error=NAME_THE_FILE))
             return Verdict(parsed)
-        key = call.to_text()
-        error = None
+        key, error = call.to_text(), None
         if self.on and (named := self._example_file(call)) is not None:  # before the read a change needs:
             error = EXAMPLE_FILE.format(arg=named[0], name=named[1])  # that read would fail (0.5B, dev split)
         elif self.asks_only and call.name in CHANGING:  # the 1.5B model, asked what humanize() does with
@@ -360,8 +360,8 @@ class Rails:
                         return key, w
         return None
 
-    def deny(self, call: ToolCall) -> None:
-        self.denied.add(call.to_text())
+    def deny(self, call: ToolCall, correction: str = "") -> None:
+        self.denied, self.worded = self.denied | {call.to_text()}, asks_for_words(correction)
 
     def ran(self, call: ToolCall, ok: bool, output: str = "") -> None:
         """What an executed call did to the demands and to what is known."""

@@ -800,18 +800,24 @@ def test_scripted_model_a_read_after_a_failed_change_is_a_repeat_and_after_a_mad
     assert len(reads) == 2 and "return b + a" in reads[1]  # the second read ran, after the change
 
 
-def test_words_may_follow_a_denial_only_once_a_read_only_call_has_worked_in_the_task(tmp_path):
+def test_words_may_follow_a_denial_that_asks_for_them_once_a_read_only_call_has_worked(tmp_path):
     from continualcode.rails import DENIED
     from continualcode.records import Message
 
     rails = workspace_rails(Workspace(tmp_path), True)
     rails.start_task("what does add return?")
+    rd = ToolCall("read", {"path": "main.py"})
+    rails.deny(rd, "answer in one sentence")
     denial = Message("user", f"{DENIED} answer in one sentence")
     assert not rails.allow_text(denial)  # no evidence yet
     rails.ran(ToolCall("read", {"path": "nope.py"}), False, "error: no such file")
     assert not rails.allow_text(denial)
-    rails.ran(ToolCall("read", {"path": "main.py"}), True, "1\tdef add(a, b):")
+    rails.ran(rd, True, "1\tdef add(a, b):")
     assert rails.allow_text(denial) and not rails.allow_text(Message("user", "answer in one sentence"))
+    rails.deny(ToolCall("grep", {"pattern": "add"}), "use glob first")  # a correction that asks for a call
+    assert not rails.allow_text(Message("user", f"{DENIED} use glob first"))
+    rails.start_task("what does sub return?")
+    assert not rails.worded
 
 
 def test_scripted_model_repeating_a_failed_read_gets_a_note_that_bars_text(tokenizer, tmp_path):
