@@ -60,7 +60,7 @@ class PrefixStore:
         if not ids:
             self.last_reused = 0
             return None
-        want = 0 if mode == "base" else version
+        want = _weights(mode, version)
         entry = self.entries.get(mode)
         if mode == "base" and share_live:
             live = self.entries.get("live")  # the same weights: the sampler's KV serves as the reference's
@@ -98,7 +98,7 @@ class PrefixStore:
         per forward, returning after the chunk during which `stop` (a threading.Event) was set; the
         tokens it computed.  The caller runs it under `mode`'s weights."""
         entry = self.entries.get(mode)
-        want = 0 if mode == "base" else version
+        want = _weights(mode, version)
         done = usable(entry, ids) if entry is not None and entry.version == want else 0
         start = done
         while done < len(ids) and not (stop is not None and stop.is_set()):
@@ -123,6 +123,11 @@ class PrefixStore:
 
     def clear(self) -> None:
         self.entries.clear()
+
+
+def _weights(mode: str, version: int) -> int:
+    """The weights version an entry of `mode` is computed under: the live one's, or 0 for the frozen base."""
+    return 0 if mode == "base" else version
 
 
 def usable(entry: KVEntry, ids: Sequence[int]) -> int:

@@ -317,12 +317,11 @@ class LocalBackend:
         (`PrefixStore.fill`); the tokens it prefilled.  `base`: what the frozen base's `score` of a completion
         after `prompt_ids` takes (a correction's reference), in smaller chunks; nothing while the adapter is a
         no-op (the base's scores then start from the sampler's KV)."""
-        if not base:
-            return self._kv.fill(list(prompt_ids)[:-1], self.adapter.version, chunk=WARM_CHUNK, stop=stop)
-        if self.adapter.is_noop():
+        if base and self.adapter.is_noop():
             return 0
-        with self.adapter.selected(False):
-            return self._kv.fill(list(prompt_ids)[:-1], self.adapter.version, chunk=BASE_CHUNK, stop=stop, mode="base")
+        with self.adapter.selected(not base):
+            return self._kv.fill(list(prompt_ids)[:-1], self.adapter.version, chunk=BASE_CHUNK if base else WARM_CHUNK,
+                                 stop=stop, mode="base" if base else "live")
 
     # --- scoring --------------------------------------------------------------------------------
 
@@ -348,7 +347,6 @@ class LocalBackend:
                 logits=lambda ex: self._completion_logits(ex.prompt_ids, ex.completion_ids, grad=True))
         finally:
             self.model.eval()
-
 
 
 def _scores(logits_TV: torch.Tensor, ids_T: torch.Tensor, *, topk: int, full: bool) -> Scores:

@@ -117,7 +117,6 @@ def preview_read(ws: Workspace, path: str, offset: int, limit: int) -> str:
     return f"read {rel} (lines {numbers[0]}-{numbers[-1]} of {total})"
 
 
-
 READ = Tool(
     function_schema(
         "read",
