@@ -74,6 +74,11 @@ class GrammarState:
     def terminated(self) -> bool:
         return bool(self._m.is_terminated())
 
+    def forced(self) -> str:
+        """The text the grammar allows alone from here ("" where it allows a choice, or has ended): after
+        `<tool_call>` the `{"name": "`, after a tool's name its first argument's key, a call's closing."""
+        return "" if self._m.is_terminated() else str(self._m.find_jump_forward_string())
+
 
 class GrammarConstraint:
     """A compiled grammar over one tokenizer; cheap to `start()` per sample."""

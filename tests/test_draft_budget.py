@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from continualcode.backends.decode import DraftBudget, decode
+from continualcode.backends.decode import DraftBudget, RowCosts, decode
 
 V = 16
 TARGET = [3, 5, 7, 9, 11, 13, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13]
@@ -166,3 +166,78 @@ def test_costs_that_slope_downwards_never_extrapolate_to_nothing():
     assert c.cost(8) == 0.5
     b = DraftBudget(8, c)
     assert 0 <= b.k() <= 8  # no division by zero
+
+
+def test_forced_rows_count_in_the_cost_and_raise_the_worth_of_a_guess():
+    """k(sure): the most expected tokens per second when `sure` rows hold for certain.  Rows cost 1 + 0.5 k s,
+    guesses hold a = 1/2: alone, k = 0 gives 1/1, k = 1 gives 1.5/1.5 = 1, k = 2 1.75/2 -> 0 (first max).
+    After 4 sure rows (3 s): k = 0 gives 5/3 = 1.667, k = 1 5.5/3.5 = 1.571 -> 0; with a = 0.89 the guess pays:
+    k = 0 5/3 = 1.667, k = 1 5.89/3.5 = 1.683, k = 2 6.68/4 = 1.670 -> 1."""
+    c = RowCosts()
+    c.add(0, 1.0)
+    c.add(8, 5.0)
+    b = DraftBudget(8, c)
+    b.held, b.checked = 0, 0  # a = 1/2
+    assert b.k() == 0 and b.k(4) == 0
+    b.held, b.checked = 88, 98  # a = 89/100
+    assert b.k(4) == 1
+    # record: the forced rows time the forward, but only the drafter's guesses count as held or not
+    b.record(6, 4.0, 6, True, sure=4)
+    assert (b.held, b.checked) == (90, 101) and c.count[6] == 1
+    b.record(6, 4.0, 2, True, sure=4)  # the forced text split otherwise: the drafter's guess never checked
+    assert (b.held, b.checked) == (90, 101)
+
+
+class _ForcedState:
+    """A scripted grammar state (control flow only): it forces TARGET's tokens at positions 2..5 and 9..10
+    (as text: one letter a token, `encode` maps them back), allows everything, never ends."""
+
+    FORCED = set(range(2, 6)) | {9, 10}
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def mask(self, logits_V: torch.Tensor) -> torch.Tensor:
+        return logits_V
+
+    def accept(self, token: int) -> bool:
+        self.n += 1
+        return True
+
+    def terminated(self) -> bool:
+        return False
+
+    def forced(self) -> str:
+        n = self.n
+        out = []
+        while n in self.FORCED:
+            out.append(chr(ord("a") + TARGET[n]))
+            n += 1
+        return "".join(out)
+
+
+def _encode(text: str) -> list[int]:
+    return [ord(ch) - ord("a") for ch in text]
+
+
+def test_what_the_grammar_forces_is_drafted_first_and_the_tokens_are_the_same():
+    """Rows so dear that no guess of the drafter's pays: the forced tokens still go ahead of it, for sure,
+    in the forwards after positions 1 and 8; the tokens are plain decoding's."""
+    wrong = lambda ctx, k: [0] * k  # noqa: E731 - never right
+    model = _FakeModel(1.0, 1.0)
+    costs = RowCosts()
+    costs.add(0, 1.0)
+    costs.add(8, 9.0)  # measured before: a guess never pays
+    out = decode(model.logits(0), model.forward, max_tokens=18, temperature=0.0, top_p=1.0, stop=(),
+                 state=_ForcedState(), gen=torch.Generator().manual_seed(0), drafter=wrong, truncate=model.cut,
+                 clock=lambda: model.now, costs=costs, encode=_encode)
+    assert out.tokens == TARGET[:18]
+    # the forwards run token 0 alone, then token 1 with 2..5, then 6 and 7 alone, 8 with 9 and 10, then one each
+    assert model.rows[:5] == [1, 5, 1, 1, 3] and set(model.rows[5:]) == {1}
+    assert out.accepted == 6 and out.drafted == 6
+    # without a drafter nothing is guessed: the forced drafting goes with drafting (draft=off turns both off)
+    plain = _FakeModel(1.0, 1.0)
+    off = decode(plain.logits(0), plain.forward, max_tokens=18, temperature=0.0, top_p=1.0, stop=(),
+                 state=_ForcedState(), gen=torch.Generator().manual_seed(0), drafter=None, truncate=plain.cut,
+                 clock=lambda: plain.now, encode=_encode)
+    assert off.tokens == out.tokens and set(plain.rows) == {1}

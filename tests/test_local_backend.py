@@ -750,6 +750,31 @@ def test_draft_decoding_keeps_the_tokens_and_logprobs(backend, renderer, tempera
     assert torch.allclose(again, fresh, atol=1e-4)
 
 
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_what_the_grammar_forces_is_drafted_and_the_call_is_the_same(backend, renderer, temperature):
+    """A constrained call sampled with a drafter that never guesses: the grammar's forced text (the JSON keys
+    and punctuation) is drafted anyway, and held: the same tokens and log-probs as without drafting, in
+    fewer forwards than tokens."""
+    from continualcode.records import Message
+
+    prompt = renderer.prompt_ids([Message("user", "List the files in this directory with ls.")])
+    constraint = renderer.constraint(allow_text=False)
+    runs = {}
+    product = backend.drafter
+    for name, drafter in (("plain", None), ("forced", lambda ctx, k: [])):
+        backend.drafter = drafter
+        backend.clear_cache()
+        s = backend.sample(prompt, max_tokens=60, temperature=temperature, seed=3, constraint=constraint)
+        runs[name] = (s, backend.last_decode)
+    backend.drafter = product
+    (plain, p), (forced, d) = runs["plain"], runs["forced"]
+    assert forced.tokens == plain.tokens and renderer.parse(renderer.decode(forced.tokens)).call is not None
+    assert torch.allclose(torch.tensor(forced.logprobs), torch.tensor(plain.logprobs), atol=1e-3)
+    assert p is not None and p.drafted == 0 and p.forwards == len(plain.tokens) - 1
+    # `\n{"name": "` after <tool_call>, then `", "arguments": {"` and the first key: ten tokens at least
+    assert d is not None and d.accepted >= 10 and d.forwards <= len(forced.tokens) - 1 - d.accepted
+
+
 def test_one_row_gemv_decode_steps_keep_the_distribution(cache_dir, monkeypatch):
     """Without int8, a one-token step in the decode loop takes `torch.mv` on the same bf16 weights: the
     logits agree with `F.linear`'s to bf16 rounding, greedy sampling picks the same tokens with the same

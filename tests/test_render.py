@@ -117,6 +117,27 @@ def test_grammar_admits_valid_calls_and_rejects_invalid(tok) -> None:
         r.constraint(allow_text=False, allow_calls=False)
 
 
+def test_the_grammar_says_what_text_it_forces(tok) -> None:
+    """`GrammarState.forced`: the text the grammar allows alone from here (drafted for sure: decode.py).  At
+    the start a call or words may come (nothing forced); after `<tool_call>` the JSON up to the tool's name;
+    after the name `bash` the first argument's key; inside a free string nothing; once ended nothing."""
+    r = Renderer(tok)
+    s = r.constraint().start()
+    assert s.forced() == ""
+
+    def feed(text: str) -> None:
+        assert all(s.accept(t) for t in tok.encode(text, add_special_tokens=False))
+
+    feed("<tool_call>")
+    assert s.forced() == '\n{"name": "'
+    feed('\n{"name": "bash')
+    assert s.forced() == '", "arguments": {"command": "'
+    feed('", "arguments": {"command": "ls')
+    assert s.forced() == ""
+    feed('"}}\n</tool_call>')
+    assert s.accept(r.stop_ids[0]) and s.terminated() and s.forced() == ""
+
+
 def test_native_template_has_one_worked_exchange_before_the_conversation(tmp_path) -> None:
     """Qwen's native tool template: the example search and its direct answer come before the user's task,
     until the session's first tool result."""

@@ -27,6 +27,12 @@ length, and from then on the guess length is the one with the most expected toke
 forwards' measured cost (linear in the rows) and the share of guessed tokens that held so far.  It
 changes only how many logits are computed ahead, never which token is chosen.
 
+What the grammar forces is drafted first, and for sure: a call's JSON keys, punctuation and closing are the
+only text the grammar allows at their places (`GrammarState.forced`, xgrammar's jump-forward string), so
+they are guessed, tokenized afresh, ahead of the drafter's guess (from where they end) and whatever the
+budget says; they hold unless the model splits that text into other tokens.  Of a `bash` call's 28 tokens
+18 are forced, of a 67-token `write` 18 (`bench speed --parts drafts` reports what that gains).
+
 Guided decoding (a `Guide`): the same model over a second, contrasting context runs beside the first
 over the same tokens, and each token is chosen from  log p + w·(log p − log p_contrast)  (masked,
 tempered), which amplifies what the first context adds over the second (context-aware decoding,
@@ -150,22 +156,25 @@ class DraftBudget:
             self.checked += 1
             self.shadow = []
 
-    def k(self) -> int:
+    def k(self, sure: int = 0) -> int:
+        """The guess length after `sure` rows that hold for certain (the grammar's forced tokens)."""
         c = self.costs
         if not c.ones:
             return 0
         if len(c.mean) == 1:
             return self.max_k
         a = (self.held + 1) / (self.checked + 2)
-        return max(range(self.max_k + 1), key=lambda k: sum(a**i for i in range(k + 1)) / c.cost(k))
+        return max(range(self.max_k + 1), key=lambda k: (sure + sum(a**i for i in range(k + 1))) / c.cost(sure + k))
 
-    def record(self, guessed: int, seconds: float, held: int, rejected: bool) -> None:
+    def record(self, guessed: int, seconds: float, held: int, rejected: bool, sure: int = 0) -> None:
         """One forward over 1 + `guessed` rows took `seconds`; `held` of its guesses were chosen, and one more
-        was checked and not chosen if `rejected`."""
+        was checked and not chosen if `rejected`.  The first `sure` guesses (forced) count for the cost only."""
         if guessed == 0 or self.costs.ones:
             self.costs.add(guessed, seconds)
-        self.held += held
-        self.checked += held + int(rejected)
+        if held < sure:  # the forced text was split into other tokens: the drafter's guess was not checked
+            return
+        self.held += held - sure
+        self.checked += held - sure + int(rejected)
 
 
 class _Chooser:
@@ -216,13 +225,15 @@ def decode(
     guide: Guide | None = None,
     clock: Callable[[], float] = time.perf_counter,
     costs: RowCosts | None = None,
+    encode: Callable[[str], list[int]] | None = None,
 ) -> Decoded:
     """Choose up to `max_tokens` tokens; `state` is a grammar state (constrain.GrammarState) or None.
 
     `forward(tokens)` appends `tokens` to the caller's cache and returns [len(tokens), V] logits;
     with a `drafter` (which sees `context` + the tokens so far) `truncate` must be given, and it
     cuts the guide's cache too; how many tokens it may guess is `DraftBudget`'s (at most `draft_len`),
-    timed with `clock`, starting from the forwards' `costs` measured in earlier decodes on the same path.
+    timed with `clock`, starting from the forwards' `costs` measured in earlier decodes on the same path;
+    with `encode` (text -> tokens) as well, what the grammar `state` forces is guessed first.
     """
     out = Decoded([], [], "length")
     pick = _Chooser(out, temperature=temperature, top_p=top_p, stop=stop, state=state, gen=gen,
@@ -231,10 +242,13 @@ def decode(
     budget = DraftBudget(draft_len, costs)
     tok, done = pick(logits_V, guide.first_V if guide is not None else None)
     while not done and len(out.tokens) < max_tokens:
-        # 1) a guess of what follows `tok`, within the token budget and the draft budget
-        k = min(budget.k(), max_tokens - len(out.tokens) - 1)
-        guess = drafter([*ctx, *out.tokens], k) if drafter is not None and k > 0 else []
-        if drafter is not None and k == 0 and not budget.shadow and budget.ones:
+        # 1) a guess of what follows `tok`: what the grammar forces, then the drafter's, within the token
+        # budget and the draft budget
+        room = max_tokens - len(out.tokens) - 1
+        sure = _forced(state, encode)[:room] if drafter is not None else []
+        k = min(budget.k(len(sure)), room - len(sure))
+        guess = [*sure, *(drafter([*ctx, *out.tokens, *sure], k) if drafter is not None and k > 0 else [])]
+        if drafter is not None and k == 0 and not guess and not budget.shadow and budget.ones:
             budget.shadow = drafter([*ctx, *out.tokens], draft_len)  # checked, not run
         elif guess:
             budget.shadow = []
@@ -262,8 +276,16 @@ def decode(
             held += 1
             tok, done = pick(logits_NV[j + 1], contrast_NV[j + 1] if contrast_NV is not None else None)
         out.accepted += held
-        budget.record(len(guess), seconds, held, rejected)
+        budget.record(len(guess), seconds, held, rejected, len(sure))
     return out
+
+
+def _forced(state: Any, encode: Callable[[str], list[int]] | None) -> list[int]:
+    """The tokens of the text the grammar `state` forces next ([] without a grammar or an `encode`)."""
+    if state is None or encode is None:
+        return []
+    text = state.forced()
+    return encode(text) if text else []
 
 
 def choose(logits_V: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:

@@ -302,7 +302,8 @@ class LocalBackend:
                        state=constraint.start() if constraint is not None else None, gen=gen, context=prompt,
                        drafter=drafter, truncate=lambda n: [st.cut(n) for st in streams], guide=guide,
                        costs=self._row_costs.setdefault((type(main).__name__, self.int8 and not full_weights_on()),
-                                                        RowCosts()))
+                                                        RowCosts()),
+                       encode=lambda text: self._tok.encode(text, add_special_tokens=False))
         self.last_decode = d
         past = main.cache
         if self.int8:  # KV from int8 steps is never reused: scoring must see the full weights' numbers
