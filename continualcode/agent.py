@@ -45,7 +45,7 @@ from continualcode.events import (
     UserTask,
 )
 from continualcode.intent import asks_a_question
-from continualcode.rails import CHANGING, DENIED, LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR, workspace_rails
+from continualcode.rails import CHANGING, DENIAL, DENIED, LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR
 from continualcode.records import FRESH, Correction, Message, Sample, ToolCall
 from continualcode.render import Parsed, Renderer
 from continualcode.retrieve import HEAD as RETRIEVED
@@ -54,6 +54,7 @@ from continualcode.speculate import Warmable
 from continualcode.textcall import call_in_text, looks_like_call
 from continualcode.tools import Workspace
 from continualcode.tools.base import one_line
+from continualcode.workspace_rails import workspace_rails
 
 __all__ = ["Abort", "Approve", "Approver", "Decision", "Deny", "Edit", "Feedback", "SamplingConfig", "Session"]
 
@@ -357,7 +358,7 @@ class Session:
                 wrote = one_line(turn.text)[:99]
                 self._emit(Info(f"learning on what the model wrote (the rails replaced it): {wrote}"))
             self._learn(t.pending)
-            self._add(Message("user", reminded(f"{DENIED} {fix}", self.rails.task, self.sampling.remind_task)))
+            self._add(Message("user", reminded(DENIAL.format(fix=fix), self.rails.task, self.sampling.remind_task)))
             return None
         if isinstance(decision, Edit):
             edited = ToolCall(call.name, decision.arguments)
@@ -464,10 +465,9 @@ def _after_denied_repeats(session: Session, t: _TaskState) -> TaskResult:
 
 
 def _uncorrected(session: Session, messages: list[Message]) -> list[int]:
-    """The retry's prompt without the correction's words: the denied call, then a bare "Denied." (closed by
-    the task as the real denial is).  Guided against it (`retry_guidance`), the retry weighs what the
-    correction says; against the prompt before the denied call it would also weigh the denied call, which
-    the retry sees in its context and the earlier prompt does not (copying it would be amplified)."""
+    """The retry's prompt without the correction's words (a bare DENIED, closed by the task as the real denial
+    is).  Guided against it (`retry_guidance`), the retry weighs what the correction says; against the prompt
+    before the denied call it would also weigh the denied call, which only the retry sees (amplified)."""
     denied = reminded(DENIED, session.rails.task, session.sampling.remind_task)
     return session.renderer.prompt_ids([*messages, Message("user", denied)])
 

@@ -4,9 +4,9 @@ before it may be answered in words.
 Pure bookkeeping over calls and their results: no model, no terminal.  The `Session` asks `review`
 about each parsed proposal (it returns the proposal, or an error to send back, or a repeat to sample
 again), `allow_text` before each sample (the grammar then bars text), and tells `ran` what each
-executed call did.  `workspace_rails` gives a session's rails the workspace's judgement of a change
-(whether it breaks the file, cuts it, changes nothing, or can be mended).  Why each rule exists, with the
-failure it answers: docs/agent.md.
+executed call did.  `workspace_rails.py` gives a session's rails the workspace's judgement of a change
+(whether it breaks the file, cuts it, changes nothing, can be mended, or amends a denied change).  Why each
+rule exists, with the failure it answers: docs/agent.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import keyword
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
 from continualcode.context import ERROR_PREFIX
@@ -31,18 +30,19 @@ from continualcode.intent import (
     asks_to_run_tests,
     asks_where,
 )
-from continualcode.reads import GREP_HIT, READ_BACK, READ_LINE_CHARS, READ_NUMBER, FileKey, Reads
+from continualcode.reads import GREP_HIT, READ_NUMBER, FileKey, Reads
 from continualcode.records import Message, ToolCall
 from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_argument
 from continualcode.retrieve import NEAREST_HEAD
-from continualcode.tools import TOOL_NAMES, ToolError, Workspace, validate_args
+from continualcode.tools import TOOL_NAMES, ToolError, validate_args
 from continualcode.tools.kinds import is_secondary
 from continualcode.tools.replace import AMBIGUOUS, INSIDE_WORDS
 from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE, NO_MATCHES
 from continualcode.tools.syntax import DEF_LINE
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
-DENIED = "Denied."  # how the user turn after a denied call opens (agent.py): what follows is the correction
+DENIED = "Denied: the call was not run."  # the user turn after a denied call opens so (agent.py; docs/agent.md)
+DENIAL = DENIED + " Do this instead: {fix}"  # with the correction, as the call's replacement
 LOOP_ERROR = ("the model repeated a call whose result it already has (a read-only call, one that failed, or a "
               "change just made)")
 LOOP_NOTE = ("You already made this call (or read these lines through the file's end) and its result is above; "
@@ -130,6 +130,7 @@ Breaks = Callable[[ToolCall], str | None]  # why a change would leave a parsing 
 Cuts = Callable[[ToolCall], str | None]  # "REL from N lines to M" for a write that drops most of a file, or None
 Mend = Callable[[ToolCall], ToolCall | None]  # the change mended (re-indented; a write's definition placed), or None
 Idle = Callable[[ToolCall], bool]  # whether a change would leave its file as it is
+Amend = Callable[[ToolCall, list[ToolCall]], ToolCall | None]  # the call composed with a denied change, or None
 
 
 def _evidence(last: Message | None, readonly_done: dict[str, bool], worded: bool) -> bool:
@@ -153,8 +154,8 @@ class Verdict:
     parsed:      the proposal to go on with (the model's, an error in its place, or a read in its place);
     repeat:      why it should be sampled again (a denied, repeated or refused call), or None;
     redirected:  `parsed` is not the model's own tokens: the read of a file the model wanted to change
-                 unseen, or its edit re-indented so that the file still parses (a denial of it still
-                 teaches: the step scores the tokens the model wrote).
+                 unseen, its edit re-indented so that the file still parses, or its edit of a denied change
+                 made to that change (a denial of it still teaches: the step scores the tokens the model wrote).
     """
 
     parsed: Parsed
@@ -200,13 +201,14 @@ class Rails:
     mend: Mend = _never
     idle: Idle = lambda _call: False
     embedded: Breaks = _never  # why a replace_all would change parts of longer words (`Workspace.embedded_replace_all`)
+    amend: Amend = lambda _call, _denied: None  # a retry that edits a denied change, composed with it (amend.py)
     known_files: set[str] = field(default_factory=set)  # read or written in this session: may be changed
     task: str = ""
     must_change: bool = False  # the task asks for a change and no file has been changed yet
     asks_only: bool = False  # the task is a question that names no change: nothing is to be changed
     must_run: bool = False  # the task asks to run the tests and they have not run since the last change
     must_read: bool = False  # the task asks for an explanation and no file has been read in it yet
-    denied: set[str] = field(default_factory=set)  # calls (canonical text) denied in this task
+    denied: dict[str, ToolCall] = field(default_factory=dict)  # calls denied in this task, by canonical text
     # calls whose result the conversation holds and would come out the same: read-only calls since the last
     # change, and a bash command or a change that failed (nothing changed since) -> whether it worked
     readonly_done: dict[str, bool] = field(default_factory=dict)
@@ -224,7 +226,7 @@ class Rails:
     def start_task(self, task: str, code: str = "") -> None:
         """A new task's demands; with `code` (the code matching its words, put before it: retrieve.py) an
         explanation may come without a read, and a read of a file it showed starts at the first chunk shown."""
-        self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, set(), {}, set(), {}
+        self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, {}, {}, set(), {}
         self.narrated, self.placed, self.worded = False, False, False
         self._reads.new_task(code)
         self.must_change = self.on and asks_for_change(task)
@@ -312,6 +314,8 @@ class Rails:
             again = key in self.rejected
             self.rejected.add(key)
             return Verdict(Parsed(error=error), REJECTED_AGAIN if again else None)
+        if self.on and (made := self.amend(call, [*self.denied.values()])) and made.to_text() not in self.denied:
+            return Verdict(Parsed(call=made), redirected=True)  # a retry's edit made to a denied change (amend.py)
         if self.on and call.name in CHANGING and key not in self.denied and self.idle(call):
             # sampled again (proposed only when every sample is so): the 1.5B model's `replace` of a text by
             # itself, 14 times in 3 of 16 dev tasks, each asked about and then refused by the tool (dev split)
@@ -361,7 +365,7 @@ class Rails:
         return None
 
     def deny(self, call: ToolCall, correction: str = "") -> None:
-        self.denied, self.worded = self.denied | {call.to_text()}, asks_for_words(correction)
+        self.denied, self.worded = {**self.denied, call.to_text(): call}, asks_for_words(correction)
 
     def ran(self, call: ToolCall, ok: bool, output: str = "") -> None:
         """What an executed call did to the demands and to what is known."""
@@ -467,34 +471,3 @@ def _widened(output: str) -> str:
     """The hits an empty search went on to show: of a wider search (`search._elsewhere`), or the definitions
     nearest to it and the task (`context.near_miss`); "" when it showed none."""
     return next((output.split(mark, 1)[1] for mark in (FOUND_ELSEWHERE, NEAREST_HEAD) if mark in output), "")
-
-
-def workspace_rails(workspace: Workspace, on: bool) -> Rails:
-    """A session's rails, judging changes against the workspace's files; a grep hit's read starts at most
-    `read_cap` / READ_LINE_CHARS lines above it (a numbered line reckoned longer than most), so that the
-    read's window still reaches the hit."""
-    return Rails(partial(_file_key, workspace), on=on, mend=partial(_mend, workspace),
-                 breaks=lambda call: workspace.breaks_syntax(call.name, call.arguments),
-                 cuts=lambda call: workspace.cuts_file(call.name, call.arguments),
-                 idle=lambda call: workspace.changes_nothing(call.name, call.arguments),
-                 embedded=lambda call: workspace.embedded_replace_all(call.name, call.arguments),
-                 reads=Reads(partial(_file_key, workspace), start=workspace.statement_start, find=workspace.line_of,
-                             read_back=min(READ_BACK, workspace.read_cap // READ_LINE_CHARS)))
-
-
-def _file_key(workspace: Workspace, call: ToolCall) -> str:
-    """The resolved path a call names (rails: which file it reads or changes); "" when unusable."""
-    try:
-        return str(workspace.resolve(str(call.arguments.get("path", ""))))
-    except Exception:  # an unusable path: the tool itself will refuse it with a clear line
-        return ""
-
-
-def _mend(workspace: Workspace, call: ToolCall) -> ToolCall | None:
-    """An edit_lines re-indented, or a write of one definition over its module placed, so that the file
-    still parses and keeps its lines; None when neither applies."""
-    if call.name == "write":
-        placed = workspace.placed_write(call.name, call.arguments)
-        return None if placed is None else ToolCall("edit_lines", placed)
-    fixed = workspace.reindented(call.name, call.arguments)
-    return None if fixed is None else ToolCall(call.name, fixed)

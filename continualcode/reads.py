@@ -42,7 +42,7 @@ Find = Callable[[str, str], int | None]  # the line of a file where a text first
 
 HIT_CONTEXT = 5  # lines above a grep hit that its read shows
 READ_BACK = 150  # lines above a grep hit that its read may start, at the function or statement holding it
-READ_LINE_CHARS = 50  # characters of a numbered line a read's window is reckoned in (`rails.workspace_rails`)
+READ_LINE_CHARS = 50  # characters of a numbered line a read's window is reckoned in (`workspace_rails.py`)
 MIN_QUOTE = 4  # characters of a replace's first line that are enough to find where it goes
 READ_NUMBER = READ_LINE  # a line as read shows it: (its number)
 

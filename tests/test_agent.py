@@ -23,6 +23,7 @@ from continualcode.agent import (
 from continualcode.events import AssistantText, ErrorShown, Event, Info, Proposal, ToolOutput
 from continualcode.rails import (
     CHANGE_FIRST,
+    DENIED,
     EXAMPLE_FILE,
     LOOP_ERROR,
     LOOP_NOTE,
@@ -31,11 +32,11 @@ from continualcode.rails import (
     RUN_FIRST,
     STAND_IN,
     pasted_argument,
-    workspace_rails,
 )
 from continualcode.records import Sample, ToolCall
 from continualcode.render import Renderer
 from continualcode.tools import Workspace, tool_schemas
+from continualcode.workspace_rails import workspace_rails
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,7 @@ def test_scripted_model_deny_with_correction_learns_once_and_retries(tokenizer, 
     assert c.prompt_ids == model.prompts[0] and c.attempt_text == write
     # the retry saw the failed attempt and the correction in context
     retry_prompt = tokenizer.decode(model.prompts[1])
-    assert "Denied. use edit_lines; don't overwrite" in retry_prompt and '"write"' in retry_prompt
+    assert f"{DENIED} Do this instead: use edit_lines; don't overwrite" in retry_prompt and '"write"' in retry_prompt
     assert (tmp_path / "main.py").read_text().endswith("def div(a, b):\n    return a / b\n")
     assert [e.TYPE for e in events].count("correction") == 1
 
@@ -211,11 +212,43 @@ def test_scripted_model_retry_after_a_correction_is_guided_against_the_denied_ca
     want = [None, None, None, None, None, None]
     if guidance:
         bare = tokenizer.decode(model.contrasts[1][0])
-        assert bare.endswith(tokenizer.decode(model.prompts[1]).split("Denied. read it first")[1])
-        assert "Denied.\n\n(The task: change main.py)" in bare and "read it first" not in bare
+        assert bare.endswith(tokenizer.decode(model.prompts[1]).split("Do this instead: read it first")[1])
+        assert f"{DENIED}\n\n(The task: change main.py)" in bare and "read it first" not in bare
         assert model.prompts[1][: len(model.prompts[0])] == model.prompts[0]  # the retry extends the first prompt
         want[1:3] = [(model.contrasts[1][0], guidance)] * 2
     assert model.contrasts == want
+
+
+def test_scripted_model_a_retry_that_edits_the_denied_change_is_proposed_made_to_it(tokenizer, tmp_path):
+    """The model's retry edits the text its denied change would have written (not in the file): the user is
+    shown the denied change with that edit made (amend.py), the step learns from the model's own tokens, and
+    approved, the file gets it.  Once the composed call is denied too, the retry is shown as the model wrote it."""
+    read = call_text("read", path="main.py")
+    first = call_text("replace", path="main.py", old_string="    return a + b\n",
+                      new_string="    return a + b\n\ndef mul(a, b):\n    return a * b\n")
+    retry = call_text("replace", path="main.py", old_string="def mul(a, b):",
+                      new_string="def mul(a: int, b: int) -> int:")
+    both = Renderer(tokenizer, tools=tool_schemas("both"))
+    s, _, user, learner, _ = make(tokenizer, tmp_path, [read, first, retry, "Done."],
+                                  [Approve(), Deny("add type hints"), Approve()], guard_rails=True, renderer=both)
+    assert s.run_task("add a function mul to main.py").status == "answered"
+    shown = user.seen[2][0]
+    assert shown.name == "replace" and shown.arguments["old_string"] == "    return a + b\n"
+    assert shown.arguments["new_string"].endswith("def mul(a: int, b: int) -> int:\n    return a * b\n")
+    assert (tmp_path / "main.py").read_text() == ("def add(a, b):\n    return a + b\n\n"
+                                                  "def mul(a: int, b: int) -> int:\n    return a * b\n")
+    assert len(learner.calls) == 1 and learner.calls[0].attempt_text == first
+    (tmp_path / "b").mkdir()
+    replies = [read, first, retry, retry, call_text("bash", command="ls")]
+    s, _, user, learner, events = make(tokenizer, tmp_path / "b", replies, [Approve(), Deny("add type hints"),
+                                       Deny("no"), Abort()], guard_rails=True, renderer=both)
+    assert s.run_task("add a function mul to main.py").status == "aborted"
+    assert user.seen[2][0].arguments["old_string"] == "    return a + b\n"  # composed, denied
+    assert [c.attempt_text for c in learner.calls] == [first, retry]  # each denial learned from the model's tokens
+    # then the retry as the model wrote it: the tool refuses it without asking (its text is not in the file)
+    assert [c.name for c, _ in user.seen] == ["read", "replace", "replace", "bash"]
+    failed = [e for e in events if isinstance(e, ToolOutput) and e.name == "replace"]
+    assert len(failed) == 1 and not failed[0].ok and "old_string is not in main.py" in failed[0].output
 
 
 def test_scripted_model_retry_sees_the_correction_then_the_task(tokenizer, tmp_path):
@@ -228,7 +261,7 @@ def test_scripted_model_retry_sees_the_correction_then_the_task(tokenizer, tmp_p
         s.run_task("run the clean.py script")
         last_user = tokenizer.decode(model.prompts[1]).rsplit("<|im_start|>user\n", 1)[-1]
         reminder = "\n\n(The task: run the clean.py script)" if remind else ""
-        expected = "Denied. use python3 (python3 script.py)" + reminder
+        expected = f"{DENIED} Do this instead: use python3 (python3 script.py)" + reminder
         assert last_user.startswith(expected + "<|im_end|>")
 
 
@@ -1504,8 +1537,8 @@ def test_scripted_model_repeated_grep_reads_from_the_statement_that_holds_the_hi
     assert s.rails.reads.at("words.py", READ_BACK + 12).arguments["offset"] == READ_BACK + 12 - 5  # too far up
     assert s.workspace.statement_start("README.md", 1) is None and s.workspace.statement_start("nope.py", 1) is None
     # a smaller read window (`read_cap`) starts the read nearer the hit, so that the window reaches it
-    from continualcode.rails import workspace_rails
     from continualcode.reads import READ_LINE_CHARS
+    from continualcode.workspace_rails import workspace_rails
 
     assert s.rails.reads.read_back == READ_BACK  # 12,000 characters: 240 lines, at most READ_BACK
     small = workspace_rails(Workspace(tmp_path, read_cap=2000), on=True)
@@ -1643,7 +1676,7 @@ def test_scripted_model_a_denied_read_stops_the_prefill_and_a_write_is_never_run
     assert not [m for m in s.messages if m.role == "tool"]
     warmed_write = model.tokenizer.decode(model.warmed[1][0])
     assert warmed_write.rstrip().endswith(wr.strip()) or wr.strip() in warmed_write
-    assert "return a + b" not in warmed_write.split("Denied. no reading")[-1]
+    assert "return a + b" not in warmed_write.split("Do this instead: no reading")[-1]
     assert len(learner.calls) == 1
 
 

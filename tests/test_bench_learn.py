@@ -27,6 +27,7 @@ from continualcode.bench.learn import (
 from continualcode.bench.learn.metrics import bootstrap_gain, first_retries, headline, sign_test
 from continualcode.bench.learn.scenario import held_out, norm, select_split, splits
 from continualcode.bench.learn.variants import PromptLeak
+from continualcode.rails import DENIED
 from continualcode.records import ToolCall
 from continualcode.tools import TOOL_NAMES
 
@@ -603,7 +604,7 @@ class ScriptedBackend:
         last_user = text.rsplit("<|im_start|>user\n", 1)[-1]
         if last_user.startswith("Tool result"):
             reply = "Done."
-        elif "Rules from the user" in text or last_user.startswith("Denied."):
+        elif "Rules from the user" in text or last_user.startswith(DENIED):
             reply = ToolCall("grep", {"pattern": "def "}).to_text()
         else:
             reply = ToolCall("read", {"path": "a.py"}).to_text()
@@ -655,7 +656,7 @@ def test_memory_variant_gives_the_persistence_session_the_rules(tokenizer) -> No
     assert not any(r.get("reused") for r in recs["persistence"] + recs["controls"])
     assert "Rules from the user" not in b.prompts[0]  # the task itself started without rules (none yet)
     fresh_prompts = [p for p in b.prompts if any(t.task in p for t in sc.fresh)]
-    assert fresh_prompts and all(f"- {sc.correction}" in p and "Denied." not in p for p in fresh_prompts)
+    assert fresh_prompts and all(f"- {sc.correction}" in p and DENIED not in p for p in fresh_prompts)
     # memory off: the same unit measures nothing new (base weights, no rule): the baseline's records
     recs_off, _ = variant_unit(ctx, sc, None, cross=[], earlier=[], baselines={sc.id: row}, changed_before=False)
     assert recs_off["memory"] is None
@@ -705,7 +706,7 @@ def test_in_session_persistence_continues_the_task_session_with_the_new_rule_at_
                                      changed_before=False, memory=memory, in_session=True)
         assert not changed and not any(r.get("reused") for r in recs["persistence"])
         fresh = [p for p in b.prompts if any(t.task in p for t in sc.fresh)]
-        one_session = [sc.task in p and f"Denied. {sc.correction}" in p for p in fresh]
+        one_session = [sc.task in p and f"{DENIED} Do this instead: {sc.correction}" in p for p in fresh]
         assert fresh and all(one_session) if earlier == "whole" else not any(one_session)
         last_turns = [p.rsplit("<|im_start|>user\n", 1)[-1] for p in fresh if p.rstrip().endswith("assistant")]
         openers = [t for t in last_turns if any(t.split("<|im_end|>")[0].endswith(f.task) for f in sc.fresh)]

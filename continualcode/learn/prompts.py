@@ -73,7 +73,7 @@ def task_of(messages: Sequence[Message]) -> str:
     """The user's task in a conversation: its last user message that is not a tool result or a reply to
     an error or a denial."""
     for m in reversed(messages):
-        if m.role == "user" and not m.content.startswith(("error: ", "Denied.", "The user denied")):
+        if m.role == "user" and not m.content.startswith(("error: ", "Denied", "The user denied")):
             return m.content
     return ""
 
