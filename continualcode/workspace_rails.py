@@ -52,11 +52,6 @@ def _mend(workspace: Workspace, call: ToolCall) -> ToolCall | None:
 
 def _amend(workspace: Workspace, call: ToolCall, denied: Sequence[ToolCall]) -> ToolCall | None:
     """`amend.amended` over the workspace's files (a file that is missing or unreadable holds nothing)."""
-    def holds(c: ToolCall, text: str) -> bool:
-        try:
-            return text in workspace.resolve(str(c.arguments.get("path", ""))).read_text(encoding="utf-8")
-        except Exception:  # missing, a directory, not text, outside the workspace: the tool says which
-            return False
-
-    return amended(call, denied, holds=holds,
+    return amended(call, denied,
+                   holds=lambda c, text: workspace.line_of(str(c.arguments.get("path", "")), text) is not None,
                    same=lambda a, b: _file_key(workspace, a) == _file_key(workspace, b) != "")
