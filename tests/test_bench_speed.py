@@ -101,3 +101,14 @@ def test_drafts_part_measures_each_prompt_on_its_intended_tool(cache_dir: Path) 
     assert "replace" not in {k for k, _ in decode.draft_prompts("x = 1\n" * 5, "m.py")}
     with pytest.raises(ValueError, match="unknown tools"):
         renderer.constraint(only=("edit",))
+
+
+def test_the_machine_line_names_the_architecture_the_cores_and_the_cpu() -> None:
+    import os
+    import platform
+
+    from continualcode.bench.speed.common import machine
+
+    line = machine()
+    assert line.startswith(f"{platform.machine()}, {os.cpu_count()} cores")
+    assert len(line.split(", ")) >= 2 and "\n" not in line

@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import time
 from collections.abc import Sequence
@@ -50,6 +48,7 @@ def main(args: Sequence[str]) -> int:
     import chz
 
     from continualcode.bench.speed import decode, session, start, step
+    from continualcode.bench.speed.common import machine
     from continualcode.bench.speed.report import to_markdown
     from continualcode.build import build_backend, edit_tool, make_renderer, worked_example
     from continualcode.config import parse_config
@@ -76,7 +75,7 @@ def main(args: Sequence[str]) -> int:
     res: dict[str, Any] = {
         "command": "continualcode bench speed " + " ".join(args), "model": backend.model_id,
         "dtype": str(getattr(backend, "dtype", "")), "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores", "repeats": ns.repeats,
+        "machine": machine(), "repeats": ns.repeats,
         "config": {"distill_loss": cfg.distill_loss, "kl_beta": cfg.kl_beta, "prefix_grad": cfg.prefix_grad,
                    "draft": cfg.draft, "threads": cfg.threads, "edit_tool": edit_tool(cfg),
                    "worked_example": worked_example(cfg)},
