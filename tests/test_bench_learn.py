@@ -849,3 +849,37 @@ def test_a_failed_learning_step_is_kept_in_the_task_record_scripted_backend(toke
     assert rec["errors"] == ["learning step failed and was rolled back: ValueError: boom", stopped]
     ok = run_task(ctx, sc, sc.files, sc.task, 1, measure=False)
     assert ok["errors"] == [stopped]
+
+
+class RefusedFirstBackend(ScriptedBackend):
+    """SCRIPTED: its first reply is a call the tool refuses (a write outside the workspace), then as
+    ScriptedBackend (the read the scenario's user denies, then the grep it asks for)."""
+
+    def sample(self, prompt_ids, **kw):
+        from continualcode.records import Sample
+
+        if self.prompts:
+            return super().sample(prompt_ids, **kw)
+        self.prompts.append(self.tokenizer.decode(prompt_ids))
+        reply = ToolCall("write", {"path": "../out.py", "content": "x = 1\n"}).to_text()
+        toks = [*self.tokenizer.encode(reply, add_special_tokens=False), self.tokenizer.eos_token_id]
+        return Sample(toks, [0.0] * len(toks), "stop")
+
+
+@pytest.mark.parametrize("max_turns, observed", [(2, False), (3, True)])
+def test_a_retry_is_observed_only_when_a_turn_is_left_counting_calls_the_tool_refused_scripted_backend(
+        tokenizer, max_turns: int, observed: bool) -> None:
+    """Control flow (a SCRIPTED backend): a call the tool refuses is never asked about, yet takes a turn; a
+    denial on the last turn leaves no retry to observe (it used to count as an undecided one)."""
+    from continualcode.bench.learn.tasks import Ctx, retries, run_task
+    from continualcode.build import make_renderer
+    from continualcode.config import parse_config
+
+    sc = load_scenarios_from([{**GUARD_SCENARIO, "max_turns": max_turns, "task": "add mean(xs) to util.py"}])[0]
+    b = RefusedFirstBackend(tokenizer)
+    ctx = Ctx(b, make_renderer(b), parse_config(["constrained=false", "max_turns=3"]), b.snapshot(), 0)
+    rec = run_task(ctx, sc, sc.files, sc.task, 0, measure=False)
+    assert [(c["name"], c["user"], c["turn"]) for c in rec["calls"]][:1] == [("read", "deny", 2)]
+    r = retries(rec, sc, max_turns)
+    assert r[0]["observed"] is observed and r[0]["turn"] == 2
+    assert r[0]["decision"] == ("compliant" if observed else "unobserved")

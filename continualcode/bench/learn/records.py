@@ -18,6 +18,7 @@ CallRecord = TypedDict("CallRecord", {
     "args": dict[str, Any],  # long string values cut to SNIPPET characters
     "class": str,  # violates / complies / neutral
     "user": str,  # deny / approve / abort / guard
+    "turn": NotRequired[int],  # the session's turn: calls not asked about (refused by the tool, repeats) count too
 })
 
 

@@ -37,7 +37,7 @@ from continualcode.bench.learn.scenario import Scenario, Task, decide, unsafe
 from continualcode.bench.learn.variants import BenchLearner
 from continualcode.build import make_renderer, read_cap
 from continualcode.config import Config
-from continualcode.events import ErrorShown, Event, Proposal
+from continualcode.events import Decided, ErrorShown, Event, MessageAdded, Proposal
 from continualcode.learn.memory import Memory, Rule, project_block, prompt_texts
 from continualcode.learn.recall import TaskRules
 from continualcode.records import NOTES, Message, Sample, ToolCall
@@ -76,6 +76,7 @@ class SimUser:
         self.sc = scenario
         self.measure = measure
         self.calls: list[CallRecord] = []
+        self.turns = 0  # the session's turns so far, asked about or not (`Live` counts them from its events)
 
     def decide(self, call: ToolCall, preview: str) -> Decision:
         cls = self.sc.classify(call) if self.sc is not None else "neutral"
@@ -83,7 +84,8 @@ class SimUser:
                 c["class"] == "complies" and c["user"] == "approve" for c in self.calls):
             cls = "neutral"
         user, decision = self._answer(call, cls)
-        self.calls.append({"name": call.name, "args": _summary(call.arguments), "class": cls, "user": user})
+        self.calls.append({"name": call.name, "args": _summary(call.arguments), "class": cls, "user": user,
+                           "turn": self.turns + 1})
         return decision
 
     def _answer(self, call: ToolCall, cls: str) -> tuple[str, Decision]:
@@ -210,6 +212,12 @@ class Live:
                                 learn_from_approved_retry=from_retry)
 
     def _sink(self, ev: Event) -> None:
+        """Counts what the record needs: malformed replies, errors shown, and the task's turns (each turn's call
+        ends in a tool result, a repeat's included, or in a denial; a call the tool refuses is never asked)."""
+        user = getattr(getattr(self, "session", None), "approver", None)  # None while the session is built
+        ends = (isinstance(ev, MessageAdded) and ev.role == "tool") or (isinstance(ev, Decided) and ev.kind == "deny")
+        if ends and isinstance(user, SimUser):
+            user.turns += 1
         if isinstance(ev, Proposal) and ev.error:
             self.malformed += 1
         elif isinstance(ev, ErrorShown):
@@ -262,8 +270,9 @@ def retries(rec: TaskRecord, sc: Scenario, max_turns: int) -> list[Retry]:
         if c.get("user") != "deny":
             continue
         rest = [x["class"] for x in calls[i + 1:]]
-        observed = i + 1 < max_turns
-        out.append({"turn": i + 1, "observed": observed, "next": rest[0] if rest else None,
+        turn = c.get("turn", i + 1)  # records without turns: as if every turn had been asked about
+        observed = turn < max_turns
+        out.append({"turn": turn, "observed": observed, "next": rest[0] if rest else None,
                     "decision": decide(rest, ended=rec["status"] in ENDED, has_complies=sc.complies is not None)
                     if observed else "unobserved"})
     return out
