@@ -195,3 +195,25 @@ def test_the_sampler_through_the_fused_step_gives_the_eager_tokens(lora_on, kern
     assert got.tokens == want.tokens
     assert max(abs(x - y) for x, y in zip(got.logprobs, want.logprobs, strict=True)) < 1e-3
     assert kept is not None and kept.get_seq_length() == reused == len(seen)  # the next turn reuses it all
+
+
+def test_bf16_weights_steps_and_drafted_runs_match_the_forward_of_those_weights_in_fp32(kernels):
+    """bf16 weights (the pair loops on an AVX512_BF16 CPU: `kernels.bf16_pair`) against the fp32 forward of the
+    same bf16-rounded weights: the fused step keeps activations in fp32, so only rounding far below bf16's
+    separates them; a drafted run of six rows (dot4's groups of four and two) gives the steps' numbers."""
+    model = _tiny("qwen2", lora=False, head_dim=64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.bfloat16().float())
+    ids = [3, 17, 99, 4, 56, 21, 60, 5, 11, 90, 42]
+    cache = _prefill(model, ids)
+    want, _ = _reference(model, cache, [11, 12, 13, 14, 15, 16])
+    bf = copy.deepcopy(model).to(torch.bfloat16)
+    lm, dec = decoder_parts(bf)
+    f = fused.Fused(lm, dec, kernels)
+    run = f.stream(cache, 8)([11, 12, 13, 14, 15, 16])
+    step = f.stream(cache, 8)
+    steps = torch.cat([step([t]) for t in [11, 12, 13, 14, 15, 16]])
+    scale = float(want.abs().max())
+    assert float((run - want).abs().max()) < 1e-4 * scale
+    assert float((steps - run).abs().max()) < 1e-5 * scale
