@@ -198,9 +198,9 @@ def test_the_sampler_through_the_fused_step_gives_the_eager_tokens(lora_on, kern
 
 
 def test_bf16_weights_steps_and_drafted_runs_match_the_forward_of_those_weights_in_fp32(kernels):
-    """bf16 weights (the pair loops on an AVX512_BF16 CPU: `kernels.bf16_pair`) against the fp32 forward of the
-    same bf16-rounded weights: the fused step keeps activations in fp32, so only rounding far below bf16's
-    separates them; a drafted run of six rows (dot4's groups of four and two) gives the steps' numbers."""
+    """bf16 weights against the fp32 forward of the same bf16-rounded weights: the fused step keeps activations
+    in fp32, so only the order of the sums separates them; a drafted run of six rows (dot4's groups of four and
+    two) gives the steps' numbers."""
     model = _tiny("qwen2", lora=False, head_dim=64)
     with torch.no_grad():
         for p in model.parameters():

@@ -19,14 +19,6 @@ static inline float bf16_to_f32(uint16_t h) {
   return f;
 }
 
-static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch's .to(bfloat16) */
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-
 /* Eight weights widened to fp32, and a vector's lanes summed: AVX2's, also where AVX-512 sets the width
    (step.c's attention loops are eight lanes wide on both). */
 #if defined(__AVX2__) && defined(__FMA__)
@@ -111,50 +103,4 @@ static inline __m512 load_int8(const int8_t *w) {
 CC_DEFINE_DOT(dot_bf16, uint16_t, CC_W_BF16, bf16_to_f32)
 CC_DEFINE_DOT(dot_int8, int8_t, CC_W_INT8, CC_AS_F32)
 CC_DEFINE_DOT(dot_f32, float, CC_W_F32, CC_AS_F32)
-
-/* bf16 weights against an fp32 row held as two bf16 rows, hi = bf16(x) and lo = bf16(x - hi) (`split_bf16`):
-   with AVX512_BF16 one instruction multiplies 32 weights into fp32 sums (vdpbf16ps: each product of two bf16
-   is exact in fp32), where widening 16 weights to fp32 for an FMA takes three (dot_bf16): the loop then keeps
-   up with memory (measured on an AVX512_BF16 host: dot_bf16 read weights at ~60% of the bandwidth probe's
-   rate).  x = hi + lo to 2^-17 of |x|: the sum differs from dot_bf16's by rounding far below bf16 weights'
-   own (0.4%).  Where AVX512_BF16 is missing CC_BF16_PAIR is not defined and callers take dot_bf16. */
-#if defined(__AVX512BF16__)
-#define CC_BF16_PAIR 1
-#define CC_BH(p) ((__m512bh)_mm512_loadu_si512((const void *)(p)))
-
-static inline void split_bf16(const float *x, uint16_t *hi, uint16_t *lo, int64_t K) {
-  int64_t k = 0;
-  for (; k + 16 <= K; k += 16) {
-    const __m512 v = _mm512_loadu_ps(x + k);
-    const __m256bh h = _mm512_cvtneps_pbh(v);
-    const __m512 hv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)h), 16));
-    _mm256_storeu_si256((__m256i *)(hi + k), (__m256i)h);
-    _mm256_storeu_si256((__m256i *)(lo + k), (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, hv)));
-  }
-  for (; k < K; k++) {
-    hi[k] = f32_to_bf16(x[k]);
-    lo[k] = f32_to_bf16(x[k] - bf16_to_f32(hi[k]));
-  }
-}
-
-static inline float dot_bf16_pair(const uint16_t *w, const uint16_t *hi, const uint16_t *lo, int64_t K) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
-  int64_t k = 0;
-  for (; k + 64 <= K; k += 64) {
-    const __m512bh w0 = CC_BH(w + k), w1 = CC_BH(w + k + 32);
-    a0 = _mm512_dpbf16_ps(a0, w0, CC_BH(hi + k));
-    b0 = _mm512_dpbf16_ps(b0, w0, CC_BH(lo + k));
-    a1 = _mm512_dpbf16_ps(a1, w1, CC_BH(hi + k + 32));
-    b1 = _mm512_dpbf16_ps(b1, w1, CC_BH(lo + k + 32));
-  }
-  for (; k + 32 <= K; k += 32) {
-    const __m512bh w0 = CC_BH(w + k);
-    a0 = _mm512_dpbf16_ps(a0, w0, CC_BH(hi + k));
-    b0 = _mm512_dpbf16_ps(b0, w0, CC_BH(lo + k));
-  }
-  float acc = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(b0, b1)));
-  for (; k < K; k++) acc += bf16_to_f32(w[k]) * (bf16_to_f32(hi[k]) + bf16_to_f32(lo[k]));
-  return acc;
-}
-#endif
 #endif

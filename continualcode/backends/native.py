@@ -55,8 +55,6 @@ class Kernels:
         self.step = lib.cc_step
         self.step.argtypes = [ptr, ptr, ptr, ptr, i64, i64, ptr]
         self.step.restype = ctypes.c_int
-        # bf16 weights take vdpbf16ps against x as two bf16 rows (AVX512_BF16; dot.h's split_bf16)
-        self.bf16_pair = bool(lib.cc_bf16_pair())
 
     def bf16(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """x [R, K] (any float dtype) times the bf16 weight [N, K]ᵀ: fp32 [R, N]."""

@@ -96,74 +96,18 @@ static void dot4(const cc_lin *L, int64_t n, const float *x, int64_t K, int64_t 
 }
 #endif
 
-/* bf16 weights with AVX512_BF16: x's rows as their bf16 pairs (dot.h's split_bf16), [R][hi, lo][K], malloc'd;
-   NULL for other weights, other CPUs, or no memory (the caller then takes the fp32 loops). */
-static uint16_t *pair_rows(const cc_lin *L, const float *x, int64_t R) {
-#ifdef CC_BF16_PAIR
-  const int64_t K = L->k;
-  uint16_t *xs = L->kind == CC_BF16 ? malloc(sizeof(uint16_t) * 2 * R * K) : NULL;
-  if (xs)
-    for (int64_t r = 0; r < R; r++) split_bf16(x + r * K, xs + 2 * r * K, xs + (2 * r + 1) * K, K);
-  return xs;
-#else
-  (void)L, (void)x, (void)R;
-  return NULL;
-#endif
-}
-
-/* 1 when bf16 weights take the pair loops (AVX512_BF16 at build time), else 0: what `bench speed` reports. */
-int cc_bf16_pair(void) {
-#ifdef CC_BF16_PAIR
-  return 1;
-#else
-  return 0;
-#endif
-}
-
-#ifdef CC_BF16_PAIR
-/* dot4 for bf16 weights and rows as bf16 pairs (`pair_rows`): one load of each 32 weights, eight vdpbf16ps. */
-static void dot4_pair(const uint16_t *w, const uint16_t *xs, int64_t K, int64_t rt, float *out) {
-  const uint16_t *h[4];
-  for (int64_t r = 0; r < 4; r++) h[r] = xs + 2 * (r < rt ? r : 0) * K;
-  __m512 a[4], b[4];
-  for (int r = 0; r < 4; r++) a[r] = b[r] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
-    const __m512bh wv = CC_BH(w + k);
-    for (int r = 0; r < 4; r++) {
-      a[r] = _mm512_dpbf16_ps(a[r], wv, CC_BH(h[r] + k));
-      b[r] = _mm512_dpbf16_ps(b[r], wv, CC_BH(h[r] + K + k));
-    }
-  }
-  for (int64_t r = 0; r < rt; r++) {
-    float acc = _mm512_reduce_add_ps(_mm512_add_ps(a[r], b[r]));
-    for (int64_t j = k; j < K; j++) acc += bf16_to_f32(w[j]) * (bf16_to_f32(h[r][j]) + bf16_to_f32(h[r][K + j]));
-    out[r] = acc;
-  }
-}
-#endif
-
 /* y [R, n] = x [R, k] times the layer (bias and LoRA included); t: scratch [R, rank].  One row (a decode
-   step) takes row_dot; several (a drafted run) take dot4 over groups of up to four rows; bf16 weights on an
-   AVX512_BF16 CPU take the pair loops instead (`pair_rows`). */
+   step) takes row_dot; several (a drafted run) take dot4 over groups of up to four rows. */
 static void lin(const cc_lin *L, const float *x, float *y, int64_t R, float *t) {
   const int64_t N = L->n, K = L->k, rk = L->rank;
   if (L->lora_a)
     for (int64_t r = 0; r < R; r++)
       for (int64_t j = 0; j < rk; j++) t[r * rk + j] = dot_f32(L->lora_a + j * K, x + r * K, K) * (float)L->lora_scale;
-  uint16_t *xs = pair_rows(L, x, R);
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < N; n++) {
     float part[4];
     for (int64_t r0 = 0; r0 < R; r0 += 4) {
       const int64_t rt = R - r0 < 4 ? R - r0 : 4;
-#ifdef CC_BF16_PAIR
-      if (xs && rt == 1)
-        part[0] = dot_bf16_pair((const uint16_t *)L->w + n * K, xs + 2 * r0 * K, xs + (2 * r0 + 1) * K, K);
-      else if (xs)
-        dot4_pair((const uint16_t *)L->w + n * K, xs + 2 * r0 * K, K, rt, part);
-      else
-#endif
       if (rt == 1)
         part[0] = row_dot(L, n, x + r0 * K);
       else
@@ -177,7 +121,6 @@ static void lin(const cc_lin *L, const float *x, float *y, int64_t R, float *t) 
       }
     }
   }
-  free(xs);
 }
 
 /* v[i] = exp(v[i] - shift) for i < n.  A softmax over a long context and the MLP's SiLU take ~1M and ~100k
@@ -244,6 +187,14 @@ static void rope(float *v, const float *cos, const float *sin, int64_t hd) {
     v[i] = a * cos[i] - b * sin[i];
     v[i + h2] = b * cos[i + h2] + a * sin[i + h2];
   }
+}
+
+static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch's .to(bfloat16) */
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
 }
 
 static void kv_store(void *buf, int64_t bf16, int64_t at, const float *src, int64_t hd) {

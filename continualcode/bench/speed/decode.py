@@ -115,15 +115,12 @@ def bound(backend: Any, decode_s_per_tok: float) -> dict[str, Any]:
     """The bandwidth bound of one decode step and how far the measured step is from it."""
     import torch
 
-    from continualcode.backends import native
-
     bw = bandwidth(torch.get_num_threads())
     nbytes = weight_bytes(backend.model)
     bound_s = nbytes / bw
-    k = native.kernels()
     return {"bandwidth_gb_s": bw / 1e9, "weight_bytes": nbytes, "bound_s_per_tok": bound_s,
             "decode_s_per_tok": decode_s_per_tok, "decode_over_bound": decode_s_per_tok / bound_s,
-            "threads": torch.get_num_threads(), "bf16_pair": bool(k and k.bf16_pair)}
+            "threads": torch.get_num_threads()}
 
 
 def _alternating(backend: Any, renderer: Any, repeats: int, paths: dict[str, Any],

@@ -89,9 +89,7 @@ def _decode_lines(res: dict[str, Any], f: Any) -> list[str]:
                 f"- read bandwidth {b['bandwidth_gb_s']:.1f} GB/s ({b['threads']} threads); a step reads "
                 f"{b['weight_bytes'] / 1e9:.2f} GB of weights → bound {1000 * b['bound_s_per_tok']:.0f} ms/token",
                 f"- measured decode step (drafts off, prompt cached): {1000 * b['decode_s_per_tok']:.0f} ms/token → "
-                f"**decode_over_bound {b['decode_over_bound']:.2f}**"
-                + (" (the fused step's bf16 weight products: vdpbf16ps against x as two bf16 rows)"
-                   if b.get("bf16_pair") else "")]
+                f"**decode_over_bound {b['decode_over_bound']:.2f}**"]
         if "plain_over_mv" in b:
             out.append(f"- the one-row GEMV kernel against plain `F.linear` (alternating): "
                        f"{1000 * b['mv_s_per_tok']:.0f} vs {1000 * b['plain_s_per_tok']:.0f} ms/token → "
