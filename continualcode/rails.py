@@ -382,7 +382,7 @@ class Rails:
             elif ok and call.name == "grep" and output.startswith(NOTHING_FOUND[0]) and self._one_file(call):
                 # an empty search of one file, found nowhere else either: repeated, the read of that file
                 self.meant[call.to_text()] = ToolCall("read", validate_args("read", {"path": call.arguments["path"]}))
-            elif ok and call.name == "grep" and (hit := best_hit(output, definitions=True)) is not None:
+            elif ok and call.name == "grep" and (hit := best_hit(output, definitions=True, task=self.task)) is not None:
                 # a search that found a definition, repeated: the read of it (the 1.5B model grepped `def humanize`
                 # four times over after its one hit had named the file and the line, dev split).  Definitions
                 # only: sent to a docstring's example or a set's entry instead, it answered from those lines and
@@ -439,18 +439,27 @@ class Rails:
         return call.name == "write" and not Path(key).exists()
 
 
-def best_hit(text: str, definitions: bool = False) -> tuple[str, int] | None:
+def best_hit(text: str, definitions: bool = False, task: str = "") -> tuple[str, int] | None:
     """(file, line) of the grep hit a read should show, or None without hits: a Python file's before any
     other, then a file's that is code, not a test's, set-up script's or doc's (`kinds.is_secondary`), then a
-    definition's (`def`, `class`); the first of equals.
-    With `definitions`, only a Python file's hit on a definition counts."""
+    definition's (`def`, `class`), then one in a file whose name the task says (`Version.parse(...)
+    .bump_minor()`: `version.py`'s `def bump_minor`, not `_deprecated.py`'s, a user trial on semver); the
+    first of equals.  With `definitions`, only a Python file's hit on a definition counts."""
     hits = [(m.group(1), int(m.group(2)), m.group(3)) for m in _HIT.finditer(text)]
     if definitions:
         hits = [h for h in hits if h[0].endswith(".py") and DEF_LINE.match(h[2])]
     if not hits:
         return None
-    best = min(hits, key=lambda h: (not h[0].endswith(".py"), is_secondary(h[0]), not DEF_LINE.match(h[2])))
+    best = min(hits, key=lambda h: (not h[0].endswith(".py"), is_secondary(h[0]), not DEF_LINE.match(h[2]),
+                                    not _named_in(h[0], task)))
     return best[0], best[1]
+
+
+def _named_in(rel: str, task: str) -> bool:
+    """Whether the task says the file's name (its stem without leading underscores, 3+ characters) as a word,
+    in any case: "Version.parse" names version.py."""
+    stem = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0].lstrip("_")
+    return len(stem) >= 3 and re.search(rf"(?<![A-Za-z0-9_]){re.escape(stem)}(?![A-Za-z0-9_])", task, re.I) is not None
 
 
 def _renames(call: ToolCall) -> bool:

@@ -1557,6 +1557,16 @@ def test_best_hit_prefers_python_then_not_a_test_then_a_definition():
     assert best_hit("README.md:3: humanize\ntests/test_w.py:9: x = 1") == ("tests/test_w.py", 9)
     assert best_hit("README.md:3: humanize\nCHANGES:1: humanize") == ("README.md", 3)
     assert best_hit("no matches for 'x' in .") is None
+    # equals: the one in a file whose name the task says (a user trial on semver), else the first
+    two = ("src/semver/_deprecated.py:279: def bump_minor(version):\n"
+           "src/semver/version.py:280:     def bump_minor(self) -> \"Version\":")
+    assert best_hit(two, definitions=True) == ("src/semver/_deprecated.py", 279)
+    named = "Version.parse('3.4.5').bump_minor() returns 3.5.5 but it should be 3.5.0"
+    assert best_hit(two, definitions=True, task=named) == ("src/semver/version.py", 280)
+    assert best_hit(two, definitions=True, task="the versions bump wrong") == ("src/semver/_deprecated.py", 279)
+    short = "b/ab_c.py:2: def f():\na/ab.py:1: def f():"
+    assert best_hit(short, task="see ab") == ("b/ab_c.py", 2)  # a name under 3 characters names nothing
+    assert best_hit(short.replace("ab.py", "abc.py"), task="see abc") == ("a/abc.py", 1)
     defs = "parse.py:29:         ... def parse_number(text):\nREADME.md:3: def x\npkg/w.py:87:     'sheep',"
     assert best_hit(defs) == ("parse.py", 29) and best_hit(defs, definitions=True) is None
     assert best_hit(hits, definitions=True) == ("pkg/w.py", 12)
