@@ -61,6 +61,7 @@ static inline float row_dot(const cc_lin *L, int64_t n, const float *x) {
   {                                                                                     \
     const T *w = (const T *)L->w + n * K;                                               \
     for (; k + 2 * CC_LANES <= K; k += 2 * CC_LANES) {                                  \
+      CC_PREFETCH_LINES(w + k, 2 * CC_LANES * sizeof(*w))                               \
       const CC_VEC wv = LOADW(w + k), wu = LOADW(w + k + CC_LANES);                     \
       a0 = CC_FMA(wv, CC_LOADX(x0 + k), a0);                                            \
       a1 = CC_FMA(wv, CC_LOADX(x1 + k), a1);                                            \
