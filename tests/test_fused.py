@@ -122,6 +122,27 @@ def test_each_family_matches_its_forward_fp32(family, head_dim, kernels):
     assert torch.allclose(got, want, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize("head_dim", [16, 64])
+def test_a_drafted_run_attends_alike_with_its_rows_as_one_item_or_one_each(head_dim, threads, kernels):
+    """step.c's attention takes a drafted run's rows of a KV head as one work item where there are at least as
+    many KV heads (2 here) as threads, else one row an item: both give the forward's numbers, each row seeing
+    only the positions before it (a prompt of 17: blocks of 8 positions and a tail)."""
+    model = _tiny("qwen2", head_dim=head_dim)
+    lm, dec = decoder_parts(model)
+    f = fused.Fused(lm, dec, kernels)
+    prompt = [3, 17, 99, 4, 56, 7, 21, 60, 5, 11, 90, 42, 8, 77, 30, 6, 101]
+    cache = _prefill(model, prompt)
+    want, _ = _reference(model, cache, [11, 12, 13, 14, 15])
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = f.stream(cache, 8)([11, 12, 13, 14, 15])
+    finally:
+        torch.set_num_threads(old)
+    assert torch.allclose(got, want, atol=1e-4, rtol=0)
+
+
 def test_int8_copies_give_the_eager_int8_steps_numbers(kernels):
     """With int8 copies the fused step reads what `DecodeLinear` reads in the decode loop (its int8 kernel)."""
     model = _tiny("qwen2")

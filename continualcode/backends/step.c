@@ -11,6 +11,7 @@
    output rows are split over the OpenMP threads (torch's runtime, as in gemv.c); attention splits
    (row, head) pairs. */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,18 +51,32 @@ static inline float row_dot(const cc_lin *L, int64_t n, const float *x) {
   return dot_f32((const float *)L->w + n * L->k, x, L->k);
 }
 
-/* Four rows of x against weight row n at once: each group of weights is loaded and widened to fp32 once
-   and multiplied into four rows' accumulators (two per row, so that the FMAs' latency does not bind).
-   A drafted run (several rows) costs the FMAs of its rows and one conversion of the weights per four
-   rows; one dot product per row would convert the weights once per row, and widening int8 or bf16 is
-   most of a dot product's work on AVX2 (measured: 9 rows took 7.7x one row's time that way).  Rows past
-   `rt` repeat row 0 (computed, not stored).  The vector names (CC_LANES, CC_W_*, CC_FMA, ...) are dot.h's. */
+/* A drafted run (several rows of x) against a layer: the rows of x in groups of four, each group's four
+   accumulators fed by one load and widening of each group of weights (two per row, so that the FMAs' latency
+   does not bind): a run costs the FMAs of its rows and one conversion of the weights per four rows (one dot
+   product per row converted them once per row, and widening int8 or bf16 is most of a dot product's work on
+   AVX2: 9 rows took 7.7x one row's time that way).  Rows past `rt` repeat row 0 (computed, not stored).
+
+   Blocked: four fp32 rows of x are 16 bytes a weight, so over a long row (the MLP's down product: 8960) they
+   do not stay in L1 and every weight row reloads them from L2 — four rows took 2.2x one row's time there,
+   against 1.1x where x fits.  So the work item is a block of CC_BLOCK weight rows, done over K in chunks of
+   CC_CHUNK weights (four rows of x over a chunk: 16 KB, in L1), each chunk of the block's rows in turn; that
+   jumps from row to row in memory, which the hardware prefetchers follow badly (slower than unblocked), so
+   while the first group of x rows runs the block, the next block — contiguous — is prefetched line by line
+   into L2 (`pf`), one line per line read: down's four rows then took 1.1x one row's time.  The vector names
+   (CC_LANES, CC_W_*, CC_FMA, ...) are dot.h's. */
+#define CC_BLOCK 8
+#define CC_CHUNK 1024
 #ifdef CC_LANES
 #define CC_DOT4_LOOP(T, LOADW, TAIL)                                                    \
   {                                                                                     \
     const T *w = (const T *)L->w + n * K;                                               \
-    for (; k + 2 * CC_LANES <= K; k += 2 * CC_LANES) {                                  \
-      CC_PREFETCH_LINES(w + k, 2 * CC_LANES * sizeof(*w))                               \
+    for (; k + 2 * CC_LANES <= k1; k += 2 * CC_LANES) {                                 \
+      if (pf) {                                                                         \
+        for (int64_t b = 0; b < (int64_t)(2 * CC_LANES * sizeof(T)); b += 64)           \
+          _mm_prefetch(*pf + b, _MM_HINT_T1);                                           \
+        *pf += 2 * CC_LANES * sizeof(T);                                                \
+      }                                                                                 \
       const CC_VEC wv = LOADW(w + k), wu = LOADW(w + k + CC_LANES);                     \
       a0 = CC_FMA(wv, CC_LOADX(x0 + k), a0);                                            \
       a1 = CC_FMA(wv, CC_LOADX(x1 + k), a1);                                            \
@@ -72,53 +87,80 @@ static inline float row_dot(const cc_lin *L, int64_t n, const float *x) {
       b2 = CC_FMA(wu, CC_LOADX(x2 + k + CC_LANES), b2);                                 \
       b3 = CC_FMA(wu, CC_LOADX(x3 + k + CC_LANES), b3);                                 \
     }                                                                                   \
-    for (; k < K; k++) {                                                                \
+    for (; k < k1; k++) {                                                               \
       const float wk = TAIL(w[k]);                                                      \
       t0 += wk * x0[k], t1 += wk * x1[k], t2 += wk * x2[k], t3 += wk * x3[k];           \
     }                                                                                   \
   }
 
-static void dot4(const cc_lin *L, int64_t n, const float *x, int64_t K, int64_t rt, float *out) {
+/* out[r] += the unscaled dot product of weight row n with row r of x over [k0, k1), r < rt; pf: see above
+   (NULL: no prefetch) */
+static void dot4(const cc_lin *L, int64_t n, const float *x, int64_t K, int64_t rt, int64_t k0, int64_t k1,
+                 float *out, const char **pf) {
   const float *x0 = x, *x1 = rt > 1 ? x + K : x, *x2 = rt > 2 ? x + 2 * K : x, *x3 = rt > 3 ? x + 3 * K : x;
   CC_VEC a0 = CC_ZERO, a1 = CC_ZERO, a2 = CC_ZERO, a3 = CC_ZERO, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
   float t0 = 0.f, t1 = 0.f, t2 = 0.f, t3 = 0.f;
-  int64_t k = 0;
+  int64_t k = k0;
   if (L->kind == CC_BF16) CC_DOT4_LOOP(uint16_t, CC_W_BF16, bf16_to_f32)
   else if (L->kind == CC_INT8) CC_DOT4_LOOP(int8_t, CC_W_INT8, CC_AS_F32)
   else CC_DOT4_LOOP(float, CC_W_F32, CC_AS_F32)
-  const float s = L->kind == CC_INT8 ? L->scale[n] : 1.f;
   const float sums[4] = {CC_SUM(CC_ADD(a0, b0)) + t0, CC_SUM(CC_ADD(a1, b1)) + t1, CC_SUM(CC_ADD(a2, b2)) + t2,
                          CC_SUM(CC_ADD(a3, b3)) + t3};
-  for (int64_t r = 0; r < rt; r++) out[r] = sums[r] * s;
+  for (int64_t r = 0; r < rt; r++) out[r] += sums[r];
 }
 #else
-static void dot4(const cc_lin *L, int64_t n, const float *x, int64_t K, int64_t rt, float *out) {
-  for (int64_t r = 0; r < rt; r++) out[r] = row_dot(L, n, x + r * K);
+static void dot4(const cc_lin *L, int64_t n, const float *x, int64_t K, int64_t rt, int64_t k0, int64_t k1,
+                 float *out, const char **pf) {
+  (void)pf;
+  for (int64_t r = 0; r < rt; r++) {
+    const float *xr = x + r * K;
+    float acc = 0.f;
+    for (int64_t k = k0; k < k1; k++) {
+      const int64_t i = n * K + k;
+      acc += (L->kind == CC_BF16 ? bf16_to_f32(((const uint16_t *)L->w)[i])
+              : L->kind == CC_INT8 ? (float)((const int8_t *)L->w)[i] : ((const float *)L->w)[i]) * xr[k];
+    }
+    out[r] += acc;
+  }
 }
 #endif
 
+/* y[r, n] = acc plus row n's bias and its LoRA pair on row r of x (t: row r's A x, scaled) */
+static inline void put(const cc_lin *L, float *y, int64_t r, int64_t n, float acc, const float *t) {
+  const int64_t rk = L->rank;
+  if (L->bias) acc += L->bias[n];
+  if (L->lora_a) acc += dot_f32(L->lora_b + n * rk, t + r * rk, rk);
+  y[r * L->n + n] = acc;
+}
+
 /* y [R, n] = x [R, k] times the layer (bias and LoRA included); t: scratch [R, rank].  One row (a decode
-   step) takes row_dot; several (a drafted run) take dot4 over groups of up to four rows. */
+   step) takes row_dot over the rows of W in turn; several (a drafted run) take dot4, blocked (above). */
 static void lin(const cc_lin *L, const float *x, float *y, int64_t R, float *t) {
   const int64_t N = L->n, K = L->k, rk = L->rank;
   if (L->lora_a)
     for (int64_t r = 0; r < R; r++)
       for (int64_t j = 0; j < rk; j++) t[r * rk + j] = dot_f32(L->lora_a + j * K, x + r * K, K) * (float)L->lora_scale;
+  if (R == 1) {
 #pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; n++) {
-    float part[4];
+    for (int64_t n = 0; n < N; n++) put(L, y, 0, n, row_dot(L, n, x), t);
+    return;
+  }
+  const int64_t width = L->kind == CC_BF16 ? 2 : L->kind == CC_INT8 ? 1 : 4;
+#pragma omp parallel for schedule(static)
+  for (int64_t n0 = 0; n0 < N; n0 += CC_BLOCK) {
+    const int64_t n1 = N - n0 < CC_BLOCK ? N : n0 + CC_BLOCK;
+    const char *next = (const char *)L->w + n1 * K * width;
     for (int64_t r0 = 0; r0 < R; r0 += 4) {
       const int64_t rt = R - r0 < 4 ? R - r0 : 4;
-      if (rt == 1)
-        part[0] = row_dot(L, n, x + r0 * K);
-      else
-        dot4(L, n, x + r0 * K, K, rt, part);
-      for (int64_t j = 0; j < rt; j++) {
-        const int64_t r = r0 + j;
-        float acc = part[j];
-        if (L->bias) acc += L->bias[n];
-        if (L->lora_a) acc += dot_f32(L->lora_b + n * rk, t + r * rk, rk);
-        y[r * N + n] = acc;
+      float part[CC_BLOCK][4] = {{0.f}};
+      for (int64_t k0 = 0; k0 < K; k0 += CC_CHUNK) {
+        const int64_t k1 = K - k0 < 2 * CC_CHUNK ? K : k0 + CC_CHUNK; /* the last chunk takes the tail */
+        for (int64_t n = n0; n < n1; n++) dot4(L, n, x + r0 * K, K, rt, k0, k1, part[n - n0], r0 ? NULL : &next);
+        if (k1 == K) break;
+      }
+      for (int64_t n = n0; n < n1; n++) {
+        const float s = L->kind == CC_INT8 ? L->scale[n] : 1.f;
+        for (int64_t j = 0; j < rt; j++) put(L, y, r0 + j, n, part[n - n0][j] * s, t);
       }
     }
   }
@@ -269,8 +311,16 @@ CC_SUM_VALUES(sum_values_f32, float, _mm256_loadu_ps)
 CC_SUM_VALUES(sum_values_bf16, uint16_t, load8_bf16)
 #endif
 
-/* s[j*T + t] = scale * q_j . key[t] for the `per` heads j of a KV head, t < T (keys: that KV head's rows) */
-static void scores(const cc_model *M, const void *keys, const float *q0, float *s, int64_t T) {
+/* Several rows of a drafted run attend to the same keys and values but for the last few positions, so one work
+   item takes all of them (`attend`): each block of keys and values is read from memory once for all rows and
+   heads, as it is for the heads that share it.  Row i of an item (of `rows`) sees positions t < T - (rows-1-i);
+   its queries are q0 + i * qs (`per` heads, head_dim apart), its scores s + i * per * T (`per` rows of T), its
+   outputs o0 + i * qs. */
+
+/* s[(i*per + j)*T + t] = scale * q_ij . key[t] for t < T (keys: the KV head's rows; a row's positions past its
+   own end are scored too, and left out by `attend`) */
+static void scores(const cc_model *M, const void *keys, const float *q0, int64_t qs, int64_t rows, float *s,
+                   int64_t T) {
   const int64_t hd = M->head_dim, per = M->heads / M->kv_heads;
   const float scale = (float)M->attn_scale;
   int64_t t = 0;
@@ -278,35 +328,44 @@ static void scores(const cc_model *M, const void *keys, const float *q0, float *
   if (hd % 64 == 0) {
     const __m256 sc = _mm256_set1_ps(scale);
     for (; t + 8 <= T; t += 8)
-      for (int64_t j = 0; j < per; j++) {
-        const __m256 v = M->kv_bf16 ? scores8_bf16((const uint16_t *)keys + t * hd, q0 + j * hd, hd)
-                                    : scores8_f32((const float *)keys + t * hd, q0 + j * hd, hd);
-        _mm256_storeu_ps(s + j * T + t, _mm256_mul_ps(v, sc));
-      }
+      for (int64_t i = 0; i < rows; i++)
+        for (int64_t j = 0; j < per; j++) {
+          const float *qj = q0 + i * qs + j * hd;
+          const __m256 v = M->kv_bf16 ? scores8_bf16((const uint16_t *)keys + t * hd, qj, hd)
+                                      : scores8_f32((const float *)keys + t * hd, qj, hd);
+          _mm256_storeu_ps(s + (i * per + j) * T + t, _mm256_mul_ps(v, sc));
+        }
   }
 #endif
   for (; t < T; t++)
-    for (int64_t j = 0; j < per; j++)
-      s[j * T + t] = (M->kv_bf16 ? dot_bf16((const uint16_t *)keys + t * hd, q0 + j * hd, hd)
-                                 : dot_f32((const float *)keys + t * hd, q0 + j * hd, hd)) * scale;
+    for (int64_t i = 0; i < rows; i++)
+      for (int64_t j = 0; j < per; j++) {
+        const float *qj = q0 + i * qs + j * hd;
+        s[(i * per + j) * T + t] = (M->kv_bf16 ? dot_bf16((const uint16_t *)keys + t * hd, qj, hd)
+                                               : dot_f32((const float *)keys + t * hd, qj, hd)) * scale;
+      }
 }
 
-/* o_j = sum over t < T of s[j*T + t] * value[t], for the `per` heads j of a KV head (o0: their outputs) */
-static void values(const cc_model *M, const void *vals, const float *s, float *o0, int64_t T) {
+/* o_ij = sum over t < T_i of s[(i*per + j)*T + t] * value[t], T_i = T - (rows-1-i) */
+static void values(const cc_model *M, const void *vals, const float *s, float *o0, int64_t qs, int64_t rows,
+                   int64_t T) {
   const int64_t hd = M->head_dim, per = M->heads / M->kv_heads;
-  memset(o0, 0, sizeof(float) * per * hd);
+  for (int64_t i = 0; i < rows; i++) memset(o0 + i * qs, 0, sizeof(float) * per * hd);
 #ifdef CC_ATT_FAST
   if (hd % 64 == 0) {
-    for (int64_t t0 = 0; t0 < T; t0 += CC_VALUE_BLOCK) {
-      const int64_t t1 = T - t0 < CC_VALUE_BLOCK ? T : t0 + CC_VALUE_BLOCK;
-      for (int64_t j = 0; j < per; j++)
-        for (int64_t c = 0; c < hd; c += 64) {
-          if (M->kv_bf16)
-            sum_values_bf16(o0 + j * hd + c, s + j * T, (const uint16_t *)vals + c, hd, t0, t1);
-          else
-            sum_values_f32(o0 + j * hd + c, s + j * T, (const float *)vals + c, hd, t0, t1);
-        }
-    }
+    for (int64_t t0 = 0; t0 < T; t0 += CC_VALUE_BLOCK)
+      for (int64_t i = 0; i < rows; i++) {
+        const int64_t Ti = T - (rows - 1 - i), t1 = Ti - t0 < CC_VALUE_BLOCK ? Ti : t0 + CC_VALUE_BLOCK;
+        for (int64_t j = 0; t0 < t1 && j < per; j++)
+          for (int64_t c = 0; c < hd; c += 64) {
+            float *o = o0 + i * qs + j * hd + c;
+            const float *p = s + (i * per + j) * T;
+            if (M->kv_bf16)
+              sum_values_bf16(o, p, (const uint16_t *)vals + c, hd, t0, t1);
+            else
+              sum_values_f32(o, p, (const float *)vals + c, hd, t0, t1);
+          }
+      }
     return;
   }
 #endif
@@ -315,49 +374,56 @@ static void values(const cc_model *M, const void *vals, const float *s, float *o
     const float *vv = (const float *)vals + t * hd;
     if (M->kv_bf16) {
       const uint16_t *v16 = (const uint16_t *)vals + t * hd;
-      for (int64_t i = 0; i < hd; i++) v32[i] = bf16_to_f32(v16[i]);
+      for (int64_t c = 0; c < hd; c++) v32[c] = bf16_to_f32(v16[c]);
       vv = v32;
     }
-    for (int64_t j = 0; j < per; j++) {
-      const float p = s[j * T + t];
-      float *o = o0 + j * hd;
+    for (int64_t i = 0; i < rows; i++) {
+      if (t >= T - (rows - 1 - i)) continue;
+      for (int64_t j = 0; j < per; j++) {
+        const float p = s[(i * per + j) * T + t];
+        float *o = o0 + i * qs + j * hd;
 #pragma omp simd
-      for (int64_t i = 0; i < hd; i++) o[i] += p * vv[i];
+        for (int64_t c = 0; c < hd; c++) o[c] += p * vv[c];
+      }
     }
   }
 }
 
 /* out [R, heads*hd]: each row's heads attend to positions 0 .. start + r of their KV head.  The heads that
    share a KV head are done together, so that each key and value row is read once for all of them (a
-   step's KV after 3k tokens is ~70 MB for the 0.5B model, read 7 times head by head).  Work: (row, KV
-   head) pairs over the threads.  Returns -1 when a thread's score buffer could not be allocated. */
+   step's KV after 3k tokens is ~70 MB for the 0.5B model, read 7 times head by head), and so are the rows of
+   a drafted run where there are at least as many KV heads as threads (otherwise each row is its own item, so
+   that every thread has work): a run of four rows took 3x one row's attention one row at a time.  Work: (row
+   group, KV head) pairs over the threads.  Returns -1 when a thread's score buffer could not be allocated. */
 static int attend(const cc_model *M, const cc_layer *L, const float *q, float *out, int64_t start, int64_t R) {
   const int64_t H = M->heads, G = M->kv_heads, hd = M->head_dim, cap = M->capacity, per = M->heads / M->kv_heads;
+  const int64_t rows = G >= omp_get_max_threads() ? R : 1, groups = R / rows;
   const size_t width = M->kv_bf16 ? sizeof(uint16_t) : sizeof(float);
   int failed = 0;
 #pragma omp parallel
   {
-    float *s = malloc(sizeof(float) * (size_t)(per * (start + R)));
+    float *s = malloc(sizeof(float) * (size_t)(rows * per * (start + R)));
     if (!s) {
 #pragma omp atomic write
       failed = 1;
     }
 #pragma omp for schedule(static) collapse(2)
-    for (int64_t r = 0; r < R; r++)
+    for (int64_t i = 0; i < groups; i++)
       for (int64_t g = 0; g < G; g++) {
         if (!s) continue;
-        const int64_t T = start + r + 1, h0 = r * H + g * per;
+        const int64_t r0 = i * rows, T = start + r0 + rows, h0 = r0 * H + g * per;
         const size_t at = (size_t)(g * cap * hd) * width;
-        scores(M, (const char *)L->keys + at, q + h0 * hd, s, T);
-        for (int64_t j = 0; j < per; j++) {
-          float *sj = s + j * T, mx = -INFINITY, sum = 0.f;
-          for (int64_t t = 0; t < T; t++) mx = sj[t] > mx ? sj[t] : mx;
-          exp_shifted(sj, T, mx);
-          for (int64_t t = 0; t < T; t++) sum += sj[t];
+        scores(M, (const char *)L->keys + at, q + h0 * hd, H * hd, rows, s, T);
+        for (int64_t r = 0; r < rows * per; r++) {
+          const int64_t Tr = T - (rows - 1 - r / per);
+          float *sj = s + r * T, mx = -INFINITY, sum = 0.f;
+          for (int64_t t = 0; t < Tr; t++) mx = sj[t] > mx ? sj[t] : mx;
+          exp_shifted(sj, Tr, mx);
+          for (int64_t t = 0; t < Tr; t++) sum += sj[t];
           const float inv = 1.0f / sum;
-          for (int64_t t = 0; t < T; t++) sj[t] *= inv;
+          for (int64_t t = 0; t < Tr; t++) sj[t] *= inv;
         }
-        values(M, (const char *)L->values + at, s, out + h0 * hd, T);
+        values(M, (const char *)L->values + at, s, out + h0 * hd, H * hd, rows, T);
       }
     free(s);
   }
