@@ -44,14 +44,14 @@ def _reference(model, cache, tokens):
     return out.logits[0].float(), _cache_of(out)
 
 
-def _tiny(family: str, dtype=torch.float32, lora: bool = True, head_dim: int = 16):
+def _tiny(family: str, dtype=torch.float32, lora: bool = True, head_dim: int = 16, inter: int = 96):
     """A two-layer random model of `family` (qwen2: q/k/v biases; qwen3: per-head q/k norms), LoRA-wrapped
     with non-zero B weights, frozen layers ready for decode.  head_dim 64 (a multiple of 64) takes step.c's
     vector attention loops (eight positions' scores at once), 16 the plain ones."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(family, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+    config = AutoConfig.for_model(family, hidden_size=64, intermediate_size=inter, num_hidden_layers=2,
                                   num_attention_heads=4, num_key_value_heads=2, head_dim=head_dim, vocab_size=300,
                                   tie_word_embeddings=False, pad_token_id=0)
     torch.manual_seed(0)
@@ -141,6 +141,24 @@ def test_a_drafted_run_attends_alike_with_its_rows_as_one_item_or_one_each(head_
     finally:
         torch.set_num_threads(old)
     assert torch.allclose(got, want, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_drafted_run_over_rows_longer_than_two_chunks_matches_the_forward(dtype, kernels):
+    """A drafted run's products go over K in chunks of 1024 weights in blocks of 8 weight rows (step.c): an MLP of
+    3100 (down's rows: chunks 0-1024, 1024-2048 and a last one of 1052 with a scalar tail; gate's 3100 rows end in
+    a block of 4) over a run of five rows (a group of four and one) gives the forward's numbers, with LoRA (fp32);
+    bf16 weights (no adapter) against the fp32 forward of the same rounded weights."""
+    model = _tiny("qwen2", inter=3100, lora=dtype == torch.float32)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype).float())
+    prompt = [3, 17, 99, 4, 56, 21, 60, 5, 11]
+    cache = _prefill(model, prompt)
+    want, _ = _reference(model, cache, [11, 12, 13, 14, 15])
+    lm, dec = decoder_parts(copy.deepcopy(model).to(dtype))
+    got = fused.Fused(lm, dec, kernels).stream(cache, 8)([11, 12, 13, 14, 15])
+    assert float((got - want).abs().max()) < 1e-4 * float(want.abs().max())
 
 
 def test_int8_copies_give_the_eager_int8_steps_numbers(kernels):

@@ -8,8 +8,8 @@
    row r attends to positions 0 .. start + r; logits [R, vocab] (fp32) come out.  Every activation is
    fp32; the weight products are dot.h's (fp32, bf16 or int8 weights with one scale per output row), each
    with its bias and its LoRA pair where it has them (y += lora_scale * B (A x)).  Each weight product's
-   output rows are split over the OpenMP threads (torch's runtime, as in gemv.c); attention splits
-   (row, head) pairs. */
+   output rows (blocks of them for a drafted run) are split over the OpenMP threads (torch's runtime, as in
+   gemv.c); attention splits (rows, KV head) pairs. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
