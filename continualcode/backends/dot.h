@@ -80,9 +80,10 @@ static inline __m512 load_int8(const int8_t *w) {
    into the next row, which follows it in memory; a prefetch past the last row faults nothing. */
 #if defined(__AVX2__) || defined(__AVX512F__)
 #define CC_PREFETCH 2048
-#define CC_PREFETCH_LINES(p, bytes)                                                          \
-  for (int64_t _b = 0; _b < (int64_t)(bytes); _b += 64)                                      \
-    _mm_prefetch((const char *)(p) + CC_PREFETCH + _b, _MM_HINT_NTA);
+/* each cache line of `bytes` from address p, with the given hint (step.c's drafted runs use it too) */
+#define CC_PREFETCH_SPAN(p, bytes, hint)                                                     \
+  for (int64_t _b = 0; _b < (int64_t)(bytes); _b += 64) _mm_prefetch((const char *)(p) + _b, hint);
+#define CC_PREFETCH_LINES(p, bytes) CC_PREFETCH_SPAN((const char *)(p) + CC_PREFETCH, bytes, _MM_HINT_NTA)
 #else
 #define CC_PREFETCH_LINES(p, bytes)
 #endif

@@ -73,8 +73,7 @@ static inline float row_dot(const cc_lin *L, int64_t n, const float *x) {
     const T *w = (const T *)L->w + n * K;                                               \
     for (; k + 2 * CC_LANES <= k1; k += 2 * CC_LANES) {                                 \
       if (pf) {                                                                         \
-        for (int64_t b = 0; b < (int64_t)(2 * CC_LANES * sizeof(T)); b += 64)           \
-          _mm_prefetch(*pf + b, _MM_HINT_T1);                                           \
+        CC_PREFETCH_SPAN(*pf, 2 * CC_LANES * sizeof(T), _MM_HINT_T1)                    \
         *pf += 2 * CC_LANES * sizeof(T);                                                \
       }                                                                                 \
       const CC_VEC wv = LOADW(w + k), wu = LOADW(w + k + CC_LANES);                     \
