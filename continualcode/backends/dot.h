@@ -115,6 +115,14 @@ static inline __m512 load_int8(const int8_t *w) {
     return acc;                                                         \
   }
 
+static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch's .to(bfloat16) */
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
 #define CC_AS_F32(v) ((float)(v))
 CC_DEFINE_DOT(dot_bf16, uint16_t, CC_W_BF16, bf16_to_f32)
 CC_DEFINE_DOT(dot_int8, int8_t, CC_W_INT8, CC_AS_F32)

@@ -8,7 +8,8 @@ the 0.5B model's GEMVs of one step took 33–39 ms against torch's 62–107 ms (
 33–48 ms (int8), in one process, alternating.  `bench speed` measures it on the model (`gemv`).
 
 How: the system's C compiler (`$CC`, else `cc`, else `gcc`) builds `gemv.c` and `step.c` (sharing the
-dot products of `dot.h`) with `-O3 -march=native -fopenmp` into `<model cache>/kernels/gemv-<hash>.so`
+dot products of `dot.h`; `lin.h` has the fused step's weight products) with `-O3 -march=native -fopenmp`
+into `<model cache>/kernels/gemv-<hash>.so`
 (the hash covers the sources, the flags, the compiler and this CPU's feature flags, so a cache shared
 between machines never runs code built for another CPU), written to a temporary name and renamed, so a
 crash leaves no half-written library. The library uses torch's OpenMP runtime (its `libgomp.so.1`,
@@ -37,7 +38,8 @@ import torch
 
 SOURCE = Path(__file__).with_name("gemv.c")  # the weight products
 STEP = Path(__file__).with_name("step.c")  # the fused decode step (fused.py)
-HEADER = Path(__file__).with_name("dot.h")  # the dot products both use
+HEADERS = (Path(__file__).with_name("dot.h"),  # the dot products both use
+           Path(__file__).with_name("lin.h"))  # the fused step's weight products
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
 _STATE: dict[str, Any] = {"lib": None, "why_not": "not loaded"}
 
@@ -55,6 +57,10 @@ class Kernels:
         self.step = lib.cc_step
         self.step.argtypes = [ptr, ptr, ptr, ptr, i64, i64, ptr]
         self.step.restype = ctypes.c_int
+        # one layer's product as the fused step computes it (lin.h), for the tests: plan, x, y, rows -> 0 (or -1)
+        self.linear = lib.cc_linear
+        self.linear.argtypes = [ptr, ptr, ptr, i64]
+        self.linear.restype = ctypes.c_int
 
     def bf16(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """x [R, K] (any float dtype) times the bf16 weight [N, K]ᵀ: fp32 [R, N]."""
@@ -65,8 +71,9 @@ class Kernels:
         return y
 
     def int8(self, w8: torch.Tensor, scale: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """x [R, K] times the int8 weight [N, K]ᵀ, each output n times scale[n] (fp32): fp32 [R, N]."""
-        x32 = x.float().contiguous()
+        """x [R, K] rounded to bf16 times the int8 weight [N, K]ᵀ, each output n times scale[n] (fp32): fp32
+        [R, N] (x rounded as torch's int8 kernel and the fused step take it: lin.h)."""
+        x32 = x.to(torch.bfloat16).float().contiguous()
         r, (n, k) = x32.shape[0], w8.shape
         y = torch.empty(r, n)
         self._int8(w8.data_ptr(), scale.data_ptr(), x32.data_ptr(), y.data_ptr(), r, n, k)
@@ -133,7 +140,7 @@ def _build(folder: Path) -> Path:
     """The library for this source, compiler and CPU, compiled if it is not in `folder` yet."""
     cc = _compiler()
     sources = [SOURCE, STEP]
-    texts = [p.read_bytes() for p in [*sources, HEADER]]
+    texts = [p.read_bytes() for p in [*sources, *HEADERS]]
     key = hashlib.sha256(b"\0".join([*texts, " ".join(FLAGS).encode(), cc.encode(), _cpu_flags().encode(),
                                      platform.machine().encode()])).hexdigest()[:16]
     path = folder / f"gemv-{key}.so"
@@ -143,7 +150,7 @@ def _build(folder: Path) -> Path:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gemv-", suffix=".so")
     os.close(fd)
     try:
-        done = subprocess.run([cc, *FLAGS, f"-I{HEADER.parent}", *map(str, sources), "-o", tmp, "-lm"],
+        done = subprocess.run([cc, *FLAGS, f"-I{SOURCE.parent}", *map(str, sources), "-o", tmp, "-lm"],
                               capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             first = (done.stderr.strip().splitlines() or ["?"])[0]
@@ -167,6 +174,6 @@ def _self_check(k: Kernels) -> str:
         return "bf16"
     w8 = torch.randint(-127, 128, (37, 131), generator=gen, dtype=torch.int8)
     scale = torch.rand(37, generator=gen)
-    if not torch.allclose(k.int8(w8, scale, x), (x @ w8.float().T) * scale, rtol=1e-4, atol=1e-4):
+    if not torch.allclose(k.int8(w8, scale, x), (x.bfloat16().float() @ w8.float().T) * scale, rtol=1e-4, atol=1e-4):
         return "int8"
     return ""

@@ -6,30 +6,18 @@
    start .. start + R - 1, whose rotary cos/sin rows are cos/sin [R, head_dim]; each layer writes their
    keys and values into its KV buffers [kv_heads, capacity, head_dim] (fp32 or bf16) at those positions;
    row r attends to positions 0 .. start + r; logits [R, vocab] (fp32) come out.  Every activation is
-   fp32; the weight products are dot.h's (fp32, bf16 or int8 weights with one scale per output row), each
-   with its bias and its LoRA pair where it has them (y += lora_scale * B (A x)).  Each weight product's
-   output rows (blocks of them for a drafted run) are split over the OpenMP threads (torch's runtime, as in
-   gemv.c); attention splits (rows, KV head) pairs. */
+   fp32; the weight products are lin.h's (fp32, bf16 or int8 weights with one scale per output row; the inputs
+   of bf16 and int8 products rounded to bf16), each with its bias and its LoRA pair where it has them.  Each
+   weight product's blocks of output rows are split over the OpenMP threads (torch's runtime, as in gemv.c);
+   attention splits (rows, KV head) pairs. */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "dot.h"
+#include "lin.h"
 
-enum { CC_F32 = 0, CC_BF16 = 1, CC_INT8 = 2 };
 #define CC_MAX_HEAD_DIM 512 /* fused.py refuses larger heads */
-
-/* Every field 8 bytes wide, so the ctypes mirror in fused.py has no padding to get wrong. */
-typedef struct {
-  const void *w;        /* [n, k] */
-  const float *scale;   /* int8: [n] */
-  const float *bias;    /* [n] or NULL */
-  const float *lora_a;  /* [rank, k] or NULL */
-  const float *lora_b;  /* [n, rank] */
-  double lora_scale;
-  int64_t kind, rank, n, k;
-} cc_lin;
 
 typedef struct {
   const float *ln1, *ln2, *q_norm, *k_norm; /* [d], [d], [head_dim] or NULL, [head_dim] or NULL */
@@ -44,126 +32,6 @@ typedef struct {
   const cc_layer *layer;
   cc_lin head;
 } cc_model;
-
-static inline float row_dot(const cc_lin *L, int64_t n, const float *x) {
-  if (L->kind == CC_BF16) return dot_bf16((const uint16_t *)L->w + n * L->k, x, L->k);
-  if (L->kind == CC_INT8) return dot_int8((const int8_t *)L->w + n * L->k, x, L->k) * L->scale[n];
-  return dot_f32((const float *)L->w + n * L->k, x, L->k);
-}
-
-/* A drafted run (several rows of x) against a layer: the rows of x in groups of four, each group's four
-   accumulators fed by one load and widening of each group of weights (two per row, so that the FMAs' latency
-   does not bind): a run costs the FMAs of its rows and one conversion of the weights per four rows (one dot
-   product per row converted them once per row, and widening int8 or bf16 is most of a dot product's work on
-   AVX2: 9 rows took 7.7x one row's time that way).  Rows past `rt` repeat row 0 (computed, not stored).
-
-   Blocked: four fp32 rows of x are 16 bytes a weight, so over a long row (the MLP's down product: 8960) they
-   do not stay in L1 and every weight row reloads them from L2 — four rows took 2.2x one row's time there,
-   against 1.1x where x fits.  So the work item is a block of CC_BLOCK weight rows, done over K in chunks of
-   CC_CHUNK weights (four rows of x over a chunk: 16 KB, in L1), each chunk of the block's rows in turn; that
-   jumps from row to row in memory, which the hardware prefetchers follow badly (slower than unblocked), so
-   while the first group of x rows runs the block, the next block — contiguous — is prefetched line by line
-   into L2 (`pf`), one line per line read: down's four rows then took 1.1x one row's time.  The vector names
-   (CC_LANES, CC_W_*, CC_FMA, ...) are dot.h's. */
-#define CC_BLOCK 8
-#define CC_CHUNK 1024
-#ifdef CC_LANES
-#define CC_DOT4_LOOP(T, LOADW, TAIL)                                                    \
-  {                                                                                     \
-    const T *w = (const T *)L->w + n * K;                                               \
-    for (; k + 2 * CC_LANES <= k1; k += 2 * CC_LANES) {                                 \
-      if (pf) {                                                                         \
-        CC_PREFETCH_SPAN(*pf, 2 * CC_LANES * sizeof(T), _MM_HINT_T1)                    \
-        *pf += 2 * CC_LANES * sizeof(T);                                                \
-      }                                                                                 \
-      const CC_VEC wv = LOADW(w + k), wu = LOADW(w + k + CC_LANES);                     \
-      a0 = CC_FMA(wv, CC_LOADX(x0 + k), a0);                                            \
-      a1 = CC_FMA(wv, CC_LOADX(x1 + k), a1);                                            \
-      a2 = CC_FMA(wv, CC_LOADX(x2 + k), a2);                                            \
-      a3 = CC_FMA(wv, CC_LOADX(x3 + k), a3);                                            \
-      b0 = CC_FMA(wu, CC_LOADX(x0 + k + CC_LANES), b0);                                 \
-      b1 = CC_FMA(wu, CC_LOADX(x1 + k + CC_LANES), b1);                                 \
-      b2 = CC_FMA(wu, CC_LOADX(x2 + k + CC_LANES), b2);                                 \
-      b3 = CC_FMA(wu, CC_LOADX(x3 + k + CC_LANES), b3);                                 \
-    }                                                                                   \
-    for (; k < k1; k++) {                                                               \
-      const float wk = TAIL(w[k]);                                                      \
-      t0 += wk * x0[k], t1 += wk * x1[k], t2 += wk * x2[k], t3 += wk * x3[k];           \
-    }                                                                                   \
-  }
-
-/* out[r] += the unscaled dot product of weight row n with row r of x over [k0, k1), r < rt; pf: see above
-   (NULL: no prefetch) */
-static void dot4(const cc_lin *L, int64_t n, const float *x, int64_t K, int64_t rt, int64_t k0, int64_t k1,
-                 float *out, const char **pf) {
-  const float *x0 = x, *x1 = rt > 1 ? x + K : x, *x2 = rt > 2 ? x + 2 * K : x, *x3 = rt > 3 ? x + 3 * K : x;
-  CC_VEC a0 = CC_ZERO, a1 = CC_ZERO, a2 = CC_ZERO, a3 = CC_ZERO, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-  float t0 = 0.f, t1 = 0.f, t2 = 0.f, t3 = 0.f;
-  int64_t k = k0;
-  if (L->kind == CC_BF16) CC_DOT4_LOOP(uint16_t, CC_W_BF16, bf16_to_f32)
-  else if (L->kind == CC_INT8) CC_DOT4_LOOP(int8_t, CC_W_INT8, CC_AS_F32)
-  else CC_DOT4_LOOP(float, CC_W_F32, CC_AS_F32)
-  const float sums[4] = {CC_SUM(CC_ADD(a0, b0)) + t0, CC_SUM(CC_ADD(a1, b1)) + t1, CC_SUM(CC_ADD(a2, b2)) + t2,
-                         CC_SUM(CC_ADD(a3, b3)) + t3};
-  for (int64_t r = 0; r < rt; r++) out[r] += sums[r];
-}
-#else
-static void dot4(const cc_lin *L, int64_t n, const float *x, int64_t K, int64_t rt, int64_t k0, int64_t k1,
-                 float *out, const char **pf) {
-  (void)pf;
-  for (int64_t r = 0; r < rt; r++) {
-    const float *xr = x + r * K;
-    float acc = 0.f;
-    for (int64_t k = k0; k < k1; k++) {
-      const int64_t i = n * K + k;
-      acc += (L->kind == CC_BF16 ? bf16_to_f32(((const uint16_t *)L->w)[i])
-              : L->kind == CC_INT8 ? (float)((const int8_t *)L->w)[i] : ((const float *)L->w)[i]) * xr[k];
-    }
-    out[r] += acc;
-  }
-}
-#endif
-
-/* y[r, n] = acc plus row n's bias and its LoRA pair on row r of x (t: row r's A x, scaled) */
-static inline void put(const cc_lin *L, float *y, int64_t r, int64_t n, float acc, const float *t) {
-  const int64_t rk = L->rank;
-  if (L->bias) acc += L->bias[n];
-  if (L->lora_a) acc += dot_f32(L->lora_b + n * rk, t + r * rk, rk);
-  y[r * L->n + n] = acc;
-}
-
-/* y [R, n] = x [R, k] times the layer (bias and LoRA included); t: scratch [R, rank].  One row (a decode
-   step) takes row_dot over the rows of W in turn; several (a drafted run) take dot4, blocked (above). */
-static void lin(const cc_lin *L, const float *x, float *y, int64_t R, float *t) {
-  const int64_t N = L->n, K = L->k, rk = L->rank;
-  if (L->lora_a)
-    for (int64_t r = 0; r < R; r++)
-      for (int64_t j = 0; j < rk; j++) t[r * rk + j] = dot_f32(L->lora_a + j * K, x + r * K, K) * (float)L->lora_scale;
-  if (R == 1) {
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++) put(L, y, 0, n, row_dot(L, n, x), t);
-    return;
-  }
-  const int64_t width = L->kind == CC_BF16 ? 2 : L->kind == CC_INT8 ? 1 : 4;
-#pragma omp parallel for schedule(static)
-  for (int64_t n0 = 0; n0 < N; n0 += CC_BLOCK) {
-    const int64_t n1 = N - n0 < CC_BLOCK ? N : n0 + CC_BLOCK;
-    const char *next = (const char *)L->w + n1 * K * width;
-    for (int64_t r0 = 0; r0 < R; r0 += 4) {
-      const int64_t rt = R - r0 < 4 ? R - r0 : 4;
-      float part[CC_BLOCK][4] = {{0.f}};
-      for (int64_t k0 = 0; k0 < K; k0 += CC_CHUNK) {
-        const int64_t k1 = K - k0 < 2 * CC_CHUNK ? K : k0 + CC_CHUNK; /* the last chunk takes the tail */
-        for (int64_t n = n0; n < n1; n++) dot4(L, n, x + r0 * K, K, rt, k0, k1, part[n - n0], r0 ? NULL : &next);
-        if (k1 == K) break;
-      }
-      for (int64_t n = n0; n < n1; n++) {
-        const float s = L->kind == CC_INT8 ? L->scale[n] : 1.f;
-        for (int64_t j = 0; j < rt; j++) put(L, y, r0 + j, n, part[n - n0][j] * s, t);
-      }
-    }
-  }
-}
 
 /* v[i] = exp(v[i] - shift) for i < n.  A softmax over a long context and the MLP's SiLU take ~1M and ~100k
    exponentials a token; libm's expf one at a time was most of the attention's time after 3k tokens.
@@ -229,14 +97,6 @@ static void rope(float *v, const float *cos, const float *sin, int64_t hd) {
     v[i] = a * cos[i] - b * sin[i];
     v[i + h2] = b * cos[i + h2] + a * sin[i + h2];
   }
-}
-
-static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch's .to(bfloat16) */
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
 }
 
 static void kv_store(void *buf, int64_t bf16, int64_t at, const float *src, int64_t hd) {
@@ -439,16 +299,17 @@ int cc_step(const cc_model *M, const float *x_in, const float *cos, const float 
   float *k = malloc(sizeof(float) * R * G * hd), *v = malloc(sizeof(float) * R * G * hd);
   float *a = malloc(sizeof(float) * R * wide), *b = malloc(sizeof(float) * R * wide);
   float *t = malloc(sizeof(float) * R * (M->max_rank > 0 ? M->max_rank : 1));
-  int ok = x && h && q && att && k && v && a && b && t;
+  void *xs = malloc(sizeof(float) * R * (wide > H * hd ? wide : H * hd)); /* lin's rounded x */
+  int ok = x && h && q && att && k && v && a && b && t && xs;
   if (ok) {
     memcpy(x, x_in, sizeof(float) * R * d);
     for (int64_t l = 0; l < M->layers; l++) {
       const cc_layer *L = M->layer + l;
       /* attention */
       for (int64_t r = 0; r < R; r++) rmsnorm(x + r * d, L->ln1, h + r * d, d, eps);
-      lin(&L->q, h, q, R, t);
-      lin(&L->k, h, k, R, t);
-      lin(&L->v, h, v, R, t);
+      lin(&L->q, h, q, R, t, xs);
+      lin(&L->k, h, k, R, t, xs);
+      lin(&L->v, h, v, R, t, xs);
       for (int64_t r = 0; r < R; r++) {
         for (int64_t j = 0; j < H; j++) {
           float *qv = q + (r * H + j) * hd;
@@ -468,21 +329,32 @@ int cc_step(const cc_model *M, const float *x_in, const float *cos, const float 
         ok = 0;
         break;
       }
-      lin(&L->o, att, a, R, t);
+      lin(&L->o, att, a, R, t, xs);
       for (int64_t i = 0; i < R * d; i++) x[i] += a[i];
       /* MLP: down(silu(gate(h)) * up(h)) */
       for (int64_t r = 0; r < R; r++) rmsnorm(x + r * d, L->ln2, h + r * d, d, eps);
-      lin(&L->gate, h, a, R, t);
-      lin(&L->up, h, b, R, t);
+      lin(&L->gate, h, a, R, t, xs);
+      lin(&L->up, h, b, R, t, xs);
       silu_mul(a, b, R * I);
-      lin(&L->down, a, b, R, t);
+      lin(&L->down, a, b, R, t, xs);
       for (int64_t i = 0; i < R * d; i++) x[i] += b[i];
     }
     if (ok) {
       for (int64_t r = 0; r < R; r++) rmsnorm(x + r * d, M->norm, h + r * d, d, eps);
-      lin(&M->head, h, logits, R, t);
+      lin(&M->head, h, logits, R, t, xs);
     }
   }
-  free(x), free(h), free(q), free(att), free(k), free(v), free(a), free(b), free(t);
+  free(x), free(h), free(q), free(att), free(k), free(v), free(a), free(b), free(t), free(xs);
+  return ok ? 0 : -1;
+}
+
+/* One layer's product as the step computes it (lin), for the tests: y [R, n] = x [R, k] times L.  0, or -1
+   where its scratch could not be allocated. */
+int cc_linear(const cc_lin *L, const float *x, float *y, int64_t R) {
+  float *t = malloc(sizeof(float) * R * (L->rank > 0 ? L->rank : 1));
+  void *xs = malloc(sizeof(float) * R * L->k);
+  if (t && xs) lin(L, x, y, R, t, xs);
+  const int ok = t && xs;
+  free(t), free(xs);
   return ok ? 0 : -1;
 }
