@@ -106,16 +106,18 @@ static void kv_store(void *buf, int64_t bf16, int64_t at, const float *src, int6
     memcpy((float *)buf + at, src, sizeof(float) * hd);
 }
 
-/* Attention's inner loops with AVX2: eight positions' scores at once, the values summed with the output in
-   registers.  One 64-wide dot product at a time (dot.h's) spent more on its horizontal sum and its two loads
-   per FMA than on the FMAs: `scores8` keeps eight positions' partial sums apart (one query load feeds eight
-   FMAs) and adds their lanes together in one tree; `sum_values` keeps 64 output dims of one head in eight
+/* Attention's inner loops with AVX2 or AVX-512: eight positions' scores at once, the values summed with the
+   output in registers.  One 64-wide dot product at a time (dot.h's) spent more on its horizontal sum and its two
+   loads per FMA than on the FMAs: `scores8` keeps eight positions' partial sums apart (one query load feeds
+   eight FMAs) and adds their lanes together in one tree; `sum_values` keeps 64 output dims of one head in
    registers over a block of positions (the block's values stay in L1 for the heads that share them), where
-   `o[i] += p * v[i]` loaded and stored the output at every position.  Used when head_dim is a multiple of
-   64; otherwise, and without AVX2, the plain loops. */
+   `o[i] += p * v[i]` loaded and stored the output at every position.  bf16 keys and values are widened to fp32
+   once per block into a per-thread buffer (`widen`), not once per query that reads them: the heads that share a
+   KV head (six to seven here) and a drafted run's rows all read the same block.  Used when head_dim is a
+   multiple of 64; otherwise, and without AVX2, the plain loops. */
+#define CC_VALUE_BLOCK 64 /* positions whose values are summed per pass over the heads of a KV head */
 #if defined(__AVX2__) && defined(__FMA__)
 #define CC_ATT_FAST 1
-#define CC_VALUE_BLOCK 64 /* positions whose values are summed per pass over the heads of a KV head */
 
 /* lane u = the sum of a_u's lanes */
 static inline __m256 lanes8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7) {
@@ -124,50 +126,66 @@ static inline __m256 lanes8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a
   return _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31));
 }
 
-/* q . key[t] for the eight keys at k (rows hd apart), fp32 or bf16 keys; hd a multiple of 8 */
-#define CC_SCORES8(NAME, T, LOADK)                                                        \
-  static inline __m256 NAME(const T *k, const float *q, int64_t hd) {                     \
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0; \
-    for (int64_t i = 0; i < hd; i += 8) {                                                 \
-      const __m256 qv = _mm256_loadu_ps(q + i);                                           \
-      a0 = _mm256_fmadd_ps(LOADK(k + i), qv, a0);                                         \
-      a1 = _mm256_fmadd_ps(LOADK(k + hd + i), qv, a1);                                    \
-      a2 = _mm256_fmadd_ps(LOADK(k + 2 * hd + i), qv, a2);                                \
-      a3 = _mm256_fmadd_ps(LOADK(k + 3 * hd + i), qv, a3);                                \
-      a4 = _mm256_fmadd_ps(LOADK(k + 4 * hd + i), qv, a4);                                \
-      a5 = _mm256_fmadd_ps(LOADK(k + 5 * hd + i), qv, a5);                                \
-      a6 = _mm256_fmadd_ps(LOADK(k + 6 * hd + i), qv, a6);                                \
-      a7 = _mm256_fmadd_ps(LOADK(k + 7 * hd + i), qv, a7);                                \
-    }                                                                                     \
-    return lanes8(a0, a1, a2, a3, a4, a5, a6, a7);                                        \
-  }
-CC_SCORES8(scores8_f32, float, _mm256_loadu_ps)
-CC_SCORES8(scores8_bf16, uint16_t, load8_bf16)
+#ifdef __AVX512F__
+#define CC_ATT_VEC __m512
+#define CC_ATT_LANES 16
+#define CC_ATT_FMA _mm512_fmadd_ps
+#define CC_ATT_LOAD _mm512_loadu_ps
+#define CC_ATT_ZERO _mm512_setzero_ps()
+#define CC_ATT_BCAST _mm512_set1_ps
+#define CC_ATT_STORE _mm512_storeu_ps
+/* 16 lanes to 8: the two halves added */
+#define CC_HALF(a) _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1))
+#else
+#define CC_ATT_VEC __m256
+#define CC_ATT_LANES 8
+#define CC_ATT_FMA _mm256_fmadd_ps
+#define CC_ATT_LOAD _mm256_loadu_ps
+#define CC_ATT_ZERO _mm256_setzero_ps()
+#define CC_ATT_BCAST _mm256_set1_ps
+#define CC_ATT_STORE _mm256_storeu_ps
+#define CC_HALF(a) (a)
+#endif
 
-/* o[c .. c+64) += sum over t in [t0, t1) of p[t] * value[t][c .. c+64), values rows hd apart */
-#define CC_SUM_VALUES(NAME, T, LOADV)                                                     \
-  static inline void NAME(float *o, const float *p, const T *v, int64_t hd, int64_t t0, int64_t t1) { \
-    __m256 o0 = _mm256_loadu_ps(o), o1 = _mm256_loadu_ps(o + 8), o2 = _mm256_loadu_ps(o + 16),    \
-           o3 = _mm256_loadu_ps(o + 24), o4 = _mm256_loadu_ps(o + 32), o5 = _mm256_loadu_ps(o + 40), \
-           o6 = _mm256_loadu_ps(o + 48), o7 = _mm256_loadu_ps(o + 56);                    \
-    for (int64_t t = t0; t < t1; t++) {                                                   \
-      const __m256 pt = _mm256_broadcast_ss(p + t);                                       \
-      const T *vt = v + t * hd;                                                           \
-      o0 = _mm256_fmadd_ps(pt, LOADV(vt), o0);                                            \
-      o1 = _mm256_fmadd_ps(pt, LOADV(vt + 8), o1);                                        \
-      o2 = _mm256_fmadd_ps(pt, LOADV(vt + 16), o2);                                       \
-      o3 = _mm256_fmadd_ps(pt, LOADV(vt + 24), o3);                                       \
-      o4 = _mm256_fmadd_ps(pt, LOADV(vt + 32), o4);                                       \
-      o5 = _mm256_fmadd_ps(pt, LOADV(vt + 40), o5);                                       \
-      o6 = _mm256_fmadd_ps(pt, LOADV(vt + 48), o6);                                       \
-      o7 = _mm256_fmadd_ps(pt, LOADV(vt + 56), o7);                                       \
-    }                                                                                     \
-    _mm256_storeu_ps(o, o0), _mm256_storeu_ps(o + 8, o1), _mm256_storeu_ps(o + 16, o2);   \
-    _mm256_storeu_ps(o + 24, o3), _mm256_storeu_ps(o + 32, o4), _mm256_storeu_ps(o + 40, o5); \
-    _mm256_storeu_ps(o + 48, o6), _mm256_storeu_ps(o + 56, o7);                           \
+/* q . key[t] for the eight fp32 keys at k (rows hd apart); hd a multiple of 16 */
+static inline __m256 scores8(const float *k, const float *q, int64_t hd) {
+  CC_ATT_VEC a0 = CC_ATT_ZERO, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (int64_t i = 0; i < hd; i += CC_ATT_LANES) {
+    const CC_ATT_VEC qv = CC_ATT_LOAD(q + i);
+    a0 = CC_ATT_FMA(CC_ATT_LOAD(k + i), qv, a0);
+    a1 = CC_ATT_FMA(CC_ATT_LOAD(k + hd + i), qv, a1);
+    a2 = CC_ATT_FMA(CC_ATT_LOAD(k + 2 * hd + i), qv, a2);
+    a3 = CC_ATT_FMA(CC_ATT_LOAD(k + 3 * hd + i), qv, a3);
+    a4 = CC_ATT_FMA(CC_ATT_LOAD(k + 4 * hd + i), qv, a4);
+    a5 = CC_ATT_FMA(CC_ATT_LOAD(k + 5 * hd + i), qv, a5);
+    a6 = CC_ATT_FMA(CC_ATT_LOAD(k + 6 * hd + i), qv, a6);
+    a7 = CC_ATT_FMA(CC_ATT_LOAD(k + 7 * hd + i), qv, a7);
   }
-CC_SUM_VALUES(sum_values_f32, float, _mm256_loadu_ps)
-CC_SUM_VALUES(sum_values_bf16, uint16_t, load8_bf16)
+  return lanes8(CC_HALF(a0), CC_HALF(a1), CC_HALF(a2), CC_HALF(a3), CC_HALF(a4), CC_HALF(a5), CC_HALF(a6),
+                CC_HALF(a7));
+}
+
+/* o[0 .. 64) += sum over t < n of p[t] * v[t * hd + 0 .. 64) (fp32 values) */
+static inline void sum_values(float *o, const float *p, const float *v, int64_t hd, int64_t n) {
+  enum { U = 64 / CC_ATT_LANES };
+  CC_ATT_VEC acc[U];
+  for (int u = 0; u < U; u++) acc[u] = CC_ATT_LOAD(o + u * CC_ATT_LANES);
+  for (int64_t t = 0; t < n; t++) {
+    const CC_ATT_VEC pt = CC_ATT_BCAST(p[t]);
+    for (int u = 0; u < U; u++) acc[u] = CC_ATT_FMA(pt, CC_ATT_LOAD(v + t * hd + u * CC_ATT_LANES), acc[u]);
+  }
+  for (int u = 0; u < U; u++) CC_ATT_STORE(o + u * CC_ATT_LANES, acc[u]);
+}
+
+/* the n fp32 values at src (bf16: widened into buf, which is returned; fp32: src itself) */
+static inline const float *widen(const void *src, int64_t bf16, float *buf, int64_t n) {
+  if (!bf16) return src;
+  const uint16_t *h = src;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(buf + i, load8_bf16(h + i));
+  for (; i < n; i++) buf[i] = bf16_to_f32(h[i]);
+  return buf;
+}
 #endif
 
 /* Several rows of a drafted run attend to the same keys and values but for the last few positions, so one work
@@ -177,24 +195,25 @@ CC_SUM_VALUES(sum_values_bf16, uint16_t, load8_bf16)
    outputs o0 + i * qs. */
 
 /* s[(i*per + j)*T + t] = scale * q_ij . key[t] for t < T (keys: the KV head's rows; a row's positions past its
-   own end are scored too, and left out by `attend`) */
+   own end are scored too, and left out by `attend`); buf: scratch of CC_VALUE_BLOCK * hd floats */
 static void scores(const cc_model *M, const void *keys, const float *q0, int64_t qs, int64_t rows, float *s,
-                   int64_t T) {
+                   int64_t T, float *buf) {
   const int64_t hd = M->head_dim, per = M->heads / M->kv_heads;
   const float scale = (float)M->attn_scale;
   int64_t t = 0;
 #ifdef CC_ATT_FAST
   if (hd % 64 == 0) {
     const __m256 sc = _mm256_set1_ps(scale);
-    for (; t + 8 <= T; t += 8)
+    const size_t width = M->kv_bf16 ? sizeof(uint16_t) : sizeof(float);
+    for (; t + 8 <= T; t += 8) {
+      const float *k = widen((const char *)keys + t * hd * width, M->kv_bf16, buf, 8 * hd);
       for (int64_t i = 0; i < rows; i++)
-        for (int64_t j = 0; j < per; j++) {
-          const float *qj = q0 + i * qs + j * hd;
-          const __m256 v = M->kv_bf16 ? scores8_bf16((const uint16_t *)keys + t * hd, qj, hd)
-                                      : scores8_f32((const float *)keys + t * hd, qj, hd);
-          _mm256_storeu_ps(s + (i * per + j) * T + t, _mm256_mul_ps(v, sc));
-        }
+        for (int64_t j = 0; j < per; j++)
+          _mm256_storeu_ps(s + (i * per + j) * T + t, _mm256_mul_ps(scores8(k, q0 + i * qs + j * hd, hd), sc));
+    }
   }
+#else
+  (void)buf;
 #endif
   for (; t < T; t++)
     for (int64_t i = 0; i < rows; i++)
@@ -207,27 +226,26 @@ static void scores(const cc_model *M, const void *keys, const float *q0, int64_t
 
 /* o_ij = sum over t < T_i of s[(i*per + j)*T + t] * value[t], T_i = T - (rows-1-i) */
 static void values(const cc_model *M, const void *vals, const float *s, float *o0, int64_t qs, int64_t rows,
-                   int64_t T) {
+                   int64_t T, float *buf) {
   const int64_t hd = M->head_dim, per = M->heads / M->kv_heads;
   for (int64_t i = 0; i < rows; i++) memset(o0 + i * qs, 0, sizeof(float) * per * hd);
 #ifdef CC_ATT_FAST
   if (hd % 64 == 0) {
-    for (int64_t t0 = 0; t0 < T; t0 += CC_VALUE_BLOCK)
+    const size_t width = M->kv_bf16 ? sizeof(uint16_t) : sizeof(float);
+    for (int64_t t0 = 0; t0 < T; t0 += CC_VALUE_BLOCK) {
+      const int64_t n = T - t0 < CC_VALUE_BLOCK ? T - t0 : CC_VALUE_BLOCK;
+      const float *v = widen((const char *)vals + t0 * hd * width, M->kv_bf16, buf, n * hd);
       for (int64_t i = 0; i < rows; i++) {
-        const int64_t Ti = T - (rows - 1 - i), t1 = Ti - t0 < CC_VALUE_BLOCK ? Ti : t0 + CC_VALUE_BLOCK;
-        for (int64_t j = 0; t0 < t1 && j < per; j++)
-          for (int64_t c = 0; c < hd; c += 64) {
-            float *o = o0 + i * qs + j * hd + c;
-            const float *p = s + (i * per + j) * T;
-            if (M->kv_bf16)
-              sum_values_bf16(o, p, (const uint16_t *)vals + c, hd, t0, t1);
-            else
-              sum_values_f32(o, p, (const float *)vals + c, hd, t0, t1);
-          }
+        const int64_t Ti = T - (rows - 1 - i), ni = Ti - t0 < n ? Ti - t0 : n;
+        for (int64_t j = 0; ni > 0 && j < per; j++)
+          for (int64_t c = 0; c < hd; c += 64)
+            sum_values(o0 + i * qs + j * hd + c, s + (i * per + j) * T + t0, v + c, hd, ni);
       }
+    }
     return;
   }
 #endif
+  (void)buf;
   float v32[CC_MAX_HEAD_DIM];
   for (int64_t t = 0; t < T; t++) {
     const float *vv = (const float *)vals + t * hd;
@@ -261,7 +279,7 @@ static int attend(const cc_model *M, const cc_layer *L, const float *q, float *o
   int failed = 0;
 #pragma omp parallel
   {
-    float *s = malloc(sizeof(float) * (size_t)(rows * per * (start + R)));
+    float *s = malloc(sizeof(float) * (size_t)(rows * per * (start + R) + CC_VALUE_BLOCK * hd));
     if (!s) {
 #pragma omp atomic write
       failed = 1;
@@ -272,7 +290,8 @@ static int attend(const cc_model *M, const cc_layer *L, const float *q, float *o
         if (!s) continue;
         const int64_t r0 = i * rows, T = start + r0 + rows, h0 = r0 * H + g * per;
         const size_t at = (size_t)(g * cap * hd) * width;
-        scores(M, (const char *)L->keys + at, q + h0 * hd, H * hd, rows, s, T);
+        float *buf = s + rows * per * (start + R); /* the widened keys' and values' block */
+        scores(M, (const char *)L->keys + at, q + h0 * hd, H * hd, rows, s, T, buf);
         for (int64_t r = 0; r < rows * per; r++) {
           const int64_t Tr = T - (rows - 1 - r / per);
           float *sj = s + r * T, mx = -INFINITY, sum = 0.f;
@@ -282,7 +301,7 @@ static int attend(const cc_model *M, const cc_layer *L, const float *q, float *o
           const float inv = 1.0f / sum;
           for (int64_t t = 0; t < Tr; t++) sj[t] *= inv;
         }
-        values(M, (const char *)L->values + at, s, out + h0 * hd, H * hd, rows, T);
+        values(M, (const char *)L->values + at, s, out + h0 * hd, H * hd, rows, T, buf);
       }
     free(s);
   }
