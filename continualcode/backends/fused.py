@@ -10,7 +10,8 @@ last.  A hand-written Python loop over the same modules and `torch.compile` of t
 What: `step.c`'s `cc_step` runs tokens at given positions through every layer (RMSNorm, q/k/v products
 with their biases and LoRA pairs, Qwen3's per-head norms, rotary, the KV written into static buffers,
 grouped-query attention, o product, RMSNorm, gate/up/down with SiLU), the final norm and the LM head, all
-activations fp32, and returns the logits.  This module builds its plan — pointers to the weights each
+activations fp32 (the inputs of bf16 and int8 products rounded to bf16, as torch's kernels take them: lin.h), and
+returns the logits.  This module builds its plan — pointers to the weights each
 product reads, the same ones `quant.DecodeLinear` would (its int8 copy where it has one and `full_weights()`
 is off, else the weight in its own dtype, fp32 or bf16), the active adapter's LoRA A/B and scaling — and
 keeps the KV in graphs.py's `StaticKV`, loaded from the prompt's cache and handed back as a transformers
@@ -19,8 +20,9 @@ optimizer steps, `load_state` and `disable_adapter()` are always seen.
 
 Exactness: the same weights and the same operations; activations stay fp32 where the model's own forward
 rounds them to its dtype, so in fp32 the logits agree with the model's forward to float rounding
-(tests/test_fused.py: 1e-4), in bf16 to bf16 noise.  Before first use a self-check runs a two-layer
-random model of the same family both ways; a disagreement turns the fused step off (`why_not`).
+(tests/test_fused.py: 1e-4), in bf16 to bf16 noise; one token and a drafted run compute the same products.
+Before first use a self-check runs a two-layer random model of the same family both ways; a disagreement turns
+the fused step off (`why_not`).
 
 Where: CPU with the native kernels loaded, llama/qwen2/qwen3 with full attention and SiLU, one active
 LoRA adapter without DoRA, inside the sampler's decode loop and not inside `plain()` or `torch_kernels()`
