@@ -79,6 +79,10 @@ class Settling:
         finally:
             release()  # what the update freed, this thread's arena included (heap.py)
 
+    def running(self) -> bool:
+        """Whether the job is still at work (`finish` would wait)."""
+        return self._thread.is_alive()
+
     def finish(self) -> tuple[list[dict[str, Any]], str | None]:
         """Wait for the job; (its reports, its error or None)."""
         self._thread.join()

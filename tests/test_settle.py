@@ -38,10 +38,10 @@ def test_a_job_runs_on_its_own_thread_and_finish_waits_for_it():
     learner = SlowLearner()
     learner.pending = ["c1"]
     job = Settling(learner)
-    assert learner.started.wait(5) and job.reports == []
+    assert learner.started.wait(5) and job.reports == [] and job.running()
     learner.release.set()
     reports, error = job.finish()
-    assert error is None and len(reports) == 1 and reports[0]["deferred"]
+    assert error is None and len(reports) == 1 and reports[0]["deferred"] and not job.running()
 
 
 def test_a_failed_job_reports_its_first_line():
@@ -91,8 +91,15 @@ def test_scripted_tasks_the_app_settles_in_the_background_and_finishes_before_th
         return real_finish(job)
 
     monkeypatch.setattr(Settling, "finish", finish)
+    import io
+
+    from rich.console import Console
+
+    app.display.console = Console(file=io.StringIO(), width=200, color_system=None)
     app.run(app.session.approver)  # type: ignore[arg-type]
     assert order == ["first task (job running: False)", "finish", "second task (job running: False)"]
+    # the job was still blocked when the second task came: the wait is announced, not silent
+    assert "finishing the background learning from the last task first" in app.display.console.file.getvalue()
     assert learner.started.is_set() and not learner.pending and app.settling is None
     learned = [e for e in read_events(app.journal.session_dir / "journal.jsonl") if e.get("type") == "learn"]
     assert len(learned) == 1 and learned[0]["deferred"] is True
