@@ -31,8 +31,10 @@ def test_deny_correct_retry_approve_changes_file(tmp_path: Path, cache_dir: Path
               "n do not read, just create hello.py with the write tool\n" + "y\n" * 4 + "/metrics\n/quit\n")
     # the sampled path is fixed by the seed and the thread count (kernels sum in another order on two);
     # with some seeds the 135M model's retry leaves the JSON string open and runs to max_tokens (a
-    # malformed reply, re-asked: tested with a scripted model in test_agent)
-    r = run_cli(["max_turns=3", "max_tokens=128", "seed=2", "threads=1"], script, home, ws)
+    # malformed reply, re-asked: tested with a scripted model in test_agent).  Drafts off: their sizes follow
+    # measured forward costs (timing), and a drafted run's rows round their bf16 inputs after sums in another
+    # order than a step's, so with drafts the sampled path varied from run to run (3 of 5 failed)
+    r = run_cli(["max_turns=3", "max_tokens=128", "seed=2", "threads=1", "draft=off"], script, home, ws)
     assert r.returncode == 0, r.stderr[-2000:]
     out = r.stdout
     assert "update #1" in out  # one learning step after the denial
