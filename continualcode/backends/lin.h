@@ -167,9 +167,10 @@ static inline __m512bh w32_int8(const int8_t *w) {
     if (L->kind == CC_INT8) CC_DPG_LOOP(int8_t, w32_int8, CC_AS_F32, NR, U)                            \
     else CC_DPG_LOOP(uint16_t, w32_bf16, bf16_to_f32, NR, U)                                           \
   }
-CC_DPG(1, 2) CC_DPG(2, 2) CC_DPG(3, 2) CC_DPG(4, 2) CC_DPG(5, 1)
+CC_DPG(2, 2) CC_DPG(3, 2) CC_DPG(4, 2) CC_DPG(5, 1)
 CC_DPG(6, 1) CC_DPG(7, 1) CC_DPG(8, 1) CC_DPG(9, 1) CC_DPG(10, 1)
-static const cc_group_fn DPG[CC_GROUP + 1] = {NULL, dpg1, dpg2, dpg3, dpg4, dpg5, dpg6, dpg7, dpg8, dpg9, dpg10};
+/* no group of one: one row streams (dprow_*), and runs of two or more split into groups of two or more */
+static const cc_group_fn DPG[CC_GROUP + 1] = {NULL, NULL, dpg2, dpg3, dpg4, dpg5, dpg6, dpg7, dpg8, dpg9, dpg10};
 
 /* One row of bf16 x against weight row n, streamed as dot.h's dot products are (weights prefetched NTA ahead,
    four accumulators): the one-row step's product (see the top). */

@@ -126,40 +126,31 @@ static inline __m256 lanes8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a
   return _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31));
 }
 
+/* the vector names are dot.h's (CC_VEC, CC_LANES, CC_FMA, CC_LOADX, CC_ZERO: 16 lanes with AVX-512, else 8);
+   these three it has no use for */
 #ifdef __AVX512F__
-#define CC_ATT_VEC __m512
-#define CC_ATT_LANES 16
-#define CC_ATT_FMA _mm512_fmadd_ps
-#define CC_ATT_LOAD _mm512_loadu_ps
-#define CC_ATT_ZERO _mm512_setzero_ps()
-#define CC_ATT_BCAST _mm512_set1_ps
-#define CC_ATT_STORE _mm512_storeu_ps
-/* 16 lanes to 8: the two halves added */
-#define CC_HALF(a) _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1))
+#define CC_BCAST _mm512_set1_ps
+#define CC_STORE _mm512_storeu_ps
+#define CC_HALF(a) _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1)) /* 16 lanes to 8 */
 #else
-#define CC_ATT_VEC __m256
-#define CC_ATT_LANES 8
-#define CC_ATT_FMA _mm256_fmadd_ps
-#define CC_ATT_LOAD _mm256_loadu_ps
-#define CC_ATT_ZERO _mm256_setzero_ps()
-#define CC_ATT_BCAST _mm256_set1_ps
-#define CC_ATT_STORE _mm256_storeu_ps
+#define CC_BCAST _mm256_set1_ps
+#define CC_STORE _mm256_storeu_ps
 #define CC_HALF(a) (a)
 #endif
 
 /* q . key[t] for the eight fp32 keys at k (rows hd apart); hd a multiple of 16 */
 static inline __m256 scores8(const float *k, const float *q, int64_t hd) {
-  CC_ATT_VEC a0 = CC_ATT_ZERO, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-  for (int64_t i = 0; i < hd; i += CC_ATT_LANES) {
-    const CC_ATT_VEC qv = CC_ATT_LOAD(q + i);
-    a0 = CC_ATT_FMA(CC_ATT_LOAD(k + i), qv, a0);
-    a1 = CC_ATT_FMA(CC_ATT_LOAD(k + hd + i), qv, a1);
-    a2 = CC_ATT_FMA(CC_ATT_LOAD(k + 2 * hd + i), qv, a2);
-    a3 = CC_ATT_FMA(CC_ATT_LOAD(k + 3 * hd + i), qv, a3);
-    a4 = CC_ATT_FMA(CC_ATT_LOAD(k + 4 * hd + i), qv, a4);
-    a5 = CC_ATT_FMA(CC_ATT_LOAD(k + 5 * hd + i), qv, a5);
-    a6 = CC_ATT_FMA(CC_ATT_LOAD(k + 6 * hd + i), qv, a6);
-    a7 = CC_ATT_FMA(CC_ATT_LOAD(k + 7 * hd + i), qv, a7);
+  CC_VEC a0 = CC_ZERO, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (int64_t i = 0; i < hd; i += CC_LANES) {
+    const CC_VEC qv = CC_LOADX(q + i);
+    a0 = CC_FMA(CC_LOADX(k + i), qv, a0);
+    a1 = CC_FMA(CC_LOADX(k + hd + i), qv, a1);
+    a2 = CC_FMA(CC_LOADX(k + 2 * hd + i), qv, a2);
+    a3 = CC_FMA(CC_LOADX(k + 3 * hd + i), qv, a3);
+    a4 = CC_FMA(CC_LOADX(k + 4 * hd + i), qv, a4);
+    a5 = CC_FMA(CC_LOADX(k + 5 * hd + i), qv, a5);
+    a6 = CC_FMA(CC_LOADX(k + 6 * hd + i), qv, a6);
+    a7 = CC_FMA(CC_LOADX(k + 7 * hd + i), qv, a7);
   }
   return lanes8(CC_HALF(a0), CC_HALF(a1), CC_HALF(a2), CC_HALF(a3), CC_HALF(a4), CC_HALF(a5), CC_HALF(a6),
                 CC_HALF(a7));
@@ -167,14 +158,14 @@ static inline __m256 scores8(const float *k, const float *q, int64_t hd) {
 
 /* o[0 .. 64) += sum over t < n of p[t] * v[t * hd + 0 .. 64) (fp32 values) */
 static inline void sum_values(float *o, const float *p, const float *v, int64_t hd, int64_t n) {
-  enum { U = 64 / CC_ATT_LANES };
-  CC_ATT_VEC acc[U];
-  for (int u = 0; u < U; u++) acc[u] = CC_ATT_LOAD(o + u * CC_ATT_LANES);
+  enum { U = 64 / CC_LANES };
+  CC_VEC acc[U];
+  for (int u = 0; u < U; u++) acc[u] = CC_LOADX(o + u * CC_LANES);
   for (int64_t t = 0; t < n; t++) {
-    const CC_ATT_VEC pt = CC_ATT_BCAST(p[t]);
-    for (int u = 0; u < U; u++) acc[u] = CC_ATT_FMA(pt, CC_ATT_LOAD(v + t * hd + u * CC_ATT_LANES), acc[u]);
+    const CC_VEC pt = CC_BCAST(p[t]);
+    for (int u = 0; u < U; u++) acc[u] = CC_FMA(pt, CC_LOADX(v + t * hd + u * CC_LANES), acc[u]);
   }
-  for (int u = 0; u < U; u++) CC_ATT_STORE(o + u * CC_ATT_LANES, acc[u]);
+  for (int u = 0; u < U; u++) CC_STORE(o + u * CC_LANES, acc[u]);
 }
 
 /* the n fp32 values at src (bf16: widened into buf, which is returned; fp32: src itself) */
