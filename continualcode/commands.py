@@ -87,7 +87,9 @@ def replay(args: Sequence[str]) -> int:
     """Re-run a session's learning events on a fresh adapter (optionally with other settings).
 
     `out=DIR` (default: <session>/replay-adapter) receives the resulting adapter.  The session's
-    recorded model is used unless `model_name=` is given.
+    recorded model is used unless `model_name=` is given.  Bit for bit the same adapter twice needs
+    `draft=off` too: the distillation prompts are sampled, draft sizes follow measured timings, and a drafted
+    run's rows sum in another order than a one-row step's (the same distribution, other last bits).
     """
     from continualcode.build import build_backend, make_renderer
     from continualcode.journal import read_events
