@@ -401,3 +401,36 @@ def test_options() -> None:
         parse_args([])
     assert parse_args(["--verify"]).verify
     assert Outcome().answer == ""
+
+
+def _results(solved: dict[str, tuple[str, list[bool]]], latency: float) -> dict:
+    """A hand-made results.json: task -> (kind, solved per seed)."""
+    return {"turn_latency_median_s": latency, "sec_per_task_mean": 10 * latency,
+            "tasks": {t: {"kind": kind, "runs": [{"seed": s, "success": ok} for s, ok in enumerate(runs)]}
+                      for t, (kind, runs) in solved.items()}}
+
+
+def test_compare_pairs_runs_by_task_and_seed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from continualcode.bench.tasks import compare
+    from continualcode.bench.tasks.run import main
+
+    before = _results({"a": ("edit", [False, False]), "b": ("edit", [True, False]), "c": ("locate", [True]),
+                       "d": ("locate", [False]), "gone": ("multi", [True])}, 12.0)
+    after = _results({"a": ("edit", [True, True]), "b": ("edit", [True, True]), "c": ("locate", [False]),
+                      "d": ("locate", [False]), "new": ("multi", [True])}, 9.0)
+    c = compare.compare(before, after)
+    # pairs a/0, a/1, b/0, b/1, c/0, d/0: up a/0, a/1, b/1; down c/0; "gone" and "new" are in one run only
+    assert (c["n"], c["before"], c["after"], c["up"], c["down"], c["only_one"]) == (6, 2, 4, 3, 1, 2)
+    assert c["p"] == pytest.approx(0.625)  # two-sided: 2 * (1 + 4) / 16
+    assert c["per_kind"]["edit"] == {"n": 4, "before": 1, "after": 4, "up": 3, "down": 0, "p": 0.25}
+    assert c["per_kind"]["locate"]["down"] == 1 and "multi" not in c["per_kind"]
+    assert [(m["task"], m["seed"], m["after"]) for m in c["moved"]] == [
+        ("a", 0, True), ("a", 1, True), ("b", 1, True), ("c", 0, False)]
+    for name, res in (("b4", before), ("af", after)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(res))
+    assert main(["--compare", str(tmp_path / "b4"), str(tmp_path / "af")]) == 0
+    out = capsys.readouterr().out
+    assert "| all | 6 | 2 | 4 | 3 | 1 | 0.625 |" in out and "- c (seed 0): down" in out and "12.0 → 9.0" in out
+    assert main(["--compare", str(tmp_path / "b4"), str(tmp_path / "none")]) == 2
+    assert "no results.json" in capsys.readouterr().err

@@ -12,6 +12,7 @@ USAGE = """usage:
                             [mode=independent|sequential] [key=value …]
   continualcode bench tasks --out DIR [--split dev|test|all] [--tasks ID,ID] [--limit N] [--seeds N] [--verify]
                             [key=value …]
+  continualcode bench tasks --compare BEFORE_DIR AFTER_DIR
   continualcode bench speed --out DIR [--parts sampling,bound,drafts,session,step,start] [--repeats N]
                             [--lengths 256,1024,4096] [key=value …]
   continualcode bench security --out DIR [--kills N] [--fuzz N] [--adapter-kills N]"""

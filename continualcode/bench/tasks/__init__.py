@@ -11,6 +11,7 @@ checker.  The task format, the checkers, the metrics and the output files: docs/
     runner.py    the simulated user running one task on a `Session`; the row and transcript
     metrics.py   per-task measures from the transcript; results.json from the rows
     report.py    results.md from results.json
+    compare.py   two runs paired task by task (`--compare BEFORE AFTER`)
     run.py       options, the resumable units file, the loop over seeds × tasks, main()
 
 The data: tasks.jsonl (one task a line) and checks/*.py (check snippets).

@@ -47,6 +47,7 @@ class Options:
     limit: int = 0
     seeds: int = 1
     verify: bool = False
+    compare: list[Path] = field(default_factory=list)
     tasks_file: Path = TASKS_FILE
     base_args: dict[str, str] = field(default_factory=dict)
     argv: list[str] = field(default_factory=list)
@@ -61,17 +62,20 @@ def parse_args(args: Sequence[str]) -> Options:
     p.add_argument("--seeds", type=int, default=1, help="runs per task (seeds cfg.seed, cfg.seed+1, …)")
     p.add_argument("--verify", action="store_true", help="check every selected task's checker against its "
                    "reference solution (no model) and exit")
+    p.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), help="two finished runs' directories: "
+                   "print their paired comparison (up / down by task, sign test) and exit")
     p.add_argument("--tasks-file", default=str(TASKS_FILE), help=argparse.SUPPRESS)
     p.add_argument("overrides", nargs="*", help="config key=value (e.g. model_name=… threads=1 max_turns=…)")
     ns = p.parse_intermixed_args(list(args))
     base = key_values(ns.overrides)
     if ns.seeds < 1:
         raise ValueError("--seeds must be ≥ 1")
-    if ns.out is None and not ns.verify:
+    if ns.out is None and not ns.verify and not ns.compare:
         raise ValueError("--out DIR is required")
     return Options(out=Path(ns.out) if ns.out else None, split=ns.split,
                    ids=[x.strip() for x in ns.tasks.split(",") if x.strip()], limit=ns.limit, seeds=ns.seeds,
-                   verify=ns.verify, tasks_file=Path(ns.tasks_file), base_args=base, argv=list(args))
+                   verify=ns.verify, compare=[Path(x) for x in ns.compare or ()],
+                   tasks_file=Path(ns.tasks_file), base_args=base, argv=list(args))
 
 
 def task_line(row: dict[str, Any], n_done: int) -> str:
@@ -185,6 +189,13 @@ def main(args: list[str]) -> int:
         opts = parse_args(args)
         if opts.verify:
             return verify_all(opts)
+        if opts.compare:
+            from continualcode.bench.tasks import compare
+
+            before, after = opts.compare
+            print(compare.to_markdown(compare.compare(compare.load(before), compare.load(after)), str(before),
+                                      str(after)), end="")
+            return 0
         res = run(opts)
     except SystemExit as e:  # argparse: usage already printed
         return int(e.code or 0)
