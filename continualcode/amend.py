@@ -9,6 +9,9 @@ pathlib).  Composed, it is the denied change with the retry's edit applied to th
 `replace('# string helpers' -> 'def shout(text: str) -> str: …')`, what the model means, against the file
 as it is.
 
+Composed, the call can leave the file as it is (a user trial: the user's own edit had already put the retry's
+line in place of the denied change's); the rails then sample again, as for any change that changes nothing.
+
 Pure: the file is seen only through `holds(call, text)` (whether the file a call names holds `text`) and
 `same(a, b)` (whether two calls name one file).  Only a `replace` is composed: its old text says where the
 edit goes inside the denied change's new text; an `edit_lines` retry counts lines of a file that was not

@@ -315,7 +315,7 @@ class Rails:
             self.rejected.add(key)
             return Verdict(Parsed(error=error), REJECTED_AGAIN if again else None)
         if self.on and (made := self.amend(call, [*self.denied.values()])) and made.to_text() not in self.denied:
-            return Verdict(Parsed(call=made), redirected=True)  # a retry's edit made to a denied change (amend.py)
+            return Verdict(Parsed(call=made), NO_CHANGE if self.idle(made) else None, redirected=True)  # amend.py
         if self.on and call.name in CHANGING and key not in self.denied and self.idle(call):
             # sampled again (proposed only when every sample is so): the 1.5B model's `replace` of a text by
             # itself, 14 times in 3 of 16 dev tasks, each asked about and then refused by the tool (dev split)

@@ -27,6 +27,7 @@ from continualcode.rails import (
     EXAMPLE_FILE,
     LOOP_ERROR,
     LOOP_NOTE,
+    NO_CHANGE,
     PASTED,
     REPEAT_ERROR,
     RUN_FIRST,
@@ -249,6 +250,24 @@ def test_scripted_model_a_retry_that_edits_the_denied_change_is_proposed_made_to
     assert [c.name for c, _ in user.seen] == ["read", "replace", "replace", "bash"]
     failed = [e for e in events if isinstance(e, ToolOutput) and e.name == "replace"]
     assert len(failed) == 1 and not failed[0].ok and "old_string is not in main.py" in failed[0].output
+
+
+def test_scripted_model_a_retry_composed_onto_a_change_the_file_already_has_is_sampled_again(tokenizer, tmp_path):
+    """A user trial (itsdangerous): the model's edit_lines was denied, its retry composed with it (amend.py) and
+    the user edited that to the right line; the model's next call, a `replace` of text from the denied change by
+    that same line, composed again, would leave the file as it is.  It is sampled again, never asked about."""
+    read = call_text("read", path="main.py")
+    wrong = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return a ++ b")
+    retry = call_text("replace", path="main.py", old_string="    return a ++ b", new_string="    return a -- b")
+    again = call_text("replace", path="main.py", old_string="    return a ++ b", new_string="    return a - b")
+    both = Renderer(tokenizer, tools=tool_schemas("both"))
+    fixed = {"path": "main.py", "start_line": 2, "end_line": 2, "content": "    return a - b"}
+    s, _, user, _, events = make(tokenizer, tmp_path, [read, wrong, retry, again, "Done."],
+                                 [Approve(), Deny("subtract"), Edit(fixed)], guard_rails=True, renderer=both)
+    assert s.run_task("make add subtract").status == "answered"
+    assert (tmp_path / "main.py").read_text() == "def add(a, b):\n    return a - b\n"
+    assert [c.name for c, _ in user.seen] == ["read", "edit_lines", "edit_lines"]  # the composed no-op: not asked
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NO_CHANGE]
 
 
 def test_scripted_model_retry_sees_the_correction_then_the_task(tokenizer, tmp_path):
