@@ -1,10 +1,14 @@
 """Probe: does the 1.5B model, unconstrained, write invalid JSON escapes (\\d, \\x) in a call's string?"""
-import sys, re
+import re
+import sys
+
 from continualcode.build import build_backend, make_renderer
 from continualcode.config import parse_config
 from continualcode.records import Message
+
 cfg = parse_config(["model_name=qwen2.5-coder-1.5b", "threads=1"])
-be = build_backend(cfg); r = make_renderer(be, cfg)
+be = build_backend(cfg)
+r = make_renderer(be, cfg)
 files = {
  "nums.py": "import re\n\nPATTERN = re.compile(r'[0-9]')\n\ndef numbers(text):\n    return PATTERN.findall(text)\n",
  "pad.py": "def pad(b: bytes) -> bytes:\n    return b.ljust(8, b'\\x01')\n",
@@ -16,13 +20,14 @@ tasks = {
  "split.py": "In split.py, split on tabs ('\\t') instead of spaces.",
 }
 for name, body in files.items():
-    shown = "\n".join(f"{i+1:6d}\t{l}" for i, l in enumerate(body.splitlines()))
+    shown = "\n".join(f"{i+1:6d}\t{line}" for i, line in enumerate(body.splitlines()))
     msgs = [Message("user", tasks[name]),
-            Message("assistant", '<tool_call>\n{"name": "read", "arguments": {"path": "%s"}}\n</tool_call>' % name),
+            Message("assistant", '<tool_call>\n{"name": "read", "arguments": {"path": "' + name + '"}}\n</tool_call>'),
             Message("tool", shown)]
     ids = r.prompt_ids(msgs)
     for seed in range(3):
-        s = be.sample(ids, max_tokens=120, temperature=0 if seed == 0 else 0.3, top_p=0.95, stop=r.stop_ids, constraint=None, seed=seed)
+        s = be.sample(ids, max_tokens=120, temperature=0 if seed == 0 else 0.3, top_p=0.95, stop=r.stop_ids,
+                      constraint=None, seed=seed)
         text = r.decode(s.tokens)
         bad = re.findall(r'(?<!\\)\\[^"\\/bfnrtu]', text.replace("\\\\", "\x00\x00"))
         print(name, seed, "INVALID-ESCAPES" if bad else "ok", repr(text[:300]))
@@ -31,14 +36,15 @@ for name, body in files.items():
 print("--- constrained (the call grammar, as the agent samples), greedy and 0.3")
 con = r.constraint(allow_text=True, allow_calls=True)
 for name, body in files.items():
-    shown = "\n".join(f"{i+1:6d}\t{l}" for i, l in enumerate(body.splitlines()))
+    shown = "\n".join(f"{i+1:6d}\t{line}" for i, line in enumerate(body.splitlines()))
     msgs = [Message("user", tasks[name]),
-            Message("assistant", '<tool_call>\n{"name": "read", "arguments": {"path": "%s"}}\n</tool_call>' % name),
+            Message("assistant", '<tool_call>\n{"name": "read", "arguments": {"path": "' + name + '"}}\n</tool_call>'),
             Message("tool", shown)]
     ids = r.prompt_ids(msgs)
     for seed in range(3):
-        s = be.sample(ids, max_tokens=120, temperature=0 if seed == 0 else 0.3, top_p=0.95, stop=r.stop_ids, constraint=con, seed=seed)
+        s = be.sample(ids, max_tokens=120, temperature=0 if seed == 0 else 0.3, top_p=0.95, stop=r.stop_ids,
+                      constraint=con, seed=seed)
         text = r.decode(s.tokens)
         p = r.parse(text)
-        print(name, seed, repr((p.call.arguments if p.call else text)))
+        print(name, seed, repr(p.call.arguments if p.call else text))
         sys.stdout.flush()
