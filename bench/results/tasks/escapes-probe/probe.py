@@ -1,6 +1,5 @@
 """Probe: does the 1.5B model, unconstrained, write invalid JSON escapes (\\d, \\x) in a call's string?"""
 import re
-import sys
 
 from continualcode.build import build_backend, make_renderer
 from continualcode.config import parse_config
@@ -19,32 +18,25 @@ tasks = {
  "pad.py": "In pad.py, pad with zero bytes (b'\\x00') instead of b'\\x01'.",
  "split.py": "In split.py, split on tabs ('\\t') instead of spaces.",
 }
-for name, body in files.items():
-    shown = "\n".join(f"{i+1:6d}\t{line}" for i, line in enumerate(body.splitlines()))
-    msgs = [Message("user", tasks[name]),
-            Message("assistant", '<tool_call>\n{"name": "read", "arguments": {"path": "' + name + '"}}\n</tool_call>'),
-            Message("tool", shown)]
-    ids = r.prompt_ids(msgs)
-    for seed in range(3):
-        s = be.sample(ids, max_tokens=120, temperature=0 if seed == 0 else 0.3, top_p=0.95, stop=r.stop_ids,
-                      constraint=None, seed=seed)
-        text = r.decode(s.tokens)
-        bad = re.findall(r'(?<!\\)\\[^"\\/bfnrtu]', text.replace("\\\\", "\x00\x00"))
-        print(name, seed, "INVALID-ESCAPES" if bad else "ok", repr(text[:300]))
-        sys.stdout.flush()
+
+
+def samples(constraint):
+    """(file, seed, decoded reply) for each task: greedy, then 0.3 with seeds 1 and 2."""
+    for name, body in files.items():
+        shown = "\n".join(f"{i+1:6d}\t{line}" for i, line in enumerate(body.splitlines()))
+        read = '<tool_call>\n{"name": "read", "arguments": {"path": "' + name + '"}}\n</tool_call>'
+        ids = r.prompt_ids([Message("user", tasks[name]), Message("assistant", read), Message("tool", shown)])
+        for seed in range(3):
+            s = be.sample(ids, max_tokens=120, temperature=0 if seed == 0 else 0.3, top_p=0.95, stop=r.stop_ids,
+                          constraint=constraint, seed=seed)
+            yield name, seed, r.decode(s.tokens)
+
+
+for name, seed, text in samples(None):
+    bad = re.findall(r'(?<!\\)\\[^"\\/bfnrtu]', text.replace("\\\\", "\x00\x00"))
+    print(name, seed, "INVALID-ESCAPES" if bad else "ok", repr(text[:300]), flush=True)
 
 print("--- constrained (the call grammar, as the agent samples), greedy and 0.3")
-con = r.constraint(allow_text=True, allow_calls=True)
-for name, body in files.items():
-    shown = "\n".join(f"{i+1:6d}\t{line}" for i, line in enumerate(body.splitlines()))
-    msgs = [Message("user", tasks[name]),
-            Message("assistant", '<tool_call>\n{"name": "read", "arguments": {"path": "' + name + '"}}\n</tool_call>'),
-            Message("tool", shown)]
-    ids = r.prompt_ids(msgs)
-    for seed in range(3):
-        s = be.sample(ids, max_tokens=120, temperature=0 if seed == 0 else 0.3, top_p=0.95, stop=r.stop_ids,
-                      constraint=con, seed=seed)
-        text = r.decode(s.tokens)
-        p = r.parse(text)
-        print(name, seed, repr(p.call.arguments if p.call else text))
-        sys.stdout.flush()
+for name, seed, text in samples(r.constraint(allow_text=True, allow_calls=True)):
+    p = r.parse(text)
+    print(name, seed, repr(p.call.arguments if p.call else text), flush=True)
