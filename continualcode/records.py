@@ -9,6 +9,7 @@ renders itself in it; the decoding grammar (`constrain.py`) guarantees the same 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +18,27 @@ Role = Literal["system", "user", "assistant", "tool"]
 CALL_OPEN = "<tool_call>\n"
 CALL_CLOSE = "\n</tool_call>"
 JSON_SEPARATORS = (", ", ": ")
+
+# A backslash in a call's JSON keeps its JSON meaning before `"`, `\\`, `/`, `n`, `r`, `t` and `u` + four hex
+# digits; before anything else it is the code's own backslash, kept as written.
+_ESCAPE_RE = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)", re.S)
+_JSON_ESCAPES = frozenset('"\\/nrt')
+
+
+def loads_call_json(text: str) -> Any:
+    """`json.loads` for a call as a model writes it: code goes into JSON strings unescaped (`"r'\\d+'"`,
+    `"b'\\x00'"`, `"re.compile(r'\\bword\\b')"`), so a backslash that is no JSON escape, and the control
+    escapes `\\b` and `\\f` (a backspace or form feed in a source file is never what a coding model means; a
+    regex's word boundary is), stay a backslash and that character.  Raises json.JSONDecodeError as
+    json.loads does.  The decoding grammar (constrain.py) lets a call hold such escapes for this reason: held to
+    JSON's, the 1.5B model wrote `\\d` as `\\b` and `\\x00` as `\\n` in every call that needed them
+    (`bench/results/tasks/escapes-probe/`)."""
+    return json.loads(_ESCAPE_RE.sub(_code_escape, text))
+
+
+def _code_escape(m: re.Match[str]) -> str:
+    esc = m.group(1)
+    return m.group(0) if esc in _JSON_ESCAPES or len(esc) == 5 else "\\\\" + esc
 
 
 @dataclass(frozen=True)

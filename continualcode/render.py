@@ -28,7 +28,7 @@ from continualcode.constrain import GrammarConstraint, build_constraint
 from continualcode.context import KEEP_RESULTS, compact
 from continualcode.intent import asks_for_change
 from continualcode.outline import LEGEND
-from continualcode.records import CALL_CLOSE, CALL_OPEN, NOTES, TASK, Message, Role, ToolCall
+from continualcode.records import CALL_CLOSE, CALL_OPEN, NOTES, TASK, Message, Role, ToolCall, loads_call_json
 from continualcode.tools import DEFAULT_SCHEMAS, ToolError, validate_args
 
 SYSTEM_PROMPT = (
@@ -91,7 +91,7 @@ def _parse(text: str, tools: Sequence[dict[str, Any]]) -> Parsed:
     if len(blocks) > 1:
         return Parsed(error=f"{len(blocks)} tool calls in one reply: make exactly one call per turn")
     try:
-        obj = json.loads(blocks[0])
+        obj = loads_call_json(blocks[0])
     except json.JSONDecodeError as e:
         return Parsed(error=f"the tool call is not valid JSON ({e.msg} at char {e.pos})")
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
@@ -102,7 +102,7 @@ def _parse(text: str, tools: Sequence[dict[str, Any]]) -> Parsed:
     args = obj.get("arguments", {})
     if isinstance(args, str):  # some templates emit arguments as a JSON string
         try:
-            args = json.loads(args)
+            args = loads_call_json(args)
         except json.JSONDecodeError:
             return Parsed(error="the arguments are not a JSON object")
     try:

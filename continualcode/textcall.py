@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from continualcode.records import ToolCall
+from continualcode.records import ToolCall, loads_call_json
 from continualcode.tools import DEFAULT_SCHEMAS, TOOL_NAMES, ToolError, validate_args
 
 _TOOLS = "|".join(TOOL_NAMES)
@@ -82,7 +82,7 @@ def _loads(candidate: str) -> Any:
     """JSON, or JSON whose object keys lack their quotes; None when neither parses."""
     for text in (candidate, quote_keys(candidate)):
         try:
-            return json.loads(text)
+            return loads_call_json(text)
         except (json.JSONDecodeError, RecursionError):
             continue
     return None

@@ -45,7 +45,7 @@ from continualcode.events import (
     Thinking,
     ToolOutput,
 )
-from continualcode.records import ToolCall
+from continualcode.records import ToolCall, loads_call_json
 from continualcode.ui.visible import visible
 
 KEYS_HELP = "y approve · a always · n deny+correct · e edit · f feedback · esc abort"
@@ -202,7 +202,7 @@ class KeyInput:
                 os.unlink(f.name)
             else:
                 text = self._session.prompt("arguments (JSON) › ", default=json.dumps(call.arguments))
-            args = json.loads(text)
+            args = loads_call_json(text)
             if not isinstance(args, dict):
                 raise ValueError("not an object")
         except (ValueError, OSError, EOFError, KeyboardInterrupt) as e:
@@ -254,7 +254,7 @@ class LineInput:
                 return Abort()
             if cmd == "e":
                 try:
-                    args = json.loads(rest)
+                    args = loads_call_json(rest)
                     if isinstance(args, dict):
                         return Edit(args)
                 except ValueError:
