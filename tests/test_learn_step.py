@@ -472,13 +472,20 @@ def test_distillation_prompts_join_the_batch(fresh_backend, renderer, correction
 
 @pytest.mark.slow
 def test_deferred_distillation_replaces_the_interim_update_with_the_undeferred_one(
-        fresh_backend, renderer, correction, batch_sizes):
+        fresh_backend, renderer, correction, batch_sizes, monkeypatch):
     """`distill_deferred` (the default): the correction's interim update uses the denied call alone (what the
     retry waits for); `settle` goes back to the weights before it and takes the update the undeferred path
     takes (the denied call and the distillation examples, from the same start): the same weights at the
     end, one undo entry, and `settle` does it once."""
     b, seen = fresh_backend, batch_sizes
     earlier = ["show me what is in todo.txt", "what does setup.py contain?"]
+    for name in ("score", "sample"):  # every forward cold: a stored prefix is reused in other chunks on one path
+        real = getattr(b, name)  # than on the other, which rounds otherwise under some kernels (AMX bf16)
+        monkeypatch.setattr(b, name, lambda *a, _real=real, **k: (b.clear_cache(), _real(*a, **k))[1])
+    on_policy: list[list[bool]] = []  # per step, which examples take π_old from the step's own forward
+    step = b.train_step
+    monkeypatch.setattr(b, "train_step", lambda batch, spec, *, lr: (
+        on_policy.append([e.old_logprobs is None for e in batch]), step(batch, spec, lr=lr))[1])
     start, step0 = b.snapshot(), b.step
 
     def learner(deferred: bool, asked: list[Correction]) -> Learner:
@@ -500,6 +507,7 @@ def test_deferred_distillation_replaces_the_interim_update_with_the_undeferred_o
     interim = _lora(b)
     reports = deferred.settle()
     assert seen == [1, 3] and asked == [correction] and not deferred.pending
+    assert on_policy == [[True] * 3, [True], [True] * 3]  # the settled batch is the undeferred one, as built
     assert len(reports) == 1 and reports[0]["deferred"] and reports[0]["distill_examples"] == 2
     assert b.step == step0 + 1 and len(deferred.undo_stack) == 1
     now = _lora(b)

@@ -113,9 +113,10 @@ class Learner:
         examples, secs = build_examples(self.backend, self.renderer, cfg, c,
                                         extra_prompts=() if defer else self._extra(c), distill=not defer)
         before = self.backend.snapshot() if defer else None
+        main = dataclasses.replace(examples[0])  # as built: the update sets π_old on the one it steps on
         report = self._update(c, examples, secs, t0, distilled=len(examples) - 1, snap=before)
         if before is not None:
-            self.pending.append(_Pending(c, examples[0], before, kept=not report["rolled_back"]))
+            self.pending.append(_Pending(c, main, before, kept=not report["rolled_back"]))
         return report
 
     def settle(self) -> list[dict[str, Any]]:
