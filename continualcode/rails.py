@@ -128,7 +128,7 @@ def pasted_argument(call: ToolCall) -> tuple[str, str] | None:
 
 Breaks = Callable[[ToolCall], str | None]  # why a change would leave a parsing Python file unparsable, or None
 Cuts = Callable[[ToolCall], str | None]  # "REL from N lines to M" for a write that drops most of a file, or None
-Mend = Callable[[ToolCall], ToolCall | None]  # the change mended (re-indented; a write's definition placed), or None
+Mend = Callable[[ToolCall], ToolCall | None]  # the change mended (re-indented, placed, restrung), or None
 Idle = Callable[[ToolCall], bool]  # whether a change would leave its file as it is
 Amend = Callable[[ToolCall, list[ToolCall]], ToolCall | None]  # the call composed with a denied change, or None
 
@@ -322,13 +322,13 @@ class Rails:
             return Verdict(parsed, NO_CHANGE)
         if self.on and call.name == "write" and key not in self.denied and (placed := self.mend(call)) is not None \
                 and placed.to_text() not in self.denied:
-            # one definition written over its whole module: that definition placed in the module instead (once
-            # the user denied that placement, the write goes on as the model wrote it: a rewrite may be meant)
+            # one definition written over its whole module: that definition placed in the module instead; a line
+            # break inside a string literal: `\n` (once the user denied the mended write, it goes on as written)
             return Verdict(Parsed(call=placed), redirected=True)
         if self.on and call.name in CHANGING and key not in self.denied and self.breaks(call) is not None:
-            # an edit that would break a file that parses: mended when only its indentation is off, else
-            # sampled again (and proposed, with the preview's warning, when every sample breaks it)
-            mended = self.mend(call) if call.name != "write" else None  # a write: placed above, or not at all
+            # an edit that would break a file that parses: mended when only its indentation or a string's line
+            # break is off, else sampled again (and proposed, with the preview's warning, when every sample breaks)
+            mended = self.mend(call) if call.name != "write" else None  # a write: mended above, or not at all
             if mended is not None:
                 return Verdict(Parsed(call=mended), redirected=True)
             return Verdict(parsed, BREAKS_SYNTAX)

@@ -41,12 +41,13 @@ def _file_key(workspace: Workspace, call: ToolCall) -> str:
 
 
 def _mend(workspace: Workspace, call: ToolCall) -> ToolCall | None:
-    """An edit_lines re-indented, or a write of one definition over its module placed, so that the file
-    still parses and keeps its lines; None when neither applies."""
-    if call.name == "write":
-        placed = workspace.placed_write(call.name, call.arguments)
-        return None if placed is None else ToolCall("edit_lines", placed)
-    fixed = workspace.reindented(call.name, call.arguments)
+    """An edit_lines re-indented, a write of one definition over its module placed, or a change whose line
+    break inside a string literal is written as `\\n`, so that the file still parses and keeps its lines;
+    None when none applies."""
+    if call.name == "write" and (placed := workspace.placed_write(call.name, call.arguments)) is not None:
+        return ToolCall("edit_lines", placed)
+    fixed = (workspace.reindented(call.name, call.arguments) if call.name == "edit_lines" else None) \
+        or workspace.restrung(call.name, call.arguments)
     return None if fixed is None else ToolCall(call.name, fixed)
 
 

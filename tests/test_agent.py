@@ -1342,6 +1342,19 @@ def test_scripted_model_edit_that_breaks_the_file_is_reindented_or_sampled_again
     assert "no longer parses as Python" in user2.seen[1][1]  # the third sample is proposed, with the warning
 
 
+def test_scripted_model_change_whose_string_holds_a_line_break_runs_with_the_escape(tokenizer, tmp_path):
+    """The model writes code into a call's JSON as it reads it: `'\\n'.join` arrives as a quote, a line
+    break and a quote, and the file would no longer parse; the change runs with `\\n` in the string."""
+    read = call_text("read", path="main.py")
+    joined = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return '\n'.join([a, b])")
+    s, _, user, _, events = make(tokenizer, tmp_path, [read, joined, "Done."], [Approve(), Approve()],
+                                 guard_rails=True)
+    assert s.run_task("change add in main.py to join its arguments with a newline").status == "answered"
+    assert user.seen[1][0].arguments["content"] == "    return '\\n'.join([a, b])"
+    assert (tmp_path / "main.py").read_text() == "def add(a, b):\n    return '\\n'.join([a, b])\n"
+    assert not [e.error for e in events if isinstance(e, Proposal) and e.error]
+
+
 def test_scripted_model_write_that_drops_most_of_a_file_is_sampled_again(tokenizer, tmp_path):
     """The 1.5B model wrote the one function it meant to add over a 1,081-line module: a write that leaves an
     existing file of 20+ lines with less than half of them is sampled again; proposed (the preview and the

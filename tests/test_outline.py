@@ -1,5 +1,5 @@
 """The definitions map (outline.py), the file overview that carries it, and the syntax of a change
-(tools/syntax.py, Workspace.breaks_syntax / reindented): pure text, hand-checked."""
+(tools/syntax.py, Workspace.breaks_syntax / reindented / restrung): pure text, hand-checked."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from continualcode.context import OUTLINE_CHARS, project_overview
 from continualcode.outline import Definition, definitions, render
 from continualcode.tools import Workspace
-from continualcode.tools.syntax import indent_candidates, reindent
+from continualcode.tools.syntax import escape_string_breaks, indent_candidates, reindent
 
 SOURCE = '''"""A module."""
 
@@ -139,3 +139,29 @@ def test_a_change_that_breaks_a_parsing_file_is_seen_and_mended_when_only_indent
     assert ws.breaks_syntax("write", {"path": "broken.py", "content": "def (:\n"}) is None
     assert ws.breaks_syntax("edit_lines", {**edit, "start_line": 99, "end_line": 99}) is None  # refused by the tool
     assert (tmp_path / "m.py").read_text().endswith("return 1\n")  # judging touches nothing
+
+
+def test_a_line_break_inside_a_one_line_string_is_written_as_its_escape() -> None:
+    """A call's JSON `"'\\n'.join(xs)"` arrives as a line break between two quotes."""
+    assert escape_string_breaks("x = '\n'.join(xs)\n") == "x = '\\n'.join(xs)\n"
+    assert escape_string_breaks('print("a\nb", \'c\')') == 'print("a\\nb", \'c\')'
+    kept = 's = """a\nb"""\n# it\'s\nt = 1\n'  # a triple-quoted string's breaks, a comment's quote
+    assert escape_string_breaks(kept) == kept
+    assert escape_string_breaks("t = 'it\\'s\n'") == "t = 'it\\'s\\n'"  # an escaped quote does not close it
+    assert escape_string_breaks("f(\n    'a',\n    'b')\n") == "f(\n    'a',\n    'b')\n"
+
+
+def test_a_change_that_breaks_a_file_only_by_a_line_break_in_a_string_is_mended(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    (tmp_path / "m.py").write_text("def show(lines):\n    return ' '.join(lines)\n")
+    edit = {"path": "m.py", "start_line": 2, "end_line": 2, "content": "    return '\n'.join(lines)"}
+    assert ws.breaks_syntax("edit_lines", edit) is not None
+    assert ws.restrung("edit_lines", edit) == {**edit, "content": "    return '\\n'.join(lines)"}
+    rep = {"path": "m.py", "old_string": "' '", "new_string": "'\n'"}
+    assert ws.restrung("replace", rep) == {**rep, "new_string": "'\\n'", "replace_all": False}
+    new = {"path": "n.py", "content": "print('a\nb')\n"}
+    assert ws.restrung("write", new) == {**new, "content": "print('a\\nb')\n"}
+    assert ws.restrung("edit_lines", {**edit, "content": "    return ' '.join(lines)"}) is None  # not broken
+    assert ws.restrung("edit_lines", {**edit, "content": "    return ('\n'.join(lines)"}) is None  # still broken
+    assert ws.restrung("write", {"path": "n.txt", "content": "'\n'"}) is None  # not Python
+    assert (tmp_path / "m.py").read_text().endswith("' '.join(lines)\n") and not (tmp_path / "n.py").exists()

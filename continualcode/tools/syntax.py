@@ -5,7 +5,9 @@ Why: on real code the 0.5B model's edits land in the right lines but break the f
 (`IndentationError`, `SyntaxError`) in most edit tasks, and it does not repair them from the warning
 within the turn limit.  A change is judged before it is proposed (rails.py re-samples one that breaks
 a file that parsed); an `edit_lines` whose only fault is its indentation is shifted to the indentation
-of the lines it replaces (or of the block it goes into), kept only if the file then parses.
+of the lines it replaces (or of the block it goes into), kept only if the file then parses.  A line break
+inside a one-line string literal is written as `\n` (`escape_string_breaks`), kept on the same terms: the
+model writes code into a call's JSON as it reads it, so its `'\n'.join(…)` arrives as a line break.
 
 Pure text in, text out; the workspace supplies the file (workspace.py).
 """
@@ -99,6 +101,38 @@ def reindent(content: str, indent: str) -> str:
         return content
     least = min(len(INDENT.match(ln).group()) for ln in body)  # type: ignore[union-attr]
     return "\n".join(indent + ln[least:] if ln.strip() else ln for ln in lines)
+
+
+def escape_string_breaks(text: str) -> str:
+    """`text` with each line break inside a one-line string literal written as the escape `\\n`: a call's
+    JSON `"'\\n'.join(lines)"` arrives as a quote, a line break and a quote (JSON's `\\n`), which no Python
+    parses.  A scan of quotes, escapes and comments: triple-quoted strings keep their line breaks, a comment
+    its quotes; the caller keeps the result only where the file then parses."""
+    out: list[str] = []
+    i, quote = 0, ""
+    while i < len(text):
+        ch = text[i]
+        if quote and ch == "\\" and i + 1 < len(text):  # an escape (or a continuation line): as it is
+            out.append(text[i:i + 2])
+            i += 2
+        elif quote and text.startswith(quote, i):
+            out.append(quote)
+            i, quote = i + len(quote), ""
+        elif quote:
+            out.append("\\n" if ch == "\n" and len(quote) == 1 else ch)
+            i += 1
+        elif ch == "#":
+            end = text.find("\n", i)
+            end = len(text) if end < 0 else end
+            out.append(text[i:end])
+            i = end
+        else:
+            if ch in "'\"":
+                quote = ch * 3 if text.startswith(ch * 3, i) else ch
+                ch = quote
+            out.append(ch)
+            i += len(ch)
+    return "".join(out)
 
 
 def indent_candidates(lines: list[str], start: int, end: int) -> list[str]:

@@ -28,7 +28,14 @@ from continualcode.tools.sandbox import (
     say_unavailable_once,
     unavailable,
 )
-from continualcode.tools.syntax import enclosing_start, indent_candidates, redefined, reindent, syntax_error
+from continualcode.tools.syntax import (
+    enclosing_start,
+    escape_string_breaks,
+    indent_candidates,
+    redefined,
+    reindent,
+    syntax_error,
+)
 from continualcode.tools.table import TOOLS, validate_args
 
 DEFAULT_RESULT_CAP = 12000  # characters of one tool result shown to the model
@@ -134,6 +141,22 @@ class Workspace(ConfinedDir):
             if shifted != content and syntax_error(plan_edit(old, start, end, shifted, rel=rel)[0], rel) is None:
                 return {**kwargs, "content": shifted}
         return None
+
+    def restrung(self, name: str, args: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A write, edit_lines or replace that would break a Python file that parses, with each line break
+        inside a one-line string literal of its new text written as `\\n` (`syntax.escape_string_breaks`),
+        when the file then parses; None otherwise.  Never raises."""
+        planned = self._planned(name, args)
+        if planned is None or syntax_error(planned[1], planned[0]) is not None \
+                or syntax_error(planned[2], planned[0]) is None:
+            return None
+        kwargs = validate_args(name, args)  # valid: it was planned
+        key = "new_string" if name == "replace" else "content"
+        mended = {**kwargs, key: escape_string_breaks(kwargs[key])}
+        if mended[key] == kwargs[key]:
+            return None
+        replanned = self._planned(name, mended)
+        return mended if replanned is not None and syntax_error(replanned[2], replanned[0]) is None else None
 
     def changes_nothing(self, name: str, args: Mapping[str, Any]) -> bool:
         """Whether a write, edit_lines or replace would leave its (existing) file as it is: a `replace` of a
