@@ -9,8 +9,10 @@ The grammar (compiled once per tokenizer and tool set with xgrammar) is
               starts a JSON object ('{"' or '{ "')
 
 so a known tool name, schema-valid arguments (no extra properties) and exactly one call per turn
-are guaranteed, and the model may instead answer in text to end its turn.  The text rule is what
-keeps calls out of answers: after a tool result Qwen2.5-Coder-0.5B wrote nearly every next call as
+are guaranteed, and the model may instead answer in text to end its turn.  A string may hold a backslash
+before any printable character, as code does (`\\d`, `\\x00`: `code_escapes`), not only JSON's escapes.
+
+The text rule is what keeps calls out of answers: after a tool result Qwen2.5-Coder-0.5B wrote nearly every next call as
 text (a fenced ```json block, '>{"name": …}', '({"name": …}'; 11 of 12 proposals in the first task
 benchmark runs); with prose required to open like prose and JSON objects barred from it, the
 likeliest way to act left is the `<tool_call>` tag.  Per-tool `anyOf` matters: a loose schema lets a
@@ -121,7 +123,7 @@ def code_escapes(grammar: Any) -> Any:
     `\\.`); the call parser keeps such a backslash (`records.loads_call_json`).  Held to JSON's escapes the
     model cannot write a regex or a byte literal as it means it: the nearest allowed escape wins (`\\d` came
     out `\\b`, `\\x00` `\\n`, in 5 of 5 calls that needed one).  An xgrammar whose rule reads otherwise
-    keeps its grammar as it is (a test fails then: tests/test_constrain.py)."""
+    keeps its grammar as it is (a test fails then: tests/test_render.py)."""
     import xgrammar as xg
 
     ebnf = str(grammar)
