@@ -131,9 +131,9 @@ class Workspace(ConfinedDir):
         planned = self._planned(name, args) if name == "edit_lines" else None
         if planned is None:
             return None
-        rel, old, new = planned
-        if syntax_error(old, rel) is not None or syntax_error(new, rel) is None:
+        if _breaks(*planned) is None:
             return None
+        rel, old, _ = planned
         kwargs = validate_args(name, args)  # valid: it was planned
         start, end, content = kwargs["start_line"], kwargs["end_line"], kwargs["content"]
         for indent in indent_candidates(old.splitlines(), start, end):
@@ -147,8 +147,7 @@ class Workspace(ConfinedDir):
         inside a one-line string literal of its new text written as `\\n` (`syntax.escape_string_breaks`),
         when the file then parses; None otherwise.  Never raises."""
         planned = self._planned(name, args)
-        if planned is None or syntax_error(planned[1], planned[0]) is not None \
-                or syntax_error(planned[2], planned[0]) is None:
+        if planned is None or _breaks(*planned) is None:
             return None
         kwargs = validate_args(name, args)  # valid: it was planned
         key = "new_string" if name == "replace" else "content"
