@@ -315,27 +315,12 @@ class Rails:
             self.rejected.add(key)
             return Verdict(Parsed(error=error), REJECTED_AGAIN if again else None)
         if self.on and (made := self.amend(call, [*self.denied.values()])) and made.to_text() not in self.denied:
-            return Verdict(Parsed(call=made), NO_CHANGE if self.idle(made) else None, redirected=True)  # amend.py
-        if self.on and call.name in CHANGING and key not in self.denied and self.idle(call):
-            # sampled again (proposed only when every sample is so): the 1.5B model's `replace` of a text by
-            # itself, 14 times in 3 of 16 dev tasks, each asked about and then refused by the tool (dev split)
-            return Verdict(parsed, NO_CHANGE)
-        if self.on and call.name == "write" and key not in self.denied and (placed := self.mend(call)) is not None \
-                and placed.to_text() not in self.denied:
-            # one definition written over its whole module: that definition placed in the module instead; a line
-            # break inside a string literal: `\n` (once the user denied the mended write, it goes on as written)
-            return Verdict(Parsed(call=placed), redirected=True)
-        if self.on and call.name in CHANGING and key not in self.denied and self.breaks(call) is not None:
-            # an edit that would break a file that parses: mended when only its indentation or a string's line
-            # break is off, else sampled again (and proposed, with the preview's warning, when every sample breaks)
-            mended = self.mend(call) if call.name != "write" else None  # a write: mended above, or not at all
-            if mended is not None:
-                return Verdict(Parsed(call=mended), redirected=True)
-            return Verdict(parsed, BREAKS_SYNTAX)
-        if self.on and call.name == "write" and key not in self.denied and self.cuts(call) is not None:
-            # the one function the model means to add, written over the whole module: sampled again (and
-            # proposed, with the preview's warning, when every sample does it)
-            return Verdict(parsed, CUTS_FILE)
+            # amend.py; the composed change then meets the checks of a change (it may not change the file, or
+            # break it: mended or sampled again as the model's own change would be)
+            checked = self._change(Parsed(call=made), made)
+            return Verdict(checked.parsed, checked.repeat, True) if checked else Verdict(Parsed(call=made), None, True)
+        if (checked := self._change(parsed, call)) is not None:
+            return checked
         at = self._reads.instead_of(call) if self.on and call.name == "read" and key not in self.denied else None
         if at is not None and at.to_text() not in self.denied and at.to_text() not in self.readonly_done:
             # a read from the top of a long file whose definition the task's shown code or the last search named
@@ -352,6 +337,31 @@ class Rails:
                 return Verdict(Parsed(call=fixed), redirected=True)
         held = key in self.readonly_done or (self.on and call.name == "read" and self._reads.holds(call))
         return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if held else None)
+
+    def _change(self, parsed: Parsed, call: ToolCall) -> Verdict | None:
+        """The verdict on a change that changes nothing, breaks a file that parses or cuts a module down, or
+        needs mending; None when none of that holds (or for a call that is not a change, or one the user denied)."""
+        key = call.to_text()
+        if not self.on or call.name not in CHANGING or key in self.denied:
+            return None
+        if self.idle(call):
+            # sampled again (proposed only when every sample is so): the 1.5B model's `replace` of a text by
+            # itself, 14 times in 3 of 16 dev tasks, each asked about and then refused by the tool (dev split)
+            return Verdict(parsed, NO_CHANGE)
+        if call.name == "write" and (placed := self.mend(call)) is not None and placed.to_text() not in self.denied:
+            # one definition written over its whole module: that definition placed in the module instead; a line
+            # break inside a string literal: `\n` (once the user denied the mended write, it goes on as written)
+            return Verdict(Parsed(call=placed), redirected=True)
+        if self.breaks(call) is not None:
+            # an edit that would break a file that parses: mended when only its indentation or a string's line
+            # break is off, else sampled again (and proposed, with the preview's warning, when every sample breaks)
+            mended = self.mend(call) if call.name != "write" else None  # a write: mended above, or not at all
+            return Verdict(parsed, BREAKS_SYNTAX) if mended is None else Verdict(Parsed(call=mended), redirected=True)
+        if call.name == "write" and self.cuts(call) is not None:
+            # the one function the model means to add, written over the whole module: sampled again (and
+            # proposed, with the preview's warning, when every sample does it)
+            return Verdict(parsed, CUTS_FILE)
+        return None
 
     def _example_file(self, call: ToolCall) -> tuple[str, str] | None:
         """(argument, file) when a call's argument names a worked example's file that the session was never

@@ -270,6 +270,21 @@ def test_scripted_model_a_retry_composed_onto_a_change_the_file_already_has_is_s
     assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [NO_CHANGE]
 
 
+def test_scripted_model_a_retry_composed_onto_a_denied_change_meets_the_checks_of_a_change(tokenizer, tmp_path):
+    """A composed retry (amend.py) is a change like any other: one whose indentation is off is re-indented before
+    it is asked about (it used to be proposed as composed, and breaking the file)."""
+    read = call_text("read", path="main.py")
+    wrong = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return a ++ b")
+    retry = call_text("replace", path="main.py", old_string="    return a ++ b", new_string="return a - b")
+    both = Renderer(tokenizer, tools=tool_schemas("both"))
+    s, _, user, _, _ = make(tokenizer, tmp_path, [read, wrong, retry, "Done."],
+                            [Approve(), Deny("subtract"), Approve()], guard_rails=True, renderer=both)
+    assert s.run_task("make add subtract").status == "answered"
+    assert user.seen[2][0] == ToolCall("edit_lines", {"path": "main.py", "start_line": 2, "end_line": 2,
+                                                      "content": "    return a - b"})
+    assert (tmp_path / "main.py").read_text() == "def add(a, b):\n    return a - b\n"
+
+
 def test_scripted_model_retry_sees_the_correction_then_the_task(tokenizer, tmp_path):
     """The denial's correction is followed by the task it serves (`remind_task`, as after a tool result):
     the retry prompt ends with the correction and the task, in that order; off, the correction alone."""
@@ -1838,3 +1853,23 @@ def test_scripted_model_answer_that_echoes_the_task_reminder_is_asked_for_again(
     assert ECHOED in [e.error for e in events if isinstance(e, Proposal)]
 
 
+
+
+def test_scripted_model_denial_that_names_a_line_quotes_it_for_the_retry_and_the_teacher_not_the_memory(
+        tokenizer, tmp_path):
+    """A correction in words that names a line ("line 2 ...") or a name: the retry's denial and the learner's
+    correction carry the line as the file holds it (`referred.py`); the decision the memory keeps is the words."""
+    from continualcode.events import Decided
+    from continualcode.referred import HEAD
+
+    read = call_text("read", path="main.py")
+    wrong = call_text("edit_lines", path="main.py", start_line=1, end_line=1, content="def add(a, b):  # subtracts")
+    right = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return a - b")
+    said = "line 2 should subtract, not add"
+    s, model, _, learner, events = make(tokenizer, tmp_path, [read, wrong, right, "Done."],
+                                        [Approve(), Deny(said), Approve()], guard_rails=True)
+    assert s.run_task("make add in main.py subtract").status == "answered"
+    quote = HEAD + "main.py:2:     return a + b"
+    assert f"Do this instead: {said}{quote}" in tokenizer.decode(model.prompts[2])
+    assert learner.calls[0].text == said + quote
+    assert [e.text for e in events if isinstance(e, Decided) and e.kind == "deny"] == [said]
