@@ -47,6 +47,7 @@ from continualcode.events import (
 from continualcode.intent import asks_a_question
 from continualcode.rails import CHANGING, DENIAL, DENIED, LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR
 from continualcode.records import FRESH, Correction, Message, Sample, ToolCall
+from continualcode.referred import named_lines
 from continualcode.render import Parsed, Renderer
 from continualcode.retrieve import HEAD as RETRIEVED
 from continualcode.settle import settle_now
@@ -124,11 +125,8 @@ def reminded(text: str, task: str, on: bool) -> str:
 
 def args_diff(before: dict[str, Any], after: dict[str, Any]) -> str:
     """A readable correction text from an argument edit."""
-    lines = []
-    for k in sorted(set(before) | set(after)):
-        if before.get(k) != after.get(k):
-            lines.append(f"{k}: {json.dumps(before.get(k))} -> {json.dumps(after.get(k))}")
-    return "; ".join(lines)
+    changed = [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+    return "; ".join(f"{k}: {json.dumps(before.get(k))} -> {json.dumps(after.get(k))}" for k in changed)
 
 
 @dataclass
@@ -353,6 +351,7 @@ class Session:
                 self._add(Message("user", "The user denied this call. Wait for instructions."))
                 return TaskResult(status="denied", calls=t.result.calls)
             self._contrast = partial(_uncorrected, self, [*self.messages])  # rendered when a retry is guided
+            fix += named_lines(self.workspace, fix, [call, *t.result.calls[::-1]]) if self.rails.on else ""
             t.pending = Correction("deny", context, turn.prompt_ids, turn.sample, turn.text, fix, tuple(self.feedback))
             if turn.redirected:  # its step scores what the model wrote (skipped, 10 of 47 denied tasks took none)
                 wrote = one_line(turn.text)[:99]

@@ -1,0 +1,128 @@
+"""The lines a correction names, quoted beside it (the retry and the teacher see them; the memory does not).
+
+Why: in four user trials in a row (iso8601, colorama, itsdangerous, pytimeparse: tasks ANALYSIS), a correction
+that described a change in words ("SECS on line 43 uses \\d+ which does not match 1.5; change it to [\\d.]+")
+was taken literally at the first retry (a `replace` of the name `SECS` by `[\\d.]+` in six places), while one
+that gave the line's content was followed, backslashes and all.  The 1.5B model does not look up what "line 43"
+or `SECS` is, even with that line read a few turns before; so the denial carries those lines, as the project
+holds them now, in the form a search shows them (`path:43: SECS = r'...'`).
+
+What is quoted (`quoted` is pure: the correction and the candidate files' texts in, lines out):
+1. `line N`, `lines N-M` (`to`, `through`, `and`, a comma): those lines of the first candidate file long enough
+   to have them.  The candidates are the files the correction names, then the denied call's file, then the files
+   the task's calls touched, newest first (`candidates`).
+2. Names that read as code (backticked; or with `_`, upper case after the first letter, or a call's `(`) that a
+   candidate file defines at a line's start (`def`, `class`, or an assignment): that line, the first of each.
+Not a line the correction already holds, nor a blank one; at most `MAX_LINES` in all, each cut to `LINE_CHARS`.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from continualcode.tools.base import ToolError
+
+MAX_LINES = 4
+LINE_CHARS = 200
+FILE_BYTES = 400_000  # a bigger file is not looked into
+MAX_FILES = 6
+HEAD = "\nWhat it names, as the files hold it now:\n"
+
+_LINES = re.compile(r"\blines?\s+(\d{1,6})(?:\s*(-|–|to|through|and|,)\s*(\d{1,6}))?", re.IGNORECASE)
+_TICKED = re.compile(r"`([^`\n]{1,80})`")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PATH = re.compile(r"[\w./-]+\.[A-Za-z0-9]{1,8}\b")
+
+
+def _codelike(word: str, after: str) -> bool:
+    """Whether a bare word of prose reads as a name in code: `snake_case`, `UPPER`, `camelCase`, or `name(`."""
+    return "_" in word.strip("_") or any(c.isupper() for c in word[1:]) or after.startswith("(")
+
+
+def names(correction: str) -> list[str]:
+    """The names in `correction` that read as code, in order, once each (keywords left out)."""
+    found: list[str] = []
+    for span in _TICKED.findall(correction):
+        found += _NAME.findall(span)
+    plain = _TICKED.sub(" ", correction)
+    for m in _NAME.finditer(plain):
+        if _codelike(m.group(), plain[m.end():m.end() + 1]):
+            found.append(m.group())
+    return [w for i, w in enumerate(found) if w not in found[:i] and not keyword.iskeyword(w) and len(w) > 1]
+
+
+def line_numbers(correction: str) -> list[int]:
+    """The line numbers `correction` names (`line 43`, `lines 10-12`, `lines 7 and 9`), in order, once each; a
+    range is capped at `MAX_LINES` lines (a backwards one is empty)."""
+    out: list[int] = []
+    for m in _LINES.finditer(correction):
+        first, joint, last = int(m.group(1)), (m.group(2) or "").lower(), int(m.group(3) or 0)
+        span = (first,) if not joint else (first, last) if joint in ("and", ",") else range(
+            first, min(last, first + MAX_LINES - 1) + 1)
+        out += [n for n in span if n > 0 and n not in out]
+    return out
+
+
+def _definition(name: str) -> re.Pattern[str]:
+    n = re.escape(name)
+    return re.compile(rf"^\s*(?:(?:async\s+)?def\s+{n}\b|class\s+{n}\b|{n}\s*(?::[^=\n]*)?=(?!=))")
+
+
+def quoted(correction: str, files: Sequence[tuple[str, str]]) -> list[tuple[str, int, str]]:
+    """(path, line number, line) for each line the correction names, in the candidate `files` ((path, text),
+    the most likely first); see the module docstring."""
+    texts = [(path, text.splitlines()) for path, text in files]
+    picked: list[tuple[str, int, str]] = []
+    for n in line_numbers(correction):
+        hit = next(((p, lines) for p, lines in texts if n <= len(lines)), None)
+        if hit is not None:
+            picked.append((hit[0], n, hit[1][n - 1]))
+    for name in names(correction):
+        pattern = _definition(name)
+        hit = next(((p, i + 1, line) for p, lines in texts for i, line in enumerate(lines) if pattern.match(line)),
+                   None)
+        if hit is not None:
+            picked.append(hit)
+    said = " ".join(correction.split())
+    out: list[tuple[str, int, str]] = []
+    for path, n, line in picked:
+        if line.strip() and " ".join(line.split()) not in said and (path, n) not in [(p, k) for p, k, _ in out]:
+            out.append((path, n, line.rstrip()[:LINE_CHARS]))
+    return out[:MAX_LINES]
+
+
+def note(lines: Iterable[tuple[str, int, str]]) -> str:
+    """The quoted lines as the denial shows them ("" for none)."""
+    body = "\n".join(f"{path}:{n}: {line}" for path, n, line in lines)
+    return HEAD + body if body else ""
+
+
+def candidates(correction: str, calls: Iterable[Any]) -> list[str]:
+    """The paths whose lines a correction may name, the most likely first: the paths the correction itself
+    names, then each call's `path` argument (the denied call first, then the task's calls, newest first, as the
+    caller orders them)."""
+    paths = _PATH.findall(correction)
+    for call in calls:
+        if isinstance(path := getattr(call, "arguments", {}).get("path"), str):
+            paths.append(path)
+    return [p for i, p in enumerate(paths) if p not in paths[:i]]
+
+
+def named_lines(workspace: Any, correction: str, calls: Iterable[Any]) -> str:
+    """The note of the lines `correction` names in the workspace's files (`candidates` of `calls`, the denied
+    call first); "" when it names none, or when none of those files can be read."""
+    files: list[tuple[str, str]] = []
+    for path in candidates(correction, calls):
+        try:
+            real: Path = workspace.resolve(path)
+            if real.is_file() and real.stat().st_size <= FILE_BYTES:
+                files.append((workspace.rel(real), real.read_text(encoding="utf-8", errors="replace")))
+        except (ToolError, OSError):  # a path the workspace refuses, or a file gone: nothing to quote from it
+            continue
+        if len(files) >= MAX_FILES:
+            break
+    return note(quoted(correction, files)) if files else ""

@@ -1,0 +1,78 @@
+"""The lines a correction names (`referred.py`): which words are references, which lines they find, what is shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from continualcode.records import ToolCall
+from continualcode.referred import HEAD, MAX_LINES, candidates, line_numbers, named_lines, names, note, quoted
+from continualcode.tools import Workspace
+
+TIMEPARSE = (
+    "import re\n"  # 1
+    "\n"  # 2
+    "WEEKS = r'(?P<weeks>[\\d.]+)\\s*(?:w|wks?|weeks?)'\n"  # 3
+    "SECS = r'(?P<secs>\\d+)\\s*(?:s|secs?|seconds?)'\n"  # 4
+    "\n"  # 5
+    "def timeparse(sval):\n"  # 6
+    "    if SECS == sval:\n"  # 7
+    "        return None\n"  # 8
+    "class Parser:\n"  # 9
+    "    pass\n"  # 10
+)
+
+
+def test_names_are_the_words_that_read_as_code():
+    said = "SECS is wrong; the `timeparse` helper and parse_all() and getLogger( call, not the Word or a line"
+    assert names(said) == ["timeparse", "SECS", "parse_all", "getLogger"]
+    assert names("please use the read tool, not cat; fix it") == []
+    assert names("`if value is None: return x`") == ["value"]  # keywords are left out, a single letter too
+
+
+def test_line_numbers_single_ranges_and_pairs():
+    assert line_numbers("SECS on line 43 is wrong") == [43]
+    assert line_numbers("lines 10-12, and Line 3 to 4; also line 7 and 9") == [10, 11, 12, 3, 4, 7, 9]
+    assert line_numbers("lines 1-100") == list(range(1, 1 + MAX_LINES))  # a long range: its first lines
+    assert line_numbers("line 0 and line 5 and line 5") == [5]
+    assert line_numbers("lines 9-7") == []
+    assert line_numbers("the outline is fine; deadline 4") == []
+
+
+def test_quoted_finds_the_named_line_and_the_names_definitions():
+    files = [("t.py", TIMEPARSE)]
+    got = quoted("SECS on line 4 uses \\d+; make it [\\d.]+ like WEEKS", files)
+    assert got == [("t.py", 4, "SECS = r'(?P<secs>\\d+)\\s*(?:s|secs?|seconds?)'"),
+                   ("t.py", 3, "WEEKS = r'(?P<weeks>[\\d.]+)\\s*(?:w|wks?|weeks?)'")]  # line 4 once, not twice
+    # a definition, not a use (`SECS == sval` on line 7 is a comparison); a class and a def
+    assert [n for _, n, _ in quoted("`Parser` and timeparse() and SECS", files)] == [9, 6, 4]
+
+
+def test_quoted_leaves_out_what_the_correction_already_says_blank_lines_and_files_too_short():
+    files = [("short.py", "x = 1\n"), ("t.py", TIMEPARSE)]
+    assert quoted("line 4 is `SECS = r'(?P<secs>\\d+)\\s*(?:s|secs?|seconds?)'`; fix it", files) == []
+    assert quoted("line 2 and line 5", files) == []  # blank lines
+    assert quoted("line 1", files) == [("short.py", 1, "x = 1")]  # the first file long enough
+    assert quoted("line 6", files) == [("t.py", 6, "def timeparse(sval):")]
+    assert quoted("line 60", files) == [] and quoted("NOPE_NAME", files) == []
+    assert len(quoted("lines 1-4, line 6 and 7, line 9, `Parser`", [("t.py", TIMEPARSE)])) == MAX_LINES
+
+
+def test_note_reads_like_a_search_result():
+    assert note([]) == ""
+    assert note([("a.py", 3, "x = 1"), ("b.py", 9, "def f():")]) == HEAD + "a.py:3: x = 1\nb.py:9: def f():"
+
+
+def test_candidates_put_the_files_the_correction_names_first_then_the_calls_in_order():
+    calls = [ToolCall("edit_lines", {"path": "a.py"}), ToolCall("bash", {"command": "ls"}),
+             ToolCall("read", {"path": "b.py"}), ToolCall("read", {"path": "a.py"})]
+    assert candidates("line 3 of pkg/c.py, not a.py", calls) == ["pkg/c.py", "a.py", "b.py"]
+
+
+def test_named_lines_reads_the_workspace_and_skips_what_it_cannot_read(tmp_path: Path):
+    ws = Workspace(tmp_path)
+    (tmp_path / "t.py").write_text(TIMEPARSE)
+    calls = [ToolCall("replace", {"path": "../outside.py"}), ToolCall("read", {"path": "missing.py"}),
+             ToolCall("read", {"path": "."}), ToolCall("read", {"path": "t.py"})]
+    assert named_lines(ws, "SECS on line 4 is wrong", calls) == HEAD + "t.py:4: " + TIMEPARSE.splitlines()[3]
+    assert named_lines(ws, "use the read tool", calls) == ""
+    assert named_lines(ws, "line 4", [ToolCall("bash", {"command": "ls"})]) == ""  # no file to look in
