@@ -12,7 +12,8 @@ What is quoted (`quoted` is pure: the correction and the candidate files' texts 
    to have them.  The candidates are the files the correction names, then the denied call's file, then the files
    the task's calls touched, newest first (`candidates`).
 2. Names that read as code (backticked; or with `_`, upper case after the first letter, or a call's `(`) that a
-   candidate file defines at a line's start (`def`, `class`, or an assignment): that line, the first of each.
+   candidate file defines at a line's start (`def`, `class`, or an assignment): that line, the first of each,
+   and for a function or class the first lines of its body (`BODY_LINES` in all).
 Not a line the correction already holds, nor a blank one; at most `MAX_LINES` in all, each cut to `LINE_CHARS`.
 """
 
@@ -26,7 +27,8 @@ from typing import Any
 
 from continualcode.tools.base import ToolError
 
-MAX_LINES = 4
+MAX_LINES = 8
+BODY_LINES = 6  # a named function's or class's lines quoted: its definition line and the first of its body
 LINE_CHARS = 200
 FILE_BYTES = 400_000  # a bigger file is not looked into
 MAX_FILES = 6
@@ -72,6 +74,22 @@ def _definition(name: str) -> re.Pattern[str]:
     return re.compile(rf"^\s*(?:(?:async\s+)?def\s+{n}\b|class\s+{n}\b|{n}\s*(?::[^=\n]*)?=(?!=))")
 
 
+def _body(lines: Sequence[str], i: int) -> range:
+    """The indices of line `i` and, for a `def` or `class`, of the lines of its body after it, at most `BODY_LINES`
+    in all (the definition line alone told the model only where the name is, and the 1.5B model changed that line:
+    it renamed `_func_ends_with` when told the bug was in it, a user trial on jmespath)."""
+    head = lines[i]
+    if not re.match(r"\s*(?:async\s+def|def|class)\s", head):
+        return range(i, i + 1)
+    depth, end = len(head) - len(head.lstrip()), i + 1
+    while end < len(lines) and end - i < BODY_LINES and (
+            not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > depth):
+        end += 1
+    while end - 1 > i and not lines[end - 1].strip():
+        end -= 1
+    return range(i, end)
+
+
 def quoted(correction: str, files: Sequence[tuple[str, str]]) -> list[tuple[str, int, str]]:
     """(path, line number, line) for each line the correction names, in the candidate `files` ((path, text),
     the most likely first); see the module docstring."""
@@ -83,10 +101,10 @@ def quoted(correction: str, files: Sequence[tuple[str, str]]) -> list[tuple[str,
             picked.append((hit[0], n, hit[1][n - 1]))
     for name in names(correction):
         pattern = _definition(name)
-        hit = next(((p, i + 1, line) for p, lines in texts for i, line in enumerate(lines) if pattern.match(line)),
-                   None)
+        hit = next(((p, lines, i) for p, lines in texts for i, line in enumerate(lines) if pattern.match(line)), None)
         if hit is not None:
-            picked.append(hit)
+            path, lines, i = hit
+            picked += [(path, k + 1, lines[k]) for k in _body(lines, i)]
     said = " ".join(correction.split())
     out: list[tuple[str, int, str]] = []
     for path, n, line in picked:

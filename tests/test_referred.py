@@ -5,7 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from continualcode.records import ToolCall
-from continualcode.referred import HEAD, MAX_LINES, candidates, line_numbers, named_lines, names, note, quoted
+from continualcode.referred import (
+    BODY_LINES,
+    HEAD,
+    MAX_LINES,
+    candidates,
+    line_numbers,
+    named_lines,
+    names,
+    note,
+    quoted,
+)
 from continualcode.tools import Workspace
 
 TIMEPARSE = (
@@ -43,8 +53,18 @@ def test_quoted_finds_the_named_line_and_the_names_definitions():
     got = quoted("SECS on line 4 uses \\d+; make it [\\d.]+ like WEEKS", files)
     assert got == [("t.py", 4, "SECS = r'(?P<secs>\\d+)\\s*(?:s|secs?|seconds?)'"),
                    ("t.py", 3, "WEEKS = r'(?P<weeks>[\\d.]+)\\s*(?:w|wks?|weeks?)'")]  # line 4 once, not twice
-    # a definition, not a use (`SECS == sval` on line 7 is a comparison); a class and a def
-    assert [n for _, n, _ in quoted("`Parser` and timeparse() and SECS", files)] == [9, 6, 4]
+    # a definition, not a use (`SECS == sval` on line 7 is a comparison); a class and a def with their bodies
+    assert [n for _, n, _ in quoted("`Parser` and timeparse() and SECS", files)] == [9, 10, 6, 7, 8, 4]
+
+
+def test_a_named_function_is_quoted_with_the_first_lines_of_its_body():
+    """The definition line alone told the 1.5B model where the name is, and it renamed the function (a user
+    trial on jmespath): the body's first lines (`BODY_LINES` in all) come with it, blank lines inside kept,
+    trailing ones and the next definition not."""
+    text = "def ab():\n    x = 1\n\n    return x\n\n\ndef cd():\n" + "".join(f"    y{i} = {i}\n" for i in range(9))
+    assert [n for _, n, _ in quoted("ab() is wrong", [("m.py", text)])] == [1, 2, 4]
+    assert [n for _, n, _ in quoted("cd() is wrong", [("m.py", text)])] == list(range(7, 7 + BODY_LINES))
+    assert quoted("`ab` again", [("m.py", "ab = 1\ndef f():\n    ab = 2\n")]) == [("m.py", 1, "ab = 1")]
 
 
 def test_quoted_leaves_out_what_the_correction_already_says_blank_lines_and_files_too_short():
@@ -54,7 +74,7 @@ def test_quoted_leaves_out_what_the_correction_already_says_blank_lines_and_file
     assert quoted("line 1", files) == [("short.py", 1, "x = 1")]  # the first file long enough
     assert quoted("line 6", files) == [("t.py", 6, "def timeparse(sval):")]
     assert quoted("line 60", files) == [] and quoted("NOPE_NAME", files) == []
-    assert len(quoted("lines 1-4, line 6 and 7, line 9, `Parser`", [("t.py", TIMEPARSE)])) == MAX_LINES
+    assert len(quoted("lines 1-4, line 6 and 7, line 9, `Parser`, timeparse()", [("t.py", TIMEPARSE)])) == MAX_LINES
 
 
 def test_note_reads_like_a_search_result():
