@@ -41,7 +41,9 @@ from continualcode.journal import Journal, latest_session, read_events, read_met
 from continualcode.learn.memory import HEADER as MEMORY_HEADER
 from continualcode.learn.memory import (
     MEMORY_FILE,
+    NOT_KEPT,
     Memory,
+    lasting,
     project_block,
     prompt_texts,
     workspace_notes,
@@ -112,7 +114,10 @@ class Recorder:
         if isinstance(ev, Learned):
             self._learned(ev)
         elif isinstance(ev, Decided) and ev.kind in ("deny", "feedback") and ev.text and self.memory is not None:
-            self.memory.add(ev.text, task=self.task)  # for this session's later tasks, and every later session
+            if lasting(ev.text):
+                self.memory.add(ev.text, task=self.task)  # for this session's later tasks, and every later session
+            else:
+                self.display.show(Info(NOT_KEPT))
 
     def _learned(self, ev: Learned) -> None:
         self.journal.log_metrics(ev.metrics)

@@ -10,8 +10,10 @@ from continualcode.events import Decided, UserTask
 from continualcode.learn.memory import (
     HEADER,
     MAX_RULES,
+    NOT_KEPT,
     Memory,
     Rule,
+    lasting,
     parse_rules,
     project_block,
     prompt_texts,
@@ -41,6 +43,11 @@ def test_the_oldest_rules_go_beyond_the_cap(tmp_path: Path):
     for i in range(MAX_RULES + 3):
         m.add(f"rule {i}")
     assert len(m.rules) == MAX_RULES and m.rules[0] == "rule 3"
+
+
+def test_a_correction_that_names_a_line_is_not_a_lasting_rule():
+    assert lasting("search with grep before reading") and lasting("the outline is fine; deadline 4")
+    assert not lasting("in its body, line 223, use endswith") and not lasting("Lines 3-4 are wrong")
 
 
 def test_project_block_and_workspace_notes(tmp_path: Path):
@@ -101,6 +108,9 @@ def test_a_denial_becomes_a_rule_in_the_next_sessions_prompt(tmp_path: Path, bac
     app.recorder(Decided("deny", text="search with grep before reading"))
     app.recorder(Decided("feedback", text="the tests live in tests/unit"))
     app.recorder(Decided("deny", text=""))  # a bare denial is no rule
+    with app.display.console.capture() as shown:  # nor one that names a line: it is about the change at hand
+        app.recorder(Decided("deny", text="on line 223 use endswith instead of startswith"))
+    assert NOT_KEPT in " ".join(shown.get().split()) and "endswith" not in "".join(app.recorder.memory.rules)
     app.close()
     later = App.build(cfg, NoInput(), Display(), backend=backend)
     prompt = later.session.renderer.system_prompt

@@ -11,6 +11,7 @@ user turn and each task's user turn opens with the few rules that are about it (
 small model follows the wrong rule, or none, when all of them are shown).  A rule keeps the tasks it was
 given on (`  from:` lines under it in the file): they say when it applies better than its own words.
 
+A correction that names a line number is not kept (`lasting`): it is about the change at hand.
 The weights learn from the corrections themselves (learn/step.py), not from this file; a task's rules are in
 its messages (the session's notes), so a learning step's student sees them as the model did.
 """
@@ -29,6 +30,7 @@ MAX_RULES = 50  # the oldest go first beyond this: a small model's prompt stays 
 MAX_RULE_CHARS = 300
 MAX_PROJECT_CHARS = 2000
 MAX_ORIGINS = 3  # tasks kept per rule
+NOT_KEPT = "not kept in memory: the correction names a line number, which is about this change (it still teaches)"
 FROM = "  from: "  # a rule's task line in the file, under the rule
 HEADER = ("# continualcode memory: one rule per line, from your corrections; edit freely\n"
           "# (a `  from:` line under a rule is a task it was given on: it tells which tasks the rule is for)\n")
@@ -100,6 +102,17 @@ def parse_rules(text: str) -> list[Rule]:
             last = out[-1]
             out[-1] = Rule(last.text, (*last.tasks, one_line(line[len(FROM):]))[-MAX_ORIGINS:])
     return out
+
+
+def lasting(text: str) -> bool:
+    """Whether a correction is kept as a rule: not one that names a line number ("line 223: use endswith"), which
+    is about the change at hand and goes stale with it.  In a user trial on jmespath, "in its body, line 223, use
+    endswith instead of startswith" opened the next task (abs() returned its argument) as a rule, and the model's
+    first change there was `startswith` -> `endswith` in another function.  The correction still teaches the
+    weights and stays in its task's conversation."""
+    from continualcode.referred import line_numbers
+
+    return not line_numbers(text)
 
 
 def one_line(text: str) -> str:

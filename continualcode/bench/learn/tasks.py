@@ -38,7 +38,7 @@ from continualcode.bench.learn.variants import BenchLearner
 from continualcode.build import make_renderer, read_cap
 from continualcode.config import Config
 from continualcode.events import Decided, ErrorShown, Event, MessageAdded, Proposal
-from continualcode.learn.memory import Memory, Rule, project_block, prompt_texts
+from continualcode.learn.memory import Memory, Rule, lasting, project_block, prompt_texts
 from continualcode.learn.recall import TaskRules
 from continualcode.records import NOTES, Message, Sample, ToolCall
 from continualcode.render import SYSTEM_PROMPT, Renderer
@@ -392,7 +392,7 @@ def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross:
             if denied:
                 break
         task["retries"] = retries(task, sc, min(sc.max_turns, ctx.cfg.max_turns))
-        if memory is not None and denied:
+        if memory is not None and denied and lasting(sc.correction):
             memory.add(sc.correction, task=sc.task, save=False)  # as the app's Recorder keeps a denial's text
         learn = learner.log[n_log:] if learner is not None else []
         changed = changed_before or any(not r.get("rolled_back") for r in learn)
