@@ -1,6 +1,6 @@
 """The lines a correction names, quoted beside it (the retry and the teacher see them; the memory does not).
 
-Why: in four user trials in a row (iso8601, colorama, itsdangerous, pytimeparse: tasks ANALYSIS), a correction
+Why: in four user trials in a row (the last on pytimeparse; tasks ANALYSIS), a correction
 that described a change in words ("SECS on line 43 uses \\d+ which does not match 1.5; change it to [\\d.]+")
 was taken literally at the first retry (a `replace` of the name `SECS` by `[\\d.]+` in six places), while one
 that gave the line's content was followed, backslashes and all.  The 1.5B model does not look up what "line 43"

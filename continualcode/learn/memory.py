@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from continualcode.fsio import atomic_write
+from continualcode.referred import line_numbers
 
 MEMORY_FILE = "memory.md"
 PROJECT_FILES = ("AGENTS.md", "CLAUDE.md")
@@ -110,8 +111,6 @@ def lasting(text: str) -> bool:
     endswith instead of startswith" opened the next task (abs() returned its argument) as a rule, and the model's
     first change there was `startswith` -> `endswith` in another function.  The correction still teaches the
     weights and stays in its task's conversation."""
-    from continualcode.referred import line_numbers
-
     return not line_numbers(text)
 
 
