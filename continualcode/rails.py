@@ -317,9 +317,9 @@ class Rails:
         if self.on and (made := self.amend(call, [*self.denied.values()])) and made.to_text() not in self.denied:
             # amend.py; the composed change then meets the checks of a change (it may not change the file, or
             # break it: mended or sampled again as the model's own change would be)
-            checked = self._change(Parsed(call=made), made)
+            checked = change_verdict(self, Parsed(call=made), made)
             return Verdict(checked.parsed, checked.repeat, True) if checked else Verdict(Parsed(call=made), None, True)
-        if (checked := self._change(parsed, call)) is not None:
+        if (checked := change_verdict(self, parsed, call)) is not None:
             return checked
         at = self._reads.instead_of(call) if self.on and call.name == "read" and key not in self.denied else None
         if at is not None and at.to_text() not in self.denied and at.to_text() not in self.readonly_done:
@@ -337,31 +337,6 @@ class Rails:
                 return Verdict(Parsed(call=fixed), redirected=True)
         held = key in self.readonly_done or (self.on and call.name == "read" and self._reads.holds(call))
         return Verdict(parsed, REPEAT_ERROR if key in self.denied else LOOP_ERROR if held else None)
-
-    def _change(self, parsed: Parsed, call: ToolCall) -> Verdict | None:
-        """The verdict on a change that changes nothing, breaks a file that parses or cuts a module down, or
-        needs mending; None when none of that holds (or for a call that is not a change, or one the user denied)."""
-        key = call.to_text()
-        if not self.on or call.name not in CHANGING or key in self.denied:
-            return None
-        if self.idle(call):
-            # sampled again (proposed only when every sample is so): the 1.5B model's `replace` of a text by
-            # itself, 14 times in 3 of 16 dev tasks, each asked about and then refused by the tool (dev split)
-            return Verdict(parsed, NO_CHANGE)
-        if call.name == "write" and (placed := self.mend(call)) is not None and placed.to_text() not in self.denied:
-            # one definition written over its whole module: that definition placed in the module instead; a line
-            # break inside a string literal: `\n` (once the user denied the mended write, it goes on as written)
-            return Verdict(Parsed(call=placed), redirected=True)
-        if self.breaks(call) is not None:
-            # an edit that would break a file that parses: mended when only its indentation or a string's line
-            # break is off, else sampled again (and proposed, with the preview's warning, when every sample breaks)
-            mended = self.mend(call) if call.name != "write" else None  # a write: mended above, or not at all
-            return Verdict(parsed, BREAKS_SYNTAX) if mended is None else Verdict(Parsed(call=mended), redirected=True)
-        if call.name == "write" and self.cuts(call) is not None:
-            # the one function the model means to add, written over the whole module: sampled again (and
-            # proposed, with the preview's warning, when every sample does it)
-            return Verdict(parsed, CUTS_FILE)
-        return None
 
     def _example_file(self, call: ToolCall) -> tuple[str, str] | None:
         """(argument, file) when a call's argument names a worked example's file that the session was never
@@ -490,3 +465,30 @@ def _widened(output: str) -> str:
     """The hits an empty search went on to show: of a wider search (`search._elsewhere`), or the definitions
     nearest to it and the task (`context.near_miss`); "" when it showed none."""
     return next((output.split(mark, 1)[1] for mark in (FOUND_ELSEWHERE, NEAREST_HEAD) if mark in output), "")
+
+
+def change_verdict(rails: Rails, parsed: Parsed, call: ToolCall) -> Verdict | None:
+    """The rails' verdict on a change that changes nothing, breaks a file that parses or cuts a module down, or
+    needs mending; None when none of that holds (or for a call that is not a change, or one the user denied).
+    The model's own change and a retry composed onto a denied change (amend.py) both meet it."""
+    key = call.to_text()
+    if not rails.on or call.name not in CHANGING or key in rails.denied:
+        return None
+    if rails.idle(call):
+        # sampled again (proposed only when every sample is so): the 1.5B model's `replace` of a text by
+        # itself, 14 times in 3 of 16 dev tasks, each asked about and then refused by the tool (dev split)
+        return Verdict(parsed, NO_CHANGE)
+    if call.name == "write" and (placed := rails.mend(call)) is not None and placed.to_text() not in rails.denied:
+        # one definition written over its whole module: that definition placed in the module instead; a line
+        # break inside a string literal: `\n` (once the user denied the mended write, it goes on as written)
+        return Verdict(Parsed(call=placed), redirected=True)
+    if rails.breaks(call) is not None:
+        # an edit that would break a file that parses: mended when only its indentation or a string's line
+        # break is off, else sampled again (and proposed, with the preview's warning, when every sample breaks)
+        mended = rails.mend(call) if call.name != "write" else None  # a write: mended above, or not at all
+        return Verdict(parsed, BREAKS_SYNTAX) if mended is None else Verdict(Parsed(call=mended), redirected=True)
+    if call.name == "write" and rails.cuts(call) is not None:
+        # the one function the model means to add, written over the whole module: sampled again (and
+        # proposed, with the preview's warning, when every sample does it)
+        return Verdict(parsed, CUTS_FILE)
+    return None
