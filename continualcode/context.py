@@ -143,9 +143,9 @@ def _project_files(workspace: Any) -> Iterator[tuple[str, Path]]:
         return
 
 
-def _source(path: Path) -> str | None:
-    """A source file's text for the definitions map or the task's code; None when it is over OUTLINE_FILE_BYTES
-    or cannot be read."""
+def source_text(path: Path) -> str | None:
+    """A source file's text for the definitions map, the task's code or the lines a correction names
+    (`referred.py`); None when it is over OUTLINE_FILE_BYTES or cannot be read."""
     try:
         if path.stat().st_size > OUTLINE_FILE_BYTES:
             return None
@@ -258,7 +258,7 @@ CHUNK_CACHE = 2000  # files whose chunks are kept: an empty grep's nearest defin
 
 
 def _file_chunks(rel: str, real: Path) -> list[Any] | None:
-    """One source file's chunks, kept until the file changes (its mtime or size); None for a file `_source`
+    """One source file's chunks, kept until the file changes (its mtime or size); None for a file `source_text`
     refuses."""
     from continualcode.retrieve import python_chunks, window_chunks
 
@@ -269,7 +269,7 @@ def _file_chunks(rel: str, real: Path) -> list[Any] | None:
     key = (str(real), rel, st.st_mtime_ns, st.st_size)
     if (kept := _CHUNKS.get(key)) is not None:
         return kept
-    if (source := _source(real)) is None:
+    if (source := source_text(real)) is None:
         return None
     if len(_CHUNKS) >= CHUNK_CACHE:
         _CHUNKS.clear()
@@ -284,7 +284,7 @@ def _outline(workspace: Any, files: list[str], budget: int) -> str:
     py = [f for f in files if f.endswith(".py")][:OUTLINE_FILES]
     mapped: dict[bool, list[tuple[str, list[Any]]]] = {False: [], True: []}
     for rel in py:
-        if (source := _source(workspace.root / rel)) is not None:
+        if (source := source_text(workspace.root / rel)) is not None:
             mapped[is_secondary(rel)].append((rel, definitions(source)))
     text = render(mapped[False], budget)
     room = budget - len(text) - 1

@@ -25,12 +25,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from continualcode.context import source_text
+from continualcode.records import ToolCall
 from continualcode.tools.base import ToolError
 
 MAX_LINES = 8
 BODY_LINES = 6  # a named function's or class's lines quoted: its definition line and the first of its body
 LINE_CHARS = 200
-FILE_BYTES = 400_000  # a bigger file is not looked into
 MAX_FILES = 6
 HEAD = "\nWhat it names, as the files hold it now:\n"
 
@@ -119,28 +120,28 @@ def note(lines: Iterable[tuple[str, int, str]]) -> str:
     return HEAD + body if body else ""
 
 
-def candidates(correction: str, calls: Iterable[Any]) -> list[str]:
+def candidates(correction: str, calls: Iterable[ToolCall]) -> list[str]:
     """The paths whose lines a correction may name, the most likely first: the paths the correction itself
     names, then each call's `path` argument (the denied call first, then the task's calls, newest first, as the
     caller orders them)."""
     paths = _PATH.findall(correction)
     for call in calls:
-        if isinstance(path := getattr(call, "arguments", {}).get("path"), str):
+        if isinstance(path := call.arguments.get("path"), str):
             paths.append(path)
     return [p for i, p in enumerate(paths) if p not in paths[:i]]
 
 
-def named_lines(workspace: Any, correction: str, calls: Iterable[Any]) -> str:
+def named_lines(workspace: Any, correction: str, calls: Iterable[ToolCall]) -> str:
     """The note of the lines `correction` names in the workspace's files (`candidates` of `calls`, the denied
     call first); "" when it names none, or when none of those files can be read."""
     files: list[tuple[str, str]] = []
     for path in candidates(correction, calls):
         try:
             real: Path = workspace.resolve(path)
-            if real.is_file() and real.stat().st_size <= FILE_BYTES:
-                files.append((workspace.rel(real), real.read_text(encoding="utf-8", errors="replace")))
-        except (ToolError, OSError):  # a path the workspace refuses, or a file gone: nothing to quote from it
+        except ToolError:  # a path the workspace refuses: nothing to quote from it
             continue
+        if real.is_file() and (text := source_text(real)) is not None:  # None: too big, or gone
+            files.append((workspace.rel(real), text))
         if len(files) >= MAX_FILES:
             break
     return note(quoted(correction, files)) if files else ""
