@@ -43,7 +43,7 @@ from continualcode.learn.memory import (
     MEMORY_FILE,
     NOT_KEPT,
     Memory,
-    lasting,
+    fleeting,
     project_block,
     prompt_texts,
     workspace_notes,
@@ -114,10 +114,10 @@ class Recorder:
         if isinstance(ev, Learned):
             self._learned(ev)
         elif isinstance(ev, Decided) and ev.kind in ("deny", "feedback") and ev.text and self.memory is not None:
-            if lasting(ev.text):
-                self.memory.add(ev.text, task=self.task)  # for this session's later tasks, and every later session
+            if why := fleeting(ev.text):
+                self.display.show(Info(NOT_KEPT.format(why=why)))
             else:
-                self.display.show(Info(NOT_KEPT))
+                self.memory.add(ev.text, task=self.task)  # for this session's later tasks, and every later session
 
     def _learned(self, ev: Learned) -> None:
         self.journal.log_metrics(ev.metrics)

@@ -10,9 +10,9 @@ from continualcode.events import Decided, UserTask
 from continualcode.learn.memory import (
     HEADER,
     MAX_RULES,
-    NOT_KEPT,
     Memory,
     Rule,
+    fleeting,
     lasting,
     parse_rules,
     project_block,
@@ -45,9 +45,14 @@ def test_the_oldest_rules_go_beyond_the_cap(tmp_path: Path):
     assert len(m.rules) == MAX_RULES and m.rules[0] == "rule 3"
 
 
-def test_a_correction_that_names_a_line_is_not_a_lasting_rule():
+def test_a_correction_that_names_a_line_or_where_a_bug_is_is_not_a_lasting_rule():
     assert lasting("search with grep before reading") and lasting("the outline is fine; deadline 4")
     assert not lasting("in its body, line 223, use endswith") and not lasting("Lines 3-4 are wrong")
+    assert not lasting("The bug is in _func_ends_with: it calls the wrong method")
+    assert not lasting("no, the problem lies in parse_timezone") and not lasting("the typo is on the SECS line")
+    assert fleeting("the error is in setup.py") == "the correction says where a bug is, which is about this task"
+    assert lasting("fix bugs with edit_lines, not sed") and lasting("an error in a test is no reason to skip it")
+    assert fleeting("run the tests after a fix") == ""
 
 
 def test_project_block_and_workspace_notes(tmp_path: Path):
@@ -110,7 +115,11 @@ def test_a_denial_becomes_a_rule_in_the_next_sessions_prompt(tmp_path: Path, bac
     app.recorder(Decided("deny", text=""))  # a bare denial is no rule
     with app.display.console.capture() as shown:  # nor one that names a line: it is about the change at hand
         app.recorder(Decided("deny", text="on line 223 use endswith instead of startswith"))
-    assert NOT_KEPT in " ".join(shown.get().split()) and "endswith" not in "".join(app.recorder.memory.rules)
+        app.recorder(Decided("deny", text="the bug is in _func_abs"))  # nor where a bug is: about the task at hand
+    said = " ".join(shown.get().split())
+    assert said.count("not kept in memory") == 2 and "names a line number" in said and "where a bug is" in said
+    kept = "".join(app.recorder.memory.rules)
+    assert "endswith" not in kept and "_func_abs" not in kept
     app.close()
     later = App.build(cfg, NoInput(), Display(), backend=backend)
     prompt = later.session.renderer.system_prompt

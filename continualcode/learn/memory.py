@@ -11,13 +11,15 @@ user turn and each task's user turn opens with the few rules that are about it (
 small model follows the wrong rule, or none, when all of them are shown).  A rule keeps the tasks it was
 given on (`  from:` lines under it in the file): they say when it applies better than its own words.
 
-A correction that names a line number is not kept (`lasting`): it is about the change at hand.
+A correction that names a line number, or says where a bug is, is not kept (`fleeting`): it is about the change
+or the task at hand.
 The weights learn from the corrections themselves (learn/step.py), not from this file; a task's rules are in
 its messages (the session's notes), so a learning step's student sees them as the model did.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,9 @@ MAX_RULES = 50  # the oldest go first beyond this: a small model's prompt stays 
 MAX_RULE_CHARS = 300
 MAX_PROJECT_CHARS = 2000
 MAX_ORIGINS = 3  # tasks kept per rule
-NOT_KEPT = "not kept in memory: the correction names a line number, which is about this change (it still teaches)"
+NOT_KEPT = "not kept in memory: {why} (it still teaches)"
+BUG_AT = re.compile(r"\b(?:bug|problem|error|fault|mistake|issue|typo)\s+(?:is|was|lies|sits)\s+(?:in|on|at|inside)\b",
+                    re.IGNORECASE)
 FROM = "  from: "  # a rule's task line in the file, under the rule
 HEADER = ("# continualcode memory: one rule per line, from your corrections; edit freely\n"
           "# (a `  from:` line under a rule is a task it was given on: it tells which tasks the rule is for)\n")
@@ -105,13 +109,23 @@ def parse_rules(text: str) -> list[Rule]:
     return out
 
 
-def lasting(text: str) -> bool:
-    """Whether a correction is kept as a rule: not one that names a line number ("line 223: use endswith"), which
-    is about the change at hand and goes stale with it.  In a user trial on jmespath, "in its body, line 223, use
-    endswith instead of startswith" opened the next task (abs() returned its argument) as a rule, and the model's
-    first change there was `startswith` -> `endswith` in another function.  The correction still teaches the
+def fleeting(text: str) -> str:
+    """Why a correction is not kept as a rule ("" when it is).  Not one that names a line number ("line 223: use
+    endswith"), which is about the change at hand and goes stale with it; nor one that says where a bug is ("the
+    bug is in _func_ends_with"), which is about the task at hand.  In a user trial on jmespath both, kept as rules,
+    opened the next task (abs() returned its argument), and the model's first changes there were the first task's
+    fix in another function, then renames of the function the rule named.  The correction still teaches the
     weights and stays in its task's conversation."""
-    return not line_numbers(text)
+    if line_numbers(text):
+        return "the correction names a line number, which is about this change"
+    if BUG_AT.search(text):
+        return "the correction says where a bug is, which is about this task"
+    return ""
+
+
+def lasting(text: str) -> bool:
+    """Whether a correction is kept as a rule (`fleeting`)."""
+    return not fleeting(text)
 
 
 def one_line(text: str) -> str:
