@@ -13,7 +13,8 @@ What is quoted (`quoted` is pure: the correction and the candidate files' texts 
    the task's calls touched, newest first (`candidates`).
 2. Names that read as code (backticked; or with `_`, upper case after the first letter, or a call's `(`) that a
    candidate file defines at a line's start (`def`, `class`, or an assignment): that line, the first of each,
-   and for a function or class the first lines of its body (`BODY_LINES` in all).
+   and for a function or class the first lines of its body (`BODY_LINES` in all).  Not a name the correction
+   says to leave alone ("leave X alone", "don't touch X", "the bug is not in X": `_SPARED`).
 Not a line the correction already holds, nor a blank one; at most `MAX_LINES` in all, each cut to `LINE_CHARS`.
 """
 
@@ -39,6 +40,12 @@ _LINES = re.compile(r"\blines?\s+(\d{1,6})(?:\s*(-|–|to|through|and|,)\s*(\d{1
 _TICKED = re.compile(r"`([^`\n]{1,80})`")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATH = re.compile(r"[\w./-]+\.[A-Za-z0-9]{1,8}\b")
+# what comes right before a name the correction says to leave alone: quoting it sent the model back to it (user
+# trials: "don't touch clear_screen; add the new function at the end" on colorama, "leave _func_ends_with alone;
+# the bug is in _func_abs" on jmespath, each retry changed the function it was told to leave)
+_SPARED = re.compile(r"(?:\bleave|\b(?:don'?t|do\s+not|never)\s+(?:touch|change|edit|modify)"
+                     r"|\b(?:is\s*n[o']t|not)\s+in)"
+                     r"\s+(?:the\s+)?(?:(?:function|method|class|variable|constant)\s+)?`?$", re.IGNORECASE)
 
 
 def _codelike(word: str, after: str) -> bool:
@@ -47,15 +54,19 @@ def _codelike(word: str, after: str) -> bool:
 
 
 def names(correction: str) -> list[str]:
-    """The names in `correction` that read as code, in order, once each (keywords left out)."""
-    found: list[str] = []
-    for span in _TICKED.findall(correction):
-        found += _NAME.findall(span)
-    plain = _TICKED.sub(" ", correction)
+    """The names in `correction` that read as code, in order (backticked ones first), once each; keywords and the
+    names it says to leave alone (`_SPARED`) left out."""
+    found: list[tuple[int, str]] = []
+    for m in _TICKED.finditer(correction):
+        found += [(m.start(), w) for w in _NAME.findall(m.group(1))]
+    plain = _TICKED.sub(lambda m: " " * len(m.group()), correction)  # the same offsets as `correction`
     for m in _NAME.finditer(plain):
         if _codelike(m.group(), plain[m.end():m.end() + 1]):
-            found.append(m.group())
-    return [w for i, w in enumerate(found) if w not in found[:i] and not keyword.iskeyword(w) and len(w) > 1]
+            found.append((m.start(), m.group()))
+    spared = {w for at, w in found if _SPARED.search(correction[max(0, at - 60):at])}
+    words = [w for _, w in found]
+    return [w for i, w in enumerate(words) if w not in words[:i] and w not in spared and not keyword.iskeyword(w)
+            and len(w) > 1]
 
 
 def line_numbers(correction: str) -> list[int]:

@@ -39,6 +39,15 @@ def test_names_are_the_words_that_read_as_code():
     assert names("`if value is None: return x`") == ["value"]  # keywords are left out, a single letter too
 
 
+def test_names_the_correction_says_to_leave_alone_are_not_quoted():
+    assert names("leave _func_ends_with alone; the bug is in _func_abs") == ["_func_abs"]
+    assert names("don't touch `clear_screen`; add clear_code() at the end") == ["clear_code"]
+    assert names("Do not change the function parse_date, the bug isn't in parse_date but in parse_timezone") \
+        == ["parse_timezone"]
+    assert names("the bug is not in SECS, it is in HOURS") == ["HOURS"]
+    assert names("use bump_patch() in bump_minor, and change VERSION too") == ["bump_patch", "bump_minor", "VERSION"]
+
+
 def test_line_numbers_single_ranges_and_pairs():
     assert line_numbers("SECS on line 43 is wrong") == [43]
     assert line_numbers("lines 10-12, and Line 3 to 4; also line 7 and 9") == [10, 11, 12, 3, 4, 7, 9]
