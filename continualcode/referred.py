@@ -8,12 +8,14 @@ or `SECS` is, even with that line read a few turns before; so the denial carries
 holds them now, in the form a search shows them (`path:43: SECS = r'...'`).
 
 What is quoted (`quoted` is pure: the correction and the candidate files' texts in, lines out):
-1. `line N`, `lines N-M` (`to`, `through`, `and`, a comma): those lines of the first candidate file long enough
-   to have them.  The candidates are the files the correction names, then the denied call's file, then the files
-   the task's calls touched, newest first (`candidates`).
+1. `line N`, `lines N-M` (`to`, `through`, `and`, a comma): those lines of the candidate file long enough to have
+   them whose line fits the correction best (shares its words and numbers, lies in a definition it names:
+   `_fit`), the most likely first among equals.  The candidates are the files the correction names, then the
+   denied call's file, then the files the task's calls touched, newest first (`candidates`).
 2. Names that read as code (backticked; or with `_`, upper case after the first letter, or a call's `(`) that a
    candidate file defines at a line's start (`def`, `class`, or an assignment): that line, the first of each,
-   and for a function or class the first lines of its body (`BODY_LINES` in all).  Not a name the correction
+   and for a function or class the first lines of its body, its docstring left out (`BODY_LINES` in all); the
+   files a line number was found in are searched first.  Not a name the correction
    says to leave alone ("leave X alone", "don't touch X", "the bug is not in X": `_SPARED`).
 Not a line the correction already holds, nor a blank one; at most `MAX_LINES` in all, each cut to `LINE_CHARS`.
 """
@@ -86,31 +88,71 @@ def _definition(name: str) -> re.Pattern[str]:
     return re.compile(rf"^\s*(?:(?:async\s+)?def\s+{n}\b|class\s+{n}\b|{n}\s*(?::[^=\n]*)?=(?!=))")
 
 
-def _body(lines: Sequence[str], i: int) -> range:
-    """The indices of line `i` and, for a `def` or `class`, of the lines of its body after it, at most `BODY_LINES`
-    in all (the definition line alone told the model only where the name is, and the 1.5B model changed that line:
-    it renamed `_func_ends_with` when told the bug was in it, a user trial on jmespath)."""
+def _block(lines: Sequence[str], i: int) -> range:
+    """The indices of the `def` or `class` on line `i` and of its whole block (blank lines inside; not trailing
+    ones); line `i` alone for anything else."""
     head = lines[i]
     if not re.match(r"\s*(?:async\s+def|def|class)\s", head):
         return range(i, i + 1)
     depth, end = len(head) - len(head.lstrip()), i + 1
-    while end < len(lines) and end - i < BODY_LINES and (
-            not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > depth):
+    while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > depth):
         end += 1
     while end - 1 > i and not lines[end - 1].strip():
         end -= 1
     return range(i, end)
 
 
+def _body(lines: Sequence[str], i: int) -> list[int]:
+    """The indices of line `i` and, for a `def` or `class`, of the first lines of its body after it, its docstring
+    left out, at most `BODY_LINES` in all.  The definition line alone told the model only where the name is, and the
+    1.5B model changed that line (it renamed `_func_ends_with` when told the bug was in it, a user trial on
+    jmespath); a docstring's lines tell it nothing of the code (semver's `bump_patch`: six lines of docstring)."""
+    out, doc = [i], ""
+    for k in _block(lines, i)[1:]:
+        text = lines[k].strip()
+        if doc:  # inside a docstring: up to its closing quotes
+            doc = "" if doc in text else doc
+        elif len(out) == 1 and re.match(r"[rRbBuU]?(\"\"\"|\'\'\')", text):  # the body opens with a docstring
+            quote = text.lstrip("rRbBuU")[:3]
+            doc = "" if quote in text.lstrip("rRbBuU")[3:] else quote
+        elif len(out) < BODY_LINES:
+            out.append(k)
+    return out
+
+
+def _fit(correction: str, lines: Sequence[str], n: int, defined: Sequence[re.Pattern[str]]) -> int:
+    """How well line `n` of a file fits the correction that names it: the words and numbers the two share, and
+    one more when it lies inside a definition the correction names.  The best fit is quoted, the most likely
+    file first among equals: "bump_patch adds 2 to the patch number on line 306", said of `version.py` while
+    the model was changing `_deprecated.py`, had quoted line 306 of `_deprecated.py` (`:rtype: str`) and the
+    retry edited it (the named-lines probe, semver)."""
+    shared = _words(lines[n - 1]) & _words(correction)
+    return len(shared) + _within(lines, n, defined)
+
+
+def _words(text: str) -> set[str]:
+    """The numbers and the longer words of `text`, lower case, names split at `_` and case changes."""
+    return {w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+", text) if w.isdigit() or len(w) > 3}
+
+
+def _within(lines: Sequence[str], n: int, defined: Sequence[re.Pattern[str]]) -> bool:
+    """Whether line `n` (1-based) lies in the block of a definition of one of the `defined` names."""
+    return any(n - 1 in _block(lines, i) for i, line in enumerate(lines) if any(d.match(line) for d in defined))
+
+
 def quoted(correction: str, files: Sequence[tuple[str, str]]) -> list[tuple[str, int, str]]:
     """(path, line number, line) for each line the correction names, in the candidate `files` ((path, text),
     the most likely first); see the module docstring."""
     texts = [(path, text.splitlines()) for path, text in files]
+    defined = [_definition(name) for name in names(correction)]
     picked: list[tuple[str, int, str]] = []
     for n in line_numbers(correction):
-        hit = next(((p, lines) for p, lines in texts if n <= len(lines)), None)
+        hit = max(((p, lines) for p, lines in texts if n <= len(lines)), default=None,
+                  key=lambda f: _fit(correction, f[1], n, defined))
         if hit is not None:
             picked.append((hit[0], n, hit[1][n - 1]))
+    lined = {path for path, _, _ in picked}  # a name is looked up first in the files its line numbers were found in
+    texts = [f for f in texts if f[0] in lined] + [f for f in texts if f[0] not in lined]
     for name in names(correction):
         pattern = _definition(name)
         hit = next(((p, lines, i) for p, lines in texts for i, line in enumerate(lines) if pattern.match(line)), None)

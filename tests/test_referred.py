@@ -76,6 +76,28 @@ def test_a_named_function_is_quoted_with_the_first_lines_of_its_body():
     assert quoted("`ab` again", [("m.py", "ab = 1\ndef f():\n    ab = 2\n")]) == [("m.py", 1, "ab = 1")]
 
 
+def test_a_line_number_is_looked_up_in_the_file_whose_line_fits_the_correction():
+    """semver in the named-lines probe: "bump_patch adds 2 ... on line 306" meant version.py while the model was
+    changing _deprecated.py; both define `bump_patch` around line 306, only one line 306 adds 2 to the patch."""
+    deprecated = 'def bump_patch(version):\n    """Raise the patch part of the version string.\n\n    :rtype: str\n'
+    version = "class Version:\n    def bump_patch(self):\n        x = 1\n        return cls(self._patch + 2)\n"
+    said = "bump_patch adds 2 to the patch number on line 4; it must add 1"
+    got = quoted(said, [("_deprecated.py", deprecated), ("version.py", version)])
+    assert got[0] == ("version.py", 4, "        return cls(self._patch + 2)")
+    assert got[1] == ("version.py", 2, "    def bump_patch(self):")  # the name too: from the line's file first
+    # nothing fits better: the first file long enough, as before; inside a named definition beats outside
+    assert quoted("line 1 please", [("a.py", "x = 1\n"), ("b.py", "y = 2\n")])[0][0] == "a.py"
+    assert quoted("in parse() line 2", [("a.py", "x = 1\ny = 2\n"), ("b.py", "def parse():\n    y = 2\n")])[0] \
+        == ("b.py", 2, "    y = 2")
+
+
+def test_a_named_functions_docstring_is_not_quoted():
+    text = 'def bump():\n    """Raise the patch.\n\n    More.\n    """\n    n = 1\n    return n + 2\n'
+    assert [n for _, n, _ in quoted("bump() is wrong", [("v.py", text)])] == [1, 6, 7]
+    one = "def fx():\n    r'''One line.'''\n    return 3\n"
+    assert [n for _, n, _ in quoted("fx() is wrong", [("v.py", one)])] == [1, 3]
+
+
 def test_quoted_leaves_out_what_the_correction_already_says_blank_lines_and_files_too_short():
     files = [("short.py", "x = 1\n"), ("t.py", TIMEPARSE)]
     assert quoted("line 4 is `SECS = r'(?P<secs>\\d+)\\s*(?:s|secs?|seconds?)'`; fix it", files) == []
