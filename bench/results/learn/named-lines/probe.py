@@ -7,7 +7,10 @@ denial's text).  The simulated user approves what stays in the workspace until t
 (write, edit_lines, replace, or a bash command that edits), denies it with the case's correction, then approves the
 next three proposals.  Recorded per (case, seed): the first retry, whether the check passes after it (`first`), and
 after the three (`within3`), and whether the first change after the denial is at the planted line (`aimed`, in
-`--compare`).  Arms: `on` (HEAD) and `off` (the same code with `named_lines` returning "").
+`--compare`).  Arms: `on` (HEAD) and `off` (the same code with `named_lines` returning ""), both without learning;
+`train` (HEAD with learning on, as a user has it: the denial's interim update before the retry; each run from the
+same base weights and a new learner; the deferred distillation after the task is not run: it cannot change
+what is counted).
 
     python probe.py on|off OUT.jsonl [seeds...]      # the sdists are fetched into ./dl with pip download
     python probe.py --compare on.jsonl off.jsonl
@@ -76,15 +79,17 @@ class User:
 
 def run(arm: str, out: Path, seeds: list[int]) -> None:
     import continualcode.agent as agent
-    from continualcode.build import build_backend, make_renderer, read_cap
+    from continualcode.build import build_backend, make_learner, make_renderer, read_cap
     from continualcode.config import parse_config
     from continualcode.tools import Workspace
 
     if arm == "off":
         agent.named_lines = lambda *a, **k: ""
-    cfg = parse_config(["model_name=qwen2.5-coder-1.5b", "threads=1", "enable_training=false"])
+    cfg = parse_config(["model_name=qwen2.5-coder-1.5b", "threads=1",
+                        f"enable_training={'true' if arm == 'train' else 'false'}"])
     backend = build_backend(cfg)
     renderer = make_renderer(backend, cfg)
+    base = backend.snapshot()
     done = {(r["case"], r["seed"]) for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
     for case in json.loads((HERE / "cases.json").read_text()):
         for seed in seeds:
@@ -98,22 +103,26 @@ def run(arm: str, out: Path, seeds: list[int]) -> None:
                 line = next(i + 1 for i, t in enumerate(f.read_text().splitlines()) if case["new"].splitlines()[0] in t)
                 user = User(case, root, case["correction"].format(line=line))
                 denial: list[str] = []
+                updates: list[float] = []
                 ws = Workspace(root, **{**cfg.tool_settings(), "pass_secrets": False}, read_cap=read_cap(cfg))
 
-                def sink(ev, denial=denial):
+                def sink(ev, denial=denial, updates=updates):
+                    if ev.TYPE == "learn":
+                        updates.append(round(float(ev.metrics.get("sec_total") or 0.0), 1))
                     if ev.TYPE == "message" and ev.record().get("role") == "user" and "Do this instead" in str(
                             ev.record().get("content")):
                         denial.append(ev.record()["content"])
 
+                backend.restore(base)
                 s = agent.Session(backend, renderer, ws, user, sampling=cfg.sampling_config(), seed=seed,
-                                  on_event=sink)
-                result = s.run_task(case["task"])
+                                  on_event=sink, learner=make_learner(cfg, backend, renderer))
+                result = s.run_task(case["task"], settle=False)
                 final = check(case, root)
                 if user.first is None and user.after:
                     user.first = final
             row = {"case": case["id"], "seed": seed, "arm": arm, "denied": user.denied, "denial": denial[:1],
                    "retries": user.after, "first": user.first, "within3": final if user.denied else None,
-                   "status": result.status}
+                   "status": result.status, "updates_s": updates}
             with out.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(case["id"], seed, "first", user.first, "within3", row["within3"],
@@ -146,8 +155,10 @@ def compare(a: Path, b: Path) -> None:
     for rows in (ra, rb):
         for k, r in rows.items():
             r["aimed"] = aimed(cases[k[0]], r) if r["denied"] else None
+    both = [k for k in ra if k in rb and ra[k]["denied"] and rb[k]["denied"]]
+    same = sum(ra[k]["denied"] == rb[k]["denied"] for k in both)
+    print(f"{len(both)} runs denied in both; the same denied call in {same} (the runs agree up to the denial)")
     for key in ("first", "within3", "aimed"):
-        both = [k for k in ra if k in rb and ra[k]["denied"] and rb[k]["denied"]]
         up = sum(bool(ra[k][key]) and not rb[k][key] for k in both)
         down = sum(bool(rb[k][key]) and not ra[k][key] for k in both)
         n = up + down
