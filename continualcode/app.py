@@ -288,7 +288,7 @@ class App:
             line = line.strip()
             if not line:
                 continue
-            self.settle_background()
+            self.settle_background(pause=not line.startswith("/"))
             if line.startswith("/"):
                 if self.command(line) == "quit":
                     break
@@ -306,15 +306,21 @@ class App:
         self.close()
         return 0
 
-    def settle_background(self) -> None:
+    def settle_background(self, *, pause: bool = False) -> None:
         """Wait for the background learning, if any, and show what it did (saying so first when it is still at
-        work: after three corrections the 1.5B model's took ~2.5 min, and a silent wait looks like a hang)."""
+        work: after three corrections the 1.5B model's took ~2.5 min, and a silent wait looks like a hang).
+        `pause` (a task is next): a job still sampling is paused instead, and runs again when the task ends."""
         job, self.settling = self.settling, None
         if job is not None and job.running():
-            self.display.show(Info("finishing the background learning from the last task first"))
+            if pause:
+                job.pause()
+            self.display.show(Info("finishing the background learning from the last task first" if not pause
+                                   else "pausing the background learning for this task"))
         while job is not None:
             try:
                 show(self.recorder, *job.finish())
+                if pause and pending(self.session.learner):
+                    self.display.show(Info("the background learning goes on when this task ends"))
                 return
             except KeyboardInterrupt:  # an update cannot stop halfway: wait for it
                 self.display.console.print("[yellow]finishing the background learning first[/]")

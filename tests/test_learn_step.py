@@ -517,6 +517,27 @@ def test_deferred_distillation_replaces_the_interim_update_with_the_undeferred_o
     assert deferred.undo() and all(torch.equal(v, _lora(b)[k]) for k, v in start.state["lora"].items())
 
 
+@pytest.mark.slow
+def test_a_paused_settle_keeps_the_interim_update_and_the_work_pending(fresh_backend, renderer, correction,
+                                                                        batch_sizes):
+    """The app pauses the deferred job when the user types the next task (settle.py): asked to stop before
+    any update, `settle` gives the interim weights and their undo entry back and keeps the correction pending;
+    a later `settle` does the whole update."""
+    b, seen = fresh_backend, batch_sizes
+    learner = Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, distill_prompts=2),
+                      prompts=lambda c: ["show me what is in todo.txt"])
+    learner(correction)
+    interim, undo = _lora(b), len(learner.undo_stack)
+    assert learner.settle(stop=lambda: True) == []  # at once
+    asks = iter([False, False])  # after the paraphrases and the first distillation sample
+    assert learner.settle(stop=lambda: next(asks, True)) == []
+    assert [p.correction for p in learner.pending] == [correction] and len(learner.undo_stack) == undo
+    assert seen == [1] and all(torch.equal(v, _lora(b)[k]) for k, v in interim.items())
+    reports = learner.settle(stop=lambda: False)
+    assert len(reports) == 1 and reports[0]["distill_examples"] == 2 and seen == [1, 3] and not learner.pending
+    assert len(learner.undo_stack) == undo and any(not torch.equal(v, _lora(b)[k]) for k, v in interim.items())
+
+
 def test_paraphrase_lines_are_cleaned_and_deduplicated():
     from continualcode.learn.prompts import parse_lines, task_of
 

@@ -24,9 +24,11 @@ class SlowLearner:
         self.fail = fail
         self.settled_at: list[int] = []
 
-    def settle(self):
+    def settle(self, stop=None):
         self.started.set()
-        assert self.release.wait(10)
+        while not self.release.wait(0.01):  # as the real learner: a pause before any update keeps the work
+            if stop is not None and stop():
+                return []
         if self.fail:
             raise RuntimeError("learning step failed and was rolled back: boom\nmore")
         done, self.pending = self.pending, []
@@ -42,6 +44,15 @@ def test_a_job_runs_on_its_own_thread_and_finish_waits_for_it():
     learner.release.set()
     reports, error = job.finish()
     assert error is None and len(reports) == 1 and reports[0]["deferred"] and not job.running()
+
+
+def test_a_paused_job_ends_without_reports_and_keeps_its_work():
+    learner = SlowLearner()
+    learner.pending = ["c1"]
+    job = Settling(learner)
+    assert learner.started.wait(5)
+    job.pause()
+    assert job.finish() == ([], None) and learner.pending == ["c1"] and not job.running()
 
 
 def test_a_failed_job_reports_its_first_line():
@@ -85,9 +96,10 @@ def test_scripted_tasks_the_app_settles_in_the_background_and_finishes_before_th
     monkeypatch.setattr(app.session, "_run_task", scripted_task)
     real_finish = Settling.finish
 
-    def finish(job):
+    def finish(job):  # the job is still blocked when the second task comes; released only when the app closes
         order.append("finish")
-        learner.release.set()
+        if len(order) > 3:
+            learner.release.set()
         return real_finish(job)
 
     monkeypatch.setattr(Settling, "finish", finish)
@@ -97,9 +109,13 @@ def test_scripted_tasks_the_app_settles_in_the_background_and_finishes_before_th
 
     app.display.console = Console(file=io.StringIO(), width=200, color_system=None)
     app.run(app.session.approver)  # type: ignore[arg-type]
-    assert order == ["first task (job running: False)", "finish", "second task (job running: False)"]
-    # the job was still blocked when the second task came: the wait is announced, not silent
-    assert "finishing the background learning from the last task first" in app.display.console.file.getvalue()
+    # the second task came while the job was blocked: paused (not waited for), the work kept, run after the
+    # task, and finished (waited for) when the app closes
+    assert order == ["first task (job running: False)", "finish", "second task (job running: False)", "finish"]
+    said = app.display.console.file.getvalue()
+    assert "pausing the background learning for this task" in said
+    assert "the background learning goes on when this task ends" in said
+    assert "finishing the learning update before exit" in said
     assert learner.started.is_set() and not learner.pending and app.settling is None
     learned = [e for e in read_events(app.journal.session_dir / "journal.jsonl") if e.get("type") == "learn"]
     assert len(learned) == 1 and learned[0]["deferred"] is True

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,24 +52,31 @@ def build_examples(backend: Any, renderer: Any, cfg: LearnConfig, c: Correction,
     secs: dict[str, float] = {}
     main = _example(backend, renderer, cfg, c, secs)
     t1 = time.perf_counter()
-    out = [main, *(distill_examples(backend, renderer, cfg, c, extra_prompts) if distill else [])]
+    out = [main, *((distill_examples(backend, renderer, cfg, c, extra_prompts) or []) if distill else [])]
     secs["sec_distill"] = time.perf_counter() - t1
     return out, secs
 
 
 def distill_examples(backend: Any, renderer: Any, cfg: LearnConfig, c: Correction,
-                     extra_prompts: Sequence[str] = ()) -> list[Example]:
+                     extra_prompts: Sequence[str] = (), *,
+                     stop: Callable[[], bool] | None = None) -> list[Example] | None:
     """Up to `cfg.distill_prompts` distillation examples for the correction `c`: the given prompts first,
-    then paraphrases of its task the model writes."""
+    then paraphrases of its task the model writes.  None when `stop()` turned true before one of its samples
+    (the background job pauses for the user's next task: settle.py)."""
     n = cfg.distill_prompts
     if n <= 0:
         return []
+    stopped = stop or (lambda: False)
     prompts = [p for p in extra_prompts if p.strip()][:n]
     task = task_of(c.messages)
     if len(prompts) < n:
+        if stopped():
+            return None
         prompts += paraphrases(backend, renderer, task, n - len(prompts), seed=_seed(task, -1))
     out = []
     for i, p in enumerate(prompts[:n]):
+        if stopped():
+            return None
         ex = _distill_example(backend, renderer, cfg, c, p, seed=_seed(task, i))
         if ex is not None:
             out.append(ex)

@@ -119,7 +119,7 @@ class Learner:
             self.pending.append(_Pending(c, main, before, kept=not report["rolled_back"]))
         return report
 
-    def settle(self) -> list[dict[str, Any]]:
+    def settle(self, stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
         """The deferred distillation (`distill_deferred`).  Each correction since the last call took an
         interim update on its denied call alone (what the retry used); those are replaced: the adapter goes
         back to the weights before the first of them (their undo entries dropped), and each correction
@@ -127,23 +127,38 @@ class Learner:
         (the project's earlier tasks, paraphrases of its task, each with a short on-policy sample taught
         by the correction), guarded the same way.  The final weights are then those of the undeferred
         path (the same batches from the same start), and so is the drift.  The session calls it when a
-        task has ended.  One report per update taken."""
+        task has ended.  One report per update taken.
+
+        `stop`: asked before each distillation sample of the first correction (before any weight changes);
+        when it turns true, the interim weights and their undo entries come back, every correction stays
+        pending, and it returns [] (the app pauses the job when the user types the next task: the task
+        does not wait for it; settle.py).  Once the first update has begun, the job runs to its end."""
         if not self.pending:
             return []
         b, reports = self.backend, []
-        for _ in range(min(sum(p.kept for p in self.pending), len(self.undo_stack))):
-            self.undo_stack.pop()
+        now = b.snapshot() if stop is not None else None  # the interim weights: what a paused job leaves
+        popped = [self.undo_stack.pop() for _ in range(min(sum(p.kept for p in self.pending), len(self.undo_stack)))]
         b.restore(self.pending[0].before)
+        paused = False
         try:
             while self.pending:
-                p = self.pending.popleft()
+                p = self.pending[0]
                 t0 = time.perf_counter()
-                more = distill_examples(b, self.renderer, self.cfg, p.correction, self._extra(p.correction))
+                more = distill_examples(b, self.renderer, self.cfg, p.correction, self._extra(p.correction),
+                                        stop=None if reports else stop)
+                if more is None:  # paused before any update: back to the interim weights, nothing lost
+                    assert now is not None
+                    b.restore(now)
+                    self.undo_stack.extend(reversed(popped))
+                    paused = True
+                    return []
+                self.pending.popleft()
                 secs = {"sec_distill": time.perf_counter() - t0}
                 report = self._update(p.correction, [p.main, *more], secs, t0, distilled=len(more))
                 reports.append({**report, "deferred": True})
         finally:
-            self.pending.clear()  # after a failure the adapter is the last good one; nothing is left to redo
+            if not paused:
+                self.pending.clear()  # after a failure the adapter is the last good one; nothing is left to redo
         return reports
 
     def _extra(self, c: Correction) -> list[str]:

@@ -194,10 +194,10 @@ class BenchLearner:
     def pending(self) -> Any:
         return getattr(self.learner, "pending", ())
 
-    def settle(self) -> list[dict[str, Any]]:
-        """The learner's deferred distillation updates, logged like the others."""
+    def settle(self, stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+        """The learner's deferred distillation updates, logged like the others (`stop`: settle.py's pause)."""
         settle = getattr(self.learner, "settle", None)
-        reports = settle() if settle is not None else []
+        reports = settle(stop=stop) if settle is not None else []
         for report in reports:
             self.log.append({**_scalars(report), "replay": False,
                              "n_steps": int(self.learner.cfg.steps_per_correction)})
