@@ -332,6 +332,8 @@ class Rails:
             # search for a file's path again, after its result said it is a file: the read of that file; a
             # replace refused for a text found more than once, again: with replace_all
             fixed = self.meant[key]
+            if fixed.to_text() in self.denied:  # the call it stands for was denied: a repeat of it (packaging trial)
+                return Verdict(parsed, REPEAT_ERROR)
             if fixed.to_text() not in self.readonly_done and not (fixed.name == "read" and self._reads.shows(fixed)) \
                     and self.embedded(fixed) is None:  # a rename made already: `_emit` is now inside `_emit_element`
                 return Verdict(Parsed(call=fixed), redirected=True)

@@ -646,6 +646,25 @@ def test_scripted_model_repeating_a_replace_refused_as_ambiguous_is_proposed_wit
     assert all(not c.arguments.get("replace_all") for c, _ in user2.seen)
 
 
+def test_scripted_model_a_repeat_redirected_onto_the_denied_replace_all_is_sampled_again(tokenizer, tmp_path):
+    """A user trial on packaging: the rename made replace_all (a replace refused as ambiguous, repeated) was
+    denied; the retry was the plain rename again, which the rails redirected to the same replace_all, and the user
+    was asked about the call just denied.  A redirect onto a denied call is a repeat of it: sampled again."""
+    from continualcode.tools import tool_schemas
+
+    both = Renderer(tokenizer, tools=tool_schemas("both"))
+    source = "def add(a, b):\n    return a + b\n\n\nprint(add(1, 2), add(3, 4))\n"
+    rd = call_text("read", path="main.py")
+    rename = call_text("replace", path="main.py", old_string="add", new_string="plus")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [rd, rename, rename, rename, *["Left as it is."] * 6],
+                            [Approve(), Deny("do not rename anything")], guard_rails=True, renderer=both)
+    (tmp_path / "main.py").write_text(source)
+    s.run_task("Rename add to plus everywhere in main.py.")  # (the text answers after it: refused, no change made)
+    assert [(c.name, bool(c.arguments.get("replace_all"))) for c, _ in user.seen] == [("read", False),
+                                                                                      ("replace", True)]
+    assert (tmp_path / "main.py").read_text() == source
+
+
 def test_scripted_model_repeating_an_ambiguous_replace_of_text_that_is_no_name_is_not_made_replace_all(
         tokenizer, tmp_path):
     """Only a rename becomes replace_all: in a user trial on toolz the repeated `replace` of "1" by "2" was made
