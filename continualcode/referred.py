@@ -120,14 +120,13 @@ def _body(lines: Sequence[str], i: int) -> list[int]:
     return out
 
 
-def _fit(correction: str, lines: Sequence[str], n: int, defined: Sequence[re.Pattern[str]]) -> int:
-    """How well line `n` of a file fits the correction that names it: the words and numbers the two share, and
-    one more when it lies inside a definition the correction names.  The best fit is quoted, the most likely
-    file first among equals: "bump_patch adds 2 to the patch number on line 306", said of `version.py` while
-    the model was changing `_deprecated.py`, had quoted line 306 of `_deprecated.py` (`:rtype: str`) and the
-    retry edited it (the named-lines probe, semver)."""
-    shared = _words(lines[n - 1]) & _words(correction)
-    return len(shared) + _within(lines, n, defined)
+def _fit(said: set[str], lines: Sequence[str], n: int, defined: Sequence[re.Pattern[str]]) -> int:
+    """How well line `n` of a file fits the correction that names it (`said`: its `_words`): the words and
+    numbers the two share, and one more when it lies inside a definition the correction names.  The best fit is
+    quoted, the most likely file first among equals: "bump_patch adds 2 to the patch number on line 306", said
+    of `version.py` while the model was changing `_deprecated.py`, had quoted line 306 of `_deprecated.py`
+    (`:rtype: str`) and the retry edited it (the named-lines probe, semver)."""
+    return len(_words(lines[n - 1]) & said) + _within(lines, n, defined)
 
 
 def _words(text: str) -> set[str]:
@@ -145,24 +144,24 @@ def quoted(correction: str, files: Sequence[tuple[str, str]]) -> list[tuple[str,
     the most likely first); see the module docstring."""
     texts = [(path, text.splitlines()) for path, text in files]
     defined = [_definition(name) for name in names(correction)]
+    said = _words(correction)
     picked: list[tuple[str, int, str]] = []
     for n in line_numbers(correction):
         hit = max(((p, lines) for p, lines in texts if n <= len(lines)), default=None,
-                  key=lambda f: _fit(correction, f[1], n, defined))
+                  key=lambda f: _fit(said, f[1], n, defined))
         if hit is not None:
             picked.append((hit[0], n, hit[1][n - 1]))
     lined = {path for path, _, _ in picked}  # a name is looked up first in the files its line numbers were found in
     texts = [f for f in texts if f[0] in lined] + [f for f in texts if f[0] not in lined]
-    for name in names(correction):
-        pattern = _definition(name)
+    for pattern in defined:
         hit = next(((p, lines, i) for p, lines in texts for i, line in enumerate(lines) if pattern.match(line)), None)
         if hit is not None:
             path, lines, i = hit
             picked += [(path, k + 1, lines[k]) for k in _body(lines, i)]
-    said = " ".join(correction.split())
+    given = " ".join(correction.split())
     out: list[tuple[str, int, str]] = []
     for path, n, line in picked:
-        if line.strip() and " ".join(line.split()) not in said and (path, n) not in [(p, k) for p, k, _ in out]:
+        if line.strip() and " ".join(line.split()) not in given and (path, n) not in [(p, k) for p, k, _ in out]:
             out.append((path, n, line.rstrip()[:LINE_CHARS]))
     return out[:MAX_LINES]
 
