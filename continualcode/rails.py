@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from continualcode.context import ERROR_PREFIX
+from continualcode.hits import best_hit, widened, wider_hit
 from continualcode.intent import (
     asks_a_question,
     asks_for_change,
@@ -30,15 +31,12 @@ from continualcode.intent import (
     asks_to_run_tests,
     asks_where,
 )
-from continualcode.reads import GREP_HIT, READ_NUMBER, FileKey, Reads
+from continualcode.reads import GREP_HIT, READ_NUMBER, FileKey, Find, Reads
 from continualcode.records import Message, ToolCall
 from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_argument
-from continualcode.retrieve import NEAREST_HEAD
 from continualcode.tools import TOOL_NAMES, ToolError, validate_args
-from continualcode.tools.kinds import is_secondary
 from continualcode.tools.replace import AMBIGUOUS, INSIDE_WORDS
-from continualcode.tools.search import FOUND_ELSEWHERE, IS_A_FILE, NO_MATCHES
-from continualcode.tools.syntax import DEF_LINE
+from continualcode.tools.search import IS_A_FILE, NO_MATCHES
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
 DENIED = "Denied: the call was not run."  # the user turn after a denied call opens so (agent.py; docs/agent.md)
@@ -73,6 +71,8 @@ STAND_IN = ("the {arg} argument has a line that stands in for the file's own lin
 CHANGING = frozenset({"write", "edit_lines", "replace"})
 NO_CHANGE = ("the proposed change would leave the file as it is (the same text in place of itself): change "
              "what the task asks to change, or answer")
+UNASKED_RENAME = ("the task does not ask to rename {old}: a new name changes nothing that it does.  Change the lines "
+                  "of {old} that are wrong (read them first if they are not shown above), or answer")
 PASTED = ("the {arg} argument copies how tool results are shown ({what}), which the file does not hold: write "
           "only the file's own lines; to add or change a few lines, change just those (replace or edit_lines)")
 
@@ -80,6 +80,7 @@ _WORD = re.compile(r"[\w./-]+")
 _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found error names (tools/paths.py)
 _A_FILE = re.compile(r"^\((\S+)" + re.escape(IS_A_FILE) + r"\)$", re.M)  # an empty grep for a file's path
 _NUMBERED, _HIT = READ_NUMBER, GREP_HIT  # a line as read shows it: (number); as grep does: (file, line, text)
+_RENAME = re.compile(r"\brenam|\bnew name\b|\b(?:call|name) it\b", re.I)  # words that ask for a new name
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
 _IDENTIFIER = re.compile(r"_*[A-Za-z]\w*")  # a name: underscores, then a letter
 # a reply that tells how to use one of the agent's own tools ("you can use the `grep` function with the pattern
@@ -140,7 +141,7 @@ def _evidence(last: Message | None, readonly_done: dict[str, bool], worded: bool
     if last is not None and last.role == "user" and last.content.startswith(DENIED):
         return worded and any(readonly_done.values())
     return (last is not None and last.role == "tool" and bool(last.meta.get("ok", True))
-            and not (last.content.startswith(NOTHING_FOUND) and not _widened(last.content)))
+            and not (last.content.startswith(NOTHING_FOUND) and not widened(last.content)))
 
 
 def _never(_call: ToolCall) -> None:
@@ -218,6 +219,7 @@ class Rails:
     narrated: bool = False  # a reply telling how to use the tools was sent back, or a change made, in this task
     placed: bool = False  # an answer to "where" that named no file was sent back in this task (once is enough)
     worded: bool = False  # the last denial's correction asked for words (an answer, an explanation)
+    said: str = ""  # the task and the corrections given in it
     reads: Reads | None = None  # what reads showed, and where they should start (made from `file_key` if None)
 
     def __post_init__(self) -> None:
@@ -227,6 +229,7 @@ class Rails:
         """A new task's demands; with `code` (the code matching its words, put before it: retrieve.py) an
         explanation may come without a read, and a read of a file it showed starts at the first chunk shown."""
         self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, {}, {}, set(), {}
+        self.said = task
         self.narrated, self.placed, self.worded = False, False, False
         self._reads.new_task(code)
         self.must_change = self.on and asks_for_change(task)
@@ -307,6 +310,10 @@ class Rails:
                 "the project")
         elif self.on and (pasted := pasted_argument(call)) is not None:  # before the syntax check: a clearer why
             error = PASTED.format(arg=pasted[0], what=pasted[1])
+        elif self.on and (renamed := unasked_rename(call, self.said, self._reads.find)) is not None:
+            # the 1.5B model "fixed" the function a task named by renaming it (`ordinalize` -> `ordinalize2`,
+            # `humanize` -> `humanize1`): 89 proposals in 24 committed task transcripts, none of them solved
+            error = UNASKED_RENAME.format(old=renamed)
         elif self.on and key not in self.readonly_done and (embedded := self.embedded(call)) is not None:
             # the 1.5B model's replace_all of "nd" by "rd" in inflection's module: 30 places, most inside other words
             error = embedded  # (dev split); a change just made is the loop rail's ("made already", not this)
@@ -353,6 +360,7 @@ class Rails:
 
     def deny(self, call: ToolCall, correction: str = "") -> None:
         self.denied, self.worded = {**self.denied, call.to_text(): call}, asks_for_words(correction)
+        self.said += "\n" + correction
 
     def ran(self, call: ToolCall, ok: bool, output: str = "") -> None:
         """What an executed call did to the demands and to what is known."""
@@ -364,7 +372,7 @@ class Rails:
                 self.meant[call.to_text()] = ToolCall(call.name, {**call.arguments, "path": m.group(1)})
             elif ok and call.name == "grep" and (m := _A_FILE.search(output)):
                 self.meant[call.to_text()] = ToolCall("read", validate_args("read", {"path": m.group(1)}))
-            elif ok and call.name == "grep" and (hit := _wider_hit(output)) is not None:
+            elif ok and call.name == "grep" and (hit := wider_hit(output)) is not None:
                 self.meant[call.to_text()] = self._reads.at(*hit)
             elif ok and call.name == "grep" and output.startswith(NOTHING_FOUND[0]) and self._one_file(call):
                 # an empty search of one file, found nowhere else either: repeated, the read of that file
@@ -426,29 +434,6 @@ class Rails:
         return call.name == "write" and not Path(key).exists()
 
 
-def best_hit(text: str, definitions: bool = False, task: str = "") -> tuple[str, int] | None:
-    """(file, line) of the grep hit a read should show, or None without hits: a Python file's before any
-    other, then a file's that is code, not a test's, set-up script's or doc's (`kinds.is_secondary`), then a
-    definition's (`def`, `class`), then one in a file whose name the task says (`Version.parse(...)
-    .bump_minor()`: `version.py`'s `def bump_minor`, not `_deprecated.py`'s, a user trial on semver); the
-    first of equals.  With `definitions`, only a Python file's hit on a definition counts."""
-    hits = [(m.group(1), int(m.group(2)), m.group(3)) for m in _HIT.finditer(text)]
-    if definitions:
-        hits = [h for h in hits if h[0].endswith(".py") and DEF_LINE.match(h[2])]
-    if not hits:
-        return None
-    best = min(hits, key=lambda h: (not h[0].endswith(".py"), is_secondary(h[0]), not DEF_LINE.match(h[2]),
-                                    not _named_in(h[0], task)))
-    return best[0], best[1]
-
-
-def _named_in(rel: str, task: str) -> bool:
-    """Whether the task says the file's name (its stem without leading underscores, 3+ characters) as a word,
-    in any case: "Version.parse" names version.py."""
-    stem = rel.rsplit("/", 1)[-1].rsplit(".", 1)[0].lstrip("_")
-    return len(stem) >= 3 and re.search(rf"(?<![A-Za-z0-9_]){re.escape(stem)}(?![A-Za-z0-9_])", task, re.I) is not None
-
-
 def _renames(call: ToolCall) -> bool:
     """Whether a replace swaps one name for another (`_irregular` -> `_add_irregular`), each a whole
     identifier with a letter in it."""
@@ -456,17 +441,18 @@ def _renames(call: ToolCall) -> bool:
     return all(isinstance(t, str) and _IDENTIFIER.fullmatch(t) for t in (old, new))
 
 
-def _wider_hit(output: str) -> tuple[str, int] | None:
-    """(file, line) of the best hit (`best_hit`) an empty grep's wider search shows, or None.  Repeated,
-    such a search becomes the read of that place: the 1.5B model repeated `Job.until`
-    in schedule/__init__.py nine times, and the 0.5B model an empty grep 25-33 times (`bench tasks`)."""
-    return best_hit(wider) if output.startswith(NOTHING_FOUND[0]) and (wider := _widened(output)) else None
-
-
-def _widened(output: str) -> str:
-    """The hits an empty search went on to show: of a wider search (`search._elsewhere`), or the definitions
-    nearest to it and the task (`context.near_miss`); "" when it showed none."""
-    return next((output.split(mark, 1)[1] for mark in (FOUND_ELSEWHERE, NEAREST_HEAD) if mark in output), "")
+def unasked_rename(call: ToolCall, said: str, find: Find) -> str | None:
+    """The name a `replace` would rename that nothing asked to rename, else None: a function or class its
+    file defines (`find`: the line of a file where a text occurs), given a name the file does not hold, while
+    `said` (the task and its corrections) says neither "rename" nor that new name (a swap of one existing
+    name for another, `startswith` -> `endswith`, is a fix, not a rename)."""
+    if call.name != "replace" or not _renames(call) or _RENAME.search(said):
+        return None
+    old, new, path = call.arguments["old_string"], call.arguments["new_string"], str(call.arguments["path"])
+    if re.search(rf"(?<!\w){re.escape(new)}(?!\w)", said) or find(path, new) is not None:
+        return None
+    heads = (f"{kind} {old}{end}" for kind in ("def", "class") for end in ("(", ":"))
+    return old if any(find(path, head) is not None for head in heads) else None
 
 
 def change_verdict(rails: Rails, parsed: Parsed, call: ToolCall) -> Verdict | None:

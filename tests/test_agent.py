@@ -752,6 +752,66 @@ def test_renames_is_a_name_for_a_name():
     assert not _renames(rep("_", "__")) and not _renames(rep("add", "add(1)")) and not _renames(rep("a.b", "c"))
 
 
+def test_a_rename_nothing_asked_for_is_refused_and_an_asked_or_swapping_one_is_not():
+    """`rails.unasked_rename`: a defined function given a new name on a task that asks to fix it is refused;
+    the same rename asked for (by "rename", or by naming the new name, in the task or a correction) is not,
+    nor a swap to a name the file holds, nor a name the file does not define."""
+    from continualcode.rails import Rails, unasked_rename
+    from continualcode.reads import Reads
+
+    text = "def ordinal(n):\n    return str(n)\n\nclass Job:\n    pass\n\ndef cardinal(n):\n    return n\n"
+
+    def find(_path: str, part: str) -> int | None:
+        at = text.find(part)
+        return None if at < 0 else text.count("\n", 0, at) + 1
+
+    def rails(task: str) -> Rails:
+        r = Rails(file_key=lambda c: "w.py", reads=Reads(lambda c: "w.py", find=find))
+        r.start_task(task)
+        return r
+
+    def _r(r: Rails, call: ToolCall) -> str | None:  # as the rails ask it
+        return unasked_rename(call, r.said, find)
+
+    def rep(old: str, new: str) -> ToolCall:
+        return ToolCall("replace", {"path": "w.py", "old_string": old, "new_string": new})
+
+    fix = "ordinal(13) returns '13rd'. Find the bug and fix it."
+    assert _r(rails(fix), rep("ordinal", "ordinal2")) == "ordinal"
+    assert _r(rails(fix), rep("Job", "JobManager")) == "Job"
+    assert _r(rails(fix), rep("ordinal", "cardinal")) is None  # a name the file holds: a swap
+    assert _r(rails(fix), rep("str", "repr")) is None  # not a definition of the file
+    assert _r(rails(fix), ToolCall("replace", {**rep("ordinal", "x").arguments, "replace_all": True})) \
+        == "ordinal"
+    assert _r(rails("Rename ordinal to ordinal2."), rep("ordinal", "ordinal2")) is None
+    assert _r(rails("call ordinal ordinal2 from now on"), rep("ordinal", "ordinal2")) is None
+    told = rails(fix)
+    told.deny(rep("a", "b"), "the new name is ordinal_of")
+    assert _r(told, rep("ordinal", "ordinal_of")) is None
+    said = rails(fix)
+    said.deny(rep("a", "b"), "use ordinal2 for it")
+    assert _r(said, rep("ordinal", "ordinal2")) is None
+
+
+def test_scripted_model_renaming_the_function_it_was_asked_to_fix_is_refused_and_samples_a_fix(tokenizer, tmp_path):
+    """The 1.5B model "fixed" the function a task named by renaming it (`ordinalize` -> `ordinalize2`); the
+    rename is refused (never asked about), and the model's next call, the fix, is what the user sees."""
+    from continualcode.rails import UNASKED_RENAME
+    from continualcode.tools import tool_schemas
+
+    both = Renderer(tokenizer, tools=tool_schemas("both"))
+    rd = call_text("read", path="words.py")
+    rename = call_text("replace", path="words.py", old_string="ordinal", new_string="ordinal2")
+    fix = call_text("edit_lines", path="words.py", start=2, end=2, new_content="    return str(n) + 'th'")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [rd, rename, fix, "Fixed."], [Approve()] * 2, guard_rails=True,
+                            renderer=both)
+    (tmp_path / "words.py").write_text("def ordinal(n):\n    return str(n) + 'rd'\n")
+    assert s.run_task("ordinal(13) in words.py returns '13rd' instead of '13th'. Fix it.").status == "answered"
+    assert [c.name for c, _ in user.seen] == ["read", "edit_lines"]
+    assert any(UNASKED_RENAME.format(old="ordinal") in m.content for m in s.messages)
+    assert (tmp_path / "words.py").read_text() == "def ordinal(n):\n    return str(n) + 'th'\n"
+
+
 def test_scripted_model_reading_from_the_top_after_a_grep_named_a_definition_far_down_reads_it(tokenizer, tmp_path):
     """The 1.5B model read modules from line 1 right after a grep had named `def ordinalize` at line 236 (its
     window ended near line 80): such a read is asked about as the read of that definition; read from the top
@@ -1546,12 +1606,12 @@ def test_scripted_model_repeating_an_empty_grep_that_showed_wider_hits_reads_the
     assert [c.name for c, _ in user.seen] == ["grep", "read"]
     assert user.seen[1][0].arguments == {"path": "jobs.py", "offset": 22 - HIT_CONTEXT, "limit": 400}
     # a Python file's hit before any other; none when the search found nothing anywhere
-    from continualcode.rails import _wider_hit
+    from continualcode.hits import wider_hit
 
     wider = "no matches for 'b' in x.py\nin the whole project it matches:\nLICENSE:1: by\npkg/a.py:3: b = 1"
-    assert _wider_hit(wider) == ("pkg/a.py", 3)
-    assert _wider_hit(wider.replace("pkg/a.py:3: b = 1", "")) == ("LICENSE", 1)
-    assert _wider_hit("no matches for 'b' in x.py") is None and _wider_hit("x.py:1: b") is None
+    assert wider_hit(wider) == ("pkg/a.py", 3)
+    assert wider_hit(wider.replace("pkg/a.py:3: b = 1", "")) == ("LICENSE", 1)
+    assert wider_hit("no matches for 'b' in x.py") is None and wider_hit("x.py:1: b") is None
 
 
 def test_scripted_model_repeating_a_grep_that_found_its_hits_reads_the_best_hit_unless_it_was_read(
