@@ -73,6 +73,8 @@ NO_CHANGE = ("the proposed change would leave the file as it is (the same text i
              "what the task asks to change, or answer")
 UNASKED_RENAME = ("the task does not ask to rename {old}: a new name changes nothing that it does.  Change the lines "
                   "of {old} that are wrong (read them first if they are not shown above), or answer")
+DOCS_ONLY = ("the proposed change touches only docstrings (their examples too), not what the code does: change "
+             "the code the task is about")
 PASTED = ("the {arg} argument copies how tool results are shown ({what}), which the file does not hold: write "
           "only the file's own lines; to add or change a few lines, change just those (replace or edit_lines)")
 
@@ -81,6 +83,9 @@ _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found 
 _A_FILE = re.compile(r"^\((\S+)" + re.escape(IS_A_FILE) + r"\)$", re.M)  # an empty grep for a file's path
 _NUMBERED, _HIT = READ_NUMBER, GREP_HIT  # a line as read shows it: (number); as grep does: (file, line, text)
 _RENAME = re.compile(r"\brenam|\bnew name\b|\b(?:call|name) it\b", re.I)  # words that ask for a new name
+_ABOUT_DOCS = re.compile(r"\bdoc|typo|spell|wording|\bexamples?\b", re.I)  # a task (or correction) on docs
+# a negation in the clause before a word: "do not rename anything", "leave the docstring alone" ask for nothing
+_NEGATED = re.compile(r"(?:\bnot|n't|\bnever|\bno|\bleave|\bwithout|\bkeep)\b[^.;:,!?]*$", re.I)
 _LETTERS = re.compile(r"[A-Za-z]{2,}")
 _IDENTIFIER = re.compile(r"_*[A-Za-z]\w*")  # a name: underscores, then a letter
 # a reply that tells how to use one of the agent's own tools ("you can use the `grep` function with the pattern
@@ -202,6 +207,7 @@ class Rails:
     mend: Mend = _never
     idle: Idle = lambda _call: False
     embedded: Breaks = _never  # why a replace_all would change parts of longer words (`Workspace.embedded_replace_all`)
+    docs_only: Idle = lambda _call: False  # whether a change touches only docstrings
     amend: Amend = lambda _call, _denied: None  # a retry that edits a denied change, composed with it (amend.py)
     known_files: set[str] = field(default_factory=set)  # read or written in this session: may be changed
     task: str = ""
@@ -314,6 +320,11 @@ class Rails:
             # the 1.5B model "fixed" the function a task named by renaming it (`ordinalize` -> `ordinalize2`,
             # `humanize` -> `humanize1`): 89 proposals in 24 committed task transcripts, none of them solved
             error = UNASKED_RENAME.format(old=renamed)
+        elif self.on and call.name in CHANGING and not asked(_ABOUT_DOCS, self.said) and self.docs_only(call):
+            # asked to fix ordinalize(13), the 1.5B model changed the examples of its docstring (`ordinalize(1)` ->
+            # `ordinalize('1')`, six times over); asked to fix is_prerelease, it wrote the task's words into the
+            # docstring (a user trial on packaging): ~69 such replaces in 25 committed task transcripts, 2 solved
+            error = DOCS_ONLY
         elif self.on and key not in self.readonly_done and (embedded := self.embedded(call)) is not None:
             # the 1.5B model's replace_all of "nd" by "rd" in inflection's module: 30 places, most inside other words
             error = embedded  # (dev split); a change just made is the loop rail's ("made already", not this)
@@ -441,12 +452,19 @@ def _renames(call: ToolCall) -> bool:
     return all(isinstance(t, str) and _IDENTIFIER.fullmatch(t) for t in (old, new))
 
 
+def asked(words: re.Pattern[str], said: str) -> bool:
+    """Whether `said` (a task and its corrections) asks for what `words` match: a match with no negation
+    before it in its clause ("do not rename anything", "leave the docstring alone": trials on jmespath and
+    packaging)."""
+    return any(not _NEGATED.search(said[max(0, m.start() - 40):m.start()]) for m in words.finditer(said))
+
+
 def unasked_rename(call: ToolCall, said: str, find: Find) -> str | None:
     """The name a `replace` would rename that nothing asked to rename, else None: a function or class its
     file defines (`find`: the line of a file where a text occurs), given a name the file does not hold, while
     `said` (the task and its corrections) says neither "rename" nor that new name (a swap of one existing
     name for another, `startswith` -> `endswith`, is a fix, not a rename)."""
-    if call.name != "replace" or not _renames(call) or _RENAME.search(said):
+    if call.name != "replace" or not _renames(call) or asked(_RENAME, said):
         return None
     old, new, path = call.arguments["old_string"], call.arguments["new_string"], str(call.arguments["path"])
     if re.search(rf"(?<!\w){re.escape(new)}(?!\w)", said) or find(path, new) is not None:

@@ -27,6 +27,7 @@ def workspace_rails(workspace: Workspace, on: bool) -> Rails:
                  cuts=lambda call: workspace.cuts_file(call.name, call.arguments),
                  idle=lambda call: workspace.changes_nothing(call.name, call.arguments),
                  embedded=lambda call: workspace.embedded_replace_all(call.name, call.arguments),
+                 docs_only=lambda call: workspace.touches_only_docstrings(call.name, call.arguments),
                  amend=partial(_amend, workspace),
                  reads=Reads(key, start=workspace.statement_start, find=workspace.line_of,
                              read_back=min(READ_BACK, workspace.read_cap // READ_LINE_CHARS)))

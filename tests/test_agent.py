@@ -791,6 +791,20 @@ def test_a_rename_nothing_asked_for_is_refused_and_an_asked_or_swapping_one_is_n
     said = rails(fix)
     said.deny(rep("a", "b"), "use ordinal2 for it")
     assert _r(said, rep("ordinal", "ordinal2")) is None
+    refused = rails(fix)
+    refused.deny(rep("a", "b"), "do not rename anything; the bug is in ordinal")  # a negated rename asks for none
+    assert _r(refused, rep("ordinal", "ordinal_")) == "ordinal"
+
+
+def test_asked_is_a_word_with_no_negation_before_it_in_its_clause():
+    from continualcode.rails import _ABOUT_DOCS, _RENAME, asked
+
+    assert asked(_RENAME, "Rename _emit to _emit_element") and asked(_ABOUT_DOCS, "fix the typo in the docstring")
+    assert not asked(_RENAME, "do not rename anything; the bug is in x")  # jmespath and packaging trials
+    assert not asked(_ABOUT_DOCS, "leave the docstring alone; the bug is on line 398")
+    assert not asked(_ABOUT_DOCS, "the bug is not in the docstring") and not asked(_ABOUT_DOCS, "fix the bug")
+    assert asked(_RENAME, "don't touch the docstring, but rename it")  # another clause
+    assert asked(_ABOUT_DOCS, "Keep the comments. Update the docstring too")  # another sentence
 
 
 def test_scripted_model_renaming_the_function_it_was_asked_to_fix_is_refused_and_samples_a_fix(tokenizer, tmp_path):
@@ -802,7 +816,7 @@ def test_scripted_model_renaming_the_function_it_was_asked_to_fix_is_refused_and
     both = Renderer(tokenizer, tools=tool_schemas("both"))
     rd = call_text("read", path="words.py")
     rename = call_text("replace", path="words.py", old_string="ordinal", new_string="ordinal2")
-    fix = call_text("edit_lines", path="words.py", start=2, end=2, new_content="    return str(n) + 'th'")
+    fix = call_text("edit_lines", path="words.py", start_line=2, end_line=2, content="    return str(n) + 'th'")
     s, _, user, _, _ = make(tokenizer, tmp_path, [rd, rename, fix, "Fixed."], [Approve()] * 2, guard_rails=True,
                             renderer=both)
     (tmp_path / "words.py").write_text("def ordinal(n):\n    return str(n) + 'rd'\n")
@@ -810,6 +824,34 @@ def test_scripted_model_renaming_the_function_it_was_asked_to_fix_is_refused_and
     assert [c.name for c, _ in user.seen] == ["read", "edit_lines"]
     assert any(UNASKED_RENAME.format(old="ordinal") in m.content for m in s.messages)
     assert (tmp_path / "words.py").read_text() == "def ordinal(n):\n    return str(n) + 'th'\n"
+
+
+def test_scripted_model_changing_only_a_docstring_on_a_fix_task_is_refused_unless_docs_are_asked(tokenizer, tmp_path):
+    """Asked to fix ordinalize(13), the 1.5B model changed its docstring's examples; a change that touches only
+    docstrings is refused (never asked about) on a task that is not about them, and the model's next call, the
+    fix, is what the user sees.  A task, or a correction, about the docstring lets it through."""
+    from continualcode.rails import DOCS_ONLY
+    from continualcode.tools import tool_schemas
+
+    both = Renderer(tokenizer, tools=tool_schemas("both"))
+    src = "def ordinal(n):\n    \"\"\">>> ordinal(1)\"\"\"\n    return str(n) + 'rd'\n"
+    rd = call_text("read", path="words.py")
+    doc = call_text("replace", path="words.py", old_string=">>> ordinal(1)", new_string=">>> ordinal('1')")
+    fix = call_text("edit_lines", path="words.py", start_line=3, end_line=3, content="    return str(n) + 'th'")
+    s, _, user, _, _ = make(tokenizer, tmp_path, [rd, doc, fix, "Fixed."], [Approve()] * 2, guard_rails=True,
+                            renderer=both)
+    (tmp_path / "words.py").write_text(src)
+    assert s.run_task("ordinal(13) in words.py returns '13rd' instead of '13th'. Fix it.").status == "answered"
+    assert [c.name for c, _ in user.seen] == ["read", "edit_lines"]
+    assert any(DOCS_ONLY in m.content for m in s.messages)
+    assert (tmp_path / "words.py").read_text() == src.replace("'rd'", "'th'")
+    asked = tmp_path / "asked"
+    asked.mkdir()
+    s2, _, user2, _, _ = make(tokenizer, asked, [rd, doc, "Done."], [Approve()] * 2, guard_rails=True, renderer=both)
+    (asked / "words.py").write_text(src)
+    s2.run_task("In words.py, make the docstring example of ordinal pass a string.")
+    assert [c.name for c, _ in user2.seen] == ["read", "replace"]
+    assert (asked / "words.py").read_text() == src.replace(">>> ordinal(1)", ">>> ordinal('1')")
 
 
 def test_scripted_model_reading_from_the_top_after_a_grep_named_a_definition_far_down_reads_it(tokenizer, tmp_path):

@@ -1063,6 +1063,34 @@ def test_redefined_names_the_first_function_or_class_a_change_defines_twice_in_o
     assert redefined("", branches, "t.py") is None  # conditional definitions are not one scope's
 
 
+def test_docstrings_only_is_a_syntax_tree_that_differs_only_in_docstrings() -> None:
+    from continualcode.tools.syntax import docstrings_only
+    src = ('"""Mod."""\n\n\nclass C:\n    """C."""\n\n    def f(self, n):\n'
+           '        """>>> C().f(1)\n        \'1st\'\n        """\n        return str(n) + "rd"  # suffix\n')
+    assert docstrings_only(src, src.replace(">>> C().f(1)", ">>> C().f('1')"), "m.py")  # a docstring's example
+    assert docstrings_only(src, src.replace('"""C."""', '"""The C."""').replace("# suffix", "# the suffix"), "m.py")
+    assert docstrings_only(src, src.replace('"""Mod."""\n', ""), "m.py")  # the module's docstring taken out
+    assert not docstrings_only(src, src.replace("# suffix", "# the suffix\n        # more"), "m.py")  # comments
+    assert not docstrings_only(src, src.replace('"rd"', '"th"'), "m.py")  # a string that is code: a fix
+    assert not docstrings_only(src, src.replace('"rd"', '"th"').replace('"""C."""', '"""D."""'), "m.py")  # both
+    assert not docstrings_only(src, src, "m.py")  # no change at all is not this
+    assert not docstrings_only(src, src.replace('"""C."""', '"""D."""'), "m.txt")  # not Python
+    assert not docstrings_only(src, src.replace("# suffix", "(:"), "m.py")  # does not parse after
+
+
+def test_touches_only_docstrings_plans_the_change_on_the_file(ws: Workspace) -> None:
+    (ws.root / "m.py").write_text('def f(n):\n    """>>> f(1)"""\n    return n + 1\n')
+    assert ws.touches_only_docstrings("replace", {"path": "m.py", "old_string": ">>> f(1)", "new_string": ">>> f(2)"})
+    assert ws.touches_only_docstrings("edit_lines", {"path": "m.py", "start_line": 2, "end_line": 2,
+                                                     "content": '    """Add one: >>> f(1)"""'})
+    assert not ws.touches_only_docstrings("edit_lines", {"path": "m.py", "start_line": 3, "end_line": 3,
+                                                         "content": "    return n + 2"})
+    absent = {"path": "m.py", "old_string": "absent", "new_string": "x"}
+    assert not ws.touches_only_docstrings("replace", absent)  # the tool would refuse it
+    assert not ws.touches_only_docstrings("write", {"path": "new.py", "content": '"""A new module."""\n'})  # new file
+    assert not ws.touches_only_docstrings("read", {"path": "m.py"})
+
+
 def test_a_change_that_defines_a_name_twice_says_so_in_preview_and_result(ws: Workspace) -> None:
     """A rename of `_padleft` to the existing `_padright` (a user trial on tabulate) leaves a file that parses,
     with the later definition replacing the earlier: the preview and the result say so."""

@@ -194,3 +194,28 @@ def name_lines(text: str, name: str, rel: str) -> list[int] | None:
                 if t.type == tokenize.NAME and t.string == name]
     except (tokenize.TokenError, SyntaxError, ValueError, RecursionError):
         return None
+
+
+def docstrings_only(old: str, new: str, rel: str) -> bool:
+    """Whether two texts of a Python file (both parsing) differ in docstrings and nothing else of their code:
+    their syntax trees differ, and are the same once each module's, class's and function's docstring is left
+    out (comments and layout are not in the tree: a change of those alone is not this).  False for other
+    files, or when either text does not parse."""
+    if old == new or not rel.endswith((".py", ".pyi")):
+        return False
+    try:
+        trees = [ast.parse(text) for text in (old, new)]
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    if ast.dump(trees[0]) == ast.dump(trees[1]):
+        return False
+    return ast.dump(_undocumented(trees[0])) == ast.dump(_undocumented(trees[1]))
+
+
+def _undocumented(tree: ast.Module) -> ast.Module:
+    """`tree` with the docstring of each module, class and function taken out of its body (in place)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, *DEFINITIONS)) and node.body and isinstance(node.body[0], ast.Expr) \
+                and isinstance(node.body[0].value, ast.Constant) and isinstance(node.body[0].value.value, str):
+            node.body = node.body[1:]
+    return tree

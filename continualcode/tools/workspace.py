@@ -29,6 +29,7 @@ from continualcode.tools.sandbox import (
     unavailable,
 )
 from continualcode.tools.syntax import (
+    docstrings_only,
     enclosing_start,
     escape_string_breaks,
     indent_candidates,
@@ -168,6 +169,12 @@ class Workspace(ConfinedDir):
             return planned is not None and planned[1] == planned[2] and self.resolve(kwargs["path"]).is_file()
         except Exception:
             return False
+
+    def touches_only_docstrings(self, name: str, args: Mapping[str, Any]) -> bool:
+        """Whether a write, edit_lines or replace would change a Python file's docstrings and nothing else of
+        its code (`syntax.docstrings_only`); a file that is new or empty has no code to keep.  Never raises."""
+        planned = self._planned(name, args)
+        return planned is not None and bool(planned[1].strip()) and docstrings_only(planned[1], planned[2], planned[0])
 
     def embedded_replace_all(self, name: str, args: Mapping[str, Any]) -> str | None:
         """Why a `replace` with replace_all is refused for a model: its old text also occurs inside longer words
