@@ -230,8 +230,8 @@ class Session:
                 self._emit(Thinking())
                 prompt_ids, sample, text = self.query(mode=mode)
                 parsed, message = self.renderer.parse(text), text
-            parsed, message = _taken(parsed, message, self.renderer.tools, sample, s.max_tokens)
-            verdict = self.rails.review(parsed)
+            words, (parsed, message) = parsed.text, _taken(parsed, message, self.renderer.tools, sample, s.max_tokens)
+            verdict = self.rails.review(parsed, words)  # an error said back from the words, when it had any
             parsed, repeat = verdict.parsed, verdict.repeat
             if verdict.redirected and parsed.call is not None:
                 message = parsed.call.to_text()

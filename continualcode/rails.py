@@ -11,10 +11,7 @@ rule exists, with the failure it answers: docs/agent.md.
 
 from __future__ import annotations
 
-import builtins
-import io
 import itertools
-import keyword
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,12 +28,24 @@ from continualcode.intent import (
     asks_to_run_tests,
     asks_where,
 )
-from continualcode.reads import GREP_HIT, READ_NUMBER, FileKey, Find, Reads
+from continualcode.reads import FileKey, Find, Reads
 from continualcode.records import Message, ToolCall
 from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_argument
-from continualcode.tools import TOOL_NAMES, ToolError, validate_args
+from continualcode.replies import (
+    NAME_THE_FILE,
+    NARRATED,
+    NOT_AN_ANSWER,
+    NOTHING_FOUND,
+    UNGROUNDED,
+    instead_of,
+    made_up,
+    names_a_file,
+    narrates_tools,
+    not_an_answer,
+)
+from continualcode.tools import ToolError, validate_args
 from continualcode.tools.replace import AMBIGUOUS, INSIDE_WORDS
-from continualcode.tools.search import IS_A_FILE, NO_MATCHES
+from continualcode.tools.search import IS_A_FILE
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
 DENIED = "Denied: the call was not run."  # the user turn after a denied call opens so (agent.py; docs/agent.md)
@@ -55,16 +64,6 @@ CUTS_FILE = "the proposed write would leave the file with less than half its lin
 EXAMPLE_FILE = ("the {arg} argument names {name}, the worked example's file, which this project does not have: use "
                 "the project's own files (listed above)")
 REJECTED_AGAIN = "the model proposed a call these rails had refused in this task again"
-UNGROUNDED = ("your answer names {names}, which no tool result of this session shows: look it up with a tool, "
-              "or answer only with what the results show")
-NOT_AN_ANSWER = ("answer the task in a sentence or two of your own words (name the file and the function, say what "
-                 "the code does); do not paste tool output")
-NOTHING_FOUND = (NO_MATCHES, "no files match ")  # how grep and glob say they found nothing
-NARRATED = ("do not tell how to use the tools: you have them.  If the results above answer the task, answer it "
-            "from them in your own words; else make the call yourself")
-NAME_THE_FILE = ("the task asks where: say in which file (its path, as the results show it) and in which function "
-                 "or class")
-NULL_WORDS = frozenset({"null", "none", "nil", "n/a", "undefined", "nan"})  # a reply that stands for no answer
 READ_ONLY = frozenset({"read", "glob", "grep"})
 STAND_IN = ("the {arg} argument has a line that stands in for the file's own lines (like <original content>): "
             "the file would hold that line, not them; write out every line, or change only the lines to change")
@@ -81,27 +80,11 @@ PASTED = ("the {arg} argument copies how tool results are shown ({what}), which 
 _WORD = re.compile(r"[\w./-]+")
 _MEANT = re.compile(r"; did you mean ([^?\s,]+)")  # the first file a not-found error names (tools/paths.py)
 _A_FILE = re.compile(r"^\((\S+)" + re.escape(IS_A_FILE) + r"\)$", re.M)  # an empty grep for a file's path
-_NUMBERED, _HIT = READ_NUMBER, GREP_HIT  # a line as read shows it: (number); as grep does: (file, line, text)
 _RENAME = re.compile(r"\brenam|\bnew name\b|\b(?:call|name) it\b", re.I)  # words that ask for a new name
 _ABOUT_DOCS = re.compile(r"\bdoc|typo|spell|wording|\bexamples?\b", re.I)  # a task (or correction) on docs
 # a negation in the clause before a word: "do not rename anything", "leave the docstring alone" ask for nothing
 _NEGATED = re.compile(r"(?:\bnot|n't|\bnever|\bno|\bleave|\bwithout|\bkeep)\b[^.;:,!?]*$", re.I)
-_LETTERS = re.compile(r"[A-Za-z]{2,}")
 _IDENTIFIER = re.compile(r"_*[A-Za-z]\w*")  # a name: underscores, then a letter
-# a reply that tells how to use one of the agent's own tools ("you can use the `grep` function with the pattern
-# `def pluralize`"), or how it used one ("I used the `grep` function to search for …", as its answer): the 1.5B
-# model's narration instead of acting or answering, in 60 of its 615 text replies in bench tasks
-_NARRATION = re.compile(r"\b(?:use|used|call|called|using|calling|run|ran|running)\s+(?:the\s+)?"
-                        r"`?(grep|read|glob|write|edit_lines|replace|bash)`?\s+(?:function|tool|command)\b", re.I)
-# what an answer asserts exists: a called name `f(`, a file path with a common extension, or a name alone in
-# backticks (`` `compute_next_job` ``, `` `def underscore` ``): the 1.5B model named the function it had made up and
-# grepped for in vain, "I used the `grep` function to search for the `def compute_next_job` function" (dev split)
-_NAMED = re.compile(r"\b([A-Za-z_]\w*)\s*\(|([\w./-]*\w\.(?:py|pyi|md|rst|txt|cfg|toml|json|ya?ml|ini|sh|js|ts))\b"
-                    r"|`(?:(?:async )?def |class )?([A-Za-z_]\w*)(?:\(\))?`")
-# builtins and the methods of built-in types (`.strip(`, `.replace(`): an answer may name them freely
-_BUILTINS = frozenset(dir(builtins)).union(
-    *(dir(t) for t in (str, bytes, list, dict, set, tuple, int, float, io.TextIOBase)), keyword.kwlist,
-    TOOL_NAMES, ("self", "cls"))  # and the agent's tools
 
 _FRAME_TAG = re.compile(r"</?(tool_response|tool_call)>")  # the chat template's frame of a call or a result
 _READ_LINE = re.compile(r"^( *)(\d+)(\t|\.(?!\d))")  # read: "     7\t" (6 wide), or "     7."
@@ -167,29 +150,6 @@ class Verdict:
     parsed: Parsed
     repeat: str | None = None
     redirected: bool = False
-
-
-def names_a_file(text: str) -> bool:
-    """Whether an answer names a file by its path or name with a suffix (`schedule/__init__.py`, `parse.py`)."""
-    return any(path for _, path, _ in _NAMED.findall(text))
-
-
-def not_an_answer(text: str, question: bool) -> bool:
-    """Text that answers nothing: to a question, fewer than two words ('101', 'NULL', '10' were the 0.5B
-    model's answers after a read; after a change 'Done.' is fine); to anything, a null word alone ('NULL'
-    after running schedule's tests, in a hand trial) or a tool's output pasted instead of an answer: lines as
-    read or grep show them (two or more), or a search's "no matches" (the 0.5B model answered with a whole
-    grep result, in a hand trial on python-slugify)."""
-    return ((question and len(_LETTERS.findall(text)) < 2) or text.strip().rstrip(".").lower() in NULL_WORDS
-            or len(_NUMBERED.findall(text)) >= 2 or len(_HIT.findall(text)) >= 2
-            or text.lstrip().startswith(NOTHING_FOUND))
-
-
-def narrates_tools(text: str) -> bool:
-    """Whether a reply tells how to use one of the agent's tools instead of using it or answering: the
-    1.5B model answered "where is the plural function defined?" with "you can use the `grep` function with
-    the pattern `def pluralize` …" right after that grep had shown the file and line (`bench tasks`, dev)."""
-    return _NARRATION.search(text) is not None
 
 
 @dataclass
@@ -261,23 +221,20 @@ class Rails:
             self.seen.update((w, *("/".join(parts[i:]) for i in range(1, len(parts))), *re.split(r"[./-]", w)))
 
     def ungrounded(self, text: str) -> list[str]:
-        """The functions and files an answer names that nothing shown to the model holds (the 0.5B model
-        answered 'greet(name) in inflection/__init__.py', the worked example's function)."""
-        out = []
-        for call, path, ticked in _NAMED.findall(text):
-            name = call or ticked or path.removeprefix("./")
-            if name and name not in self.seen and name not in _BUILTINS:
-                out.append(name)
-        return list(dict.fromkeys(out))
+        """The functions and files an answer names that nothing shown to the model holds (`replies.made_up`)."""
+        return made_up(text, self.seen)
 
     def owed(self) -> str | None:
         """What the task still demands before a text answer (the error that says so), or None."""
         return CHANGE_FIRST if self.must_change else RUN_FIRST if self.must_run else \
             READ_TO_EXPLAIN if self.must_read else None
 
-    def review(self, parsed: Parsed) -> Verdict:
+    def review(self, parsed: Parsed, words: str | None = None) -> Verdict:
         """The proposal as it stands, or an error in its place, or the read it needs first; with a repeat
-        error when it should be sampled again."""
+        error when it should be sampled again.  `words`: the reply as text, when it was sampled as one (an error
+        is then said back from them: `replies.instead_of`)."""
+        if parsed.error is not None:  # neither a call nor an answer: never judged as the empty answer it is not
+            return Verdict(Parsed(error=instead_of(words, self.seen, parsed.error)) if self.on and words else parsed)
         if parsed.text is not None and (owed := self.owed()) is not None:  # the grammar bars this too
             return Verdict(Parsed(error=owed))
         call = parsed.call

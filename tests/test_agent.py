@@ -1453,6 +1453,32 @@ def test_scripted_model_answer_naming_what_no_result_showed_is_refused_then_grou
     assert errors == [UNGROUNDED.format(names="greet, app/hello.py")] * 2
 
 
+def test_scripted_model_call_written_as_text_is_answered_from_its_prose(tokenizer, tmp_path):
+    """A reply that tells how to use a tool and writes the command in a fenced block is neither a call nor an
+    answer; it was told "answer in a sentence or two of your own words" (the empty answer it is not).  Now its
+    prose decides what it is told: the name it made up (the 1.5B model's `XMLDictParser`, grepped for in vain),
+    or that it tells how to use the tools; what the fence holds is not the prose.  Rails off: the plain error."""
+    from continualcode.agent import TEXT_CALL_ERROR
+    from continualcode.rails import NARRATED, UNGROUNDED
+    from continualcode.replies import instead_of
+
+    fence = "\n\n```json\ngrep -r \"def plus\" .\n```"
+    made_up = "You can use the `grep` function to search for it. The function is `plus`." + fence
+    narrated = "You can use the `grep` function to search for the function that adds." + fence
+    grep, answer = call_text("grep", pattern="def add"), "add(a, b) in main.py adds two numbers."
+    s, _, _, _, events = make(tokenizer, tmp_path, [grep, made_up, narrated, answer], [Approve()], guard_rails=True)
+    assert s.run_task("which function adds two numbers?").text == answer
+    errors = [e.error for e in events if isinstance(e, Proposal) and e.error]
+    assert errors == [UNGROUNDED.format(names="plus"), NARRATED]
+    s, _, _, _, events = make(tokenizer, tmp_path, [grep, narrated, answer], [Approve()])
+    assert s.run_task("which function adds two numbers?").text == answer
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [TEXT_CALL_ERROR]
+    # the pure part: prose only (a name or path in the fence is not asserted), else the error as it was
+    assert instead_of("Use `main.py`." + fence, {"main.py"}, "e") == "e"
+    assert instead_of("It is add." + "\n```\nplus(1)\n```", set(), "e") == "e"
+    assert instead_of("Use the grep tool with the pattern def add." + fence, set(), "e") == NARRATED
+    assert instead_of("It is `plus()` in `calc.py`.", {"calc.py"}, "e") == UNGROUNDED.format(names="plus")
+
 def test_scripted_model_edit_that_breaks_the_file_is_reindented_or_sampled_again(tokenizer, tmp_path):
     """An edit whose only fault is its indentation runs re-indented (and is not learned from: not the
     model's tokens); one that breaks the file otherwise is sampled again, and proposed (the preview
