@@ -288,17 +288,36 @@ def _forced(state: Any, encode: Callable[[str], list[int]] | None) -> list[int]:
     return encode(text) if text else []
 
 
+NUCLEUS_K = 64  # the nucleus is sought among this many likeliest tokens first (`choose`)
+
+
 def choose(logits_V: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:
-    """Greedy at temperature 0, else nucleus sampling."""
+    """Greedy at temperature 0, else nucleus sampling (`top_p` 1: the whole distribution), one uniform draw a
+    token (`draw`).  The nucleus is taken from the `NUCLEUS_K` likeliest tokens when they hold `top_p` of the
+    mass, as they nearly always do at the session's temperature: no token below them can be in it, so this is
+    exact, and it spares what had been most of a token's cost after the forward itself (a sort of the whole
+    vocabulary and a draw over it: 39 and 24 ms a token on this 2-core machine, against a 60 ms decode step);
+    else the whole vocabulary is sorted."""
     if temperature <= 0:
         return int(torch.argmax(logits_V))
-    probs_V = torch.softmax(logits_V.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, sorted_i = probs_V.sort(descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < top_p
-        sorted_p = sorted_p * keep
-        return int(sorted_i[torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)])
-    return int(torch.multinomial(probs_V, 1, generator=gen))
+    scaled_V = logits_V.float() / temperature
+    logz = torch.logsumexp(scaled_V, dim=-1)
+    if top_p >= 1.0:
+        return draw((scaled_V - logz).exp(), gen)
+    top, index = scaled_V.topk(min(NUCLEUS_K, scaled_V.numel()))  # sorted, likeliest first
+    p = (top - logz).exp()
+    if float(p.sum()) < top_p and len(p) < scaled_V.numel():  # a flat distribution: the nucleus is wider
+        p, index = (scaled_V - logz).exp().sort(descending=True)
+    keep = p.cumsum(-1) - p < top_p  # the likeliest tokens until their mass reaches top_p
+    return int(index[draw(p * keep, gen)])
+
+
+def draw(weights: torch.Tensor, gen: torch.Generator) -> int:
+    """One index, drawn with probability proportional to `weights` (non-negative, not all 0) by inverting their
+    running sum at one uniform draw; an index of weight 0 is never drawn."""
+    cum = weights.double().cumsum(-1)
+    u = torch.rand((), generator=gen, dtype=torch.float64, device=cum.device) * cum[-1]
+    return int(torch.searchsorted(cum, u, right=True).clamp(max=len(cum) - 1))
 
 
 JUMP = 16  # more new tokens than a decode adds between two calls (1 + a guess of 8): a new prompt
