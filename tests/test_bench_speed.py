@@ -112,3 +112,27 @@ def test_the_machine_line_names_the_architecture_the_cores_and_the_cpu() -> None
     line = machine()
     assert line.startswith(f"{platform.machine()}, {os.cpu_count()} cores")
     assert len(line.split(", ")) >= 2 and "\n" not in line
+
+
+def test_choice_part_times_both_choices_on_the_models_logits_and_reports_them(cache_dir: Path) -> None:
+    """Both choices timed on the same logits; the reference draws from the same nucleus (its tokens, over the
+    positions, are ones `choose` can draw); the report shows the ratio."""
+    import torch
+
+    from continualcode.backends.decode import choose
+    from continualcode.backends.local import LocalBackend
+    from continualcode.bench.speed import decode
+    from continualcode.bench.speed.report import _choice_lines
+    from continualcode.build import make_renderer
+
+    b = LocalBackend("smollm2-135m", dtype="bf16", cache=cache_dir, seed=0, warmup=False, threads=1)
+    res = decode.chooser(b, make_renderer(b), repeats=1, n=6)
+    assert res["positions"] == 6 and res["choose_ms_per_tok"]["median"] > 0
+    assert res["choose_speedup"] == res["sorted_nucleus_ms_per_tok"]["median"] / res["choose_ms_per_tok"]["median"]
+    logits = torch.tensor([2.0, 1.0, 0.5, -3.0])
+    gen = torch.Generator().manual_seed(0)
+    assert {decode.sorted_nucleus(logits, 1.0, 0.8, gen) for _ in range(200)} == \
+        {choose(logits, 1.0, 0.8, gen) for _ in range(200)} == {0, 1}  # masses 0.63, 0.23, 0.14: 0 and 1 kept
+    line = _choice_lines({"choice": res, "decode_s_per_tok": {"median": 0.05}})[0]
+    assert f"**{res['choose_speedup']:.1f}×**" in line and "50 ms/tok" in line
+    assert _choice_lines({"decode_s_per_tok": {"median": 0.05}}) == []

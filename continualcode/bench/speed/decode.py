@@ -6,7 +6,10 @@
   quotient is the fastest a step can be; `decode_over_bound` is the measured step over it.
 - `gemv`: the decode step with the one-row kernel against plain `F.linear` (quant.py), alternating.
 - `sampler`: greedy decoding of the same prompt and token count by the agent's sampler (drafts off,
-  grammar on and off) and by `model.generate`: seconds per token and their ratios.
+  grammar on and off) and by `model.generate`: seconds per token and their ratios.  Then the token choice at
+  the session's temperature and top-p (`decode.choose`) on the model's own next-token logits, against the
+  whole-vocabulary sort and draw it replaced (`sorted_nucleus`), alternating, beside the greedy decode step:
+  greedy decoding leaves the choice out, and it had cost a sampled token more than half a step.
 - `drafts`: real agent prompts on a real file whose next call is a `read`, an `edit_lines` or a
   `write`; greedy, the same seed, drafts off then on: tokens, time per token, drafted/accepted
   tokens, the speedup per tool kind and overall.  Same tokens both ways is checked, not assumed.
@@ -87,7 +90,45 @@ def sampler(backend: Any, renderer: Any, repeats: int, n_new: int = 48) -> dict[
             rows.setdefault("tokens", []).append(float(n))
     finally:
         backend.drafter = drafter
-    return {"prompt_tokens": len(prompt), **{k: stats(v) for k, v in rows.items()}}
+    return {"prompt_tokens": len(prompt), **{k: stats(v) for k, v in rows.items()},
+            "choice": chooser(backend, renderer, repeats)}
+
+
+def sorted_nucleus(logits_V: Any, temperature: float, top_p: float, gen: Any) -> int:
+    """The token choice before `decode.choose`, kept as its reference: the whole vocabulary's probabilities
+    sorted, the nucleus kept, one `torch.multinomial` over the sorted vector."""
+    import torch
+
+    probs_V = torch.softmax(logits_V.float() / temperature, dim=-1)
+    sorted_p, sorted_i = probs_V.sort(descending=True)
+    sorted_p = sorted_p * (sorted_p.cumsum(-1) - sorted_p < top_p)
+    return int(sorted_i[torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)])
+
+
+def chooser(backend: Any, renderer: Any, repeats: int, n: int = 48) -> dict[str, Any]:
+    """Milliseconds a token of `decode.choose` at the session's temperature and top-p, and of `sorted_nucleus`,
+    alternating, over the model's next-token logits at the `n` positions of a greedy completion."""
+    import torch
+
+    from continualcode.agent import SamplingConfig
+    from continualcode.backends.decode import choose
+
+    s = SamplingConfig()
+    prompt = renderer.prompt_ids(messages_of_length(renderer, 256))
+    done = backend.sample(prompt, max_tokens=n, temperature=0.0, stop=())
+    with torch.no_grad():
+        logits = backend.model(torch.tensor([prompt + done.tokens], device=backend.device)).logits[0, -n:].float()
+    rows: dict[str, list[float]] = {}
+    gen = torch.Generator(device=backend.device)
+    for rep in range(repeats + 1):
+        for name, fn in (("choose", choose), ("sorted_nucleus", sorted_nucleus)):
+            gen.manual_seed(rep)
+            t, _ = timed(lambda fn=fn: [fn(row, s.temperature, s.top_p, gen) for row in logits])
+            if rep:
+                rows.setdefault(f"{name}_ms_per_tok", []).append(1000 * t / len(logits))
+    out = {k: stats(v) for k, v in rows.items()}
+    return {**out, "temperature": s.temperature, "top_p": s.top_p, "positions": len(logits),
+            "choose_speedup": out["sorted_nucleus_ms_per_tok"]["median"] / out["choose_ms_per_tok"]["median"]}
 
 
 def _decode_only(backend: Any, prompt: list[int], n: int) -> tuple[float, int]:

@@ -64,7 +64,18 @@ def _sampling_lines(s: dict[str, Any]) -> list[str]:
             f"- agent sampler, unconstrained: {f(s['unconstrained_s_per_tok'], ' s/tok', 4)}",
             f"- `model.generate`: {f(s['generate_s_per_tok'], ' s/tok', 4)}",
             f"- ratio constrained / generate: **{f(s['ratio_constrained_to_generate'])}**; "
-            f"unconstrained / generate: {f(s['ratio_unconstrained_to_generate'])}"]
+            f"unconstrained / generate: {f(s['ratio_unconstrained_to_generate'])}", *_choice_lines(s)]
+
+
+def _choice_lines(s: dict[str, Any]) -> list[str]:
+    if "choice" not in s:  # a run before the choice was measured
+        return []
+    c, f = s["choice"], _f
+    return [f"- the token choice at temperature {c['temperature']}, top-p {c['top_p']} (the session's), on the model's "
+            f"logits at {c['positions']} positions: `choose` {f(c['choose_ms_per_tok'], ' ms/tok', 2)}, the whole-"
+            f"vocabulary sort it replaced {f(c['sorted_nucleus_ms_per_tok'], ' ms/tok', 2)} → "
+            f"**{c['choose_speedup']:.1f}×**; the greedy decode step (no choice) "
+            f"{1000 * s['decode_s_per_tok']['median']:.0f} ms/tok"]
 
 
 def _start_lines(st: dict[str, Any], peak_rss_mb: float) -> list[str]:
