@@ -72,6 +72,15 @@ def test_a_grammar_that_allows_fewer_tokens_than_the_nucleus_search_still_choose
     assert close(frequencies(logits, 0.3, 0.95), {7: 0.5, 150: 0.5})
 
 
+def test_nothing_to_draw_is_an_error_not_a_token():
+    import pytest
+
+    with pytest.raises(ValueError, match="no token"):
+        choose(torch.full((5,), float("-inf")), 0.3, 0.95, torch.Generator())
+    with pytest.raises(ValueError, match="no token"):
+        draw(torch.zeros(3), torch.Generator())
+
+
 def test_draw_is_proportional_to_the_weights_with_one_uniform_draw_each():
     gen = torch.Generator().manual_seed(3)
     w = torch.tensor([0.0, 3.0, 0.0, 1.0])

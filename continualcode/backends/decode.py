@@ -316,6 +316,8 @@ def draw(weights: torch.Tensor, gen: torch.Generator) -> int:
     """One index, drawn with probability proportional to `weights` (non-negative, not all 0) by inverting their
     running sum at one uniform draw; an index of weight 0 is never drawn."""
     cum = weights.double().cumsum(-1)
+    if not float(cum[-1]) > 0:  # every token barred (or NaN logits): nothing to draw, as multinomial refused
+        raise ValueError("no token has any probability to be drawn")
     u = torch.rand((), generator=gen, dtype=torch.float64, device=cum.device) * cum[-1]
     return int(torch.searchsorted(cum, u, right=True).clamp(max=len(cum) - 1))
 

@@ -9,7 +9,7 @@
   grammar on and off) and by `model.generate`: seconds per token and their ratios.  Then the token choice at
   the session's temperature and top-p (`decode.choose`) on the model's own next-token logits, against the
   whole-vocabulary sort and draw it replaced (`sorted_nucleus`), alternating, beside the greedy decode step:
-  greedy decoding leaves the choice out, and it had cost a sampled token more than half a step.
+  greedy decoding leaves the choice out, which is how its 22 ms a token went unseen.
 - `drafts`: real agent prompts on a real file whose next call is a `read`, an `edit_lines` or a
   `write`; greedy, the same seed, drafts off then on: tokens, time per token, drafted/accepted
   tokens, the speedup per tool kind and overall.  Same tokens both ways is checked, not assumed.
