@@ -16,7 +16,13 @@ What is quoted (`quoted` is pure: the correction and the candidate files' texts 
    candidate file defines at a line's start (`def`, `class`, or an assignment): that line, the first of each,
    and for a function or class the first lines of its body, its docstring left out (`BODY_LINES` in all); the
    files a line number was found in are searched first.  Not a name the correction
-   says to leave alone ("leave X alone", "don't touch X", "the bug is not in X": `_SPARED`).
+   says to leave alone ("leave X alone", "don't touch X", "the bug is not in X": `_SPARED`), nor a name inside
+   a near-copy (3).
+3. Lines the correction gives a near-copy of (`copies`): "the line should lowercase the text: bool: lambda v:
+   unicode(v).lower()," means the file's `bool: lambda v: unicode(v),`; that line is quoted (where it is, as it is
+   now), and the names inside the copy are not looked up.  Before, `unicode(` read as a name the user pointed at,
+   its definition `unicode = str` (line 9) was quoted, and the retry replaced `unicode` by `str` (a user trial on
+   toml; the line to change was never shown).
 Not a line the correction already holds, nor a blank one; at most `MAX_LINES` in all, each cut to `LINE_CHARS`.
 """
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 import keyword
 import re
 from collections.abc import Iterable, Sequence
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,11 @@ MAX_LINES = 8
 BODY_LINES = 6  # a named function's or class's lines quoted: its definition line and the first of its body
 LINE_CHARS = 200
 MAX_FILES = 6
+MIN_COPY = 12  # characters in a near-copy's longest run: a shorter one is too likely by chance (`return x`)
+MIN_RUN = 4  # characters: shorter runs of a line found in a correction are chance
+COPY_SHARE = 0.8  # of a line's text that a near-copy holds
+RELATIVE = 0.7  # of the best near-copy's characters that another one needs
+MAX_COPIES = 3
 HEAD = "\nWhat it names, as the files hold it now:\n"
 
 _LINES = re.compile(r"\blines?\s+(\d{1,6})(?:\s*(-|–|to|through|and|,)\s*(\d{1,6}))?", re.IGNORECASE)
@@ -55,9 +67,10 @@ def _codelike(word: str, after: str) -> bool:
     return "_" in word.strip("_") or any(c.isupper() for c in word[1:]) or after.startswith("(")
 
 
-def names(correction: str) -> list[str]:
-    """The names in `correction` that read as code, in order (backticked ones first), once each; keywords and the
-    names it says to leave alone (`_SPARED`) left out."""
+def names(correction: str, copied: Sequence[tuple[int, int]] = ()) -> list[str]:
+    """The names in `correction` that read as code, in order (backticked ones first), once each; keywords, the
+    names it says to leave alone (`_SPARED`) and those inside a `copied` span (a near-copy of a file's line: start,
+    end offsets in `correction`) left out."""
     found: list[tuple[int, str]] = []
     for m in _TICKED.finditer(correction):
         found += [(m.start(), w) for w in _NAME.findall(m.group(1))]
@@ -65,7 +78,8 @@ def names(correction: str) -> list[str]:
     for m in _NAME.finditer(plain):
         if _codelike(m.group(), plain[m.end():m.end() + 1]):
             found.append((m.start(), m.group()))
-    spared = {w for at, w in found if _SPARED.search(correction[max(0, at - 60):at])}
+    spared = {w for at, w in found if _SPARED.search(correction[max(0, at - 60):at])
+              or any(a <= at < b for a, b in copied)}
     words = [w for _, w in found]
     return [w for i, w in enumerate(words) if w not in words[:i] and w not in spared and not keyword.iskeyword(w)
             and len(w) > 1]
@@ -139,11 +153,42 @@ def _within(lines: Sequence[str], n: int, defined: Sequence[re.Pattern[str]]) ->
     return any(n - 1 in _block(lines, i) for i, line in enumerate(lines) if any(d.match(line) for d in defined))
 
 
+def copies(correction: str, texts: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[str, int, int, int]]:
+    """(path, line number, start, end) for each line of the candidate files (`texts`: path, lines) that the
+    correction holds a near-copy of, at start..end in `correction`: runs of `MIN_RUN` characters or more, in order,
+    at most twice the line's length apart end to end, hold `COPY_SHARE` of its text (leading and trailing spaces
+    left out); the longest run has `MIN_COPY` characters and two names (`def parse_timezone(` is not copied by a
+    correction that names `parse_timezone(`).  Most copied first; only those that copy at least `RELATIVE` as many
+    characters as the best (`for job in self.jobs[:]:` is not the line meant by a copy of `return [job for job in
+    self.jobs if tag in job.tags]`), at most `MAX_COPIES`.  A line the correction holds whole counts too (`quoted`
+    leaves it out of the note)."""
+    said = _words(correction)
+    found: list[tuple[int, str, int, int, int]] = []  # (characters copied, path, line number, start, end)
+    for path, lines in texts:
+        for n, line in enumerate(lines, start=1):
+            text = line.strip()
+            if len(text) < MIN_COPY or len(_words(text) & said) < 2:
+                continue
+            match = SequenceMatcher(None, text, correction, autojunk=False)
+            top = match.find_longest_match(0, len(text), 0, len(correction))
+            if top.size < MIN_COPY or len(_NAME.findall(text[top.a:top.a + top.size])) < 2:
+                continue
+            runs = [r for r in match.get_matching_blocks() if r.size >= MIN_RUN]
+            copied = sum(r.size for r in runs)
+            start, end = runs[0].b, runs[-1].b + runs[-1].size
+            if copied >= COPY_SHARE * len(text) and end - start <= 2 * len(text):
+                found.append((copied, path, n, start, end))
+    found.sort(key=lambda f: -f[0])  # stable: file order among equals
+    best = found[0][0] if found else 0
+    return [(path, n, a, b) for size, path, n, a, b in found[:MAX_COPIES] if size >= RELATIVE * best]
+
+
 def quoted(correction: str, files: Sequence[tuple[str, str]]) -> list[tuple[str, int, str]]:
     """(path, line number, line) for each line the correction names, in the candidate `files` ((path, text),
     the most likely first); see the module docstring."""
     texts = [(path, text.splitlines()) for path, text in files]
-    defined = [_definition(name) for name in names(correction)]
+    copied = copies(correction, texts)
+    defined = [_definition(name) for name in names(correction, [(a, b) for _, _, a, b in copied])]
     said = _words(correction)
     picked: list[tuple[str, int, str]] = []
     for n in line_numbers(correction):
@@ -151,6 +196,8 @@ def quoted(correction: str, files: Sequence[tuple[str, str]]) -> list[tuple[str,
                   key=lambda f: _fit(said, f[1], n, defined))
         if hit is not None:
             picked.append((hit[0], n, hit[1][n - 1]))
+    lines_of = dict(texts)
+    picked += [(path, n, lines_of[path][n - 1]) for path, n, _, _ in copied]
     lined = {path for path, _, _ in picked}  # a name is looked up first in the files its line numbers were found in
     texts = [f for f in texts if f[0] in lined] + [f for f in texts if f[0] not in lined]
     for pattern in defined:

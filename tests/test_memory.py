@@ -53,6 +53,12 @@ def test_a_correction_that_names_a_line_or_where_a_bug_is_is_not_a_lasting_rule(
     assert fleeting("the error is in setup.py") == "the correction says where a bug is, which is about this task"
     assert lasting("fix bugs with edit_lines, not sed") and lasting("an error in a test is no reason to skip it")
     assert fleeting("run the tests after a fix") == ""
+    # the line at hand (a user trial on toml kept this one), not a rule about lines
+    assert fleeting("that still writes True; the line should lowercase the text: bool: lambda v: unicode(v).lower(),") \
+        == "the correction speaks of the line at hand, which is about this change"
+    assert not lasting("This line is still wrong") and not lasting("that line must stay as it was")
+    assert lasting("keep the line length under 100") and lasting("the outline is fine")
+    assert lasting("one import per line")
 
 
 def test_project_block_and_workspace_notes(tmp_path: Path):

@@ -10,6 +10,7 @@ from continualcode.referred import (
     HEAD,
     MAX_LINES,
     candidates,
+    copies,
     line_numbers,
     named_lines,
     names,
@@ -106,6 +107,38 @@ def test_quoted_leaves_out_what_the_correction_already_says_blank_lines_and_file
     assert quoted("line 6", files) == [("t.py", 6, "def timeparse(sval):")]
     assert quoted("line 60", files) == [] and quoted("NOPE_NAME", files) == []
     assert len(quoted("lines 1-4, line 6 and 7, line 9, `Parser`, timeparse()", [("t.py", TIMEPARSE)])) == MAX_LINES
+
+
+ENCODER = "unicode = str\n\nclass TomlEncoder:\n    def __init__(self):\n        self.dump_funcs = {\n" \
+    "            str: _dump_str,\n            bool: lambda v: unicode(v),\n        }\n"
+
+
+def test_a_line_the_correction_gives_a_near_copy_of_is_quoted_and_the_names_inside_the_copy_are_not():
+    """A user trial on toml: "the line should … : bool: lambda v: unicode(v).lower()," quoted the definition of
+    `unicode` (a name inside the copy) and the retry replaced `unicode` by `str`; the line to change is line 7."""
+    said = "that still writes True; the line should lowercase the text: bool: lambda v: unicode(v).lower(),"
+    assert quoted(said, [("toml/encoder.py", ENCODER)]) == [
+        ("toml/encoder.py", 7, "            bool: lambda v: unicode(v),")]
+    assert names(said, [(said.index("bool"), len(said))]) == []  # every name of it is inside the copy
+    assert names(said) == ["unicode", "lower"]
+    at = said.index("bool: lambda")
+    assert copies(said, [("toml/encoder.py", ENCODER.splitlines())]) == [("toml/encoder.py", 7, at, at + 26)]
+    # a name with its call's `(` is no copy of the line that defines it (iso8601's `def parse_timezone(`)
+    text = "def parse_timezone(matches):\n    sign = 1\n    return sign\n"
+    assert copies("parse_timezone negates the offset", [("i.py", text.splitlines())]) == []
+    assert [n for _, n, _ in quoted("parse_timezone( negates the offset", [("i.py", text)])] == [1, 2, 3]
+
+
+def test_near_copies_need_most_of_the_line_in_order_and_the_best_one_wins():
+    """The runs of 4 characters or more must hold 80% of the line, close together; a line that shares only a
+    shorter run (`for job in self.jobs[:]:`) is left out when a better copy holds far more characters."""
+    lines = ["for job in self.jobs[:]:", "return [job for job in self.jobs if tag in job.tags]", "x = 1"]
+    said = "it should be: return [job for job in self.jobs if job.tags and tag in job.tags]"
+    assert [n for _, n, _, _ in copies(said, [("s.py", lines)])] == [2]
+    assert [n for _, n, _, _ in copies("loop: for job in self.jobs please", [("s.py", lines)])] == [1]
+    assert copies("return job tags and self jobs", [("s.py", lines)]) == []  # words alone, no runs
+    far = "return [job for job in " + "x " * 80 + "self.jobs if tag in job.tags]"  # its runs too far apart
+    assert copies(far, [("s.py", lines)]) == []
 
 
 def test_note_reads_like_a_search_result():

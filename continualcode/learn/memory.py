@@ -11,8 +11,8 @@ user turn and each task's user turn opens with the few rules that are about it (
 small model follows the wrong rule, or none, when all of them are shown).  A rule keeps the tasks it was
 given on (`  from:` lines under it in the file): they say when it applies better than its own words.
 
-A correction that names a line number, or says where a bug is, is not kept (`fleeting`): it is about the change
-or the task at hand.
+A correction that names a line number, says where a bug is, or speaks of "the line" is not kept (`fleeting`): it is
+about the change or the task at hand.
 The weights learn from the corrections themselves (learn/step.py), not from this file; a task's rules are in
 its messages (the session's notes), so a learning step's student sees them as the model did.
 """
@@ -36,6 +36,8 @@ MAX_ORIGINS = 3  # tasks kept per rule
 NOT_KEPT = "not kept in memory: {why} (it still teaches)"
 BUG_AT = re.compile(r"\b(?:bug|problem|error|fault|mistake|issue|typo)\s+(?:is|was|lies|sits)\s+(?:in|on|at|inside)\b",
                     re.IGNORECASE)
+# "the line should lowercase the text: …" speaks of the line being changed (a user trial on toml kept it as a rule)
+THE_LINE = re.compile(r"\b(?:this|that|the)\s+line\b(?!\s*(?:length|width|limit|ending|break|count))", re.IGNORECASE)
 FROM = "  from: "  # a rule's task line in the file, under the rule
 HEADER = ("# continualcode memory: one rule per line, from your corrections; edit freely\n"
           "# (a `  from:` line under a rule is a task it was given on: it tells which tasks the rule is for)\n")
@@ -114,12 +116,16 @@ def fleeting(text: str) -> str:
     endswith"), which is about the change at hand and goes stale with it; nor one that says where a bug is ("the
     bug is in _func_ends_with"), which is about the task at hand.  In a user trial on jmespath both, kept as rules,
     opened the next task (abs() returned its argument), and the model's first changes there were the first task's
-    fix in another function, then renames of the function the rule named.  The correction still teaches the
+    fix in another function, then renames of the function the rule named.  Nor one that speaks of "the line" or
+    "this line" ("that still writes True; the line should lowercase the text: …", a user trial on toml): the line
+    being changed ("the line length" and the like are rules).  The correction still teaches the
     weights and stays in its task's conversation."""
     if line_numbers(text):
         return "the correction names a line number, which is about this change"
     if BUG_AT.search(text):
         return "the correction says where a bug is, which is about this task"
+    if THE_LINE.search(text):
+        return "the correction speaks of the line at hand, which is about this change"
     return ""
 
 
