@@ -17,8 +17,10 @@ before it runs a task or a slash command and before it closes, so the backend is
 threads at once and a checkpoint is never saved mid-update.  Before a task it first calls `pause()`: a job
 still sampling its distillation prompts (about 40% of it) stops at the next sample, the interim update
 stays, and the work waits for the task's end (the learner's `settle(stop)`); one already updating weights
-runs to its end.  Why: the user who types the next task within a minute of an answer waited for all of it
-(110 s in a user trial on packaging, two benchmarks beside it; 50-72 s alone on jmespath).  The job's
+finishes that update, and the corrections after it take their interim updates again and wait for the task's
+end.  Why: the user who types the next task within a minute of an answer waited for all of it
+(110 s in a user trial on packaging, two benchmarks beside it; 50-72 s alone on jmespath; ~110 s on isodate,
+alone, where the second of two corrections' distillations ran after the first one's update).  The job's
 events are emitted by the main thread at `finish()` (the display and the journal are not shared with the
 job's thread; a prompt is open while it runs).
 """

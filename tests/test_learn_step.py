@@ -13,6 +13,7 @@ tested without the model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -536,6 +537,34 @@ def test_a_paused_settle_keeps_the_interim_update_and_the_work_pending(fresh_bac
     reports = learner.settle(stop=lambda: False)
     assert len(reports) == 1 and reports[0]["distill_examples"] == 2 and seen == [1, 3] and not learner.pending
     assert len(learner.undo_stack) == undo and any(not torch.equal(v, _lora(b)[k]) for k, v in interim.items())
+
+
+@pytest.mark.slow
+def test_a_settle_paused_after_an_update_takes_the_rest_as_interim_updates_and_keeps_them_pending(
+        fresh_backend, renderer, correction, batch_sizes):
+    """Two corrections in a task; the user types the next task while the first one's distilled update runs (a
+    user trial on isodate waited ~110 s for both): that update ends, the second correction's distillation
+    stops before its first sample, its interim update is taken again from the weights now (its denied call
+    alone) and it stays pending with that update on the undo stack; a later `settle` distills it."""
+    b, seen = fresh_backend, batch_sizes
+    learner = Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, distill_prompts=1),
+                      prompts=lambda c: ["show me what is in todo.txt"])
+    second = dataclasses.replace(correction, text="open notes.txt with the read tool, never with bash")
+    learner(correction)
+    learner(second)
+    assert seen == [1, 1] and len(learner.pending) == 2 and len(learner.undo_stack) == 2
+    reports = learner.settle(stop=lambda: len(seen) > 2)  # true once the first correction's update is taken
+    assert seen == [1, 1, 2, 1]  # its batch (denied call + one prompt), then the second's denied call alone
+    assert [r.get("deferred", False) for r in reports] == [True, False] and reports[1]["interim"]
+    assert reports[1]["correction"] == second.text and reports[1]["distill_examples"] == 0
+    assert [p.correction for p in learner.pending] == [second] and len(learner.undo_stack) == 2
+    paused_at = _lora(b)
+    before = learner.pending[0].before.state["lora"]  # the weights after the first correction's update
+    assert any(not torch.equal(before[k], v) for k, v in paused_at.items())  # the interim update moved them
+    reports = learner.settle(stop=lambda: False)
+    assert len(reports) == 1 and reports[0]["deferred"] and reports[0]["correction"] == second.text
+    assert seen == [1, 1, 2, 1, 2] and not learner.pending and len(learner.undo_stack) == 2
+    assert any(not torch.equal(v, _lora(b)[k]) for k, v in paused_at.items())
 
 
 def test_paraphrase_lines_are_cleaned_and_deduplicated():

@@ -128,6 +128,7 @@ class Display:
             f" · {m.get('sec_total', 0):.1f}s"
             + (f" · replaces the interim update, with {m.get('distill_examples', 0)} more prompts"
                if m.get("deferred") else "")
+            + (" · interim update again (the rest when this task ends)" if m.get("interim") else "")
         )
         if m.get("tokens"):
             self.console.print(render_terminal(m["tokens"], m["advantage"]))
