@@ -17,7 +17,7 @@ What is quoted (`quoted` is pure: the correction and the candidate files' texts 
    and for a function or class the first lines of its body, its docstring left out (`BODY_LINES` in all); the
    files a line number was found in are searched first.  Not a name the correction
    says to leave alone ("leave X alone", "don't touch X", "the bug is not in X": `_SPARED`), nor a name inside
-   a near-copy (3).
+   a near-copy (3).  A method named with its class (`Cache.__setitem__`) is looked up in that class first.
 3. Lines the correction gives a near-copy of (`copies`): "the line should lowercase the text: bool: lambda v:
    unicode(v).lower()," means the file's `bool: lambda v: unicode(v),`; that line is quoted (where it is, as it is
    now), and the names inside the copy are not looked up.  Before, `unicode(` read as a name the user pointed at,
@@ -51,6 +51,7 @@ MAX_COPIES = 3
 HEAD = "\nWhat it names, as the files hold it now:\n"
 
 _LINES = re.compile(r"\blines?\s+(\d{1,6})(?:\s*(-|–|to|through|and|,)\s*(\d{1,6}))?", re.IGNORECASE)
+_QUALIFIED = re.compile(r"\b([A-Za-z_]\w*)\.([A-Za-z_]\w*)")  # `Owner.name`: a method named with its class
 _TICKED = re.compile(r"`([^`\n]{1,80})`")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PATH = re.compile(r"[\w./-]+\.[A-Za-z0-9]{1,8}\b")
@@ -63,8 +64,10 @@ _SPARED = re.compile(r"(?:\bleave|\b(?:don'?t|do\s+not|never)\s+(?:touch|change|
 
 
 def _codelike(word: str, after: str) -> bool:
-    """Whether a bare word of prose reads as a name in code: `snake_case`, `UPPER`, `camelCase`, or `name(`."""
-    return "_" in word.strip("_") or any(c.isupper() for c in word[1:]) or after.startswith("(")
+    """Whether a bare word of prose reads as a name in code: `snake_case`, `UPPER`, `camelCase`, `__dunder__`
+    ("negation is done by the __neg__ method", a user trial on isodate), or `name(`."""
+    return "_" in word.strip("_") or any(c.isupper() for c in word[1:]) or after.startswith("(") or (
+        word.startswith("__") and word.endswith("__") and len(word) > 4)
 
 
 def names(correction: str, copied: Sequence[tuple[int, int]] = ()) -> list[str]:
@@ -188,7 +191,8 @@ def quoted(correction: str, files: Sequence[tuple[str, str]]) -> list[tuple[str,
     the most likely first); see the module docstring."""
     texts = [(path, text.splitlines()) for path, text in files]
     copied = copies(correction, texts)
-    defined = [_definition(name) for name in names(correction, [(a, b) for _, _, a, b in copied])]
+    named = names(correction, [(a, b) for _, _, a, b in copied])
+    defined = [_definition(name) for name in named]
     said = _words(correction)
     picked: list[tuple[str, int, str]] = []
     for n in line_numbers(correction):
@@ -200,8 +204,9 @@ def quoted(correction: str, files: Sequence[tuple[str, str]]) -> list[tuple[str,
     picked += [(path, n, lines_of[path][n - 1]) for path, n, _, _ in copied]
     lined = {path for path, _, _ in picked}  # a name is looked up first in the files its line numbers were found in
     texts = [f for f in texts if f[0] in lined] + [f for f in texts if f[0] not in lined]
-    for pattern in defined:
-        hit = next(((p, lines, i) for p, lines in texts for i, line in enumerate(lines) if pattern.match(line)), None)
+    owners = {m.group(2): m.group(1) for m in _QUALIFIED.finditer(correction)}
+    for name, pattern in zip(named, defined, strict=True):
+        hit = _find(texts, pattern, owners.get(name))
         if hit is not None:
             path, lines, i = hit
             picked += [(path, k + 1, lines[k]) for k in _body(lines, i)]
@@ -211,6 +216,20 @@ def quoted(correction: str, files: Sequence[tuple[str, str]]) -> list[tuple[str,
         if line.strip() and " ".join(line.split()) not in given and (path, n) not in [(p, k) for p, k, _ in out]:
             out.append((path, n, line.rstrip()[:LINE_CHARS]))
     return out[:MAX_LINES]
+
+
+def _find(texts: Sequence[tuple[str, Sequence[str]]], pattern: re.Pattern[str],
+          owner: str | None) -> tuple[str, Sequence[str], int] | None:
+    """The first definition `pattern` matches (path, lines, index): inside `class owner` when the correction
+    qualifies the name (`Cache.__setitem__`: every class of cachetools defines one) and that class has it, else
+    the first in the files."""
+    if owner is not None:
+        head = re.compile(rf"^\s*class\s+{re.escape(owner)}\b")
+        for path, lines in texts:
+            for i, line in enumerate(lines):
+                if head.match(line) and (k := next((k for k in _block(lines, i) if pattern.match(lines[k])), None)):
+                    return path, lines, k
+    return next(((p, lines, i) for p, lines in texts for i, line in enumerate(lines) if pattern.match(line)), None)
 
 
 def note(lines: Iterable[tuple[str, int, str]]) -> str:

@@ -38,6 +38,17 @@ def test_names_are_the_words_that_read_as_code():
     assert names(said) == ["timeparse", "SECS", "parse_all", "getLogger"]
     assert names("please use the read tool, not cat; fix it") == []
     assert names("`if value is None: return x`") == ["value"]  # keywords are left out, a single letter too
+    # a dunder method named in prose (a user trial on isodate); not a bare run of underscores
+    assert names("negation is done by the __neg__ method of Duration; not by ____ or __") == ["__neg__"]
+
+
+def test_a_method_named_with_its_class_is_looked_up_in_that_class():
+    """Every class of cachetools defines `__setitem__`: "in Cache.__setitem__ …" means Cache's, not the first."""
+    text = ("class Sizer:\n    def __setitem__(self, k, v):\n        pass\n"
+            "class Cache:\n    def __setitem__(self, k, v):\n        size = 1\n")
+    assert [n for _, n, _ in quoted("in Cache.__setitem__ the size is wrong", [("c.py", text)])] == [5, 6]
+    assert [n for _, n, _ in quoted("the __setitem__ method is wrong", [("c.py", text)])] == [2, 3]
+    assert [n for _, n, _ in quoted("Other.__setitem__ is wrong", [("c.py", text)])] == [2, 3]  # no such class
 
 
 def test_names_the_correction_says_to_leave_alone_are_not_quoted():
