@@ -227,7 +227,8 @@ def _find(texts: Sequence[tuple[str, Sequence[str]]], pattern: re.Pattern[str],
         head = re.compile(rf"^\s*class\s+{re.escape(owner)}\b")
         for path, lines in texts:
             for i, line in enumerate(lines):
-                if head.match(line) and (k := next((k for k in _block(lines, i) if pattern.match(lines[k])), None)):
+                if head.match(line) and (k := next((k for k in _block(lines, i) if pattern.match(lines[k])),
+                                                   None)) is not None:
                     return path, lines, k
     return next(((p, lines, i) for p, lines in texts for i, line in enumerate(lines) if pattern.match(line)), None)
 
