@@ -67,7 +67,7 @@ def _codelike(word: str, after: str) -> bool:
     """Whether a bare word of prose reads as a name in code: `snake_case`, `UPPER`, `camelCase`, `__dunder__`
     ("negation is done by the __neg__ method", a user trial on isodate), or `name(`."""
     return "_" in word.strip("_") or any(c.isupper() for c in word[1:]) or after.startswith("(") or (
-        word.startswith("__") and word.endswith("__") and len(word) > 4)
+        word.startswith("__") and word.endswith("__") and bool(word.strip("_")))
 
 
 def names(correction: str, copied: Sequence[tuple[int, int]] = ()) -> list[str]:

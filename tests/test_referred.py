@@ -39,7 +39,7 @@ def test_names_are_the_words_that_read_as_code():
     assert names("please use the read tool, not cat; fix it") == []
     assert names("`if value is None: return x`") == ["value"]  # keywords are left out, a single letter too
     # a dunder method named in prose (a user trial on isodate); not a bare run of underscores
-    assert names("negation is done by the __neg__ method of Duration; not by ____ or __") == ["__neg__"]
+    assert names("negation is done by the __neg__ method of Duration; not by ____ or __ or _____") == ["__neg__"]
 
 
 def test_a_method_named_with_its_class_is_looked_up_in_that_class():
