@@ -59,6 +59,13 @@ def test_a_correction_that_names_a_line_or_where_a_bug_is_is_not_a_lasting_rule(
     assert not lasting("This line is still wrong") and not lasting("that line must stay as it was")
     assert lasting("keep the line length under 100") and lasting("the outline is fine")
     assert lasting("one import per line")
+    # a search for one definition (a user trial on isodate kept this one, and the next task began with the grep)
+    why = "the correction asks to search for one definition, which is about this task"
+    assert fleeting("negation is done by the __neg__ method of Duration; grep for 'def __neg__' in "
+                    "src/isodate/duration.py") == why
+    assert not lasting("search for class Parser first") and not lasting('look for "def parse" in parse.py')
+    assert lasting("search with the grep tool instead of guessing a file to read")
+    assert lasting("grep for the definition before you read a file") and lasting("find the class of a bug first")
 
 
 def test_project_block_and_workspace_notes(tmp_path: Path):

@@ -11,8 +11,8 @@ user turn and each task's user turn opens with the few rules that are about it (
 small model follows the wrong rule, or none, when all of them are shown).  A rule keeps the tasks it was
 given on (`  from:` lines under it in the file): they say when it applies better than its own words.
 
-A correction that names a line number, says where a bug is, or speaks of "the line" is not kept (`fleeting`): it is
-about the change or the task at hand.
+A correction that names a line number, says where a bug is, speaks of "the line" or asks to search for one
+definition is not kept (`fleeting`): it is about the change or the task at hand.
 The weights learn from the corrections themselves (learn/step.py), not from this file; a task's rules are in
 its messages (the session's notes), so a learning step's student sees them as the model did.
 """
@@ -37,6 +37,9 @@ NOT_KEPT = "not kept in memory: {why} (it still teaches)"
 BUG_AT = re.compile(r"\b(?:bug|problem|error|fault|mistake|issue|typo)\s+(?:is|was|lies|sits)\s+(?:in|on|at|inside)\b",
                     re.IGNORECASE)
 # "the line should lowercase the text: …" speaks of the line being changed (a user trial on toml kept it as a rule)
+# a search for one definition: "grep for 'def __neg__'", "search for class Duration" (a class name is capitalized)
+ONE_SEARCH = re.compile(r"\b(?:grep|search|look|find)\b[^.;!?\n]*?\b(?:def\s+[A-Za-z_]|class\s+_*(?-i:[A-Z]))",
+                        re.IGNORECASE)
 THE_LINE = re.compile(r"\b(?:this|that|the)\s+line\b(?!\s*(?:length|width|limit|ending|break|count))", re.IGNORECASE)
 FROM = "  from: "  # a rule's task line in the file, under the rule
 HEADER = ("# continualcode memory: one rule per line, from your corrections; edit freely\n"
@@ -118,14 +121,19 @@ def fleeting(text: str) -> str:
     opened the next task (abs() returned its argument), and the model's first changes there were the first task's
     fix in another function, then renames of the function the rule named.  Nor one that speaks of "the line" or
     "this line" ("that still writes True; the line should lowercase the text: …", a user trial on toml): the line
-    being changed ("the line length" and the like are rules).  The correction still teaches the
-    weights and stays in its task's conversation."""
+    being changed ("the line length" and the like are rules).  Nor one that asks for a search for one
+    definition ("grep for 'def __neg__' in src/isodate/duration.py", a user trial on isodate): kept, it was the
+    project's only rule, so it opened every later task, and the next task ("run the tests in …") began with that
+    grep, twice.  A search habit ("search with the grep tool before reading") names no definition and stays a
+    rule.  The correction still teaches the weights and stays in its task's conversation."""
     if line_numbers(text):
         return "the correction names a line number, which is about this change"
     if BUG_AT.search(text):
         return "the correction says where a bug is, which is about this task"
     if THE_LINE.search(text):
         return "the correction speaks of the line at hand, which is about this change"
+    if ONE_SEARCH.search(text):
+        return "the correction asks to search for one definition, which is about this task"
     return ""
 
 
