@@ -15,10 +15,12 @@ Elsewhere (the benchmarks, `task=`): `settle_now` runs the same work at once on 
 Settling: `finish()` waits for the job and hands back its reports (or its error); the app calls it
 before it runs a task or a slash command and before it closes, so the backend is never used by two
 threads at once and a checkpoint is never saved mid-update.  Before a task it first calls `pause()`: a job
-still sampling its distillation prompts (about 40% of it) stops at the next sample, the interim update
-stays, and the work waits for the task's end (the learner's `settle(stop)`); one already updating weights
-finishes that update, and the corrections after it take their interim updates again and wait for the task's
-end.  Why: the user who types the next task within a minute of an answer waited for all of it
+still sampling its distillation prompts (about half of it) stops at the next sample, and one in its training
+step's forward and backward drops the step before the optimizer changes anything (a user trial on
+python-dotenv waited ~38 s for a step and its guard); the interim update stays, and the work waits for the
+task's end (the learner's `settle(stop)`).  One whose step has changed the weights finishes that update, and
+the corrections after it take their interim updates again and wait for the task's end.  Why: the user who
+types the next task within a minute of an answer waited for all of it
 (110 s in a user trial on packaging, two benchmarks beside it; 50-72 s alone on jmespath; ~110 s on isodate,
 alone, where the second of two corrections' distillations ran after the first one's update).  The job's
 events are emitted by the main thread at `finish()` (the display and the journal are not shared with the
@@ -38,7 +40,8 @@ from continualcode.heap import release
 class Settleable(Protocol):
     def settle(self, stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
         """Do the deferred learning; one report per update taken.  `stop()` true: pause where no weights
-        have changed yet, keep the work pending, return []."""
+        have changed yet (between samples, inside a training step before the optimizer's), keep the work
+        pending, return []."""
         ...
 
 

@@ -444,13 +444,15 @@ def test_a_step_beyond_the_trust_region_is_undone(fresh_backend, renderer, corre
 
 @pytest.fixture
 def batch_sizes(fresh_backend, monkeypatch) -> list[int]:
-    """The batch size of every `train_step` the shared backend takes in the test, in order."""
+    """The batch size of every `train_step` the shared backend takes in the test, in order (a paused one is not
+    taken: it is not listed)."""
     seen: list[int] = []
     real = fresh_backend.train_step
 
-    def spy(batch, spec, *, lr):
+    def spy(batch, spec, *, lr, stop=None):
+        result = real(batch, spec, lr=lr, stop=stop)
         seen.append(len(batch))
-        return real(batch, spec, lr=lr)
+        return result
 
     monkeypatch.setattr(fresh_backend, "train_step", spy)
     return seen
@@ -565,6 +567,59 @@ def test_a_settle_paused_after_an_update_takes_the_rest_as_interim_updates_and_k
     assert len(reports) == 1 and reports[0]["deferred"] and reports[0]["correction"] == second.text
     assert seen == [1, 1, 2, 1, 2] and not learner.pending and len(learner.undo_stack) == 2
     assert any(not torch.equal(v, _lora(b)[k]) for k, v in paused_at.items())
+
+
+@pytest.mark.slow
+def test_a_training_step_asked_to_stop_raises_paused_and_changes_nothing(fresh_backend, renderer, correction):
+    """`stop` is asked before each example's forward and before the optimizer step: true at any of them, the
+    step raises `Paused` with the adapter, the optimizer's state and the step count as they were."""
+    from continualcode.learn.examples import build_examples
+    from continualcode.learn.types import Paused
+
+    b = fresh_backend
+    cfg = _one_prompt(distill_loss="topk")
+    (main,), _ = build_examples(b, renderer, cfg, correction)
+    batch, spec = [main.example, main.example], cfg.spec()
+    before, step, state = _lora(b), b.step, len(b.adapter.optimizer.state)
+    for true_at in (1, 2, 3):  # before the first example, before the second, before the optimizer step
+        asked: list[int] = []
+        with pytest.raises(Paused):
+            b.train_step(batch, spec, lr=1e-2, stop=lambda: asked.append(1) or len(asked) >= true_at)  # noqa: B023
+        assert len(asked) == true_at and b.step == step and len(b.adapter.optimizer.state) == state
+        assert all(torch.equal(v, _lora(b)[k]) for k, v in before.items())
+        assert all(p.grad is None for p in b.adapter.params)
+    result = b.train_step(batch, spec, lr=1e-2, stop=lambda: False)  # never true: the step is taken
+    assert result.stepped and any(not torch.equal(v, _lora(b)[k]) for k, v in before.items())
+
+
+@pytest.mark.slow
+def test_a_settle_paused_in_the_training_step_keeps_the_interim_weights_and_the_correction_pending(
+        fresh_backend, renderer, correction):
+    """The user types the next task during a distilled update's forward and backward (a user trial on
+    python-dotenv waited ~38 s for the rest of it and its guard): the step is dropped, the interim update comes
+    back with its undo entry, the correction stays pending, and a later `settle` distills it."""
+    b = fresh_backend
+    learner = Learner(b, renderer, LearnConfig(distill_loss="topk", learning_rate=1e-3, distill_prompts=1),
+                      prompts=lambda c: ["show me what is in todo.txt"])
+    learner(correction)
+    interim, steps = _lora(b), b.step
+    real, stepping = b.train_step, [False]
+
+    def step(batch, spec, *, lr, stop=None):
+        stepping[0] = True  # the user types now, in the middle of the step
+        return real(batch, spec, lr=lr, stop=stop)
+
+    b.train_step = step  # type: ignore[method-assign]
+    try:
+        assert learner.settle(stop=lambda: stepping[0]) == []
+    finally:
+        del b.train_step
+    assert stepping[0] and b.step == steps and len(learner.pending) == 1 and len(learner.undo_stack) == 1
+    assert all(torch.equal(v, _lora(b)[k]) for k, v in interim.items())
+    reports = learner.settle(stop=lambda: False)
+    assert len(reports) == 1 and reports[0]["deferred"] and reports[0]["distill_examples"] == 1
+    assert not learner.pending and len(learner.undo_stack) == 1 and b.step == steps  # it replaced the interim one
+    assert any(not torch.equal(v, _lora(b)[k]) for k, v in interim.items())
 
 
 def test_paraphrase_lines_are_cleaned_and_deduplicated():

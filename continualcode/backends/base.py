@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from continualcode.learn.types import LossSpec, Scores, StepResult, TrainExample
+from continualcode.learn.types import LossSpec, Scores, StepResult, Stop, TrainExample
 from continualcode.records import Sample
 
 
@@ -142,9 +142,12 @@ class Backend(Protocol):
         """adapter=True: the live LoRA; False: the frozen base; a string: that named adapter (e.g. "ema")."""
         ...
 
-    def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float) -> StepResult:
+    def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float,
+                   stop: Stop | None = None) -> StepResult:
         """One optimizer step on the adapter: its metrics (loss, pg_loss, kl_loss, grad_norm, stepped, …)
-        and each example's pre-step log-probs (π_old of a later step on it)."""
+        and each example's pre-step log-probs (π_old of a later step on it).  `stop` (a background job's
+        pause) asked where the step can still be dropped: true there, `learn.types.Paused` is raised and
+        the adapter is as it was."""
         ...
 
     def save(self, path: Path) -> None: ...

@@ -50,7 +50,7 @@ from continualcode.backends.kv import PrefixStore, crop, lcp, read_only
 from continualcode.backends.loading import load_base
 from continualcode.backends.quant import decoding, full_weights_on, prepare_for_decode
 from continualcode.backends.train import VOCAB_ROWS, checkpoint_layers, optimizer_step
-from continualcode.learn.types import LearnConfig, LossSpec, Scores, StepResult, TrainExample
+from continualcode.learn.types import LearnConfig, LossSpec, Scores, StepResult, Stop, TrainExample
 from continualcode.models import cache_root
 from continualcode.records import Sample
 
@@ -336,16 +336,18 @@ class LocalBackend:
 
     # --- training -------------------------------------------------------------------------------
 
-    def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float) -> StepResult:
+    def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float,
+                   stop: Stop | None = None) -> StepResult:
         """Forward + loss + backward per example (weighted mean), one clipped optimizer step
-        (`train.optimizer_step`: a step with a non-finite loss, gradient or result is not taken)."""
+        (`train.optimizer_step`: a step with a non-finite loss, gradient or result is not taken; `stop` asked
+        before each example, `Paused` raised with nothing changed)."""
         if not batch:
             raise BackendError("train_step needs at least one example")
         self.model.train()
         try:
             return optimizer_step(
                 batch, spec, lr=lr, adapter=self.adapter, grad_clip=self.grad_clip, device=self.device,
-                logits=lambda ex: self._completion_logits(ex.prompt_ids, ex.completion_ids, grad=True))
+                logits=lambda ex: self._completion_logits(ex.prompt_ids, ex.completion_ids, grad=True), stop=stop)
         finally:
             self.model.eval()
 

@@ -60,7 +60,7 @@ from continualcode.backends.tinker_service import (
     service_errors,
 )
 from continualcode.fsio import atomic_write
-from continualcode.learn.types import LossSpec, Scores, StepResult, TrainExample
+from continualcode.learn.types import LossSpec, Paused, Scores, StepResult, Stop, TrainExample
 from continualcode.records import Sample
 
 try:  # an optional extra: `pip install 'continualcode[tinker]'`
@@ -242,7 +242,8 @@ class TinkerBackend:
 
     # --- training ---------------------------------------------------------------------------------
 
-    def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float) -> StepResult:
+    def train_step(self, batch: Sequence[TrainExample], spec: LossSpec, *, lr: float,
+                   stop: Stop | None = None) -> StepResult:
         """One SDPO step as the service's importance-sampling loss, then a fresh sampling client.
 
         Per token the service minimises −exp(new − old)·adv with adv from `build_datum`; its gradient
@@ -250,8 +251,10 @@ class TinkerBackend:
         service does not clamp the ratio (the local backend clamps the detached ratio to
         spec.ratio_clamp); at the first step after sampling the ratio is 1, so this does not matter.
         Loss VALUES differ from the local surrogate's by design; only the gradients agree. The
-        service reports no gradient norm and clips none.
+        service reports no gradient norm and clips none.  `stop`: asked once, before the call.
         """
+        if stop is not None and stop():
+            raise Paused("the training step was asked to stop before it was sent")
         if spec.kind == "full":
             raise CapabilityError(f"distill_loss=full: {FULL_UNSUPPORTED}")
         if spec.kind == "topk":

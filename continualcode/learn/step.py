@@ -38,7 +38,7 @@ import torch
 from continualcode.backends.base import Backend, CapabilityError, Snapshot
 from continualcode.learn.examples import Example, build_examples, distill_examples
 from continualcode.learn.losses import advantage, kl_to_ref_full
-from continualcode.learn.types import LearnConfig, Scores
+from continualcode.learn.types import LearnConfig, Paused, Scores, Stop
 from continualcode.records import Correction
 from continualcode.render import Renderer
 
@@ -119,7 +119,7 @@ class Learner:
             self.pending.append(_Pending(c, main, before, kept=not report["rolled_back"]))
         return report
 
-    def settle(self, stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    def settle(self, stop: Stop | None = None) -> list[dict[str, Any]]:
         """The deferred distillation (`distill_deferred`).  Each correction since the last call took an
         interim update on its denied call alone (what the retry used); those are replaced: the adapter goes
         back to the weights before the first of them (their undo entries dropped), and each correction
@@ -129,10 +129,14 @@ class Learner:
         path (the same batches from the same start), and so is the drift.  The session calls it when a
         task has ended.  One report per update taken.
 
-        `stop`: asked before each distillation sample (the app pauses the job when the user types the next task:
-        the task does not wait for it; settle.py).  When it turns true before any update, the interim weights
-        and their undo entries come back, every correction stays pending, and it returns [].  When it turns
-        true after a correction's update (an update runs to its end), the corrections left take their interim
+        `stop`: asked before each distillation sample, and in the training step before each example's forward
+        and before the optimizer step (the app pauses the job when the user types the next task: the task does
+        not wait for it; settle.py).  When it turns true before any update has changed the weights, the interim
+        weights and their undo entries come back, every correction stays pending, and it returns [].  A pause
+        in the training step dropped the step: in a user trial on python-dotenv the next task, typed during a
+        distilled update's forward and backward (23.6 s for its four examples, then 18.3 s of the guard's
+        scoring), waited ~38 s.  When it turns true after a correction's update has changed the weights (it then
+        runs to its end, the guard included), the corrections left take their interim
         updates again, on their denied calls alone from the weights now (`_interim`: ~11-15 s each for the
         1.5B model, where a distillation took 80-100 s), and stay pending; the reports of both are returned.
         Before, the job ran every correction to its end: after a task with two corrections the next task
@@ -151,19 +155,25 @@ class Learner:
                 t0 = time.perf_counter()
                 more = distill_examples(b, self.renderer, self.cfg, p.correction, self._extra(p.correction),
                                         stop=stop)
-                if more is None and reports:  # paused after an update: the rest as they were before `settle`
+                report = None
+                if more is not None and not (stop is not None and stop()):
+                    secs = {"sec_distill": time.perf_counter() - t0}
+                    try:
+                        report = self._update(p.correction, [p.main, *more], secs, t0, distilled=len(more),
+                                              stop=stop)
+                    except Paused:  # asked in the step, before it changed the weights (`_update` restored them)
+                        report = None
+                if report is None and reports:  # paused after an update: the rest as they were before `settle`
                     reports += self._interim()
                     paused = True
                     return reports
-                if more is None:  # paused before any update: back to the interim weights, nothing lost
+                if report is None:  # paused before any update: back to the interim weights, nothing lost
                     assert now is not None
                     b.restore(now)
                     self.undo_stack.extend(reversed(popped))
                     paused = True
                     return []
                 self.pending.popleft()
-                secs = {"sec_distill": time.perf_counter() - t0}
-                report = self._update(p.correction, [p.main, *more], secs, t0, distilled=len(more))
                 reports.append({**report, "deferred": True})
         finally:
             if not paused:
@@ -186,10 +196,11 @@ class Learner:
         return list(self.prompts(c)) if self.prompts is not None and self.cfg.distill_prompts > 0 else []
 
     def _update(self, c: Correction, examples: list[Example], secs: dict[str, float], t0: float, *,
-                distilled: int, snap: Snapshot | None = None) -> dict[str, Any]:
+                distilled: int, snap: Snapshot | None = None, stop: Stop | None = None) -> dict[str, Any]:
         """Steps on `examples` from a snapshot (`snap`, one the caller already took of the current weights,
         or a new one), the guard on the first one's completion, the report (`distilled`: how many of the
-        examples are distillation examples)."""
+        examples are distillation examples).  `stop` (settle's pause) reaches the training step: `Paused`
+        comes out of it with the snapshot restored; once a step is taken, the update runs to its end."""
         cfg, b = self.cfg, self.backend
         main = examples[0]
         carry = cfg.carry_prefix and not distilled and "prefix_carry" in b.capabilities
@@ -197,9 +208,9 @@ class Learner:
         # 2) the steps, from a snapshot
         snap = snap if snap is not None else b.snapshot()
         metrics: dict[str, float] = {}
-        rolled_back, stop, steps = "", "max_steps", 0
+        rolled_back, why, steps = "", "max_steps", 0
         try:
-            metrics, steps, stop, rolled_back = self._steps(examples)
+            metrics, steps, why, rolled_back = self._steps(examples, stop)
             t2 = time.perf_counter()
             if carry and steps and not rolled_back:  # the retry extends this prompt: its KV from before serves
                 b.carry_prefix(main.example.prompt_ids)  # type: ignore[attr-defined]
@@ -209,6 +220,9 @@ class Learner:
             kl_after = _kl_after(after, main.example.ref)
             if not rolled_back and not (kl_after <= cfg.max_kl):
                 rolled_back = f"KL to the base {kl_after:.2f} > max_kl {cfg.max_kl}"
+        except Paused:  # asked before the (first) step changed anything; a later step's pause drops the earlier
+            b.restore(snap)
+            raise
         except KeyboardInterrupt:  # Ctrl-C mid-step: the last good adapter, then the interrupt goes on
             b.restore(snap)
             raise
@@ -224,12 +238,12 @@ class Learner:
         t3 = time.perf_counter()
         secs.update(sec_step=t2 - t1, sec_after=t3 - t2, sec_total=t3 - t0)
         report = self._report(c, main, after.logprobs, metrics, rolled_back, kl_after, secs)
-        report.update(steps_taken=steps, stop=stop, distill_examples=distilled)
+        report.update(steps_taken=steps, stop=why, distill_examples=distilled)
         return report
 
-    def _steps(self, examples: list[Example]) -> tuple[dict[str, float], int, str, str]:
+    def _steps(self, examples: list[Example], stop: Stop | None = None) -> tuple[dict[str, float], int, str, str]:
         """Up to steps_per_correction steps on the batch → (last metrics, steps kept, why it stopped,
-        rollback reason or "")."""
+        rollback reason or ""); `stop` goes to each training step (`Paused`)."""
         cfg, b = self.cfg, self.backend
         batch = [e.example for e in examples]
         main = examples[0]
@@ -242,7 +256,7 @@ class Learner:
                 return metrics, steps, "agrees", ""
             before = b.score(main.example.prompt_ids, main.example.completion_ids, full=full) if trust else None
             pre = b.snapshot() if trust else None
-            result = b.train_step(batch, self.spec, lr=cfg.learning_rate)
+            result = b.train_step(batch, self.spec, lr=cfg.learning_rate, **({} if stop is None else {"stop": stop}))
             metrics = result.metrics
             if i == 0 and len(result.logp_T) == len(batch):  # π_old of later steps on the same samples
                 batch = [dataclasses.replace(ex, old_logprobs=lp) for ex, lp in zip(batch, result.logp_T, strict=True)]

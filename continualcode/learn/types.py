@@ -10,11 +10,19 @@ command-line `Config` and `LossSpec` take theirs from it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
+
+Stop = Callable[[], bool]  # asked between pieces of work: true when the background job is to pause (settle.py)
+
+
+class Paused(Exception):
+    """A training step asked to stop (`Stop`) before it changed the weights: nothing was stepped."""
+
 
 DistillKind = Literal["sampled_token", "topk", "full"]
 TeacherKind = Literal["live", "ema", "frozen"]
