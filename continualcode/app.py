@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import sys
 import threading
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from continualcode.agent import Approver, Session
 from continualcode.backends.base import Backend, BackendError
 from continualcode.build import Parts, build_backend, build_parts, cache_path, load_last_good, read_cap
 from continualcode.config import Config
+from continualcode.context import defined_names
 from continualcode.events import (
     Checkpoint,
     Cleared,
@@ -101,6 +103,7 @@ class Recorder:
     display: Display
     memory: Memory | None = None
     task: str = ""  # the task at hand: a rule from a correction is kept with it (learn/recall.py matches on it)
+    code: Callable[[], Collection[str]] = frozenset  # the names the project's code defines (memory.fleeting)
     steps_since_save: int = 0
     heatmaps: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -114,7 +117,7 @@ class Recorder:
         if isinstance(ev, Learned):
             self._learned(ev)
         elif isinstance(ev, Decided) and ev.kind in ("deny", "feedback") and ev.text and self.memory is not None:
-            if why := fleeting(ev.text):
+            if why := fleeting(ev.text, self.code()):
                 self.display.show(Info(NOT_KEPT.format(why=why)))
             else:
                 self.memory.add(ev.text, task=self.task)  # for this session's later tasks, and every later session
@@ -227,7 +230,7 @@ class App:
         except ValueError as e:  # sandbox=on where bubblewrap cannot run
             raise ConfigError(str(e)) from None
         journal, resumed = _open_journal(cfg, state, parts, workspace, display)
-        recorder = Recorder(cfg, parts.backend, journal, state, display, memory)
+        recorder = Recorder(cfg, parts.backend, journal, state, display, memory, code=lambda: defined_names(workspace))
         task_rules = TaskRules(cfg.memory_rules, opening)
         session = Session(
             parts.backend, parts.renderer, workspace, inp, learner=parts.learner, sampling=cfg.sampling_config(),

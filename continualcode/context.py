@@ -213,6 +213,13 @@ def near_miss(workspace: Any, call: ToolCall, ok: bool, output: str, task: str) 
     return NEAREST_HEAD + "\n".join(hits) if hits else ""
 
 
+def defined_names(workspace: Any) -> frozenset[str]:
+    """The names the project's Python files define (functions, classes, methods, module-level assignments)."""
+    from continualcode.retrieve import defined
+
+    return defined(_code_chunks(workspace, python_only=True))
+
+
 def _code_chunks(workspace: Any, python_only: bool = False) -> list[Any]:
     """The chunks (`retrieve.Chunk`) of the project's source files (CODE_SUFFIXES, or Python files alone), at
     most RETRIEVE_FILES of them, none over OUTLINE_FILE_BYTES."""

@@ -117,6 +117,11 @@ def python_chunks(path: str, source: str, secondary: bool = False) -> list[Chunk
     return out
 
 
+def defined(chunks: Iterable[Chunk]) -> frozenset[str]:
+    """The names the chunks define: each part of a function's, class's or assignment's ("Class.method")."""
+    return frozenset(part for c in chunks for part in c.name.split(".") if part)
+
+
 def window_chunks(path: str, source: str, secondary: bool = False) -> list[Chunk]:
     lines = source.splitlines()
     return [Chunk(path, i + 1, tuple(lines[i:i + WINDOW]), "", secondary) for i in range(0, len(lines), WINDOW)]

@@ -68,6 +68,20 @@ def test_a_correction_that_names_a_line_or_where_a_bug_is_is_not_a_lasting_rule(
     assert lasting("grep for the definition before you read a file") and lasting("find the class of a bug first")
 
 
+def test_a_correction_that_names_the_projects_code_is_a_rule_only_with_the_words_of_a_habit():
+    code = {"load_dotenv", "set_as_environment_variables", "DotEnv", "make_request", "Path"}
+    said = ("that is unrelated. load_dotenv calls set_as_environment_variables of DotEnv, which decides whether a "
+            "variable already in os.environ is kept: look at that method")  # a user trial on python-dotenv
+    assert fleeting(said, code) == ("the correction names the project's code (load_dotenv, "
+                                    "set_as_environment_variables, DotEnv), which is about this task")
+    assert lasting(said)  # without the project's names (a caller that has no workspace) it is kept
+    assert lasting("run exactly: PYTHONPATH=src python -m pytest -q tests/test_main.py", code)  # names no definition
+    assert lasting("call our make_request() helper instead of requests.get", code)
+    assert lasting("always go through make_request()", code) and lasting("use make_request, not urlopen", code)
+    assert lasting("use pathlib for file paths (Path(p).suffix), not os.path", code)
+    assert not lasting("make_request should retry", code)
+
+
 def test_project_block_and_workspace_notes(tmp_path: Path):
     assert project_block([], "") == ""
     (tmp_path / "AGENTS.md").write_text("Run `make test` before committing.\n")
@@ -119,6 +133,7 @@ def test_a_denial_becomes_a_rule_in_the_next_sessions_prompt(tmp_path: Path, bac
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "CLAUDE.md").write_text("Tabs, not spaces.\n")
+    (ws / "env.py").write_text("class DotEnv:\n    def set_as_environment_variables(self):\n        pass\n")
     cfg = parse_config([f"workspace={ws}", f"state_home={tmp_path / 'state'}", "enable_training=false",
                         "memory_at=system"])
     app = App.build(cfg, NoInput(), Display(), backend=backend)
@@ -129,10 +144,13 @@ def test_a_denial_becomes_a_rule_in_the_next_sessions_prompt(tmp_path: Path, bac
     with app.display.console.capture() as shown:  # nor one that names a line: it is about the change at hand
         app.recorder(Decided("deny", text="on line 223 use endswith instead of startswith"))
         app.recorder(Decided("deny", text="the bug is in _func_abs"))  # nor where a bug is: about the task at hand
+        # nor one that names the workspace's code without the words of a habit (a user trial on python-dotenv)
+        app.recorder(Decided("deny", text="look at set_as_environment_variables of DotEnv"))
     said = " ".join(shown.get().split())
-    assert said.count("not kept in memory") == 2 and "names a line number" in said and "where a bug is" in said
+    assert said.count("not kept in memory") == 3 and "names a line number" in said and "where a bug is" in said
+    assert "names the project's code (set_as_environment_variables, DotEnv)" in said
     kept = "".join(app.recorder.memory.rules)
-    assert "endswith" not in kept and "_func_abs" not in kept
+    assert "endswith" not in kept and "_func_abs" not in kept and "look at" not in kept
     app.close()
     later = App.build(cfg, NoInput(), Display(), backend=backend)
     prompt = later.session.renderer.system_prompt

@@ -11,8 +11,9 @@ user turn and each task's user turn opens with the few rules that are about it (
 small model follows the wrong rule, or none, when all of them are shown).  A rule keeps the tasks it was
 given on (`  from:` lines under it in the file): they say when it applies better than its own words.
 
-A correction that names a line number, says where a bug is, speaks of "the line" or asks to search for one
-definition is not kept (`fleeting`): it is about the change or the task at hand.
+A correction that names a line number, says where a bug is, speaks of "the line", asks to search for one
+definition or names the project's code without the words of a habit is not kept (`fleeting`): it is about the
+change or the task at hand.
 The weights learn from the corrections themselves (learn/step.py), not from this file; a task's rules are in
 its messages (the session's notes), so a learning step's student sees them as the model did.
 """
@@ -20,12 +21,12 @@ its messages (the session's notes), so a learning step's student sees them as th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from continualcode.fsio import atomic_write
-from continualcode.referred import line_numbers
+from continualcode.referred import line_numbers, names
 
 MEMORY_FILE = "memory.md"
 PROJECT_FILES = ("AGENTS.md", "CLAUDE.md")
@@ -36,10 +37,15 @@ MAX_ORIGINS = 3  # tasks kept per rule
 NOT_KEPT = "not kept in memory: {why} (it still teaches)"
 BUG_AT = re.compile(r"\b(?:bug|problem|error|fault|mistake|issue|typo)\s+(?:is|was|lies|sits)\s+(?:in|on|at|inside)\b",
                     re.IGNORECASE)
-# "the line should lowercase the text: …" speaks of the line being changed (a user trial on toml kept it as a rule)
 # a search for one definition: "grep for 'def __neg__'", "search for class Duration" (a class name is capitalized)
 ONE_SEARCH = re.compile(r"\b(?:grep|search|look|find)\b[^.;!?\n]*?\b(?:def\s+[A-Za-z_]|class\s+_*(?-i:[A-Z]))",
                         re.IGNORECASE)
+# words of a lasting preference: a correction naming the project's code with one of them is a convention ("call
+# our make_request() helper instead of requests.get"), without them it is about the code at hand
+HABIT = re.compile(r"\b(?:always|never|from now on|whenever|every\s?time|each time|by default|as a rule|prefer"
+                   r"|instead of|rather than|in this (?:project|repo|repository|codebase))\b|,\s*not\s+\S",
+                   re.IGNORECASE)
+# "the line should lowercase the text: …" speaks of the line being changed (a user trial on toml kept it as a rule)
 THE_LINE = re.compile(r"\b(?:this|that|the)\s+line\b(?!\s*(?:length|width|limit|ending|break|count))", re.IGNORECASE)
 FROM = "  from: "  # a rule's task line in the file, under the rule
 HEADER = ("# continualcode memory: one rule per line, from your corrections; edit freely\n"
@@ -114,7 +120,7 @@ def parse_rules(text: str) -> list[Rule]:
     return out
 
 
-def fleeting(text: str) -> str:
+def fleeting(text: str, defined: Collection[str] = ()) -> str:
     """Why a correction is not kept as a rule ("" when it is).  Not one that names a line number ("line 223: use
     endswith"), which is about the change at hand and goes stale with it; nor one that says where a bug is ("the
     bug is in _func_ends_with"), which is about the task at hand.  In a user trial on jmespath both, kept as rules,
@@ -125,7 +131,12 @@ def fleeting(text: str) -> str:
     definition ("grep for 'def __neg__' in src/isodate/duration.py", a user trial on isodate): kept, it was the
     project's only rule, so it opened every later task, and the next task ("run the tests in …") began with that
     grep, twice.  A search habit ("search with the grep tool before reading") names no definition and stays a
-    rule.  The correction still teaches the weights and stays in its task's conversation."""
+    rule.  Nor one that names the project's code (`defined`: the names its Python files define) without the
+    words of a habit ("always", "instead of", ", not …": `HABIT`): "that is unrelated. load_dotenv calls
+    set_as_environment_variables of DotEnv …: look at that method" (a user trial on python-dotenv) opened the
+    next task, "run the tests in tests/test_parser.py", whose first proposal was a `replace` of
+    set_as_environment_variables in that test file.  The correction still teaches the weights and stays in its
+    task's conversation."""
     if line_numbers(text):
         return "the correction names a line number, which is about this change"
     if BUG_AT.search(text):
@@ -134,12 +145,14 @@ def fleeting(text: str) -> str:
         return "the correction speaks of the line at hand, which is about this change"
     if ONE_SEARCH.search(text):
         return "the correction asks to search for one definition, which is about this task"
+    if defined and not HABIT.search(text) and (named := [n for n in names(text) if n in defined]):
+        return f"the correction names the project's code ({', '.join(named[:3])}), which is about this task"
     return ""
 
 
-def lasting(text: str) -> bool:
+def lasting(text: str, defined: Collection[str] = ()) -> bool:
     """Whether a correction is kept as a rule (`fleeting`)."""
-    return not fleeting(text)
+    return not fleeting(text, defined)
 
 
 def one_line(text: str) -> str:

@@ -42,6 +42,7 @@ from continualcode.learn.memory import Memory, Rule, lasting, project_block, pro
 from continualcode.learn.recall import TaskRules
 from continualcode.records import NOTES, Message, Sample, ToolCall
 from continualcode.render import SYSTEM_PROMPT, Renderer
+from continualcode.retrieve import defined, python_chunks
 from continualcode.tools import Workspace
 
 BENCH_BASH_TIMEOUT = 30
@@ -156,6 +157,11 @@ class Ctx:
         write_files(root, files)
         return Workspace(root, result_cap=self.cfg.result_cap, read_outline=self.cfg.read_outline,
                          read_cap=read_cap(self.cfg), bash_timeout=min(self.cfg.bash_timeout, BENCH_BASH_TIMEOUT))
+
+
+def _defined(files: dict[str, str]) -> frozenset[str]:
+    """The names a scenario's Python files define: what the app's Recorder hands `memory.fleeting`."""
+    return defined(c for path, text in files.items() if path.endswith(".py") for c in python_chunks(path, text))
 
 
 def write_files(root: Path, files: dict[str, str]) -> None:
@@ -392,7 +398,7 @@ def variant_unit(ctx: Ctx, sc: Scenario, learner: BenchLearner | None, *, cross:
             if denied:
                 break
         task["retries"] = retries(task, sc, min(sc.max_turns, ctx.cfg.max_turns))
-        if memory is not None and denied and lasting(sc.correction):
+        if memory is not None and denied and lasting(sc.correction, _defined(sc.files)):
             memory.add(sc.correction, task=sc.task, save=False)  # as the app's Recorder keeps a denial's text
         learn = learner.log[n_log:] if learner is not None else []
         changed = changed_before or any(not r.get("rolled_back") for r in learn)
