@@ -32,11 +32,13 @@ from continualcode.reads import FileKey, Find, Reads
 from continualcode.records import Message, ToolCall
 from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_argument
 from continualcode.replies import (
+    ASKS_NEXT,
     NAME_THE_FILE,
     NARRATED,
     NOT_AN_ANSWER,
     NOTHING_FOUND,
     UNGROUNDED,
+    asks_for_next_step,
     instead_of,
     made_up,
     names_a_file,
@@ -115,6 +117,30 @@ def pasted_argument(call: ToolCall) -> tuple[str, str] | None:
     return None
 
 
+def _answer_error(r: Rails, text: str) -> str | None:
+    """Why a reply in words is sent back instead of shown as the answer (None: it stands).  The last three
+    are sent back once a task, and a second such reply stands."""
+    if names := r.ungrounded(text):
+        return UNGROUNDED.format(names=", ".join(names[:3]))
+    if not_an_answer(text, asks_a_question(r.task)):
+        return NOT_AN_ANSWER
+    if not r.narrated and narrates_tools(text):
+        # once: its second narration named the file and function asked for; refusing it ended a task
+        r.narrated = True
+        return NARRATED
+    if not r.placed and asks_where(r.task) and not names_a_file(text):
+        # once: asked which method removes the jobs with a tag and where it is defined, the 1.5B model answered
+        # "the `clear` method of the `Scheduler` class" and no file (`bench tasks`, test split)
+        r.placed = True
+        return NAME_THE_FILE
+    if not r.prompted and asks_for_next_step(text):
+        # once: "To continue, please provide the next step of the process." was the answer after the fix in two
+        # user trials (isodate, python-dotenv)
+        r.prompted = True
+        return ASKS_NEXT
+    return None
+
+
 Breaks = Callable[[ToolCall], str | None]  # why a change would leave a parsing Python file unparsable, or None
 Cuts = Callable[[ToolCall], str | None]  # "REL from N lines to M" for a write that drops most of a file, or None
 Mend = Callable[[ToolCall], ToolCall | None]  # the change mended (re-indented, placed, restrung), or None
@@ -184,6 +210,7 @@ class Rails:
     seen: set[str] = field(default_factory=set)  # words of the tool results, tasks and file listing so far
     narrated: bool = False  # a reply telling how to use the tools was sent back, or a change made, in this task
     placed: bool = False  # an answer to "where" that named no file was sent back in this task (once is enough)
+    prompted: bool = False  # a reply asking the user for a next step was sent back in this task (once)
     worded: bool = False  # the last denial's correction asked for words (an answer, an explanation)
     said: str = ""  # the task and the corrections given in it
     reads: Reads | None = None  # what reads showed, and where they should start (made from `file_key` if None)
@@ -196,7 +223,7 @@ class Rails:
         explanation may come without a read, and a read of a file it showed starts at the first chunk shown."""
         self.task, self.denied, self.readonly_done, self.rejected, self.meant = task, {}, {}, set(), {}
         self.said = task
-        self.narrated, self.placed, self.worded = False, False, False
+        self.narrated, self.placed, self.worded, self.prompted = False, False, False, False
         self._reads.new_task(code)
         self.must_change = self.on and asks_for_change(task)
         self.asks_only = self.on and asks_only_a_question(task)
@@ -239,21 +266,8 @@ class Rails:
             return Verdict(Parsed(error=owed))
         call = parsed.call
         if call is None:
-            names = self.ungrounded(parsed.text or "") if self.on else []
-            if names:
-                return Verdict(Parsed(error=UNGROUNDED.format(names=", ".join(names[:3]))))
-            if self.on and not_an_answer(parsed.text or "", asks_a_question(self.task)):
-                return Verdict(Parsed(error=NOT_AN_ANSWER))
-            if self.on and not self.narrated and narrates_tools(parsed.text or ""):
-                # once: its second narration named the file and function asked for; refusing it ended a task
-                self.narrated = True
-                return Verdict(Parsed(error=NARRATED))
-            if self.on and not self.placed and asks_where(self.task) and not names_a_file(parsed.text or ""):
-                # once: asked which method removes the jobs with a tag and where it is defined, the 1.5B model
-                # answered "the `clear` method of the `Scheduler` class" and no file (`bench tasks`, test split)
-                self.placed = True
-                return Verdict(Parsed(error=NAME_THE_FILE))
-            return Verdict(parsed)
+            error = _answer_error(self, parsed.text or "") if self.on else None
+            return Verdict(parsed) if error is None else Verdict(Parsed(error=error))
         key, error = call.to_text(), None
         if self.on and (named := self._example_file(call)) is not None:  # before the read a change needs:
             error = EXAMPLE_FILE.format(arg=named[0], name=named[1])  # that read would fail (0.5B, dev split)

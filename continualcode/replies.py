@@ -35,6 +35,9 @@ NARRATED = ("do not tell how to use the tools: you have them.  If the results ab
 NAME_THE_FILE = ("the task asks where: say in which file (its path, as the results show it) and in which function "
                  "or class")
 
+ASKS_NEXT = ("do not ask the user for a next step: say in a sentence or two what this task found or changed (the "
+             "file, the function, what it does now)")
+
 NULL_WORDS = frozenset({"null", "none", "nil", "n/a", "undefined", "nan"})  # a reply that stands for no answer
 
 _NUMBERED, _HIT = READ_NUMBER, GREP_HIT  # a line as read shows it: (number); as grep does: (file, line, text)
@@ -74,6 +77,20 @@ def not_an_answer(text: str, question: bool) -> bool:
     return ((question and len(_LETTERS.findall(text)) < 2) or text.strip().rstrip(".").lower() in NULL_WORDS
             or len(_NUMBERED.findall(text)) >= 2 or len(_HIT.findall(text)) >= 2
             or text.lstrip().startswith(NOTHING_FOUND))
+
+
+# a reply that hands the turn back instead of reporting: "To continue, please provide the next step of the
+# process." right after the fix it asked for was made (user trials on isodate and python-dotenv), "To continue with
+# the task, please provide the offset and limit for the next part of the file." (8 of the 176 answers after a
+# change in the committed task transcripts)
+_ASKS_NEXT = re.compile(r"^\W*to continue\b|\bplease provide\b|\bprovide (?:me )?(?:with )?the next\b"
+                        r"|\bwhat (?:would you like|should i do|do you want)(?: me)?(?: to do)? next\b", re.I)
+
+
+def asks_for_next_step(text: str) -> bool:
+    """Whether a reply asks the user for the next step (or for more input) and names no file: it reports nothing
+    of the task (`_ASKS_NEXT`).  "I changed line 96 of main.py; what should I do next?" reports, and stands."""
+    return _ASKS_NEXT.search(text) is not None and not names_a_file(text)
 
 
 def narrates_tools(text: str) -> bool:

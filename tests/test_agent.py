@@ -1356,6 +1356,32 @@ def test_scripted_model_answer_to_where_that_names_no_file_is_sent_back_once(tok
     assert not [e for e in events2 if isinstance(e, Proposal) and e.error]
 
 
+def test_scripted_model_reply_asking_for_a_next_step_is_sent_back_once(tokenizer, tmp_path):
+    """After the fix, "To continue, please provide the next step of the process." was the answer in two user trials
+    (isodate, python-dotenv): sent back once a task, asking what the task found or changed; the second stands.  A
+    reply that names a file reports, and stands."""
+    from continualcode.rails import ASKS_NEXT
+    from continualcode.replies import asks_for_next_step
+
+    assert asks_for_next_step("To continue, please provide the next step of the process.")
+    assert asks_for_next_step("To continue with the task, please provide the offset and limit for the next part.")
+    assert asks_for_next_step("Done. What would you like me to do next?")
+    assert not asks_for_next_step("I changed line 1 of main.py to subtract; what should I do next?")
+    assert not asks_for_next_step("add now returns a - b.") and not asks_for_next_step("To continue reading, see b.py")
+    (tmp_path / "main.py").write_text("def add(a, b):\n    return a + b\n")
+    fix = call_text("edit_lines", path="main.py", start_line=2, end_line=2, content="    return a - b")
+    vague, report = "To continue, please provide the next step of the process.", "add in main.py now subtracts."
+    replies = [call_text("read", path="main.py"), fix, vague, report]
+    s, _, _, _, events = make(tokenizer, tmp_path, replies, [Approve(), Approve()], guard_rails=True)
+    assert s.run_task("make add in main.py subtract").text == report
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [ASKS_NEXT]
+    (tmp_path / "main.py").write_text("def add(a, b):\n    return a + b\n")
+    s, _, _, _, events = make(tokenizer, tmp_path, [*replies[:3], vague], [Approve(), Approve()], guard_rails=True)
+    assert s.run_task("make add in main.py subtract").text == vague  # once a task: the second stands
+    s, _, _, _, _ = make(tokenizer, tmp_path, [replies[0], vague], [Approve()])  # guard rails off: shown as it is
+    assert s.run_task("what does add in main.py do?").text == vague
+
+
 def test_scripted_model_may_answer_after_an_empty_search_that_showed_wider_hits(tokenizer, tmp_path):
     (tmp_path / "ops.py").write_text("def sub(a, b):\n    return a - b\n")
     replies = [call_text("grep", pattern="def sub", path="main.py"), "sub is in ops.py."]
