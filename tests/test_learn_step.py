@@ -487,8 +487,8 @@ def test_deferred_distillation_replaces_the_interim_update_with_the_undeferred_o
         monkeypatch.setattr(b, name, lambda *a, _real=real, **k: (b.clear_cache(), _real(*a, **k))[1])
     on_policy: list[list[bool]] = []  # per step, which examples take π_old from the step's own forward
     step = b.train_step
-    monkeypatch.setattr(b, "train_step", lambda batch, spec, *, lr: (
-        on_policy.append([e.old_logprobs is None for e in batch]), step(batch, spec, lr=lr))[1])
+    monkeypatch.setattr(b, "train_step", lambda batch, spec, *, lr, stop=None: (
+        on_policy.append([e.old_logprobs is None for e in batch]), step(batch, spec, lr=lr, stop=stop))[1])
     start, step0 = b.snapshot(), b.step
 
     def learner(deferred: bool, asked: list[Correction]) -> Learner:

@@ -66,12 +66,14 @@ def optimizer_step(batch: Sequence[TrainExample], spec: LossSpec, *, lr: float, 
     t_fwd = t_bwd = 0.0
     finite = True
     logps: list[torch.Tensor] = []
-    for ex in [*batch, None]:
+
+    def paused() -> None:  # before each example's forward and before the optimizer step
         if stop is not None and stop():
             optimizer.zero_grad(set_to_none=True)
             raise Paused("the training step was asked to stop before it changed the weights")
-        if ex is None:
-            break
+
+    for ex in batch:
+        paused()
         # 1) the student's forward over the completion positions
         t1 = time.perf_counter()
         logits_TV = logits(ex)
@@ -90,6 +92,7 @@ def optimizer_step(batch: Sequence[TrainExample], spec: LossSpec, *, lr: float, 
         t_bwd += t3 - t2
         for k, v in metrics.items():
             sums[k] = sums.get(k, 0.0) + w * float(v)
+    paused()
     # 3) clip and step, unless something was not finite
     t4 = time.perf_counter()
     grad_norm = float(torch.nn.utils.clip_grad_norm_(adapter.params, grad_clip)) if finite else float("nan")

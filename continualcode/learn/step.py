@@ -256,7 +256,7 @@ class Learner:
                 return metrics, steps, "agrees", ""
             before = b.score(main.example.prompt_ids, main.example.completion_ids, full=full) if trust else None
             pre = b.snapshot() if trust else None
-            result = b.train_step(batch, self.spec, lr=cfg.learning_rate, **({} if stop is None else {"stop": stop}))
+            result = b.train_step(batch, self.spec, lr=cfg.learning_rate, stop=stop)
             metrics = result.metrics
             if i == 0 and len(result.logp_T) == len(batch):  # π_old of later steps on the same samples
                 batch = [dataclasses.replace(ex, old_logprobs=lp) for ex, lp in zip(batch, result.logp_T, strict=True)]
