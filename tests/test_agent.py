@@ -549,18 +549,20 @@ def test_scripted_model_repeated_read_is_sampled_again_then_answered_from_the_co
 def test_scripted_model_a_read_inside_lines_shown_through_the_files_end_is_a_repeat(tokenizer, tmp_path):
     """A user trial on tomli: asked to add a function at the end of a 691-line module, the 1.5B model read from
     lines 650, 651 and 691 after a read had shown 649 to the end.  With the rails on, a read that starts inside
-    lines shown through the file's end is a repeat (sampled again); one inside a window that stopped short of
-    the end runs, and so does one after a change (and every one with the rails off)."""
+    lines shown through the file's end, or past that end, is a repeat (sampled again); one inside a window that
+    stopped short of the end runs, and so does one after a change (and every one with the rails off)."""
     (tmp_path / "long.py").write_text("".join(f"x{i} = {i}\n" for i in range(100)))
     top, tail = call_text("read", path="long.py", offset=1, limit=50), call_text("read", path="long.py", offset=60)
     inside, short = call_text("read", path="long.py", offset=80), call_text("read", path="long.py", offset=30)
-    replies = [top, tail, inside, short, "long.py sets x0 to x99."]
+    past = call_text("read", path="long.py", offset=117)  # past the end shown (a user trial on tenacity)
+    replies = [top, tail, inside, past, short, "long.py sets x0 to x99."]
     s, _, user, _, events = make(tokenizer, tmp_path, list(replies), [Approve()] * 3, guard_rails=True)
     assert s.run_task("what is in long.py").status == "answered"
     assert [c.arguments["offset"] for c, _ in user.seen] == [1, 60, 30]  # 30: the window 1-50 stopped short
-    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [LOOP_ERROR]
-    s, _, user, _, _ = make(tokenizer, tmp_path, list(replies), [Approve()] * 4)  # rails off
-    assert [c.arguments["offset"] for c, _ in (s.run_task("what is in long.py"), user.seen)[1]] == [1, 60, 80, 30]
+    assert [e.error for e in events if isinstance(e, Proposal) and e.error] == [LOOP_ERROR, LOOP_ERROR]
+    s, _, user, _, _ = make(tokenizer, tmp_path, list(replies), [Approve()] * 5)  # rails off
+    seen = [c.arguments["offset"] for c, _ in (s.run_task("what is in long.py"), user.seen)[1]]
+    assert seen == [1, 60, 80, 117, 30]
     edit = call_text("edit_lines", path="long.py", start_line=101, end_line=100, content="y = 1\n")
     s, _, user, _, _ = make(tokenizer, tmp_path, [tail, edit, inside, "Added y."], [Approve()] * 3, guard_rails=True)
     s.run_task("add y = 1 at the end of long.py")
