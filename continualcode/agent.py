@@ -46,7 +46,7 @@ from continualcode.events import (
 )
 from continualcode.intent import asks_a_question
 from continualcode.rails import CHANGING, DENIAL, DENIED, LOOP_ERROR, LOOP_NOTE, READ_ONLY, REPEAT_ERROR
-from continualcode.records import FRESH, Correction, Message, Sample, ToolCall
+from continualcode.records import FRESH, TASK_REMINDER, Correction, Message, Sample, ToolCall
 from continualcode.referred import named_lines
 from continualcode.render import Parsed, Renderer
 from continualcode.retrieve import HEAD as RETRIEVED
@@ -87,11 +87,6 @@ REPEAT_TEMPERATURE = 0.7  # the least temperature of a re-sample after a repeate
 # model, told the result was above, proposed the same grep 25-33 times until max_turns (~80 s of samples).
 MAX_LOOP_NOTES = 3
 LOOPING = "stopped: the model kept repeating {call} after its result was shown; rephrase the task or name the file"
-# Closes every tool result and every denial's correction when `remind_task` is on.  After a tool result the
-# 0.5B model lost the task: asked to add a function, it read the file, then read it again or wrote "100"
-# into it; after "run Python scripts with python3 (python3 script.py)" it ran `python3 script.py` when asked
-# to run clean.py (docs/agent.md).
-TASK_REMINDER = "\n\n(The task: {task})"
 TEXT_CALL_ERROR = ("a tool call written as text: make the call with <tool_call> tags and a known tool, "
                    "or answer in plain words")
 CUT_OFF = ("the reply was cut off at {n} tokens before its call ended: make a shorter call (to change a file, "

@@ -29,7 +29,7 @@ from continualcode.intent import (
     asks_where,
 )
 from continualcode.reads import FileKey, Find, Reads
-from continualcode.records import Message, ToolCall
+from continualcode.records import INSTEAD, Message, ToolCall
 from continualcode.render import EXAMPLE_FILES, TEXT_ARGS, Parsed, placeholder_argument
 from continualcode.replies import (
     ASKS_NEXT,
@@ -51,7 +51,7 @@ from continualcode.tools.search import IS_A_FILE
 
 REPEAT_ERROR = "the model proposed a call the user had denied in this task again"
 DENIED = "Denied: the call was not run."  # the user turn after a denied call opens so (agent.py; docs/agent.md)
-DENIAL = DENIED + " Do this instead: {fix}"  # with the correction, as the call's replacement
+DENIAL = f"{DENIED} {INSTEAD}"  # with the correction, as the call's replacement
 LOOP_ERROR = ("the model repeated a call whose result it already has (a read-only call, one that failed, or a "
               "change just made)")
 LOOP_NOTE = ("You already made this call (or read these lines through the file's end) and its result is above; "

@@ -19,6 +19,12 @@ CALL_OPEN = "<tool_call>\n"
 CALL_CLOSE = "\n</tool_call>"
 JSON_SEPARATORS = (", ", ": ")
 
+# How a correction is put to the model, the same for the retry (after the denial, rails.DENIAL) and for the
+# self-teacher (learn/teacher.py); and how a tool result or a correction is closed by the task it serves
+# (`remind_task`; after a tool result the 0.5B model lost the task: docs/agent.md)
+INSTEAD = "Do this instead: {fix}"
+TASK_REMINDER = "\n\n(The task: {task})"
+
 # A backslash in a call's JSON keeps its JSON meaning before `"`, `\\`, `/`, `n`, `r`, `t` and `u` + four hex
 # digits; before anything else it is the code's own backslash, kept as written.
 _ESCAPE_RE = re.compile(r"\\(u[0-9A-Fa-f]{4}|.)", re.S)

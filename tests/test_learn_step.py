@@ -28,6 +28,7 @@ import continualcode.learn.losses as losses
 from continualcode.learn.step import Learner
 from continualcode.learn.teacher import privileged_text, teacher_messages
 from continualcode.learn.types import LearnConfig
+from continualcode.rails import DENIAL
 from continualcode.records import Correction, Message, Sample, ToolCall
 
 
@@ -366,12 +367,12 @@ def test_the_correction_is_the_last_user_message():
 
 
 def test_the_teacher_turn_closes_with_the_task_it_serves():
-    """As the retry's denial does (agent.TASK_REMINDER): the task is the conversation's last user message that is
+    """As the retry's denial does (records.TASK_REMINDER): the task is the conversation's last user message that is
     not an error or a denial; a context with no task adds nothing."""
     c = plain_correction()
     task = next(m.content for m in reversed(c.messages) if m.role == "user")
     assert privileged_text(c).endswith(f"(The task: {task})")
-    denied = Message("user", "Denied: the call was not run. Do this instead: x")
+    denied = Message("user", DENIAL.format(fix="x"))  # the retry's denial: not the task
     later = plain_correction(messages=(*c.messages, denied))
     assert privileged_text(later).endswith(f"(The task: {task})")
     assert "(The task:" not in privileged_text(plain_correction(messages=(Message("system", "s"),)))

@@ -16,10 +16,7 @@ Pure functions of messages; the renderer turns them into ids.
 from __future__ import annotations
 
 from continualcode.learn.prompts import task_of
-from continualcode.records import Correction, Message
-
-INSTEAD = "Do this instead: {text}"  # the words of the retry's denial (rails.DENIAL), without the denied call
-TASK = "(The task: {task})"  # and its task reminder (agent.TASK_REMINDER)
+from continualcode.records import INSTEAD, TASK_REMINDER, Correction, Message
 
 
 def privileged_text(c: Correction, *, with_demonstration: bool = True) -> str:
@@ -29,17 +26,17 @@ def privileged_text(c: Correction, *, with_demonstration: bool = True) -> str:
     python -m pytest -q, never bare pytest; the stop tests are in tests/test_tenacity.py" it put 0.52 on
     `replace` and 0.24 on `bash` (a user trial; the step taught the student to `replace` in the test file on
     every later task, even "run python -m pytest -q tests/test_tenacity.py").  Sampled from the teacher's
-    context on the retry benchmark's scenarios, its call complied in 36 of 50 samples against 28 of 52 (dev
-    half, chose) and wrote prose instead of a call in 7 against 18 (bench/results/learn/teacher-wording/)."""
+    context on the retry benchmark's scenarios, its call complied in 43 of 60 samples against 32 (dev half,
+    chose; held out 38 of 54 against 31) and wrote prose instead of a call in 8 against 22 (dev;
+    bench/results/learn/teacher-wording/)."""
     parts = []
     if c.feedback:
         parts.append("Notes from the user about this project:\n" + "\n".join(f"- {f}" for f in c.feedback))
-    parts.append(INSTEAD.format(text=c.text))
+    parts.append(INSTEAD.format(fix=c.text))
     if with_demonstration and c.demonstration:
         parts.append(f"A correct reply is:\n{c.demonstration}")
-    if task := task_of(c.messages):
-        parts.append(TASK.format(task=task))
-    return "\n\n".join(parts)
+    task = task_of(c.messages)
+    return "\n\n".join(parts) + (TASK_REMINDER.format(task=task) if task else "")
 
 
 def teacher_messages(c: Correction, *, sees_attempt: bool = False) -> list[Message]:
